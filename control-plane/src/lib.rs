@@ -1,0 +1,12 @@
+//! weft's control plane: registries -> model -> translation -> xDS.
+//!
+//! Data flows one way: a registry (files or Kubernetes) produces an immutable [`model::Mesh`];
+//! [`translate`] turns it, per proxy, into xDS resources; [`xds`] serves them over ADS.
+
+pub mod admin;
+pub mod crd;
+pub mod model;
+pub mod registry;
+pub mod server;
+pub mod translate;
+pub mod xds;

@@ -1,0 +1,92 @@
+//! `weft`: the control plane and CLI. Wiring only; the work is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use weft_control_plane::{crd, server};
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "weft service mesh: control plane and CLI"
+)]
+struct Cli {
+    /// Log filter (tracing-subscriber EnvFilter syntax, e.g. `info,weft=debug`).
+    #[arg(long, env = "WEFT_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve xDS v3 (ADS, state of the world and delta) for the mesh a registry describes.
+    Serve(ServeArgs),
+    /// Print the CustomResourceDefinitions of weft's own kinds as YAML.
+    Crds,
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory of Kubernetes YAML (Service, EndpointSlice, Pod, Namespace, HTTPRoute and weft.io
+    /// kinds), watched for changes.
+    #[arg(long, env = "WEFT_REGISTRY")]
+    registry: PathBuf,
+    /// Address of the xDS gRPC server.
+    #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:15010")]
+    xds_addr: SocketAddr,
+    /// Address of /ready, /metrics and /debug/*.
+    #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
+    admin_addr: SocketAddr,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Quiet time, in milliseconds, that turns a burst of changes into one push.
+    #[arg(long, env = "WEFT_DEBOUNCE_MS", default_value_t = 100)]
+    debounce_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let running = server::start(server::Config {
+                source: server::Source::Files(args.registry),
+                xds_addr: args.xds_addr,
+                admin_addr: args.admin_addr,
+                trust_domain: args.trust_domain,
+                debounce: Duration::from_millis(args.debounce_ms),
+            })
+            .await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.shutdown();
+        }
+        Command::Crds => {
+            for c in crd::definitions() {
+                println!("---\n{}", serde_yaml::to_string(&c)?);
+            }
+        }
+        Command::Version => println!("weft {}", env!("CARGO_PKG_VERSION")),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,116 @@
+//! HTTP routing rules, as HTTPRoute (GAMMA) expresses them.
+
+use std::time::Duration;
+
+use super::Key;
+
+/// One HTTPRoute rule after validation: a request matching any of `matches` goes to `backends`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteRule {
+    /// `namespace/name` of the HTTPRoute and rule index, for logs, metrics and resource names.
+    pub origin: String,
+    /// Alternatives; a request must satisfy one. Never empty (a rule without matches gets prefix `/`).
+    pub matches: Vec<RouteMatch>,
+    /// Weighted targets; weights need not sum to anything.
+    pub backends: Vec<Backend>,
+    /// Whole-request timeout, retries included.
+    pub timeout: Option<Duration>,
+    /// Per-attempt timeout.
+    pub backend_timeout: Option<Duration>,
+    /// Retry policy.
+    pub retry: Option<RouteRetry>,
+}
+
+/// A weighted Service port a rule sends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// Target Service.
+    pub service: Key,
+    /// Target Service port.
+    pub port: u16,
+    /// Relative weight (0 disables the backend).
+    pub weight: u32,
+}
+
+/// Conditions a request must all meet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteMatch {
+    /// Path condition; `None` matches every path.
+    pub path: Option<PathMatch>,
+    /// Header conditions (header names lowercase).
+    pub headers: Vec<HeaderMatch>,
+    /// HTTP method, uppercase.
+    pub method: Option<String>,
+    /// Query parameter conditions.
+    pub query: Vec<QueryMatch>,
+}
+
+/// How the path must look.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PathMatch {
+    /// The whole path equals this.
+    Exact(String),
+    /// Path-segment prefix (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`).
+    Prefix(String),
+    /// RE2-style regular expression over the whole path.
+    Regex(String),
+}
+
+/// A value condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StringMatch {
+    /// Equal.
+    Exact(String),
+    /// Regular expression over the whole value.
+    Regex(String),
+}
+
+/// A header condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderMatch {
+    /// Lowercase header name.
+    pub name: String,
+    /// Value condition.
+    pub value: StringMatch,
+}
+
+/// A query parameter condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryMatch {
+    /// Parameter name (case-sensitive).
+    pub name: String,
+    /// Value condition.
+    pub value: StringMatch,
+}
+
+/// When and how often to retry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteRetry {
+    /// Attempts after the first.
+    pub attempts: u32,
+    /// HTTP status codes that trigger a retry; empty means the usual gateway errors (502, 503, 504)
+    /// plus connection failures.
+    pub codes: Vec<u32>,
+    /// Base backoff between attempts.
+    pub backoff: Option<Duration>,
+}
+
+impl RouteMatch {
+    /// Gateway API's precedence, as a sortable key (greater wins): exact path, then longer prefix,
+    /// then a method, then more headers, then more query parameters.
+    pub fn precedence(&self) -> (u8, usize, bool, usize, usize) {
+        let (kind, len) = match &self.path {
+            Some(PathMatch::Exact(p)) => (3, p.len()),
+            Some(PathMatch::Prefix(p)) => (2, p.len()),
+            Some(PathMatch::Regex(p)) => (1, p.len()),
+            None => (2, 1),
+        };
+        (
+            kind,
+            len,
+            self.method.is_some(),
+            self.headers.len(),
+            self.query.len(),
+        )
+    }
+}

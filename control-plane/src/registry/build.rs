@@ -1,0 +1,737 @@
+//! Objects -> Mesh: interprets Kubernetes objects the way Kubernetes and GAMMA define them.
+//!
+//! Pure and total: a bad reference drops only what it touches, with a [`Warning`] naming it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_api::experimental::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::Objects;
+use crate::crd::LoadBalancerKind;
+use crate::model::{
+    Backend, ConnectionLimits, Endpoint, HeaderMatch, Health, HostPattern, Key, LoadBalancer, Mesh,
+    OutboundListener, OutlierDetection, PathMatch, Protocol, QueryMatch, RouteMatch, RouteRetry,
+    RouteRule, Selector, Service, ServicePort, SidecarScope, StringMatch, TrafficPolicy, Workload,
+    WorkloadPort,
+};
+
+/// Something in the input that weft ignored, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// `Kind namespace/name` of the offending object.
+    pub object: String,
+    /// What was dropped and why.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+struct Builder {
+    warnings: Vec<Warning>,
+}
+
+impl Builder {
+    fn warn(&mut self, kind: &str, key: &Key, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            object: format!("{kind} {key}"),
+            message: message.into(),
+        });
+    }
+}
+
+/// Builds the Mesh the objects describe, with a warning for everything that had to be dropped.
+pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
+    let mut b = Builder {
+        warnings: Vec::new(),
+    };
+    let mut workloads = workloads(objects, trust_domain, &mut b);
+    let mut services = services(objects, &workloads, &mut b);
+    attach_policies(objects, &mut services, &mut b);
+    attach_routes(objects, &mut services, &mut b);
+    set_workload_protocols(&services, &mut workloads);
+    let sidecars = sidecars(objects, &mut b);
+    let mesh = Mesh {
+        trust_domain: trust_domain.to_string(),
+        services: services
+            .into_iter()
+            .map(|(k, s)| (k, Arc::new(s)))
+            .collect(),
+        workloads: workloads
+            .into_iter()
+            .map(|(k, w)| (k, Arc::new(w)))
+            .collect(),
+        sidecars: sidecars.into_iter().map(Arc::new).collect(),
+    };
+    (mesh, b.warnings)
+}
+
+/// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect();
+    if let Some(ip) = status.pod_ip.as_deref().and_then(|s| s.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.insert(0, ip);
+    }
+    ips
+}
+
+fn workloads(objects: &Objects, td: &str, b: &mut Builder) -> BTreeMap<Key, Workload> {
+    let mut out = BTreeMap::new();
+    for (key, pod) in &objects.pods {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let spec = pod.spec.as_ref();
+        let sa = spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".to_string());
+        let ips = pod_ips(pod);
+        if ips.is_empty() {
+            b.warn("Pod", key, "no pod IP yet: not a workload until it has one");
+        }
+        let ports = spec
+            .into_iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| {
+                Some(WorkloadPort {
+                    port: u16::try_from(p.container_port).ok()?,
+                    protocol: Protocol::from_port(None, p.name.as_deref().unwrap_or_default()),
+                })
+            })
+            .collect();
+        out.insert(
+            key.clone(),
+            Workload {
+                key: key.clone(),
+                ips,
+                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                identity: spiffe_id(td, &key.namespace, &sa),
+                service_account: sa,
+                ports,
+            },
+        );
+    }
+    out
+}
+
+fn services(
+    objects: &Objects,
+    workloads: &BTreeMap<Key, Workload>,
+    b: &mut Builder,
+) -> BTreeMap<Key, Service> {
+    let by_ip: HashMap<IpAddr, &Workload> = workloads
+        .values()
+        .flat_map(|w| w.ips.iter().map(move |ip| (*ip, w)))
+        .collect();
+
+    // EndpointSlices grouped by the Service they belong to.
+    let mut slices: BTreeMap<Key, Vec<&EndpointSlice>> = BTreeMap::new();
+    for (key, slice) in &objects.endpoint_slices {
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        match owner {
+            Some(svc)
+                if objects
+                    .services
+                    .contains_key(&Key::new(&key.namespace, svc)) =>
+            {
+                slices
+                    .entry(Key::new(&key.namespace, svc))
+                    .or_default()
+                    .push(slice)
+            }
+            Some(svc) => b.warn(
+                "EndpointSlice",
+                key,
+                format!(
+                    "its Service {}/{svc} does not exist: ignored",
+                    key.namespace
+                ),
+            ),
+            None => b.warn(
+                "EndpointSlice",
+                key,
+                "no kubernetes.io/service-name label: ignored",
+            ),
+        }
+    }
+
+    let mut out = BTreeMap::new();
+    for (key, svc) in &objects.services {
+        let Some(spec) = &svc.spec else {
+            b.warn("Service", key, "no spec: ignored");
+            continue;
+        };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            b.warn("Service", key, "ExternalName Services are not meshed");
+            continue;
+        }
+        let mut cluster_ips: Vec<IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        cluster_ips.dedup();
+        let svc_slices = slices.get(key).map(Vec::as_slice).unwrap_or_default();
+        let mut ports = Vec::new();
+        for p in spec.ports.iter().flatten() {
+            if p.protocol.as_deref().unwrap_or("TCP") != "TCP" {
+                continue;
+            }
+            let Ok(port) = u16::try_from(p.port) else {
+                b.warn("Service", key, format!("port {} out of range", p.port));
+                continue;
+            };
+            let name = p.name.clone().unwrap_or_default();
+            ports.push(ServicePort {
+                protocol: Protocol::from_port(p.app_protocol.as_deref(), &name),
+                endpoints: endpoints(svc_slices, &name, &by_ip, workloads),
+                name,
+                port,
+                routes: Vec::new(),
+            });
+        }
+        out.insert(
+            key.clone(),
+            Service {
+                key: key.clone(),
+                cluster_ips,
+                ports,
+                policy: None,
+            },
+        );
+    }
+    out
+}
+
+/// The endpoints of one Service port: ready ones, or serving-but-terminating ones while none is
+/// ready (so a rolling update never leaves a window with nothing to send to).
+fn endpoints(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    by_ip: &HashMap<IpAddr, &Workload>,
+    workloads: &BTreeMap<Key, Workload>,
+) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for slice in slices {
+        let Some(port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or_default() == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let cond = ep.conditions.clone().unwrap_or_default();
+            let ready = cond.ready.unwrap_or(true);
+            let serving = cond.serving.unwrap_or(ready);
+            let terminating = cond.terminating.unwrap_or(false);
+            let health = if ready && !terminating {
+                Health::Healthy
+            } else if serving {
+                Health::Draining
+            } else {
+                continue;
+            };
+            let pod_key = ep
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    let ns = r.namespace.clone().or(slice.metadata.namespace.clone())?;
+                    Some(Key::new(ns, r.name.clone()?))
+                });
+            for addr in &ep.addresses {
+                let Ok(ip) = addr.parse::<IpAddr>() else {
+                    continue;
+                };
+                if out.iter().any(|e| e.ip == ip && e.port == port) {
+                    continue;
+                }
+                let workload = pod_key
+                    .as_ref()
+                    .and_then(|k| workloads.get(k))
+                    .or_else(|| by_ip.get(&ip).copied());
+                out.push(Endpoint {
+                    ip,
+                    port,
+                    health,
+                    identity: workload.map(|w| w.identity.clone()),
+                    workload: workload.map(|w| w.key.clone()),
+                    zone: ep.zone.clone(),
+                });
+            }
+        }
+    }
+    if out.iter().any(|e| e.health == Health::Healthy) {
+        out.retain(|e| e.health == Health::Healthy);
+    }
+    out.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+    out
+}
+
+fn duration(
+    b: &mut Builder,
+    kind: &str,
+    key: &Key,
+    field: &str,
+    value: Option<&str>,
+) -> Option<Duration> {
+    let value = value?;
+    match value.parse::<gateway_api::Duration>() {
+        Ok(d) => Some(Duration::from_nanos(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        )),
+        Err(e) => {
+            b.warn(
+                kind,
+                key,
+                format!("{field}: invalid duration {value:?}: {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn retry(
+    b: &mut Builder,
+    kind: &str,
+    key: &Key,
+    attempts: i64,
+    codes: &[i64],
+    backoff: Option<&str>,
+) -> RouteRetry {
+    RouteRetry {
+        attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+        codes: codes
+            .iter()
+            .filter_map(|c| u32::try_from(*c).ok())
+            .collect(),
+        backoff: duration(b, kind, key, "retry.backoff", backoff),
+    }
+}
+
+fn is_service_ref(group: Option<&str>, kind: Option<&str>) -> bool {
+    matches!(group, None | Some("" | "core")) && kind.unwrap_or("Service") == "Service"
+}
+
+fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
+    for (key, tp) in &objects.traffic_policies {
+        let spec = &tp.spec;
+        let policy = TrafficPolicy {
+            load_balancer: match spec.load_balancer {
+                None | Some(LoadBalancerKind::LeastRequest) => LoadBalancer::LeastRequest,
+                Some(LoadBalancerKind::RoundRobin) => LoadBalancer::RoundRobin,
+                Some(LoadBalancerKind::Random) => LoadBalancer::Random,
+            },
+            limits: spec
+                .connection_pool
+                .as_ref()
+                .map(|c| ConnectionLimits {
+                    max_connections: c.max_connections,
+                    max_pending_requests: c.max_pending_requests,
+                    max_requests: c.max_requests,
+                    max_retries: c.max_retries,
+                })
+                .unwrap_or_default(),
+            outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {
+                consecutive_5xx: o.consecutive_5xx_errors.unwrap_or(5),
+                interval: duration(b, "TrafficPolicy", key, "interval", o.interval.as_deref())
+                    .unwrap_or(Duration::from_secs(10)),
+                base_ejection_time: duration(
+                    b,
+                    "TrafficPolicy",
+                    key,
+                    "baseEjectionTime",
+                    o.base_ejection_time.as_deref(),
+                )
+                .unwrap_or(Duration::from_secs(30)),
+                max_ejection_percent: o.max_ejection_percent.unwrap_or(10).min(100),
+            }),
+            timeout: duration(b, "TrafficPolicy", key, "timeout", spec.timeout.as_deref()),
+            retry: spec.retry.as_ref().map(|r| {
+                let codes: Vec<i64> = r.codes.iter().map(|c| i64::from(*c)).collect();
+                retry(
+                    b,
+                    "TrafficPolicy",
+                    key,
+                    i64::from(r.attempts),
+                    &codes,
+                    r.backoff.as_deref(),
+                )
+            }),
+        };
+        for target in &spec.target_refs {
+            if !is_service_ref(Some(&target.group), Some(&target.kind)) {
+                b.warn(
+                    "TrafficPolicy",
+                    key,
+                    format!("targetRef {} {}: only Services", target.kind, target.name),
+                );
+                continue;
+            }
+            let svc_key = Key::new(&key.namespace, &target.name);
+            match services.get_mut(&svc_key) {
+                Some(svc) if svc.policy.is_none() => svc.policy = Some(policy.clone()),
+                Some(_) => b.warn(
+                    "TrafficPolicy",
+                    key,
+                    format!("Service {svc_key} already has a TrafficPolicy: ignored for it"),
+                ),
+                None => b.warn(
+                    "TrafficPolicy",
+                    key,
+                    format!("Service {svc_key} does not exist"),
+                ),
+            }
+        }
+    }
+}
+
+fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
+    // Older routes win ties, then namespace/name, as Gateway API orders conflicts.
+    let mut routes: Vec<(&Key, &HttpRoute)> = objects.http_routes.iter().collect();
+    routes.sort_by_key(|(k, r)| (r.metadata.creation_timestamp.clone().map(|t| t.0), *k));
+    for (key, route) in routes {
+        let rules = route_rules(key, route, services, b);
+        for parent in route.spec.parent_refs.iter().flatten() {
+            if !is_service_ref(parent.group.as_deref(), parent.kind.as_deref()) {
+                continue; // attached to a Gateway: not the mesh's business
+            }
+            let parent_key = Key::new(
+                parent.namespace.as_deref().unwrap_or(&key.namespace),
+                &parent.name,
+            );
+            let Some(svc) = services.get_mut(&parent_key) else {
+                b.warn(
+                    "HTTPRoute",
+                    key,
+                    format!("parent Service {parent_key} does not exist"),
+                );
+                continue;
+            };
+            let mut attached = false;
+            for port in &mut svc.ports {
+                let wanted = match parent.port {
+                    Some(p) => i32::from(port.port) == p,
+                    None => port.protocol.is_http(),
+                };
+                if wanted {
+                    port.routes.extend(rules.iter().cloned());
+                    attached = true;
+                }
+            }
+            if !attached {
+                b.warn(
+                    "HTTPRoute",
+                    key,
+                    format!(
+                        "parent Service {parent_key} has no {} port",
+                        parent.port.map_or("HTTP".to_string(), |p| p.to_string())
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn route_rules(
+    key: &Key,
+    route: &HttpRoute,
+    services: &BTreeMap<Key, Service>,
+    b: &mut Builder,
+) -> Vec<RouteRule> {
+    let mut out = Vec::new();
+    for (i, rule) in route.spec.rules.iter().flatten().enumerate() {
+        let origin = format!("{key}#{i}");
+        match route_rule(key, rule, &origin, services, b) {
+            Ok(r) => out.push(r),
+            Err(why) => b.warn("HTTPRoute", key, format!("rule {i} dropped: {why}")),
+        }
+    }
+    out
+}
+
+fn route_rule(
+    key: &Key,
+    rule: &HttpRouteRules,
+    origin: &str,
+    services: &BTreeMap<Key, Service>,
+    b: &mut Builder,
+) -> Result<RouteRule, String> {
+    let matches = match rule.matches.as_deref() {
+        None | Some([]) => vec![RouteMatch {
+            path: Some(PathMatch::Prefix("/".into())),
+            ..RouteMatch::default()
+        }],
+        Some(ms) => ms.iter().map(route_match).collect::<Result<_, _>>()?,
+    };
+    let mut backends = Vec::new();
+    for br in rule.backend_refs.iter().flatten() {
+        if !is_service_ref(br.group.as_deref(), br.kind.as_deref()) {
+            b.warn(
+                "HTTPRoute",
+                key,
+                format!("backendRef {}: only Services are supported", br.name),
+            );
+            continue;
+        }
+        let svc_key = Key::new(br.namespace.as_deref().unwrap_or(&key.namespace), &br.name);
+        let Some(port) = br.port.and_then(|p| u16::try_from(p).ok()) else {
+            b.warn(
+                "HTTPRoute",
+                key,
+                format!("backendRef {svc_key} has no port"),
+            );
+            continue;
+        };
+        match services.get(&svc_key) {
+            Some(s) if s.port(port).is_some() => backends.push(Backend {
+                service: svc_key,
+                port,
+                weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
+            }),
+            Some(_) => b.warn(
+                "HTTPRoute",
+                key,
+                format!("backendRef {svc_key} has no port {port}"),
+            ),
+            None => b.warn(
+                "HTTPRoute",
+                key,
+                format!("backendRef Service {svc_key} does not exist"),
+            ),
+        }
+    }
+    if backends.iter().all(|b| b.weight == 0) {
+        return Err("no usable backendRef".into());
+    }
+    let timeouts = rule.timeouts.as_ref();
+    Ok(RouteRule {
+        origin: origin.to_string(),
+        matches,
+        backends,
+        timeout: duration(
+            b,
+            "HTTPRoute",
+            key,
+            "timeouts.request",
+            timeouts.and_then(|t| t.request.as_deref()),
+        )
+        .filter(|d| !d.is_zero()),
+        backend_timeout: duration(
+            b,
+            "HTTPRoute",
+            key,
+            "timeouts.backendRequest",
+            timeouts.and_then(|t| t.backend_request.as_deref()),
+        )
+        .filter(|d| !d.is_zero()),
+        retry: rule.retry.as_ref().map(|r| {
+            retry(
+                b,
+                "HTTPRoute",
+                key,
+                r.attempts.unwrap_or(1),
+                r.codes.as_deref().unwrap_or_default(),
+                r.backoff.as_deref(),
+            )
+        }),
+    })
+}
+
+fn check_regex(re: &str) -> Result<(), String> {
+    regex::Regex::new(re)
+        .map(|_| ())
+        .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
+}
+
+fn string_match(regex: bool, value: &str) -> Result<StringMatch, String> {
+    if regex {
+        check_regex(value)?;
+        Ok(StringMatch::Regex(value.to_string()))
+    } else {
+        Ok(StringMatch::Exact(value.to_string()))
+    }
+}
+
+fn route_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
+    let path = match &m.path {
+        None => Some(PathMatch::Prefix("/".into())),
+        Some(p) => {
+            let value = p.value.clone().unwrap_or_else(|| "/".into());
+            if !value.starts_with('/')
+                && p.r#type != Some(HttpRouteRulesMatchesPathType::RegularExpression)
+            {
+                return Err(format!("path {value:?} must start with '/'"));
+            }
+            Some(match p.r#type {
+                Some(HttpRouteRulesMatchesPathType::Exact) => PathMatch::Exact(value),
+                None | Some(HttpRouteRulesMatchesPathType::PathPrefix) => {
+                    let trimmed = value.trim_end_matches('/');
+                    PathMatch::Prefix(if trimmed.is_empty() {
+                        "/".into()
+                    } else {
+                        trimmed.into()
+                    })
+                }
+                Some(HttpRouteRulesMatchesPathType::RegularExpression) => {
+                    check_regex(&value)?;
+                    PathMatch::Regex(value)
+                }
+            })
+        }
+    };
+    let headers = m
+        .headers
+        .iter()
+        .flatten()
+        .map(|h| {
+            Ok(HeaderMatch {
+                name: h.name.to_ascii_lowercase(),
+                value: string_match(
+                    h.r#type == Some(HttpRouteRulesMatchesHeadersType::RegularExpression),
+                    &h.value,
+                )?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let query = m
+        .query_params
+        .iter()
+        .flatten()
+        .map(|q| {
+            Ok(QueryMatch {
+                name: q.name.clone(),
+                value: string_match(
+                    q.r#type == Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression),
+                    &q.value,
+                )?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let method = m.method.as_ref().map(|meth| {
+        serde_json::to_value(meth)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    Ok(RouteMatch {
+        path,
+        headers,
+        method,
+        query,
+    })
+}
+
+/// Inbound protocols follow the Services that select the workload, where they say more than the
+/// container port name does.
+fn set_workload_protocols(
+    services: &BTreeMap<Key, Service>,
+    workloads: &mut BTreeMap<Key, Workload>,
+) {
+    for svc in services.values() {
+        for port in &svc.ports {
+            for ep in &port.endpoints {
+                let Some(w) = ep.workload.as_ref().and_then(|k| workloads.get_mut(k)) else {
+                    continue;
+                };
+                match w.ports.iter_mut().find(|p| p.port == ep.port) {
+                    Some(wp) if wp.protocol == Protocol::Detect => wp.protocol = port.protocol,
+                    Some(_) => {}
+                    None => w.ports.push(WorkloadPort {
+                        port: ep.port,
+                        protocol: port.protocol,
+                    }),
+                }
+            }
+        }
+    }
+    for w in workloads.values_mut() {
+        w.ports.sort_by_key(|p| p.port);
+        w.ports.dedup_by_key(|p| p.port);
+    }
+}
+
+fn host_pattern(own_namespace: &str, host: &str) -> HostPattern {
+    let (ns, name) = host.split_once('/').unwrap_or((".", host));
+    HostPattern {
+        namespace: if ns == "." { own_namespace } else { ns }.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn sidecars(objects: &Objects, b: &mut Builder) -> Vec<SidecarScope> {
+    let mut out = Vec::new();
+    for (key, sc) in &objects.sidecars {
+        let mut listeners = Vec::new();
+        for l in &sc.spec.outbound_listeners {
+            let Ok(bind) = l.bind.parse::<SocketAddr>() else {
+                b.warn(
+                    "Sidecar",
+                    key,
+                    format!("outbound listener bind {:?} is not ip:port", l.bind),
+                );
+                continue;
+            };
+            let host = l.service.trim_end_matches(".svc.cluster.local");
+            let (name, ns) = host.split_once('.').unwrap_or((host, &key.namespace));
+            listeners.push(OutboundListener {
+                bind,
+                service: Key::new(ns, name),
+                port: l.port,
+            });
+        }
+        out.push(SidecarScope {
+            key: key.clone(),
+            selector: Selector(sc.spec.workload_selector.match_labels.clone()),
+            hosts: sc
+                .spec
+                .egress
+                .iter()
+                .map(|h| host_pattern(&key.namespace, h))
+                .collect(),
+            listeners,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

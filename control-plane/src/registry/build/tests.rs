@@ -1,0 +1,90 @@
+use std::path::Path;
+
+use super::*;
+use crate::registry::file::load_text;
+
+fn build_yaml(yaml: &str) -> (Mesh, Vec<String>) {
+    let mut objects = Objects::default();
+    let mut file_warnings = Vec::new();
+    load_text(Path::new("t.yaml"), yaml, &mut objects, &mut file_warnings).unwrap();
+    let (mesh, warnings) = build(&objects, "cluster.local");
+    (mesh, warnings.iter().map(ToString::to_string).collect())
+}
+
+const API: &str = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+";
+
+#[test]
+fn bad_references_drop_only_what_they_touch() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: missing}], rules: [{backendRefs: [{name: api, port: 80}]}]}\n",
+            "HTTPRoute ns/r: parent Service ns/missing does not exist",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api, port: 81}], rules: [{backendRefs: [{name: api, port: 80}]}]}\n",
+            "HTTPRoute ns/r: parent Service ns/api has no 81 port",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{backendRefs: [{name: gone, port: 80}]}]}\n",
+            "HTTPRoute ns/r: backendRef Service ns/gone does not exist",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{matches: [{path: {type: RegularExpression, value: '(['}}], backendRefs: [{name: api, port: 80}]}]}\n",
+            "HTTPRoute ns/r: rule 0 dropped: invalid regular expression",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: orphan-1, namespace: ns, labels: {kubernetes.io/service-name: orphan}}\n\
+addressType: IPv4\nendpoints: [{addresses: [10.1.0.1]}]\n",
+            "EndpointSlice ns/orphan-1: its Service ns/orphan does not exist: ignored",
+        ),
+        (
+            "apiVersion: weft.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: tp, namespace: ns}\n\
+spec: {targetRefs: [{kind: Service, name: nope}], timeout: 'ten seconds'}\n",
+            "TrafficPolicy ns/tp: timeout: invalid duration",
+        ),
+    ];
+    for (doc, want) in cases {
+        let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
+        assert!(
+            warnings.iter().any(|w| w.starts_with(want)),
+            "want {want:?}, got {warnings:?}"
+        );
+        // The Service itself is untouched and keeps its default route.
+        let api = &mesh.services[&Key::new("ns", "api")];
+        assert!(api.ports[0].routes.is_empty(), "{want}");
+    }
+}
+
+#[test]
+fn routes_attach_to_http_ports_when_no_port_is_named() {
+    let yaml = format!(
+        "{API}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\n\
+spec: {{parentRefs: [{{kind: Service, name: api}}], rules: [{{backendRefs: [{{name: api, port: 80, weight: 3}}], timeouts: {{request: 1500ms}}}}]}}\n"
+    );
+    let (mesh, warnings) = build_yaml(&yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let rule = &mesh.services[&Key::new("ns", "api")].ports[0].routes[0];
+    assert_eq!(rule.backends[0].weight, 3);
+    assert_eq!(rule.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(rule.origin, "ns/r#0");
+}
+
+#[test]
+fn workload_identity_comes_from_the_service_account() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\n\
+spec: {serviceAccountName: sa1, containers: [{name: c, ports: [{name: grpc-x, containerPort: 9000}]}]}\n\
+status: {podIP: 10.1.0.9}\n";
+    let (mesh, _) = build_yaml(yaml);
+    let w = &mesh.workloads[&Key::new("ns", "p")];
+    assert_eq!(w.identity, "spiffe://cluster.local/ns/ns/sa/sa1");
+    assert_eq!(w.ports[0].protocol, Protocol::Grpc);
+    assert_eq!(w.ips, ["10.1.0.9".parse::<IpAddr>().unwrap()]);
+}

@@ -1,0 +1,175 @@
+//! The file registry: a directory of Kubernetes YAML, watched, for meshes outside Kubernetes and for
+//! `weft demo`.
+//!
+//! A directory that fails to load leaves the last good Mesh in force; the error names file and line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::Objects;
+use super::objects::{Object, ParseError};
+
+/// Why a directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory itself could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML, or not a valid object of its kind.
+    #[error("{path}:{line}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line where the problem is (the document's first line when unknown).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A document that loaded with a problem that did not stop the load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileWarning {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line of the document.
+    pub line: usize,
+    /// What was skipped.
+    pub reason: String,
+}
+
+impl std::fmt::Display for FileWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.reason)
+    }
+}
+
+/// Reads every `*.yaml`/`*.yml` file of `dir` (not recursive), in name order.
+pub fn load_dir(dir: &Path) -> Result<(Objects, Vec<FileWarning>), LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut objects = Objects::default();
+    let mut warnings = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        load_text(&path, &text, &mut objects, &mut warnings)?;
+    }
+    Ok((objects, warnings))
+}
+
+/// Splits a multi-document YAML text into documents with the 1-based line each starts on.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line == "---" || line.starts_with("--- ") || line == "..." {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    docs.push((start, current));
+    docs
+}
+
+/// Parses one file's documents into `objects`.
+pub fn load_text(
+    path: &Path,
+    text: &str,
+    objects: &mut Objects,
+    warnings: &mut Vec<FileWarning>,
+) -> Result<(), LoadError> {
+    for (start, doc) in documents(text) {
+        let invalid = |line: usize, reason: String| LoadError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        };
+        let value: serde_yaml::Value = serde_yaml::from_str(&doc).map_err(|e| {
+            let line = e.location().map_or(start, |l| start + l.line() - 1);
+            invalid(line, e.to_string())
+        })?;
+        if value.is_null() {
+            continue; // empty document, comments only
+        }
+        let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+            return Err(invalid(start, "document has no apiVersion and kind".into()));
+        };
+        match Object::from_document(&api_version, &kind, &doc) {
+            Ok(obj) => {
+                if let Err(dup) = objects.insert(obj) {
+                    warnings.push(FileWarning {
+                        path: path.to_path_buf(),
+                        line: start,
+                        reason: dup.to_string(),
+                    });
+                }
+            }
+            Err(e @ ParseError::UnknownKind { .. }) => warnings.push(FileWarning {
+                path: path.to_path_buf(),
+                line: start,
+                reason: e.to_string(),
+            }),
+            Err(ParseError::Invalid { line, reason }) => {
+                let line = line.map_or(start, |l| start + l - 1);
+                return Err(invalid(line, format!("{kind}: {reason}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `()` on `tx` whenever something in `dir` changes, coalescing bursts (an editor's
+/// write-rename, `kubectl`-style bulk copies) into one signal after `quiet` without events.
+/// The returned watcher must be kept alive.
+pub fn watch(
+    dir: &Path,
+    quiet: Duration,
+    tx: mpsc::Sender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = raw_tx.send(());
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while raw_rx.recv().await.is_some() {
+            // Debounce: wait until the directory has been quiet for `quiet`.
+            while let Ok(Some(())) = tokio::time::timeout(quiet, raw_rx.recv()).await {}
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Wiring of `weft serve`: registry -> snapshots -> ADS and admin servers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::xds::{AdsServer, Connections, SnapshotRx};
+use crate::{admin, registry, xds};
+
+/// Where the mesh comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory of Kubernetes YAML, watched.
+    Files(PathBuf),
+}
+
+/// Settings of a running control plane.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Registry.
+    pub source: Source,
+    /// ADS (gRPC) listen address.
+    pub xds_addr: SocketAddr,
+    /// Admin (HTTP) listen address.
+    pub admin_addr: SocketAddr,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Quiet time before a burst of registry changes becomes one push.
+    pub debounce: Duration,
+}
+
+/// A started control plane.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound ADS address.
+    pub xds_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// Current snapshot.
+    pub snapshots: SnapshotRx,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops every task of this control plane.
+    pub fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds both listeners and starts the registry, the snapshot builder and both servers.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let mut reg = Registry::default();
+    let registry_metrics = registry::Metrics::register(&mut reg);
+    let xds_metrics = xds::Metrics::register(&mut reg);
+    let connections = Connections::default();
+
+    let (mesh_tx, mesh_rx) = watch::channel(None);
+    let (snap_tx, snap_rx) = watch::channel(None);
+    let mut tasks = Vec::new();
+
+    match config.source {
+        Source::Files(dir) => {
+            let td = config.trust_domain.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = registry::run_file(dir, td, registry_metrics, mesh_tx).await {
+                    tracing::error!("file registry stopped: {e:#}");
+                }
+            }));
+        }
+    }
+    tasks.push(tokio::spawn(xds::snapshot::run(
+        mesh_rx,
+        snap_tx,
+        config.debounce,
+        config.debounce * 10,
+    )));
+
+    let admin_addr = admin::bind(
+        config.admin_addr,
+        admin::Admin {
+            registry: Arc::new(reg),
+            snapshots: snap_rx.clone(),
+            connections: connections.clone(),
+        },
+    )
+    .await?;
+
+    let listener = TcpListener::bind(config.xds_addr).await?;
+    let xds_addr = listener.local_addr()?;
+    let ads = AdsServer::new(snap_rx.clone(), xds_metrics, connections);
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ads.into_service())
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+        if let Err(e) = result {
+            tracing::error!("xDS server stopped: {e}");
+        }
+    }));
+    tracing::info!(%xds_addr, %admin_addr, "weft control plane serving");
+    Ok(Running {
+        xds_addr,
+        admin_addr,
+        snapshots: snap_rx,
+        tasks,
+    })
+}

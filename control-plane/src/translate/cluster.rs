@@ -1,0 +1,183 @@
+//! CDS: one EDS cluster per Service port, one static cluster per local app port.
+
+use std::time::Duration;
+
+use weft_proto::google::protobuf::UInt32Value;
+use weft_proto::xds::config::cluster::v3::{
+    CircuitBreakers, Cluster, LoadBalancingPolicy, OutlierDetection, circuit_breakers,
+    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+    load_balancing_policy,
+};
+use weft_proto::xds::config::core::v3::{
+    Address, Http2ProtocolOptions, SocketAddress, TypedExtensionConfig, address,
+    socket_address::PortSpecifier,
+};
+use weft_proto::xds::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use weft_proto::xds::extensions::load_balancing_policies::{
+    least_request::v3::LeastRequest, random::v3::Random, round_robin::v3::RoundRobin,
+};
+use weft_proto::xds::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{self, ExplicitHttpConfig, explicit_http_config},
+};
+
+use super::{ads, any, duration, weft_metadata};
+use crate::model::{Key, LoadBalancer, Service, ServicePort, WorkloadPort, fqdn};
+
+/// Connect timeout for upstream connections; Linkerd and Istio both default to seconds, not tens.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `outbound|<port>||<fqdn>`, Istio's name, which dashboards and users already know.
+pub fn cluster_name(service: &Key, port: u16) -> String {
+    format!("outbound|{port}||{}", fqdn(service))
+}
+
+/// `inbound|<port>||`: the local app behind the sidecar.
+pub fn inbound_cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+fn policy(type_name: &str, msg: &impl prost::Message) -> load_balancing_policy::Policy {
+    load_balancing_policy::Policy {
+        typed_extension_config: Some(TypedExtensionConfig {
+            name: type_name
+                .rsplit('.')
+                .next()
+                .unwrap_or(type_name)
+                .to_string(),
+            typed_config: Some(any(type_name, msg)),
+        }),
+    }
+}
+
+/// The extensible `load_balancing_policy`, with round robin last: a client (gRPC's proxyless ones
+/// included) takes the first policy it supports.
+fn load_balancing(lb: LoadBalancer) -> LoadBalancingPolicy {
+    let rr = policy(
+        "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin",
+        &RoundRobin::default(),
+    );
+    let policies = match lb {
+        LoadBalancer::LeastRequest => vec![
+            policy(
+                "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+                &LeastRequest {
+                    choice_count: Some(UInt32Value { value: 2 }),
+                    ..Default::default()
+                },
+            ),
+            rr,
+        ],
+        LoadBalancer::RoundRobin => vec![rr],
+        LoadBalancer::Random => vec![
+            policy(
+                "envoy.extensions.load_balancing_policies.random.v3.Random",
+                &Random::default(),
+            ),
+            rr,
+        ],
+    };
+    LoadBalancingPolicy { policies }
+}
+
+/// The cluster for one Service port, its endpoints delivered by EDS on the same stream.
+pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
+    let policy = svc.policy.clone().unwrap_or_default();
+    let limits = &policy.limits;
+    let u32v = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    let circuit_breakers = (limits != &Default::default()).then(|| CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_connections: u32v(limits.max_connections),
+            max_pending_requests: u32v(limits.max_pending_requests),
+            max_requests: u32v(limits.max_requests),
+            max_retries: u32v(limits.max_retries),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let outlier_detection = policy.outlier_detection.as_ref().map(|o| OutlierDetection {
+        consecutive_5xx: Some(UInt32Value {
+            value: o.consecutive_5xx,
+        }),
+        interval: Some(duration(o.interval)),
+        base_ejection_time: Some(duration(o.base_ejection_time)),
+        max_ejection_percent: Some(UInt32Value {
+            value: o.max_ejection_percent,
+        }),
+        ..Default::default()
+    });
+    let mut protocol_options = std::collections::HashMap::new();
+    if port.protocol.is_h2() {
+        let opts = HttpProtocolOptions {
+            upstream_protocol_options: Some(
+                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    ExplicitHttpConfig {
+                        protocol_config: Some(
+                            explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                                Http2ProtocolOptions::default(),
+                            ),
+                        ),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            any(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                &opts,
+            ),
+        );
+    }
+    Cluster {
+        name: cluster_name(&svc.key, port.port),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        }),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        load_balancing_policy: Some(load_balancing(policy.load_balancer)),
+        circuit_breakers,
+        outlier_detection,
+        typed_extension_protocol_options: protocol_options,
+        metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        ..Default::default()
+    }
+}
+
+/// The local app on one port, reached over loopback.
+pub fn inbound(port: &WorkloadPort) -> Cluster {
+    let addr = Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: "127.0.0.1".into(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port.port))),
+            ..Default::default()
+        })),
+    };
+    let name = inbound_cluster_name(port.port);
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(addr),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,234 @@
+//! LDS: per Service port an API listener (what gRPC's proxyless clients resolve, and what weft-proxy
+//! matches captured traffic against), per proxy an inbound listener and explicit outbound ones.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use weft_proto::google::protobuf::UInt32Value;
+use weft_proto::xds::config::core::v3::{
+    Address, SocketAddress, address, socket_address::PortSpecifier,
+};
+use weft_proto::xds::config::listener::v3::{
+    AdditionalAddress, ApiListener, Filter, FilterChain, FilterChainMatch, Listener, filter,
+};
+use weft_proto::xds::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
+};
+use weft_proto::xds::extensions::filters::http::router::v3::Router;
+use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+
+use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_metadata};
+use crate::model::{Key, Service, ServicePort, Workload, fqdn};
+
+/// Name of the per-proxy inbound listener.
+pub const INBOUND_NAME: &str = "inbound";
+/// Where weft-proxy captures inbound traffic (iptables PREROUTING redirect).
+pub const INBOUND_PORT: u16 = 15006;
+
+/// `<fqdn>:<port>`, the name gRPC clients ask for when dialing `xds:///<fqdn>:<port>`.
+pub fn service_listener_name(service: &Key, port: u16) -> String {
+    format!("{}:{port}", fqdn(service))
+}
+
+/// `outbound|<bind>`, for a listener weft-proxy binds itself.
+pub fn explicit_name(bind: SocketAddr) -> String {
+    format!("outbound|{bind}")
+}
+
+fn socket_address(ip: IpAddr, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(
+            "envoy.extensions.filters.http.router.v3.Router",
+            &Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn hcm(
+    stat_prefix: String,
+    routes: http_connection_manager::RouteSpecifier,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix,
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(routes),
+        http_filters: vec![router()],
+        ..Default::default()
+    }
+}
+
+fn rds(name: &str) -> http_connection_manager::RouteSpecifier {
+    http_connection_manager::RouteSpecifier::Rds(Rds {
+        config_source: Some(ads()),
+        route_config_name: name.to_string(),
+    })
+}
+
+fn network_filter(name: &str, type_name: &str, msg: &impl prost::Message) -> Filter {
+    Filter {
+        name: name.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(type_name, msg))),
+    }
+}
+
+fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
+    network_filter(
+        "envoy.filters.network.http_connection_manager",
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        hcm,
+    )
+}
+
+fn tcp_filter(stat_prefix: String, cluster: String) -> Filter {
+    network_filter(
+        "envoy.filters.network.tcp_proxy",
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        &TcpProxy {
+            stat_prefix,
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+            ..Default::default()
+        },
+    )
+}
+
+/// The listener of one Service port. Its addresses are the Service's cluster IPs, which is how
+/// weft-proxy maps a captured connection's original destination to the Service. HTTP (and
+/// undeclared) ports carry an `api_listener` whose routes come over RDS; TCP ports a `tcp_proxy`.
+/// `weft.protocol` metadata tells weft-proxy whether to sniff the protocol first.
+pub fn service(svc: &Service, port: &ServicePort) -> Listener {
+    let name = service_listener_name(&svc.key, port.port);
+    let mut addrs = svc
+        .cluster_ips
+        .iter()
+        .map(|ip| socket_address(*ip, port.port));
+    let address = addrs.next();
+    let additional_addresses = addrs
+        .map(|a| AdditionalAddress {
+            address: Some(a),
+            ..Default::default()
+        })
+        .collect();
+    let cluster = cluster_name(&svc.key, port.port);
+    let mut listener = Listener {
+        name: name.clone(),
+        address,
+        additional_addresses,
+        metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        ..Default::default()
+    };
+    if port.protocol.is_http() {
+        listener.api_listener = Some(ApiListener {
+            api_listener: Some(any(
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                &hcm(name.clone(), rds(&name)),
+            )),
+        });
+    } else {
+        listener.filter_chains = vec![FilterChain {
+            filters: vec![tcp_filter(name, cluster)],
+            ..Default::default()
+        }];
+    }
+    listener
+}
+
+/// The proxy's inbound listener: one filter chain per app port, forwarding to the app on the same
+/// port over loopback.
+pub fn inbound(workload: &Workload) -> Listener {
+    let filter_chains = workload
+        .ports
+        .iter()
+        .map(|p| {
+            let cluster = inbound_cluster_name(p.port);
+            let filter = if p.protocol.is_http() {
+                let route_config = RouteConfiguration {
+                    name: cluster.clone(),
+                    virtual_hosts: vec![VirtualHost {
+                        name: cluster.clone(),
+                        domains: vec!["*".into()],
+                        routes: vec![Route {
+                            r#match: Some(RouteMatch {
+                                path_specifier: Some(route_match::PathSpecifier::Prefix(
+                                    "/".into(),
+                                )),
+                                ..Default::default()
+                            }),
+                            action: Some(route::Action::Route(RouteAction {
+                                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                                    cluster.clone(),
+                                )),
+                                timeout: Some(duration(std::time::Duration::ZERO)),
+                                ..Default::default()
+                            })),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                hcm_filter(&hcm(
+                    cluster.clone(),
+                    http_connection_manager::RouteSpecifier::RouteConfig(route_config),
+                ))
+            } else {
+                tcp_filter(cluster.clone(), cluster.clone())
+            };
+            FilterChain {
+                name: cluster,
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value {
+                        value: u32::from(p.port),
+                    }),
+                    ..Default::default()
+                }),
+                filters: vec![filter],
+                metadata: Some(weft_metadata("protocol", p.protocol.as_str().into())),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Listener {
+        name: INBOUND_NAME.into(),
+        address: Some(socket_address(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            INBOUND_PORT,
+        )),
+        filter_chains,
+        ..Default::default()
+    }
+}
+
+/// A listener the proxy binds itself (hosts without iptables), forwarding to one Service port.
+pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort) -> Listener {
+    let target = service_listener_name(&svc.key, port.port);
+    let filter = if port.protocol.is_http() {
+        hcm_filter(&hcm(target.clone(), rds(&target)))
+    } else {
+        tcp_filter(target, cluster_name(&svc.key, port.port))
+    };
+    Listener {
+        name: explicit_name(bind),
+        address: Some(socket_address(bind.ip(), bind.port())),
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,292 @@
+//! Mesh -> xDS v3 resources. Pure: no I/O, no clocks, no randomness, so table tests pin it down.
+//!
+//! Resources are built per Service (shared by every proxy that can reach it, and rebuilt only when
+//! that Service changes) plus a few per proxy (its inbound listener, its explicit listeners).
+//! Names follow Istio's where users meet them: clusters are `outbound|<port>||<fqdn>`, listeners and
+//! route configurations `<fqdn>:<port>` (the name gRPC's proxyless clients ask for).
+
+mod cluster;
+mod endpoint;
+mod listener;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use prost::Message;
+use weft_proto::google::protobuf::{Any, Struct, Value, value::Kind};
+use weft_proto::xds::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, Metadata, config_source,
+};
+
+use crate::model::{Key, Mesh, Service, SidecarScope, Workload};
+
+pub use self::cluster::{cluster_name, inbound_cluster_name};
+
+/// The four xDS resource types weft serves, in the order Envoy wants them pushed (clusters before
+/// their endpoints, listeners before their routes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    /// CDS.
+    Cluster,
+    /// EDS.
+    Endpoint,
+    /// LDS.
+    Listener,
+    /// RDS.
+    Route,
+}
+
+impl ResourceType {
+    /// Every type, in push order.
+    pub const ALL: [Self; 4] = [Self::Cluster, Self::Endpoint, Self::Listener, Self::Route];
+
+    /// The type URL of the resource message.
+    pub const fn type_url(self) -> &'static str {
+        match self {
+            Self::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            Self::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            Self::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The type for a type URL, if weft serves it.
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Index into per-type arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Short name for metrics and logs.
+    pub const fn short(self) -> &'static str {
+        match self {
+            Self::Cluster => "cds",
+            Self::Endpoint => "eds",
+            Self::Listener => "lds",
+            Self::Route => "rds",
+        }
+    }
+
+    /// Whether a state-of-the-world response must list every resource (omission means removal).
+    pub const fn sotw_full_state(self) -> bool {
+        matches!(self, Self::Cluster | Self::Listener)
+    }
+}
+
+/// One encoded xDS resource with its content version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// Its type.
+    pub kind: ResourceType,
+    /// Resource name, unique within its type.
+    pub name: String,
+    /// Hash of the encoded body: equal bodies, equal versions, on every control-plane replica.
+    pub version: String,
+    /// The message, packed.
+    pub body: Any,
+}
+
+impl Resource {
+    fn new<M: Message>(kind: ResourceType, name: String, msg: &M) -> Arc<Self> {
+        let value = msg.encode_to_vec();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut h);
+        Arc::new(Self {
+            kind,
+            name,
+            version: format!("{:016x}", h.finish()),
+            body: Any {
+                type_url: kind.type_url().to_string(),
+                value,
+            },
+        })
+    }
+}
+
+/// Everything translated from one Service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceResources {
+    /// Resources of every type.
+    pub resources: Vec<Arc<Resource>>,
+}
+
+/// Translates one Service: per port a cluster, its endpoints, a listener and a route configuration.
+pub fn service(svc: &Service) -> ServiceResources {
+    let mut resources = Vec::new();
+    for port in &svc.ports {
+        let name = cluster_name(&svc.key, port.port);
+        resources.push(Resource::new(
+            ResourceType::Cluster,
+            name.clone(),
+            &cluster::outbound(svc, port),
+        ));
+        resources.push(Resource::new(
+            ResourceType::Endpoint,
+            name,
+            &endpoint::load_assignment(svc, port),
+        ));
+        let listener_name = listener::service_listener_name(&svc.key, port.port);
+        resources.push(Resource::new(
+            ResourceType::Listener,
+            listener_name.clone(),
+            &listener::service(svc, port),
+        ));
+        if port.protocol.is_http() {
+            resources.push(Resource::new(
+                ResourceType::Route,
+                listener_name,
+                &route::service(svc, port),
+            ));
+        }
+    }
+    ServiceResources { resources }
+}
+
+/// Resources only one proxy gets: its inbound side and the listeners its `Sidecar` asks for.
+pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
+    let mut out = vec![Resource::new(
+        ResourceType::Listener,
+        listener::INBOUND_NAME.to_string(),
+        &listener::inbound(workload),
+    )];
+    for port in &workload.ports {
+        out.push(Resource::new(
+            ResourceType::Cluster,
+            inbound_cluster_name(port.port),
+            &cluster::inbound(port),
+        ));
+    }
+    if let Some(scope) = mesh.scope_for(workload) {
+        for l in &scope.listeners {
+            let Some(svc) = mesh.services.get(&l.service) else {
+                continue;
+            };
+            let Some(port) = svc.port(l.port) else {
+                continue;
+            };
+            out.push(Resource::new(
+                ResourceType::Listener,
+                listener::explicit_name(l.bind),
+                &listener::explicit(l.bind, svc, port),
+            ));
+        }
+    }
+    out
+}
+
+/// Which Services a proxy is sent. `None` means all of them.
+pub fn visible_services(mesh: &Mesh, scope: Option<&SidecarScope>) -> Option<BTreeSet<Key>> {
+    let scope = scope.filter(|s| !s.hosts.is_empty())?;
+    let mut seen: BTreeSet<Key> = mesh
+        .services
+        .keys()
+        .filter(|k| scope.allows(k))
+        .cloned()
+        .collect();
+    seen.extend(scope.listeners.iter().map(|l| l.service.clone()));
+    // A reachable Service's routes may split to others (canary): those must come along.
+    let mut queue: Vec<Key> = seen.iter().cloned().collect();
+    while let Some(key) = queue.pop() {
+        let Some(svc) = mesh.services.get(&key) else {
+            continue;
+        };
+        for b in svc
+            .ports
+            .iter()
+            .flat_map(|p| &p.routes)
+            .flat_map(|r| &r.backends)
+        {
+            if seen.insert(b.service.clone()) {
+                queue.push(b.service.clone());
+            }
+        }
+    }
+    Some(seen)
+}
+
+/// The workload a node id stands for: `<pod>.<namespace>`, or Istio's
+/// `sidecar~<ip>~<pod>.<namespace>~<domain>`.
+pub fn node_workload<'m>(mesh: &'m Mesh, node_id: &str) -> Option<&'m Arc<Workload>> {
+    let id = match node_id.split('~').collect::<Vec<_>>().as_slice() {
+        [_, _, pod, _] => pod,
+        _ => node_id,
+    };
+    mesh.workload_for_node(id)
+}
+
+/// Everything one proxy is sent, by type and name: the whole translation for one node, used by
+/// tests and `/debug/config_dump` (the xDS server builds the same thing incrementally).
+pub fn for_node(
+    mesh: &Mesh,
+    node_id: &str,
+) -> BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>> {
+    let workload = node_workload(mesh, node_id);
+    let visible = visible_services(
+        mesh,
+        workload.and_then(|w| mesh.scope_for(w)).map(Arc::as_ref),
+    );
+    let mut out: BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>> = BTreeMap::new();
+    let services = mesh
+        .services
+        .iter()
+        .filter(|(k, _)| visible.as_ref().is_none_or(|v| v.contains(k)));
+    let shared = services.flat_map(|(_, s)| service(s).resources);
+    let own = workload
+        .map(|w| node_resources(mesh, w))
+        .unwrap_or_default();
+    for r in shared.chain(own) {
+        out.entry(r.kind).or_default().insert(r.name.clone(), r);
+    }
+    out
+}
+
+/// `ConfigSource` that says "over the same ADS stream".
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+/// Packs a message into an `Any` with its type URL.
+fn any<M: Message>(type_url: &str, msg: &M) -> Any {
+    Any {
+        type_url: format!("type.googleapis.com/{type_url}"),
+        value: msg.encode_to_vec(),
+    }
+}
+
+/// `filter_metadata["weft"] = {key: value}`, where weft-proxy finds what Envoy's schema has no field
+/// for. One entry per map on purpose: protobuf maps are `HashMap`s that encode in random order, and
+/// a resource's version is the hash of its encoding, so every map weft emits holds a single entry.
+fn weft_metadata(key: &str, value: String) -> Metadata {
+    let fields = [(
+        key.to_string(),
+        Value {
+            kind: Some(Kind::StringValue(value)),
+        },
+    )]
+    .into();
+    Metadata {
+        filter_metadata: [("weft".to_string(), Struct { fields })].into(),
+        ..Default::default()
+    }
+}
+
+/// A protobuf `Duration` from a std one.
+fn duration(d: std::time::Duration) -> weft_proto::google::protobuf::Duration {
+    weft_proto::google::protobuf::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}

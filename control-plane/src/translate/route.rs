@@ -1,0 +1,224 @@
+//! RDS: one route configuration per Service port, from its HTTPRoute rules.
+
+use weft_proto::google::protobuf::UInt32Value;
+use weft_proto::xds::config::route::v3::{
+    HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration,
+    RouteMatch as XdsRouteMatch, VirtualHost, WeightedCluster, header_matcher,
+    query_parameter_matcher, retry_policy, route, route_action, route_match, weighted_cluster,
+};
+use weft_proto::xds::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+
+use super::{cluster_name, duration};
+use crate::model::{
+    Backend, PathMatch, Protocol, RouteMatch, RouteRetry, RouteRule, Service, ServicePort,
+    StringMatch,
+};
+
+/// The route configuration for one Service port. Its single virtual host matches any authority:
+/// the configuration already belongs to one Service, and clients address it by IP, short name or
+/// FQDN alike.
+pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
+    let name = super::listener::service_listener_name(&svc.key, port.port);
+    let policy = svc.policy.clone().unwrap_or_default();
+    let routes = if port.routes.is_empty() {
+        let default = RouteRule {
+            origin: "default".into(),
+            matches: vec![RouteMatch {
+                path: Some(PathMatch::Prefix("/".into())),
+                ..Default::default()
+            }],
+            backends: vec![Backend {
+                service: svc.key.clone(),
+                port: port.port,
+                weight: 1,
+            }],
+            timeout: None,
+            backend_timeout: None,
+            retry: None,
+        };
+        routes(&[default], &policy, port.protocol)
+    } else {
+        routes(&port.routes, &policy, port.protocol)
+    };
+    RouteConfiguration {
+        name: name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name,
+            domains: vec!["*".into()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Rules flattened to one route per match, ordered by Gateway API precedence (stable, so rules
+/// that tie keep their order: older HTTPRoute first, then rule order).
+fn routes(
+    rules: &[RouteRule],
+    policy: &crate::model::TrafficPolicy,
+    protocol: Protocol,
+) -> Vec<Route> {
+    let mut flat: Vec<(&RouteRule, &RouteMatch)> = rules
+        .iter()
+        .flat_map(|r| r.matches.iter().map(move |m| (r, m)))
+        .collect();
+    flat.sort_by(|a, b| b.1.precedence().cmp(&a.1.precedence()));
+    let mut out = Vec::new();
+    for (rule, m) in flat {
+        let action = action(rule, policy, protocol);
+        for xds_match in matches(m) {
+            out.push(Route {
+                name: rule.origin.clone(),
+                r#match: Some(xds_match),
+                action: Some(route::Action::Route(action.clone())),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+fn string_matcher(m: &StringMatch) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(match m {
+            StringMatch::Exact(v) => string_matcher::MatchPattern::Exact(v.clone()),
+            StringMatch::Regex(v) => string_matcher::MatchPattern::SafeRegex(regex(v)),
+        }),
+        ignore_case: false,
+    }
+}
+
+fn regex(re: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: re.to_string(),
+        ..Default::default()
+    }
+}
+
+/// One model match as xDS matches. A path-segment prefix `/a` becomes two routes, exact `/a` and
+/// prefix `/a/`: that is Gateway API's meaning, and unlike `path_separated_prefix` every client
+/// (gRPC's included) understands it.
+fn matches(m: &RouteMatch) -> Vec<XdsRouteMatch> {
+    let mut headers: Vec<HeaderMatcher> = m
+        .headers
+        .iter()
+        .map(|h| HeaderMatcher {
+            name: h.name.clone(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                string_matcher(&h.value),
+            )),
+            ..Default::default()
+        })
+        .collect();
+    if let Some(method) = &m.method {
+        headers.push(HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                string_matcher(&StringMatch::Exact(method.clone())),
+            )),
+            ..Default::default()
+        });
+    }
+    let query_parameters: Vec<QueryParameterMatcher> = m
+        .query
+        .iter()
+        .map(|q| QueryParameterMatcher {
+            name: q.name.clone(),
+            query_parameter_match_specifier: Some(
+                query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string_matcher(
+                    &q.value,
+                )),
+            ),
+        })
+        .collect();
+    let paths = match &m.path {
+        None => vec![route_match::PathSpecifier::Prefix("/".into())],
+        Some(PathMatch::Exact(p)) => vec![route_match::PathSpecifier::Path(p.clone())],
+        Some(PathMatch::Prefix(p)) if p == "/" => {
+            vec![route_match::PathSpecifier::Prefix("/".into())]
+        }
+        Some(PathMatch::Prefix(p)) => vec![
+            route_match::PathSpecifier::Path(p.clone()),
+            route_match::PathSpecifier::Prefix(format!("{p}/")),
+        ],
+        Some(PathMatch::Regex(r)) => vec![route_match::PathSpecifier::SafeRegex(regex(r))],
+    };
+    paths
+        .into_iter()
+        .map(|path| XdsRouteMatch {
+            path_specifier: Some(path),
+            headers: headers.clone(),
+            query_parameters: query_parameters.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn action(
+    rule: &RouteRule,
+    policy: &crate::model::TrafficPolicy,
+    protocol: Protocol,
+) -> RouteAction {
+    let live: Vec<&Backend> = rule.backends.iter().filter(|b| b.weight > 0).collect();
+    let cluster_specifier = match live.as_slice() {
+        [one] => route_action::ClusterSpecifier::Cluster(cluster_name(&one.service, one.port)),
+        _ => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: live
+                .iter()
+                .map(|b| weighted_cluster::ClusterWeight {
+                    name: cluster_name(&b.service, b.port),
+                    weight: Some(UInt32Value { value: b.weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let timeout = rule.timeout.or(policy.timeout);
+    let retry = rule.retry.as_ref().or(policy.retry.as_ref());
+    RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        // Zero disables Envoy's 15 s default, which would cut long streams (gRPC, WebSocket).
+        timeout: Some(duration(timeout.unwrap_or_default())),
+        max_stream_duration: timeout.map(|t| route_action::MaxStreamDuration {
+            max_stream_duration: Some(duration(t)),
+            ..Default::default()
+        }),
+        retry_policy: retry
+            .filter(|r| r.attempts > 0)
+            .map(|r| retry_policy(r, rule.backend_timeout, protocol)),
+        ..Default::default()
+    }
+}
+
+/// Retries on the listed status codes (or the gateway errors) and on connection failures; gRPC
+/// ports also retry `unavailable`, the status gRPC clients understand.
+fn retry_policy(
+    r: &RouteRetry,
+    per_try: Option<std::time::Duration>,
+    protocol: Protocol,
+) -> RetryPolicy {
+    let mut on = vec!["connect-failure", "refused-stream", "reset"];
+    let codes = if r.codes.is_empty() {
+        on.push("gateway-error");
+        Vec::new()
+    } else {
+        on.push("retriable-status-codes");
+        r.codes.clone()
+    };
+    if protocol == Protocol::Grpc {
+        on.push("unavailable");
+    }
+    RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: Some(UInt32Value { value: r.attempts }),
+        per_try_timeout: per_try.map(duration),
+        retriable_status_codes: codes,
+        retry_back_off: r.backoff.map(|b| retry_policy::RetryBackOff {
+            base_interval: Some(duration(b)),
+            max_interval: Some(duration(b * 10)),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,379 @@
+//! Table tests: YAML in (through the same registry code users hit), xDS out.
+
+use std::path::Path;
+
+use prost::Message;
+use weft_proto::xds::config::cluster::v3::Cluster;
+use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use weft_proto::xds::config::listener::v3::Listener;
+use weft_proto::xds::config::route::v3::{RouteConfiguration, route, route_action, route_match};
+
+use super::*;
+use crate::registry::{self, Objects};
+
+const TD: &str = "cluster.local";
+
+fn mesh(yaml: &str) -> Mesh {
+    let mut objects = Objects::default();
+    let mut warnings = Vec::new();
+    registry::file::load_text(Path::new("t.yaml"), yaml, &mut objects, &mut warnings).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (mesh, warnings) = registry::build(&objects, TD);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    mesh
+}
+
+fn shop() -> Mesh {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
+    let (objects, warnings) = registry::file::load_dir(&dir).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    registry::build(&objects, TD).0
+}
+
+fn get<M: Message + Default>(
+    res: &BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>>,
+    t: ResourceType,
+    name: &str,
+) -> M {
+    let r = res
+        .get(&t)
+        .and_then(|m| m.get(name))
+        .unwrap_or_else(|| panic!("no {t:?} {name}"));
+    M::decode(&r.body.value[..]).unwrap()
+}
+
+fn names(
+    res: &BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>>,
+    t: ResourceType,
+) -> Vec<&str> {
+    res.get(&t)
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn every_service_port_gets_cluster_endpoints_listener_and_routes() {
+    let res = for_node(&shop(), "some-client");
+    assert_eq!(
+        names(&res, ResourceType::Cluster),
+        [
+            "outbound|50051||greeter.shop.svc.cluster.local",
+            "outbound|5432||db.shop.svc.cluster.local",
+            "outbound|80||web.shop.svc.cluster.local",
+            "outbound|9080||reviews-v1.shop.svc.cluster.local",
+            "outbound|9080||reviews-v2.shop.svc.cluster.local",
+            "outbound|9080||reviews.shop.svc.cluster.local",
+        ]
+    );
+    // TCP ports have no route configuration.
+    assert!(!names(&res, ResourceType::Route).contains(&"db.shop.svc.cluster.local:5432"));
+    let db: Listener = get(
+        &res,
+        ResourceType::Listener,
+        "db.shop.svc.cluster.local:5432",
+    );
+    assert!(db.api_listener.is_none());
+    assert_eq!(
+        db.filter_chains[0].filters[0].name,
+        "envoy.filters.network.tcp_proxy"
+    );
+    // An unknown node has no workload, so no inbound listener.
+    assert!(!names(&res, ResourceType::Listener).contains(&"inbound"));
+}
+
+#[test]
+fn http_listener_is_an_api_listener_at_the_cluster_ip() {
+    let res = for_node(&shop(), "x");
+    let l: Listener = get(
+        &res,
+        ResourceType::Listener,
+        "greeter.shop.svc.cluster.local:50051",
+    );
+    assert!(l.api_listener.is_some());
+    let Some(weft_proto::xds::config::core::v3::address::Address::SocketAddress(sa)) =
+        l.address.and_then(|a| a.address)
+    else {
+        panic!("no socket address")
+    };
+    assert_eq!(sa.address, "127.10.0.5");
+}
+
+#[test]
+fn canary_route_has_header_match_first_then_weighted_split() {
+    let res = for_node(&shop(), "x");
+    let rc: RouteConfiguration = get(
+        &res,
+        ResourceType::Route,
+        "reviews.shop.svc.cluster.local:9080",
+    );
+    let routes = &rc.virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 2);
+    // Both rules match prefix "/"; the one with a header match wins by precedence.
+    let m = routes[0].r#match.as_ref().unwrap();
+    assert_eq!(m.headers[0].name, "x-canary");
+    let Some(route::Action::Route(a)) = &routes[1].action else {
+        panic!()
+    };
+    let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) = &a.cluster_specifier else {
+        panic!("not weighted: {a:?}")
+    };
+    let split: Vec<(&str, u32)> = wc
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.unwrap().value))
+        .collect();
+    assert_eq!(
+        split,
+        [
+            ("outbound|9080||reviews-v1.shop.svc.cluster.local", 90),
+            ("outbound|9080||reviews-v2.shop.svc.cluster.local", 10)
+        ]
+    );
+    assert_eq!(a.timeout.unwrap().seconds, 5);
+    let retry = a.retry_policy.as_ref().unwrap();
+    assert_eq!(retry.num_retries.unwrap().value, 2);
+    assert_eq!(retry.retriable_status_codes, [503]);
+}
+
+#[test]
+fn route_without_httproute_sends_everything_to_the_service_without_timeout() {
+    let res = for_node(&shop(), "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "web.shop.svc.cluster.local:80");
+    let r = &rc.virtual_hosts[0].routes[0];
+    assert_eq!(
+        r.r#match.as_ref().unwrap().path_specifier,
+        Some(route_match::PathSpecifier::Prefix("/".into()))
+    );
+    let Some(route::Action::Route(a)) = &r.action else {
+        panic!()
+    };
+    assert_eq!(
+        a.cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster(
+            "outbound|80||web.shop.svc.cluster.local".into()
+        ))
+    );
+    // Zero, not unset: Envoy's unset default (15 s) would cut streams.
+    assert_eq!(a.timeout.unwrap().seconds, 0);
+}
+
+#[test]
+fn endpoints_carry_identity_and_only_ready_addresses() {
+    let res = for_node(&shop(), "x");
+    let cla: ClusterLoadAssignment = get(
+        &res,
+        ResourceType::Endpoint,
+        "outbound|9080||reviews.shop.svc.cluster.local",
+    );
+    let eps = &cla.endpoints[0].lb_endpoints;
+    assert_eq!(eps.len(), 2);
+    let md = eps[0].metadata.as_ref().unwrap();
+    let id = &md.filter_metadata["weft"].fields["identity"];
+    assert_eq!(
+        id.kind,
+        Some(weft_proto::google::protobuf::value::Kind::StringValue(
+            "spiffe://cluster.local/ns/shop/sa/reviews".into()
+        ))
+    );
+    let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &eps[0].host_identifier else {
+        panic!()
+    };
+    assert_eq!(e.hostname, "reviews-v1-0.shop");
+}
+
+const READINESS: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: ns, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - addresses: [10.1.0.1]
+    conditions: {ready: READY1, serving: true, terminating: TERM1}
+  - addresses: [10.1.0.2]
+    conditions: {ready: false, serving: true, terminating: true}
+  - addresses: [10.1.0.3]
+    conditions: {ready: false, serving: false, terminating: false}
+";
+
+#[test]
+fn terminating_endpoints_stay_only_while_nothing_is_ready() {
+    let cases = [
+        // (first endpoint ready?, terminating?) -> addresses served
+        ("true", "false", vec!["10.1.0.1"]),
+        ("false", "true", vec!["10.1.0.1", "10.1.0.2"]),
+    ];
+    for (ready, term, want) in cases {
+        let m = mesh(&READINESS.replace("READY1", ready).replace("TERM1", term));
+        let res = for_node(&m, "x");
+        let cla: ClusterLoadAssignment = get(
+            &res,
+            ResourceType::Endpoint,
+            "outbound|80||api.ns.svc.cluster.local",
+        );
+        let got: Vec<String> = cla
+            .endpoints
+            .iter()
+            .flat_map(|l| &l.lb_endpoints)
+            .map(|e| match &e.host_identifier {
+                Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => match &ep.address.as_ref().unwrap().address {
+                    Some(weft_proto::xds::config::core::v3::address::Address::SocketAddress(sa)) => {
+                        assert_eq!(sa.port_specifier, Some(weft_proto::xds::config::core::v3::socket_address::PortSpecifier::PortValue(8080)));
+                        sa.address.clone()
+                    }
+                    _ => panic!(),
+                },
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(got, want, "ready={ready} terminating={term}");
+    }
+}
+
+#[test]
+fn sidecar_scope_limits_services_but_keeps_canary_backends() {
+    let m = shop();
+    let res = for_node(&m, "web-0.shop");
+    // web may reach reviews and greeter; reviews' routes bring reviews-v1/v2 along; db is out.
+    assert_eq!(
+        names(&res, ResourceType::Cluster),
+        [
+            "inbound|8080||",
+            "outbound|50051||greeter.shop.svc.cluster.local",
+            "outbound|9080||reviews-v1.shop.svc.cluster.local",
+            "outbound|9080||reviews-v2.shop.svc.cluster.local",
+            "outbound|9080||reviews.shop.svc.cluster.local",
+        ]
+    );
+    let lds = names(&res, ResourceType::Listener);
+    assert!(lds.contains(&"inbound"));
+    assert!(lds.contains(&"outbound|127.0.0.1:19080"));
+    // Istio-style node ids name the same workload.
+    let istio = for_node(&m, "sidecar~127.20.0.1~web-0.shop~shop.svc.cluster.local");
+    assert_eq!(
+        names(&istio, ResourceType::Cluster),
+        names(&res, ResourceType::Cluster)
+    );
+}
+
+#[test]
+fn traffic_policy_sets_balancer_and_limits() {
+    let res = for_node(&shop(), "x");
+    let c: Cluster = get(
+        &res,
+        ResourceType::Cluster,
+        "outbound|9080||reviews.shop.svc.cluster.local",
+    );
+    let policies: Vec<&str> = c
+        .load_balancing_policy
+        .as_ref()
+        .unwrap()
+        .policies
+        .iter()
+        .map(|p| {
+            p.typed_extension_config
+                .as_ref()
+                .unwrap()
+                .typed_config
+                .as_ref()
+                .unwrap()
+                .type_url
+                .as_str()
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            "type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+            "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"
+        ]
+    );
+    let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(t.max_connections.unwrap().value, 100);
+    assert_eq!(t.max_pending_requests.unwrap().value, 50);
+    assert!(t.max_requests.is_none());
+    assert_eq!(
+        c.outlier_detection
+            .as_ref()
+            .unwrap()
+            .consecutive_5xx
+            .unwrap()
+            .value,
+        5
+    );
+    // gRPC ports speak HTTP/2 upstream.
+    let g: Cluster = get(
+        &res,
+        ResourceType::Cluster,
+        "outbound|50051||greeter.shop.svc.cluster.local",
+    );
+    assert!(
+        g.typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+    );
+}
+
+#[test]
+fn path_prefix_is_segment_aware_and_precedence_orders_matches() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /v1}}]
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: Exact, value: /v1/health}, method: GET}]
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /v1/users/}, queryParams: [{name: debug, value: '1'}]}]
+      backendRefs: [{name: api, port: 80}]
+",
+    );
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let paths: Vec<String> = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| {
+            format!(
+                "{:?}",
+                r.r#match.as_ref().unwrap().path_specifier.as_ref().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            r#"Path("/v1/health")"#,
+            r#"Path("/v1/users")"#,
+            r#"Prefix("/v1/users/")"#,
+            r#"Path("/v1")"#,
+            r#"Prefix("/v1/")"#,
+        ]
+    );
+    let first = rc.virtual_hosts[0].routes[0].r#match.as_ref().unwrap();
+    assert_eq!(first.headers[0].name, ":method");
+    let users = rc.virtual_hosts[0].routes[1].r#match.as_ref().unwrap();
+    assert_eq!(users.query_parameters[0].name, "debug");
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let a = for_node(&shop(), "web-0.shop");
+    let b = for_node(&shop(), "web-0.shop");
+    assert_eq!(a, b);
+}

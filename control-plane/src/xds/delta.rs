@@ -1,0 +1,274 @@
+//! Delta streams (`DeltaAggregatedResources`), what weft-proxy uses.
+//!
+//! Per type: the subscription and the version of every resource the client holds. A push carries
+//! only resources whose version differs from the client's, and `removed_resources` for those it
+//! holds that are gone (or that it asked for by name and do not exist). Subscription changes are
+//! processed whatever their nonce; the nonce only tells an ACK or NACK from a stale one.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use weft_proto::xds::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as XdsResource,
+};
+
+use super::view::NodeView;
+use super::{StreamCtx, Subscription};
+use crate::translate::{Resource, ResourceType};
+
+#[derive(Debug, Default)]
+struct TypeState {
+    sub: Option<Subscription>,
+    /// Name -> version the client holds (or was last sent).
+    known: HashMap<String, String>,
+    /// Named subscriptions already told "does not exist".
+    told_absent: HashSet<String>,
+    nonce: Option<String>,
+    sent_at: Option<Instant>,
+    /// The subscription's first response is still owed (no snapshot yet when it came).
+    owes_first: bool,
+}
+
+struct Stream {
+    ctx: StreamCtx,
+    node: Option<String>,
+    view: NodeView,
+    types: [TypeState; 4],
+    nonce: u64,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+}
+
+pub(super) async fn run(
+    ctx: StreamCtx,
+    mut requests: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let mut snapshots = ctx.server.snapshots.clone();
+    let mut s = Stream {
+        ctx,
+        node: None,
+        view: NodeView::default(),
+        types: Default::default(),
+        nonce: 0,
+        tx,
+    };
+    loop {
+        let ok = tokio::select! {
+            req = requests.message() => match req {
+                Ok(Some(req)) => s.on_request(req, &mut snapshots).await,
+                Ok(None) => false,
+                Err(status) => {
+                    tracing::debug!(%status, "delta stream ended");
+                    false
+                }
+            },
+            changed = snapshots.changed() => {
+                let snap = snapshots.borrow_and_update().clone();
+                changed.is_ok() && s.on_snapshot(snap).await
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+impl Stream {
+    fn node(&self) -> &str {
+        self.node.as_deref().unwrap_or_default()
+    }
+
+    async fn on_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        snapshots: &mut super::SnapshotRx,
+    ) -> bool {
+        if self.node.is_none() {
+            let node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            self.node = Some(node.clone());
+            let snap = snapshots.borrow_and_update().clone();
+            if let Some(snap) = snap {
+                self.view.update(&snap, &node);
+            }
+            self.ctx.set_node(self.node(), self.view.generation());
+        }
+        let Some(t) = ResourceType::from_type_url(&req.type_url) else {
+            self.ctx.record_unknown_type(self.node(), &req.type_url);
+            return true;
+        };
+        let node = self.node().to_string();
+        let st = &mut self.types[t.index()];
+        if !req.response_nonce.is_empty() {
+            if st.nonce.as_deref() == Some(req.response_nonce.as_str()) {
+                match &req.error_detail {
+                    Some(err) => self.ctx.record_nack(t, &node, &err.message),
+                    None => {
+                        let at = st.sent_at.take();
+                        self.ctx.record_ack(t, &req.response_nonce, at);
+                    }
+                }
+            } else {
+                self.ctx.metrics().stale_nonces.inc();
+            }
+        }
+        let st = &mut self.types[t.index()];
+        // Names whose state must be (re)considered for this request's response.
+        let mut candidates: BTreeSet<String> = BTreeSet::new();
+        let mut all = false;
+        match &mut st.sub {
+            None => {
+                let wildcard = req.resource_names_subscribe.is_empty()
+                    || req.resource_names_subscribe.iter().any(|n| n == "*");
+                let names: BTreeSet<String> = req
+                    .resource_names_subscribe
+                    .iter()
+                    .filter(|n| n.as_str() != "*")
+                    .cloned()
+                    .collect();
+                st.known = req.initial_resource_versions.clone();
+                st.sub = Some(Subscription { wildcard, names });
+                st.owes_first = true;
+                all = true;
+            }
+            Some(sub) => {
+                for n in &req.resource_names_subscribe {
+                    if n == "*" {
+                        all |= !sub.wildcard;
+                        sub.wildcard = true;
+                    } else if sub.names.insert(n.clone()) {
+                        candidates.insert(n.clone());
+                    }
+                }
+                for n in &req.resource_names_unsubscribe {
+                    if n == "*" {
+                        sub.wildcard = false;
+                    } else {
+                        sub.names.remove(n);
+                    }
+                }
+                // The client drops what it no longer watches; so do we.
+                let sub = sub.clone();
+                st.known.retain(|name, _| sub.contains(name));
+                st.told_absent.retain(|name| sub.names.contains(name));
+            }
+        }
+        if let Some(sub) = &self.types[t.index()].sub {
+            self.ctx.record_subscription(t, sub);
+        }
+        if all {
+            return self.push(t, None, None).await;
+        }
+        if candidates.is_empty() {
+            return true;
+        }
+        self.push(t, Some(&candidates), None).await
+    }
+
+    async fn on_snapshot(&mut self, snap: Option<Arc<super::Snapshot>>) -> bool {
+        let (Some(snap), Some(node)) = (snap, self.node.clone()) else {
+            return true;
+        };
+        let changed = self.view.update(&snap, &node);
+        self.ctx.set_node(&node, snap.generation);
+        for t in ResourceType::ALL {
+            if self.types[t.index()].sub.is_none() {
+                continue;
+            }
+            let names = if self.types[t.index()].owes_first {
+                None
+            } else {
+                Some(&changed[t.index()])
+            };
+            let names: Option<BTreeSet<String>> = names.map(|n| n.iter().cloned().collect());
+            if !self.push(t, names.as_ref(), Some(snap.published)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends what differs between the view and the client for `names` (all names when `None`).
+    async fn push(
+        &mut self,
+        t: ResourceType,
+        names: Option<&BTreeSet<String>>,
+        published: Option<Instant>,
+    ) -> bool {
+        if self.view.generation() == 0 {
+            return true; // no snapshot yet: the first one answers
+        }
+        let i = t.index();
+        let st = &mut self.types[i];
+        let Some(sub) = st.sub.clone() else {
+            return true;
+        };
+        let owes_first = std::mem::take(&mut st.owes_first);
+        let candidates: BTreeSet<String> = match names {
+            Some(n) => n.clone(),
+            None => self.view.resources[i]
+                .keys()
+                .filter(|n| sub.contains(n))
+                .chain(st.known.keys())
+                .chain(sub.names.iter())
+                .cloned()
+                .collect(),
+        };
+        let mut resources: Vec<&Arc<Resource>> = Vec::new();
+        let mut removed = Vec::new();
+        for name in candidates {
+            if !sub.contains(&name) {
+                continue;
+            }
+            match self.view.resources[i].get(&name) {
+                Some(r) => {
+                    st.told_absent.remove(&name);
+                    if st.known.get(&name) != Some(&r.version) {
+                        st.known.insert(name, r.version.clone());
+                        resources.push(r);
+                    }
+                }
+                None => {
+                    if st.known.remove(&name).is_some()
+                        || (sub.names.contains(&name) && st.told_absent.insert(name.clone()))
+                    {
+                        removed.push(name);
+                    }
+                }
+            }
+        }
+        if resources.is_empty() && removed.is_empty() && !owes_first {
+            return true;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let resp = DeltaDiscoveryResponse {
+            system_version_info: self.view.generation().to_string(),
+            resources: resources
+                .iter()
+                .map(|r| XdsResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: t.type_url().to_string(),
+            removed_resources: removed,
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        st.nonce = Some(nonce);
+        st.sent_at = Some(Instant::now());
+        self.ctx.record_push(t, &resources);
+        if let Some(p) = published {
+            self.ctx
+                .metrics()
+                .push_latency
+                .observe(p.elapsed().as_secs_f64());
+        }
+        self.tx.send(Ok(resp)).await.is_ok()
+    }
+}

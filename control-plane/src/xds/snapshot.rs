@@ -1,0 +1,116 @@
+//! Snapshots: a Mesh with its per-Service translation, versioned, shared by every stream.
+//!
+//! Building one reuses the previous snapshot's translation for every Service that did not change,
+//! and records which did, so a stream one generation behind updates only those.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::model::{Key, Mesh};
+use crate::translate::{self, ServiceResources};
+
+/// One published state of the mesh.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with each snapshot.
+    pub generation: u64,
+    /// The mesh it was built from.
+    pub mesh: Arc<Mesh>,
+    /// Translation of every Service.
+    pub services: HashMap<Key, Arc<ServiceResources>>,
+    /// Services added, changed or removed since generation - 1; `None` when unknown (the first).
+    pub changed: Option<HashSet<Key>>,
+    /// Whether anything per-proxy (workloads, Sidecars) changed since generation - 1.
+    pub nodes_changed: bool,
+    /// When it was published, for push-latency metrics.
+    pub published: Instant,
+}
+
+impl Snapshot {
+    /// Translates `mesh`, reusing `prev`'s work for unchanged Services.
+    pub fn build(mesh: Arc<Mesh>, prev: Option<&Snapshot>) -> Self {
+        let mut services = HashMap::with_capacity(mesh.services.len());
+        let mut changed = HashSet::new();
+        for (key, svc) in &mesh.services {
+            let reused = prev.and_then(|p| {
+                let old = p.mesh.services.get(key)?;
+                (Arc::ptr_eq(old, svc) || old == svc).then(|| p.services.get(key).cloned())?
+            });
+            let res = reused.unwrap_or_else(|| {
+                changed.insert(key.clone());
+                Arc::new(translate::service(svc))
+            });
+            services.insert(key.clone(), res);
+        }
+        if let Some(p) = prev {
+            changed.extend(
+                p.mesh
+                    .services
+                    .keys()
+                    .filter(|k| !mesh.services.contains_key(*k))
+                    .cloned(),
+            );
+        }
+        let nodes_changed = prev
+            .is_none_or(|p| p.mesh.workloads != mesh.workloads || p.mesh.sidecars != mesh.sidecars);
+        Self {
+            generation: prev.map_or(1, |p| p.generation + 1),
+            changed: prev.map(|_| changed),
+            nodes_changed,
+            services,
+            mesh,
+            published: Instant::now(),
+        }
+    }
+}
+
+/// The current snapshot; `None` until the registry's first successful load.
+pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// Turns registry meshes into snapshots, coalescing bursts: after a change it waits for `quiet`
+/// without further changes (but never longer than `max_delay`) before building.
+pub async fn run(
+    mut meshes: watch::Receiver<Option<Arc<Mesh>>>,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    quiet: Duration,
+    max_delay: Duration,
+) {
+    let mut first = true;
+    loop {
+        if !first && meshes.changed().await.is_err() {
+            return;
+        }
+        let started = Instant::now();
+        if !first {
+            while started.elapsed() < max_delay {
+                tokio::select! {
+                    r = meshes.changed() => if r.is_err() { return },
+                    () = tokio::time::sleep(quiet) => break,
+                }
+            }
+        }
+        first = false;
+        let Some(mesh) = meshes.borrow_and_update().clone() else {
+            continue;
+        };
+        let prev = tx.borrow().clone();
+        let t0 = Instant::now();
+        let snap = tokio::task::spawn_blocking(move || Snapshot::build(mesh, prev.as_deref()))
+            .await
+            .expect("translation does not panic");
+        tracing::info!(
+            generation = snap.generation,
+            services = snap.services.len(),
+            changed = snap
+                .changed
+                .as_ref()
+                .map_or(snap.services.len(), HashSet::len),
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        tx.send_replace(Some(Arc::new(snap)));
+    }
+}

@@ -1,0 +1,210 @@
+//! State-of-the-world streams (`StreamAggregatedResources`).
+//!
+//! Per type: the subscription, and the version and nonce of the last response. A request whose
+//! nonce is not the last one sent is stale and ignored, as the protocol says. A response is sent
+//! when the client's set of resources would change, so a NACKed version is never resent: the next
+//! response waits for the next change.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use weft_proto::xds::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+
+use super::view::{Changed, NodeView};
+use super::{StreamCtx, Subscription, digest};
+use crate::translate::{Resource, ResourceType};
+
+#[derive(Debug, Default)]
+struct TypeState {
+    sub: Option<Subscription>,
+    /// Version of the last response sent (or the client's, after a reconnect, when equal).
+    version: Option<String>,
+    nonce: Option<String>,
+    sent_at: Option<Instant>,
+}
+
+struct Stream {
+    ctx: StreamCtx,
+    node: Option<String>,
+    view: NodeView,
+    types: [TypeState; 4],
+    nonce: u64,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+}
+
+pub(super) async fn run(
+    ctx: StreamCtx,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let mut snapshots = ctx.server.snapshots.clone();
+    let mut s = Stream {
+        ctx,
+        node: None,
+        view: NodeView::default(),
+        types: Default::default(),
+        nonce: 0,
+        tx,
+    };
+    loop {
+        let ok = tokio::select! {
+            req = requests.message() => match req {
+                Ok(Some(req)) => s.on_request(req, &mut snapshots).await,
+                Ok(None) => false,
+                Err(status) => {
+                    tracing::debug!(%status, "sotw stream ended");
+                    false
+                }
+            },
+            changed = snapshots.changed() => {
+                let snap = snapshots.borrow_and_update().clone();
+                changed.is_ok() && s.on_snapshot(snap).await
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+impl Stream {
+    fn node(&self) -> &str {
+        self.node.as_deref().unwrap_or_default()
+    }
+
+    /// Handles one request; false ends the stream.
+    async fn on_request(
+        &mut self,
+        req: DiscoveryRequest,
+        snapshots: &mut super::SnapshotRx,
+    ) -> bool {
+        if self.node.is_none() {
+            let node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            self.node = Some(node.clone());
+            let snap = snapshots.borrow_and_update().clone();
+            if let Some(snap) = snap {
+                self.view.update(&snap, &node);
+                self.ctx.set_node(self.node(), self.view.generation());
+            } else {
+                self.ctx.set_node(self.node(), 0);
+            }
+        }
+        let Some(t) = ResourceType::from_type_url(&req.type_url) else {
+            self.ctx.record_unknown_type(self.node(), &req.type_url);
+            return true;
+        };
+        let st = &mut self.types[t.index()];
+        if !req.response_nonce.is_empty() {
+            if st.nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                self.ctx.metrics().stale_nonces.inc();
+                tracing::debug!(
+                    node = self.node(),
+                    nonce = req.response_nonce,
+                    "stale nonce: ignored"
+                );
+                return true;
+            }
+            match &req.error_detail {
+                Some(err) => {
+                    let msg = err.message.clone();
+                    self.ctx
+                        .record_nack(t, self.node.as_deref().unwrap_or_default(), &msg);
+                }
+                None => {
+                    let sent_at = st.sent_at.take();
+                    self.ctx.record_ack(t, &req.version_info, sent_at);
+                }
+            }
+        }
+        let st = &mut self.types[t.index()];
+        let first = st.sub.is_none();
+        let names: std::collections::BTreeSet<String> = req
+            .resource_names
+            .iter()
+            .filter(|n| n.as_str() != "*")
+            .cloned()
+            .collect();
+        let wildcard = req.resource_names.iter().any(|n| n == "*")
+            || (req.resource_names.is_empty()
+                && (first || st.sub.as_ref().is_some_and(|s| s.wildcard)));
+        let sub = Subscription { wildcard, names };
+        if first && !req.version_info.is_empty() {
+            // A reconnecting client says what it holds; no need to resend the same.
+            st.version = Some(req.version_info.clone());
+        }
+        let changed = st.sub.as_ref() != Some(&sub);
+        self.ctx.record_subscription(t, &sub);
+        st.sub = Some(sub);
+        if changed || first {
+            return self.respond(t, None).await;
+        }
+        true
+    }
+
+    async fn on_snapshot(&mut self, snap: Option<Arc<super::Snapshot>>) -> bool {
+        let (Some(snap), Some(node)) = (snap, self.node.clone()) else {
+            return true;
+        };
+        let first = self.view.generation() == 0;
+        let changed: Changed = self.view.update(&snap, &node);
+        self.ctx.set_node(&node, snap.generation);
+        for t in ResourceType::ALL {
+            let Some(sub) = &self.types[t.index()].sub else {
+                continue;
+            };
+            let touched = first || changed[t.index()].iter().any(|n| sub.contains(n));
+            if touched && !self.respond(t, Some(snap.published)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the client's current set of `t` if it differs from what it has.
+    async fn respond(&mut self, t: ResourceType, published: Option<Instant>) -> bool {
+        if self.view.generation() == 0 {
+            return true; // nothing known yet; the first snapshot will answer
+        }
+        let st = &self.types[t.index()];
+        let Some(sub) = &st.sub else { return true };
+        let mut resources: Vec<&Arc<Resource>> = if sub.wildcard {
+            self.view.resources[t.index()].values().collect()
+        } else {
+            sub.names
+                .iter()
+                .filter_map(|n| self.view.get(t, n))
+                .collect()
+        };
+        if resources.is_empty() && !t.sotw_full_state() && st.version.is_none() {
+            return true; // RDS/EDS: absence is not announced in state of the world
+        }
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        let version = digest(resources.iter().copied());
+        if st.version.as_deref() == Some(version.as_str()) {
+            return true;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let resp = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: resources.iter().map(|r| r.body.clone()).collect(),
+            type_url: t.type_url().to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        self.ctx.record_push(t, &resources);
+        if let Some(p) = published {
+            self.ctx
+                .metrics()
+                .push_latency
+                .observe(p.elapsed().as_secs_f64());
+        }
+        let st = &mut self.types[t.index()];
+        st.version = Some(version);
+        st.nonce = Some(nonce);
+        st.sent_at = Some(Instant::now());
+        self.tx.send(Ok(resp)).await.is_ok()
+    }
+}

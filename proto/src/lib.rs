@@ -1,0 +1,9 @@
+//! Wire types shared by `weft` and `weft-proxy`.
+//!
+//! The xDS v3 messages and the ADS service come from `envoy-types` (generated from Envoy's own
+//! protos), so weft speaks exactly the protocol Envoy and gRPC's proxyless clients speak.
+
+pub use envoy_types::pb::envoy as xds;
+pub use envoy_types::pb::google;
+pub use prost;
+pub use prost_types;

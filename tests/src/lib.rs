@@ -1,0 +1,1 @@
+//! Helpers for weft end-to-end tests.
