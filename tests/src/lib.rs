@@ -1,1 +1,142 @@
-//! Helpers for weft end-to-end tests.
+//! Helpers for weft's end-to-end tests: find and start the real binaries, wait for ports, read
+//! HTTP endpoints. Every test starts real processes; nothing here imitates a weft component.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`weft`, `weft-proxy`), built by `cargo test --workspace`; built on
+/// demand when a single test is run alone.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--bin", name])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A GET over plain HTTP/1.0: status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Ok((status, body))
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// Spawns `cmd` with stdout piped (for readiness lines) and stderr inherited (for logs).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Self(child)
+    }
+
+    /// Reads one line of the child's stdout.
+    pub fn read_line(&mut self) -> String {
+        use std::io::BufRead;
+        let out = self.0.stdout.as_mut().expect("stdout piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read child stdout");
+        line
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `weft serve` on a registry directory, with its ports.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// The process.
+    pub proc: Proc,
+    /// ADS address.
+    pub xds: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+}
+
+impl ControlPlane {
+    /// Starts `weft serve --registry dir` on free ports and waits for `/ready`.
+    pub fn start(dir: &Path) -> Self {
+        let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let proc = Proc::spawn(
+            Command::new(bin("weft"))
+                .arg("serve")
+                .arg("--registry")
+                .arg(dir)
+                .arg("--xds-addr")
+                .arg(xds.to_string())
+                .arg("--admin-addr")
+                .arg(admin.to_string())
+                .env("WEFT_LOG", "info"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(admin, "/ready") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "weft never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { proc, xds, admin }
+    }
+}

@@ -302,7 +302,7 @@ fn endpoints(
     if out.iter().any(|e| e.health == Health::Healthy) {
         out.retain(|e| e.health == Health::Healthy);
     }
-    out.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+    out.sort_by_key(|e| (e.ip, e.port));
     out
 }
 

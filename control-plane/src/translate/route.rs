@@ -63,7 +63,7 @@ fn routes(
         .iter()
         .flat_map(|r| r.matches.iter().map(move |m| (r, m)))
         .collect();
-    flat.sort_by(|a, b| b.1.precedence().cmp(&a.1.precedence()));
+    flat.sort_by_key(|(_, m)| std::cmp::Reverse(m.precedence()));
     let mut out = Vec::new();
     for (rule, m) in flat {
         let action = action(rule, policy, protocol);

@@ -1,0 +1,514 @@
+//! ADS protocol tests: the real control plane in-process, a real tonic xDS client, a real registry
+//! directory edited on disk.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use weft_control_plane::server::{self, Running, Source};
+use weft_proto::google::rpc::Status as RpcStatus;
+use weft_proto::xds::config::core::v3::Node;
+use weft_proto::xds::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+fn service(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: ns}}\n\
+spec: {{clusterIP: {ip}, ports: [{{name: http, port: 80}}]}}\n---\n\
+apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+metadata: {{name: {name}-1, namespace: ns, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [{ip}9]}}]\n"
+    )
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    cp: Running,
+}
+
+impl Harness {
+    async fn start(files: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let cp = server::start(server::Config {
+            source: Source::Files(dir.path().to_path_buf()),
+            xds_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            trust_domain: "cluster.local".into(),
+            debounce: Duration::from_millis(20),
+        })
+        .await
+        .unwrap();
+        let mut rx = cp.snapshots.clone();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(Option::is_some))
+            .await
+            .expect("first snapshot")
+            .unwrap();
+        Self { dir, cp }
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.dir.path().join(name)).unwrap();
+    }
+
+    async fn client(&self) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+        AggregatedDiscoveryServiceClient::connect(format!("http://{}", self.cp.xds_addr))
+            .await
+            .unwrap()
+    }
+
+    async fn admin(&self, path: &str) -> String {
+        http_get(&format!("{}", self.cp.admin_addr), path).await
+    }
+}
+
+/// A minimal HTTP/1.0 GET, to read the admin endpoint without another client dependency.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn node(id: &str) -> Option<Node> {
+    Some(Node {
+        id: id.into(),
+        ..Default::default()
+    })
+}
+
+async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a response within 5 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+async fn nothing<T: std::fmt::Debug>(stream: &mut Streaming<T>, wait_ms: u64) {
+    if let Ok(r) = tokio::time::timeout(Duration::from_millis(wait_ms), stream.message()).await {
+        panic!("expected no response, got {r:?}");
+    }
+}
+
+// === State of the world ===
+
+struct Sotw {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: Streaming<DiscoveryResponse>,
+}
+
+impl Sotw {
+    async fn open(h: &Harness, id: &str) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let rx = h
+            .client()
+            .await
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let s = Self { tx, rx };
+        s.send(DiscoveryRequest {
+            node: node(id),
+            type_url: CDS.into(),
+            ..Default::default()
+        })
+        .await;
+        s
+    }
+
+    async fn send(&self, r: DiscoveryRequest) {
+        self.tx.send(r).await.unwrap();
+    }
+
+    async fn ack(&self, type_url: &str, resp: &DiscoveryResponse, names: &[&str]) {
+        self.send(DiscoveryRequest {
+            type_url: type_url.into(),
+            version_info: resp.version_info.clone(),
+            response_nonce: resp.nonce.clone(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await;
+    }
+}
+
+fn sotw_names(r: &DiscoveryResponse) -> Vec<String> {
+    use prost::Message;
+    r.resources
+        .iter()
+        .map(|a| match a.type_url.as_str() {
+            CDS => weft_proto::xds::config::cluster::v3::Cluster::decode(&a.value[..])
+                .unwrap()
+                .name,
+            LDS => weft_proto::xds::config::listener::v3::Listener::decode(&a.value[..])
+                .unwrap()
+                .name,
+            EDS => weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment::decode(&a.value[..])
+                .unwrap()
+                .cluster_name,
+            other => panic!("unexpected {other}"),
+        })
+        .collect()
+}
+
+const A: &str = "outbound|80||a.ns.svc.cluster.local";
+const B: &str = "outbound|80||b.ns.svc.cluster.local";
+
+#[tokio::test]
+async fn sotw_fetch_ack_update_and_removal() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1")), ("b.yaml", service("b", "10.0.0.2"))]).await;
+    let mut s = Sotw::open(&h, "client-1").await;
+    let cds = next(&mut s.rx).await;
+    assert_eq!(cds.type_url, CDS);
+    assert_eq!(sotw_names(&cds), [A, B]);
+    s.ack(CDS, &cds, &[]).await;
+
+    // Named EDS subscription.
+    s.send(DiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names: vec![A.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = next(&mut s.rx).await;
+    assert_eq!(sotw_names(&eds), [A]);
+    s.ack(EDS, &eds, &[A]).await;
+    nothing(&mut s.rx, 300).await;
+
+    // Removing b: CDS (full state) comes without it; a's EDS is untouched so not resent.
+    std::fs::remove_file(h.dir.path().join("b.yaml")).unwrap();
+    let cds2 = next(&mut s.rx).await;
+    assert_eq!(cds2.type_url, CDS);
+    assert_eq!(sotw_names(&cds2), [A]);
+    assert_ne!(cds2.version_info, cds.version_info);
+    assert_ne!(cds2.nonce, cds.nonce);
+    s.ack(CDS, &cds2, &[]).await;
+    nothing(&mut s.rx, 300).await;
+
+    // An endpoint change of a: only EDS.
+    h.write("a.yaml", &service("a", "10.0.0.1").replace("[10.0.0.19]", "[10.0.0.19, 10.0.0.18]"));
+    let eds2 = next(&mut s.rx).await;
+    assert_eq!(eds2.type_url, EDS);
+    assert_ne!(eds2.version_info, eds.version_info);
+    s.ack(EDS, &eds2, &[A]).await;
+    nothing(&mut s.rx, 300).await;
+
+    let metrics = h.admin("/metrics").await;
+    assert!(metrics.contains("weft_xds_connected_proxies{api=\"sotw\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn sotw_nack_is_not_resent_and_stale_nonces_are_ignored() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    let mut s = Sotw::open(&h, "nacker").await;
+    let cds = next(&mut s.rx).await;
+    // NACK: keep the old version, report an error.
+    s.send(DiscoveryRequest {
+        type_url: CDS.into(),
+        version_info: String::new(),
+        response_nonce: cds.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "cluster a: unsupported field".into(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await;
+    nothing(&mut s.rx, 400).await;
+    // A garbage nonce and an unknown type are ignored; the stream stays up.
+    s.send(DiscoveryRequest {
+        type_url: CDS.into(),
+        response_nonce: "garbage".into(),
+        ..Default::default()
+    })
+    .await;
+    s.send(DiscoveryRequest {
+        type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
+        ..Default::default()
+    })
+    .await;
+    nothing(&mut s.rx, 300).await;
+    // The next change is sent.
+    h.write("b.yaml", &service("b", "10.0.0.2"));
+    let cds2 = next(&mut s.rx).await;
+    assert_eq!(sotw_names(&cds2), [A, B]);
+    let metrics = h.admin("/metrics").await;
+    assert!(metrics.contains("weft_xds_nacks_total{type=\"cds\"} 1"), "{metrics}");
+    assert!(metrics.contains("weft_xds_unknown_type_requests_total 1"), "{metrics}");
+    assert!(metrics.contains("weft_xds_stale_nonces_total 1"), "{metrics}");
+    let conns = h.admin("/debug/connections").await;
+    assert!(conns.contains("unsupported field"), "{conns}");
+    assert!(conns.contains("\"node_id\": \"nacker\""), "{conns}");
+}
+
+#[tokio::test]
+async fn sotw_reconnect_with_current_version_gets_nothing_new() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    let version = {
+        let mut s = Sotw::open(&h, "c").await;
+        next(&mut s.rx).await.version_info
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let mut stream = h
+        .client()
+        .await
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(DiscoveryRequest {
+        node: node("c"),
+        type_url: CDS.into(),
+        version_info: version,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    nothing(&mut stream, 300).await;
+}
+
+#[tokio::test]
+async fn invalid_yaml_keeps_the_last_good_mesh() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    let mut s = Sotw::open(&h, "c").await;
+    let cds = next(&mut s.rx).await;
+    s.ack(CDS, &cds, &[]).await;
+    h.write("a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a\n");
+    nothing(&mut s.rx, 500).await;
+    let metrics = h.admin("/metrics").await;
+    assert!(metrics.contains("weft_registry_errors_total 1"), "{metrics}");
+    assert!(h.admin("/ready").await.starts_with("HTTP/1.0 200"));
+    // Fixed: served again.
+    h.write("a.yaml", &format!("{}---\n{}", service("a", "10.0.0.1"), service("c", "10.0.0.3")));
+    let cds2 = next(&mut s.rx).await;
+    assert_eq!(sotw_names(&cds2).len(), 2);
+}
+
+// === Delta ===
+
+struct Delta {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Delta {
+    async fn open(h: &Harness, first: DeltaDiscoveryRequest) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let rx = h
+            .client()
+            .await
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(first).await.unwrap();
+        Self { tx, rx }
+    }
+
+    async fn send(&self, r: DeltaDiscoveryRequest) {
+        self.tx.send(r).await.unwrap();
+    }
+
+    async fn ack(&self, resp: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: resp.type_url.clone(),
+            response_nonce: resp.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+}
+
+fn delta_versions(r: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
+    r.resources
+        .iter()
+        .map(|x| (x.name.clone(), x.version.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn delta_sends_only_changes_and_removals() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1")), ("b.yaml", service("b", "10.0.0.2"))]).await;
+    let mut d = Delta::open(
+        &h,
+        DeltaDiscoveryRequest {
+            node: node("proxy-1"),
+            type_url: CDS.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let cds = next(&mut d.rx).await;
+    let cds_versions = delta_versions(&cds);
+    assert_eq!(cds_versions.keys().collect::<Vec<_>>(), [A, B]);
+    d.ack(&cds).await;
+    d.send(DeltaDiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names_subscribe: vec![A.into(), B.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = next(&mut d.rx).await;
+    assert_eq!(eds.resources.len(), 2);
+    d.ack(&eds).await;
+
+    // One endpoint change: exactly one ClusterLoadAssignment, nothing else.
+    h.write("a.yaml", &service("a", "10.0.0.1").replace("[10.0.0.19]", "[10.0.0.17]"));
+    let eds2 = next(&mut d.rx).await;
+    assert_eq!(eds2.type_url, EDS);
+    assert_eq!(delta_versions(&eds2).keys().collect::<Vec<_>>(), [A]);
+    d.ack(&eds2).await;
+    nothing(&mut d.rx, 300).await;
+
+    // Removing b: CDS and EDS say so.
+    std::fs::remove_file(h.dir.path().join("b.yaml")).unwrap();
+    let r1 = next(&mut d.rx).await;
+    assert_eq!(r1.type_url, CDS);
+    assert_eq!(r1.removed_resources, [B]);
+    assert!(r1.resources.is_empty());
+    d.ack(&r1).await;
+    let r2 = next(&mut d.rx).await;
+    assert_eq!(r2.type_url, EDS);
+    assert_eq!(r2.removed_resources, [B]);
+    d.ack(&r2).await;
+
+    // Subscribing to something that does not exist is answered once, as removed.
+    d.send(DeltaDiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names_subscribe: vec!["outbound|80||nope.ns.svc.cluster.local".into()],
+        ..Default::default()
+    })
+    .await;
+    let r3 = next(&mut d.rx).await;
+    assert_eq!(r3.removed_resources, ["outbound|80||nope.ns.svc.cluster.local"]);
+    d.ack(&r3).await;
+    nothing(&mut d.rx, 300).await;
+
+    // Reconnect holding a's current version and b's stale one: only b's removal comes.
+    let a_version = cds_versions[A].clone();
+    let mut d2 = Delta::open(
+        &h,
+        DeltaDiscoveryRequest {
+            node: node("proxy-1"),
+            type_url: CDS.into(),
+            initial_resource_versions: [(A.to_string(), a_version), (B.to_string(), "old".into())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let again = next(&mut d2.rx).await;
+    assert!(again.resources.is_empty(), "{again:?}");
+    assert_eq!(again.removed_resources, [B]);
+}
+
+#[tokio::test]
+async fn delta_nack_keeps_stream_and_does_not_loop() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    let mut d = Delta::open(
+        &h,
+        DeltaDiscoveryRequest {
+            node: node("p"),
+            type_url: CDS.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let cds = next(&mut d.rx).await;
+    d.send(DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        response_nonce: cds.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "no".into(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await;
+    nothing(&mut d.rx, 400).await;
+    h.write("b.yaml", &service("b", "10.0.0.2"));
+    let next_push = next(&mut d.rx).await;
+    assert_eq!(delta_versions(&next_push).keys().collect::<Vec<_>>(), [B]);
+}
+
+#[tokio::test]
+async fn disconnects_are_cleaned_up() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    {
+        let mut d = Delta::open(
+            &h,
+            DeltaDiscoveryRequest {
+                node: node("p"),
+                type_url: CDS.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        next(&mut d.rx).await;
+        assert!(h.admin("/metrics").await.contains("weft_xds_connected_proxies{api=\"delta\"} 1"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = h.admin("/metrics").await;
+        if m.contains("weft_xds_connected_proxies{api=\"delta\"} 0") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.admin("/debug/connections").await.split("\r\n\r\n").nth(1).unwrap().trim(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    let client = h.client().await;
+    let mut streams = Vec::new();
+    for i in 0..1000 {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(DeltaDiscoveryRequest {
+            node: node(&format!("p{i}")),
+            type_url: CDS.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let rx = client
+            .clone()
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push((tx, rx));
+    }
+    for (_, rx) in &mut streams {
+        assert_eq!(next(rx).await.resources.len(), 1);
+    }
+    // One change reaches all of them.
+    h.write("b.yaml", &service("b", "10.0.0.2"));
+    for (_, rx) in &mut streams {
+        let r = next(rx).await;
+        assert_eq!(delta_versions(&r).keys().collect::<Vec<_>>(), [B]);
+    }
+    assert!(h.admin("/metrics").await.contains("weft_xds_connected_proxies{api=\"delta\"} 1000"));
+}
+
