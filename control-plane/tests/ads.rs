@@ -155,15 +155,21 @@ fn sotw_names(r: &DiscoveryResponse) -> Vec<String> {
     r.resources
         .iter()
         .map(|a| match a.type_url.as_str() {
-            CDS => weft_proto::xds::config::cluster::v3::Cluster::decode(&a.value[..])
-                .unwrap()
-                .name,
-            LDS => weft_proto::xds::config::listener::v3::Listener::decode(&a.value[..])
-                .unwrap()
-                .name,
-            EDS => weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment::decode(&a.value[..])
-                .unwrap()
-                .cluster_name,
+            CDS => {
+                weft_proto::xds::config::cluster::v3::Cluster::decode(&a.value[..])
+                    .unwrap()
+                    .name
+            }
+            LDS => {
+                weft_proto::xds::config::listener::v3::Listener::decode(&a.value[..])
+                    .unwrap()
+                    .name
+            }
+            EDS => {
+                weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment::decode(&a.value[..])
+                    .unwrap()
+                    .cluster_name
+            }
             other => panic!("unexpected {other}"),
         })
         .collect()
@@ -174,7 +180,11 @@ const B: &str = "outbound|80||b.ns.svc.cluster.local";
 
 #[tokio::test]
 async fn sotw_fetch_ack_update_and_removal() {
-    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1")), ("b.yaml", service("b", "10.0.0.2"))]).await;
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
     let mut s = Sotw::open(&h, "client-1").await;
     let cds = next(&mut s.rx).await;
     assert_eq!(cds.type_url, CDS);
@@ -204,7 +214,10 @@ async fn sotw_fetch_ack_update_and_removal() {
     nothing(&mut s.rx, 300).await;
 
     // An endpoint change of a: only EDS.
-    h.write("a.yaml", &service("a", "10.0.0.1").replace("[10.0.0.19]", "[10.0.0.19, 10.0.0.18]"));
+    h.write(
+        "a.yaml",
+        &service("a", "10.0.0.1").replace("[10.0.0.19]", "[10.0.0.19, 10.0.0.18]"),
+    );
     let eds2 = next(&mut s.rx).await;
     assert_eq!(eds2.type_url, EDS);
     assert_ne!(eds2.version_info, eds.version_info);
@@ -212,7 +225,10 @@ async fn sotw_fetch_ack_update_and_removal() {
     nothing(&mut s.rx, 300).await;
 
     let metrics = h.admin("/metrics").await;
-    assert!(metrics.contains("weft_xds_connected_proxies{api=\"sotw\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("weft_xds_connected_proxies{api=\"sotw\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -252,9 +268,18 @@ async fn sotw_nack_is_not_resent_and_stale_nonces_are_ignored() {
     let cds2 = next(&mut s.rx).await;
     assert_eq!(sotw_names(&cds2), [A, B]);
     let metrics = h.admin("/metrics").await;
-    assert!(metrics.contains("weft_xds_nacks_total{type=\"cds\"} 1"), "{metrics}");
-    assert!(metrics.contains("weft_xds_unknown_type_requests_total 1"), "{metrics}");
-    assert!(metrics.contains("weft_xds_stale_nonces_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("weft_xds_nacks_total{type=\"cds\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_xds_unknown_type_requests_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_xds_stale_nonces_total 1"),
+        "{metrics}"
+    );
     let conns = h.admin("/debug/connections").await;
     assert!(conns.contains("unsupported field"), "{conns}");
     assert!(conns.contains("\"node_id\": \"nacker\""), "{conns}");
@@ -292,13 +317,26 @@ async fn invalid_yaml_keeps_the_last_good_mesh() {
     let mut s = Sotw::open(&h, "c").await;
     let cds = next(&mut s.rx).await;
     s.ack(CDS, &cds, &[]).await;
-    h.write("a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a\n");
+    h.write(
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
+    );
     nothing(&mut s.rx, 500).await;
     let metrics = h.admin("/metrics").await;
-    assert!(metrics.contains("weft_registry_errors_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("weft_registry_errors_total 1"),
+        "{metrics}"
+    );
     assert!(h.admin("/ready").await.starts_with("HTTP/1.0 200"));
     // Fixed: served again.
-    h.write("a.yaml", &format!("{}---\n{}", service("a", "10.0.0.1"), service("c", "10.0.0.3")));
+    h.write(
+        "a.yaml",
+        &format!(
+            "{}---\n{}",
+            service("a", "10.0.0.1"),
+            service("c", "10.0.0.3")
+        ),
+    );
     let cds2 = next(&mut s.rx).await;
     assert_eq!(sotw_names(&cds2).len(), 2);
 }
@@ -347,7 +385,11 @@ fn delta_versions(r: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn delta_sends_only_changes_and_removals() {
-    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1")), ("b.yaml", service("b", "10.0.0.2"))]).await;
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
     let mut d = Delta::open(
         &h,
         DeltaDiscoveryRequest {
@@ -372,7 +414,10 @@ async fn delta_sends_only_changes_and_removals() {
     d.ack(&eds).await;
 
     // One endpoint change: exactly one ClusterLoadAssignment, nothing else.
-    h.write("a.yaml", &service("a", "10.0.0.1").replace("[10.0.0.19]", "[10.0.0.17]"));
+    h.write(
+        "a.yaml",
+        &service("a", "10.0.0.1").replace("[10.0.0.19]", "[10.0.0.17]"),
+    );
     let eds2 = next(&mut d.rx).await;
     assert_eq!(eds2.type_url, EDS);
     assert_eq!(delta_versions(&eds2).keys().collect::<Vec<_>>(), [A]);
@@ -399,7 +444,10 @@ async fn delta_sends_only_changes_and_removals() {
     })
     .await;
     let r3 = next(&mut d.rx).await;
-    assert_eq!(r3.removed_resources, ["outbound|80||nope.ns.svc.cluster.local"]);
+    assert_eq!(
+        r3.removed_resources,
+        ["outbound|80||nope.ns.svc.cluster.local"]
+    );
     d.ack(&r3).await;
     nothing(&mut d.rx, 300).await;
 
@@ -410,7 +458,8 @@ async fn delta_sends_only_changes_and_removals() {
         DeltaDiscoveryRequest {
             node: node("proxy-1"),
             type_url: CDS.into(),
-            initial_resource_versions: [(A.to_string(), a_version), (B.to_string(), "old".into())].into(),
+            initial_resource_versions: [(A.to_string(), a_version), (B.to_string(), "old".into())]
+                .into(),
             ..Default::default()
         },
     )
@@ -464,7 +513,11 @@ async fn disconnects_are_cleaned_up() {
         )
         .await;
         next(&mut d.rx).await;
-        assert!(h.admin("/metrics").await.contains("weft_xds_connected_proxies{api=\"delta\"} 1"));
+        assert!(
+            h.admin("/metrics")
+                .await
+                .contains("weft_xds_connected_proxies{api=\"delta\"} 1")
+        );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -475,7 +528,15 @@ async fn disconnects_are_cleaned_up() {
         assert!(tokio::time::Instant::now() < deadline, "{m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(h.admin("/debug/connections").await.split("\r\n\r\n").nth(1).unwrap().trim(), "[]");
+    assert_eq!(
+        h.admin("/debug/connections")
+            .await
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .trim(),
+        "[]"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,6 +570,9 @@ async fn a_thousand_concurrent_streams() {
         let r = next(rx).await;
         assert_eq!(delta_versions(&r).keys().collect::<Vec<_>>(), [B]);
     }
-    assert!(h.admin("/metrics").await.contains("weft_xds_connected_proxies{api=\"delta\"} 1000"));
+    assert!(
+        h.admin("/metrics")
+            .await
+            .contains("weft_xds_connected_proxies{api=\"delta\"} 1000")
+    );
 }
-

@@ -62,7 +62,11 @@ fn backend(port: u16, name: &str) -> Proc {
             .arg(format!("127.0.0.1:{port}"))
             .arg(name),
     );
-    assert_eq!(p.read_line().trim(), "ready", "backend {name} did not start");
+    assert_eq!(
+        p.read_line().trim(),
+        "ready",
+        "backend {name} did not start"
+    );
     p
 }
 
@@ -111,7 +115,10 @@ fn grpc_proxyless_client_resolves_and_splits_by_weight() {
     // The control plane saw the client ACK what it sent.
     std::thread::sleep(Duration::from_millis(100));
     let (_, conns) = weft_e2e::http_get(cp.admin, "/debug/connections").unwrap();
-    assert!(!conns.contains("last_nack\": \""), "gRPC NACKed something: {conns}");
+    assert!(
+        !conns.contains("last_nack\": \""),
+        "gRPC NACKed something: {conns}"
+    );
 }
 
 /// Parses the client's flat `{"name": count}` output.
