@@ -35,8 +35,11 @@ enum Command {
 struct ServeArgs {
     /// Directory of Kubernetes YAML (Service, EndpointSlice, Pod, Namespace, HTTPRoute and weft.io
     /// kinds), watched for changes.
-    #[arg(long, env = "WEFT_REGISTRY")]
-    registry: PathBuf,
+    #[arg(long, env = "WEFT_REGISTRY", required_unless_present = "kubernetes")]
+    registry: Option<PathBuf>,
+    /// Read the mesh from the Kubernetes API server (in-cluster config, or KUBECONFIG).
+    #[arg(long, env = "WEFT_KUBERNETES", conflicts_with = "registry")]
+    kubernetes: bool,
     /// Address of the xDS gRPC server.
     #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:15010")]
     xds_addr: SocketAddr,
@@ -60,8 +63,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => {
+            let source = match args.registry {
+                Some(dir) => server::Source::Files(dir),
+                None => server::Source::Kubernetes(kube::Client::try_default().await?),
+            };
             let running = server::start(server::Config {
-                source: server::Source::Files(args.registry),
+                source,
                 xds_addr: args.xds_addr,
                 admin_addr: args.admin_addr,
                 trust_domain: args.trust_domain,

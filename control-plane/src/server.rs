@@ -14,14 +14,16 @@ use crate::xds::{AdsServer, Connections, SnapshotRx};
 use crate::{admin, registry, xds};
 
 /// Where the mesh comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Source {
     /// A directory of Kubernetes YAML, watched.
     Files(PathBuf),
+    /// A Kubernetes API server, reflected.
+    Kubernetes(kube::Client),
 }
 
 /// Settings of a running control plane.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Registry.
     pub source: Source,
@@ -76,6 +78,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = Vec::new();
 
     match config.source {
+        Source::Kubernetes(client) => {
+            let td = config.trust_domain.clone();
+            tasks.push(tokio::spawn(registry::kube::run(
+                client,
+                td,
+                registry_metrics,
+                mesh_tx,
+                config.debounce,
+            )));
+        }
         Source::Files(dir) => {
             let td = config.trust_domain.clone();
             tasks.push(tokio::spawn(async move {

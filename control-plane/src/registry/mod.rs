@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod file;
+pub mod kube;
 mod objects;
 
 use std::path::PathBuf;

@@ -122,7 +122,7 @@ pub struct Duplicate {
     pub key: Key,
 }
 
-fn key_of<K: Resource>(obj: &K, default_namespace: &str) -> Key {
+pub(crate) fn key_of<K: Resource>(obj: &K, default_namespace: &str) -> Key {
     let meta = obj.meta();
     Key::new(
         meta.namespace.as_deref().unwrap_or(default_namespace),
