@@ -143,3 +143,91 @@ impl ControlPlane {
         Self { proc, xds, admin }
     }
 }
+
+/// A running `weft-proxy` with its admin and health ports.
+#[derive(Debug)]
+pub struct Sidecar {
+    /// The process.
+    pub proc: Proc,
+    /// Admin address (`/config_dump`, `/clusters`, `/logging`).
+    pub admin: SocketAddr,
+    /// Health address (`/ready`, `/live`).
+    pub health: SocketAddr,
+}
+
+impl Sidecar {
+    /// Starts `weft-proxy` for `node_id` against `xds` and waits until it is ready.
+    pub fn start(xds: SocketAddr, node_id: &str) -> Self {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let proc = Proc::spawn(
+            Command::new(bin("weft-proxy"))
+                .arg("--xds-addr")
+                .arg(xds.to_string())
+                .arg("--node-id")
+                .arg(node_id)
+                .arg("--admin-addr")
+                .arg(admin.to_string())
+                .arg("--health-addr")
+                .arg(health.to_string())
+                .env("WEFT_LOG", "info"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(health, "/ready") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "weft-proxy never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            proc,
+            admin,
+            health,
+        }
+    }
+}
+
+/// An HTTP/1.1 + HTTP/2 server on 127.0.0.1 that answers every request with `name` in the body
+/// and an `x-backend` header, and echoes the request's `x-request-id`. Runs on its own thread
+/// until the process ends.
+pub fn named_backend(name: &'static str) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let svc = service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let mut resp =
+                                hyper::Response::new(Full::new(bytes::Bytes::from(name)));
+                            resp.headers_mut()
+                                .insert("x-backend", name.parse().expect("ascii"));
+                            if let Some(id) = req.headers().get("x-request-id") {
+                                resp.headers_mut().insert("x-seen-request-id", id.clone());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use weft_proto::google::protobuf::UInt32Value;
+use weft_proto::google::protobuf::{BoolValue, UInt32Value};
 use weft_proto::xds::config::core::v3::{
     Address, SocketAddress, address, socket_address::PortSpecifier,
 };
@@ -143,6 +143,8 @@ pub fn service(svc: &Service, port: &ServicePort) -> Listener {
             filters: vec![tcp_filter(name, cluster)],
             ..Default::default()
         }];
+        // Matched against captured traffic, never bound (Istio's virtual listeners do the same).
+        listener.bind_to_port = Some(BoolValue { value: false });
     }
     listener
 }

@@ -1,0 +1,113 @@
+//! Admin (127.0.0.1 only): `/config_dump`, `/clusters`, `/logging?level=`; and the health port:
+//! `/ready` (a complete config is applied), `/live`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::config::Store;
+
+/// Changes the log filter at run time.
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct Admin {
+    /// The live config.
+    pub store: Arc<Store>,
+    /// Log filter control.
+    pub set_log_level: SetLogLevel,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("static parts are valid")
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(b) => reply(StatusCode::OK, "application/json", b),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
+impl Admin {
+    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        match req.uri().path() {
+            "/ready" if self.store.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n"),
+            "/ready" => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "waiting for the first complete config\n",
+            ),
+            "/live" => reply(StatusCode::OK, "text/plain", "live\n"),
+            "/config_dump" => json(&*self.store.load()),
+            "/clusters" => json(&self.store.load().endpoints),
+            "/logging" => {
+                let level = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")));
+                match level {
+                    Some(l) => match (self.set_log_level)(l) {
+                        Ok(()) => reply(
+                            StatusCode::OK,
+                            "text/plain",
+                            format!("log filter set to {l}\n"),
+                        ),
+                        Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                    },
+                    None => reply(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        "use /logging?level=<filter>\n",
+                    ),
+                }
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /ready /live /config_dump /clusters /logging?level=\n",
+            ),
+        }
+    }
+}
+
+/// Binds `addr` and serves the admin endpoints on it; returns the bound address.
+pub async fn bind(addr: SocketAddr, admin: Admin) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(&req)) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,206 @@
+//! Endpoint sets and load balancing.
+//!
+//! Per-endpoint state (requests in flight, latency EWMA) lives in `Arc<Endpoint>`s that a new
+//! config reuses by address, so balancing decisions survive config swaps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{EndpointConfig, LbPolicy};
+
+/// Weight of a new latency sample in the moving average.
+const EWMA_ALPHA: f64 = 0.3;
+/// Latency assumed for an endpoint before its first response (1 ms, in nanoseconds).
+const EWMA_START_NS: u64 = 1_000_000;
+
+/// One upstream address with its live load.
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Identity the peer must present (used once mTLS is on).
+    pub identity: Option<String>,
+    /// Requests in flight.
+    #[serde(serialize_with = "load")]
+    in_flight: AtomicUsize,
+    /// Latency EWMA in nanoseconds.
+    #[serde(serialize_with = "load64")]
+    ewma_ns: AtomicU64,
+    /// Requests sent, ever.
+    #[serde(serialize_with = "load64")]
+    requests: AtomicU64,
+}
+
+fn load<S: serde::Serializer>(v: &AtomicUsize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.load(Ordering::Relaxed) as u64)
+}
+
+fn load64<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.load(Ordering::Relaxed))
+}
+
+impl Endpoint {
+    fn new(cfg: &EndpointConfig) -> Self {
+        Self {
+            addr: cfg.addr,
+            identity: cfg.identity.clone(),
+            in_flight: AtomicUsize::new(0),
+            ewma_ns: AtomicU64::new(EWMA_START_NS),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks a request started; the guard ends it.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    fn cost(&self) -> f64 {
+        (self.in_flight.load(Ordering::Relaxed) + 1) as f64
+            * self.ewma_ns.load(Ordering::Relaxed) as f64
+    }
+
+    fn observe(&self, latency: Duration) {
+        let sample = latency.as_nanos().min(u128::from(u64::MAX)) as f64;
+        let _ = self
+            .ewma_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some((EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * old as f64) as u64)
+            });
+    }
+}
+
+/// A request in flight to an endpoint; dropping it records the latency.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.observe(self.started.elapsed());
+    }
+}
+
+/// The endpoints of one cluster and how to choose among them.
+#[derive(Debug, Serialize)]
+pub struct EndpointSet {
+    /// Algorithm.
+    pub lb: LbPolicy,
+    /// Endpoints; weights are honoured by repetition.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    #[serde(skip)]
+    next: AtomicUsize,
+}
+
+impl EndpointSet {
+    /// Builds a set, reusing `previous`'s endpoint state for addresses it already had.
+    pub fn new(configs: &[EndpointConfig], lb: LbPolicy, previous: Option<&EndpointSet>) -> Self {
+        let mut endpoints = Vec::with_capacity(configs.len());
+        for cfg in configs {
+            let ep = previous
+                .and_then(|p| p.get(cfg.addr))
+                .filter(|e| e.identity == cfg.identity)
+                .unwrap_or_else(|| Arc::new(Endpoint::new(cfg)));
+            for _ in 0..cfg.weight.clamp(1, 128) {
+                endpoints.push(ep.clone());
+            }
+        }
+        Self {
+            lb,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The endpoint at `addr`, if present.
+    pub fn get(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| e.addr == addr).cloned()
+    }
+
+    /// Chooses an endpoint; `None` when there is none.
+    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let i = match self.lb {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            LbPolicy::Random => fastrand::usize(0..n),
+            LbPolicy::LeastRequest if n == 1 => 0,
+            LbPolicy::LeastRequest => {
+                let a = fastrand::usize(0..n);
+                let mut b = fastrand::usize(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                if self.endpoints[b].cost() < self.endpoints[a].cost() {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        self.endpoints.get(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfgs(n: u16) -> Vec<EndpointConfig> {
+        (0..n)
+            .map(|i| EndpointConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
+                weight: 1,
+                identity: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let set = EndpointSet::new(&cfgs(3), LbPolicy::RoundRobin, None);
+        let ports: Vec<u16> = (0..6).map(|_| set.pick().unwrap().addr.port()).collect();
+        assert_eq!(ports, [1000, 1001, 1002, 1000, 1001, 1002]);
+    }
+
+    #[test]
+    fn least_request_avoids_a_busy_endpoint() {
+        let set = EndpointSet::new(&cfgs(2), LbPolicy::LeastRequest, None);
+        let busy = set.endpoints[0].clone();
+        let _guards: Vec<InFlight> = (0..10).map(|_| busy.start()).collect();
+        for _ in 0..100 {
+            assert_eq!(set.pick().unwrap().addr.port(), 1001);
+        }
+    }
+
+    #[test]
+    fn state_survives_a_rebuild() {
+        let old = EndpointSet::new(&cfgs(2), LbPolicy::LeastRequest, None);
+        let guard = old.endpoints[1].start();
+        let new = EndpointSet::new(&cfgs(3), LbPolicy::LeastRequest, Some(&old));
+        assert!(Arc::ptr_eq(&old.endpoints[1], &new.endpoints[1]));
+        assert_eq!(new.endpoints[1].in_flight.load(Ordering::Relaxed), 1);
+        drop(guard);
+        assert_eq!(new.endpoints[1].in_flight.load(Ordering::Relaxed), 0);
+        assert!(new.pick().is_some());
+        assert!(
+            EndpointSet::new(&[], LbPolicy::Random, None)
+                .pick()
+                .is_none()
+        );
+    }
+}

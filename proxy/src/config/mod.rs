@@ -1,0 +1,209 @@
+//! The proxy's own configuration types and the live snapshot.
+//!
+//! xDS protos are turned into these at the edge ([`crate::xds::convert`]); the data path reads only
+//! these. The whole config is one immutable [`Config`] behind an `ArcSwap`: a request loads it once,
+//! without a lock, and finishes on that version even if a newer one is swapped in meanwhile.
+
+pub mod route;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use self::route::{
+    HeaderMatch, PathMatch, QueryMatch, Route, RouteTable, StringMatch, VirtualHost,
+    WeightedCluster,
+};
+use crate::balance::Endpoint;
+
+/// What a port speaks, as the control plane declared it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Sniff the first bytes.
+    #[default]
+    Detect,
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2 (cleartext).
+    Http2,
+    /// gRPC.
+    Grpc,
+    /// Opaque TCP.
+    Tcp,
+}
+
+impl Protocol {
+    /// From the `weft.protocol` metadata value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "detect" => Self::Detect,
+            "http" => Self::Http,
+            "http2" => Self::Http2,
+            "grpc" => Self::Grpc,
+            "tcp" => Self::Tcp,
+            _ => return None,
+        })
+    }
+}
+
+/// What a listener does with a connection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handler {
+    /// HTTP, routed by a route table delivered over RDS.
+    Http {
+        /// RouteConfiguration name.
+        route_config: String,
+    },
+    /// HTTP, routed by a table carried in the listener itself.
+    HttpInline(Arc<RouteTable>),
+    /// Opaque TCP to a cluster.
+    Tcp {
+        /// Cluster name.
+        cluster: String,
+    },
+}
+
+/// A listener: a Service port (matched against captured destinations), an explicit outbound
+/// listener (bound by the proxy), or the inbound side.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Listener {
+    /// xDS name.
+    pub name: String,
+    /// Addresses: a Service's cluster IPs, or the address to bind.
+    pub addresses: Vec<SocketAddr>,
+    /// Declared protocol.
+    pub protocol: Protocol,
+    /// The default handler.
+    pub handler: Option<Handler>,
+    /// Per destination port handlers (the inbound listener).
+    pub by_port: Vec<(u16, Handler)>,
+    /// Whether the proxy binds `addresses` itself (explicit outbound listeners); Service listeners
+    /// are only matched against captured traffic.
+    pub bind: bool,
+}
+
+/// Load-balancing algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Power of two choices over least outstanding requests, latency-weighted (default).
+    LeastRequest,
+    /// Round robin.
+    RoundRobin,
+    /// Uniform random.
+    Random,
+}
+
+/// An upstream cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cluster {
+    /// xDS name.
+    pub name: String,
+    /// Balancing algorithm.
+    pub lb: LbPolicy,
+    /// Speak HTTP/2 to the endpoints.
+    pub http2: bool,
+    /// TCP connect timeout.
+    #[serde(with = "duration_ms")]
+    pub connect_timeout: Duration,
+    /// Static endpoints carried in the cluster (inbound clusters); EDS clusters get theirs from
+    /// ClusterLoadAssignments.
+    #[serde(skip)]
+    pub static_endpoints: Option<Vec<EndpointConfig>>,
+    /// Whether endpoints come over EDS.
+    pub eds: bool,
+}
+
+/// One endpoint as the control plane describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct EndpointConfig {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Relative weight.
+    pub weight: u32,
+    /// SPIFFE identity expected of the peer.
+    pub identity: Option<String>,
+}
+
+/// The whole applied configuration.
+#[derive(Debug, Default, Serialize)]
+pub struct Config {
+    /// Listeners by name.
+    pub listeners: HashMap<String, Arc<Listener>>,
+    /// Route tables by name.
+    pub routes: HashMap<String, Arc<RouteTable>>,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Live endpoint sets by cluster name (balancer state survives config swaps).
+    pub endpoints: HashMap<String, Arc<crate::balance::EndpointSet>>,
+    /// Service listener by captured destination.
+    #[serde(skip)]
+    pub by_addr: HashMap<SocketAddr, Arc<Listener>>,
+}
+
+impl Config {
+    /// The listener a captured connection to `dst` belongs to.
+    pub fn listener_for(&self, dst: SocketAddr) -> Option<&Arc<Listener>> {
+        self.by_addr.get(&dst)
+    }
+}
+
+/// The live config: read per request without locking; replaced whole.
+#[derive(Debug)]
+pub struct Store {
+    current: ArcSwap<Config>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Config::default()),
+            version: watch::channel(0).0,
+        }
+    }
+}
+
+impl Store {
+    /// The current config.
+    pub fn load(&self) -> Arc<Config> {
+        self.current.load_full()
+    }
+
+    /// Installs a new config and tells listeners to rebind.
+    pub fn store(&self, config: Config) {
+        self.current.store(Arc::new(config));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Changes to the config (the value counts swaps; 0 means none yet).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Whether a complete config has been applied.
+    pub fn is_ready(&self) -> bool {
+        *self.version.borrow() > 0
+    }
+
+    /// Endpoint-level view of a cluster, reused across swaps.
+    pub fn endpoint(&self, cluster: &str, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+        self.load().endpoints.get(cluster)?.get(addr)
+    }
+}
+
+mod duration_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,245 @@
+//! Route tables: authority -> virtual host -> first matching route -> weighted clusters.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A RouteConfiguration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteTable {
+    /// xDS name.
+    pub name: String,
+    /// Virtual hosts in order.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// Routes for a set of domains.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VirtualHost {
+    /// Domains: exact, `*`, `*.suffix` or `prefix.*`; a port is ignored when the domain has none.
+    pub domains: Vec<String>,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+}
+
+/// One route.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Route {
+    /// Name, for logs and metrics.
+    pub name: String,
+    /// Path condition.
+    pub path: PathMatch,
+    /// Header conditions, all must hold (`:method` included).
+    pub headers: Vec<HeaderMatch>,
+    /// Query conditions, all must hold.
+    pub query: Vec<QueryMatch>,
+    /// Targets and their weights.
+    pub clusters: Vec<WeightedCluster>,
+    /// Whole-request timeout; `None` for none.
+    #[serde(skip)]
+    pub timeout: Option<Duration>,
+}
+
+/// A weighted target cluster.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WeightedCluster {
+    /// Cluster name.
+    pub name: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// Path condition.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// Starts with.
+    Prefix(String),
+    /// Equals.
+    Exact(String),
+    /// Whole-path regular expression.
+    Regex(#[serde(with = "regex_str")] regex::Regex),
+}
+
+impl PartialEq for PathMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Prefix(a), Self::Prefix(b)) | (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+/// Value condition.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMatch {
+    /// Equals.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Ends with.
+    Suffix(String),
+    /// Contains.
+    Contains(String),
+    /// Whole-value regular expression.
+    Regex(#[serde(with = "regex_str")] regex::Regex),
+    /// Present at all.
+    Present,
+}
+
+impl PartialEq for StringMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b))
+            | (Self::Prefix(a), Self::Prefix(b))
+            | (Self::Suffix(a), Self::Suffix(b))
+            | (Self::Contains(a), Self::Contains(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            (Self::Present, Self::Present) => true,
+            _ => false,
+        }
+    }
+}
+
+impl StringMatch {
+    /// Whether `value` satisfies the condition.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(v) => v == value,
+            Self::Prefix(p) => value.starts_with(p.as_str()),
+            Self::Suffix(p) => value.ends_with(p.as_str()),
+            Self::Contains(p) => value.contains(p.as_str()),
+            Self::Regex(r) => r.is_match(value),
+            Self::Present => true,
+        }
+    }
+}
+
+/// Header condition.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeaderMatch {
+    /// Lowercase name; `:method` for the method.
+    pub name: String,
+    /// Condition on the value.
+    pub value: StringMatch,
+    /// Inverts the result.
+    pub invert: bool,
+}
+
+/// Query parameter condition.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueryMatch {
+    /// Parameter name.
+    pub name: String,
+    /// Condition on the value.
+    pub value: StringMatch,
+}
+
+/// Anchors a regular expression so it must match the whole input, as Envoy's `safe_regex` does.
+pub fn full_regex(re: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{re})$"))
+}
+
+mod regex_str {
+    pub fn serialize<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(r.as_str())
+    }
+}
+
+impl RouteTable {
+    /// The first route matching a request, searching the virtual host of its authority.
+    pub fn find(&self, authority: &str, parts: &http::request::Parts) -> Option<&Route> {
+        let vh = self.virtual_host(authority)?;
+        vh.routes.iter().find(|r| r.matches(parts))
+    }
+
+    fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        });
+        let score = |d: &str| -> Option<usize> {
+            if d == authority || d == host {
+                Some(usize::MAX)
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                (!suffix.is_empty() && host.ends_with(suffix)).then_some(suffix.len() + 1)
+            } else if let Some(prefix) = d.strip_suffix('*') {
+                host.starts_with(prefix).then_some(prefix.len())
+            } else {
+                None
+            }
+        };
+        self.virtual_hosts
+            .iter()
+            .filter_map(|vh| {
+                vh.domains
+                    .iter()
+                    .filter_map(|d| if d == "*" { Some(0) } else { score(d) })
+                    .max()
+                    .map(|s| (s, vh))
+            })
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, vh)| vh)
+    }
+}
+
+impl Route {
+    /// Whether a request satisfies every condition.
+    pub fn matches(&self, parts: &http::request::Parts) -> bool {
+        let path = parts.uri.path();
+        let path_ok = match &self.path {
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Regex(r) => r.is_match(path),
+        };
+        path_ok
+            && self.headers.iter().all(|h| {
+                let found = if h.name == ":method" {
+                    h.value.matches(parts.method.as_str())
+                } else {
+                    let mut values = parts.headers.get_all(h.name.as_str()).iter().peekable();
+                    values.peek().is_some()
+                        && values.any(|v| v.to_str().is_ok_and(|v| h.value.matches(v)))
+                };
+                found != h.invert
+            })
+            && self.query.iter().all(|q| {
+                parts.uri.query().is_some_and(|qs| {
+                    qs.split('&').any(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        k == q.name && q.value.matches(v)
+                    })
+                })
+            })
+    }
+
+    /// Picks a target cluster by weight.
+    pub fn pick_cluster(&self) -> Option<&str> {
+        match self.clusters.as_slice() {
+            [] => None,
+            [one] => Some(&one.name),
+            many => {
+                let total: u64 = many.iter().map(|c| u64::from(c.weight)).sum();
+                if total == 0 {
+                    return None;
+                }
+                let mut n = fastrand::u64(0..total);
+                many.iter()
+                    .find(|c| {
+                        if n < u64::from(c.weight) {
+                            true
+                        } else {
+                            n -= u64::from(c.weight);
+                            false
+                        }
+                    })
+                    .map(|c| c.name.as_str())
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only, never forwarded.
+
+use http::HeaderMap;
+use http::header::{
+    CONNECTION, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+
+/// Removes the hop-by-hop headers and those the `Connection` header names. `te: trailers` is kept:
+/// gRPC needs it end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if n != TE {
+            headers.remove(n);
+        }
+    }
+    for n in [
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+    for n in ["keep-alive", "proxy-connection"] {
+        headers.remove(n);
+    }
+    let keep_te = headers
+        .get(TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(TE);
+    if keep_te {
+        headers.insert(TE, http::HeaderValue::from_static("trailers"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(TE, "trailers, deflate".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h.get(TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+}

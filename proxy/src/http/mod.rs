@@ -1,0 +1,222 @@
+//! HTTP proxying: route each request by the live route table, pick a cluster and an endpoint,
+//! forward over a pooled upstream connection.
+//!
+//! Every failure a client can see has a status and a `response_flags`-style reason, sent back in
+//! the `x-weft-reason` header and logged: NR (no route), NC (no cluster), UH (no healthy endpoint),
+//! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout).
+
+mod headers;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{RouteTable, Store};
+
+/// Body of every response the proxy returns.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Where a listener's routes come from.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// A RouteConfiguration by name, looked up in the live config per request.
+    Named(String),
+    /// A table carried in the listener.
+    Inline(Arc<RouteTable>),
+}
+
+/// A failure answered by the proxy itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// No route matched.
+    NoRoute,
+    /// The route names a cluster the config lacks.
+    NoCluster,
+    /// The cluster has no endpoint.
+    NoHealthyUpstream,
+    /// Connecting to the endpoint failed.
+    UpstreamConnectFailure,
+    /// The upstream reset or broke the protocol.
+    UpstreamReset,
+    /// The route's timeout expired.
+    UpstreamTimeout,
+}
+
+impl Reason {
+    /// Envoy's short flag, which dashboards and logs already use.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::NoRoute => "NR",
+            Self::NoCluster => "NC",
+            Self::NoHealthyUpstream => "UH",
+            Self::UpstreamConnectFailure => "UF",
+            Self::UpstreamReset => "UR",
+            Self::UpstreamTimeout => "UT",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoCluster | Self::NoHealthyUpstream | Self::UpstreamConnectFailure => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+fn local_reply(reason: Reason) -> Response<Body> {
+    let status = reason.status();
+    let body = format!("{} {}\n", status.as_u16(), reason.flag());
+    Response::builder()
+        .status(status)
+        .header("x-weft-reason", reason.flag())
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|n: Infallible| match n {})
+                .boxed(),
+        )
+        .expect("static parts are valid")
+}
+
+/// Forwards requests; one per proxy, shared by every listener.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    store: Arc<Store>,
+    h1: Client<HttpConnector, Incoming>,
+    h2: Client<HttpConnector, Incoming>,
+}
+
+impl Proxy {
+    /// A proxy reading routes from `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Self { store, h1, h2 }
+    }
+
+    /// Routes and forwards one request.
+    pub async fn handle(&self, source: &RouteSource, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        match self.forward(source, req).await {
+            Ok(resp) => resp,
+            Err(reason) => {
+                tracing::info!(%method, path, flags = reason.flag(), "local reply {}", reason.status().as_u16());
+                local_reply(reason)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        source: &RouteSource,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Reason> {
+        let (mut parts, body) = req.into_parts();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        // Everything this request needs from the config, read from one snapshot.
+        let (endpoint, http2, timeout) = {
+            let config = self.store.load();
+            let table = match source {
+                RouteSource::Named(name) => config.routes.get(name).ok_or(Reason::NoRoute)?,
+                RouteSource::Inline(t) => t,
+            };
+            let route = table.find(&authority, &parts).ok_or(Reason::NoRoute)?;
+            let cluster_name = route.pick_cluster().ok_or(Reason::NoCluster)?;
+            let cluster = config.clusters.get(cluster_name).ok_or(Reason::NoCluster)?;
+            let endpoints = config
+                .endpoints
+                .get(cluster_name)
+                .ok_or(Reason::NoCluster)?;
+            let endpoint = endpoints.pick().ok_or(Reason::NoHealthyUpstream)?.clone();
+            (endpoint, cluster.http2, route.timeout)
+        };
+
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key("x-request-id") {
+            let id = uuid::Uuid::new_v4().to_string();
+            parts.headers.insert(
+                "x-request-id",
+                HeaderValue::from_str(&id).expect("uuid is ascii"),
+            );
+        }
+        if !parts.headers.contains_key(http::header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&authority)
+            && !authority.is_empty()
+        {
+            parts.headers.insert(http::header::HOST, v);
+        }
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(endpoint.addr.to_string())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Reason::NoRoute)?;
+        let client = if http2 {
+            parts.version = Version::HTTP_2;
+            &self.h2
+        } else {
+            parts.version = Version::HTTP_11;
+            &self.h1
+        };
+        let upstream = Request::from_parts(parts, body);
+        let guard = endpoint.start();
+        let fut = client.request(upstream);
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| Reason::UpstreamTimeout)?,
+            None => fut.await,
+        };
+        let resp = result.map_err(|e| {
+            tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e:?}");
+            if e.is_connect() {
+                Reason::UpstreamConnectFailure
+            } else {
+                Reason::UpstreamReset
+            }
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        // The endpoint counts as busy until the response body is done.
+        let body = body.map_frame(move |f| {
+            let _ = &guard;
+            f
+        });
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}

@@ -1,0 +1,11 @@
+//! weft-proxy: the data plane. Config arrives over xDS ([`xds`]), becomes weft's own types
+//! ([`config`]) published as one immutable snapshot, and the data path ([`outbound`], [`http`],
+//! [`tcp`], [`balance`]) reads that snapshot per connection or request.
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod http;
+pub mod outbound;
+pub mod tcp;
+pub mod xds;

@@ -1,0 +1,123 @@
+//! Listeners the proxy binds itself (a `Sidecar`'s explicit outbound listeners, for hosts without
+//! iptables). Bound and unbound as the config changes; each connection looks its handler up in the
+//! config current when it arrives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::config::{Handler, Store};
+use crate::http::{Proxy, RouteSource};
+
+/// How long a client may take to send request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection with `handler`.
+pub async fn serve_connection(
+    store: Arc<Store>,
+    proxy: Proxy,
+    handler: Handler,
+    stream: TcpStream,
+) {
+    let _ = stream.set_nodelay(true);
+    let source = match handler {
+        Handler::Tcp { cluster } => {
+            if let Err(e) = crate::tcp::forward(&store, &cluster, stream).await {
+                tracing::debug!(cluster, "tcp forward ended: {e}");
+            }
+            return;
+        }
+        Handler::Http { route_config } => RouteSource::Named(route_config),
+        Handler::HttpInline(t) => RouteSource::Inline(t),
+    };
+    let source = Arc::new(source);
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let source = source.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, proxy: Proxy) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(listener = name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handler = store
+            .load()
+            .listeners
+            .get(&name)
+            .and_then(|l| l.handler.clone());
+        let Some(handler) = handler else {
+            continue; // removed since; drop the connection
+        };
+        tokio::spawn(serve_connection(
+            store.clone(),
+            proxy.clone(),
+            handler,
+            stream,
+        ));
+    }
+}
+
+/// Keeps one accept loop per bound listener address in step with the config.
+pub async fn run(store: Arc<Store>, proxy: Proxy) {
+    let mut changes = store.subscribe();
+    let mut bound: HashMap<(String, SocketAddr), JoinHandle<()>> = HashMap::new();
+    loop {
+        let config = store.load();
+        let wanted: Vec<(String, SocketAddr)> = config
+            .listeners
+            .values()
+            .filter(|l| l.bind && l.handler.is_some())
+            .flat_map(|l| l.addresses.iter().map(|a| (l.name.clone(), *a)))
+            .collect();
+        bound.retain(|k, task| {
+            let keep = wanted.contains(k);
+            if !keep {
+                task.abort();
+                tracing::info!(listener = k.0, addr = %k.1, "unbound");
+            }
+            keep
+        });
+        for key in wanted {
+            if bound.contains_key(&key) {
+                continue;
+            }
+            match TcpListener::bind(key.1).await {
+                Ok(l) => {
+                    tracing::info!(listener = key.0, addr = %key.1, "listening");
+                    let task =
+                        tokio::spawn(accept_loop(l, key.0.clone(), store.clone(), proxy.clone()));
+                    bound.insert(key, task);
+                }
+                // Retried on the next config change.
+                Err(e) => tracing::error!(listener = key.0, addr = %key.1, "cannot bind: {e}"),
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}

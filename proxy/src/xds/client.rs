@@ -1,0 +1,367 @@
+//! Delta ADS client.
+//!
+//! Subscribes to every Cluster and Listener (wildcard), then to the ClusterLoadAssignments and
+//! RouteConfigurations those name. Each response is converted whole: if any resource in it cannot
+//! be applied, none is, and the response is NACKed with the errors; the last good config stays.
+//! A complete config (every named EDS/RDS resource answered) is published to the [`Store`]. When
+//! the stream breaks, the proxy keeps serving and reconnects with backoff, sending the versions it
+//! holds so the server resends only what changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use weft_proto::google::rpc::Status as RpcStatus;
+use weft_proto::xds::config::cluster::v3 as xc;
+use weft_proto::xds::config::core::v3::Node;
+use weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment;
+use weft_proto::xds::config::listener::v3 as xl;
+use weft_proto::xds::config::route::v3 as xr;
+use weft_proto::xds::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
+
+use super::convert::{self, Invalid};
+use crate::balance::EndpointSet;
+use crate::config::{Cluster, Config, EndpointConfig, Handler, Listener, RouteTable, Store};
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// How to reach the control plane.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `http://host:port` of the ADS server.
+    pub xds_url: String,
+    /// Node id (`<pod>.<namespace>`).
+    pub node_id: String,
+}
+
+type Versioned<T> = BTreeMap<String, (String, T)>;
+
+/// Everything received and accepted so far.
+#[derive(Default)]
+struct Held {
+    clusters: Versioned<Arc<Cluster>>,
+    endpoints: Versioned<Arc<Vec<EndpointConfig>>>,
+    listeners: Versioned<Arc<Listener>>,
+    routes: Versioned<Arc<RouteTable>>,
+    /// Types answered at least once on some stream.
+    seen: BTreeSet<&'static str>,
+}
+
+impl Held {
+    fn wanted_eds(&self) -> BTreeSet<String> {
+        self.clusters
+            .iter()
+            .filter(|(_, (_, c))| c.eds)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn wanted_rds(&self) -> BTreeSet<String> {
+        self.listeners
+            .values()
+            .flat_map(|(_, l)| l.handler.iter().chain(l.by_port.iter().map(|(_, h)| h)))
+            .filter_map(|h| match h {
+                Handler::Http { route_config } => Some(route_config.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn versions<T>(map: &Versioned<T>) -> HashMap<String, String> {
+        map.iter()
+            .map(|(n, (v, _))| (n.clone(), v.clone()))
+            .collect()
+    }
+}
+
+fn request(node_id: &str, type_url: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: node_id.to_string(),
+            user_agent_name: "weft-proxy".into(),
+            ..Default::default()
+        }),
+        type_url: type_url.into(),
+        ..Default::default()
+    }
+}
+
+/// Keeps the proxy's config in sync with the control plane.
+pub struct Client {
+    settings: Settings,
+    store: Arc<Store>,
+    held: Held,
+    /// Names answered on the current stream (absent ones count: they were answered as removed).
+    answered: BTreeMap<&'static str, BTreeSet<String>>,
+    subscribed_eds: BTreeSet<String>,
+    subscribed_rds: BTreeSet<String>,
+}
+
+impl Client {
+    /// A client that publishes into `store`.
+    pub fn new(settings: Settings, store: Arc<Store>) -> Self {
+        Self {
+            settings,
+            store,
+            held: Held::default(),
+            answered: BTreeMap::new(),
+            subscribed_eds: BTreeSet::new(),
+            subscribed_rds: BTreeSet::new(),
+        }
+    }
+
+    /// Runs forever: connect, sync, and on any failure back off and reconnect.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.stream().await {
+                Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
+                Err(e) => tracing::warn!("xDS stream failed: {e:#}; reconnecting in {backoff:?}"),
+            }
+            let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn request(&self, type_url: &str) -> DeltaDiscoveryRequest {
+        request(&self.settings.node_id, type_url)
+    }
+
+    async fn stream(&mut self) -> anyhow::Result<()> {
+        let mut ads =
+            AggregatedDiscoveryServiceClient::connect(self.settings.xds_url.clone()).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Wildcard CDS and LDS, telling the server what we hold.
+        tx.send(DeltaDiscoveryRequest {
+            initial_resource_versions: Held::versions(&self.held.clusters),
+            ..self.request(CDS)
+        })?;
+        tx.send(DeltaDiscoveryRequest {
+            initial_resource_versions: Held::versions(&self.held.listeners),
+            ..self.request(LDS)
+        })?;
+        self.answered.clear();
+        self.subscribed_eds.clear();
+        self.subscribed_rds.clear();
+        let mut responses = ads
+            .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        self.resubscribe(&tx)?;
+        tracing::info!(url = %self.settings.xds_url, "xDS stream open");
+        while let Some(resp) = responses.message().await? {
+            let verdict = self.apply(&resp);
+            let mut ack = DeltaDiscoveryRequest {
+                response_nonce: resp.nonce.clone(),
+                ..self.request(&resp.type_url)
+            };
+            if let Err(errors) = verdict {
+                let message = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(r#type = %resp.type_url, "rejected config (NACK): {message}");
+                ack.error_detail = Some(RpcStatus {
+                    code: 3,
+                    message,
+                    details: vec![],
+                });
+            }
+            tx.send(ack)?;
+            self.resubscribe(&tx)?;
+            self.publish_if_complete();
+        }
+        Ok(())
+    }
+
+    /// Applies one response; all of it or none of it.
+    fn apply(&mut self, resp: &DeltaDiscoveryResponse) -> Result<(), Vec<Invalid>> {
+        let t: &'static str = match resp.type_url.as_str() {
+            CDS => CDS,
+            EDS => EDS,
+            LDS => LDS,
+            RDS => RDS,
+            other => {
+                tracing::debug!(type_url = other, "ignoring a type weft-proxy does not use");
+                return Ok(());
+            }
+        };
+        fn decode<M: Message + Default, T>(
+            resp: &DeltaDiscoveryResponse,
+            convert: impl Fn(&M) -> Result<T, Invalid>,
+        ) -> Result<Vec<(String, String, T)>, Vec<Invalid>> {
+            let mut ok = Vec::new();
+            let mut errors = Vec::new();
+            for r in &resp.resources {
+                let decoded = r
+                    .resource
+                    .as_ref()
+                    .ok_or_else(|| Invalid {
+                        resource: r.name.clone(),
+                        field: "resource".into(),
+                        reason: "missing".into(),
+                    })
+                    .and_then(|any| {
+                        M::decode(&any.value[..]).map_err(|e| Invalid {
+                            resource: r.name.clone(),
+                            field: "resource".into(),
+                            reason: format!("cannot decode: {e}"),
+                        })
+                    })
+                    .and_then(|m| convert(&m));
+                match decoded {
+                    Ok(v) => ok.push((r.name.clone(), r.version.clone(), v)),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if errors.is_empty() {
+                Ok(ok)
+            } else {
+                Err(errors)
+            }
+        }
+        fn merge<T>(map: &mut Versioned<T>, items: Vec<(String, String, T)>, removed: &[String]) {
+            for (name, version, v) in items {
+                map.insert(name, (version, v));
+            }
+            for name in removed {
+                map.remove(name);
+            }
+        }
+        let removed = &resp.removed_resources;
+        match t {
+            CDS => merge(
+                &mut self.held.clusters,
+                decode::<xc::Cluster, _>(resp, |m| Cluster::try_from(m).map(Arc::new))?,
+                removed,
+            ),
+            EDS => merge(
+                &mut self.held.endpoints,
+                decode::<ClusterLoadAssignment, _>(resp, |m| {
+                    convert::load_assignment(m).map(Arc::new)
+                })?,
+                removed,
+            ),
+            LDS => merge(
+                &mut self.held.listeners,
+                decode::<xl::Listener, _>(resp, |m| Listener::try_from(m).map(Arc::new))?,
+                removed,
+            ),
+            _ => merge(
+                &mut self.held.routes,
+                decode::<xr::RouteConfiguration, _>(resp, |m| {
+                    RouteTable::try_from(m).map(Arc::new)
+                })?,
+                removed,
+            ),
+        }
+        self.held.seen.insert(t);
+        let answered = self.answered.entry(t).or_default();
+        answered.extend(resp.resources.iter().map(|r| r.name.clone()));
+        answered.extend(removed.iter().cloned());
+        Ok(())
+    }
+
+    /// Keeps EDS and RDS subscriptions equal to what the clusters and listeners name.
+    fn resubscribe(
+        &mut self,
+        tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+    ) -> anyhow::Result<()> {
+        for (t, wanted, subscribed, held) in [
+            (
+                EDS,
+                self.held.wanted_eds(),
+                &mut self.subscribed_eds,
+                Held::versions(&self.held.endpoints),
+            ),
+            (
+                RDS,
+                self.held.wanted_rds(),
+                &mut self.subscribed_rds,
+                Held::versions(&self.held.routes),
+            ),
+        ] {
+            if wanted == *subscribed {
+                continue;
+            }
+            let first = subscribed.is_empty() && !wanted.is_empty();
+            let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
+            let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+            let mut req = DeltaDiscoveryRequest {
+                resource_names_subscribe: add,
+                resource_names_unsubscribe: remove,
+                ..request(&self.settings.node_id, t)
+            };
+            if first {
+                req.initial_resource_versions = held
+                    .into_iter()
+                    .filter(|(n, _)| wanted.contains(n))
+                    .collect();
+            }
+            tx.send(req)?;
+            *subscribed = wanted;
+        }
+        // Forget what is no longer wanted.
+        let eds = self.subscribed_eds.clone();
+        self.held.endpoints.retain(|n, _| eds.contains(n));
+        let rds = self.subscribed_rds.clone();
+        self.held.routes.retain(|n, _| rds.contains(n));
+        Ok(())
+    }
+
+    fn complete(&self) -> bool {
+        let answered = |t: &str, names: &BTreeSet<String>| {
+            let got = self.answered.get(t);
+            names.iter().all(|n| got.is_some_and(|g| g.contains(n)))
+        };
+        self.held.seen.contains(CDS)
+            && self.held.seen.contains(LDS)
+            && answered(EDS, &self.subscribed_eds)
+            && answered(RDS, &self.subscribed_rds)
+    }
+
+    fn publish_if_complete(&self) {
+        if !self.complete() {
+            return;
+        }
+        let old = self.store.load();
+        let mut config = Config::default();
+        for (name, (_, l)) in &self.held.listeners {
+            config.listeners.insert(name.clone(), l.clone());
+            if !l.bind {
+                for a in &l.addresses {
+                    config.by_addr.insert(*a, l.clone());
+                }
+            }
+        }
+        for (name, (_, r)) in &self.held.routes {
+            config.routes.insert(name.clone(), r.clone());
+        }
+        for (name, (_, c)) in &self.held.clusters {
+            let eps: &[EndpointConfig] = match &c.static_endpoints {
+                Some(s) => s,
+                None => self
+                    .held
+                    .endpoints
+                    .get(name)
+                    .map(|(_, e)| e.as_slice())
+                    .unwrap_or_default(),
+            };
+            let set = EndpointSet::new(eps, c.lb, old.endpoints.get(name).map(Arc::as_ref));
+            config.endpoints.insert(name.clone(), Arc::new(set));
+            config.clusters.insert(name.clone(), c.clone());
+        }
+        self.store.store(config);
+    }
+}

@@ -1,0 +1,557 @@
+//! xDS protos -> weft-proxy config, at the edge. Every error names the resource and the field, and
+//! becomes the NACK's message.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use weft_proto::google::protobuf::{Any, value::Kind};
+use weft_proto::xds::config::cluster::v3::{self as xc, cluster};
+use weft_proto::xds::config::core::v3::{
+    Address, HealthStatus, Metadata, address, config_source, socket_address,
+};
+use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use weft_proto::xds::config::listener::v3 as xl;
+use weft_proto::xds::config::route::v3::{
+    self as xr, header_matcher, query_parameter_matcher, route, route_action, route_match,
+};
+use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use weft_proto::xds::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
+
+use crate::config::{
+    Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, Protocol,
+    QueryMatch, Route, RouteTable, StringMatch, VirtualHost, WeightedCluster, route::full_regex,
+};
+
+/// A resource weft-proxy cannot apply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{resource}: {field}: {reason}")]
+pub struct Invalid {
+    /// Resource name.
+    pub resource: String,
+    /// The offending field, as a proto path.
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+struct Ctx<'a>(&'a str);
+
+impl Ctx<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+        Invalid {
+            resource: self.0.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn unpack<M: Message + Default>(
+        &self,
+        field: &str,
+        any: &Any,
+        type_name: &str,
+    ) -> Result<M, Invalid> {
+        if any.type_url.rsplit('/').next() != Some(type_name) {
+            return Err(self.err(field, format!("unsupported type {}", any.type_url)));
+        }
+        M::decode(&any.value[..]).map_err(|e| self.err(field, format!("cannot decode: {e}")))
+    }
+}
+
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+fn socket_addr(ctx: &Ctx<'_>, field: &str, a: &Address) -> Result<SocketAddr, Invalid> {
+    let Some(address::Address::SocketAddress(sa)) = &a.address else {
+        return Err(ctx.err(field, "only socket addresses are supported"));
+    };
+    let ip: IpAddr = sa.address.parse().map_err(|_| {
+        ctx.err(
+            format!("{field}.address"),
+            format!("{:?} is not an IP", sa.address),
+        )
+    })?;
+    let Some(socket_address::PortSpecifier::PortValue(port)) = sa.port_specifier else {
+        return Err(ctx.err(format!("{field}.port_value"), "missing"));
+    };
+    let port =
+        u16::try_from(port).map_err(|_| ctx.err(format!("{field}.port_value"), "out of range"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn weft_string(md: Option<&Metadata>, key: &str) -> Option<String> {
+    let field = md?.filter_metadata.get("weft")?.fields.get(key)?;
+    match &field.kind {
+        Some(Kind::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn duration(d: &weft_proto::google::protobuf::Duration) -> Duration {
+    Duration::new(
+        u64::try_from(d.seconds).unwrap_or(0),
+        u32::try_from(d.nanos).unwrap_or(0),
+    )
+}
+
+// === Listener ===
+
+fn hcm_handler(
+    ctx: &Ctx<'_>,
+    field: &str,
+    hcm: &HttpConnectionManager,
+) -> Result<Handler, Invalid> {
+    for (i, f) in hcm.http_filters.iter().enumerate() {
+        let is_router = f.name == "envoy.filters.http.router"
+            || matches!(&f.config_type, Some(weft_proto::xds::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) if a.type_url.ends_with(ROUTER));
+        if !is_router && !f.is_optional {
+            return Err(ctx.err(
+                format!("{field}.http_filters[{i}]"),
+                format!("filter {} is not supported", f.name),
+            ));
+        }
+    }
+    match &hcm.route_specifier {
+        Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
+            let ads = matches!(
+                rds.config_source
+                    .as_ref()
+                    .and_then(|c| c.config_source_specifier.as_ref()),
+                Some(config_source::ConfigSourceSpecifier::Ads(_))
+            );
+            if !ads {
+                return Err(ctx.err(
+                    format!("{field}.rds.config_source"),
+                    "only ADS is supported",
+                ));
+            }
+            Ok(Handler::Http {
+                route_config: rds.route_config_name.clone(),
+            })
+        }
+        Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
+            Ok(Handler::HttpInline(Arc::new(RouteTable::try_from(rc)?)))
+        }
+        _ => Err(ctx.err(
+            format!("{field}.route_specifier"),
+            "needs rds or route_config",
+        )),
+    }
+}
+
+fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result<Handler, Invalid> {
+    let [filter] = chain.filters.as_slice() else {
+        return Err(ctx.err(
+            format!("{field}.filters"),
+            "exactly one network filter is supported",
+        ));
+    };
+    let Some(xl::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(ctx.err(format!("{field}.filters[0]"), "needs typed_config"));
+    };
+    let f = format!("{field}.filters[0].typed_config");
+    if any.type_url.ends_with(HCM) {
+        hcm_handler(ctx, &f, &ctx.unpack::<HttpConnectionManager>(&f, any, HCM)?)
+    } else {
+        let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
+        match tcp.cluster_specifier {
+            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => Ok(Handler::Tcp { cluster }),
+            _ => Err(ctx.err(
+                format!("{f}.cluster_specifier"),
+                "only cluster is supported",
+            )),
+        }
+    }
+}
+
+impl TryFrom<&xl::Listener> for Listener {
+    type Error = Invalid;
+
+    fn try_from(l: &xl::Listener) -> Result<Self, Invalid> {
+        let ctx = Ctx(&l.name);
+        if !l.listener_filters.is_empty() {
+            return Err(ctx.err("listener_filters", "not supported"));
+        }
+        let mut addresses = Vec::new();
+        if let Some(a) = &l.address {
+            addresses.push(socket_addr(&ctx, "address", a)?);
+        }
+        for (i, a) in l.additional_addresses.iter().enumerate() {
+            if let Some(a) = &a.address {
+                addresses.push(socket_addr(
+                    &ctx,
+                    &format!("additional_addresses[{i}].address"),
+                    a,
+                )?);
+            }
+        }
+        let protocol = match weft_string(l.metadata.as_ref(), "protocol") {
+            Some(p) => Protocol::parse(&p)
+                .ok_or_else(|| ctx.err("metadata.weft.protocol", format!("unknown {p:?}")))?,
+            None => Protocol::Detect,
+        };
+        let mut handler = None;
+        let mut by_port = Vec::new();
+        if let Some(api) = &l.api_listener {
+            let any = api
+                .api_listener
+                .as_ref()
+                .ok_or_else(|| ctx.err("api_listener.api_listener", "missing"))?;
+            let hcm: HttpConnectionManager = ctx.unpack("api_listener.api_listener", any, HCM)?;
+            handler = Some(hcm_handler(&ctx, "api_listener", &hcm)?);
+        }
+        for (i, chain) in l.filter_chains.iter().enumerate() {
+            let field = format!("filter_chains[{i}]");
+            let h = filter_handler(&ctx, &field, chain)?;
+            match chain
+                .filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port)
+            {
+                Some(p) => {
+                    let port = u16::try_from(p.value).map_err(|_| {
+                        ctx.err(
+                            format!("{field}.filter_chain_match.destination_port"),
+                            "out of range",
+                        )
+                    })?;
+                    by_port.push((port, h));
+                }
+                None if handler.is_none() => handler = Some(h),
+                None => return Err(ctx.err(field, "more than one default filter chain")),
+            }
+        }
+        if handler.is_none() && by_port.is_empty() {
+            return Err(ctx.err("filter_chains", "no api_listener and no filter chain"));
+        }
+        let bind = l.api_listener.is_none()
+            && l.bind_to_port.is_none_or(|b| b.value)
+            && !addresses.is_empty();
+        Ok(Self {
+            name: l.name.clone(),
+            addresses,
+            protocol,
+            handler,
+            by_port,
+            bind,
+        })
+    }
+}
+
+// === Cluster ===
+
+fn lb_from_policy(ctx: &Ctx<'_>, c: &xc::Cluster) -> Result<LbPolicy, Invalid> {
+    if let Some(p) = &c.load_balancing_policy {
+        for pol in &p.policies {
+            let url = pol
+                .typed_extension_config
+                .as_ref()
+                .and_then(|t| t.typed_config.as_ref())
+                .map(|a| a.type_url.as_str())
+                .unwrap_or_default();
+            let lb = match url.rsplit('.').next() {
+                Some("LeastRequest") => LbPolicy::LeastRequest,
+                Some("RoundRobin") => LbPolicy::RoundRobin,
+                Some("Random") => LbPolicy::Random,
+                _ => continue,
+            };
+            return Ok(lb);
+        }
+        return Err(ctx.err(
+            "load_balancing_policy.policies",
+            "none of the policies is supported",
+        ));
+    }
+    match cluster::LbPolicy::try_from(c.lb_policy) {
+        Ok(cluster::LbPolicy::RoundRobin) => Ok(LbPolicy::RoundRobin),
+        Ok(cluster::LbPolicy::LeastRequest) => Ok(LbPolicy::LeastRequest),
+        Ok(cluster::LbPolicy::Random) => Ok(LbPolicy::Random),
+        _ => Err(ctx.err("lb_policy", format!("{} is not supported", c.lb_policy))),
+    }
+}
+
+impl TryFrom<&xc::Cluster> for Cluster {
+    type Error = Invalid;
+
+    fn try_from(c: &xc::Cluster) -> Result<Self, Invalid> {
+        let ctx = Ctx(&c.name);
+        if c.transport_socket.is_some() {
+            return Err(ctx.err(
+                "transport_socket",
+                "upstream TLS is configured by weft's mesh identity, not per cluster",
+            ));
+        }
+        let kind = match c.cluster_discovery_type {
+            Some(cluster::ClusterDiscoveryType::Type(t)) => {
+                cluster::DiscoveryType::try_from(t).ok()
+            }
+            None => Some(cluster::DiscoveryType::Static),
+            Some(_) => None,
+        };
+        let (eds, static_endpoints) = match kind {
+            Some(cluster::DiscoveryType::Eds) => {
+                let ads = matches!(
+                    c.eds_cluster_config
+                        .as_ref()
+                        .and_then(|e| e.eds_config.as_ref())
+                        .and_then(|s| s.config_source_specifier.as_ref()),
+                    Some(config_source::ConfigSourceSpecifier::Ads(_))
+                );
+                if !ads {
+                    return Err(ctx.err("eds_cluster_config.eds_config", "only ADS is supported"));
+                }
+                if c.eds_cluster_config
+                    .as_ref()
+                    .is_some_and(|e| !e.service_name.is_empty() && e.service_name != c.name)
+                {
+                    return Err(ctx.err(
+                        "eds_cluster_config.service_name",
+                        "must be empty or the cluster name",
+                    ));
+                }
+                (true, None)
+            }
+            Some(cluster::DiscoveryType::Static) => {
+                let cla = c
+                    .load_assignment
+                    .as_ref()
+                    .ok_or_else(|| ctx.err("load_assignment", "a STATIC cluster needs one"))?;
+                (false, Some(endpoints(&ctx, cla)?))
+            }
+            _ => return Err(ctx.err("type", "only EDS and STATIC clusters are supported")),
+        };
+        let mut http2 = false;
+        for (k, any) in &c.typed_extension_protocol_options {
+            if k != HTTP_OPTIONS {
+                return Err(ctx.err(
+                    format!("typed_extension_protocol_options[{k}]"),
+                    "not supported",
+                ));
+            }
+            let opts: HttpProtocolOptions =
+                ctx.unpack("typed_extension_protocol_options", any, HTTP_OPTIONS)?;
+            if let Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(e)) =
+                opts.upstream_protocol_options
+            {
+                use http_protocol_options::explicit_http_config::ProtocolConfig;
+                http2 = matches!(
+                    e.protocol_config,
+                    Some(ProtocolConfig::Http2ProtocolOptions(_))
+                );
+            }
+        }
+        Ok(Self {
+            name: c.name.clone(),
+            lb: lb_from_policy(&ctx, c)?,
+            http2,
+            connect_timeout: c
+                .connect_timeout
+                .as_ref()
+                .map_or(Duration::from_secs(5), duration),
+            static_endpoints,
+            eds,
+        })
+    }
+}
+
+// === Endpoints ===
+
+fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
+    let mut out = Vec::new();
+    for (i, loc) in cla.endpoints.iter().enumerate() {
+        for (j, lb) in loc.lb_endpoints.iter().enumerate() {
+            let field = format!("endpoints[{i}].lb_endpoints[{j}]");
+            let healthy = matches!(
+                HealthStatus::try_from(lb.health_status),
+                Ok(HealthStatus::Healthy | HealthStatus::Unknown)
+            );
+            if !healthy {
+                continue;
+            }
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
+                return Err(ctx.err(format!("{field}.endpoint"), "missing"));
+            };
+            let addr = ep
+                .address
+                .as_ref()
+                .ok_or_else(|| ctx.err(format!("{field}.endpoint.address"), "missing"))?;
+            out.push(EndpointConfig {
+                addr: socket_addr(ctx, &format!("{field}.endpoint.address"), addr)?,
+                weight: lb.load_balancing_weight.map_or(1, |w| w.value.max(1)),
+                identity: weft_string(lb.metadata.as_ref(), "identity"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The endpoints of a ClusterLoadAssignment.
+pub fn load_assignment(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
+    endpoints(&Ctx(&cla.cluster_name), cla)
+}
+
+// === Routes ===
+
+fn string_match(ctx: &Ctx<'_>, field: &str, m: &StringMatcher) -> Result<StringMatch, Invalid> {
+    if m.ignore_case {
+        return Err(ctx.err(format!("{field}.ignore_case"), "not supported"));
+    }
+    Ok(match &m.match_pattern {
+        Some(string_matcher::MatchPattern::Exact(v)) => StringMatch::Exact(v.clone()),
+        Some(string_matcher::MatchPattern::Prefix(v)) => StringMatch::Prefix(v.clone()),
+        Some(string_matcher::MatchPattern::Suffix(v)) => StringMatch::Suffix(v.clone()),
+        Some(string_matcher::MatchPattern::Contains(v)) => StringMatch::Contains(v.clone()),
+        Some(string_matcher::MatchPattern::SafeRegex(r)) => StringMatch::Regex(
+            full_regex(&r.regex)
+                .map_err(|e| ctx.err(format!("{field}.safe_regex"), e.to_string()))?,
+        ),
+        _ => return Err(ctx.err(field, "unsupported match pattern")),
+    })
+}
+
+// The deprecated header matchers are still what older control planes send.
+#[allow(deprecated)]
+fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
+    let m = r
+        .r#match
+        .as_ref()
+        .ok_or_else(|| ctx.err(format!("{field}.match"), "missing"))?;
+    if m.case_sensitive.is_some_and(|c| !c.value) {
+        return Err(ctx.err(
+            format!("{field}.match.case_sensitive"),
+            "case-insensitive paths are not supported",
+        ));
+    }
+    let path = match &m.path_specifier {
+        Some(route_match::PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(route_match::PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
+        Some(route_match::PathSpecifier::SafeRegex(r)) => PathMatch::Regex(
+            full_regex(&r.regex)
+                .map_err(|e| ctx.err(format!("{field}.match.safe_regex"), e.to_string()))?,
+        ),
+        _ => {
+            return Err(ctx.err(
+                format!("{field}.match.path_specifier"),
+                "only prefix, path and safe_regex",
+            ));
+        }
+    };
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let f = format!("{field}.match.headers[{i}]");
+        let value = match &h.header_match_specifier {
+            Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => string_match(ctx, &f, s)?,
+            Some(header_matcher::HeaderMatchSpecifier::ExactMatch(v)) => {
+                StringMatch::Exact(v.clone())
+            }
+            Some(header_matcher::HeaderMatchSpecifier::PrefixMatch(v)) => {
+                StringMatch::Prefix(v.clone())
+            }
+            Some(header_matcher::HeaderMatchSpecifier::SafeRegexMatch(r)) => {
+                StringMatch::Regex(full_regex(&r.regex).map_err(|e| ctx.err(&f, e.to_string()))?)
+            }
+            Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)) | None => {
+                StringMatch::Present
+            }
+            _ => return Err(ctx.err(f, "unsupported header match")),
+        };
+        headers.push(HeaderMatch {
+            name: h.name.to_ascii_lowercase(),
+            value,
+            invert: h.invert_match,
+        });
+    }
+    let mut query = Vec::new();
+    for (i, q) in m.query_parameters.iter().enumerate() {
+        let f = format!("{field}.match.query_parameters[{i}]");
+        let value = match &q.query_parameter_match_specifier {
+            Some(query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(s)) => {
+                string_match(ctx, &f, s)?
+            }
+            Some(query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true))
+            | None => StringMatch::Present,
+            _ => return Err(ctx.err(f, "unsupported query match")),
+        };
+        query.push(QueryMatch {
+            name: q.name.clone(),
+            value,
+        });
+    }
+    let Some(route::Action::Route(action)) = &r.action else {
+        return Err(ctx.err(
+            format!("{field}.action"),
+            "only route actions are supported",
+        ));
+    };
+    let clusters = match &action.cluster_specifier {
+        Some(route_action::ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
+            name: c.clone(),
+            weight: 1,
+        }],
+        Some(route_action::ClusterSpecifier::WeightedClusters(w)) => w
+            .clusters
+            .iter()
+            .map(|c| WeightedCluster {
+                name: c.name.clone(),
+                weight: c.weight.map_or(0, |w| w.value),
+            })
+            .collect(),
+        _ => {
+            return Err(ctx.err(
+                format!("{field}.route.cluster_specifier"),
+                "only cluster and weighted_clusters",
+            ));
+        }
+    };
+    let timeout = action
+        .max_stream_duration
+        .as_ref()
+        .and_then(|m| m.max_stream_duration.as_ref())
+        .or(action.timeout.as_ref())
+        .map(duration)
+        .filter(|d| !d.is_zero());
+    Ok(Route {
+        name: r.name.clone(),
+        path,
+        headers,
+        query,
+        clusters,
+        timeout,
+    })
+}
+
+impl TryFrom<&xr::RouteConfiguration> for RouteTable {
+    type Error = Invalid;
+
+    fn try_from(rc: &xr::RouteConfiguration) -> Result<Self, Invalid> {
+        let ctx = Ctx(&rc.name);
+        let mut virtual_hosts = Vec::new();
+        for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+            let routes = vh
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(j, r)| route(&ctx, &format!("virtual_hosts[{i}].routes[{j}]"), r))
+                .collect::<Result<_, _>>()?;
+            virtual_hosts.push(VirtualHost {
+                domains: vh.domains.clone(),
+                routes,
+            });
+        }
+        Ok(Self {
+            name: rc.name.clone(),
+            virtual_hosts,
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! weft-proxy end to end: real `weft serve` on a file registry, real `weft-proxy`, real HTTP
+//! backends, real clients (curl, and a keep-alive client for the statistics).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use weft_e2e::{ControlPlane, Sidecar, free_port, named_backend};
+
+fn mesh(v1: SocketAddr, v2: SocketAddr, bind: SocketAddr, weights: (u32, u32)) -> String {
+    let (w1, w2) = weights;
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
+spec: {{serviceAccountName: web, containers: [{{name: web, ports: [{{containerPort: 8080}}]}}]}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec:
+  workloadSelector: {{matchLabels: {{app: web}}}}
+  egress: ["./reviews"]
+  outboundListeners: [{{bind: "{bind}", service: reviews, port: 9080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: shop}}
+spec: {{clusterIP: 127.40.0.1, ports: [{{name: http, port: 9080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews-v1, namespace: shop}}
+spec: {{clusterIP: 127.40.0.2, ports: [{{name: http, port: 9080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews-v2, namespace: shop}}
+spec: {{clusterIP: 127.40.0.3, ports: [{{name: http, port: 9080}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: reviews-v1-a, namespace: shop, labels: {{kubernetes.io/service-name: reviews-v1}}}}
+addressType: IPv4
+ports: [{{name: http, port: {p1}}}]
+endpoints: [{{addresses: ["{ip1}"]}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: reviews-v2-a, namespace: shop, labels: {{kubernetes.io/service-name: reviews-v2}}}}
+addressType: IPv4
+ports: [{{name: http, port: {p2}}}]
+endpoints: [{{addresses: ["{ip2}"]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  parentRefs: [{{kind: Service, name: reviews, port: 9080}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /api}}, headers: [{{name: x-canary, value: "yes"}}]}}]
+      backendRefs: [{{name: reviews-v2, port: 9080}}]
+    - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+      backendRefs:
+        - {{name: reviews-v1, port: 9080, weight: {w1}}}
+        - {{name: reviews-v2, port: 9080, weight: {w2}}}
+"#,
+        p1 = v1.port(),
+        ip1 = v1.ip(),
+        p2 = v2.port(),
+        ip2 = v2.ip(),
+    )
+}
+
+fn write(dir: &Path, text: &str) {
+    let tmp = dir.join(".mesh.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("mesh.yaml")).unwrap();
+}
+
+/// A minimal HTTP/1.1 keep-alive client: many requests on one connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Self {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    /// Sends a GET; returns (status, headers lowercased, body).
+    fn get(&mut self, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: reviews\r\n{extra}\r\n");
+        self.writer.write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, headers, String::from_utf8(body).unwrap())
+    }
+}
+
+fn count_v1(addr: SocketAddr, n: usize) -> usize {
+    let mut c = Conn::open(addr);
+    (0..n)
+        .filter(|_| {
+            let (status, _, body) = c.get("/api/reviews", "");
+            assert_eq!(status, 200);
+            body == "v1"
+        })
+        .count()
+}
+
+#[test]
+fn canary_split_header_route_and_live_reweighting() {
+    let (v1, v2) = (named_backend("v1"), named_backend("v2"));
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(v1, v2, bind, (90, 10)));
+    let cp = ControlPlane::start(dir.path());
+    let proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    // curl, a client nobody here wrote.
+    let out = Command::new("curl")
+        .args(["-sS", "-i", &format!("http://{bind}/api/x")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-seen-request-id:"),
+        "proxy adds x-request-id: {text}"
+    );
+
+    // 90/10 over 2,000 requests: sd ~13.4, so 1800 +- 70 is beyond 5 sd.
+    let v1_count = count_v1(bind, 2000);
+    assert!(
+        (1730..=1870).contains(&v1_count),
+        "v1 got {v1_count} of 2000, want ~1800"
+    );
+
+    // A header match beats the split (same path prefix, more headers: Gateway API precedence).
+    let mut c = Conn::open(bind);
+    for _ in 0..50 {
+        let (status, _, body) = c.get("/api/reviews", "x-canary: yes\r\n");
+        assert_eq!((status, body.as_str()), (200, "v2"));
+    }
+    // No rule matches /other: 404 with the reason.
+    let (status, headers, _) = c.get("/other", "");
+    assert_eq!(status, 404);
+    assert!(
+        headers.contains(&("x-weft-reason".into(), "NR".into())),
+        "{headers:?}"
+    );
+
+    // Re-weight under live traffic: no request may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = Conn::open(bind);
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _, _) = c.get("/api/live", "");
+                assert_eq!(status, 200, "request {n} failed during the config change");
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    write(dir.path(), &mesh(v1, v2, bind, (50, 50)));
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = traffic.join().expect("no failed request");
+    assert!(sent > 100, "only {sent} requests during the change");
+    let v1_count = count_v1(bind, 2000);
+    assert!(
+        (860..=1140).contains(&v1_count),
+        "after re-weighting v1 got {v1_count} of 2000, want ~1000"
+    );
+
+    // The admin endpoint shows the applied config.
+    let (status, dump) = weft_e2e::http_get(proxy.admin, "/config_dump").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        dump.contains("outbound|9080||reviews-v2.shop.svc.cluster.local"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn no_endpoint_is_503_and_dead_upstream_is_503_uf() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let live = named_backend("v2");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // v1's only endpoint refuses connections; all traffic goes to v1.
+    write(dir.path(), &mesh(dead, live, bind, (1, 0)));
+    let cp = ControlPlane::start(dir.path());
+    let _proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let mut c = Conn::open(bind);
+    let (status, headers, _) = c.get("/api/x", "");
+    assert_eq!(status, 503);
+    assert!(
+        headers.contains(&("x-weft-reason".into(), "UF".into())),
+        "{headers:?}"
+    );
+    // The connection stays usable and other routes still work.
+    let (status, _, body) = c.get("/api/x", "x-canary: yes\r\n");
+    assert_eq!((status, body.as_str()), (200, "v2"));
+}
