@@ -243,3 +243,191 @@ impl Route {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn route(path: PathMatch, headers: Vec<HeaderMatch>, query: Vec<QueryMatch>) -> Route {
+        Route {
+            name: "r".into(),
+            path,
+            headers,
+            query,
+            clusters: vec![WeightedCluster {
+                name: "c".into(),
+                weight: 1,
+            }],
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn route_matching() {
+        let exact = |s: &str| StringMatch::Exact(s.into());
+        let cases: Vec<(Route, http::request::Parts, bool)> = vec![
+            (
+                route(PathMatch::Prefix("/a".into()), vec![], vec![]),
+                parts("GET", "/a/b", &[]),
+                true,
+            ),
+            (
+                route(PathMatch::Prefix("/a".into()), vec![], vec![]),
+                parts("GET", "/b", &[]),
+                false,
+            ),
+            (
+                route(PathMatch::Exact("/a".into()), vec![], vec![]),
+                parts("GET", "/a?x=1", &[]),
+                true,
+            ),
+            (
+                route(PathMatch::Exact("/a".into()), vec![], vec![]),
+                parts("GET", "/a/", &[]),
+                false,
+            ),
+            (
+                route(
+                    PathMatch::Regex(full_regex("/u/[0-9]+").unwrap()),
+                    vec![],
+                    vec![],
+                ),
+                parts("GET", "/u/42", &[]),
+                true,
+            ),
+            (
+                route(
+                    PathMatch::Regex(full_regex("/u/[0-9]+").unwrap()),
+                    vec![],
+                    vec![],
+                ),
+                parts("GET", "/u/42/x", &[]),
+                false,
+            ),
+            (
+                route(
+                    PathMatch::Prefix("/".into()),
+                    vec![HeaderMatch {
+                        name: ":method".into(),
+                        value: exact("POST"),
+                        invert: false,
+                    }],
+                    vec![],
+                ),
+                parts("GET", "/", &[]),
+                false,
+            ),
+            (
+                route(
+                    PathMatch::Prefix("/".into()),
+                    vec![HeaderMatch {
+                        name: "x-v".into(),
+                        value: exact("2"),
+                        invert: false,
+                    }],
+                    vec![],
+                ),
+                parts("GET", "/", &[("x-v", "1"), ("x-v", "2")]),
+                true,
+            ),
+            (
+                route(
+                    PathMatch::Prefix("/".into()),
+                    vec![HeaderMatch {
+                        name: "x-v".into(),
+                        value: StringMatch::Present,
+                        invert: true,
+                    }],
+                    vec![],
+                ),
+                parts("GET", "/", &[]),
+                true,
+            ),
+            (
+                route(
+                    PathMatch::Prefix("/".into()),
+                    vec![],
+                    vec![QueryMatch {
+                        name: "debug".into(),
+                        value: exact("1"),
+                    }],
+                ),
+                parts("GET", "/x?a=b&debug=1", &[]),
+                true,
+            ),
+            (
+                route(
+                    PathMatch::Prefix("/".into()),
+                    vec![],
+                    vec![QueryMatch {
+                        name: "debug".into(),
+                        value: exact("1"),
+                    }],
+                ),
+                parts("GET", "/x?debug=0", &[]),
+                false,
+            ),
+        ];
+        for (i, (r, p, want)) in cases.iter().enumerate() {
+            assert_eq!(r.matches(p), *want, "case {i}: {:?} {}", r.path, p.uri);
+        }
+    }
+
+    #[test]
+    fn virtual_host_selection_prefers_exact_then_longest_wildcard() {
+        let vh = |d: &str, name: &str| VirtualHost {
+            domains: vec![d.into()],
+            routes: vec![Route {
+                name: name.into(),
+                ..route(PathMatch::Prefix("/".into()), vec![], vec![])
+            }],
+        };
+        let table = RouteTable {
+            name: "t".into(),
+            virtual_hosts: vec![
+                vh("*", "any"),
+                vh("*.example.com", "wild"),
+                vh("api.example.com", "exact"),
+            ],
+        };
+        let p = parts("GET", "/", &[]);
+        let name = |a: &str| table.find(a, &p).map(|r| r.name.clone());
+        assert_eq!(name("api.example.com:8080").as_deref(), Some("exact"));
+        assert_eq!(name("www.example.com").as_deref(), Some("wild"));
+        assert_eq!(name("10.0.0.1:80").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn weighted_pick_follows_weights() {
+        let r = Route {
+            clusters: vec![
+                WeightedCluster {
+                    name: "a".into(),
+                    weight: 3,
+                },
+                WeightedCluster {
+                    name: "b".into(),
+                    weight: 1,
+                },
+                WeightedCluster {
+                    name: "off".into(),
+                    weight: 0,
+                },
+            ],
+            ..route(PathMatch::Prefix("/".into()), vec![], vec![])
+        };
+        let a = (0..10_000)
+            .filter(|_| r.pick_cluster() == Some("a"))
+            .count();
+        // 7,500 expected, sd ~43.
+        assert!((7_250..=7_750).contains(&a), "{a}");
+    }
+}

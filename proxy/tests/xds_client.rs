@@ -1,0 +1,296 @@
+//! The proxy's Delta xDS client against a scripted ADS server: ACK, NACK naming the field with the
+//! last good config kept, EDS warming, reconnect with the versions held.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::google::protobuf::Any;
+use weft_proto::xds::config::cluster::v3::{Cluster, cluster};
+use weft_proto::xds::config::core::v3::{
+    Address, AggregatedConfigSource, ConfigSource, SocketAddress, TransportSocket, address,
+    config_source, socket_address::PortSpecifier,
+};
+use weft_proto::xds::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use weft_proto::xds::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+    aggregated_discovery_service_server::{
+        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    },
+};
+use weft_proxy::config::Store;
+use weft_proxy::xds::{Client, Settings};
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+type Reply = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+
+/// Hands each Delta stream to the test, which plays the server.
+struct Scripted(mpsc::Sender<(Streaming<DeltaDiscoveryRequest>, Reply)>);
+
+type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Scripted {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        _: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("delta only"))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(8);
+        self.0.send((req.into_inner(), tx)).await.unwrap();
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn addr(port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: "127.0.0.1".into(),
+            port_specifier: Some(PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn cla(name: &str, port: u32) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.into(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(addr(port)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn static_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(cla(name, 1)),
+        ..Default::default()
+    }
+}
+
+fn eds_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ConfigSource {
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                    AggregatedConfigSource {},
+                )),
+                ..Default::default()
+            }),
+            service_name: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource<M: Message>(name: &str, version: &str, type_url: &str, m: &M) -> Resource {
+    Resource {
+        name: name.into(),
+        version: version.into(),
+        resource: Some(Any {
+            type_url: type_url.into(),
+            value: m.encode_to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn response(type_url: &str, nonce: &str, resources: Vec<Resource>) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: type_url.into(),
+        nonce: nonce.into(),
+        resources,
+        ..Default::default()
+    }
+}
+
+async fn next(s: &mut Streaming<DeltaDiscoveryRequest>) -> DeltaDiscoveryRequest {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("a request in time")
+        .unwrap()
+        .unwrap()
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+#[tokio::test]
+async fn ack_nack_warming_and_reconnect() {
+    let (streams_tx, mut streams) = mpsc::channel(4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(Scripted(streams_tx)))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let store = Arc::new(Store::default());
+    tokio::spawn(
+        Client::new(
+            Settings {
+                xds_url: url,
+                node_id: "web-0.shop".into(),
+            },
+            store.clone(),
+        )
+        .run(),
+    );
+
+    let (mut reqs, reply) = streams.recv().await.unwrap();
+    let first = next(&mut reqs).await;
+    assert_eq!(first.type_url, CDS);
+    assert_eq!(first.node.as_ref().unwrap().id, "web-0.shop");
+    assert!(first.resource_names_subscribe.is_empty(), "wildcard");
+    assert_eq!(next(&mut reqs).await.type_url, LDS);
+
+    // CDS then (empty) LDS: a complete config.
+    reply
+        .send(Ok(response(
+            CDS,
+            "n1",
+            vec![resource("c1", "v1", CDS, &static_cluster("c1"))],
+        )))
+        .await
+        .unwrap();
+    let ack = next(&mut reqs).await;
+    assert_eq!(
+        (ack.type_url.as_str(), ack.response_nonce.as_str()),
+        (CDS, "n1")
+    );
+    assert!(ack.error_detail.is_none());
+    assert!(!store.is_ready(), "not ready before LDS");
+    reply.send(Ok(response(LDS, "n2", vec![]))).await.unwrap();
+    assert!(next(&mut reqs).await.error_detail.is_none());
+    eventually("ready", || store.is_ready()).await;
+    assert!(store.load().clusters.contains_key("c1"));
+
+    // A cluster with a field weft-proxy cannot apply: NACK naming it, nothing of that response applied.
+    let mut bad = static_cluster("c2");
+    bad.transport_socket = Some(TransportSocket {
+        name: "tls".into(),
+        ..Default::default()
+    });
+    reply
+        .send(Ok(response(
+            CDS,
+            "n3",
+            vec![
+                resource("c2", "v1", CDS, &bad),
+                resource("c4", "v1", CDS, &static_cluster("c4")),
+            ],
+        )))
+        .await
+        .unwrap();
+    let nack = next(&mut reqs).await;
+    assert_eq!(nack.response_nonce, "n3");
+    let msg = nack.error_detail.expect("NACK").message;
+    assert!(msg.contains("c2: transport_socket"), "{msg}");
+    let cfg = store.load();
+    assert!(
+        cfg.clusters.contains_key("c1")
+            && !cfg.clusters.contains_key("c2")
+            && !cfg.clusters.contains_key("c4")
+    );
+
+    // An EDS cluster: the proxy subscribes to its endpoints and applies it only once they arrive.
+    reply
+        .send(Ok(response(
+            CDS,
+            "n4",
+            vec![resource("c3", "v1", CDS, &eds_cluster("c3"))],
+        )))
+        .await
+        .unwrap();
+    let mut saw_sub = false;
+    for _ in 0..2 {
+        let r = next(&mut reqs).await;
+        if r.type_url == EDS {
+            assert_eq!(r.resource_names_subscribe, ["c3"]);
+            saw_sub = true;
+        }
+    }
+    assert!(saw_sub, "no EDS subscription");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !store.load().clusters.contains_key("c3"),
+        "c3 applied before its endpoints"
+    );
+    reply
+        .send(Ok(response(
+            EDS,
+            "n5",
+            vec![resource("c3", "e1", EDS, &cla("c3", 8080))],
+        )))
+        .await
+        .unwrap();
+    assert!(next(&mut reqs).await.error_detail.is_none());
+    eventually("c3 with endpoints", || {
+        store
+            .load()
+            .endpoints
+            .get("c3")
+            .is_some_and(|s| s.pick().is_some_and(|e| e.addr.port() == 8080))
+    })
+    .await;
+
+    // The control plane goes away: the proxy keeps its config and reconnects with what it holds.
+    drop(reply);
+    drop(reqs);
+    let (mut reqs, _reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store.load().clusters.contains_key("c3"),
+        "config kept while disconnected"
+    );
+    let again = next(&mut reqs).await;
+    assert_eq!(again.type_url, CDS);
+    let held = again.initial_resource_versions;
+    assert_eq!(held.get("c1").map(String::as_str), Some("v1"));
+    assert_eq!(held.get("c3").map(String::as_str), Some("v1"));
+    assert!(!held.contains_key("c2"));
+}
