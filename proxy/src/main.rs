@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
@@ -24,6 +25,9 @@ struct Args {
     /// Health endpoint (/ready, /live) for kubelet probes.
     #[arg(long, env = "WEFT_HEALTH_ADDR", default_value = "0.0.0.0:15020")]
     health_addr: SocketAddr,
+    /// Milliseconds a client may take to send a request's headers before it is disconnected.
+    #[arg(long, env = "WEFT_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
     /// Log filter (tracing-subscriber EnvFilter syntax); changeable at run time via /logging.
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
@@ -65,7 +69,10 @@ async fn main() -> anyhow::Result<()> {
     let admin_addr = admin::bind(args.admin_addr, admin.clone()).await?;
     let health_addr = admin::bind(args.health_addr, admin).await?;
     tracing::info!(node = args.node_id, %admin_addr, %health_addr, "weft-proxy starting");
-    tokio::spawn(outbound::run(store.clone(), Proxy::new(store)));
+    tokio::spawn(outbound::run(
+        store.clone(),
+        Proxy::new(store, Duration::from_millis(args.http_header_timeout_ms)),
+    ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary (`weft`, `weft-proxy`), built by `cargo test --workspace`; built on
-/// demand when a single test is run alone.
+/// Path of a workspace binary (`weft`, `weft-proxy`). `cargo test --workspace` builds them; when
+/// a test runs alone and the binary is missing or older than its sources, it is built first.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -15,15 +15,38 @@ pub fn bin(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>/deps");
     let path = dir.join(name);
-    if !path.exists() {
+    let (crate_dir, package) = match name {
+        "weft" => ("control-plane", "weft-control-plane"),
+        "weft-proxy" => ("proxy", "weft-proxy"),
+        other => panic!("unknown binary {other}"),
+    };
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let stale = built.is_none_or(|b| newest(&repo_root().join(crate_dir).join("src")) > Some(b));
+    if stale {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--bin", name])
+            .args(["build", "-p", package, "--bin", name])
+            .current_dir(repo_root())
             .status()
             .expect("cargo runs");
         assert!(status.success(), "cargo build --bin {name} failed");
     }
     path
+}
+
+/// The newest modification time of any file under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut best = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        best = best.max(t);
+    }
+    best
 }
 
 /// The repository root.
@@ -158,6 +181,11 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts `weft-proxy` for `node_id` against `xds` and waits until it is ready.
     pub fn start(xds: SocketAddr, node_id: &str) -> Self {
+        Self::start_with(xds, node_id, &[])
+    }
+
+    /// Like [`Sidecar::start`], with extra command-line arguments.
+    pub fn start_with(xds: SocketAddr, node_id: &str, extra: &[&str]) -> Self {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let proc = Proc::spawn(
@@ -170,6 +198,7 @@ impl Sidecar {
                 .arg(admin.to_string())
                 .arg("--health-addr")
                 .arg(health.to_string())
+                .args(extra)
                 .env("WEFT_LOG", "info"),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -192,6 +221,15 @@ impl Sidecar {
 /// and an `x-backend` header, and echoes the request's `x-request-id`. Runs on its own thread
 /// until the process ends.
 pub fn named_backend(name: &'static str) -> SocketAddr {
+    counting_backend(name).0
+}
+
+/// [`named_backend`], with a count of the requests it received.
+pub fn counting_backend(
+    name: &'static str,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -209,9 +247,11 @@ pub fn named_backend(name: &'static str) -> SocketAddr {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let counter = counter.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async move {
                             let mut resp =
                                 hyper::Response::new(Full::new(bytes::Bytes::from(name)));
                             resp.headers_mut()
@@ -220,8 +260,8 @@ pub fn named_backend(name: &'static str) -> SocketAddr {
                                 resp.headers_mut().insert("x-seen-request-id", id.clone());
                             }
                             Ok::<_, std::convert::Infallible>(resp)
-                        },
-                    );
+                        }
+                    });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -229,5 +269,5 @@ pub fn named_backend(name: &'static str) -> SocketAddr {
             }
         });
     });
-    addr
+    (addr, hits)
 }

@@ -239,3 +239,87 @@ fn no_endpoint_is_503_and_dead_upstream_is_503_uf() {
     let (status, _, body) = c.get("/api/x", "x-canary: yes\r\n");
     assert_eq!((status, body.as_str()), (200, "v2"));
 }
+
+/// Sends raw bytes on a fresh connection; returns what came back before the proxy closed or
+/// 3 s passed.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
+    let (v1, hits1) = weft_e2e::counting_backend("v1");
+    let (v2, hits2) = weft_e2e::counting_backend("v2");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(v1, v2, bind, (1, 1)));
+    let cp = ControlPlane::start(dir.path());
+    let _proxy = Sidecar::start_with(cp.xds, "web-0.shop", &["--http-header-timeout-ms", "1000"]);
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    let big = format!(
+        "GET /api/x HTTP/1.1\r\nHost: r\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "bad request line",
+            b"GARBAGE\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "bad header line",
+            b"GET /api/x HTTP/1.1\r\nHost: r\r\nno colon here\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "transfer-encoding that is not chunked",
+            b"POST /api/x HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "two different content-lengths",
+            b"POST /api/x HTTP/1.1\r\nHost: r\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+                .to_vec(),
+            "HTTP/1.1 400",
+        ),
+        ("oversized headers", big.into_bytes(), "HTTP/1.1 431"),
+    ];
+    for (what, bytes, want) in cases {
+        let got = raw(bind, &bytes);
+        assert!(got.starts_with(want), "{what}: got {got:?}");
+    }
+    assert_eq!(
+        hits1.load(std::sync::atomic::Ordering::Relaxed)
+            + hits2.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    // Headers one byte a second: cut off after the header timeout.
+    let mut s = TcpStream::connect(bind).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for b in b"GET /api/x HTTP/1.1\r\nHost: slow\r\n".iter() {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    if !closed {
+        let mut buf = Vec::new();
+        let n = s.read_to_end(&mut buf).unwrap_or(0);
+        closed = n == 0 || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408");
+    }
+    assert!(closed, "slow client was not disconnected");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}

@@ -93,13 +93,15 @@ fn local_reply(reason: Reason) -> Response<Body> {
 #[derive(Clone, Debug)]
 pub struct Proxy {
     store: Arc<Store>,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
     h1: Client<HttpConnector, Incoming>,
     h2: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
-    /// A proxy reading routes from `store`.
-    pub fn new(store: Arc<Store>) -> Self {
+    /// A proxy reading routes from `store`; clients get `header_timeout` to send request headers.
+    pub fn new(store: Arc<Store>, header_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -113,7 +115,12 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
-        Self { store, h1, h2 }
+        Self {
+            store,
+            header_timeout,
+            h1,
+            h2,
+        }
     }
 
     /// Routes and forwards one request.

@@ -15,9 +15,6 @@ use tokio::task::JoinHandle;
 use crate::config::{Handler, Store};
 use crate::http::{Proxy, RouteSource};
 
-/// How long a client may take to send request headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves one accepted connection with `handler`.
 pub async fn serve_connection(
     store: Arc<Store>,
@@ -37,6 +34,7 @@ pub async fn serve_connection(
         Handler::HttpInline(t) => RouteSource::Inline(t),
     };
     let source = Arc::new(source);
+    let header_timeout = proxy.header_timeout;
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let source = source.clone();
@@ -46,7 +44,7 @@ pub async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
