@@ -7,3 +7,5 @@ pub use envoy_types::pb::envoy as xds;
 pub use envoy_types::pb::google;
 pub use prost;
 pub use prost_types;
+
+pub mod names;

@@ -5,7 +5,9 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod detect;
 pub mod http;
+pub mod inbound;
 pub mod outbound;
 pub mod tcp;
 pub mod xds;

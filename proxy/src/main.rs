@@ -8,7 +8,7 @@ use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
-use weft_proxy::{admin, config::Store, http::Proxy, outbound, xds};
+use weft_proxy::{admin, config::Store, http::Proxy, inbound, outbound, xds};
 
 #[derive(Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy")]
@@ -25,6 +25,33 @@ struct Args {
     /// Health endpoint (/ready, /live) for kubelet probes.
     #[arg(long, env = "WEFT_HEALTH_ADDR", default_value = "0.0.0.0:15020")]
     health_addr: SocketAddr,
+    /// Where iptables redirects the app's outbound connections (SO_ORIGINAL_DST recovers the real
+    /// destination).
+    #[arg(
+        long,
+        env = "WEFT_OUTBOUND_CAPTURE_ADDR",
+        default_value = "0.0.0.0:15001"
+    )]
+    outbound_capture_addr: SocketAddr,
+    /// Where iptables redirects connections to the app.
+    #[arg(
+        long,
+        env = "WEFT_INBOUND_CAPTURE_ADDR",
+        default_value = "0.0.0.0:15006"
+    )]
+    inbound_capture_addr: SocketAddr,
+    /// Outbound traffic to destinations the mesh does not know: pass it through, or refuse it.
+    #[arg(
+        long,
+        env = "WEFT_OUTBOUND_POLICY",
+        value_enum,
+        default_value = "allow-any"
+    )]
+    outbound_policy: outbound::capture::OutboundPolicy,
+    /// Milliseconds to wait for a client's first bytes on a port of undeclared protocol before
+    /// treating the connection as opaque TCP (server-first protocols send nothing).
+    #[arg(long, env = "WEFT_DETECT_TIMEOUT_MS", default_value_t = 100)]
+    detect_timeout_ms: u64,
     /// Milliseconds a client may take to send a request's headers before it is disconnected.
     #[arg(long, env = "WEFT_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     http_header_timeout_ms: u64,
@@ -69,10 +96,29 @@ async fn main() -> anyhow::Result<()> {
     let admin_addr = admin::bind(args.admin_addr, admin.clone()).await?;
     let health_addr = admin::bind(args.health_addr, admin).await?;
     tracing::info!(node = args.node_id, %admin_addr, %health_addr, "weft-proxy starting");
-    tokio::spawn(outbound::run(
+    let proxy = Proxy::new(
         store.clone(),
-        Proxy::new(store, Duration::from_millis(args.http_header_timeout_ms)),
+        Duration::from_millis(args.http_header_timeout_ms),
+    );
+    let outbound_capture = tokio::net::TcpListener::bind(args.outbound_capture_addr).await?;
+    let inbound_capture = tokio::net::TcpListener::bind(args.inbound_capture_addr).await?;
+    tracing::info!(
+        outbound = %args.outbound_capture_addr,
+        inbound = %args.inbound_capture_addr,
+        "capture listeners bound"
+    );
+    let capture = outbound::capture::Capture {
+        policy: args.outbound_policy,
+        detect_timeout: Duration::from_millis(args.detect_timeout_ms),
+    };
+    tokio::spawn(outbound::capture::run(
+        outbound_capture,
+        store.clone(),
+        proxy.clone(),
+        capture,
     ));
+    tokio::spawn(inbound::run(inbound_capture, store.clone(), proxy.clone()));
+    tokio::spawn(outbound::run(store, proxy));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

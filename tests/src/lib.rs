@@ -198,6 +198,10 @@ impl Sidecar {
                 .arg(admin.to_string())
                 .arg("--health-addr")
                 .arg(health.to_string())
+                .arg("--outbound-capture-addr")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg("--inbound-capture-addr")
+                .arg(format!("127.0.0.1:{}", free_port()))
                 .args(extra)
                 .env("WEFT_LOG", "info"),
         );

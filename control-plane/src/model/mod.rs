@@ -16,8 +16,7 @@ pub use self::route::{
     Backend, HeaderMatch, PathMatch, QueryMatch, RouteMatch, RouteRetry, RouteRule, StringMatch,
 };
 
-/// The DNS suffix of in-cluster service names.
-pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+pub use weft_proto::names::CLUSTER_DOMAIN;
 
 /// Identifies a namespaced object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,7 +100,7 @@ impl Service {
 
 /// The fully qualified DNS name of a Service.
 pub fn fqdn(key: &Key) -> String {
-    format!("{}.{}.{CLUSTER_DOMAIN}", key.name, key.namespace)
+    weft_proto::names::service_fqdn(&key.namespace, &key.name)
 }
 
 /// One port of a Service, with its endpoints and HTTP routes.

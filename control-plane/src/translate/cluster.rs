@@ -31,12 +31,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `outbound|<port>||<fqdn>`, Istio's name, which dashboards and users already know.
 pub fn cluster_name(service: &Key, port: u16) -> String {
-    format!("outbound|{port}||{}", fqdn(service))
+    weft_proto::names::service_cluster(&fqdn(service), port)
 }
 
 /// `inbound|<port>||`: the local app behind the sidecar.
 pub fn inbound_cluster_name(port: u16) -> String {
-    format!("inbound|{port}||")
+    weft_proto::names::inbound_cluster(port)
 }
 
 fn policy(type_name: &str, msg: &impl prost::Message) -> load_balancing_policy::Policy {

@@ -30,7 +30,7 @@ pub const INBOUND_PORT: u16 = 15006;
 
 /// `<fqdn>:<port>`, the name gRPC clients ask for when dialing `xds:///<fqdn>:<port>`.
 pub fn service_listener_name(service: &Key, port: u16) -> String {
-    format!("{}:{port}", fqdn(service))
+    weft_proto::names::service_listener(&fqdn(service), port)
 }
 
 /// `outbound|<bind>`, for a listener weft-proxy binds itself.

@@ -2,6 +2,8 @@
 //! iptables). Bound and unbound as the config changes; each connection looks its handler up in the
 //! config current when it arrives.
 
+pub mod capture;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

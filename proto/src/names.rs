@@ -1,0 +1,53 @@
+//! Resource names shared by the control plane (which makes them) and the proxy (which reads them).
+//! Istio's conventions, which users and dashboards already know.
+
+/// The DNS suffix of in-cluster Service names.
+pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+
+/// `name.namespace.svc.cluster.local`.
+pub fn service_fqdn(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.{CLUSTER_DOMAIN}")
+}
+
+/// Cluster of a Service port: `outbound|<port>||<fqdn>`.
+pub fn service_cluster(fqdn: &str, port: u16) -> String {
+    format!("outbound|{port}||{fqdn}")
+}
+
+/// Listener and route configuration of a Service port: `<fqdn>:<port>`, the name gRPC's proxyless
+/// clients ask for when dialing `xds:///<fqdn>:<port>`.
+pub fn service_listener(fqdn: &str, port: u16) -> String {
+    format!("{fqdn}:{port}")
+}
+
+/// The cluster of the Service port a listener named by [`service_listener`] stands for.
+pub fn cluster_of_service_listener(listener: &str) -> Option<String> {
+    let (fqdn, port) = listener.rsplit_once(':')?;
+    Some(service_cluster(fqdn, port.parse().ok()?))
+}
+
+/// Cluster of the local app behind the sidecar: `inbound|<port>||`.
+pub fn inbound_cluster(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_and_cluster_names_round_trip() {
+        let fqdn = service_fqdn("shop", "reviews");
+        assert_eq!(fqdn, "reviews.shop.svc.cluster.local");
+        let l = service_listener(&fqdn, 9080);
+        assert_eq!(
+            cluster_of_service_listener(&l).unwrap(),
+            service_cluster(&fqdn, 9080)
+        );
+        assert_eq!(
+            service_cluster(&fqdn, 9080),
+            "outbound|9080||reviews.shop.svc.cluster.local"
+        );
+        assert_eq!(cluster_of_service_listener("inbound"), None);
+    }
+}

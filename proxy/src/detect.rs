@@ -1,0 +1,113 @@
+//! Protocol detection on the first bytes of a connection, without consuming them.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What a connection's first bytes say it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    /// An HTTP/1.x request line.
+    Http1,
+    /// The HTTP/2 connection preface.
+    Http2,
+    /// A TLS ClientHello: opaque to the proxy.
+    Tls,
+    /// Anything else, including nothing within the timeout (server-first protocols such as
+    /// MySQL): opaque TCP.
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Classifies a prefix; `None` while more bytes could change the answer.
+pub fn classify(buf: &[u8]) -> Option<Detected> {
+    if buf.is_empty() {
+        return None;
+    }
+    if buf[0] == 0x16 {
+        return match buf.get(1) {
+            None => None,
+            Some(0x03) => Some(Detected::Tls),
+            Some(_) => Some(Detected::Opaque),
+        };
+    }
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return (n == H2_PREFACE.len()).then_some(Detected::Http2);
+    }
+    let mut undecided = false;
+    for m in METHODS {
+        let n = buf.len().min(m.len());
+        if buf[..n] == m[..n] {
+            if n == m.len() {
+                return Some(Detected::Http1);
+            }
+            undecided = true;
+        }
+    }
+    if undecided {
+        None
+    } else {
+        Some(Detected::Opaque)
+    }
+}
+
+/// Peeks at `stream` until its protocol is known or `timeout` passes.
+pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return Detected::Opaque,
+        };
+        if n == 0 {
+            return Detected::Opaque;
+        }
+        if let Some(d) = classify(&buf[..n]) {
+            return d;
+        }
+        if n == buf.len() || Instant::now() >= deadline {
+            return Detected::Opaque;
+        }
+        // Part of a prefix has arrived; give the rest a moment.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Detected::*, classify};
+
+    #[test]
+    fn classifies_prefixes() {
+        let cases: &[(&[u8], Option<super::Detected>)] = &[
+            (b"GET / HTTP/1.1\r\n", Some(Http1)),
+            (b"GE", None),
+            (b"POST /x", Some(Http1)),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Some(Http2)),
+            (b"PRI * HT", None),
+            (b"\x16\x03\x01\x02\x00", Some(Tls)),
+            (b"\x16", None),
+            (b"\x4a\x00\x00\x00\x0a", Some(Opaque)),
+            (b"SSH-2.0-OpenSSH", Some(Opaque)),
+            (b"GET/", Some(Opaque)),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(classify(bytes), *want, "{bytes:?}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The outbound capture listener (iptables OUTPUT redirect to 15001): recover the original
+//! destination, find the Service it belongs to, and carry the connection as that Service's port
+//! declares (HTTP, TCP, or detect); destinations the mesh does not know pass through untouched
+//! (Istio's ALLOW_ANY) unless the policy is registry-only.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::{Handler, Protocol, Store};
+use crate::detect::{Detected, detect};
+use crate::http::Proxy;
+
+/// What to do with traffic to destinations the mesh does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutboundPolicy {
+    /// Forward as plain TCP to where the app was going.
+    AllowAny,
+    /// Close the connection.
+    RegistryOnly,
+}
+
+/// The destination a redirected connection was headed for (`SO_ORIGINAL_DST`).
+pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let local = stream.local_addr()?;
+    if local.is_ipv4() {
+        let sa = getsockopt(stream, sockopt::OriginalDst)?;
+        let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+        Ok(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sa.sin_port)))
+    } else {
+        let sa = getsockopt(stream, sockopt::Ip6tOriginalDst)?;
+        let ip = Ipv6Addr::from(sa.sin6_addr.s6_addr);
+        Ok(SocketAddr::new(IpAddr::V6(ip), u16::from_be(sa.sin6_port)))
+    }
+}
+
+/// Settings of the capture listener.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    /// Unknown destinations.
+    pub policy: OutboundPolicy,
+    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    pub detect_timeout: Duration,
+}
+
+/// Accepts redirected connections on `listener` forever.
+pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture: Capture) {
+    let own = listener.local_addr().ok();
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let (store, proxy, capture) = (store.clone(), proxy.clone(), capture.clone());
+        tokio::spawn(async move {
+            let dst = match original_dst(&stream) {
+                Ok(d) if Some(d) != own => d,
+                Ok(_) | Err(_) => {
+                    tracing::debug!(%peer, "connection was not redirected: closed");
+                    return;
+                }
+            };
+            handle(stream, dst, store, proxy, capture).await;
+        });
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    dst: SocketAddr,
+    store: Arc<Store>,
+    proxy: Proxy,
+    capture: Capture,
+) {
+    let listener = store.load().listener_for(dst).cloned();
+    let Some(listener) = listener else {
+        match capture.policy {
+            OutboundPolicy::AllowAny => passthrough(stream, dst).await,
+            OutboundPolicy::RegistryOnly => {
+                tracing::info!(%dst, flags = "NR", "unknown destination refused")
+            }
+        }
+        return;
+    };
+    let Some(handler) = listener.handler.clone() else {
+        return;
+    };
+    let tcp_cluster = || weft_proto::names::cluster_of_service_listener(&listener.name);
+    let handler = match (listener.protocol, &handler) {
+        (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
+            handler
+        }
+        (Protocol::Tcp, _) => match tcp_cluster() {
+            Some(cluster) => Handler::Tcp { cluster },
+            None => return,
+        },
+        (Protocol::Detect, _) => match detect(&stream, capture.detect_timeout).await {
+            Detected::Http1 | Detected::Http2 => handler,
+            Detected::Tls | Detected::Opaque => match tcp_cluster() {
+                Some(cluster) => Handler::Tcp { cluster },
+                None => return,
+            },
+        },
+    };
+    super::serve_connection(store, proxy, handler, stream).await;
+}
+
+/// Forwards to where the app was going, untouched.
+async fn passthrough(mut client: TcpStream, dst: SocketAddr) {
+    match TcpStream::connect(dst).await {
+        Ok(mut upstream) => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        }
+        Err(e) => tracing::debug!(%dst, "passthrough connect failed: {e}"),
+    }
+}

@@ -1,0 +1,52 @@
+"""Small real servers for capture tests, run inside network namespaces.
+
+  backend.py http HOST PORT NAME    HTTP/1.1 server answering every GET with NAME
+  backend.py banner HOST PORT TEXT  server-first TCP: sends TEXT, then echoes what it receives
+Prints "ready" once listening.
+"""
+import socket
+import socketserver
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def http(host, port, name):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.send_header("x-backend", name)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def banner(host, port, text):
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(text.encode() + b"\n")
+            while True:
+                data = self.request.recv(4096)
+                if not data:
+                    return
+                self.request.sendall(data)
+
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    server = socketserver.ThreadingTCPServer((host, port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    mode, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    {"http": http, "banner": banner}[mode](host, port, arg)

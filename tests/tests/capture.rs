@@ -1,0 +1,226 @@
+//! Traffic capture as in a pod: iptables in a network namespace redirects the app's connections to
+//! weft-proxy (running as UID 1337, which the rules exclude), and a second namespace reaches the
+//! pod over a veth pair. Real iptables, curl, Python servers; needs root (CI runs as root).
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use weft_e2e::{Proc, bin, repo_root};
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("weft-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Self(name)
+    }
+
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.0];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, labels: {app: web}}
+spec: {serviceAccountName: web, containers: [{name: web, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 10.1.0.5}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-a, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.1.0.5], targetRef: {kind: Pod, name: web-0, namespace: shop}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 9080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: reviews-a, namespace: shop, labels: {kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{name: http, port: 18081}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.0.30, ports: [{name: db, port: 3306}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-a, namespace: shop, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: db, port: 13306}]
+endpoints: [{addresses: [127.0.0.1]}]
+"#;
+
+fn backend(ns: &Netns, args: &[&str]) -> Proc {
+    let script = repo_root().join("tests/interop/backend.py");
+    let mut full = vec!["python3", script.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let mut p = Proc::spawn(&mut ns.exec(&full));
+    assert_eq!(p.read_line().trim(), "ready");
+    p
+}
+
+#[test]
+fn iptables_capture_outbound_inbound_detection_and_passthrough() {
+    let pod = Netns::new("pod");
+    let client = Netns::new("cli");
+    // The pod's address and the Service range, as a CNI and kube-proxy would provide.
+    let veth_pod = format!("vp{}", std::process::id() % 100_000);
+    let veth_cli = format!("vc{}", std::process::id() % 100_000);
+    run(&[
+        "ip", "link", "add", &veth_pod, "netns", &pod.0, "type", "veth", "peer", "name", &veth_cli,
+        "netns", &client.0,
+    ]);
+    pod.run(&["ip", "addr", "add", "10.1.0.5/24", "dev", &veth_pod]);
+    pod.run(&["ip", "link", "set", &veth_pod, "up"]);
+    client.run(&["ip", "addr", "add", "10.1.0.9/24", "dev", &veth_cli]);
+    client.run(&["ip", "link", "set", &veth_cli, "up"]);
+    // A route for the Service range: the packets never leave (the OUTPUT rule redirects them),
+    // but without a route the kernel refuses to connect at all.
+    pod.run(&["ip", "route", "add", "10.96.0.0/16", "dev", &veth_pod]);
+    // Capture, Istio-style: the proxy's own traffic (UID 1337) and loopback are left alone.
+    for rule in [
+        "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
+        "-A OUTPUT -p tcp -d 127.0.0.1/32 -j RETURN",
+        "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+        "-A PREROUTING -p tcp -j REDIRECT --to-ports 15006",
+    ] {
+        let mut args = vec!["iptables", "-t", "nat"];
+        args.extend(rule.split(' '));
+        pod.run(&args);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let _reviews = backend(&pod, &["http", "127.0.0.1", "18081", "reviews"]);
+    let _db = backend(&pod, &["banner", "127.0.0.1", "13306", "db-banner"]);
+    let _app = backend(&pod, &["http", "127.0.0.1", "8080", "web-app"]);
+    let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
+
+    let weft = bin("weft");
+    let _cp = Proc::spawn(&mut pod.exec(&[
+        weft.to_str().unwrap(),
+        "serve",
+        "--registry",
+        dir.path().to_str().unwrap(),
+    ]));
+    let proxy_bin = bin("weft-proxy");
+    let _proxy = Proc::spawn(&mut pod.exec(&[
+        "setpriv",
+        "--reuid",
+        "1337",
+        "--regid",
+        "1337",
+        "--clear-groups",
+        proxy_bin.to_str().unwrap(),
+        "--node-id",
+        "web-0.shop",
+        "--health-addr",
+        "127.0.0.1:15020",
+    ]));
+    // Wait for the proxy's readiness from inside the namespace.
+    let mut ready = false;
+    for _ in 0..200 {
+        let out = pod
+            .exec(&[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://127.0.0.1:15020/ready",
+            ])
+            .output()
+            .unwrap();
+        if out.stdout == b"200" {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ready, "weft-proxy never became ready");
+
+    // Outbound HTTP to a Service's cluster IP, captured and routed.
+    let out = pod.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "--max-time",
+        "5",
+        "http://10.96.0.20:9080/x",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("reviews"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-backend: reviews"));
+
+    // An undeclared-protocol port whose server speaks first: detection times out, opaque TCP.
+    let probe = "import socket; s=socket.create_connection(('10.96.0.30',3306),timeout=5); \
+                 print(s.recv(100).decode().strip()); s.sendall(b'ping\\n'); print(s.recv(100).decode().strip())";
+    let out = pod.run(&["python3", "-c", probe]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "db-banner\nping\n");
+
+    // A destination the mesh does not know passes through (ALLOW_ANY).
+    let out = pod.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.9:7000/"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "outside-the-mesh");
+
+    // Inbound from another host: PREROUTING capture, inbound listener, the app on its port.
+    let out = client.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "--max-time",
+        "5",
+        "http://10.1.0.5:8080/",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("web-app"),
+        "{text}"
+    );
+}
