@@ -55,6 +55,9 @@ struct Args {
     /// Milliseconds a client may take to send a request's headers before it is disconnected.
     #[arg(long, env = "WEFT_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     http_header_timeout_ms: u64,
+    /// Milliseconds to let connections in flight finish after SIGTERM.
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
+    drain_timeout_ms: u64,
     /// Log filter (tracing-subscriber EnvFilter syntax); changeable at run time via /logging.
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
@@ -96,9 +99,11 @@ async fn main() -> anyhow::Result<()> {
     let admin_addr = admin::bind(args.admin_addr, admin.clone()).await?;
     let health_addr = admin::bind(args.health_addr, admin).await?;
     tracing::info!(node = args.node_id, %admin_addr, %health_addr, "weft-proxy starting");
+    let drain = weft_proxy::drain::Drain::default();
     let proxy = Proxy::new(
         store.clone(),
         Duration::from_millis(args.http_header_timeout_ms),
+        drain.clone(),
     );
     let outbound_capture = tokio::net::TcpListener::bind(args.outbound_capture_addr).await?;
     let inbound_capture = tokio::net::TcpListener::bind(args.inbound_capture_addr).await?;
@@ -125,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!(open = drain.open_connections(), "SIGTERM: draining");
+    let left = drain
+        .drain(Duration::from_millis(args.drain_timeout_ms))
+        .await;
+    tracing::info!(left, "drained; exiting");
     Ok(())
 }

@@ -222,8 +222,8 @@ impl Sidecar {
 }
 
 /// An HTTP/1.1 + HTTP/2 server on 127.0.0.1 that answers every request with `name` in the body
-/// and an `x-backend` header, and echoes the request's `x-request-id`. Runs on its own thread
-/// until the process ends.
+/// and an `x-backend` header, and echoes the request's `x-request-id`; paths under `/api/slow`
+/// answer after one second. Runs on its own thread until the process ends.
 pub fn named_backend(name: &'static str) -> SocketAddr {
     counting_backend(name).0
 }
@@ -256,6 +256,9 @@ pub fn counting_backend(
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         async move {
+                            if req.uri().path().starts_with("/api/slow") {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
                             let mut resp =
                                 hyper::Response::new(Full::new(bytes::Bytes::from(name)));
                             resp.headers_mut()

@@ -323,3 +323,57 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
     assert!(closed, "slow client was not disconnected");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_exits() {
+    let v = named_backend("v1");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(v, v, bind, (1, 1)));
+    let cp = ControlPlane::start(dir.path());
+    let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    let in_flight = std::thread::spawn(move || {
+        let mut c = Conn::open(bind);
+        let resp = c.get("/api/slow", "");
+        // After the request in flight, the proxy closes the connection.
+        let mut rest = Vec::new();
+        let closed = c
+            .reader
+            .read_to_end(&mut rest)
+            .map(|_| rest.is_empty())
+            .unwrap_or(false);
+        (resp, closed)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = proxy.proc.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // No new connections once draining.
+    assert!(
+        TcpStream::connect_timeout(&bind, Duration::from_millis(500)).is_err(),
+        "still accepting"
+    );
+    let ((status, _, body), closed) = in_flight.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "v1"));
+    assert!(closed, "connection not closed after the drained request");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = proxy.proc.0.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "proxy did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -95,13 +95,15 @@ pub struct Proxy {
     store: Arc<Store>,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
+    /// Drain state shared by every listener.
+    pub drain: crate::drain::Drain,
     h1: Client<HttpConnector, Incoming>,
     h2: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
     /// A proxy reading routes from `store`; clients get `header_timeout` to send request headers.
-    pub fn new(store: Arc<Store>, header_timeout: Duration) -> Self {
+    pub fn new(store: Arc<Store>, header_timeout: Duration, drain: crate::drain::Drain) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -118,6 +120,7 @@ impl Proxy {
         Self {
             store,
             header_timeout,
+            drain,
             h1,
             h2,
         }

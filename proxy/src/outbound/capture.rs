@@ -50,7 +50,11 @@ pub struct Capture {
 pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture: Capture) {
     let own = listener.local_addr().ok();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = proxy.drain.signaled() => return,
+        };
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };

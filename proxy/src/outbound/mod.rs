@@ -24,6 +24,8 @@ pub async fn serve_connection(
     handler: Handler,
     stream: TcpStream,
 ) {
+    let _open = proxy.drain.open();
+    let drain = proxy.drain.clone();
     let _ = stream.set_nodelay(true);
     let source = match handler {
         Handler::Tcp { cluster } => {
@@ -49,14 +51,28 @@ pub async fn serve_connection(
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drain.signaled() => {
+            // Finish the request in flight, then close (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
 }
 
 async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, proxy: Proxy) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = proxy.drain.signaled() => return,
+        };
+        let (stream, _) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(listener = name, "accept failed: {e}");

@@ -1,0 +1,71 @@
+//! Graceful drain: on SIGTERM stop accepting, let connections in flight finish (HTTP connections
+//! are told to close after their current request), and exit when they are done or the drain
+//! timeout passes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Shared drain state: a flag every accept loop and connection watches, and a count of open
+/// connections.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    draining: watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            draining: watch::channel(false).0,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Counts one open connection until dropped.
+#[derive(Debug)]
+pub struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drain {
+    /// Resolves once draining has begun.
+    pub async fn signaled(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Whether draining has begun.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Registers an open connection.
+    pub fn open(&self) -> Open {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(self.open.clone())
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Starts draining and waits for open connections to finish, at most `timeout`. Returns how
+    /// many were still open when it gave up.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.draining.send_replace(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.open_connections()
+    }
+}
