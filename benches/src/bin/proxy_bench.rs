@@ -1,0 +1,574 @@
+//! Data-plane bench: the same HTTP/1.1 keep-alive hop through weft-proxy, nginx and HAProxy, and
+//! no hop at all, side by side in one run.
+//!
+//! The origin is nginx returning a 1 KB body. The load generator is open loop: requests are
+//! scheduled at a constant rate and each latency is measured from its scheduled time, so a stalled
+//! proxy is charged for the requests it delays (no coordinated omission). Saturation is measured
+//! closed loop. For every proxy it reports p50/p99/max, CPU seconds per 1,000 requests and RSS
+//! (idle and peak), and ratios to the direct path and to nginx.
+//!
+//! Needs nginx and haproxy (`apt-get install nginx haproxy`) and release builds of weft and
+//! weft-proxy: `cargo build --release --bins && cargo run --release -p weft-bench --bin proxy-bench`.
+//! Options: `--rates 1000,5000` `--seconds 10` `--connections 16` `--saturation-seconds 5`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Opts {
+    rates: Vec<u64>,
+    seconds: u64,
+    connections: usize,
+    saturation_seconds: u64,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        rates: vec![1000, 5000],
+        seconds: 10,
+        connections: 16,
+        saturation_seconds: 5,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let v = pair.get(1).expect("flag value");
+        match pair[0].as_str() {
+            "--rates" => o.rates = v.split(',').map(|r| r.parse().expect("rate")).collect(),
+            "--seconds" => o.seconds = v.parse().expect("seconds"),
+            "--connections" => o.connections = v.parse().expect("connections"),
+            "--saturation-seconds" => o.saturation_seconds = v.parse().expect("seconds"),
+            f => panic!("unknown flag {f}"),
+        }
+    }
+    o
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Proc {
+    let logs = if std::env::var_os("BENCH_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    Proc(
+        cmd.stdout(Stdio::null())
+            .stderr(logs)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+    )
+}
+
+fn wait_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {addr} (set BENCH_LOGS=1 to see the processes' logs)");
+}
+
+/// CPU seconds (user + system) used so far by `pid` and its threads.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// (current, peak) resident set size of `pid`, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --release --bins first",
+        p.display()
+    );
+    p
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+/// nginx with one worker, either serving the 1 KB origin or proxying to `upstream`.
+fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>) -> Proc {
+    let body = "x".repeat(1024);
+    let (upstream_block, location) = match upstream {
+        None => (String::new(), format!("return 200 '{body}';")),
+        Some(u) => (
+            format!("upstream up {{ server {u}; keepalive 64; }}"),
+            "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+                .to_string(),
+        ),
+    };
+    let conf = format!(
+        "daemon off; worker_processes 1; pid {dir}/{tag}.pid; error_log {dir}/{tag}.err;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; keepalive_requests 1000000; {upstream_block}\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ {location} }} }}\n}}\n",
+        dir = dir.display()
+    );
+    let path = write_file(dir, &format!("{tag}.conf"), &conf);
+    let p = spawn(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(path)
+            .arg("-e")
+            .arg(dir.join(format!("{tag}.err"))),
+    );
+    wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    p
+}
+
+fn haproxy(dir: &Path, port: u16, upstream: SocketAddr) -> Proc {
+    let conf = format!(
+        "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\
+         frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 {upstream}\n"
+    );
+    let path = write_file(dir, "haproxy.cfg", &conf);
+    let p = spawn(Command::new("haproxy").arg("-f").arg(path).arg("-db"));
+    wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    p
+}
+
+/// weft serve + weft-proxy with an explicit listener on `port` forwarding to `upstream`.
+fn weft(dir: &Path, port: u16, upstream: SocketAddr) -> (Proc, Proc) {
+    let mesh = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bench-0, namespace: b, labels: {{app: bench}}}}\n\
+         spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 127.0.0.1}}\n---\n\
+         apiVersion: weft.io/v1alpha1\nkind: Sidecar\nmetadata: {{name: s, namespace: b}}\n\
+         spec: {{outboundListeners: [{{bind: \"127.0.0.1:{port}\", service: origin, port: 80}}]}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: origin, namespace: b}}\n\
+         spec: {{clusterIP: 127.99.0.1, ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: origin-a, namespace: b, labels: {{kubernetes.io/service-name: origin}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {up}}}]\nendpoints: [{{addresses: [\"{ip}\"]}}]\n",
+        up = upstream.port(),
+        ip = upstream.ip()
+    );
+    let reg = dir.join("registry");
+    std::fs::create_dir_all(&reg).unwrap();
+    write_file(&reg, "mesh.yaml", &mesh);
+    let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cp = spawn(
+        Command::new(workspace_bin("weft"))
+            .args(["serve", "--registry"])
+            .arg(&reg)
+            .args([
+                "--xds-addr",
+                &xds.to_string(),
+                "--admin-addr",
+                &format!("127.0.0.1:{}", free_port()),
+            ]),
+    );
+    wait_port(xds);
+    let proxy = spawn(Command::new(workspace_bin("weft-proxy")).args([
+        "--xds-addr",
+        &xds.to_string(),
+        "--node-id",
+        "bench-0.b",
+        "--admin-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--health-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--outbound-capture-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--inbound-capture-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--log",
+        "warn",
+    ]));
+    wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    (cp, proxy)
+}
+
+/// One keep-alive HTTP/1.1 connection speaking just enough HTTP for the bench.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    async fn get(&mut self) -> std::io::Result<u16> {
+        self.stream
+            .write_all(b"GET /bench HTTP/1.1\r\nHost: origin\r\n\r\n")
+            .await?;
+        self.buf.clear();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end])
+                    .map_err(|_| std::io::ErrorKind::InvalidData)?;
+                let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    let n = self.stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(status);
+            }
+        }
+    }
+}
+
+struct Run {
+    hist: Histogram<u64>,
+    errors: u64,
+    requests: u64,
+    elapsed: Duration,
+}
+
+/// Open loop: `rate` requests per second for `secs`, spread over `conns` connections; latency from
+/// each request's scheduled start.
+async fn open_loop(addr: SocketAddr, rate: u64, secs: u64, conns: usize) -> Run {
+    let total = rate * secs;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors = 0;
+            let mut conn = Conn::open(addr).await.ok();
+            let mut i = c as u64;
+            while i < total {
+                let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
+                tokio::time::sleep_until(due).await;
+                let ok = match conn.as_mut() {
+                    Some(cn) => matches!(cn.get().await, Ok(200)),
+                    None => false,
+                };
+                if !ok {
+                    errors += 1;
+                    conn = Conn::open(addr).await.ok();
+                }
+                let us = u64::try_from(due.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let _ = hist.record(us.min(60_000_000));
+                i += conns as u64;
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.unwrap();
+        hist.add(h).unwrap();
+        errors += e;
+    }
+    Run {
+        hist,
+        errors,
+        requests: total,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Closed loop: every connection sends back to back for `secs`.
+async fn closed_loop(addr: SocketAddr, secs: u64, conns: usize) -> Run {
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let (mut n, mut errors) = (0u64, 0u64);
+            let Ok(mut conn) = Conn::open(addr).await else {
+                return (hist, 0, 1);
+            };
+            while Instant::now() < end {
+                let t = Instant::now();
+                match conn.get().await {
+                    Ok(200) => {
+                        n += 1;
+                        let _ =
+                            hist.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(1).max(1));
+                    }
+                    _ => {
+                        errors += 1;
+                        match Conn::open(addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            (hist, n, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let (mut requests, mut errors) = (0, 0);
+    for t in tasks {
+        let (h, n, e) = t.await.unwrap();
+        hist.add(h).unwrap();
+        requests += n;
+        errors += e;
+    }
+    Run {
+        hist,
+        errors,
+        requests,
+        elapsed: start.elapsed(),
+    }
+}
+
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    pid: Option<u32>,
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    cpu_per_1k: f64,
+    errors: u64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let o = opts();
+    let dir = tempfile::tempdir().unwrap();
+    let origin_port = free_port();
+    let origin = SocketAddr::from(([127, 0, 0, 1], origin_port));
+    let _origin = nginx(dir.path(), "origin", origin_port, None);
+    let (weft_port, nginx_port, haproxy_port) = (free_port(), free_port(), free_port());
+    let (_cp, weft_proxy) = weft(dir.path(), weft_port, origin);
+    let nginx_proxy = nginx(dir.path(), "proxy", nginx_port, Some(origin));
+    let haproxy_proxy = haproxy(dir.path(), haproxy_port, origin);
+    let targets = [
+        Target {
+            name: "direct",
+            addr: origin,
+            pid: None,
+        },
+        Target {
+            name: "weft-proxy",
+            addr: SocketAddr::from(([127, 0, 0, 1], weft_port)),
+            pid: Some(weft_proxy.0.id()),
+        },
+        Target {
+            name: "nginx",
+            addr: SocketAddr::from(([127, 0, 0, 1], nginx_port)),
+            pid: Some(nginx_proxy.0.id()),
+        },
+        Target {
+            name: "haproxy",
+            addr: SocketAddr::from(([127, 0, 0, 1], haproxy_port)),
+            pid: Some(haproxy_proxy.0.id()),
+        },
+    ];
+    // nginx's master forks the worker that does the work: measure the worker.
+    let worker_of = |pid: u32| -> u32 {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(pid)
+    };
+    let pids: Vec<Option<u32>> = targets
+        .iter()
+        .map(|t| {
+            t.pid
+                .map(|p| if t.name == "nginx" { worker_of(p) } else { p })
+        })
+        .collect();
+    println!(
+        "# weft proxy bench: HTTP/1.1 keep-alive, 1 KB responses, {} connections, origin nginx (1 worker)",
+        o.connections
+    );
+    for (t, pid) in targets.iter().zip(&pids) {
+        if let Some(p) = pid {
+            println!("idle RSS {:<10} {:>6.1} MiB", t.name, rss_mib(*p).0);
+        }
+    }
+    // Warm every path (pools, lazy init).
+    for t in &targets {
+        let _ = open_loop(t.addr, 500, 1, o.connections).await;
+    }
+    let mut rate_rows: Vec<(u64, Vec<Row>)> = Vec::new();
+    for &rate in &o.rates {
+        let mut rows = Vec::new();
+        for (t, pid) in targets.iter().zip(&pids) {
+            let cpu0 = pid.map(cpu_seconds);
+            let run = open_loop(t.addr, rate, o.seconds, o.connections).await;
+            let cpu = pid
+                .map(|p| cpu_seconds(p) - cpu0.unwrap_or(0.0))
+                .unwrap_or(0.0);
+            rows.push(Row {
+                p50: run.hist.value_at_quantile(0.5) as f64,
+                p99: run.hist.value_at_quantile(0.99) as f64,
+                max: run.hist.max() as f64,
+                cpu_per_1k: cpu / run.requests as f64 * 1000.0,
+                errors: run.errors,
+            });
+        }
+        rate_rows.push((rate, rows));
+    }
+    for (rate, rows) in &rate_rows {
+        println!(
+            "\n## open loop, {rate} req/s for {} s (latency in µs, from scheduled start)",
+            o.seconds
+        );
+        println!(
+            "{:<11} {:>8} {:>8} {:>9} {:>12} {:>7}  {:>16} {:>16}",
+            "path",
+            "p50",
+            "p99",
+            "max",
+            "cpu s/1k req",
+            "errors",
+            "added p50/p99",
+            "vs nginx p50/p99"
+        );
+        let direct = rows[0].clone();
+        let nginx = rows[2].clone();
+        for (t, r) in targets.iter().zip(rows) {
+            let added = format!("{:+.0}/{:+.0}", r.p50 - direct.p50, r.p99 - direct.p99);
+            let vs_nginx = if t.name == "direct" {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.2}x/{:.2}x",
+                    (r.p50 - direct.p50) / (nginx.p50 - direct.p50).max(1.0),
+                    (r.p99 - direct.p99) / (nginx.p99 - direct.p99).max(1.0)
+                )
+            };
+            let cpu = if t.pid.is_some() {
+                format!("{:.4}", r.cpu_per_1k)
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:<11} {:>8.0} {:>8.0} {:>9.0} {:>12} {:>7}  {:>16} {:>16}",
+                t.name, r.p50, r.p99, r.max, cpu, r.errors, added, vs_nginx
+            );
+        }
+    }
+    println!(
+        "\n## saturation, closed loop, {} connections for {} s",
+        o.connections, o.saturation_seconds
+    );
+    println!(
+        "{:<11} {:>10} {:>10} {:>14} {:>10}",
+        "path", "req/s", "proxy cpu", "req/s per core", "p99 µs"
+    );
+    for (t, pid) in targets.iter().zip(&pids) {
+        let cpu0 = pid.map(cpu_seconds);
+        let run = closed_loop(t.addr, o.saturation_seconds, o.connections).await;
+        let secs = run.elapsed.as_secs_f64();
+        let rps = run.requests as f64 / secs;
+        match pid {
+            Some(p) => {
+                let cores = (cpu_seconds(*p) - cpu0.unwrap_or(0.0)) / secs;
+                println!(
+                    "{:<11} {:>10.0} {:>10.2} {:>14.0} {:>10}",
+                    t.name,
+                    rps,
+                    cores,
+                    rps / cores.max(0.01),
+                    run.hist.value_at_quantile(0.99)
+                );
+            }
+            None => println!(
+                "{:<11} {:>10.0} {:>10} {:>14} {:>10}",
+                t.name,
+                rps,
+                "-",
+                "-",
+                run.hist.value_at_quantile(0.99)
+            ),
+        }
+        if run.errors > 0 {
+            println!("  ({} errors)", run.errors);
+        }
+    }
+    println!();
+    for (t, pid) in targets.iter().zip(&pids) {
+        if let Some(p) = pid {
+            println!("peak RSS {:<10} {:>6.1} MiB", t.name, rss_mib(*p).1);
+        }
+    }
+}
