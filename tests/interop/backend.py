@@ -2,6 +2,7 @@
 
   backend.py http HOST PORT NAME    HTTP/1.1 server answering every GET with NAME
   backend.py banner HOST PORT TEXT  server-first TCP: sends TEXT, then echoes what it receives
+  backend.py ws HOST PORT PREFIX    WebSocket server echoing each message with PREFIX
 Prints "ready" once listening.
 """
 import socket
@@ -47,6 +48,18 @@ def banner(host, port, text):
     server.serve_forever()
 
 
+def ws(host, port, prefix):
+    from websockets.sync.server import serve
+
+    def echo(conn):
+        for message in conn:
+            conn.send(prefix + message)
+
+    with serve(echo, host, port) as server:
+        print("ready", flush=True)
+        server.serve_forever()
+
+
 if __name__ == "__main__":
     mode, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    {"http": http, "banner": banner}[mode](host, port, arg)
+    {"http": http, "banner": banner, "ws": ws}[mode](host, port, arg)

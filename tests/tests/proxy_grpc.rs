@@ -95,8 +95,17 @@ spec:
         try:\n    ch.unary_unary('/weft.test.Echo/Missing')(b'', timeout=5)\n    code = 'OK'\n\
         except grpc.RpcError as e:\n    code = e.code().name\n\
         print(c['a'], c['b'], code)\n";
-    let out = python().arg("-c").arg(script).arg(bind.to_string()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = python()
+        .arg("-c")
+        .arg(script)
+        .arg(bind.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let parts: Vec<&str> = text.split_whitespace().collect();
     let (a, b): (u32, u32) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());

@@ -377,3 +377,41 @@ fn sigterm_drains_requests_in_flight_then_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn websocket_upgrade_is_carried_end_to_end() {
+    let ws_port = free_port();
+    let mut ws = weft_e2e::Proc::spawn(
+        Command::new("python3")
+            .arg(weft_e2e::repo_root().join("tests/interop/backend.py"))
+            .args(["ws", "127.0.0.1", &ws_port.to_string(), "echo:"]),
+    );
+    assert_eq!(ws.read_line().trim(), "ready");
+    let ws_addr: SocketAddr = format!("127.0.0.1:{ws_port}").parse().unwrap();
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(ws_addr, ws_addr, bind, (1, 0)));
+    let cp = ControlPlane::start(dir.path());
+    let _proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let script = "import sys\nfrom websockets.sync.client import connect\n\
+        with connect(f'ws://{sys.argv[1]}/api/ws') as c:\n\
+        \x20   for m in ['one', 'two', 'three']:\n\
+        \x20       c.send(m)\n\
+        \x20       print(c.recv())\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(bind.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo:one\necho:two\necho:three\n"
+    );
+}

@@ -6,6 +6,17 @@ use http::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 
+/// The protocol a request asks to upgrade to (`Connection: upgrade` plus `Upgrade: <protocol>`).
+pub fn upgrade(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
 /// Removes the hop-by-hop headers and those the `Connection` header names. `te: trailers` is kept:
 /// gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

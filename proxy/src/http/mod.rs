@@ -89,6 +89,35 @@ fn local_reply(reason: Reason) -> Response<Body> {
         .expect("static parts are valid")
 }
 
+/// Answers `101 Switching Protocols` downstream and, once both sides have switched, copies bytes
+/// between them until either closes.
+fn switch_protocols(
+    mut resp: Response<Incoming>,
+    downstream: Option<hyper::upgrade::OnUpgrade>,
+    guard: crate::balance::InFlight,
+) -> Response<Body> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let Some(downstream) = downstream else { return };
+        match tokio::try_join!(downstream, upstream) {
+            Ok((down, up)) => {
+                let mut down = hyper_util::rt::TokioIo::new(down);
+                let mut up = hyper_util::rt::TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+            Err(e) => tracing::debug!("upgrade failed: {e}"),
+        }
+    });
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        http_body_util::Empty::new()
+            .map_err(|n: Infallible| match n {})
+            .boxed(),
+    )
+}
+
 /// Forwards requests; one per proxy, shared by every listener.
 #[derive(Clone, Debug)]
 pub struct Proxy {
@@ -175,7 +204,22 @@ impl Proxy {
             (endpoint, cluster.http2, route.timeout)
         };
 
+        // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
+        // them to switch protocols.
+        let upgrade = headers::upgrade(&parts.headers);
+        let downstream_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            parts.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            parts
+                .headers
+                .insert(http::header::UPGRADE, protocol.clone());
+        }
         if !parts.headers.contains_key("x-request-id") {
             let id = uuid::Uuid::new_v4().to_string();
             parts.headers.insert(
@@ -220,6 +264,9 @@ impl Proxy {
                 Reason::UpstreamReset
             }
         })?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(switch_protocols(resp, downstream_upgrade, guard));
+        }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         // The endpoint counts as busy until the response body is done.

@@ -51,7 +51,7 @@ pub async fn serve_connection(
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
