@@ -415,3 +415,66 @@ fn websocket_upgrade_is_carried_end_to_end() {
         "echo:one\necho:two\necho:three\n"
     );
 }
+
+#[test]
+fn control_plane_killed_under_load_fails_no_request_and_is_rejoined() {
+    let (v1, v2) = (named_backend("v1"), named_backend("v2"));
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(v1, v2, bind, (1, 0)));
+    let mut cp = ControlPlane::start(dir.path());
+    let proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = Conn::open(bind);
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _, _) = c.get("/api/x", "");
+                assert_eq!(status, 200, "request {n} failed");
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    cp.proc.0.kill().unwrap();
+    cp.proc.0.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // New connections are served from the last config too.
+    assert_eq!(Conn::open(bind).get("/api/y", "").2, "v1");
+
+    // A new control plane on the same address: the proxy reconnects and takes new config.
+    let xds = cp.xds;
+    let _cp2 = weft_e2e::Proc::spawn(
+        Command::new(weft_e2e::bin("weft"))
+            .args(["serve", "--registry"])
+            .arg(dir.path())
+            .args([
+                "--xds-addr",
+                &xds.to_string(),
+                "--admin-addr",
+                &format!("127.0.0.1:{}", free_port()),
+            ]),
+    );
+    write(dir.path(), &mesh(v1, v2, bind, (0, 1)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut c = Conn::open(bind);
+    while c.get("/api/z", "").2 != "v2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "proxy never took config from the new control plane"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = traffic
+        .join()
+        .expect("no request failed while the control plane was away");
+    assert!(sent > 100, "{sent}");
+    let (status, _) = weft_e2e::http_get(proxy.health, "/ready").unwrap();
+    assert_eq!(status, 200);
+}

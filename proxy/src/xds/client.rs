@@ -320,15 +320,23 @@ impl Client {
         Ok(())
     }
 
+    /// Whether every referenced EDS/RDS resource is known: answered on this stream, or held from
+    /// before a reconnect (a server that sees our versions match rightly sends nothing for them).
     fn complete(&self) -> bool {
-        let answered = |t: &str, names: &BTreeSet<String>| {
+        let known = |t: &str, names: &BTreeSet<String>, held: &dyn Fn(&str) -> bool| {
             let got = self.answered.get(t);
-            names.iter().all(|n| got.is_some_and(|g| g.contains(n)))
+            names
+                .iter()
+                .all(|n| held(n) || got.is_some_and(|g| g.contains(n)))
         };
         self.held.seen.contains(CDS)
             && self.held.seen.contains(LDS)
-            && answered(EDS, &self.subscribed_eds)
-            && answered(RDS, &self.subscribed_rds)
+            && known(EDS, &self.subscribed_eds, &|n| {
+                self.held.endpoints.contains_key(n)
+            })
+            && known(RDS, &self.subscribed_rds, &|n| {
+                self.held.routes.contains_key(n)
+            })
     }
 
     fn publish_if_complete(&self) {
