@@ -8,7 +8,10 @@
 //! long until every client that can reach the Service has it (and has ACKed).
 //!
 //! Usage: cargo run --release -p weft-bench --bin cp-scale -- [--services N] [--endpoints N]
-//!        [--namespaces N] [--clients N]
+//!        [--namespaces N] [--clients N] [--unscoped 1]
+//!
+//! `--unscoped 1` drops the Sidecars: every client sees every Service (as gRPC clients and Envoys
+//! without a scope do), and every client gets the change.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +39,7 @@ struct Args {
     endpoints: usize,
     namespaces: usize,
     clients: usize,
+    unscoped: bool,
 }
 
 fn args() -> Args {
@@ -44,6 +48,7 @@ fn args() -> Args {
         endpoints: 10,
         namespaces: 100,
         clients: 1_000,
+        unscoped: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -56,6 +61,7 @@ fn args() -> Args {
             "--endpoints" => a.endpoints = v,
             "--namespaces" => a.namespaces = v,
             "--clients" => a.clients = v,
+            "--unscoped" => a.unscoped = v != 0,
             f => panic!("unknown flag {f}"),
         }
     }
@@ -118,7 +124,7 @@ fn mesh(a: &Args) -> Mesh {
             }),
         );
     }
-    let sidecars = (0..a.namespaces)
+    let sidecars = (0..if a.unscoped { 0 } else { a.namespaces })
         .map(|n| {
             let ns = format!("ns{n}");
             Arc::new(SidecarScope {
@@ -174,7 +180,19 @@ async fn client(
     id: String,
     reports: mpsc::UnboundedSender<Report>,
 ) -> anyhow::Result<()> {
-    let mut ads = AggregatedDiscoveryServiceClient::connect(addr).await?;
+    // A thousand clients connecting in the same instant overflow the listen backlog; like
+    // weft-proxy, retry with backoff.
+    let mut attempt = 0;
+    let mut ads = loop {
+        match AggregatedDiscoveryServiceClient::connect(addr.clone()).await {
+            Ok(c) => break c,
+            Err(e) if attempt >= 10 => return Err(e.into()),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+        }
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let req = |type_url: &str, subscribe: Vec<String>, nonce: String| DeltaDiscoveryRequest {
         node: Some(Node {
@@ -192,29 +210,35 @@ async fn client(
         .delta_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
         .await?
         .into_inner();
-    let mut pending = 2;
+    // Synced once CDS and LDS have arrived and every EDS/RDS name asked for has been answered
+    // (large pushes arrive in several responses).
+    let (mut cds, mut lds, mut synced) = (false, false, false);
+    let mut asked: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(resp) = stream.message().await? {
         let names: Vec<String> = resp.resources.iter().map(|r| r.name.clone()).collect();
         tx.send(req(&resp.type_url, vec![], resp.nonce.clone()))?;
-        if pending > 0 {
+        if !synced {
             match resp.type_url.as_str() {
                 CDS => {
-                    let eds = names
+                    cds = true;
+                    let eds: Vec<String> = names
                         .into_iter()
                         .filter(|n| n.starts_with("outbound"))
                         .collect();
+                    asked.extend(eds.iter().cloned());
                     tx.send(req(EDS, eds, String::new()))?;
-                    pending += 1;
                 }
                 LDS => {
-                    let rds = names.into_iter().filter(|n| n != "inbound").collect();
+                    lds = true;
+                    let rds: Vec<String> = names.into_iter().filter(|n| n != "inbound").collect();
+                    asked.extend(rds.iter().cloned());
                     tx.send(req(RDS, rds, String::new()))?;
-                    pending += 1;
                 }
-                _ => {}
+                _ => answered.extend(names),
             }
-            pending -= 1;
-            if pending == 0 {
+            if cds && lds && asked.iter().all(|n| answered.contains(n)) {
+                synced = true;
                 reports.send(Report::Synced)?;
             }
         } else {
@@ -237,12 +261,17 @@ async fn client(
 async fn main() -> anyhow::Result<()> {
     let a = args();
     println!(
-        "mesh: {} services x {} endpoints ({} endpoints), {} namespaces, {} Delta clients scoped to their namespace",
+        "mesh: {} services x {} endpoints ({} endpoints), {} namespaces, {} Delta clients {}",
         a.services,
         a.endpoints,
         a.services * a.endpoints,
         a.namespaces,
-        a.clients
+        a.clients,
+        if a.unscoped {
+            "seeing every Service"
+        } else {
+            "scoped to their namespace"
+        }
     );
     let rss0 = rss_mib();
     let mesh = Arc::new(mesh(&a));
@@ -317,7 +346,11 @@ async fn main() -> anyhow::Result<()> {
 
     // One endpoint of one Service changes.
     let target = Key::new("ns0", "svc0");
-    let reach = (0..a.clients).filter(|c| c % a.namespaces == 0).count();
+    let reach = if a.unscoped {
+        a.clients
+    } else {
+        (0..a.clients).filter(|c| c % a.namespaces == 0).count()
+    };
     let mut changed = (*mesh).clone();
     let mut svc = (*changed.services[&target]).clone();
     svc.ports[0].endpoints[0].ip = ip(9_999_999);

@@ -5,7 +5,7 @@
 //! holds that are gone (or that it asked for by name and do not exist). Subscription changes are
 //! processed whatever their nonce; the nonce only tells an ACK or NACK from a stale one.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +19,9 @@ use super::view::NodeView;
 use super::{StreamCtx, Subscription};
 use crate::translate::{Resource, ResourceType};
 
+/// Encoded resource bytes per response, well under gRPC's default 4 MiB receive limit.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Default)]
 struct TypeState {
     sub: Option<Subscription>,
@@ -26,8 +29,8 @@ struct TypeState {
     known: HashMap<String, String>,
     /// Named subscriptions already told "does not exist".
     told_absent: HashSet<String>,
-    nonce: Option<String>,
-    sent_at: Option<Instant>,
+    /// Responses sent and not yet ACKed or NACKed, oldest first.
+    pending: VecDeque<(String, Instant)>,
     /// The subscription's first response is still owed (no snapshot yet when it came).
     owes_first: bool,
 }
@@ -102,13 +105,16 @@ impl Stream {
         let node = self.node().to_string();
         let st = &mut self.types[t.index()];
         if !req.response_nonce.is_empty() {
-            if st.nonce.as_deref() == Some(req.response_nonce.as_str()) {
+            if let Some(pos) = st
+                .pending
+                .iter()
+                .position(|(n, _)| *n == req.response_nonce)
+            {
+                // This answer settles that response and any older one still pending.
+                let (_, sent_at) = st.pending.drain(..=pos).last().expect("pos is in range");
                 match &req.error_detail {
                     Some(err) => self.ctx.record_nack(t, &node, &err.message),
-                    None => {
-                        let at = st.sent_at.take();
-                        self.ctx.record_ack(t, &req.response_nonce, at);
-                    }
+                    None => self.ctx.record_ack(t, &req.response_nonce, Some(sent_at)),
                 }
             } else {
                 self.ctx.metrics().stale_nonces.inc();
@@ -208,8 +214,10 @@ impl Stream {
         let owes_first = std::mem::take(&mut st.owes_first);
         let candidates: BTreeSet<String> = match names {
             Some(n) => n.clone(),
-            None => self.view.resources[i]
-                .keys()
+            None => self
+                .view
+                .iter(t)
+                .map(|(n, _)| n)
                 .filter(|n| sub.contains(n))
                 .chain(st.known.keys())
                 .chain(sub.names.iter())
@@ -222,7 +230,7 @@ impl Stream {
             if !sub.contains(&name) {
                 continue;
             }
-            match self.view.resources[i].get(&name) {
+            match self.view.get(t, &name) {
                 Some(r) => {
                     st.told_absent.remove(&name);
                     if st.known.get(&name) != Some(&r.version) {
@@ -242,33 +250,56 @@ impl Stream {
         if resources.is_empty() && removed.is_empty() && !owes_first {
             return true;
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        let resp = DeltaDiscoveryResponse {
-            system_version_info: self.view.generation().to_string(),
-            resources: resources
-                .iter()
-                .map(|r| XdsResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.body.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: t.type_url().to_string(),
-            removed_resources: removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
-        st.nonce = Some(nonce);
-        st.sent_at = Some(Instant::now());
-        self.ctx.record_push(t, &resources);
         if let Some(p) = published {
             self.ctx
                 .metrics()
                 .push_latency
                 .observe(p.elapsed().as_secs_f64());
         }
-        self.tx.send(Ok(resp)).await.is_ok()
+        self.ctx.record_push(t, &resources);
+        // Large pushes go out in several responses so none exceeds what clients accept by default
+        // (gRPC's 4 MiB); removals ride with the first.
+        let mut batches: Vec<Vec<&Arc<Resource>>> = vec![Vec::new()];
+        let mut size = 0;
+        for r in resources {
+            let len = r.body.value.len() + r.name.len() + r.version.len();
+            if size + len > MAX_RESPONSE_BYTES && !batches.last().is_some_and(Vec::is_empty) {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            batches.last_mut().expect("never empty").push(r);
+        }
+        let mut removed = Some(removed);
+        for batch in batches {
+            self.nonce += 1;
+            let nonce = self.nonce.to_string();
+            let resp = DeltaDiscoveryResponse {
+                system_version_info: self.view.generation().to_string(),
+                resources: batch
+                    .iter()
+                    .map(|r| XdsResource {
+                        name: r.name.clone(),
+                        version: r.version.clone(),
+                        resource: Some(r.body.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                type_url: t.type_url().to_string(),
+                removed_resources: removed.take().unwrap_or_default(),
+                nonce: nonce.clone(),
+                ..Default::default()
+            };
+            let pending = &mut self.types[i].pending;
+            pending.push_back((nonce, Instant::now()));
+            // A client that never answers must not grow this without bound.
+            if pending.len() > 64 {
+                pending.pop_front();
+            }
+            if self.tx.send(Ok(resp)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }

@@ -35,8 +35,9 @@ pub use self::metrics::Metrics;
 pub use self::snapshot::{Snapshot, SnapshotRx};
 use crate::translate::{Resource, ResourceType};
 
-/// Responses queued per stream before the stream task waits for the client to read.
-const STREAM_BUFFER: usize = 16;
+/// Responses queued per stream before the stream task waits for the client to read. Small: a
+/// response can be a megabyte, and a thousand slow clients must not pin a gigabyte of buffers.
+const STREAM_BUFFER: usize = 2;
 
 /// The ADS service. Cheap to clone: every stream holds one.
 #[derive(Clone, Debug)]

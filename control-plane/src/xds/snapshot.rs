@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::model::{Key, Mesh};
-use crate::translate::{self, ServiceResources};
+use crate::translate::{self, Resource, ServiceResources};
 
 /// One published state of the mesh.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub mesh: Arc<Mesh>,
     /// Translation of every Service.
     pub services: HashMap<Key, Arc<ServiceResources>>,
+    /// Every Service resource by type and name, shared by the nodes that see all Services.
+    pub index: [HashMap<String, Arc<Resource>>; 4],
     /// Services added, changed or removed since generation - 1; `None` when unknown (the first).
     pub changed: Option<HashSet<Key>>,
     /// Whether anything per-proxy (workloads, Sidecars) changed since generation - 1.
@@ -56,8 +58,13 @@ impl Snapshot {
         }
         let nodes_changed = prev
             .is_none_or(|p| p.mesh.workloads != mesh.workloads || p.mesh.sidecars != mesh.sidecars);
+        let mut index: [HashMap<String, Arc<Resource>>; 4] = Default::default();
+        for r in services.values().flat_map(|s| &s.resources) {
+            index[r.kind.index()].insert(r.name.clone(), r.clone());
+        }
         Self {
             generation: prev.map_or(1, |p| p.generation + 1),
+            index,
             changed: prev.map(|_| changed),
             nodes_changed,
             services,

@@ -170,7 +170,7 @@ impl Stream {
         let st = &self.types[t.index()];
         let Some(sub) = &st.sub else { return true };
         let mut resources: Vec<&Arc<Resource>> = if sub.wildcard {
-            self.view.resources[t.index()].values().collect()
+            self.view.iter(t).map(|(_, r)| r).collect()
         } else {
             sub.names
                 .iter()

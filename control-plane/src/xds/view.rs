@@ -1,5 +1,9 @@
 //! What one proxy is sent: the resources of the Services it can reach plus its own, kept up to date
 //! from snapshot to snapshot with as little work as the change allows.
+//!
+//! A node that sees every Service (no `Sidecar` scope: gRPC clients, Envoys, unscoped proxies)
+//! does not copy them: it reads the snapshot's shared index and keeps only its own resources, so a
+//! thousand such clients cost one index, not a thousand.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,16 +21,34 @@ pub struct NodeView {
     snapshot: Option<Arc<Snapshot>>,
     workload: Option<Arc<Workload>>,
     scope: Option<Arc<SidecarScope>>,
+    /// Services in scope; `None` means all, read from the snapshot's shared index.
     visible: Option<BTreeSet<Key>>,
     own: Vec<Arc<Resource>>,
-    /// Resources by type index, then name.
-    pub resources: [HashMap<String, Arc<Resource>>; 4],
+    /// Per type: the node's own resources, plus (when scoped) the visible Services' resources.
+    resources: [HashMap<String, Arc<Resource>>; 4],
 }
 
 impl NodeView {
+    fn shared(&self) -> Option<&Snapshot> {
+        self.snapshot.as_deref().filter(|_| self.visible.is_none())
+    }
+
     /// The resource of a type and name, if this node sees it.
     pub fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
-        self.resources[kind.index()].get(name)
+        let i = kind.index();
+        self.resources[i]
+            .get(name)
+            .or_else(|| self.shared()?.index[i].get(name))
+    }
+
+    /// Every resource of a type this node sees.
+    pub fn iter(&self, kind: ResourceType) -> impl Iterator<Item = (&String, &Arc<Resource>)> {
+        let i = kind.index();
+        let shared = self
+            .shared()
+            .into_iter()
+            .flat_map(move |s| s.index[i].iter());
+        self.resources[i].iter().chain(shared)
     }
 
     /// Generation of the snapshot applied last (0 before the first).
@@ -39,6 +61,14 @@ impl NodeView {
         self.workload.as_ref()
     }
 
+    fn versions(&self) -> [HashMap<String, String>; 4] {
+        ResourceType::ALL.map(|t| {
+            self.iter(t)
+                .map(|(n, r)| (n.clone(), r.version.clone()))
+                .collect()
+        })
+    }
+
     /// Moves to `snap` and returns what changed. One generation ahead with the node's own inputs
     /// unchanged touches only the changed Services; anything else rebuilds the view and diffs.
     pub fn update(&mut self, snap: &Arc<Snapshot>, node_id: &str) -> Changed {
@@ -46,6 +76,10 @@ impl NodeView {
         let workload = translate::node_workload(mesh, node_id).cloned();
         let scope = workload.as_ref().and_then(|w| mesh.scope_for(w)).cloned();
         let visible = translate::visible_services(mesh, scope.as_deref());
+        let own = workload
+            .as_ref()
+            .map(|w| translate::node_resources(mesh, w))
+            .unwrap_or_default();
         let incremental = match (&self.snapshot, &snap.changed) {
             (Some(prev), Some(_)) => {
                 prev.generation + 1 == snap.generation
@@ -56,26 +90,29 @@ impl NodeView {
             _ => false,
         };
         let mut changed: Changed = Default::default();
-        let own = workload
-            .as_ref()
-            .map(|w| translate::node_resources(mesh, w))
-            .unwrap_or_default();
         if incremental {
             let prev = self.snapshot.clone().expect("checked above");
             let keys = snap.changed.as_ref().expect("checked above");
             let mut old: Vec<Arc<Resource>> = std::mem::take(&mut self.own);
             let mut new: Vec<Arc<Resource>> = own.clone();
+            let mut old_shared = Vec::new();
+            let mut new_shared = Vec::new();
             for key in keys {
                 if visible.as_ref().is_some_and(|v| !v.contains(key)) {
                     continue;
                 }
-                old.extend(
+                let (o, n) = if visible.is_some() {
+                    (&mut old, &mut new)
+                } else {
+                    (&mut old_shared, &mut new_shared)
+                };
+                o.extend(
                     prev.services
                         .get(key)
                         .into_iter()
                         .flat_map(|s| s.resources.iter().cloned()),
                 );
-                new.extend(
+                n.extend(
                     snap.services
                         .get(key)
                         .into_iter()
@@ -83,29 +120,35 @@ impl NodeView {
                 );
             }
             self.replace(&old, &new, &mut changed);
+            diff(&old_shared, &new_shared, &mut changed);
         } else {
+            let before = self.versions();
             let mut fresh: [HashMap<String, Arc<Resource>>; 4] = Default::default();
-            let services = snap
-                .services
-                .iter()
-                .filter(|(k, _)| visible.as_ref().is_none_or(|v| v.contains(*k)))
-                .flat_map(|(_, s)| s.resources.iter());
-            for r in services.chain(own.iter()) {
+            let scoped = visible.as_ref().map(|v| {
+                snap.services
+                    .iter()
+                    .filter(|(k, _)| v.contains(*k))
+                    .flat_map(|(_, s)| s.resources.iter())
+            });
+            for r in scoped.into_iter().flatten().chain(own.iter()) {
                 fresh[r.kind.index()].insert(r.name.clone(), r.clone());
             }
+            self.resources = fresh;
+            self.snapshot = Some(snap.clone());
+            self.visible = visible.clone();
+            let after = self.versions();
             for i in 0..4 {
-                for (name, r) in &fresh[i] {
-                    if self.resources[i].get(name).map(|o| &o.version) != Some(&r.version) {
+                for (name, v) in &after[i] {
+                    if before[i].get(name) != Some(v) {
                         changed[i].insert(name.clone());
                     }
                 }
-                for name in self.resources[i].keys() {
-                    if !fresh[i].contains_key(name) {
+                for name in before[i].keys() {
+                    if !after[i].contains_key(name) {
                         changed[i].insert(name.clone());
                     }
                 }
             }
-            self.resources = fresh;
         }
         self.own = own;
         self.snapshot = Some(snap.clone());
@@ -115,24 +158,31 @@ impl NodeView {
         changed
     }
 
-    /// Swaps `old` for `new`, recording names whose version changed or that went away.
+    /// Swaps `old` for `new` in the node's own maps, recording what changed.
     fn replace(&mut self, old: &[Arc<Resource>], new: &[Arc<Resource>], changed: &mut Changed) {
-        let mut removed: HashMap<(usize, &str), &str> = HashMap::new();
         for r in old {
-            let i = r.kind.index();
-            if self.resources[i].remove(&r.name).is_some() {
-                removed.insert((i, r.name.as_str()), r.version.as_str());
-            }
+            self.resources[r.kind.index()].remove(&r.name);
         }
         for r in new {
-            let i = r.kind.index();
-            self.resources[i].insert(r.name.clone(), r.clone());
-            if removed.remove(&(i, r.name.as_str())) != Some(r.version.as_str()) {
-                changed[i].insert(r.name.clone());
-            }
+            self.resources[r.kind.index()].insert(r.name.clone(), r.clone());
         }
-        for (i, name) in removed.into_keys() {
-            changed[i].insert(name.to_string());
+        diff(old, new, changed);
+    }
+}
+
+/// Records names whose version differs between `old` and `new`, or that are in only one.
+fn diff(old: &[Arc<Resource>], new: &[Arc<Resource>], changed: &mut Changed) {
+    let mut before: HashMap<(usize, &str), &str> = old
+        .iter()
+        .map(|r| ((r.kind.index(), r.name.as_str()), r.version.as_str()))
+        .collect();
+    for r in new {
+        let i = r.kind.index();
+        if before.remove(&(i, r.name.as_str())) != Some(r.version.as_str()) {
+            changed[i].insert(r.name.clone());
         }
+    }
+    for (i, name) in before.into_keys() {
+        changed[i].insert(name.to_string());
     }
 }
