@@ -111,7 +111,11 @@ impl Stream {
                 .position(|(n, _)| *n == req.response_nonce)
             {
                 // This answer settles that response and any older one still pending.
-                let (_, sent_at) = st.pending.drain(..=pos).last().expect("pos is in range");
+                let (_, sent_at) = st
+                    .pending
+                    .drain(..=pos)
+                    .next_back()
+                    .expect("pos is in range");
                 match &req.error_detail {
                     Some(err) => self.ctx.record_nack(t, &node, &err.message),
                     None => self.ctx.record_ack(t, &req.response_nonce, Some(sent_at)),
