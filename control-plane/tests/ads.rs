@@ -576,3 +576,49 @@ async fn a_thousand_concurrent_streams() {
             .contains("weft_xds_connected_proxies{api=\"delta\"} 1000")
     );
 }
+
+#[tokio::test]
+async fn large_delta_pushes_are_split_under_the_grpc_message_limit() {
+    let yaml: String = (0..4000)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: big}}\n\
+                 spec: {{clusterIP: 10.{}.{}.{}, ports: [{{name: http, port: 80}}]}}\n---\n",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    let h = Harness::start(&[("big.yaml", yaml)]).await;
+    let mut d = Delta::open(
+        &h,
+        DeltaDiscoveryRequest {
+            node: node("p"),
+            type_url: LDS.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut names = std::collections::BTreeSet::new();
+    let mut responses = 0;
+    while names.len() < 4000 {
+        let r = next(&mut d.rx).await;
+        use prost::Message;
+        assert!(
+            r.encoded_len() < 2 << 20,
+            "response of {} bytes",
+            r.encoded_len()
+        );
+        names.extend(r.resources.iter().map(|x| x.name.clone()));
+        responses += 1;
+        d.ack(&r).await;
+    }
+    assert!(responses >= 2, "{responses} responses");
+    nothing(&mut d.rx, 300).await;
+    let metrics = h.admin("/metrics").await;
+    assert!(
+        metrics.contains("weft_xds_stale_nonces_total 0"),
+        "{metrics}"
+    );
+}
