@@ -323,8 +323,14 @@ async fn main() -> anyhow::Result<()> {
         let addr = addr.clone();
         let reports = rep_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = client(addr, id.clone(), reports).await {
-                eprintln!("client {id}: {e:#}");
+            // Loopback under a thousand simultaneous streams sometimes resets one; reconnect as
+            // weft-proxy would (a client reports Synced once per stream it completes).
+            for _ in 0..5 {
+                match client(addr.clone(), id.clone(), reports.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => eprintln!("client {id}: {e:#}; reconnecting"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
     }
