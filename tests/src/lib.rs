@@ -278,3 +278,24 @@ pub fn counting_backend(
     });
     (addr, hits)
 }
+
+/// The Python interpreter the interop tests use (`$PYTHON`, else `python3`).
+pub fn python() -> Command {
+    Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+}
+
+/// A real grpcio server (tests/interop/grpc_backend.py) on 127.0.0.1:`port` answering with `name`.
+pub fn grpc_backend(port: u16, name: &str) -> Proc {
+    let mut p = Proc::spawn(
+        python()
+            .arg(repo_root().join("tests/interop/grpc_backend.py"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(name),
+    );
+    assert_eq!(
+        p.read_line().trim(),
+        "ready",
+        "gRPC backend {name} did not start"
+    );
+    p
+}

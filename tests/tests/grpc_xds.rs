@@ -1,10 +1,9 @@
 //! Interop: gRPC's proxyless xDS client (Python grpcio, written by nobody here) resolves a Service
 //! through `weft serve` and splits calls between two real gRPC backends by HTTPRoute weights.
 
-use std::process::Command;
 use std::time::Duration;
 
-use weft_e2e::{ControlPlane, Proc, free_port, repo_root};
+use weft_e2e::{ControlPlane, free_port, grpc_backend, python, repo_root};
 
 fn mesh(port_a: u16, port_b: u16) -> String {
     format!(
@@ -51,32 +50,13 @@ spec:
     )
 }
 
-fn python() -> Command {
-    Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-}
-
-fn backend(port: u16, name: &str) -> Proc {
-    let mut p = Proc::spawn(
-        python()
-            .arg(repo_root().join("tests/interop/grpc_backend.py"))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(name),
-    );
-    assert_eq!(
-        p.read_line().trim(),
-        "ready",
-        "backend {name} did not start"
-    );
-    p
-}
-
 #[test]
 fn grpc_proxyless_client_resolves_and_splits_by_weight() {
     let dir = tempfile::tempdir().unwrap();
     let (port_a, port_b) = (free_port(), free_port());
     std::fs::write(dir.path().join("mesh.yaml"), mesh(port_a, port_b)).unwrap();
-    let _a = backend(port_a, "a");
-    let _b = backend(port_b, "b");
+    let _a = grpc_backend(port_a, "a");
+    let _b = grpc_backend(port_b, "b");
     let cp = ControlPlane::start(dir.path());
 
     let bootstrap = dir.path().join("bootstrap.json");

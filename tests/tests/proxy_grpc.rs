@@ -2,31 +2,15 @@
 //! HTTP/2 to real grpcio servers, trailers (grpc-status) intact, split by the HTTPRoute weights.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use weft_e2e::{ControlPlane, Proc, Sidecar, free_port, repo_root};
-
-fn python() -> Command {
-    Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-}
-
-fn backend(port: u16, name: &str) -> Proc {
-    let mut p = Proc::spawn(
-        python()
-            .arg(repo_root().join("tests/interop/grpc_backend.py"))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(name),
-    );
-    assert_eq!(p.read_line().trim(), "ready");
-    p
-}
+use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, python};
 
 #[test]
 fn grpc_calls_through_the_proxy_keep_trailers_and_follow_weights() {
     let (pa, pb) = (free_port(), free_port());
-    let _a = backend(pa, "a");
-    let _b = backend(pb, "b");
+    let _a = grpc_backend(pa, "a");
+    let _b = grpc_backend(pb, "b");
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mesh = format!(
         r#"
