@@ -622,3 +622,59 @@ async fn large_delta_pushes_are_split_under_the_grpc_message_limit() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn sotw_leftover_nonce_and_absent_listeners_are_answered() {
+    let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;
+    let (tx, rx) = mpsc::channel(8);
+    let mut stream = h
+        .client()
+        .await
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // A reconnecting client that kept its last nonce from another stream is still answered.
+    tx.send(DiscoveryRequest {
+        node: node("grpc-client"),
+        type_url: LDS.into(),
+        response_nonce: "7".into(),
+        resource_names: vec!["nope.ns.svc.cluster.local:80".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = next(&mut stream).await;
+    assert!(
+        first.resources.is_empty(),
+        "absent listener: empty full-state answer"
+    );
+    // Asking for one more absent listener gets a new answer too (gRPC's does-not-exist signal).
+    tx.send(DiscoveryRequest {
+        type_url: LDS.into(),
+        response_nonce: first.nonce.clone(),
+        version_info: first.version_info.clone(),
+        resource_names: vec![
+            "nope.ns.svc.cluster.local:80".into(),
+            "gone.ns.svc.cluster.local:80".into(),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let second = next(&mut stream).await;
+    assert!(second.resources.is_empty());
+    assert_ne!(second.version_info, first.version_info);
+    // And a real one among them.
+    tx.send(DiscoveryRequest {
+        type_url: LDS.into(),
+        response_nonce: second.nonce.clone(),
+        version_info: second.version_info.clone(),
+        resource_names: vec!["a.ns.svc.cluster.local:80".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let third = next(&mut stream).await;
+    assert_eq!(sotw_names(&third), ["a.ns.svc.cluster.local:80"]);
+}

@@ -129,9 +129,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         inbound = %args.inbound_capture_addr,
         "capture listeners bound"
     );
+    let own_ports = vec![
+        args.outbound_capture_addr.port(),
+        args.inbound_capture_addr.port(),
+        admin_addr.port(),
+        health_addr.port(),
+    ];
     let capture = outbound::capture::Capture {
         policy: args.outbound_policy,
         detect_timeout: Duration::from_millis(args.detect_timeout_ms),
+        own_ports: own_ports.clone(),
     };
     tokio::spawn(outbound::capture::run(
         outbound_capture,
@@ -139,7 +146,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         proxy.clone(),
         capture,
     ));
-    tokio::spawn(inbound::run(inbound_capture, store.clone(), proxy.clone()));
+    tokio::spawn(inbound::run(
+        inbound_capture,
+        store.clone(),
+        proxy.clone(),
+        own_ports,
+    ));
     tokio::spawn(outbound::run(store, proxy));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

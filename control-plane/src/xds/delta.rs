@@ -58,6 +58,7 @@ pub(super) async fn run(
         nonce: 0,
         tx,
     };
+    let mut snapshots_open = true;
     loop {
         let ok = tokio::select! {
             req = requests.message() => match req {
@@ -68,9 +69,15 @@ pub(super) async fn run(
                     false
                 }
             },
-            changed = snapshots.changed() => {
-                let snap = snapshots.borrow_and_update().clone();
-                changed.is_ok() && s.on_snapshot(snap).await
+            changed = snapshots.changed(), if snapshots_open => {
+                if changed.is_err() {
+                    // The snapshot builder is gone: keep serving what this stream has.
+                    snapshots_open = false;
+                    true
+                } else {
+                    let snap = snapshots.borrow_and_update().clone();
+                    s.on_snapshot(snap).await
+                }
             }
         };
         if !ok {

@@ -23,6 +23,8 @@ struct TypeState {
     version: Option<String>,
     nonce: Option<String>,
     sent_at: Option<Instant>,
+    /// Wildcard entered by an empty first request (legacy): later empty lists keep it.
+    legacy_wildcard: bool,
 }
 
 struct Stream {
@@ -48,6 +50,7 @@ pub(super) async fn run(
         nonce: 0,
         tx,
     };
+    let mut snapshots_open = true;
     loop {
         let ok = tokio::select! {
             req = requests.message() => match req {
@@ -58,9 +61,15 @@ pub(super) async fn run(
                     false
                 }
             },
-            changed = snapshots.changed() => {
-                let snap = snapshots.borrow_and_update().clone();
-                changed.is_ok() && s.on_snapshot(snap).await
+            changed = snapshots.changed(), if snapshots_open => {
+                if changed.is_err() {
+                    // The snapshot builder is gone: keep serving what this stream has.
+                    snapshots_open = false;
+                    true
+                } else {
+                    let snap = snapshots.borrow_and_update().clone();
+                    s.on_snapshot(snap).await
+                }
             }
         };
         if !ok {
@@ -96,7 +105,9 @@ impl Stream {
             return true;
         };
         let st = &mut self.types[t.index()];
-        if !req.response_nonce.is_empty() {
+        // A nonce on a type this stream has never answered is a leftover from an earlier stream:
+        // the request is treated as the type's first.
+        if !req.response_nonce.is_empty() && st.nonce.is_some() {
             if st.nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 self.ctx.metrics().stale_nonces.inc();
                 tracing::debug!(
@@ -126,9 +137,11 @@ impl Stream {
             .filter(|n| n.as_str() != "*")
             .cloned()
             .collect();
+        if first {
+            st.legacy_wildcard = req.resource_names.is_empty();
+        }
         let wildcard = req.resource_names.iter().any(|n| n == "*")
-            || (req.resource_names.is_empty()
-                && (first || st.sub.as_ref().is_some_and(|s| s.wildcard)));
+            || (req.resource_names.is_empty() && st.legacy_wildcard);
         let sub = Subscription { wildcard, names };
         if first && !req.version_info.is_empty() {
             // A reconnecting client says what it holds; no need to resend the same.
@@ -181,7 +194,16 @@ impl Stream {
             return true; // RDS/EDS: absence is not announced in state of the world
         }
         resources.sort_by(|a, b| a.name.cmp(&b.name));
-        let version = digest(resources.iter().copied());
+        // Named subscriptions fold the names asked for into the version, so asking for one more
+        // absent Listener or Cluster still gets the (full-state) answer that says it is absent.
+        let mut version = digest(resources.iter().copied());
+        if !sub.wildcard {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            version.hash(&mut h);
+            sub.names.hash(&mut h);
+            version = format!("{:016x}", h.finish());
+        }
         if st.version.as_deref() == Some(version.as_str()) {
             return true;
         }

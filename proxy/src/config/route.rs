@@ -155,21 +155,29 @@ impl RouteTable {
         vh.routes.iter().find(|r| r.matches(parts))
     }
 
+    /// Envoy's order: exact domain, then the longest suffix wildcard (`*.example.com`), then the
+    /// longest prefix wildcard (`api.*`), then `*`; case-insensitive, port optional.
     fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                authority
-            }
-        });
-        let score = |d: &str| -> Option<usize> {
-            if d == authority || d == host {
-                Some(usize::MAX)
+        let authority = authority.to_ascii_lowercase();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, p)| {
+                if p.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    authority.as_str()
+                }
+            });
+        let score = |d: &str| -> Option<(u8, usize)> {
+            let d = d.to_ascii_lowercase();
+            if d == "*" {
+                Some((0, 0))
+            } else if d == authority || d == host {
+                Some((3, d.len()))
             } else if let Some(suffix) = d.strip_prefix('*') {
-                (!suffix.is_empty() && host.ends_with(suffix)).then_some(suffix.len() + 1)
+                (!suffix.is_empty() && host.ends_with(suffix)).then_some((2, suffix.len()))
             } else if let Some(prefix) = d.strip_suffix('*') {
-                host.starts_with(prefix).then_some(prefix.len())
+                host.starts_with(prefix).then_some((1, prefix.len()))
             } else {
                 None
             }
@@ -179,7 +187,7 @@ impl RouteTable {
             .filter_map(|vh| {
                 vh.domains
                     .iter()
-                    .filter_map(|d| if d == "*" { Some(0) } else { score(d) })
+                    .filter_map(|d| score(d))
                     .max()
                     .map(|s| (s, vh))
             })
@@ -199,14 +207,24 @@ impl Route {
         };
         path_ok
             && self.headers.iter().all(|h| {
-                let found = if h.name == ":method" {
-                    h.value.matches(parts.method.as_str())
+                // Envoy's semantics: repeated headers match as their comma-joined value, and an
+                // absent header matches nothing, inverted or not (presence checks aside).
+                let value = if h.name == ":method" {
+                    Some(parts.method.as_str().to_string())
                 } else {
-                    let mut values = parts.headers.get_all(h.name.as_str()).iter().peekable();
-                    values.peek().is_some()
-                        && values.any(|v| v.to_str().is_ok_and(|v| h.value.matches(v)))
+                    let values: Vec<&str> = parts
+                        .headers
+                        .get_all(h.name.as_str())
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    (!values.is_empty()).then(|| values.join(","))
                 };
-                found != h.invert
+                match (value, &h.value) {
+                    (None, StringMatch::Present) => h.invert,
+                    (None, _) => false,
+                    (Some(v), m) => m.matches(&v) != h.invert,
+                }
             })
             && self.query.iter().all(|q| {
                 parts.uri.query().is_some_and(|qs| {
@@ -330,13 +348,26 @@ mod tests {
                     PathMatch::Prefix("/".into()),
                     vec![HeaderMatch {
                         name: "x-v".into(),
-                        value: exact("2"),
+                        value: exact("1,2"),
                         invert: false,
                     }],
                     vec![],
                 ),
                 parts("GET", "/", &[("x-v", "1"), ("x-v", "2")]),
                 true,
+            ),
+            (
+                route(
+                    PathMatch::Prefix("/".into()),
+                    vec![HeaderMatch {
+                        name: "x-tier".into(),
+                        value: exact("free"),
+                        invert: true,
+                    }],
+                    vec![],
+                ),
+                parts("GET", "/", &[]),
+                false,
             ),
             (
                 route(
@@ -396,12 +427,18 @@ mod tests {
                 vh("*", "any"),
                 vh("*.example.com", "wild"),
                 vh("api.example.com", "exact"),
+                vh("*.com", "suffix"),
+                vh("www.*", "prefix"),
             ],
         };
         let p = parts("GET", "/", &[]);
         let name = |a: &str| table.find(a, &p).map(|r| r.name.clone());
         assert_eq!(name("api.example.com:8080").as_deref(), Some("exact"));
+        assert_eq!(name("API.Example.com").as_deref(), Some("exact"));
+        // A suffix wildcard beats a prefix wildcard, whatever their lengths.
+        assert_eq!(name("www.other.com").as_deref(), Some("suffix"));
         assert_eq!(name("www.example.com").as_deref(), Some("wild"));
+        assert_eq!(name("www.other.org").as_deref(), Some("prefix"));
         assert_eq!(name("10.0.0.1:80").as_deref(), Some("any"));
     }
 

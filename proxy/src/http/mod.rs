@@ -227,8 +227,9 @@ impl Proxy {
                 HeaderValue::from_str(&id).expect("uuid is ascii"),
             );
         }
-        if !parts.headers.contains_key(http::header::HOST)
-            && let Ok(v) = HeaderValue::from_str(&authority)
+        // The authority the request was routed by is the one the upstream sees: an absolute-form
+        // URI wins over a conflicting Host header (RFC 9112 §3.2.2).
+        if let Ok(v) = HeaderValue::from_str(&authority)
             && !authority.is_empty()
         {
             parts.headers.insert(http::header::HOST, v);

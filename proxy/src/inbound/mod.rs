@@ -2,7 +2,7 @@
 //! app, handled by the inbound listener's chain for the original port, or passed to the app as
 //! plain TCP when no chain names the port.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +10,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Store;
 use crate::http::Proxy;
-use crate::outbound::capture::original_dst;
+use crate::outbound::capture::redirected_dst;
 
 /// Name of the listener the control plane sends for the inbound side.
 pub const INBOUND_LISTENER: &str = "inbound";
 
 /// Accepts redirected inbound connections forever.
-pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy) {
-    let own = listener.local_addr().ok();
+pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_ports: Vec<u16>) {
+    let own_ports = Arc::new(own_ports);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -27,14 +27,11 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let (store, proxy) = (store.clone(), proxy.clone());
+        let (store, proxy, own_ports) = (store.clone(), proxy.clone(), own_ports.clone());
         tokio::spawn(async move {
-            let dst = match original_dst(&stream) {
-                Ok(d) if Some(d) != own => d,
-                _ => {
-                    tracing::debug!(%peer, "inbound connection was not redirected: closed");
-                    return;
-                }
+            let Some(dst) = redirected_dst(&stream, &own_ports) else {
+                tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed");
+                return;
             };
             let handler = store.load().listeners.get(INBOUND_LISTENER).and_then(|l| {
                 l.by_port
@@ -44,15 +41,16 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy) {
             });
             match handler {
                 Some(h) => crate::outbound::serve_connection(store, proxy, h, stream).await,
-                None => passthrough(stream, dst.port()).await,
+                None => passthrough(stream, dst).await,
             }
         });
     }
 }
 
-async fn passthrough(mut client: TcpStream, port: u16) {
-    let app = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    if let Ok(mut upstream) = TcpStream::connect(app).await {
+/// A port no chain names goes to where it was headed (the pod's own address), never to loopback,
+/// so sockets the app keeps on localhost stay private, as in Istio since 1.10.
+async fn passthrough(mut client: TcpStream, dst: SocketAddr) {
+    if let Ok(mut upstream) = TcpStream::connect(dst).await {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 }

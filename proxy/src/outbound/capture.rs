@@ -44,11 +44,22 @@ pub struct Capture {
     pub policy: OutboundPolicy,
     /// How long to wait for a client's first bytes before treating it as opaque TCP.
     pub detect_timeout: Duration,
+    /// Ports the proxy itself listens on: a destination on one of them is refused, or the proxy
+    /// would forward to itself forever.
+    pub own_ports: Vec<u16>,
+}
+
+/// The original destination of a redirected connection, or `None` when the connection was not
+/// redirected (it came straight to the capture port) or is headed for one of the proxy's own
+/// ports — both would make the proxy connect to itself.
+pub fn redirected_dst(stream: &TcpStream, own_ports: &[u16]) -> Option<SocketAddr> {
+    let dst = original_dst(stream).ok()?;
+    let local = stream.local_addr().ok()?;
+    (dst != local && !own_ports.contains(&dst.port())).then_some(dst)
 }
 
 /// Accepts redirected connections on `listener` forever.
 pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture: Capture) {
-    let own = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -60,12 +71,9 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture
         };
         let (store, proxy, capture) = (store.clone(), proxy.clone(), capture.clone());
         tokio::spawn(async move {
-            let dst = match original_dst(&stream) {
-                Ok(d) if Some(d) != own => d,
-                Ok(_) | Err(_) => {
-                    tracing::debug!(%peer, "connection was not redirected: closed");
-                    return;
-                }
+            let Some(dst) = redirected_dst(&stream, &capture.own_ports) else {
+                tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed");
+                return;
             };
             handle(stream, dst, store, proxy, capture).await;
         });

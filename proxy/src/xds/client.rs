@@ -312,11 +312,18 @@ impl Client {
             tx.send(req)?;
             *subscribed = wanted;
         }
-        // Forget what is no longer wanted.
+        // Forget what is no longer wanted, answers included: a name subscribed again later must
+        // be answered again before the config counts as complete.
         let eds = self.subscribed_eds.clone();
         self.held.endpoints.retain(|n, _| eds.contains(n));
+        if let Some(a) = self.answered.get_mut(EDS) {
+            a.retain(|n| eds.contains(n));
+        }
         let rds = self.subscribed_rds.clone();
         self.held.routes.retain(|n, _| rds.contains(n));
+        if let Some(a) = self.answered.get_mut(RDS) {
+            a.retain(|n| rds.contains(n));
+        }
         Ok(())
     }
 

@@ -214,11 +214,29 @@ impl TryFrom<&xl::Listener> for Listener {
         for (i, chain) in l.filter_chains.iter().enumerate() {
             let field = format!("filter_chains[{i}]");
             let h = filter_handler(&ctx, &field, chain)?;
+            if let Some(m) = &chain.filter_chain_match {
+                let only_port = xl::FilterChainMatch {
+                    destination_port: m.destination_port,
+                    ..Default::default()
+                };
+                if *m != only_port {
+                    return Err(ctx.err(
+                        format!("{field}.filter_chain_match"),
+                        "only destination_port is supported",
+                    ));
+                }
+            }
             match chain
                 .filter_chain_match
                 .as_ref()
                 .and_then(|m| m.destination_port)
             {
+                Some(p) if by_port.iter().any(|(q, _)| u32::from(*q) == p.value) => {
+                    return Err(ctx.err(
+                        format!("{field}.filter_chain_match.destination_port"),
+                        format!("port {} has two filter chains", p.value),
+                    ));
+                }
                 Some(p) => {
                     let port = u16::try_from(p.value).map_err(|_| {
                         ctx.err(
@@ -514,13 +532,22 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             ));
         }
     };
-    let timeout = action
+    // Envoy: an unset route timeout means 15 s, zero means none; `max_stream_duration` bounds it
+    // further when set.
+    let route_timeout = match &action.timeout {
+        None => Some(Duration::from_secs(15)),
+        Some(t) => Some(duration(t)).filter(|d| !d.is_zero()),
+    };
+    let stream_max = action
         .max_stream_duration
         .as_ref()
         .and_then(|m| m.max_stream_duration.as_ref())
-        .or(action.timeout.as_ref())
         .map(duration)
         .filter(|d| !d.is_zero());
+    let timeout = match (route_timeout, stream_max) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(Route {
         name: r.name.clone(),
         path,
