@@ -56,11 +56,6 @@ impl NodeView {
         self.snapshot.as_ref().map_or(0, |s| s.generation)
     }
 
-    /// The workload the node stands for, if known.
-    pub fn workload(&self) -> Option<&Arc<Workload>> {
-        self.workload.as_ref()
-    }
-
     fn versions(&self) -> [HashMap<String, String>; 4] {
         ResourceType::ALL.map(|t| {
             self.iter(t)

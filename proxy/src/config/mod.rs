@@ -19,7 +19,6 @@ pub use self::route::{
     HeaderMatch, PathMatch, QueryMatch, Route, RouteTable, StringMatch, VirtualHost,
     WeightedCluster,
 };
-use crate::balance::Endpoint;
 
 /// What a port speaks, as the control plane declared it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -191,11 +190,6 @@ impl Store {
     /// Whether a complete config has been applied.
     pub fn is_ready(&self) -> bool {
         *self.version.borrow() > 0
-    }
-
-    /// Endpoint-level view of a cluster, reused across swaps.
-    pub fn endpoint(&self, cluster: &str, addr: SocketAddr) -> Option<Arc<Endpoint>> {
-        self.load().endpoints.get(cluster)?.get(addr)
     }
 }
 
