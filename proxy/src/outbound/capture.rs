@@ -58,8 +58,17 @@ pub fn redirected_dst(stream: &TcpStream, own_ports: &[u16]) -> Option<SocketAdd
     (dst != local && !own_ports.contains(&dst.port())).then_some(dst)
 }
 
-/// Accepts redirected connections on `listener` forever.
-pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture: Capture) {
+/// Accepts redirected connections until the proxy drains, and spawns `handle` for each with its
+/// original destination. Shared by the outbound and inbound capture listeners.
+pub async fn accept_redirected<F, Fut>(
+    listener: TcpListener,
+    proxy: &Proxy,
+    own_ports: Arc<[u16]>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -69,15 +78,24 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let (store, proxy, capture) = (store.clone(), proxy.clone(), capture.clone());
-        tokio::spawn(async move {
-            let Some(dst) = redirected_dst(&stream, &capture.own_ports) else {
-                tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed");
-                return;
-            };
-            handle(stream, dst, store, proxy, capture).await;
-        });
+        match redirected_dst(&stream, &own_ports) {
+            Some(dst) => {
+                tokio::spawn(handle(stream, dst));
+            }
+            None => {
+                tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed")
+            }
+        }
     }
+}
+
+/// Accepts redirected outbound connections until the proxy drains.
+pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture: Capture) {
+    let own_ports: Arc<[u16]> = capture.own_ports.clone().into();
+    accept_redirected(listener, &proxy.clone(), own_ports, move |stream, dst| {
+        handle(stream, dst, store.clone(), proxy.clone(), capture.clone())
+    })
+    .await;
 }
 
 async fn handle(
