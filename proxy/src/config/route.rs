@@ -209,16 +209,27 @@ impl Route {
             && self.headers.iter().all(|h| {
                 // Envoy's semantics: repeated headers match as their comma-joined value, and an
                 // absent header matches nothing, inverted or not (presence checks aside).
-                let value = if h.name == ":method" {
-                    Some(parts.method.as_str().to_string())
+                // Borrowed in the usual single-value case; joined only for repeated headers.
+                let value: Option<std::borrow::Cow<'_, str>> = if h.name == ":method" {
+                    Some(parts.method.as_str().into())
                 } else {
-                    let values: Vec<&str> = parts
+                    let mut values = parts
                         .headers
                         .get_all(h.name.as_str())
                         .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .collect();
-                    (!values.is_empty()).then(|| values.join(","))
+                        .filter_map(|v| v.to_str().ok());
+                    match (values.next(), values.next()) {
+                        (None, _) => None,
+                        (Some(one), None) => Some(one.into()),
+                        (Some(a), Some(b)) => {
+                            let mut joined = format!("{a},{b}");
+                            for v in values {
+                                joined.push(',');
+                                joined.push_str(v);
+                            }
+                            Some(joined.into())
+                        }
+                    }
                 };
                 match (value, &h.value) {
                     (None, StringMatch::Present) => h.invert,

@@ -157,12 +157,12 @@ impl Proxy {
 
     /// Routes and forwards one request.
     pub async fn handle(&self, source: &RouteSource, req: Request<Incoming>) -> Response<Body> {
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        // Kept for the log line of a local reply; cloning both shares their buffers, no copy.
+        let (method, uri) = (req.method().clone(), req.uri().clone());
         match self.forward(source, req).await {
             Ok(resp) => resp,
             Err(reason) => {
-                tracing::info!(%method, path, flags = reason.flag(), "local reply {}", reason.status().as_u16());
+                tracing::info!(%method, path = uri.path(), flags = reason.flag(), "local reply {}", reason.status().as_u16());
                 local_reply(reason)
             }
         }
