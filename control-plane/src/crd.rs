@@ -91,6 +91,10 @@ pub struct ConnectionPool {
     /// Max retries in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// How long an upstream connection may stay unused before the proxy closes it (Gateway API
+    /// duration, e.g. `30s`; default 60 s). Keep it under the upstream's own keep-alive timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
 }
 
 /// Outlier detection settings.

@@ -152,6 +152,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         proxy.clone(),
         own_ports,
     ));
+    tokio::spawn(weft_proxy::http::pool::sweep(
+        store.clone(),
+        Duration::from_secs(1),
+    ));
     tokio::spawn(outbound::run(store, proxy));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

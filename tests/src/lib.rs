@@ -225,21 +225,53 @@ impl Sidecar {
 /// and an `x-backend` header, and echoes the request's `x-request-id`; paths under `/api/slow`
 /// answer after one second. Runs on its own thread until the process ends.
 pub fn named_backend(name: &'static str) -> SocketAddr {
-    counting_backend(name).0
+    backend(name).addr
 }
 
 /// [`named_backend`], with a count of the requests it received.
 pub fn counting_backend(
     name: &'static str,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = hits.clone();
-    use http_body_util::Full;
+    let b = backend(name);
+    (b.addr, b.requests)
+}
+
+/// What a [`backend`] has seen.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests received.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Request bodies that broke off before their end (the sender went away).
+    pub aborted_bodies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend {
+    /// A counter's current value.
+    pub fn get(counter: &std::sync::atomic::AtomicUsize) -> usize {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// [`named_backend`] with every counter; it also answers with the `Host`/`:authority` it saw in
+/// `x-seen-host` and its HTTP version in `x-seen-version`, and reads request bodies to their end.
+pub fn backend(name: &'static str) -> Backend {
+    use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::atomic::Ordering::SeqCst;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let b = Backend {
+        addr: listener.local_addr().expect("addr"),
+        requests: Default::default(),
+        connections: Default::default(),
+        aborted_bodies: Default::default(),
+    };
     listener.set_nonblocking(true).expect("nonblocking");
+    let seen = b.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -251,20 +283,42 @@ pub fn counting_backend(
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let counter = counter.clone();
+                seen.connections.fetch_add(1, SeqCst);
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        seen.requests.fetch_add(1, SeqCst);
+                        let aborted = seen.aborted_bodies.clone();
                         async move {
                             if req.uri().path().starts_with("/api/slow") {
                                 tokio::time::sleep(Duration::from_secs(1)).await;
                             }
+                            let host = req
+                                .uri()
+                                .authority()
+                                .map(|a| a.to_string())
+                                .or_else(|| {
+                                    req.headers()
+                                        .get("host")
+                                        .and_then(|h| h.to_str().ok())
+                                        .map(str::to_string)
+                                })
+                                .unwrap_or_default();
+                            let version = format!("{:?}", req.version());
+                            let id = req.headers().get("x-request-id").cloned();
+                            if req.into_body().collect().await.is_err() {
+                                aborted.fetch_add(1, SeqCst);
+                            }
                             let mut resp =
                                 hyper::Response::new(Full::new(bytes::Bytes::from(name)));
-                            resp.headers_mut()
-                                .insert("x-backend", name.parse().expect("ascii"));
-                            if let Some(id) = req.headers().get("x-request-id") {
-                                resp.headers_mut().insert("x-seen-request-id", id.clone());
+                            let h = resp.headers_mut();
+                            h.insert("x-backend", name.parse().expect("ascii"));
+                            h.insert("x-seen-version", version.parse().expect("ascii"));
+                            if let Ok(v) = host.parse() {
+                                h.insert("x-seen-host", v);
+                            }
+                            if let Some(id) = id {
+                                h.insert("x-seen-request-id", id);
                             }
                             Ok::<_, std::convert::Infallible>(resp)
                         }
@@ -276,7 +330,7 @@ pub fn counting_backend(
             }
         });
     });
-    (addr, hits)
+    b
 }
 
 /// The Python interpreter the interop tests use (`$PYTHON`, else `python3`).

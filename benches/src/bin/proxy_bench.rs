@@ -1,11 +1,12 @@
 //! Data-plane bench: the same HTTP/1.1 keep-alive hop through weft-proxy, nginx and HAProxy, and
 //! no hop at all, side by side in one run.
 //!
-//! The origin is nginx returning a 1 KB body. The load generator is open loop: requests are
-//! scheduled at a constant rate and each latency is measured from its scheduled time, so a stalled
-//! proxy is charged for the requests it delays (no coordinated omission). Saturation is measured
-//! closed loop. For every proxy it reports p50/p99/max, CPU seconds per 1,000 requests and RSS
-//! (idle and peak), and ratios to the direct path and to nginx.
+//! The origin is nginx returning a 1 KB body. The load generator is open loop, one blocking thread
+//! per connection: requests are scheduled at a constant rate, and a request the system under test
+//! delayed (its connection still busy) is charged from its scheduled time, so a stalled proxy pays
+//! for every request it holds up (no coordinated omission). Saturation is measured closed loop. For
+//! every proxy it reports p50/p99/max, CPU seconds per 1,000 requests and RSS (idle and peak), and
+//! ratios to the direct path and to nginx.
 //!
 //! Needs nginx and haproxy (`apt-get install nginx haproxy`) and release builds of weft and
 //! weft-proxy: `cargo build --release --bins && cargo run --release -p weft-bench --bin proxy-bench`.
@@ -18,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use std::io::Read;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -236,54 +239,96 @@ fn weft(dir: &Path, port: u16, upstream: SocketAddr) -> (Proc, Proc) {
     (cp, proxy)
 }
 
-/// One keep-alive HTTP/1.1 connection speaking just enough HTTP for the bench.
+/// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `stream` into `buf`;
+/// returns its status. Just enough HTTP for the bench.
+fn read_response<R: Read>(stream: &mut R, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head =
+                std::str::from_utf8(&buf[..end]).map_err(|_| std::io::ErrorKind::InvalidData)?;
+            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok(status);
+        }
+    }
+}
+
+const REQUEST: &[u8] = b"GET /bench HTTP/1.1\r\nHost: origin\r\n\r\n";
+
+/// One blocking keep-alive connection: a thread blocked in `read` wakes the moment the response
+/// lands, so the generator adds no scheduler of its own to the measurement.
 struct Conn {
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     buf: Vec<u8>,
 }
 
 impl Conn {
+    fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(8192),
+        })
+    }
+
+    fn get(&mut self) -> std::io::Result<u16> {
+        self.stream.write_all(REQUEST)?;
+        read_response(&mut self.stream, &mut self.buf)
+    }
+}
+
+/// Async twin of [`Conn`] for the closed loop, where one thread drives every connection.
+struct AsyncConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl AsyncConn {
     async fn open(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,
-            buf: Vec::with_capacity(4096),
+            buf: Vec::with_capacity(8192),
         })
     }
 
     async fn get(&mut self) -> std::io::Result<u16> {
-        self.stream
-            .write_all(b"GET /bench HTTP/1.1\r\nHost: origin\r\n\r\n")
-            .await?;
+        self.stream.write_all(REQUEST).await?;
         self.buf.clear();
+        let mut chunk = [0u8; 4096];
         loop {
-            let mut chunk = [0u8; 4096];
             let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             self.buf.extend_from_slice(&chunk[..n]);
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.buf[..end])
-                    .map_err(|_| std::io::ErrorKind::InvalidData)?;
-                let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_string())
-                    })
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                while self.buf.len() < end + 4 + len {
-                    let n = self.stream.read(&mut chunk).await?;
-                    if n == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
-                    }
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
+            if let Ok(status) =
+                read_response(&mut std::io::Cursor::new(&self.buf[..]), &mut Vec::new())
+            {
                 return Ok(status);
             }
         }
@@ -291,49 +336,66 @@ impl Conn {
 }
 
 struct Run {
+    /// Latencies in nanoseconds.
     hist: Histogram<u64>,
     errors: u64,
     requests: u64,
     elapsed: Duration,
 }
 
-/// Open loop: `rate` requests per second for `secs`, spread over `conns` connections; latency from
-/// each request's scheduled start.
-async fn open_loop(addr: SocketAddr, rate: u64, secs: u64, conns: usize) -> Run {
+fn new_hist() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(100, 60_000_000_000, 3).unwrap()
+}
+
+/// Open loop: `rate` requests per second for `secs`, spread over `conns` connections, each driven
+/// by its own thread.
+///
+/// A request is charged from its scheduled time when the system under test made it late (the
+/// connection was still busy with the previous response: no coordinated omission), and from the
+/// moment it was written when only the generator's own wake-up was late (a sleeping thread wakes
+/// up to ~50 µs after its deadline, which is not the proxy's doing).
+fn open_loop(addr: SocketAddr, rate: u64, secs: u64, conns: usize) -> Run {
     let total = rate * secs;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::new();
-    for c in 0..conns {
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-            let mut errors = 0;
-            let mut conn = Conn::open(addr).await.ok();
-            let mut i = c as u64;
-            while i < total {
-                let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
-                tokio::time::sleep_until(due).await;
-                let ok = match conn.as_mut() {
-                    Some(cn) => matches!(cn.get().await, Ok(200)),
-                    None => false,
-                };
-                if !ok {
-                    errors += 1;
-                    conn = Conn::open(addr).await.ok();
+    let start = Instant::now() + Duration::from_millis(50);
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut hist = new_hist();
+                let mut errors = 0;
+                let mut conn = Conn::open(addr).ok();
+                let mut previous_done = start;
+                for i in (c as u64..total).step_by(conns) {
+                    let due = start + interval.mul_f64(i as f64);
+                    let now = Instant::now();
+                    if now < due {
+                        std::thread::sleep(due - now);
+                    }
+                    let from = if previous_done > due {
+                        due
+                    } else {
+                        Instant::now()
+                    };
+                    let ok = match conn.as_mut() {
+                        Some(cn) => matches!(cn.get(), Ok(200)),
+                        None => false,
+                    };
+                    previous_done = Instant::now();
+                    if !ok {
+                        errors += 1;
+                        conn = Conn::open(addr).ok();
+                    }
+                    let ns = u64::try_from((previous_done - from).as_nanos()).unwrap_or(u64::MAX);
+                    let _ = hist.record(ns.clamp(100, 60_000_000_000));
                 }
-                let us = u64::try_from(due.elapsed().as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
-                let _ = hist.record(us.min(60_000_000));
-                i += conns as u64;
-            }
-            (hist, errors)
-        }));
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                (hist, errors)
+            })
+        })
+        .collect();
+    let mut hist = new_hist();
     let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await.unwrap();
+    for t in threads {
+        let (h, e) = t.join().unwrap();
         hist.add(h).unwrap();
         errors += e;
     }
@@ -352,9 +414,9 @@ async fn closed_loop(addr: SocketAddr, secs: u64, conns: usize) -> Run {
     let mut tasks = Vec::new();
     for _ in 0..conns {
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut hist = new_hist();
             let (mut n, mut errors) = (0u64, 0u64);
-            let Ok(mut conn) = Conn::open(addr).await else {
+            let Ok(mut conn) = AsyncConn::open(addr).await else {
                 return (hist, 0, 1);
             };
             while Instant::now() < end {
@@ -362,12 +424,15 @@ async fn closed_loop(addr: SocketAddr, secs: u64, conns: usize) -> Run {
                 match conn.get().await {
                     Ok(200) => {
                         n += 1;
-                        let _ =
-                            hist.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(1).max(1));
+                        let _ = hist.record(
+                            u64::try_from(t.elapsed().as_nanos())
+                                .unwrap_or(100)
+                                .max(100),
+                        );
                     }
                     _ => {
                         errors += 1;
-                        match Conn::open(addr).await {
+                        match AsyncConn::open(addr).await {
                             Ok(c) => conn = c,
                             Err(_) => break,
                         }
@@ -377,7 +442,7 @@ async fn closed_loop(addr: SocketAddr, secs: u64, conns: usize) -> Run {
             (hist, n, errors)
         }));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut hist = new_hist();
     let (mut requests, mut errors) = (0, 0);
     for t in tasks {
         let (h, n, e) = t.await.unwrap();
@@ -466,21 +531,21 @@ async fn main() {
     }
     // Warm every path (pools, lazy init).
     for t in &targets {
-        let _ = open_loop(t.addr, 500, 1, o.connections).await;
+        let _ = open_loop(t.addr, 500, 1, o.connections);
     }
     let mut rate_rows: Vec<(u64, Vec<Row>)> = Vec::new();
     for &rate in &o.rates {
         let mut rows = Vec::new();
         for (t, pid) in targets.iter().zip(&pids) {
             let cpu0 = pid.map(cpu_seconds);
-            let run = open_loop(t.addr, rate, o.seconds, o.connections).await;
+            let run = open_loop(t.addr, rate, o.seconds, o.connections);
             let cpu = pid
                 .map(|p| cpu_seconds(p) - cpu0.unwrap_or(0.0))
                 .unwrap_or(0.0);
             rows.push(Row {
-                p50: run.hist.value_at_quantile(0.5) as f64,
-                p99: run.hist.value_at_quantile(0.99) as f64,
-                max: run.hist.max() as f64,
+                p50: run.hist.value_at_quantile(0.5) as f64 / 1000.0,
+                p99: run.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                max: run.hist.max() as f64 / 1000.0,
                 cpu_per_1k: cpu / run.requests as f64 * 1000.0,
                 errors: run.errors,
             });
@@ -506,7 +571,7 @@ async fn main() {
         let direct = rows[0].clone();
         let nginx = rows[2].clone();
         for (t, r) in targets.iter().zip(rows) {
-            let added = format!("{:+.0}/{:+.0}", r.p50 - direct.p50, r.p99 - direct.p99);
+            let added = format!("{:+.1}/{:+.1}", r.p50 - direct.p50, r.p99 - direct.p99);
             let vs_nginx = if t.name == "direct" {
                 "-".to_string()
             } else {
@@ -522,7 +587,7 @@ async fn main() {
                 "-".into()
             };
             println!(
-                "{:<11} {:>8.0} {:>8.0} {:>9.0} {:>12} {:>7}  {:>16} {:>16}",
+                "{:<11} {:>8.1} {:>8.1} {:>9.0} {:>12} {:>7}  {:>16} {:>16}",
                 t.name, r.p50, r.p99, r.max, cpu, r.errors, added, vs_nginx
             );
         }
@@ -549,7 +614,7 @@ async fn main() {
                     rps,
                     cores,
                     rps / cores.max(0.01),
-                    run.hist.value_at_quantile(0.99)
+                    run.hist.value_at_quantile(0.99) / 1000
                 );
             }
             None => println!(
@@ -558,7 +623,7 @@ async fn main() {
                 rps,
                 "-",
                 "-",
-                run.hist.value_at_quantile(0.99)
+                run.hist.value_at_quantile(0.99) / 1000
             ),
         }
         if run.errors > 0 {

@@ -274,6 +274,8 @@ pub struct ConnectionLimits {
     pub max_requests: Option<u32>,
     /// Max retries in flight.
     pub max_retries: Option<u32>,
+    /// Idle upstream connections are closed after this.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Passive health checking.

@@ -368,6 +368,13 @@ fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: 
                     max_pending_requests: c.max_pending_requests,
                     max_requests: c.max_requests,
                     max_retries: c.max_retries,
+                    idle_timeout: duration(
+                        b,
+                        "TrafficPolicy",
+                        key,
+                        "connectionPool.idleTimeout",
+                        c.idle_timeout.as_deref(),
+                    ),
                 })
                 .unwrap_or_default(),
             outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {

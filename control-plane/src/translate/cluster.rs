@@ -9,8 +9,8 @@ use weft_proto::xds::config::cluster::v3::{
     load_balancing_policy,
 };
 use weft_proto::xds::config::core::v3::{
-    Address, Http2ProtocolOptions, SocketAddress, TypedExtensionConfig, address,
-    socket_address::PortSpecifier,
+    Address, Http2ProtocolOptions, HttpProtocolOptions as HttpProtocolOptionsCommon, SocketAddress,
+    TypedExtensionConfig, address, socket_address::PortSpecifier,
 };
 use weft_proto::xds::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -87,7 +87,11 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
     let policy = svc.policy.clone().unwrap_or_default();
     let limits = &policy.limits;
     let u32v = |v: Option<u32>| v.map(|value| UInt32Value { value });
-    let circuit_breakers = (limits != &Default::default()).then(|| CircuitBreakers {
+    let has_limits = limits.max_connections.is_some()
+        || limits.max_pending_requests.is_some()
+        || limits.max_requests.is_some()
+        || limits.max_retries.is_some();
+    let circuit_breakers = has_limits.then(|| CircuitBreakers {
         thresholds: vec![circuit_breakers::Thresholds {
             max_connections: u32v(limits.max_connections),
             max_pending_requests: u32v(limits.max_pending_requests),
@@ -109,19 +113,21 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         ..Default::default()
     });
     let mut protocol_options = std::collections::HashMap::new();
-    if port.protocol.is_h2() {
+    let upstream_protocol_options = port.protocol.is_h2().then(|| {
+        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            )),
+        })
+    });
+    let common_http_protocol_options = limits.idle_timeout.map(|t| HttpProtocolOptionsCommon {
+        idle_timeout: Some(duration(t)),
+        ..Default::default()
+    });
+    if upstream_protocol_options.is_some() || common_http_protocol_options.is_some() {
         let opts = HttpProtocolOptions {
-            upstream_protocol_options: Some(
-                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                    ExplicitHttpConfig {
-                        protocol_config: Some(
-                            explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                                Http2ProtocolOptions::default(),
-                            ),
-                        ),
-                    },
-                ),
-            ),
+            upstream_protocol_options,
+            common_http_protocol_options,
             ..Default::default()
         };
         protocol_options.insert(

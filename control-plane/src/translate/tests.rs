@@ -308,6 +308,22 @@ fn traffic_policy_sets_balancer_and_limits() {
             .value,
         5
     );
+    // The idle timeout rides in Envoy's HttpProtocolOptions; an HTTP/1 port sets no protocol.
+    let opts: weft_proto::xds::extensions::upstreams::http::v3::HttpProtocolOptions = prost::Message::decode(
+        c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert!(opts.upstream_protocol_options.is_none());
+    assert_eq!(
+        opts.common_http_protocol_options
+            .unwrap()
+            .idle_timeout
+            .unwrap()
+            .seconds,
+        30
+    );
     // gRPC ports speak HTTP/2 upstream.
     let g: Cluster = get(
         &res,

@@ -33,6 +33,9 @@ pub struct Endpoint {
     /// Requests sent, ever.
     #[serde(serialize_with = "load64")]
     requests: AtomicU64,
+    /// Upstream connections to this endpoint.
+    #[serde(flatten)]
+    pub pool: crate::http::pool::Pool,
 }
 
 fn load<S: serde::Serializer>(v: &AtomicUsize, s: S) -> Result<S::Ok, S::Error> {
@@ -51,7 +54,13 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             ewma_ns: AtomicU64::new(EWMA_START_NS),
             requests: AtomicU64::new(0),
+            pool: Default::default(),
         }
+    }
+
+    /// Whether requests to this endpoint are in flight.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
     }
 
     /// Marks a request started; the guard ends it.
@@ -84,6 +93,13 @@ impl Endpoint {
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     started: Instant,
+}
+
+impl InFlight {
+    /// The endpoint the request went to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Drop for InFlight {

@@ -112,6 +112,9 @@ pub struct Cluster {
     /// TCP connect timeout.
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,
+    /// How long an upstream connection may sit unused before the proxy closes it.
+    #[serde(with = "duration_ms")]
+    pub idle_timeout: Duration,
     /// Static endpoints carried in the cluster (inbound clusters); EDS clusters get theirs from
     /// ClusterLoadAssignments.
     #[serde(skip)]

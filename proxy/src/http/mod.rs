@@ -6,6 +6,7 @@
 //! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout).
 
 mod headers;
+pub mod pool;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +16,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{RouteTable, Store};
 
@@ -126,32 +125,15 @@ pub struct Proxy {
     pub header_timeout: Duration,
     /// Drain state shared by every listener.
     pub drain: crate::drain::Drain,
-    h1: Client<HttpConnector, Incoming>,
-    h2: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
     /// A proxy reading routes from `store`; clients get `header_timeout` to send request headers.
     pub fn new(store: Arc<Store>, header_timeout: Duration, drain: crate::drain::Drain) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Self {
             store,
             header_timeout,
             drain,
-            h1,
-            h2,
         }
     }
 
@@ -187,7 +169,7 @@ impl Proxy {
             })
             .unwrap_or_default();
         // Everything this request needs from the config, read from one snapshot.
-        let (endpoint, http2, timeout) = {
+        let (endpoint, dial, timeout) = {
             let config = self.store.load();
             let table = match source {
                 RouteSource::Named(name) => config.routes.get(name).ok_or(Reason::NoRoute)?,
@@ -201,7 +183,11 @@ impl Proxy {
                 .get(cluster_name)
                 .ok_or(Reason::NoCluster)?;
             let endpoint = endpoints.pick().ok_or(Reason::NoHealthyUpstream)?.clone();
-            (endpoint, cluster.http2, route.timeout)
+            let dial = pool::Dial {
+                http2: cluster.http2,
+                connect_timeout: cluster.connect_timeout,
+            };
+            (endpoint, dial, route.timeout)
         };
 
         // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
@@ -227,42 +213,48 @@ impl Proxy {
                 HeaderValue::from_str(&id).expect("uuid is ascii"),
             );
         }
-        // The authority the request was routed by is the one the upstream sees: an absolute-form
-        // URI wins over a conflicting Host header (RFC 9112 §3.2.2).
-        if let Ok(v) = HeaderValue::from_str(&authority)
-            && !authority.is_empty()
-        {
-            parts.headers.insert(http::header::HOST, v);
-        }
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.addr.to_string())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| Reason::NoRoute)?;
-        let client = if http2 {
+        if dial.http2 {
+            // The service's authority rides in `:authority`; the connection goes to the endpoint.
             parts.version = Version::HTTP_2;
-            &self.h2
+            parts.headers.remove(http::header::HOST);
+            let authority = if authority.is_empty() {
+                endpoint.addr.to_string()
+            } else {
+                authority
+            };
+            let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|_| Reason::NoRoute)?;
         } else {
             parts.version = Version::HTTP_11;
-            &self.h1
-        };
+            // The authority the request was routed by is the one the upstream sees: an
+            // absolute-form URI wins over a conflicting Host header (RFC 9112 §3.2.2).
+            if parts.uri.authority().is_some() {
+                if let Ok(v) = HeaderValue::from_str(&authority) {
+                    parts.headers.insert(http::header::HOST, v);
+                }
+                let origin_form = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                parts.uri = Uri::try_from(origin_form).map_err(|_| Reason::NoRoute)?;
+            }
+        }
         let upstream = Request::from_parts(parts, body);
         let guard = endpoint.start();
-        let fut = client.request(upstream);
+        let fut = endpoint.pool.send(endpoint.addr, dial, upstream);
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, fut)
                 .await
                 .map_err(|_| Reason::UpstreamTimeout)?,
             None => fut.await,
         };
-        let resp = result.map_err(|e| {
-            tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e:?}");
-            if e.is_connect() {
-                Reason::UpstreamConnectFailure
-            } else {
-                Reason::UpstreamReset
+        let (resp, conn) = result.map_err(|e| {
+            tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
+            match e {
+                pool::SendError::Connect(_) => Reason::UpstreamConnectFailure,
+                pool::SendError::Http(_) => Reason::UpstreamReset,
             }
         })?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -270,11 +262,61 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        // The endpoint counts as busy until the response body is done.
-        let body = body.map_frame(move |f| {
-            let _ = &guard;
-            f
-        });
+        let body = UpstreamBody {
+            inner: body,
+            guard,
+            conn,
+        };
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// A response body on its way downstream. Holds the endpoint busy until the body is done, then
+/// gives an HTTP/1.1 connection back to the pool; a body dropped before its end takes the
+/// connection with it (it cannot carry another request).
+struct UpstreamBody {
+    inner: Incoming,
+    guard: crate::balance::InFlight,
+    conn: Option<pool::H1>,
+}
+
+impl UpstreamBody {
+    fn done(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.guard.endpoint().pool.put_back(conn);
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The server stops polling once `is_end_stream` says so; that is a complete body too.
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            self.done();
+        }
     }
 }

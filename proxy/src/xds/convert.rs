@@ -71,6 +71,9 @@ const HCM: &str =
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Upstream idle timeout when the cluster sets none: under nginx's 75 s keep-alive, so the proxy
+/// rather than the upstream usually closes an idle connection (no request lost to that race).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn socket_addr(ctx: &Ctx<'_>, field: &str, a: &Address) -> Result<SocketAddr, Invalid> {
     let Some(address::Address::SocketAddress(sa)) = &a.address else {
@@ -350,6 +353,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
             _ => return Err(ctx.err("type", "only EDS and STATIC clusters are supported")),
         };
         let mut http2 = false;
+        let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
         for (k, any) in &c.typed_extension_protocol_options {
             if k != HTTP_OPTIONS {
                 return Err(ctx.err(
@@ -359,6 +363,18 @@ impl TryFrom<&xc::Cluster> for Cluster {
             }
             let opts: HttpProtocolOptions =
                 ctx.unpack("typed_extension_protocol_options", any, HTTP_OPTIONS)?;
+            if let Some(t) = opts
+                .common_http_protocol_options
+                .as_ref()
+                .and_then(|c| c.idle_timeout.as_ref())
+            {
+                // Envoy reads zero as "never"; a connection that is never closed is what an
+                // hour amounts to for a sidecar, and keeps the sweeper's arithmetic simple.
+                idle_timeout = match duration(t) {
+                    Duration::ZERO => Duration::from_secs(3600),
+                    d => d,
+                };
+            }
             if let Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(e)) =
                 opts.upstream_protocol_options
             {
@@ -377,6 +393,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
                 .connect_timeout
                 .as_ref()
                 .map_or(Duration::from_secs(5), duration),
+            idle_timeout,
             static_endpoints,
             eds,
         })

@@ -1,0 +1,237 @@
+//! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections reused one request
+//! at a time (most recently used first), or one multiplexed HTTP/2 connection.
+//!
+//! The pool lives in the endpoint, so it survives config swaps with it, and a checkout is a pop
+//! from that endpoint's own list: no key to hash, no shared table. Dialing is one function here so
+//! mTLS can wrap the stream later without touching the data path.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+/// Why a request could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be opened (refused, unreachable, timed out, handshake failed).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The connection broke or the peer spoke bad HTTP.
+    #[error("upstream: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// How to reach an endpoint: cluster settings that apply to every connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Dial {
+    /// Speak HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    pub http2: bool,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// An HTTP/1.1 connection lent to one request; given back once its response body is done.
+pub type H1 = http1::SendRequest<Incoming>;
+
+/// One endpoint's upstream connections.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Idle HTTP/1.1 connections and when each became idle; the newest is last.
+    h1: Mutex<Vec<(H1, Instant)>>,
+    /// The shared HTTP/2 connection and when it was last used.
+    h2: Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
+    /// Held while dialing HTTP/2, so a burst of first requests opens one connection, not many.
+    h2_dial: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    /// Sends `req` to `addr`; for HTTP/1.1 also returns the connection, to be given back with
+    /// [`Pool::put_back`] when the response body has been read to its end.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        dial: Dial,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
+        if dial.http2 {
+            return self.send_h2(addr, dial, req).await.map(|r| (r, None));
+        }
+        let mut req = req;
+        // A pooled connection the peer closed meanwhile hands the request back unsent: retry it
+        // once on a new connection (what hyper's own pool does for "canceled" requests).
+        if let Some(mut conn) = self.take_h1() {
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(conn))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut conn = dial_h1(addr, dial).await?;
+        let resp = conn.send_request(req).await?;
+        Ok((resp, Some(conn)))
+    }
+
+    /// Returns an HTTP/1.1 connection whose response is complete.
+    pub fn put_back(&self, conn: H1) {
+        if conn.is_closed() {
+            return;
+        }
+        lock(&self.h1).push((conn, Instant::now()));
+    }
+
+    /// Closes connections idle for longer than `idle_timeout`. `busy` says whether requests to this
+    /// endpoint are in flight (an HTTP/2 connection carrying streams is not idle).
+    pub fn evict_idle(&self, idle_timeout: Duration, busy: bool) {
+        let now = Instant::now();
+        lock(&self.h1).retain(|(c, since)| !c.is_closed() && now - *since < idle_timeout);
+        let mut h2 = lock(&self.h2);
+        if h2
+            .as_ref()
+            .is_some_and(|(c, used)| c.is_closed() || (!busy && now - *used >= idle_timeout))
+        {
+            *h2 = None;
+        }
+    }
+
+    /// Open connections: (idle HTTP/1.1, HTTP/2).
+    pub fn open(&self) -> (usize, usize) {
+        (
+            lock(&self.h1).len(),
+            usize::from(lock(&self.h2).as_ref().is_some_and(|(c, _)| !c.is_closed())),
+        )
+    }
+
+    fn take_h1(&self) -> Option<H1> {
+        let mut idle = lock(&self.h1);
+        while let Some((conn, _)) = idle.pop() {
+            // Not ready means closing, or (rarely) not yet past its last response: either way
+            // it cannot take this request now.
+            if conn.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        let mut h2 = lock(&self.h2);
+        match h2.as_mut() {
+            Some((c, used)) if !c.is_closed() => {
+                *used = Instant::now();
+                Some(c.clone())
+            }
+            _ => None,
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        dial: Dial,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut req = req;
+        if let Some(mut conn) = self.shared_h2() {
+            match conn.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut conn = {
+            let _dialing = self.h2_dial.lock().await;
+            match self.shared_h2() {
+                Some(c) => c,
+                None => {
+                    let c = dial_h2(addr, dial).await?;
+                    *lock(&self.h2) = Some((c.clone(), Instant::now()));
+                    c
+                }
+            }
+        };
+        Ok(conn.send_request(req).await?)
+    }
+}
+
+impl serde::Serialize for Pool {
+    /// Open connections, for `/clusters`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (h1, h2) = self.open();
+        let mut st = s.serialize_struct("Pool", 2)?;
+        st.serialize_field("idle_http1", &h1)?;
+        st.serialize_field("http2", &h2)?;
+        st.end()
+    }
+}
+
+/// The pool's lists are only touched for a push or a pop; a panic while holding one cannot leave
+/// it inconsistent, so a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| SendError::Connect(format!("{addr}: timed out after {timeout:?}")))?
+        .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn dial_h1(addr: SocketAddr, dial: Dial) -> Result<H1, SendError> {
+    let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
+    let (send, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, "upstream connection ended: {e}");
+        }
+    });
+    Ok(send)
+}
+
+async fn dial_h2(addr: SocketAddr, dial: Dial) -> Result<http2::SendRequest<Incoming>, SendError> {
+    let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
+    let (send, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, "upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(send)
+}
+
+/// Closes idle upstream connections of every endpoint in the live config, every `every`.
+pub async fn sweep(store: std::sync::Arc<crate::config::Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let config = store.load();
+        for (name, cluster) in &config.clusters {
+            let Some(set) = config.endpoints.get(name) else {
+                continue;
+            };
+            for ep in &set.endpoints {
+                ep.pool.evict_idle(cluster.idle_timeout, ep.busy());
+            }
+        }
+    }
+}

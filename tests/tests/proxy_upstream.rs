@@ -1,0 +1,187 @@
+//! weft-proxy's upstream side end to end: pooled HTTP/1.1 connections reused and closed when idle,
+//! one multiplexed HTTP/2 connection that carries the Service's authority, and a client that goes
+//! away mid-body taking its upstream request with it.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weft_e2e::{Backend, ControlPlane, Sidecar, backend, free_port, http_get};
+
+fn mesh(api: SocketAddr, fast: SocketAddr, api_bind: SocketAddr, fast_bind: SocketAddr) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
+spec: {{containers: [{{name: web}}]}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec:
+  outboundListeners:
+    - {{bind: "{api_bind}", service: api, port: 80}}
+    - {{bind: "{fast_bind}", service: fast, port: 81}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: shop}}
+spec: {{clusterIP: 127.41.0.1, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: fast, namespace: shop}}
+spec: {{clusterIP: 127.41.0.2, ports: [{{name: http2, port: 81}}]}}
+---
+apiVersion: weft.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: api, namespace: shop}}
+spec:
+  targetRefs: [{{kind: Service, name: api}}]
+  connectionPool: {{idleTimeout: 1s}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: api-a, namespace: shop, labels: {{kubernetes.io/service-name: api}}}}
+addressType: IPv4
+ports: [{{name: http, port: {api_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: fast-a, namespace: shop, labels: {{kubernetes.io/service-name: fast}}}}
+addressType: IPv4
+ports: [{{name: http2, port: {fast_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#,
+        api_port = api.port(),
+        fast_port = fast.port(),
+    )
+}
+
+struct Setup {
+    _cp: ControlPlane,
+    sidecar: Sidecar,
+    _dir: tempfile::TempDir,
+    api: Backend,
+    fast: Backend,
+    api_bind: SocketAddr,
+    fast_bind: SocketAddr,
+}
+
+fn setup() -> Setup {
+    let (api, fast) = (backend("api"), backend("fast"));
+    let api_bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fast_bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        mesh(api.addr, fast.addr, api_bind, fast_bind),
+    )
+    .unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let sidecar = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(api_bind, Duration::from_secs(10));
+    weft_e2e::wait_for_port(fast_bind, Duration::from_secs(10));
+    Setup {
+        _cp: cp,
+        sidecar,
+        _dir: dir,
+        api,
+        fast,
+        api_bind,
+        fast_bind,
+    }
+}
+
+/// curl fetching `n` URLs (in parallel if asked); returns every response's headers and body.
+fn curl(addr: SocketAddr, path: &str, n: usize, parallel: bool, extra: &[&str]) -> String {
+    let url = format!("http://{addr}{path}");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--max-time", "10"]);
+    if parallel {
+        cmd.args(["--parallel", "--parallel-immediate", "--parallel-max", "20"]);
+    }
+    cmd.args(extra);
+    for _ in 0..n {
+        cmd.arg(&url);
+    }
+    let out = cmd.output().expect("curl runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Idle HTTP/1.1 connections to the `api` endpoint, from the proxy's `/clusters`.
+fn idle_http1(sidecar: &Sidecar) -> u64 {
+    let (_, body) = http_get(sidecar.admin, "/clusters").unwrap();
+    let clusters: serde_json::Value = serde_json::from_str(&body).unwrap();
+    clusters["outbound|80||api.shop.svc.cluster.local"]["endpoints"][0]["idle_http1"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{body}"))
+}
+
+#[test]
+fn http1_connections_are_reused_then_closed_when_idle() {
+    let s = setup();
+    // Three client connections one after another, ten requests each: one upstream connection.
+    for _ in 0..3 {
+        let out = curl(s.api_bind, "/a", 10, false, &[]);
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 10, "{out}");
+    }
+    assert_eq!(Backend::get(&s.api.requests), 30);
+    assert_eq!(Backend::get(&s.api.connections), 1);
+    assert_eq!(idle_http1(&s.sidecar), 1);
+
+    // The TrafficPolicy's 1 s idle timeout closes it; the next request dials a new one.
+    wait_until("the idle connection to be closed", || {
+        idle_http1(&s.sidecar) == 0
+    });
+    curl(s.api_bind, "/b", 1, false, &[]);
+    assert_eq!(Backend::get(&s.api.connections), 2);
+}
+
+#[test]
+fn http2_upstream_is_one_connection_carrying_the_service_authority() {
+    let s = setup();
+    let out = curl(s.fast_bind, "/g", 20, true, &["-H", "Host: fast.shop"]);
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 20, "{out}");
+    assert_eq!(out.matches("x-seen-version: HTTP/2.0").count(), 20, "{out}");
+    // The upstream sees the authority the client addressed, not the endpoint's address.
+    assert_eq!(
+        out.matches("x-seen-host: fast.shop\r\n").count(),
+        20,
+        "{out}"
+    );
+    assert_eq!(Backend::get(&s.fast.connections), 1);
+}
+
+#[test]
+fn client_gone_mid_body_cancels_the_upstream_request() {
+    let s = setup();
+    let mut c = TcpStream::connect(s.api_bind).unwrap();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: api\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
+    c.write_all(&[b'x'; 65536]).unwrap();
+    wait_until("the request to reach the upstream", || {
+        Backend::get(&s.api.requests) == 1
+    });
+    drop(c);
+    wait_until("the upstream body to be cut off", || {
+        Backend::get(&s.api.aborted_bodies) == 1
+    });
+    // The broken connection is not reused: the next request works.
+    let out = curl(s.api_bind, "/after", 1, false, &[]);
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    assert_eq!(Backend::get(&s.api.requests), 2);
+}
