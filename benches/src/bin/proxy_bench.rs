@@ -29,6 +29,10 @@ struct Opts {
     seconds: u64,
     connections: usize,
     saturation_seconds: u64,
+    /// Pin the proxy under test to one core and everything else to the other.
+    pin: bool,
+    /// Only the saturation phase (for profiling).
+    saturation_only: bool,
 }
 
 fn opts() -> Opts {
@@ -37,6 +41,8 @@ fn opts() -> Opts {
         seconds: 10,
         connections: 16,
         saturation_seconds: 5,
+        pin: false,
+        saturation_only: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -46,10 +52,28 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = v.parse().expect("seconds"),
             "--connections" => o.connections = v.parse().expect("connections"),
             "--saturation-seconds" => o.saturation_seconds = v.parse().expect("seconds"),
+            "--pin" => o.pin = v.parse().expect("true or false"),
+            "--saturation-only" => o.saturation_only = v.parse().expect("true or false"),
             f => panic!("unknown flag {f}"),
         }
     }
     o
+}
+
+/// The core the proxies under test run on; the generator, the origin and `weft serve` share the
+/// other, so a proxy never competes with the load it is measured under.
+const PROXY_CORE: &str = "1";
+const LOAD_CORE: &str = "0";
+
+/// `program` started on `core` (through taskset, which execs it: the pid is the program's).
+fn on_core(pin: bool, core: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", core]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
 }
 
 fn free_port() -> u16 {
@@ -148,7 +172,7 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 /// nginx with one worker, either serving the 1 KB origin or proxying to `upstream`.
-fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>) -> Proc {
+fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bool) -> Proc {
     let body = "x".repeat(1024);
     let (upstream_block, location) = match upstream {
         None => (String::new(), format!("return 200 '{body}';")),
@@ -167,7 +191,11 @@ fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>) -> Proc
     );
     let path = write_file(dir, &format!("{tag}.conf"), &conf);
     let p = spawn(
-        Command::new("nginx")
+        on_core(
+            pin,
+            if upstream.is_some() { PROXY_CORE } else { LOAD_CORE },
+            "nginx",
+        )
             .arg("-c")
             .arg(path)
             .arg("-e")
@@ -177,19 +205,24 @@ fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>) -> Proc
     p
 }
 
-fn haproxy(dir: &Path, port: u16, upstream: SocketAddr) -> Proc {
+fn haproxy(dir: &Path, port: u16, upstream: SocketAddr, pin: bool) -> Proc {
     let conf = format!(
         "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\
          frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 {upstream}\n"
     );
     let path = write_file(dir, "haproxy.cfg", &conf);
-    let p = spawn(Command::new("haproxy").arg("-f").arg(path).arg("-db"));
+    let p = spawn(
+        on_core(pin, PROXY_CORE, "haproxy")
+            .arg("-f")
+            .arg(path)
+            .arg("-db"),
+    );
     wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
     p
 }
 
 /// weft serve + weft-proxy with an explicit listener on `port` forwarding to `upstream`.
-fn weft(dir: &Path, port: u16, upstream: SocketAddr) -> (Proc, Proc) {
+fn weft(dir: &Path, port: u16, upstream: SocketAddr, pin: bool) -> (Proc, Proc) {
     let mesh = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: bench-0, namespace: b, labels: {{app: bench}}}}\n\
          spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 127.0.0.1}}\n---\n\
@@ -208,7 +241,7 @@ fn weft(dir: &Path, port: u16, upstream: SocketAddr) -> (Proc, Proc) {
     write_file(&reg, "mesh.yaml", &mesh);
     let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cp = spawn(
-        Command::new(workspace_bin("weft"))
+        on_core(pin, LOAD_CORE, workspace_bin("weft"))
             .args(["serve", "--registry"])
             .arg(&reg)
             .args([
@@ -219,7 +252,7 @@ fn weft(dir: &Path, port: u16, upstream: SocketAddr) -> (Proc, Proc) {
             ]),
     );
     wait_port(xds);
-    let proxy = spawn(Command::new(workspace_bin("weft-proxy")).args([
+    let proxy = spawn(on_core(pin, PROXY_CORE, workspace_bin("weft-proxy")).args([
         "--xds-addr",
         &xds.to_string(),
         "--node-id",
@@ -476,14 +509,24 @@ struct Row {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let o = opts();
+    if o.pin {
+        // This process (and every thread it starts later) runs on the load core.
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", LOAD_CORE])
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("taskset (util-linux) runs");
+        assert!(status.success(), "taskset failed: try --pin false");
+    }
     let dir = tempfile::tempdir().unwrap();
     let origin_port = free_port();
     let origin = SocketAddr::from(([127, 0, 0, 1], origin_port));
-    let _origin = nginx(dir.path(), "origin", origin_port, None);
+    let _origin = nginx(dir.path(), "origin", origin_port, None, o.pin);
     let (weft_port, nginx_port, haproxy_port) = (free_port(), free_port(), free_port());
-    let (_cp, weft_proxy) = weft(dir.path(), weft_port, origin);
-    let nginx_proxy = nginx(dir.path(), "proxy", nginx_port, Some(origin));
-    let haproxy_proxy = haproxy(dir.path(), haproxy_port, origin);
+    let (_cp, weft_proxy) = weft(dir.path(), weft_port, origin, o.pin);
+    let nginx_proxy = nginx(dir.path(), "proxy", nginx_port, Some(origin), o.pin);
+    let haproxy_proxy = haproxy(dir.path(), haproxy_port, origin, o.pin);
     let targets = [
         Target {
             name: "direct",
@@ -534,7 +577,8 @@ async fn main() {
         let _ = open_loop(t.addr, 500, 1, o.connections);
     }
     let mut rate_rows: Vec<(u64, Vec<Row>)> = Vec::new();
-    for &rate in &o.rates {
+    let rates = if o.saturation_only { &[][..] } else { &o.rates[..] };
+    for &rate in rates {
         let mut rows = Vec::new();
         for (t, pid) in targets.iter().zip(&pids) {
             let cpu0 = pid.map(cpu_seconds);
