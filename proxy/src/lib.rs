@@ -9,6 +9,7 @@ pub mod detect;
 pub mod drain;
 pub mod http;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod tcp;
 pub mod xds;

@@ -8,6 +8,7 @@ use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
+use weft_proxy::metrics::{self, Metrics};
 use weft_proxy::{admin, config::Store, http::Proxy, inbound, outbound, xds};
 
 #[derive(Parser)]
@@ -19,6 +20,10 @@ struct Args {
     /// Node id: `<pod>.<namespace>` of the workload this proxy serves.
     #[arg(long, env = "WEFT_NODE_ID")]
     node_id: String,
+    /// Workload name for metrics labels (a Deployment's name); default: the pod name of the node
+    /// id.
+    #[arg(long, env = "WEFT_WORKLOAD_NAME")]
+    workload_name: Option<String>,
     /// Admin endpoint (/config_dump, /clusters, /logging); keep it on loopback.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
@@ -94,6 +99,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let store = Arc::new(Store::default());
+    let (pod, namespace) = args
+        .node_id
+        .rsplit_once('.')
+        .unwrap_or((args.node_id.as_str(), "default"));
+    let metrics = Arc::new(Metrics::new(metrics::Node {
+        workload: args
+            .workload_name
+            .clone()
+            .unwrap_or_else(|| pod.to_string()),
+        namespace: namespace.to_string(),
+    }));
     let xds_url = if args.xds_addr.contains("://") {
         args.xds_addr.clone()
     } else {
@@ -106,19 +122,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 node_id: args.node_id.clone(),
             },
             store.clone(),
+            metrics.clone(),
         )
         .run(),
     );
     let admin = admin::Admin {
         store: store.clone(),
+        metrics: metrics.clone(),
         set_log_level,
+        full: true,
     };
     let admin_addr = admin::bind(args.admin_addr, admin.clone()).await?;
-    let health_addr = admin::bind(args.health_addr, admin).await?;
+    // The health port is reachable from outside the pod (kubelet, Prometheus): health and metrics
+    // only, never the config or the log control.
+    let health = admin::Admin {
+        full: false,
+        ..admin
+    };
+    let health_addr = admin::bind(args.health_addr, health).await?;
     tracing::info!(node = args.node_id, %admin_addr, %health_addr, "weft-proxy starting");
     let drain = weft_proxy::drain::Drain::default();
     let proxy = Proxy::new(
         store.clone(),
+        metrics.clone(),
         Duration::from_millis(args.http_header_timeout_ms),
         drain.clone(),
     );

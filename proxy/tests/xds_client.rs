@@ -168,6 +168,12 @@ async fn ack_nack_warming_and_reconnect() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     let store = Arc::new(Store::default());
+    let metrics = Arc::new(weft_proxy::metrics::Metrics::new(
+        weft_proxy::metrics::Node {
+            workload: "web".into(),
+            namespace: "shop".into(),
+        },
+    ));
     tokio::spawn(
         Client::new(
             Settings {
@@ -175,6 +181,7 @@ async fn ack_nack_warming_and_reconnect() {
                 node_id: "web-0.shop".into(),
             },
             store.clone(),
+            metrics.clone(),
         )
         .run(),
     );
@@ -228,6 +235,13 @@ async fn ack_nack_warming_and_reconnect() {
     assert_eq!(nack.response_nonce, "n3");
     let msg = nack.error_detail.expect("NACK").message;
     assert!(msg.contains("c2: transport_socket"), "{msg}");
+    // The rejection is counted where Prometheus sees it, next to the applied responses.
+    let text = metrics.render(false);
+    assert!(
+        text.contains("weft_proxy_xds_rejected_total{type=\"Cluster\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("weft_proxy_xds_connected 1"), "{text}");
     let cfg = store.load();
     assert!(
         cfg.clusters.contains_key("c1")

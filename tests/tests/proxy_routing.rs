@@ -217,6 +217,100 @@ fn canary_split_header_route_and_live_reweighting() {
     );
 }
 
+/// The value of every `weft_requests_total` sample carrying all of `labels`, summed.
+fn requests_total(scrape: &str, labels: &[&str]) -> u64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("weft_requests_total{") && labels.iter().all(|w| l.contains(w)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_each_version_and_flag_and_pass_promtool() {
+    let (v1, v2) = (named_backend("v1"), named_backend("v2"));
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(v1, v2, bind, (90, 10)));
+    let cp = ControlPlane::start(dir.path());
+    let proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let v1_count = count_v1(bind, 500) as u64;
+    let mut c = Conn::open(bind);
+    for _ in 0..3 {
+        assert_eq!(c.get("/nowhere", "").0, 404);
+    }
+    let scrape = || weft_e2e::http_get(proxy.health, "/metrics").unwrap().1;
+    let v1_label = "destination_service=\"reviews-v1.shop.svc.cluster.local\"";
+    let v2_label = "destination_service=\"reviews-v2.shop.svc.cluster.local\"";
+    // A request is counted when its response body is done, a moment after the client has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = scrape();
+        let counted = requests_total(&text, &[v1_label]) + requests_total(&text, &[v2_label]);
+        if counted == 500 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ok = [
+        "reporter=\"source\"",
+        "response_code=\"200\"",
+        "response_flags=\"-\"",
+    ];
+    assert_eq!(
+        requests_total(&text, &[&ok[..], &[v1_label]].concat()),
+        v1_count,
+        "{text}"
+    );
+    assert_eq!(
+        requests_total(&text, &[&ok[..], &[v2_label]].concat()),
+        500 - v1_count,
+        "{text}"
+    );
+    assert_eq!(
+        requests_total(
+            &text,
+            &[
+                "response_flags=\"NR\"",
+                "response_code=\"404\"",
+                "source_workload=\"web-0\""
+            ]
+        ),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("weft_proxy_xds_connected 1"), "{text}");
+
+    // Prometheus' own checker accepts the exposition.
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) is installed");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The health port is reachable from outside the pod: no config there.
+    assert_eq!(
+        weft_e2e::http_get(proxy.health, "/config_dump").unwrap().0,
+        404
+    );
+}
+
 #[test]
 fn no_endpoint_is_503_and_dead_upstream_is_503_uf() {
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -86,6 +86,7 @@ fn mesh(a: &Args) -> Mesh {
                 health: Health::Healthy,
                 identity: Some(format!("spiffe://cluster.local/ns/{ns}/sa/svc{s}")),
                 workload: Some(Key::new(&ns, format!("svc{s}-{e}"))),
+                workload_name: Some(format!("svc{s}")),
                 zone: None,
             })
             .collect();

@@ -193,13 +193,17 @@ fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bo
     let p = spawn(
         on_core(
             pin,
-            if upstream.is_some() { PROXY_CORE } else { LOAD_CORE },
+            if upstream.is_some() {
+                PROXY_CORE
+            } else {
+                LOAD_CORE
+            },
             "nginx",
         )
-            .arg("-c")
-            .arg(path)
-            .arg("-e")
-            .arg(dir.join(format!("{tag}.err"))),
+        .arg("-c")
+        .arg(path)
+        .arg("-e")
+        .arg(dir.join(format!("{tag}.err"))),
     );
     wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
     p
@@ -577,7 +581,11 @@ async fn main() {
         let _ = open_loop(t.addr, 500, 1, o.connections);
     }
     let mut rate_rows: Vec<(u64, Vec<Row>)> = Vec::new();
-    let rates = if o.saturation_only { &[][..] } else { &o.rates[..] };
+    let rates = if o.saturation_only {
+        &[][..]
+    } else {
+        &o.rates[..]
+    };
     for &rate in rates {
         let mut rows = Vec::new();
         for (t, pid) in targets.iter().zip(&pids) {

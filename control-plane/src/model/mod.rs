@@ -141,6 +141,8 @@ pub struct Endpoint {
     pub identity: Option<String>,
     /// The workload behind the address.
     pub workload: Option<Key>,
+    /// Its workload name as metrics label it (the Deployment's, for a Deployment's pods).
+    pub workload_name: Option<String>,
     /// Topology zone, for locality-aware balancing.
     pub zone: Option<String>,
 }
@@ -160,6 +162,24 @@ pub struct Workload {
     pub identity: String,
     /// Container ports the app listens on, for the inbound listener.
     pub ports: Vec<WorkloadPort>,
+}
+
+impl Workload {
+    /// The name metrics give this workload, as Istio derives it: a Deployment's pod
+    /// `<deployment>-<pod-template-hash>-<suffix>` is `<deployment>`; anything else keeps its own
+    /// name. Bounded: every pod of a Deployment shares it.
+    pub fn metrics_name(&self) -> String {
+        let name = &self.key.name;
+        self.labels
+            .get("pod-template-hash")
+            .and_then(|hash| {
+                let (prefix, _) = name.rsplit_once('-')?;
+                prefix.strip_suffix(hash.as_str())?.strip_suffix('-')
+            })
+            .filter(|n| !n.is_empty())
+            .unwrap_or(name)
+            .to_string()
+    }
 }
 
 /// A port the app listens on.
@@ -289,4 +309,38 @@ pub struct OutlierDetection {
     pub base_ejection_time: Duration,
     /// Upper bound on the share of endpoints ejected at once.
     pub max_ejection_percent: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_strips_a_deployments_hash_and_suffix() {
+        let cases = [
+            (
+                "reviews-v1-5d8f7c9b6-x2x9q",
+                Some("5d8f7c9b6"),
+                "reviews-v1",
+            ),
+            ("reviews-v1-0", None, "reviews-v1-0"),
+            // A hash label that does not match the name leaves the name alone.
+            ("web-abc-def", Some("zzz"), "web-abc-def"),
+            ("5d8f7c9b6-x2x9q", Some("5d8f7c9b6"), "5d8f7c9b6-x2x9q"),
+        ];
+        for (name, hash, want) in cases {
+            let w = Workload {
+                key: Key::new("ns", name),
+                ips: vec![],
+                labels: hash
+                    .map(|h| ("pod-template-hash".to_string(), h.to_string()))
+                    .into_iter()
+                    .collect(),
+                service_account: "default".into(),
+                identity: String::new(),
+                ports: vec![],
+            };
+            assert_eq!(w.metrics_name(), want, "{name}");
+        }
+    }
 }

@@ -294,6 +294,7 @@ fn endpoints(
                     health,
                     identity: workload.map(|w| w.identity.clone()),
                     workload: workload.map(|w| w.key.clone()),
+                    workload_name: workload.map(Workload::metrics_name),
                     zone: ep.zone.clone(),
                 });
             }

@@ -30,11 +30,12 @@ pub fn load_assignment(svc: &Service, port: &ServicePort) -> ClusterLoadAssignme
                     ..Default::default()
                 })),
             }),
-            hostname: ep
-                .workload
-                .as_ref()
-                .map(|w| format!("{}.{}", w.name, w.namespace))
-                .unwrap_or_default(),
+            // `<workload>.<namespace>`: what the proxy's metrics report as the destination
+            // workload (one map entry more in the metadata would make versions unstable).
+            hostname: match (&ep.workload, &ep.workload_name) {
+                (Some(key), Some(name)) => format!("{name}.{}", key.namespace),
+                _ => String::new(),
+            },
             ..Default::default()
         };
         by_zone

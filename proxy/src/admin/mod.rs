@@ -1,5 +1,5 @@
-//! Admin (127.0.0.1 only): `/config_dump`, `/clusters`, `/logging?level=`; and the health port:
-//! `/ready` (a complete config is applied), `/live`.
+//! Admin (127.0.0.1 only): `/config_dump`, `/clusters`, `/logging?level=`, and everything the
+//! health port serves: `/ready` (a complete config is applied), `/live`, `/metrics` (Prometheus).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,8 +23,13 @@ pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct Admin {
     /// The live config.
     pub store: Arc<Store>,
+    /// What `/metrics` renders.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Log filter control.
     pub set_log_level: SetLogLevel,
+    /// Serve the config and log endpoints too (the loopback admin port), not only health and
+    /// metrics.
+    pub full: bool,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -56,6 +61,25 @@ impl Admin {
                 "waiting for the first complete config\n",
             ),
             "/live" => reply(StatusCode::OK, "text/plain", "live\n"),
+            "/metrics" => {
+                // Prometheus asks for OpenMetrics; curl and promtool get the classic format.
+                let openmetrics = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|a| a.to_str().ok())
+                    .is_some_and(|a| a.contains("application/openmetrics-text"));
+                let content_type = if openmetrics {
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                } else {
+                    "text/plain; version=0.0.4; charset=utf-8"
+                };
+                reply(
+                    StatusCode::OK,
+                    content_type,
+                    self.metrics.render(openmetrics),
+                )
+            }
+            _ if !self.full => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             "/config_dump" => json(&*self.store.load()),
             "/clusters" => json(&self.store.load().endpoints),
             "/logging" => {

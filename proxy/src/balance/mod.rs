@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{EndpointConfig, LbPolicy};
+use crate::metrics::{DestStats, Metrics};
 
 /// Weight of a new latency sample in the moving average.
 const EWMA_ALPHA: f64 = 0.3;
@@ -36,6 +37,12 @@ pub struct Endpoint {
     /// Upstream connections to this endpoint.
     #[serde(flatten)]
     pub pool: crate::http::pool::Pool,
+    /// Where requests to this endpoint are counted.
+    #[serde(skip)]
+    pub stats: Arc<DestStats>,
+    /// `<workload>.<namespace>`, as EDS named it.
+    #[serde(skip)]
+    workload: Option<String>,
 }
 
 fn load<S: serde::Serializer>(v: &AtomicUsize, s: S) -> Result<S::Ok, S::Error> {
@@ -47,10 +54,12 @@ fn load64<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl Endpoint {
-    fn new(cfg: &EndpointConfig) -> Self {
+    fn new(cfg: &EndpointConfig, stats: Arc<DestStats>) -> Self {
         Self {
             addr: cfg.addr,
             identity: cfg.identity.clone(),
+            workload: cfg.workload.clone(),
+            stats,
             in_flight: AtomicUsize::new(0),
             ewma_ns: AtomicU64::new(EWMA_START_NS),
             requests: AtomicU64::new(0),
@@ -116,19 +125,32 @@ pub struct EndpointSet {
     pub lb: LbPolicy,
     /// Endpoints; weights are honoured by repetition.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Where requests that found no endpoint are counted.
+    #[serde(skip)]
+    pub stats: Arc<DestStats>,
     #[serde(skip)]
     next: AtomicUsize,
 }
 
 impl EndpointSet {
-    /// Builds a set, reusing `previous`'s endpoint state for addresses it already had.
-    pub fn new(configs: &[EndpointConfig], lb: LbPolicy, previous: Option<&EndpointSet>) -> Self {
+    /// Builds the set of `cluster`, reusing `previous`'s endpoint state for addresses it already
+    /// had; counters come from `metrics`.
+    pub fn new(
+        cluster: &str,
+        configs: &[EndpointConfig],
+        lb: LbPolicy,
+        previous: Option<&EndpointSet>,
+        metrics: &Metrics,
+    ) -> Self {
         let mut endpoints = Vec::with_capacity(configs.len());
         for cfg in configs {
             let ep = previous
                 .and_then(|p| p.get(cfg.addr))
-                .filter(|e| e.identity == cfg.identity)
-                .unwrap_or_else(|| Arc::new(Endpoint::new(cfg)));
+                .filter(|e| e.identity == cfg.identity && e.workload == cfg.workload)
+                .unwrap_or_else(|| {
+                    let stats = metrics.destination(cluster, cfg.workload.as_deref());
+                    Arc::new(Endpoint::new(cfg, stats))
+                });
             for _ in 0..cfg.weight.clamp(1, 128) {
                 endpoints.push(ep.clone());
             }
@@ -136,6 +158,7 @@ impl EndpointSet {
         Self {
             lb,
             endpoints,
+            stats: metrics.destination(cluster, None),
             next: AtomicUsize::new(0),
         }
     }
@@ -176,26 +199,34 @@ impl EndpointSet {
 mod tests {
     use super::*;
 
+    fn metrics() -> Metrics {
+        Metrics::new(crate::metrics::Node {
+            workload: "w".into(),
+            namespace: "ns".into(),
+        })
+    }
+
     fn cfgs(n: u16) -> Vec<EndpointConfig> {
         (0..n)
             .map(|i| EndpointConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
                 weight: 1,
                 identity: None,
+                workload: None,
             })
             .collect()
     }
 
     #[test]
     fn round_robin_cycles() {
-        let set = EndpointSet::new(&cfgs(3), LbPolicy::RoundRobin, None);
+        let set = EndpointSet::new("c", &cfgs(3), LbPolicy::RoundRobin, None, &metrics());
         let ports: Vec<u16> = (0..6).map(|_| set.pick().unwrap().addr.port()).collect();
         assert_eq!(ports, [1000, 1001, 1002, 1000, 1001, 1002]);
     }
 
     #[test]
     fn least_request_avoids_a_busy_endpoint() {
-        let set = EndpointSet::new(&cfgs(2), LbPolicy::LeastRequest, None);
+        let set = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
         let busy = set.endpoints[0].clone();
         let _guards: Vec<InFlight> = (0..10).map(|_| busy.start()).collect();
         for _ in 0..100 {
@@ -205,16 +236,22 @@ mod tests {
 
     #[test]
     fn state_survives_a_rebuild() {
-        let old = EndpointSet::new(&cfgs(2), LbPolicy::LeastRequest, None);
+        let old = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
         let guard = old.endpoints[1].start();
-        let new = EndpointSet::new(&cfgs(3), LbPolicy::LeastRequest, Some(&old));
+        let new = EndpointSet::new(
+            "c",
+            &cfgs(3),
+            LbPolicy::LeastRequest,
+            Some(&old),
+            &metrics(),
+        );
         assert!(Arc::ptr_eq(&old.endpoints[1], &new.endpoints[1]));
         assert_eq!(new.endpoints[1].in_flight.load(Ordering::Relaxed), 1);
         drop(guard);
         assert_eq!(new.endpoints[1].in_flight.load(Ordering::Relaxed), 0);
         assert!(new.pick().is_some());
         assert!(
-            EndpointSet::new(&[], LbPolicy::Random, None)
+            EndpointSet::new("c", &[], LbPolicy::Random, None, &metrics())
                 .pick()
                 .is_none()
         );

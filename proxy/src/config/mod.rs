@@ -132,6 +132,8 @@ pub struct EndpointConfig {
     pub weight: u32,
     /// SPIFFE identity expected of the peer.
     pub identity: Option<String>,
+    /// `<workload>.<namespace>` behind the address (EDS `hostname`), for metrics.
+    pub workload: Option<String>,
 }
 
 /// The whole applied configuration.

@@ -10,7 +10,7 @@ pub mod pool;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -18,6 +18,23 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 
 use crate::config::{RouteTable, Store};
+use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
+
+/// gRPC when the content type says so (`application/grpc`, `application/grpc+proto`, ...).
+fn protocol_of(headers: &http::HeaderMap) -> Protocol {
+    match headers.get(http::header::CONTENT_TYPE) {
+        Some(v) if v.as_bytes().starts_with(b"application/grpc") => Protocol::Grpc,
+        _ => Protocol::Http,
+    }
+}
+
+/// The `grpc-status` in `headers`, if there is a valid one.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
+    std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
+}
 
 /// Body of every response the proxy returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -51,14 +68,7 @@ pub enum Reason {
 impl Reason {
     /// Envoy's short flag, which dashboards and logs already use.
     pub fn flag(self) -> &'static str {
-        match self {
-            Self::NoRoute => "NR",
-            Self::NoCluster => "NC",
-            Self::NoHealthyUpstream => "UH",
-            Self::UpstreamConnectFailure => "UF",
-            Self::UpstreamReset => "UR",
-            Self::UpstreamTimeout => "UT",
-        }
+        Flag::from(self).as_str()
     }
 
     fn status(self) -> StatusCode {
@@ -72,6 +82,22 @@ impl Reason {
         }
     }
 }
+
+impl From<Reason> for Flag {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::NoRoute => Flag::NoRoute,
+            Reason::NoCluster => Flag::NoCluster,
+            Reason::NoHealthyUpstream => Flag::NoHealthyUpstream,
+            Reason::UpstreamConnectFailure => Flag::UpstreamConnectFailure,
+            Reason::UpstreamReset => Flag::UpstreamReset,
+            Reason::UpstreamTimeout => Flag::UpstreamTimeout,
+        }
+    }
+}
+
+/// A failure, and the destination it is counted against (none when no route or cluster matched).
+type Failure = (Reason, Option<Arc<DestStats>>);
 
 fn local_reply(reason: Reason) -> Response<Body> {
     let status = reason.status();
@@ -125,26 +151,47 @@ pub struct Proxy {
     pub header_timeout: Duration,
     /// Drain state shared by every listener.
     pub drain: crate::drain::Drain,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    /// A proxy reading routes from `store`; clients get `header_timeout` to send request headers.
-    pub fn new(store: Arc<Store>, header_timeout: Duration, drain: crate::drain::Drain) -> Self {
+    /// A proxy reading routes from `store` and counting into `metrics`; clients get
+    /// `header_timeout` to send request headers.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        header_timeout: Duration,
+        drain: crate::drain::Drain,
+    ) -> Self {
         Self {
             store,
             header_timeout,
             drain,
+            metrics,
         }
     }
 
     /// Routes and forwards one request.
     pub async fn handle(&self, source: &RouteSource, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let protocol = protocol_of(req.headers());
         // Kept for the log line of a local reply; cloning both shares their buffers, no copy.
         let (method, uri) = (req.method().clone(), req.uri().clone());
-        match self.forward(source, req).await {
+        match self.forward(source, req, started, protocol).await {
             Ok(resp) => resp,
-            Err(reason) => {
-                tracing::info!(%method, path = uri.path(), flags = reason.flag(), "local reply {}", reason.status().as_u16());
+            Err((reason, stats)) => {
+                let status = reason.status();
+                tracing::info!(%method, path = uri.path(), flags = reason.flag(), "local reply {}", status.as_u16());
+                let outcome = Outcome {
+                    protocol,
+                    code: status.as_u16(),
+                    grpc_status: None,
+                    flag: Some(reason.into()),
+                };
+                stats
+                    .as_ref()
+                    .unwrap_or(self.metrics.unrouted())
+                    .record(outcome, started.elapsed());
                 local_reply(reason)
             }
         }
@@ -154,7 +201,9 @@ impl Proxy {
         &self,
         source: &RouteSource,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, Reason> {
+        started: Instant,
+        protocol: Protocol,
+    ) -> Result<Response<Body>, Failure> {
         let (mut parts, body) = req.into_parts();
         let authority = parts
             .uri
@@ -172,17 +221,27 @@ impl Proxy {
         let (endpoint, dial, timeout) = {
             let config = self.store.load();
             let table = match source {
-                RouteSource::Named(name) => config.routes.get(name).ok_or(Reason::NoRoute)?,
+                RouteSource::Named(name) => {
+                    config.routes.get(name).ok_or((Reason::NoRoute, None))?
+                }
                 RouteSource::Inline(t) => t,
             };
-            let route = table.find(&authority, &parts).ok_or(Reason::NoRoute)?;
-            let cluster_name = route.pick_cluster().ok_or(Reason::NoCluster)?;
-            let cluster = config.clusters.get(cluster_name).ok_or(Reason::NoCluster)?;
+            let route = table
+                .find(&authority, &parts)
+                .ok_or((Reason::NoRoute, None))?;
+            let cluster_name = route.pick_cluster().ok_or((Reason::NoCluster, None))?;
+            let cluster = config
+                .clusters
+                .get(cluster_name)
+                .ok_or((Reason::NoCluster, None))?;
             let endpoints = config
                 .endpoints
                 .get(cluster_name)
-                .ok_or(Reason::NoCluster)?;
-            let endpoint = endpoints.pick().ok_or(Reason::NoHealthyUpstream)?.clone();
+                .ok_or((Reason::NoCluster, None))?;
+            let endpoint = endpoints
+                .pick()
+                .ok_or_else(|| (Reason::NoHealthyUpstream, Some(endpoints.stats.clone())))?
+                .clone();
             let dial = pool::Dial {
                 http2: cluster.http2,
                 connect_timeout: cluster.connect_timeout,
@@ -228,7 +287,7 @@ impl Proxy {
                 .authority(authority)
                 .path_and_query(path_and_query)
                 .build()
-                .map_err(|_| Reason::NoRoute)?;
+                .map_err(|_| (Reason::NoRoute, None))?;
         } else {
             parts.version = Version::HTTP_11;
             // The authority the request was routed by is the one the upstream sees: an
@@ -238,7 +297,7 @@ impl Proxy {
                     parts.headers.insert(http::header::HOST, v);
                 }
                 let origin_form = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                parts.uri = Uri::try_from(origin_form).map_err(|_| Reason::NoRoute)?;
+                parts.uri = Uri::try_from(origin_form).map_err(|_| (Reason::NoRoute, None))?;
             }
         }
         let upstream = Request::from_parts(parts, body);
@@ -247,17 +306,26 @@ impl Proxy {
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, fut)
                 .await
-                .map_err(|_| Reason::UpstreamTimeout)?,
+                .map_err(|_| (Reason::UpstreamTimeout, Some(endpoint.stats.clone())))?,
             None => fut.await,
         };
         let (resp, conn) = result.map_err(|e| {
             tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
-            match e {
+            let reason = match e {
                 pool::SendError::Connect(_) => Reason::UpstreamConnectFailure,
                 pool::SendError::Http(_) => Reason::UpstreamReset,
-            }
+            };
+            (reason, Some(endpoint.stats.clone()))
         })?;
+        let outcome = Outcome {
+            protocol,
+            code: resp.status().as_u16(),
+            // A trailers-only gRPC response carries its status in the headers.
+            grpc_status: grpc_status(resp.headers()),
+            flag: None,
+        };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            endpoint.stats.record(outcome, started.elapsed());
             return Ok(switch_protocols(resp, downstream_upgrade, guard));
         }
         let (mut parts, body) = resp.into_parts();
@@ -266,24 +334,39 @@ impl Proxy {
             inner: body,
             guard,
             conn,
+            pending: Some((outcome, started)),
         };
         Ok(Response::from_parts(parts, body.boxed()))
     }
 }
 
 /// A response body on its way downstream. Holds the endpoint busy until the body is done, then
-/// gives an HTTP/1.1 connection back to the pool; a body dropped before its end takes the
-/// connection with it (it cannot carry another request).
+/// gives an HTTP/1.1 connection back to the pool and counts the request; a body dropped before
+/// its end takes the connection with it (it cannot carry another request) and is counted with
+/// the `DC` flag.
 struct UpstreamBody {
     inner: Incoming,
     guard: crate::balance::InFlight,
     conn: Option<pool::H1>,
+    /// The outcome so far and when the request started; taken when counted.
+    pending: Option<(Outcome, Instant)>,
 }
 
 impl UpstreamBody {
     fn done(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.guard.endpoint().pool.put_back(conn);
+        }
+        self.count(None);
+    }
+
+    fn count(&mut self, flag: Option<Flag>) {
+        if let Some((mut outcome, started)) = self.pending.take() {
+            outcome.flag = flag;
+            self.guard
+                .endpoint()
+                .stats
+                .record(outcome, started.elapsed());
         }
     }
 }
@@ -297,8 +380,17 @@ impl hyper::body::Body for UpstreamBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.done();
+        match &polled {
+            std::task::Poll::Ready(None) => self.done(),
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some((outcome, _))) =
+                    (frame.trailers_ref(), &mut self.pending)
+                {
+                    outcome.grpc_status = grpc_status(trailers).or(outcome.grpc_status);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => self.count(Some(Flag::UpstreamReset)),
+            std::task::Poll::Pending => {}
         }
         polled
     }
@@ -317,6 +409,8 @@ impl Drop for UpstreamBody {
         // The server stops polling once `is_end_stream` says so; that is a complete body too.
         if hyper::body::Body::is_end_stream(&self.inner) {
             self.done();
+        } else {
+            self.count(Some(Flag::DownstreamClosed));
         }
     }
 }

@@ -38,6 +38,16 @@ pub async fn forward(
         }
     };
     let _ = upstream.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
+    let tcp = &endpoint.stats.tcp;
+    tcp.open();
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((received, sent)) => {
+            tcp.close(sent, received);
+            Ok(())
+        }
+        Err(e) => {
+            tcp.close(0, 0);
+            Err(e)
+        }
+    }
 }

@@ -28,6 +28,7 @@ use weft_proto::xds::service::discovery::v3::{
 use super::convert::{self, Invalid};
 use crate::balance::EndpointSet;
 use crate::config::{Cluster, Config, EndpointConfig, Handler, Listener, RouteTable, Store};
+use crate::metrics::Metrics;
 
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -95,6 +96,17 @@ fn request(node_id: &str, type_url: &str) -> DeltaDiscoveryRequest {
     }
 }
 
+/// `Cluster` for `type.googleapis.com/envoy.config.cluster.v3.Cluster`: a bounded label value.
+fn short_type(type_url: &str) -> &'static str {
+    match type_url {
+        CDS => "Cluster",
+        EDS => "ClusterLoadAssignment",
+        LDS => "Listener",
+        RDS => "RouteConfiguration",
+        _ => "other",
+    }
+}
+
 /// Keeps the proxy's config in sync with the control plane.
 pub struct Client {
     settings: Settings,
@@ -104,14 +116,19 @@ pub struct Client {
     answered: BTreeMap<&'static str, BTreeSet<String>>,
     subscribed_eds: BTreeSet<String>,
     subscribed_rds: BTreeSet<String>,
+    metrics: Arc<Metrics>,
+    /// Whether the current stream has delivered anything (then a failure restarts the backoff).
+    received: bool,
 }
 
 impl Client {
-    /// A client that publishes into `store`.
-    pub fn new(settings: Settings, store: Arc<Store>) -> Self {
+    /// A client that publishes into `store` and counts into `metrics`.
+    pub fn new(settings: Settings, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
         Self {
             settings,
             store,
+            metrics,
+            received: false,
             held: Held::default(),
             answered: BTreeMap::new(),
             subscribed_eds: BTreeSet::new(),
@@ -123,7 +140,13 @@ impl Client {
     pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.stream().await {
+            self.received = false;
+            let result = self.stream().await;
+            self.metrics.xds.connected.set(0);
+            if self.received {
+                backoff = Duration::from_millis(100);
+            }
+            match result {
                 Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
                 Err(e) => tracing::warn!("xDS stream failed: {e:#}; reconnecting in {backoff:?}"),
             }
@@ -159,8 +182,15 @@ impl Client {
             .into_inner();
         self.resubscribe(&tx)?;
         tracing::info!(url = %self.settings.xds_url, "xDS stream open");
+        self.metrics.xds.connected.set(1);
         while let Some(resp) = responses.message().await? {
+            self.received = true;
             let verdict = self.apply(&resp);
+            let by_type = vec![("type", short_type(&resp.type_url).to_string())];
+            match &verdict {
+                Ok(()) => self.metrics.xds.applied.get_or_create(&by_type).inc(),
+                Err(_) => self.metrics.xds.rejected.get_or_create(&by_type).inc(),
+            };
             let mut ack = DeltaDiscoveryRequest {
                 response_nonce: resp.nonce.clone(),
                 ..self.request(&resp.type_url)
@@ -373,10 +403,17 @@ impl Client {
                     .map(|(_, e)| e.as_slice())
                     .unwrap_or_default(),
             };
-            let set = EndpointSet::new(eps, c.lb, old.endpoints.get(name).map(Arc::as_ref));
+            let set = EndpointSet::new(
+                name,
+                eps,
+                c.lb,
+                old.endpoints.get(name).map(Arc::as_ref),
+                &self.metrics,
+            );
             config.endpoints.insert(name.clone(), Arc::new(set));
             config.clusters.insert(name.clone(), c.clone());
         }
         self.store.store(config);
+        self.metrics.xds.published.inc();
     }
 }

@@ -425,6 +425,7 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointC
                 addr: socket_addr(ctx, &format!("{field}.endpoint.address"), addr)?,
                 weight: lb.load_balancing_weight.map_or(1, |w| w.value.max(1)),
                 identity: weft_string(lb.metadata.as_ref(), "identity"),
+                workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
             });
         }
     }

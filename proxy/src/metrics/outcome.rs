@@ -1,0 +1,67 @@
+//! How a request ended, as metric labels: protocol, status, gRPC status, response flag.
+
+/// `request_protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 or HTTP/2.
+    Http,
+    /// gRPC (`content-type: application/grpc...`).
+    Grpc,
+}
+
+impl Protocol {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// `response_flags`: Envoy's short codes for why a request did not get an upstream's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    /// No route matched.
+    NoRoute,
+    /// No such cluster.
+    NoCluster,
+    /// No healthy endpoint.
+    NoHealthyUpstream,
+    /// Connecting upstream failed.
+    UpstreamConnectFailure,
+    /// The upstream reset or broke the protocol.
+    UpstreamReset,
+    /// The route's timeout expired.
+    UpstreamTimeout,
+    /// The client went away before the response was done.
+    DownstreamClosed,
+}
+
+impl Flag {
+    /// Envoy's flag, which dashboards and logs already use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRoute => "NR",
+            Self::NoCluster => "NC",
+            Self::NoHealthyUpstream => "UH",
+            Self::UpstreamConnectFailure => "UF",
+            Self::UpstreamReset => "UR",
+            Self::UpstreamTimeout => "UT",
+            Self::DownstreamClosed => "DC",
+        }
+    }
+}
+
+/// One request's labelled outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// HTTP or gRPC.
+    pub protocol: Protocol,
+    /// HTTP status (0 when no response was sent).
+    pub code: u16,
+    /// `grpc-status`, for gRPC.
+    pub grpc_status: Option<u8>,
+    /// Why the upstream's answer is missing, if it is.
+    pub flag: Option<Flag>,
+}
