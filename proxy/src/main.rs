@@ -120,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             xds::Settings {
                 xds_url,
                 node_id: args.node_id.clone(),
+                initial_fetch_timeout: xds::INITIAL_FETCH_TIMEOUT,
             },
             store.clone(),
             metrics.clone(),

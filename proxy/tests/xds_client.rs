@@ -148,7 +148,7 @@ async fn next(s: &mut Streaming<DeltaDiscoveryRequest>) -> DeltaDiscoveryRequest
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..250 {
         if f() {
             return;
         }
@@ -179,6 +179,7 @@ async fn ack_nack_warming_and_reconnect() {
             Settings {
                 xds_url: url,
                 node_id: "web-0.shop".into(),
+                initial_fetch_timeout: Duration::from_millis(1500),
             },
             store.clone(),
             metrics.clone(),
@@ -289,6 +290,30 @@ async fn ack_nack_warming_and_reconnect() {
             .is_some_and(|s| s.pick().is_some_and(|e| e.addr.port() == 8080))
     })
     .await;
+
+    // An EDS cluster the server never answers for: after the initial fetch timeout the config
+    // applies without its endpoints (requests to it get 503 UH) instead of waiting forever.
+    reply
+        .send(Ok(response(
+            CDS,
+            "n6",
+            vec![resource("c5", "v1", CDS, &eds_cluster("c5"))],
+        )))
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    eventually("c5 applied without endpoints", || {
+        store.load().clusters.contains_key("c5")
+    })
+    .await;
+    assert!(asked.elapsed() >= Duration::from_millis(1400));
+    assert!(store.load().endpoints["c5"].pick().is_none());
+    assert!(store.load().clusters.contains_key("c3"));
+    let text = metrics.render(false);
+    assert!(
+        text.contains("weft_proxy_xds_fetch_timeouts_total{type=\"ClusterLoadAssignment\"} 1"),
+        "{text}"
+    );
 
     // The control plane goes away: the proxy keeps its config and reconnects with what it holds.
     drop(reply);

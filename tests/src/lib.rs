@@ -258,6 +258,7 @@ impl Backend {
 
 /// [`named_backend`] with every counter; it also answers with the `Host`/`:authority` it saw in
 /// `x-seen-host` and its HTTP version in `x-seen-version`, and reads request bodies to their end.
+/// Paths under `/stall` get their headers and a first chunk at once, and the rest 10 s later.
 pub fn backend(name: &'static str) -> Backend {
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
@@ -306,11 +307,30 @@ pub fn backend(name: &'static str) -> Backend {
                                 .unwrap_or_default();
                             let version = format!("{:?}", req.version());
                             let id = req.headers().get("x-request-id").cloned();
+                            let stall = req.uri().path().starts_with("/stall");
                             if req.into_body().collect().await.is_err() {
                                 aborted.fetch_add(1, SeqCst);
                             }
-                            let mut resp =
-                                hyper::Response::new(Full::new(bytes::Bytes::from(name)));
+                            let body = if stall {
+                                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                                tokio::spawn(async move {
+                                    let chunk = |b: &'static str| {
+                                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                            bytes::Bytes::from(b),
+                                        ))
+                                    };
+                                    let _ = tx.send(chunk("first ")).await;
+                                    tokio::time::sleep(Duration::from_secs(10)).await;
+                                    let _ = tx.send(chunk("last")).await;
+                                });
+                                http_body_util::StreamBody::new(
+                                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                                )
+                                .boxed()
+                            } else {
+                                Full::new(bytes::Bytes::from(name)).boxed()
+                            };
+                            let mut resp = hyper::Response::new(body);
                             let h = resp.headers_mut();
                             h.insert("x-backend", name.parse().expect("ascii"));
                             h.insert("x-seen-version", version.parse().expect("ascii"));

@@ -43,6 +43,17 @@ spec:
   targetRefs: [{{kind: Service, name: api}}]
   connectionPool: {{idleTimeout: 1s}}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: api, namespace: shop}}
+spec:
+  parentRefs: [{{kind: Service, name: api, port: 80}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /stall}}}}]
+      timeouts: {{request: 500ms}}
+      backendRefs: [{{name: api, port: 80}}]
+    - backendRefs: [{{name: api, port: 80}}]
+---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {{name: api-a, namespace: shop, labels: {{kubernetes.io/service-name: api}}}}
@@ -184,4 +195,34 @@ fn client_gone_mid_body_cancels_the_upstream_request() {
     let out = curl(s.api_bind, "/after", 1, false, &[]);
     assert!(out.contains("HTTP/1.1 200"), "{out}");
     assert_eq!(Backend::get(&s.api.requests), 2);
+}
+
+#[test]
+fn route_timeout_cuts_off_a_response_whose_body_stalls() {
+    let s = setup();
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "8"])
+        .arg(format!("http://{}/stall", s.api_bind))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Headers and the first chunk arrived; the rest never did, and curl saw the cut.
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("first") && !text.contains("last"), "{text}");
+    assert!(!out.status.success(), "curl should see a truncated body");
+    assert!(
+        took < Duration::from_secs(5),
+        "cut after {took:?}, want ~0.5 s"
+    );
+    let (_, metrics) = http_get(s.sidecar.health, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_requests_total{")
+                && l.contains("response_flags=\"UT\"")
+                && l.contains("response_code=\"200\"")),
+        "{metrics}"
+    );
 }

@@ -36,8 +36,11 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
         .ok()
 }
 
+/// Why a response body broke off: the upstream's error, or the route's timeout.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Body of every response the proxy returns.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
 
 /// Where a listener's routes come from.
 #[derive(Clone, Debug)]
@@ -303,10 +306,16 @@ impl Proxy {
         let upstream = Request::from_parts(parts, body);
         let guard = endpoint.start();
         let fut = endpoint.pool.send(endpoint.addr, dial, upstream);
-        let result = match timeout {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .map_err(|_| (Reason::UpstreamTimeout, Some(endpoint.stats.clone())))?,
+        // The route's timeout covers the whole response, as Gateway API and Envoy define it: the
+        // same deadline bounds the headers here and the body in `UpstreamBody`.
+        let mut deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        let result = match deadline.as_mut() {
+            Some(d) => tokio::select! {
+                r = fut => r,
+                () = d.as_mut() => {
+                    return Err((Reason::UpstreamTimeout, Some(endpoint.stats.clone())));
+                }
+            },
             None => fut.await,
         };
         let (resp, conn) = result.map_err(|e| {
@@ -335,6 +344,7 @@ impl Proxy {
             guard,
             conn,
             pending: Some((outcome, started)),
+            deadline,
         };
         Ok(Response::from_parts(parts, body.boxed()))
     }
@@ -350,6 +360,8 @@ struct UpstreamBody {
     conn: Option<pool::H1>,
     /// The outcome so far and when the request started; taken when counted.
     pending: Option<(Outcome, Instant)>,
+    /// When the route's timeout cuts the response off.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -373,13 +385,24 @@ impl UpstreamBody {
 
 impl hyper::body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        if let Some(d) = self.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            self.deadline = None;
+            self.count(Some(Flag::UpstreamTimeout));
+            // Dropping the connection with the unfinished body is what cancels the upstream.
+            self.conn = None;
+            return std::task::Poll::Ready(Some(Err("route timeout expired mid-response".into())));
+        }
+        let polled = std::pin::Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(BodyError::from);
         match &polled {
             std::task::Poll::Ready(None) => self.done(),
             std::task::Poll::Ready(Some(Ok(frame))) => {

@@ -67,6 +67,8 @@ pub struct XdsMetrics {
     pub rejected: Family<Vec<(&'static str, String)>, Counter>,
     /// Complete configs published to the data path.
     pub published: Counter,
+    /// EDS/RDS resources given up on after the initial fetch timeout, by type.
+    pub fetch_timeouts: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +95,11 @@ impl Metrics {
             "weft_proxy_xds_rejected",
             "xDS responses rejected with a NACK, by type",
             xds.rejected.clone(),
+        );
+        registry.register(
+            "weft_proxy_xds_fetch_timeouts",
+            "Resources the control plane did not send within the initial fetch timeout, by type",
+            xds.fetch_timeouts.clone(),
         );
         registry.register(
             "weft_proxy_config_published",

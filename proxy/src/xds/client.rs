@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use tokio::sync::mpsc;
@@ -42,7 +42,14 @@ pub struct Settings {
     pub xds_url: String,
     /// Node id (`<pod>.<namespace>`).
     pub node_id: String,
+    /// How long to wait for an EDS or RDS resource the config names before applying the config
+    /// without it (Envoy's `initial_fetch_timeout`): one resource the server never sends must not
+    /// hold back every later update.
+    pub initial_fetch_timeout: Duration,
 }
+
+/// Envoy's default `initial_fetch_timeout`.
+pub const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 type Versioned<T> = BTreeMap<String, (String, T)>;
 
@@ -119,6 +126,8 @@ pub struct Client {
     metrics: Arc<Metrics>,
     /// Whether the current stream has delivered anything (then a failure restarts the backoff).
     received: bool,
+    /// EDS/RDS names subscribed on this stream and not answered yet, with when they were asked for.
+    waiting: BTreeMap<(&'static str, String), Instant>,
 }
 
 impl Client {
@@ -129,6 +138,7 @@ impl Client {
             store,
             metrics,
             received: false,
+            waiting: BTreeMap::new(),
             held: Held::default(),
             answered: BTreeMap::new(),
             subscribed_eds: BTreeSet::new(),
@@ -176,6 +186,7 @@ impl Client {
         self.answered.clear();
         self.subscribed_eds.clear();
         self.subscribed_rds.clear();
+        self.waiting.clear();
         let mut responses = ads
             .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
             .await?
@@ -183,7 +194,24 @@ impl Client {
         self.resubscribe(&tx)?;
         tracing::info!(url = %self.settings.xds_url, "xDS stream open");
         self.metrics.xds.connected.set(1);
-        while let Some(resp) = responses.message().await? {
+        loop {
+            let deadline = self
+                .waiting
+                .values()
+                .min()
+                .map(|since| *since + self.settings.initial_fetch_timeout);
+            let message = match deadline {
+                Some(at) => tokio::select! {
+                    m = responses.message() => m?,
+                    () = tokio::time::sleep_until(at.into()) => {
+                        self.give_up_waiting();
+                        self.publish_if_complete();
+                        continue;
+                    }
+                },
+                None => responses.message().await?,
+            };
+            let Some(resp) = message else { break };
             self.received = true;
             let verdict = self.apply(&resp);
             let by_type = vec![("type", short_type(&resp.type_url).to_string())];
@@ -213,6 +241,38 @@ impl Client {
             self.publish_if_complete();
         }
         Ok(())
+    }
+
+    /// Treats names unanswered for `initial_fetch_timeout` as absent, so the config can apply.
+    fn give_up_waiting(&mut self) {
+        let timeout = self.settings.initial_fetch_timeout;
+        let expired: Vec<(&'static str, String)> = self
+            .waiting
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (t, name) in expired {
+            self.waiting.remove(&(t, name.clone()));
+            let held = match t {
+                EDS => self.held.endpoints.contains_key(&name),
+                _ => self.held.routes.contains_key(&name),
+            };
+            if !held {
+                tracing::warn!(
+                    r#type = short_type(t),
+                    name,
+                    ?timeout,
+                    "not sent by the control plane in time; applying the config without it"
+                );
+                self.metrics
+                    .xds
+                    .fetch_timeouts
+                    .get_or_create(&vec![("type", short_type(t).to_string())])
+                    .inc();
+            }
+            self.answered.entry(t).or_default().insert(name);
+        }
     }
 
     /// Applies one response; all of it or none of it.
@@ -300,6 +360,9 @@ impl Client {
         let answered = self.answered.entry(t).or_default();
         answered.extend(resp.resources.iter().map(|r| r.name.clone()));
         answered.extend(removed.iter().cloned());
+        for name in resp.resources.iter().map(|r| &r.name).chain(removed) {
+            self.waiting.remove(&(t, name.clone()));
+        }
         Ok(())
     }
 
@@ -328,6 +391,13 @@ impl Client {
             let first = subscribed.is_empty() && !wanted.is_empty();
             let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
             let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+            let now = Instant::now();
+            for name in &add {
+                self.waiting.insert((t, name.clone()), now);
+            }
+            for name in &remove {
+                self.waiting.remove(&(t, name.clone()));
+            }
             let mut req = DeltaDiscoveryRequest {
                 resource_names_subscribe: add,
                 resource_names_unsubscribe: remove,

@@ -3,4 +3,4 @@
 mod client;
 pub mod convert;
 
-pub use self::client::{Client, Settings};
+pub use self::client::{Client, INITIAL_FETCH_TIMEOUT, Settings};
