@@ -17,9 +17,28 @@ pub fn upgrade(headers: &HeaderMap) -> Option<http::HeaderValue> {
     asks.then(|| headers.get(UPGRADE).cloned()).flatten()
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ]
+    .contains(name)
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
 /// Removes the hop-by-hop headers and those the `Connection` header names. `te: trailers` is kept:
 /// gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names spares a hash lookup per candidate.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

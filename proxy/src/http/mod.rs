@@ -13,8 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::HeaderName;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::{RouteTable, Store};
@@ -39,8 +43,45 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
 /// Why a response body broke off: the upstream's error, or the route's timeout.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Body of every response the proxy returns.
-pub type Body = BoxBody<Bytes, BodyError>;
+/// Body of every response the proxy returns: its own, or the upstream's passed through. An enum
+/// rather than a boxed trait object, so a response costs no allocation for its body.
+pub enum Body {
+    /// A reply the proxy wrote itself.
+    Local(Full<Bytes>),
+    /// An upstream's response body, streamed.
+    Upstream(UpstreamBody),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Local(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|n: Infallible| match n {}),
+            Self::Upstream(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Local(b) => b.is_end_stream(),
+            Self::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Local(b) => b.size_hint(),
+            Self::Upstream(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Where a listener's routes come from.
 #[derive(Clone, Debug)]
@@ -109,11 +150,7 @@ fn local_reply(reason: Reason) -> Response<Body> {
         .status(status)
         .header("x-weft-reason", reason.flag())
         .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|n: Infallible| match n {})
-                .boxed(),
-        )
+        .body(Body::Local(Full::new(Bytes::from(body))))
         .expect("static parts are valid")
 }
 
@@ -138,12 +175,7 @@ fn switch_protocols(
         }
     });
     let (parts, _) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        http_body_util::Empty::new()
-            .map_err(|n: Infallible| match n {})
-            .boxed(),
-    )
+    Response::from_parts(parts, Body::Local(Full::new(Bytes::new())))
 }
 
 /// Forwards requests; one per proxy, shared by every listener.
@@ -208,18 +240,17 @@ impl Proxy {
         protocol: Protocol,
     ) -> Result<Response<Body>, Failure> {
         let (mut parts, body) = req.into_parts();
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
+        // Clones share the request's buffer: routing reads the authority without copying it.
+        let uri_authority = parts.uri.authority().cloned();
+        let host = match uri_authority {
+            Some(_) => None,
+            None => parts.headers.get(http::header::HOST).cloned(),
+        };
+        let authority: &str = match (&uri_authority, &host) {
+            (Some(a), _) => a.as_str(),
+            (None, Some(h)) => h.to_str().unwrap_or_default(),
+            (None, None) => "",
+        };
         // Everything this request needs from the config, read from one snapshot.
         let (endpoint, dial, timeout) = {
             let config = self.store.load();
@@ -230,7 +261,7 @@ impl Proxy {
                 RouteSource::Inline(t) => t,
             };
             let route = table
-                .find(&authority, &parts)
+                .find(authority, &parts)
                 .ok_or((Reason::NoRoute, None))?;
             let cluster_name = route.pick_cluster().ok_or((Reason::NoCluster, None))?;
             let cluster = config
@@ -268,41 +299,44 @@ impl Proxy {
                 .headers
                 .insert(http::header::UPGRADE, protocol.clone());
         }
-        if !parts.headers.contains_key("x-request-id") {
-            let id = uuid::Uuid::new_v4().to_string();
+        if !parts.headers.contains_key(X_REQUEST_ID) {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
             parts.headers.insert(
-                "x-request-id",
-                HeaderValue::from_str(&id).expect("uuid is ascii"),
+                X_REQUEST_ID,
+                HeaderValue::from_str(id).expect("uuid is ascii"),
             );
         }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = http::uri::Parts::default();
         if dial.http2 {
             // The service's authority rides in `:authority`; the connection goes to the endpoint.
             parts.version = Version::HTTP_2;
             parts.headers.remove(http::header::HOST);
-            let authority = if authority.is_empty() {
-                endpoint.addr.to_string()
-            } else {
-                authority
+            let target = match uri_authority {
+                Some(a) => a,
+                None if authority.is_empty() => Authority::try_from(endpoint.addr.to_string())
+                    .map_err(|_| (Reason::NoRoute, None))?,
+                None => Authority::try_from(authority).map_err(|_| (Reason::NoRoute, None))?,
             };
-            let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = Uri::builder()
-                .scheme("http")
-                .authority(authority)
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|_| (Reason::NoRoute, None))?;
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(target);
         } else {
             parts.version = Version::HTTP_11;
             // The authority the request was routed by is the one the upstream sees: an
             // absolute-form URI wins over a conflicting Host header (RFC 9112 §3.2.2).
-            if parts.uri.authority().is_some() {
-                if let Ok(v) = HeaderValue::from_str(&authority) {
-                    parts.headers.insert(http::header::HOST, v);
-                }
-                let origin_form = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                parts.uri = Uri::try_from(origin_form).map_err(|_| (Reason::NoRoute, None))?;
+            if let Some(a) = &uri_authority
+                && let Ok(v) = HeaderValue::from_str(a.as_str())
+            {
+                parts.headers.insert(http::header::HOST, v);
             }
         }
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri).map_err(|_| (Reason::NoRoute, None))?;
         let upstream = Request::from_parts(parts, body);
         let guard = endpoint.start();
         let fut = endpoint.pool.send(endpoint.addr, dial, upstream);
@@ -346,7 +380,7 @@ impl Proxy {
             pending: Some((outcome, started)),
             deadline,
         };
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, Body::Upstream(body)))
     }
 }
 
@@ -354,7 +388,7 @@ impl Proxy {
 /// gives an HTTP/1.1 connection back to the pool and counts the request; a body dropped before
 /// its end takes the connection with it (it cannot carry another request) and is counted with
 /// the `DC` flag.
-struct UpstreamBody {
+pub struct UpstreamBody {
     inner: Incoming,
     guard: crate::balance::InFlight,
     conn: Option<pool::H1>,
