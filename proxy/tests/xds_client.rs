@@ -215,12 +215,17 @@ async fn ack_nack_warming_and_reconnect() {
     eventually("ready", || store.is_ready()).await;
     assert!(store.load().clusters.contains_key("c1"));
 
-    // A cluster with a field weft-proxy cannot apply: NACK naming it, nothing of that response applied.
-    let mut bad = static_cluster("c2");
-    bad.transport_socket = Some(TransportSocket {
-        name: "tls".into(),
-        ..Default::default()
-    });
+    // Clusters with a field weft-proxy cannot apply: NACK naming them; as in Envoy, the valid
+    // resources of the same response apply, and a bad update of a held one keeps its old version.
+    let tls = |name: &str| {
+        let mut bad = static_cluster(name);
+        bad.transport_socket = Some(TransportSocket {
+            name: "tls".into(),
+            ..Default::default()
+        });
+        bad
+    };
+    let bad = tls("c2");
     reply
         .send(Ok(response(
             CDS,
@@ -228,6 +233,7 @@ async fn ack_nack_warming_and_reconnect() {
             vec![
                 resource("c2", "v1", CDS, &bad),
                 resource("c4", "v1", CDS, &static_cluster("c4")),
+                resource("c1", "v2", CDS, &tls("c1")),
             ],
         )))
         .await
@@ -236,6 +242,7 @@ async fn ack_nack_warming_and_reconnect() {
     assert_eq!(nack.response_nonce, "n3");
     let msg = nack.error_detail.expect("NACK").message;
     assert!(msg.contains("c2: transport_socket"), "{msg}");
+    assert!(msg.contains("c1: transport_socket"), "{msg}");
     // The rejection is counted where Prometheus sees it, next to the applied responses.
     let text = metrics.render(false);
     assert!(
@@ -243,12 +250,9 @@ async fn ack_nack_warming_and_reconnect() {
         "{text}"
     );
     assert!(text.contains("weft_proxy_xds_connected 1"), "{text}");
+    eventually("c4 applied", || store.load().clusters.contains_key("c4")).await;
     let cfg = store.load();
-    assert!(
-        cfg.clusters.contains_key("c1")
-            && !cfg.clusters.contains_key("c2")
-            && !cfg.clusters.contains_key("c4")
-    );
+    assert!(cfg.clusters.contains_key("c1") && !cfg.clusters.contains_key("c2"));
 
     // An EDS cluster: the proxy subscribes to its endpoints and applies it only once they arrive.
     reply

@@ -151,11 +151,16 @@ pub fn service(svc: &Service) -> ServiceResources {
 
 /// Resources only one proxy gets: its inbound side and the listeners its `Sidecar` asks for.
 pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
-    let mut out = vec![Resource::new(
-        ResourceType::Listener,
-        listener::INBOUND_NAME.to_string(),
-        &listener::inbound(workload),
-    )];
+    // A listener with no filter chain is invalid (Envoy rejects it): a workload that declares no
+    // port gets none, and its proxy passes inbound traffic straight through.
+    let mut out = Vec::new();
+    if !workload.ports.is_empty() {
+        out.push(Resource::new(
+            ResourceType::Listener,
+            listener::INBOUND_NAME.to_string(),
+            &listener::inbound(workload),
+        ));
+    }
     for port in &workload.ports {
         out.push(Resource::new(
             ResourceType::Cluster,

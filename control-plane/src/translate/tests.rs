@@ -393,3 +393,20 @@ fn translation_is_deterministic() {
     let b = for_node(&shop(), "web-0.shop");
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_workload_without_ports_gets_no_inbound_listener() {
+    // A listener without a filter chain is invalid (Envoy and weft-proxy both reject it).
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Pod
+metadata: {name: job-0, namespace: ns, labels: {app: job}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.1.0.9}
+",
+    );
+    let res = for_node(&m, "job-0.ns");
+    assert!(names(&res, ResourceType::Listener).is_empty());
+    assert!(names(&res, ResourceType::Cluster).is_empty());
+}

@@ -275,7 +275,7 @@ impl Client {
         }
     }
 
-    /// Applies one response; all of it or none of it.
+    /// Applies one response: every resource in it that converts; the rest are the NACK's errors.
     fn apply(&mut self, resp: &DeltaDiscoveryResponse) -> Result<(), Vec<Invalid>> {
         let t: &'static str = match resp.type_url.as_str() {
             CDS => CDS,
@@ -287,10 +287,11 @@ impl Client {
                 return Ok(());
             }
         };
+        /// The resources that convert, and the errors of those that do not.
         fn decode<M: Message + Default, T>(
             resp: &DeltaDiscoveryResponse,
             convert: impl Fn(&M) -> Result<T, Invalid>,
-        ) -> Result<Vec<(String, String, T)>, Vec<Invalid>> {
+        ) -> (Vec<(String, String, T)>, Vec<Invalid>) {
             let mut ok = Vec::new();
             let mut errors = Vec::new();
             for r in &resp.resources {
@@ -315,11 +316,7 @@ impl Client {
                     Err(e) => errors.push(e),
                 }
             }
-            if errors.is_empty() {
-                Ok(ok)
-            } else {
-                Err(errors)
-            }
+            (ok, errors)
         }
         fn merge<T>(map: &mut Versioned<T>, items: Vec<(String, String, T)>, removed: &[String]) {
             for (name, version, v) in items {
@@ -330,32 +327,37 @@ impl Client {
             }
         }
         let removed = &resp.removed_resources;
-        match t {
-            CDS => merge(
-                &mut self.held.clusters,
-                decode::<xc::Cluster, _>(resp, |m| Cluster::try_from(m).map(Arc::new))?,
-                removed,
-            ),
-            EDS => merge(
-                &mut self.held.endpoints,
-                decode::<ClusterLoadAssignment, _>(resp, |m| {
+        // Like Envoy, the valid resources of a response apply and the invalid ones are NACKed:
+        // one bad listener must not keep every other one (or readiness) from the proxy. A resource
+        // that fails keeps its last good version.
+        let errors = match t {
+            CDS => {
+                let (ok, errors) =
+                    decode::<xc::Cluster, _>(resp, |m| Cluster::try_from(m).map(Arc::new));
+                merge(&mut self.held.clusters, ok, removed);
+                errors
+            }
+            EDS => {
+                let (ok, errors) = decode::<ClusterLoadAssignment, _>(resp, |m| {
                     convert::load_assignment(m).map(Arc::new)
-                })?,
-                removed,
-            ),
-            LDS => merge(
-                &mut self.held.listeners,
-                decode::<xl::Listener, _>(resp, |m| Listener::try_from(m).map(Arc::new))?,
-                removed,
-            ),
-            _ => merge(
-                &mut self.held.routes,
-                decode::<xr::RouteConfiguration, _>(resp, |m| {
+                });
+                merge(&mut self.held.endpoints, ok, removed);
+                errors
+            }
+            LDS => {
+                let (ok, errors) =
+                    decode::<xl::Listener, _>(resp, |m| Listener::try_from(m).map(Arc::new));
+                merge(&mut self.held.listeners, ok, removed);
+                errors
+            }
+            _ => {
+                let (ok, errors) = decode::<xr::RouteConfiguration, _>(resp, |m| {
                     RouteTable::try_from(m).map(Arc::new)
-                })?,
-                removed,
-            ),
-        }
+                });
+                merge(&mut self.held.routes, ok, removed);
+                errors
+            }
+        };
         self.held.seen.insert(t);
         let answered = self.answered.entry(t).or_default();
         answered.extend(resp.resources.iter().map(|r| r.name.clone()));
@@ -363,7 +365,11 @@ impl Client {
         for name in resp.resources.iter().map(|r| &r.name).chain(removed) {
             self.waiting.remove(&(t, name.clone()));
         }
-        Ok(())
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// Keeps EDS and RDS subscriptions equal to what the clusters and listeners name.
