@@ -136,20 +136,24 @@ pub struct EndpointConfig {
     pub workload: Option<String>,
 }
 
+/// A map the data path reads on every request: keyed by names that come from the control plane,
+/// not from clients, so a fast non-keyed hash (foldhash) is safe and spares SipHash's cost.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The whole applied configuration.
 #[derive(Debug, Default, Serialize)]
 pub struct Config {
     /// Listeners by name.
-    pub listeners: HashMap<String, Arc<Listener>>,
+    pub listeners: Map<String, Arc<Listener>>,
     /// Route tables by name.
-    pub routes: HashMap<String, Arc<RouteTable>>,
+    pub routes: Map<String, Arc<RouteTable>>,
     /// Clusters by name.
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub clusters: Map<String, Arc<Cluster>>,
     /// Live endpoint sets by cluster name (balancer state survives config swaps).
-    pub endpoints: HashMap<String, Arc<crate::balance::EndpointSet>>,
+    pub endpoints: Map<String, Arc<crate::balance::EndpointSet>>,
     /// Service listener by captured destination.
     #[serde(skip)]
-    pub by_addr: HashMap<SocketAddr, Arc<Listener>>,
+    pub by_addr: Map<SocketAddr, Arc<Listener>>,
 }
 
 impl Config {

@@ -39,31 +39,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // `Connection` may name further headers; its usual tokens name none (keep-alive is removed
+    // below anyway), so only other tokens are parsed.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !["keep-alive", "close", "upgrade", "te"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
-    for n in named {
-        if n != TE {
-            headers.remove(n);
-        }
-    }
-    for n in [
-        CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
-        headers.remove(n);
-    }
-    for n in ["keep-alive", "proxy-connection"] {
-        headers.remove(n);
-    }
     let keep_te = headers
         .get(TE)
         .and_then(|v| v.to_str().ok())
@@ -71,7 +61,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    headers.remove(TE);
+    // Remove what is present, found by scanning, instead of a hashed remove per candidate.
+    while let Some(name) = headers
+        .keys()
+        .find(|n| is_hop_by_hop(n) || named.contains(n))
+        .cloned()
+    {
+        headers.remove(name);
+    }
     if keep_te {
         headers.insert(TE, http::HeaderValue::from_static("trailers"));
     }
