@@ -158,26 +158,33 @@ impl RouteTable {
     /// Envoy's order: exact domain, then the longest suffix wildcard (`*.example.com`), then the
     /// longest prefix wildcard (`api.*`), then `*`; case-insensitive, port optional.
     fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        let authority = authority.to_ascii_lowercase();
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority.as_str(), |(h, p)| {
-                if p.chars().all(|c| c.is_ascii_digit()) {
-                    h
-                } else {
-                    authority.as_str()
-                }
-            });
+        // Compared case-insensitively in place: no lowercase copies per request. Authorities are
+        // ASCII (hyper rejects anything else), so byte offsets are character offsets.
+        let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        });
+        let ends_with = |s: &str, suffix: &str| {
+            s.len() >= suffix.len()
+                && s.get(s.len() - suffix.len()..)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(suffix))
+        };
+        let starts_with = |s: &str, prefix: &str| {
+            s.get(..prefix.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(prefix))
+        };
         let score = |d: &str| -> Option<(u8, usize)> {
-            let d = d.to_ascii_lowercase();
             if d == "*" {
                 Some((0, 0))
-            } else if d == authority || d == host {
+            } else if d.eq_ignore_ascii_case(authority) || d.eq_ignore_ascii_case(host) {
                 Some((3, d.len()))
             } else if let Some(suffix) = d.strip_prefix('*') {
-                (!suffix.is_empty() && host.ends_with(suffix)).then_some((2, suffix.len()))
+                (!suffix.is_empty() && ends_with(host, suffix)).then_some((2, suffix.len()))
             } else if let Some(prefix) = d.strip_suffix('*') {
-                host.starts_with(prefix).then_some((1, prefix.len()))
+                starts_with(host, prefix).then_some((1, prefix.len()))
             } else {
                 None
             }
@@ -438,8 +445,8 @@ mod tests {
                 vh("*", "any"),
                 vh("*.example.com", "wild"),
                 vh("api.example.com", "exact"),
-                vh("*.com", "suffix"),
-                vh("www.*", "prefix"),
+                vh("*.COM", "suffix"),
+                vh("WWW.*", "prefix"),
             ],
         };
         let p = parts("GET", "/", &[]);
@@ -450,6 +457,7 @@ mod tests {
         assert_eq!(name("www.other.com").as_deref(), Some("suffix"));
         assert_eq!(name("www.example.com").as_deref(), Some("wild"));
         assert_eq!(name("www.other.org").as_deref(), Some("prefix"));
+        assert_eq!(name("Www.Other.Org").as_deref(), Some("prefix"));
         assert_eq!(name("10.0.0.1:80").as_deref(), Some("any"));
     }
 
