@@ -69,7 +69,7 @@ spec:
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
     let cp = ControlPlane::start(dir.path());
-    let _proxy = Sidecar::start(cp.xds, "client-0.demo");
+    let proxy = Sidecar::start(cp.xds, "client-0.demo");
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
 
     let script = "import grpc, sys, collections\n\
@@ -98,4 +98,28 @@ spec:
     assert!((260..=340).contains(&a), "a={a} b={b}");
     // A status carried only in trailers comes through: the server's UNIMPLEMENTED.
     assert_eq!(parts[2], "UNIMPLEMENTED", "{text}");
+
+    // The metrics count gRPC by its status: 400 OK calls (0) and one UNIMPLEMENTED (12). A call
+    // is counted when its stream ends, a moment after the client has it: allow a few scrapes.
+    let mut scrape = String::new();
+    for _ in 0..50 {
+        scrape = weft_e2e::http_get(proxy.health, "/metrics").unwrap().1;
+        if scrape.contains("grpc_response_status=\"12\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let grpc = |status: &str| -> u64 {
+        scrape
+            .lines()
+            .filter(|l| {
+                l.starts_with("weft_requests_total{")
+                    && l.contains("request_protocol=\"grpc\"")
+                    && l.contains(&format!("grpc_response_status=\"{status}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(grpc("0"), 400, "{scrape}");
+    assert_eq!(grpc("12"), 1, "{scrape}");
 }
