@@ -176,6 +176,16 @@ fn large_files_stream_from_nginx_and_resets_are_502() {
     let peak_mib = rss_kib(sidecar.proc.0.id()) / 1024;
     assert!(peak_mib < 32, "weft-proxy peaked at {peak_mib} MiB");
 
+    // HTTP/1.0 without Host: the upstream leg is HTTP/1.1, which needs one (nginx answers 400
+    // without); the proxy supplies it.
+    let mut c = std::net::TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
+    assert!(resp.ends_with("hello from nginx\n"), "{resp}");
+
     // An upstream that resets: 502 with the reason, and the listener keeps serving.
     let mut c = std::net::TcpStream::connect(reset_bind).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -25,7 +25,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "proxy-authorization"
             | "proxy-connection"
             | "te"
-            | "trailer"
             | "transfer-encoding"
             | "upgrade"
     )
@@ -101,7 +100,10 @@ mod tests {
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(TE, "trailers, deflate".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
+        // End to end in RFC 9110 (hop-by-hop only in RFC 2616): it announces the trailers.
+        h.insert("trailer", "grpc-status".parse().unwrap());
         strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("trailer").unwrap(), "grpc-status");
         assert!(h.get("x-secret").is_none());
         assert!(h.get(CONNECTION).is_none());
         assert!(h.get("keep-alive").is_none());

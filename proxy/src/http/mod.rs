@@ -328,9 +328,14 @@ impl Proxy {
         } else {
             parts.version = Version::HTTP_11;
             // The authority the request was routed by is the one the upstream sees: an
-            // absolute-form URI wins over a conflicting Host header (RFC 9112 §3.2.2).
+            // absolute-form URI wins over a conflicting Host header (RFC 9112 §3.2.2). HTTP/1.1
+            // requires one, so a request without any (HTTP/1.0) names the endpoint.
             if let Some(a) = &uri_authority
                 && let Ok(v) = HeaderValue::from_str(a.as_str())
+            {
+                parts.headers.insert(http::header::HOST, v);
+            } else if !parts.headers.contains_key(http::header::HOST)
+                && let Ok(v) = HeaderValue::from_str(&endpoint.addr.to_string())
             {
                 parts.headers.insert(http::header::HOST, v);
             }
@@ -440,10 +445,12 @@ impl hyper::body::Body for UpstreamBody {
         match &polled {
             std::task::Poll::Ready(None) => self.done(),
             std::task::Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(trailers), Some((outcome, _))) =
-                    (frame.trailers_ref(), &mut self.pending)
-                {
-                    outcome.grpc_status = grpc_status(trailers).or(outcome.grpc_status);
+                if let Some(trailers) = frame.trailers_ref() {
+                    if let Some((outcome, _)) = &mut self.pending {
+                        outcome.grpc_status = grpc_status(trailers).or(outcome.grpc_status);
+                    }
+                    // Trailers end a message; servers stop polling after them.
+                    self.done();
                 }
             }
             std::task::Poll::Ready(Some(Err(_))) => self.count(Some(Flag::UpstreamReset)),
@@ -463,9 +470,14 @@ impl hyper::body::Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // The server stops polling once `is_end_stream` says so; that is a complete body too.
+        // The server stops polling once `is_end_stream` says so, or once a body of known length
+        // has been sent whole (before an HTTP/2 upstream's END_STREAM arrives): both are complete.
+        // Only a complete HTTP/1.1 message frees its connection for another request.
         if hyper::body::Body::is_end_stream(&self.inner) {
             self.done();
+        } else if hyper::body::Body::size_hint(&self.inner).exact() == Some(0) {
+            self.conn = None;
+            self.count(None);
         } else {
             self.count(Some(Flag::DownstreamClosed));
         }

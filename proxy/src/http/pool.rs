@@ -205,8 +205,11 @@ async fn dial_h1(addr: SocketAddr, dial: Dial) -> Result<H1, SendError> {
 
 async fn dial_h2(addr: SocketAddr, dial: Dial) -> Result<http2::SendRequest<Incoming>, SendError> {
     let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
+    // Pings find a connection that died silently before every request to the endpoint hangs on it.
     let (send, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
         .handshake(io)
         .await
         .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;

@@ -74,11 +74,13 @@ pub struct XdsMetrics {
 impl Metrics {
     /// Metrics for a proxy serving `node`.
     pub fn new(node: Node) -> Self {
-        let requests = Arc::new(Requests {
-            unrouted: Arc::new(DestStats::new(&node, None, None)),
+        let mut requests = Requests {
+            unrouted: Arc::new(DestStats::new(Vec::new())),
             node,
             dests: Mutex::default(),
-        });
+        };
+        requests.unrouted = requests.shared(labels(&requests.node, None, None));
+        let requests = Arc::new(requests);
         let xds = XdsMetrics::default();
         let mut registry = Registry::default();
         registry.register(
@@ -122,28 +124,9 @@ impl Metrics {
     /// The stats of `cluster`'s endpoints of `workload` (`name.namespace`, from EDS), shared by
     /// every endpoint and config version that names the same pair. Config time only.
     pub fn destination(&self, cluster: &str, workload: Option<&str>) -> Arc<DestStats> {
-        let (name, ns) = match workload.and_then(|w| w.rsplit_once('.')) {
-            Some((n, ns)) => (Some(n), Some(ns)),
-            None => (None, None),
-        };
-        let key = (
-            cluster.to_string(),
-            name.map(str::to_string),
-            ns.map(str::to_string),
-        );
-        let mut dests = self.requests.lock();
-        if let Some(d) = dests.get(&key).and_then(Weak::upgrade) {
-            return d;
-        }
-        let d = Arc::new(DestStats::new(
-            &self.requests.node,
-            Some(cluster),
-            name.zip(ns),
-        ));
-        dests.insert(key, Arc::downgrade(&d));
-        // Forget destinations no config holds any more.
-        dests.retain(|_, w| w.strong_count() > 0);
-        d
+        let workload = workload.and_then(|w| w.rsplit_once('.'));
+        self.requests
+            .shared(labels(&self.requests.node, Some(cluster), workload))
     }
 
     /// Where requests that matched no route or cluster are counted.
@@ -197,7 +180,9 @@ fn classic(openmetrics: &str) -> String {
     out
 }
 
-type DestKey = (String, Option<String>, Option<String>);
+/// A destination's fixed labels: destinations that label alike (two ports of one Service, two
+/// inbound ports) share one set of series, as Prometheus requires.
+type DestKey = Vec<(&'static str, String)>;
 
 /// The per-destination stats, enumerated on each scrape.
 #[derive(Debug)]
@@ -215,9 +200,20 @@ impl Requests {
     }
 
     fn live(&self) -> Vec<Arc<DestStats>> {
-        let mut all: Vec<Arc<DestStats>> = self.lock().values().filter_map(Weak::upgrade).collect();
-        all.push(self.unrouted.clone());
-        all
+        self.lock().values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The stats of the destination labelled `labels`, made if no live one has them.
+    fn shared(&self, labels: DestKey) -> Arc<DestStats> {
+        let mut dests = self.lock();
+        if let Some(d) = dests.get(&labels).and_then(Weak::upgrade) {
+            return d;
+        }
+        let d = Arc::new(DestStats::new(labels.clone()));
+        dests.insert(labels, Arc::downgrade(&d));
+        // Forget destinations no config holds any more.
+        dests.retain(|_, w| w.strong_count() > 0);
+        d
     }
 }
 
@@ -304,53 +300,7 @@ pub struct DestStats {
 }
 
 impl DestStats {
-    fn new(node: &Node, cluster: Option<&str>, workload: Option<(&str, &str)>) -> Self {
-        let unknown = || "unknown".to_string();
-        let inbound = cluster.is_some_and(|c| c.starts_with("inbound|"));
-        let service = cluster
-            .filter(|_| !inbound)
-            .and_then(|c| c.rsplit_once("||"))
-            .map(|(_, fqdn)| fqdn.to_string());
-        let (service_name, service_ns) = service
-            .as_deref()
-            .and_then(|s| {
-                let mut parts = s.splitn(3, '.');
-                Some((parts.next()?.to_string(), parts.next()?.to_string()))
-            })
-            .unwrap_or_else(|| (unknown(), unknown()));
-        let (src_wl, src_ns, dst_wl, dst_ns) = if inbound {
-            (
-                unknown(),
-                unknown(),
-                node.workload.clone(),
-                node.namespace.clone(),
-            )
-        } else {
-            let (w, ns) = workload.map_or_else(
-                || (unknown(), unknown()),
-                |(w, ns)| (w.to_string(), ns.to_string()),
-            );
-            (node.workload.clone(), node.namespace.clone(), w, ns)
-        };
-        let labels = vec![
-            (
-                "reporter",
-                if inbound { "destination" } else { "source" }.to_string(),
-            ),
-            ("source_workload", src_wl),
-            ("source_workload_namespace", src_ns),
-            ("source_principal", unknown()),
-            ("destination_service", service.unwrap_or_else(unknown)),
-            ("destination_service_name", service_name),
-            ("destination_service_namespace", service_ns),
-            ("destination_workload", dst_wl),
-            ("destination_workload_namespace", dst_ns),
-            ("destination_principal", unknown()),
-            (
-                "connection_security_policy",
-                if inbound { "none" } else { "unknown" }.to_string(),
-            ),
-        ];
+    fn new(labels: DestKey) -> Self {
         Self {
             labels,
             slots: OnceLock::new(),
@@ -407,6 +357,57 @@ impl DestStats {
         l.push(("response_flags", "-".to_string()));
         l
     }
+}
+
+/// The fixed labels of requests from `node` to `cluster`'s endpoints of `workload` (name,
+/// namespace).
+fn labels(node: &Node, cluster: Option<&str>, workload: Option<(&str, &str)>) -> DestKey {
+    let unknown = || "unknown".to_string();
+    let inbound = cluster.is_some_and(|c| c.starts_with("inbound|"));
+    let service = cluster
+        .filter(|_| !inbound)
+        .and_then(|c| c.rsplit_once("||"))
+        .map(|(_, fqdn)| fqdn.to_string());
+    let (service_name, service_ns) = service
+        .as_deref()
+        .and_then(|s| {
+            let mut parts = s.splitn(3, '.');
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .unwrap_or_else(|| (unknown(), unknown()));
+    let (src_wl, src_ns, dst_wl, dst_ns) = if inbound {
+        (
+            unknown(),
+            unknown(),
+            node.workload.clone(),
+            node.namespace.clone(),
+        )
+    } else {
+        let (w, ns) = workload.map_or_else(
+            || (unknown(), unknown()),
+            |(w, ns)| (w.to_string(), ns.to_string()),
+        );
+        (node.workload.clone(), node.namespace.clone(), w, ns)
+    };
+    vec![
+        (
+            "reporter",
+            if inbound { "destination" } else { "source" }.to_string(),
+        ),
+        ("source_workload", src_wl),
+        ("source_workload_namespace", src_ns),
+        ("source_principal", unknown()),
+        ("destination_service", service.unwrap_or_else(unknown)),
+        ("destination_service_name", service_name),
+        ("destination_service_namespace", service_ns),
+        ("destination_workload", dst_wl),
+        ("destination_workload_namespace", dst_ns),
+        ("destination_principal", unknown()),
+        (
+            "connection_security_policy",
+            if inbound { "none" } else { "unknown" }.to_string(),
+        ),
+    ]
 }
 
 /// Counters of opaque TCP connections.

@@ -186,3 +186,24 @@ fn classic_format_names_counter_families_by_their_samples() {
     assert!(classic.contains("# TYPE weft_request_duration_seconds histogram"));
     assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
 }
+
+#[test]
+fn destinations_that_label_alike_share_their_series() {
+    let m = metrics();
+    let a = m.destination("outbound|80||api.ns.svc.cluster.local", Some("api.ns"));
+    let b = m.destination("outbound|8080||api.ns.svc.cluster.local", Some("api.ns"));
+    assert!(Arc::ptr_eq(&a, &b));
+    a.record(ok(200), Duration::from_millis(1));
+    b.record(ok(200), Duration::from_millis(1));
+    // A cluster named outside weft's scheme labels like the unrouted requests: one series too.
+    m.destination("plain-cluster", None)
+        .record(ok(200), Duration::from_millis(1));
+    m.unrouted().record(ok(200), Duration::from_millis(1));
+    let text = m.render(false);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("weft_requests_total{"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().all(|l| l.ends_with(" 2")), "{text}");
+}
