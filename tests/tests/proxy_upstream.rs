@@ -226,3 +226,24 @@ fn route_timeout_cuts_off_a_response_whose_body_stalls() {
         "{metrics}"
     );
 }
+
+#[test]
+fn client_gone_before_the_response_is_counted_dc() {
+    let s = setup();
+    let mut c = TcpStream::connect(s.api_bind).unwrap();
+    c.write_all(b"GET /api/slow HTTP/1.1\r\nHost: api\r\n\r\n")
+        .unwrap();
+    wait_until("the request to reach the upstream", || {
+        Backend::get(&s.api.requests) == 1
+    });
+    drop(c);
+    wait_until("the abandoned request to be counted", || {
+        let (_, metrics) = http_get(s.sidecar.health, "/metrics").unwrap();
+        metrics.lines().any(|l| {
+            l.starts_with("weft_requests_total{")
+                && l.contains("response_flags=\"DC\"")
+                && l.contains("response_code=\"0\"")
+                && l.ends_with(" 1")
+        })
+    });
+}

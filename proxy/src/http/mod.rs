@@ -344,6 +344,14 @@ impl Proxy {
         parts.uri = Uri::from_parts(uri).map_err(|_| (Reason::NoRoute, None))?;
         let upstream = Request::from_parts(parts, body);
         let guard = endpoint.start();
+        // Counted as `DC` with no status if the client goes away before the response headers
+        // (the server then drops this future); disarmed once the request has an outcome.
+        let mut unanswered = Unanswered {
+            stats: &endpoint.stats,
+            protocol,
+            started,
+            armed: true,
+        };
         let fut = endpoint.pool.send(endpoint.addr, dial, upstream);
         // The route's timeout covers the whole response, as Gateway API and Envoy define it: the
         // same deadline bounds the headers here and the body in `UpstreamBody`.
@@ -352,11 +360,13 @@ impl Proxy {
             Some(d) => tokio::select! {
                 r = fut => r,
                 () = d.as_mut() => {
+                    unanswered.armed = false;
                     return Err((Reason::UpstreamTimeout, Some(endpoint.stats.clone())));
                 }
             },
             None => fut.await,
         };
+        unanswered.armed = false;
         let (resp, conn) = result.map_err(|e| {
             tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
             let reason = match e {
@@ -386,6 +396,28 @@ impl Proxy {
             deadline,
         };
         Ok(Response::from_parts(parts, Body::Upstream(body)))
+    }
+}
+
+/// Records a request the client abandoned before its response began, unless disarmed.
+struct Unanswered<'a> {
+    stats: &'a DestStats,
+    protocol: Protocol,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let outcome = Outcome {
+                protocol: self.protocol,
+                code: 0,
+                grpc_status: None,
+                flag: Some(Flag::DownstreamClosed),
+            };
+            self.stats.record(outcome, self.started.elapsed());
+        }
     }
 }
 
