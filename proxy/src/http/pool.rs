@@ -47,6 +47,9 @@ pub struct Pool {
     h2: Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
     /// Held while dialing HTTP/2, so a burst of first requests opens one connection, not many.
     h2_dial: tokio::sync::Mutex<()>,
+    /// When the last HTTP/2 dial failed: requests that queued behind it fail with it instead of
+    /// each waiting out another connect timeout.
+    h2_failed: Mutex<Option<Instant>>,
 }
 
 impl Pool {
@@ -148,13 +151,26 @@ impl Pool {
             }
         }
         let mut conn = {
+            let queued = Instant::now();
             let _dialing = self.h2_dial.lock().await;
             match self.shared_h2() {
                 Some(c) => c,
                 None => {
-                    let c = dial_h2(addr, dial).await?;
-                    *lock(&self.h2) = Some((c.clone(), Instant::now()));
-                    c
+                    if lock(&self.h2_failed).is_some_and(|failed| failed >= queued) {
+                        return Err(SendError::Connect(format!(
+                            "{addr}: the dial this request waited for failed"
+                        )));
+                    }
+                    match dial_h2(addr, dial).await {
+                        Ok(c) => {
+                            *lock(&self.h2) = Some((c.clone(), Instant::now()));
+                            c
+                        }
+                        Err(e) => {
+                            *lock(&self.h2_failed) = Some(Instant::now());
+                            return Err(e);
+                        }
+                    }
                 }
             }
         };
