@@ -247,3 +247,79 @@ fn client_gone_before_the_response_is_counted_dc() {
         })
     });
 }
+
+/// An iptables rule dropping SYNs to a loopback port, removed on drop: connects there hang.
+struct Blackhole(u16);
+
+impl Blackhole {
+    fn rule(&self, op: &str) -> std::process::Output {
+        Command::new("iptables")
+            .args([op, "INPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport"])
+            .arg(self.0.to_string())
+            .args(["-j", "DROP"])
+            .output()
+            .expect("iptables runs (root)")
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = self.rule("-D");
+    }
+}
+
+#[test]
+fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
+    let port = free_port();
+    let hole = Blackhole(port);
+    let out = hole.rule("-I");
+    assert!(out.status.success(), "{out:?}");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
+spec: {{containers: [{{name: web}}]}}
+status: {{podIP: 127.0.0.9}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec: {{outboundListeners: [{{bind: "{bind}", service: stuck, port: 81}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: stuck, namespace: shop}}
+spec: {{clusterIP: 127.41.0.9, ports: [{{name: http2, port: 81}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: stuck-a, namespace: shop, labels: {{kubernetes.io/service-name: stuck}}}}
+addressType: IPv4
+ports: [{{name: http2, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+        ),
+    )
+    .unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let _sidecar = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    // Three requests at once: one dials (and times out after the cluster's 5 s connect timeout);
+    // the two queued behind it fail with it rather than dialing (and waiting) in turn.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || curl(bind, "/", 1, false, &[])))
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("x-weft-reason: UF"), "{out}");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+}
