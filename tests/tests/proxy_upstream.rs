@@ -323,3 +323,95 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
     let took = started.elapsed();
     assert!(took < Duration::from_secs(9), "took {took:?}");
 }
+
+#[test]
+fn tcp_bytes_are_counted_even_when_the_upstream_resets() {
+    use std::io::Read;
+    // Reads the client's hello, answers 1,000 bytes, then closes with a reset.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            let mut s = s;
+            let mut hello = [0u8; 5];
+            let _ = s.read_exact(&mut hello);
+            let _ = s.write_all(&[b'x'; 1000]);
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = nix::sys::socket::setsockopt(
+                &s,
+                nix::sys::socket::sockopt::Linger,
+                &nix::libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                },
+            );
+        }
+    });
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
+spec: {{containers: [{{name: web}}]}}
+status: {{podIP: 127.0.0.9}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec: {{outboundListeners: [{{bind: "{bind}", service: db, port: 5432}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: shop}}
+spec: {{clusterIP: 127.41.0.10, ports: [{{name: tcp-pg, port: 5432}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: db-a, namespace: shop, labels: {{kubernetes.io/service-name: db}}}}
+addressType: IPv4
+ports: [{{name: tcp-pg, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#,
+            port = upstream.port()
+        ),
+    )
+    .unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let sidecar = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let scrape = || http_get(sidecar.health, "/metrics").unwrap().1;
+    let counter = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains("destination_service=\"db.shop.svc.cluster.local\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let settled = |text: &str| {
+        let opened = counter(text, "weft_tcp_connections_opened_total");
+        opened >= 1 && opened == counter(text, "weft_tcp_connections_closed_total")
+    };
+    // The readiness probe above was a connection too: start from the counters once it is done.
+    wait_until("the probe connection to close", || settled(&scrape()));
+    let before = scrape();
+    let mut c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"hello").unwrap();
+    let mut got = vec![0u8; 1000];
+    c.read_exact(&mut got).unwrap();
+    let closed_before = counter(&before, "weft_tcp_connections_closed_total");
+    wait_until("the reset connection to be counted", || {
+        counter(&scrape(), "weft_tcp_connections_closed_total") == closed_before + 1
+    });
+    let after = scrape();
+    let delta = |name: &str| counter(&after, name) - counter(&before, name);
+    assert_eq!(delta("weft_tcp_connections_opened_total"), 1, "{after}");
+    assert_eq!(delta("weft_tcp_sent_bytes_total"), 1000, "{after}");
+    assert_eq!(delta("weft_tcp_received_bytes_total"), 5, "{after}");
+}

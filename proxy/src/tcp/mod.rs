@@ -1,17 +1,16 @@
 //! Opaque TCP forwarding, with half-close carried through.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::Store;
 
 /// Forwards `client` to an endpoint of `cluster` until both directions are closed.
-pub async fn forward(
-    store: &Arc<Store>,
-    cluster: &str,
-    mut client: TcpStream,
-) -> std::io::Result<()> {
+pub async fn forward(store: &Arc<Store>, cluster: &str, client: TcpStream) -> std::io::Result<()> {
     let (endpoint, timeout) = {
         let config = store.load();
         let set = config.endpoints.get(cluster);
@@ -25,8 +24,7 @@ pub async fn forward(
         }
     };
     let _guard = endpoint.start();
-    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await
-    {
+    let upstream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(cluster, endpoint = %endpoint.addr, flags = "UF", "connect failed: {e}");
@@ -40,14 +38,54 @@ pub async fn forward(
     let _ = upstream.set_nodelay(true);
     let tcp = &endpoint.stats.tcp;
     tcp.open();
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((received, sent)) => {
-            tcp.close(sent, received);
-            Ok(())
+    // Counted as read, so a connection that ends in a reset still reports what it carried.
+    let (mut client, mut upstream) = (Counted::new(client), Counted::new(upstream));
+    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    tcp.close(upstream.read, client.read);
+    result.map(|_| ())
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, read: 0 }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.read += (buf.filled().len() - before) as u64;
         }
-        Err(e) => {
-            tcp.close(0, 0);
-            Err(e)
-        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
