@@ -268,12 +268,15 @@ impl Drop for Blackhole {
     }
 }
 
-#[test]
-fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
-    let port = free_port();
-    let hole = Blackhole(port);
-    let out = hole.rule("-I");
-    assert!(out.status.success(), "{out:?}");
+/// A mesh of one Service `name` (port `port`, named `port_name`: the name declares the protocol)
+/// whose one endpoint is 127.0.0.1:`endpoint_port`, reached through an explicit listener; returns
+/// the running control plane and sidecar, the listener address, and the registry directory.
+fn one_service(
+    name: &str,
+    port: u16,
+    port_name: &str,
+    endpoint_port: u16,
+) -> (ControlPlane, Sidecar, SocketAddr, tempfile::TempDir) {
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -289,26 +292,36 @@ status: {{podIP: 127.0.0.9}}
 apiVersion: weft.io/v1alpha1
 kind: Sidecar
 metadata: {{name: web, namespace: shop}}
-spec: {{outboundListeners: [{{bind: "{bind}", service: stuck, port: 81}}]}}
+spec: {{outboundListeners: [{{bind: "{bind}", service: {name}, port: {port}}}]}}
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: stuck, namespace: shop}}
-spec: {{clusterIP: 127.41.0.9, ports: [{{name: http2, port: 81}}]}}
+metadata: {{name: {name}, namespace: shop}}
+spec: {{clusterIP: 127.41.0.9, ports: [{{name: {port_name}, port: {port}}}]}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {{name: stuck-a, namespace: shop, labels: {{kubernetes.io/service-name: stuck}}}}
+metadata: {{name: {name}-a, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}
 addressType: IPv4
-ports: [{{name: http2, port: {port}}}]
+ports: [{{name: {port_name}, port: {endpoint_port}}}]
 endpoints: [{{addresses: ["127.0.0.1"]}}]
 "#
         ),
     )
     .unwrap();
     let cp = ControlPlane::start(dir.path());
-    let _sidecar = Sidecar::start(cp.xds, "web-0.shop");
+    let sidecar = Sidecar::start(cp.xds, "web-0.shop");
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    (cp, sidecar, bind, dir)
+}
+
+#[test]
+fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
+    let port = free_port();
+    let hole = Blackhole(port);
+    let out = hole.rule("-I");
+    assert!(out.status.success(), "{out:?}");
+    let (_cp, _sidecar, bind, _dir) = one_service("stuck", 81, "http2", port);
     // Three requests at once: one dials (and times out after the cluster's 5 s connect timeout);
     // the two queued behind it fail with it rather than dialing (and waiting) in turn.
     let started = Instant::now();
@@ -347,42 +360,7 @@ fn tcp_bytes_are_counted_even_when_the_upstream_resets() {
             );
         }
     });
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
-        format!(
-            r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
-spec: {{containers: [{{name: web}}]}}
-status: {{podIP: 127.0.0.9}}
----
-apiVersion: weft.io/v1alpha1
-kind: Sidecar
-metadata: {{name: web, namespace: shop}}
-spec: {{outboundListeners: [{{bind: "{bind}", service: db, port: 5432}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: db, namespace: shop}}
-spec: {{clusterIP: 127.41.0.10, ports: [{{name: tcp-pg, port: 5432}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: db-a, namespace: shop, labels: {{kubernetes.io/service-name: db}}}}
-addressType: IPv4
-ports: [{{name: tcp-pg, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#,
-            port = upstream.port()
-        ),
-    )
-    .unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let sidecar = Sidecar::start(cp.xds, "web-0.shop");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let (_cp, sidecar, bind, _dir) = one_service("db", 5432, "tcp-pg", upstream.port());
     let scrape = || http_get(sidecar.health, "/metrics").unwrap().1;
     let counter = |text: &str, name: &str| -> u64 {
         text.lines()

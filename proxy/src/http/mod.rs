@@ -92,63 +92,29 @@ pub enum RouteSource {
     Inline(Arc<RouteTable>),
 }
 
-/// A failure answered by the proxy itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// No route matched.
-    NoRoute,
-    /// The route names a cluster the config lacks.
-    NoCluster,
-    /// The cluster has no endpoint.
-    NoHealthyUpstream,
-    /// Connecting to the endpoint failed.
-    UpstreamConnectFailure,
-    /// The upstream reset or broke the protocol.
-    UpstreamReset,
-    /// The route's timeout expired.
-    UpstreamTimeout,
-}
-
-impl Reason {
-    /// Envoy's short flag, which dashboards and logs already use.
-    pub fn flag(self) -> &'static str {
-        Flag::from(self).as_str()
-    }
-
-    fn status(self) -> StatusCode {
-        match self {
-            Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::NoCluster | Self::NoHealthyUpstream | Self::UpstreamConnectFailure => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::UpstreamReset => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+/// The status the proxy answers with itself for a failure it names by its `response_flags` flag.
+fn local_status(flag: Flag) -> StatusCode {
+    match flag {
+        Flag::NoRoute => StatusCode::NOT_FOUND,
+        Flag::NoCluster | Flag::NoHealthyUpstream | Flag::UpstreamConnectFailure => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-    }
-}
-
-impl From<Reason> for Flag {
-    fn from(r: Reason) -> Self {
-        match r {
-            Reason::NoRoute => Flag::NoRoute,
-            Reason::NoCluster => Flag::NoCluster,
-            Reason::NoHealthyUpstream => Flag::NoHealthyUpstream,
-            Reason::UpstreamConnectFailure => Flag::UpstreamConnectFailure,
-            Reason::UpstreamReset => Flag::UpstreamReset,
-            Reason::UpstreamTimeout => Flag::UpstreamTimeout,
-        }
+        Flag::UpstreamReset => StatusCode::BAD_GATEWAY,
+        Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        // Nobody is left to answer; nginx's "client closed request", for logs only.
+        Flag::DownstreamClosed => StatusCode::from_u16(499).expect("valid status"),
     }
 }
 
 /// A failure, and the destination it is counted against (none when no route or cluster matched).
-type Failure = (Reason, Option<Arc<DestStats>>);
+type Failure = (Flag, Option<Arc<DestStats>>);
 
-fn local_reply(reason: Reason) -> Response<Body> {
-    let status = reason.status();
-    let body = format!("{} {}\n", status.as_u16(), reason.flag());
+fn local_reply(reason: Flag) -> Response<Body> {
+    let status = local_status(reason);
+    let body = format!("{} {}\n", status.as_u16(), reason.as_str());
     Response::builder()
         .status(status)
-        .header("x-weft-reason", reason.flag())
+        .header("x-weft-reason", reason.as_str())
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(Body::Local(Full::new(Bytes::from(body))))
         .expect("static parts are valid")
@@ -215,13 +181,13 @@ impl Proxy {
         match self.forward(source, req, started, protocol).await {
             Ok(resp) => resp,
             Err((reason, stats)) => {
-                let status = reason.status();
-                tracing::info!(%method, path = uri.path(), flags = reason.flag(), "local reply {}", status.as_u16());
+                let status = local_status(reason);
+                tracing::info!(%method, path = uri.path(), flags = reason.as_str(), "local reply {}", status.as_u16());
                 let outcome = Outcome {
                     protocol,
                     code: status.as_u16(),
                     grpc_status: None,
-                    flag: Some(reason.into()),
+                    flag: Some(reason),
                 };
                 stats
                     .as_ref()
@@ -255,26 +221,22 @@ impl Proxy {
         let (endpoint, dial, timeout) = {
             let config = self.store.load();
             let table = match source {
-                RouteSource::Named(name) => {
-                    config.routes.get(name).ok_or((Reason::NoRoute, None))?
-                }
+                RouteSource::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
                 RouteSource::Inline(t) => t,
             };
-            let route = table
-                .find(authority, &parts)
-                .ok_or((Reason::NoRoute, None))?;
-            let cluster_name = route.pick_cluster().ok_or((Reason::NoCluster, None))?;
+            let route = table.find(authority, &parts).ok_or((Flag::NoRoute, None))?;
+            let cluster_name = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
             let cluster = config
                 .clusters
                 .get(cluster_name)
-                .ok_or((Reason::NoCluster, None))?;
+                .ok_or((Flag::NoCluster, None))?;
             let endpoints = config
                 .endpoints
                 .get(cluster_name)
-                .ok_or((Reason::NoCluster, None))?;
+                .ok_or((Flag::NoCluster, None))?;
             let endpoint = endpoints
                 .pick()
-                .ok_or_else(|| (Reason::NoHealthyUpstream, Some(endpoints.stats.clone())))?
+                .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?
                 .clone();
             let dial = pool::Dial {
                 http2: cluster.http2,
@@ -320,8 +282,8 @@ impl Proxy {
             let target = match uri_authority {
                 Some(a) => a,
                 None if authority.is_empty() => Authority::try_from(endpoint.addr.to_string())
-                    .map_err(|_| (Reason::NoRoute, None))?,
-                None => Authority::try_from(authority).map_err(|_| (Reason::NoRoute, None))?,
+                    .map_err(|_| (Flag::NoRoute, None))?,
+                None => Authority::try_from(authority).map_err(|_| (Flag::NoRoute, None))?,
             };
             uri.scheme = Some(Scheme::HTTP);
             uri.authority = Some(target);
@@ -341,7 +303,7 @@ impl Proxy {
             }
         }
         uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).map_err(|_| (Reason::NoRoute, None))?;
+        parts.uri = Uri::from_parts(uri).map_err(|_| (Flag::NoRoute, None))?;
         let upstream = Request::from_parts(parts, body);
         let guard = endpoint.start();
         // Counted as `DC` with no status if the client goes away before the response headers
@@ -361,7 +323,7 @@ impl Proxy {
                 r = fut => r,
                 () = d.as_mut() => {
                     unanswered.armed = false;
-                    return Err((Reason::UpstreamTimeout, Some(endpoint.stats.clone())));
+                    return Err((Flag::UpstreamTimeout, Some(endpoint.stats.clone())));
                 }
             },
             None => fut.await,
@@ -370,8 +332,8 @@ impl Proxy {
         let (resp, conn) = result.map_err(|e| {
             tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
             let reason = match e {
-                pool::SendError::Connect(_) => Reason::UpstreamConnectFailure,
-                pool::SendError::Http(_) => Reason::UpstreamReset,
+                pool::SendError::Connect(_) => Flag::UpstreamConnectFailure,
+                pool::SendError::Http(_) => Flag::UpstreamReset,
             };
             (reason, Some(endpoint.stats.clone()))
         })?;

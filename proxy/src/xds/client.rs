@@ -287,12 +287,13 @@ impl Client {
                 return Ok(());
             }
         };
-        /// The resources that convert, and the errors of those that do not.
-        fn decode<M: Message + Default, T>(
+        /// Stores every resource of `resp` that converts, drops the removed ones, and returns the
+        /// errors of those that do not convert (a resource that fails keeps its last good version).
+        fn update<M: Message + Default, T>(
+            held: &mut Versioned<T>,
             resp: &DeltaDiscoveryResponse,
             convert: impl Fn(&M) -> Result<T, Invalid>,
-        ) -> (Vec<(String, String, T)>, Vec<Invalid>) {
-            let mut ok = Vec::new();
+        ) -> Vec<Invalid> {
             let mut errors = Vec::new();
             for r in &resp.resources {
                 let decoded = r
@@ -312,51 +313,34 @@ impl Client {
                     })
                     .and_then(|m| convert(&m));
                 match decoded {
-                    Ok(v) => ok.push((r.name.clone(), r.version.clone(), v)),
+                    Ok(v) => {
+                        held.insert(r.name.clone(), (r.version.clone(), v));
+                    }
                     Err(e) => errors.push(e),
                 }
             }
-            (ok, errors)
-        }
-        fn merge<T>(map: &mut Versioned<T>, items: Vec<(String, String, T)>, removed: &[String]) {
-            for (name, version, v) in items {
-                map.insert(name, (version, v));
+            for name in &resp.removed_resources {
+                held.remove(name);
             }
-            for name in removed {
-                map.remove(name);
-            }
+            errors
         }
         let removed = &resp.removed_resources;
         // Like Envoy, the valid resources of a response apply and the invalid ones are NACKed:
-        // one bad listener must not keep every other one (or readiness) from the proxy. A resource
-        // that fails keeps its last good version.
+        // one bad listener must not keep every other one (or readiness) from the proxy.
+        let held = &mut self.held;
         let errors = match t {
-            CDS => {
-                let (ok, errors) =
-                    decode::<xc::Cluster, _>(resp, |m| Cluster::try_from(m).map(Arc::new));
-                merge(&mut self.held.clusters, ok, removed);
-                errors
-            }
-            EDS => {
-                let (ok, errors) = decode::<ClusterLoadAssignment, _>(resp, |m| {
-                    convert::load_assignment(m).map(Arc::new)
-                });
-                merge(&mut self.held.endpoints, ok, removed);
-                errors
-            }
-            LDS => {
-                let (ok, errors) =
-                    decode::<xl::Listener, _>(resp, |m| Listener::try_from(m).map(Arc::new));
-                merge(&mut self.held.listeners, ok, removed);
-                errors
-            }
-            _ => {
-                let (ok, errors) = decode::<xr::RouteConfiguration, _>(resp, |m| {
-                    RouteTable::try_from(m).map(Arc::new)
-                });
-                merge(&mut self.held.routes, ok, removed);
-                errors
-            }
+            CDS => update::<xc::Cluster, _>(&mut held.clusters, resp, |m| {
+                Cluster::try_from(m).map(Arc::new)
+            }),
+            EDS => update::<ClusterLoadAssignment, _>(&mut held.endpoints, resp, |m| {
+                convert::load_assignment(m).map(Arc::new)
+            }),
+            LDS => update::<xl::Listener, _>(&mut held.listeners, resp, |m| {
+                Listener::try_from(m).map(Arc::new)
+            }),
+            _ => update::<xr::RouteConfiguration, _>(&mut held.routes, resp, |m| {
+                RouteTable::try_from(m).map(Arc::new)
+            }),
         };
         self.held.seen.insert(t);
         let answered = self.answered.entry(t).or_default();
