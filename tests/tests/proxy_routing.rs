@@ -383,6 +383,16 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
             "HTTP/1.1 400",
         ),
         ("oversized headers", big.into_bytes(), "HTTP/1.1 431"),
+        // Just over the 60 KiB limit, in one write: the parsed head is measured, not the buffer.
+        (
+            "headers just over 60 KiB",
+            format!(
+                "GET /api/x HTTP/1.1\r\nHost: r\r\nx-big: {}\r\n\r\n",
+                "a".repeat(61 * 1024)
+            )
+            .into_bytes(),
+            "HTTP/1.1 431",
+        ),
     ];
     for (what, bytes, want) in cases {
         let got = raw(bind, &bytes);

@@ -1,6 +1,7 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only, never forwarded.
 
 use http::HeaderMap;
+use http::header::Entry;
 use http::header::{CONNECTION, HeaderName, TE, UPGRADE};
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` plus `Upgrade: <protocol>`).
@@ -44,12 +45,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if only_connection
-        && headers.get_all(CONNECTION).iter().all(|v| {
+        && let Entry::Occupied(connection) = headers.entry(CONNECTION)
+        && connection.iter().all(|v| {
             v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
                 || v.as_bytes().eq_ignore_ascii_case(b"close")
         })
     {
-        headers.remove(CONNECTION);
+        // One hash lookup both reads and removes it.
+        connection.remove();
         return;
     }
     // `Connection` may name further headers; its usual tokens name none (keep-alive is removed

@@ -17,12 +17,19 @@ use http::header::HeaderName;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::{RouteTable, Store};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
+
+/// The most bytes of HTTP/1 headers accepted in either direction (Envoy's default
+/// `max_request_headers_kb`); more is a 431 from a client, a 502 from an upstream. Counted on the
+/// parsed head, so a head arriving whole in one read is held to it as well.
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC when the content type says so (`application/grpc`, `application/grpc+proto`, ...).
 fn protocol_of(headers: &http::HeaderMap) -> Protocol {
@@ -32,9 +39,13 @@ fn protocol_of(headers: &http::HeaderMap) -> Protocol {
     }
 }
 
-/// The `grpc-status` in `headers`, if there is a valid one.
-fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
-    std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
+/// The `grpc-status` in the headers of a gRPC call, if there is a valid one. Other protocols are
+/// not asked: the lookup costs a hash per response.
+fn grpc_status(protocol: Protocol, headers: &http::HeaderMap) -> Option<u8> {
+    if protocol != Protocol::Grpc {
+        return None;
+    }
+    std::str::from_utf8(headers.get(GRPC_STATUS)?.as_bytes())
         .ok()?
         .parse()
         .ok()
@@ -176,13 +187,13 @@ impl Proxy {
     pub async fn handle(&self, source: &RouteSource, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let protocol = protocol_of(req.headers());
-        // Kept for the log line of a local reply; cloning both shares their buffers, no copy.
-        let (method, uri) = (req.method().clone(), req.uri().clone());
+        // Kept for the log line of a local reply; the path shares the request's buffer, no copy.
+        let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
         match self.forward(source, req, started, protocol).await {
             Ok(resp) => resp,
             Err((reason, stats)) => {
                 let status = local_status(reason);
-                tracing::info!(%method, path = uri.path(), flags = reason.as_str(), "local reply {}", status.as_u16());
+                tracing::info!(%method, path = path.as_ref().map_or("/", |p| p.path()), flags = reason.as_str(), "local reply {}", status.as_u16());
                 let outcome = Outcome {
                     protocol,
                     code: status.as_u16(),
@@ -247,10 +258,13 @@ impl Proxy {
 
         // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
         // them to switch protocols.
-        let upgrade = headers::upgrade(&parts.headers);
-        let downstream_upgrade = upgrade
-            .as_ref()
-            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+        // The server attaches `OnUpgrade` only to requests whose `Connection` asks for one, so
+        // most requests skip parsing it.
+        let downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let upgrade = match downstream_upgrade {
+            Some(_) => headers::upgrade(&parts.headers),
+            None => None,
+        };
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = &upgrade {
             parts.headers.insert(
@@ -296,7 +310,8 @@ impl Proxy {
                 && let Ok(v) = HeaderValue::from_str(a.as_str())
             {
                 parts.headers.insert(http::header::HOST, v);
-            } else if !parts.headers.contains_key(http::header::HOST)
+            } else if host.is_none()
+                && !parts.headers.contains_key(http::header::HOST)
                 && let Ok(v) = HeaderValue::from_str(&endpoint.addr.to_string())
             {
                 parts.headers.insert(http::header::HOST, v);
@@ -341,7 +356,7 @@ impl Proxy {
             protocol,
             code: resp.status().as_u16(),
             // A trailers-only gRPC response carries its status in the headers.
-            grpc_status: grpc_status(resp.headers()),
+            grpc_status: grpc_status(protocol, resp.headers()),
             flag: None,
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -441,7 +456,8 @@ impl hyper::body::Body for UpstreamBody {
             std::task::Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     if let Some((outcome, _)) = &mut self.pending {
-                        outcome.grpc_status = grpc_status(trailers).or(outcome.grpc_status);
+                        outcome.grpc_status =
+                            grpc_status(outcome.protocol, trailers).or(outcome.grpc_status);
                     }
                     // Trailers end a message; servers stop polling after them.
                     self.done();

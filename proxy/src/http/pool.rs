@@ -208,6 +208,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendE
 async fn dial_h1(addr: SocketAddr, dial: Dial) -> Result<H1, SendError> {
     let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
     let (send, conn) = http1::Builder::new()
+        .max_header_size(super::MAX_HEADER_BYTES)
         .handshake(io)
         .await
         .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;

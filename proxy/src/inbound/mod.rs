@@ -30,7 +30,9 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                         .map(|(_, h)| h.clone())
                 });
                 match handler {
-                    Some(h) => crate::outbound::serve_connection(store, proxy, h, stream).await,
+                    Some(h) => {
+                        crate::outbound::serve_connection(store, proxy, h, stream, None).await
+                    }
                     None => passthrough(stream, dst).await,
                 }
             }

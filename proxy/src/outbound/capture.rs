@@ -119,23 +119,23 @@ async fn handle(
         return;
     };
     let tcp_cluster = || weft_proto::names::cluster_of_service_listener(&listener.name);
-    let handler = match (listener.protocol, &handler) {
+    let (handler, detected) = match (listener.protocol, &handler) {
         (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
-            handler
+            (handler, None)
         }
         (Protocol::Tcp, _) => match tcp_cluster() {
-            Some(cluster) => Handler::Tcp { cluster },
+            Some(cluster) => (Handler::Tcp { cluster }, None),
             None => return,
         },
         (Protocol::Detect, _) => match detect(&stream, capture.detect_timeout).await {
-            Detected::Http1 | Detected::Http2 => handler,
+            d @ (Detected::Http1 | Detected::Http2) => (handler, Some(d)),
             Detected::Tls | Detected::Opaque => match tcp_cluster() {
-                Some(cluster) => Handler::Tcp { cluster },
+                Some(cluster) => (Handler::Tcp { cluster }, None),
                 None => return,
             },
         },
     };
-    super::serve_connection(store, proxy, handler, stream).await;
+    super::serve_connection(store, proxy, handler, stream, detected).await;
 }
 
 /// Forwards to where the app was going, untouched.

@@ -6,23 +6,30 @@ pub mod capture;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::config::{Handler, Store};
+use crate::detect::{Detected, detect};
+use crate::drain::Drain;
 use crate::http::{Proxy, RouteSource};
 
-/// Serves one accepted connection with `handler`.
+/// Serves one accepted connection with `handler`. `detected` is what protocol detection saw, if
+/// it ran; an HTTP connection is otherwise sniffed here, so HTTP/1 and HTTP/2 each get their own
+/// server rather than one that re-checks the version on every read.
 pub async fn serve_connection(
     store: Arc<Store>,
     proxy: Proxy,
     handler: Handler,
     stream: TcpStream,
+    detected: Option<Detected>,
 ) {
     let _open = proxy.drain.open();
     let drain = proxy.drain.clone();
@@ -37,32 +44,63 @@ pub async fn serve_connection(
         Handler::Http { route_config } => RouteSource::Named(route_config),
         Handler::HttpInline(t) => RouteSource::Inline(t),
     };
-    let source = Arc::new(source);
     let header_timeout = proxy.header_timeout;
+    let http2 = match detected {
+        Some(d) => d == Detected::Http2,
+        None => detect(&stream, header_timeout).await == Detected::Http2,
+    };
+    let source = Arc::new(source);
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let source = source.clone();
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req).await) }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = drain.signaled() => {
-            // Finish the request in flight, then close (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let io = TokioIo::new(stream);
+    let result = if http2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        until_drained(builder.serve_connection(io, svc), &drain, |c| {
+            c.graceful_shutdown()
+        })
+        .await
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_header_size(crate::http::MAX_HEADER_BYTES)
+            .max_buf_size(64 * 1024);
+        until_drained(
+            builder.serve_connection(io, svc).with_upgrades(),
+            &drain,
+            |c| c.graceful_shutdown(),
+        )
+        .await
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Runs a server connection; once the proxy drains, lets it finish the request in flight and
+/// close (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
+async fn until_drained<C>(
+    conn: C,
+    drain: &Drain,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        // The connection first: it is what wakes this task on nearly every poll.
+        biased;
+        r = conn.as_mut() => r,
+        () = drain.signaled() => {
+            graceful_shutdown(conn.as_mut());
+            conn.await
+        }
     }
 }
 
@@ -93,6 +131,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
             proxy.clone(),
             handler,
             stream,
+            None,
         ));
     }
 }
