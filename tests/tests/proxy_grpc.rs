@@ -123,3 +123,97 @@ spec:
     assert_eq!(grpc("0"), 400, "{scrape}");
     assert_eq!(grpc("12"), 1, "{scrape}");
 }
+
+#[test]
+fn grpc_clients_get_grpc_statuses_for_the_proxys_own_replies() {
+    // The route covers one gRPC service only, and its one endpoint refuses connections.
+    let dead = free_port();
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mesh = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: client-0, namespace: demo, labels: {{app: client}}}}
+spec: {{containers: [{{name: c}}]}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: client, namespace: demo}}
+spec:
+  outboundListeners: [{{bind: "{bind}", service: greeter, port: 50051}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: greeter, namespace: demo}}
+spec: {{clusterIP: 127.50.0.1, ports: [{{name: grpc, port: 50051}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: g-1, namespace: demo, labels: {{kubernetes.io/service-name: greeter}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {dead}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: echo-only, namespace: demo}}
+spec:
+  parentRefs: [{{kind: Service, name: greeter, port: 50051}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /weft.test.Echo/}}}}]
+      backendRefs: [{{name: greeter, port: 50051}}]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let proxy = Sidecar::start(cp.xds, "client-0.demo");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    let script = "import grpc, sys\n\
+        ch = grpc.insecure_channel(sys.argv[1])\n\
+        for path in ['/weft.test.Echo/Who', '/other.Service/Call']:\n\
+        \x20   try:\n\
+        \x20       ch.unary_unary(path)(b'', timeout=5)\n\
+        \x20       print('OK')\n\
+        \x20   except grpc.RpcError as e:\n\
+        \x20       print(e.code().name + '|' + e.details())\n";
+    let out = python()
+        .arg("-c")
+        .arg(script)
+        .arg(bind.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    // A dead endpoint is UNAVAILABLE (a status clients retry), no route is UNIMPLEMENTED; the
+    // message says why, instead of grpcio's "Received http2 header with status: 503".
+    assert_eq!(
+        lines,
+        [
+            "UNAVAILABLE|upstream connect failure",
+            "UNIMPLEMENTED|no route"
+        ],
+        "{text}"
+    );
+
+    let scrape = weft_e2e::http_get(proxy.health, "/metrics").unwrap().1;
+    let counted = |flag: &str, status: &str| {
+        scrape.lines().any(|l| {
+            l.starts_with("weft_requests_total{")
+                && l.contains("request_protocol=\"grpc\"")
+                && l.contains("response_code=\"200\"")
+                && l.contains(&format!("response_flags=\"{flag}\""))
+                && l.contains(&format!("grpc_response_status=\"{status}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(counted("UF", "14"), "{scrape}");
+    assert!(counted("NR", "12"), "{scrape}");
+}

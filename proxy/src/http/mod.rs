@@ -120,15 +120,45 @@ fn local_status(flag: Flag) -> StatusCode {
 /// A failure, and the destination it is counted against (none when no route or cluster matched).
 type Failure = (Flag, Option<Arc<DestStats>>);
 
-fn local_reply(reason: Flag) -> Response<Body> {
-    let status = local_status(reason);
-    let body = format!("{} {}\n", status.as_u16(), reason.as_str());
-    Response::builder()
+/// The `grpc-status` a gRPC client gets for a local reply: gRPC's own mapping of the HTTP status
+/// (doc/http-grpc-status-mapping.md), as Envoy applies it: 404 UNIMPLEMENTED, 502/503/504
+/// UNAVAILABLE.
+fn local_grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// The proxy's own answer to a failure, and the status and `grpc-status` it is counted with. A
+/// gRPC client gets a trailers-only response (HTTP 200, `grpc-status`, `grpc-message`), which its
+/// library turns into a status code and message; anyone else gets the HTTP status and a line of
+/// text.
+fn local_reply(flag: Flag, protocol: Protocol) -> (Response<Body>, u16, Option<u8>) {
+    let status = local_status(flag);
+    let reply = Response::builder().header("x-weft-reason", flag.as_str());
+    if protocol == Protocol::Grpc {
+        let grpc = local_grpc_status(status);
+        let resp = reply
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(GRPC_STATUS, u16::from(grpc))
+            .header("grpc-message", flag.describe())
+            .body(Body::Local(Full::new(Bytes::new())))
+            .expect("static parts are valid");
+        return (resp, 200, Some(grpc));
+    }
+    let resp = reply
         .status(status)
-        .header("x-weft-reason", reason.as_str())
         .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(Body::Local(Full::new(Bytes::from(body))))
-        .expect("static parts are valid")
+        .body(Body::Local(Full::new(Bytes::from_static(
+            flag.describe().as_bytes(),
+        ))))
+        .expect("static parts are valid");
+    (resp, status.as_u16(), None)
 }
 
 /// Answers `101 Switching Protocols` downstream and, once both sides have switched, copies bytes
@@ -191,20 +221,20 @@ impl Proxy {
         let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
         match self.forward(source, req, started, protocol).await {
             Ok(resp) => resp,
-            Err((reason, stats)) => {
-                let status = local_status(reason);
-                tracing::info!(%method, path = path.as_ref().map_or("/", |p| p.path()), flags = reason.as_str(), "local reply {}", status.as_u16());
+            Err((flag, stats)) => {
+                let (resp, code, grpc_status) = local_reply(flag, protocol);
+                tracing::info!(%method, path = path.as_ref().map_or("/", |p| p.path()), flags = flag.as_str(), "local reply {}", local_status(flag).as_u16());
                 let outcome = Outcome {
                     protocol,
-                    code: status.as_u16(),
-                    grpc_status: None,
-                    flag: Some(reason),
+                    code,
+                    grpc_status,
+                    flag: Some(flag),
                 };
                 stats
                     .as_ref()
                     .unwrap_or(self.metrics.unrouted())
                     .record(outcome, started.elapsed());
-                local_reply(reason)
+                resp
             }
         }
     }

@@ -51,6 +51,19 @@ impl Flag {
             Self::DownstreamClosed => "DC",
         }
     }
+
+    /// What went wrong, in words, for the body (or `grpc-message`) of a local reply.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no route",
+            Self::NoCluster => "no cluster",
+            Self::NoHealthyUpstream => "no healthy upstream",
+            Self::UpstreamConnectFailure => "upstream connect failure",
+            Self::UpstreamReset => "upstream reset",
+            Self::UpstreamTimeout => "upstream request timeout",
+            Self::DownstreamClosed => "downstream closed",
+        }
+    }
 }
 
 /// One request's labelled outcome.
