@@ -338,7 +338,7 @@ fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
 }
 
 #[test]
-fn tcp_bytes_are_counted_even_when_the_upstream_resets() {
+fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
     use std::io::Read;
     // Reads the client's hello, answers 1,000 bytes, then closes with a reset.
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -349,7 +349,7 @@ fn tcp_bytes_are_counted_even_when_the_upstream_resets() {
             let mut hello = [0u8; 5];
             let _ = s.read_exact(&mut hello);
             let _ = s.write_all(&[b'x'; 1000]);
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_secs(1));
             let _ = nix::sys::socket::setsockopt(
                 &s,
                 nix::sys::socket::sockopt::Linger,
@@ -383,13 +383,21 @@ fn tcp_bytes_are_counted_even_when_the_upstream_resets() {
     c.write_all(b"hello").unwrap();
     let mut got = vec![0u8; 1000];
     c.read_exact(&mut got).unwrap();
+    // Counted while the connection is still open (the server holds it another second).
+    let open = scrape();
+    let delta = |text: &str, name: &str| counter(text, name) - counter(&before, name);
+    assert_eq!(delta(&open, "weft_tcp_sent_bytes_total"), 1000, "{open}");
+    assert_eq!(delta(&open, "weft_tcp_received_bytes_total"), 5, "{open}");
     let closed_before = counter(&before, "weft_tcp_connections_closed_total");
     wait_until("the reset connection to be counted", || {
         counter(&scrape(), "weft_tcp_connections_closed_total") == closed_before + 1
     });
     let after = scrape();
-    let delta = |name: &str| counter(&after, name) - counter(&before, name);
-    assert_eq!(delta("weft_tcp_connections_opened_total"), 1, "{after}");
-    assert_eq!(delta("weft_tcp_sent_bytes_total"), 1000, "{after}");
-    assert_eq!(delta("weft_tcp_received_bytes_total"), 5, "{after}");
+    assert_eq!(
+        delta(&after, "weft_tcp_connections_opened_total"),
+        1,
+        "{after}"
+    );
+    assert_eq!(delta(&after, "weft_tcp_sent_bytes_total"), 1000, "{after}");
+    assert_eq!(delta(&after, "weft_tcp_received_bytes_total"), 5, "{after}");
 }

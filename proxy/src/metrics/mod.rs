@@ -425,11 +425,19 @@ impl TcpStats {
         self.opened.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection closed after `sent` bytes to the client and `received` from it.
-    pub fn close(&self, sent: u64, received: u64) {
+    /// A connection closed.
+    pub fn close(&self) {
         self.closed.fetch_add(1, Ordering::Relaxed);
-        self.sent.fetch_add(sent, Ordering::Relaxed);
-        self.received.fetch_add(received, Ordering::Relaxed);
+    }
+
+    /// Bytes sent to the client, added as they are read from the upstream.
+    pub fn sent_bytes(&self) -> &AtomicU64 {
+        &self.sent
+    }
+
+    /// Bytes received from the client, added as they are read.
+    pub fn received_bytes(&self) -> &AtomicU64 {
+        &self.received
     }
 
     fn used(&self) -> bool {

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,26 +39,28 @@ pub async fn forward(store: &Arc<Store>, cluster: &str, client: TcpStream) -> st
     let _ = upstream.set_nodelay(true);
     let tcp = &endpoint.stats.tcp;
     tcp.open();
-    // Counted as read, so a connection that ends in a reset still reports what it carried.
-    let (mut client, mut upstream) = (Counted::new(client), Counted::new(upstream));
+    // Counted as read: a long-lived connection shows its bytes while it lasts, and one that ends
+    // in a reset still reports what it carried.
+    let mut client = Counted {
+        inner: client,
+        bytes: tcp.received_bytes(),
+    };
+    let mut upstream = Counted {
+        inner: upstream,
+        bytes: tcp.sent_bytes(),
+    };
     let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    tcp.close(upstream.read, client.read);
+    tcp.close();
     result.map(|_| ())
 }
 
-/// A stream that counts the bytes read from it.
-struct Counted<S> {
+/// A stream that adds the bytes read from it to a counter.
+struct Counted<'a, S> {
     inner: S,
-    read: u64,
+    bytes: &'a AtomicU64,
 }
 
-impl<S> Counted<S> {
-    fn new(inner: S) -> Self {
-        Self { inner, read: 0 }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,13 +69,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            self.read += (buf.filled().len() - before) as u64;
+            let n = (buf.filled().len() - before) as u64;
+            self.bytes.fetch_add(n, Ordering::Relaxed);
         }
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
