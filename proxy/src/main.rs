@@ -127,10 +127,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .run(),
     );
+    let drain = weft_proxy::drain::Drain::default();
     let admin = admin::Admin {
         store: store.clone(),
         metrics: metrics.clone(),
         set_log_level,
+        drain: drain.clone(),
         full: true,
     };
     let admin_addr = admin::bind(args.admin_addr, admin.clone()).await?;
@@ -142,7 +144,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let health_addr = admin::bind(args.health_addr, health).await?;
     tracing::info!(node = args.node_id, %admin_addr, %health_addr, "weft-proxy starting");
-    let drain = weft_proxy::drain::Drain::default();
     let proxy = Proxy::new(
         store.clone(),
         metrics.clone(),

@@ -383,6 +383,16 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
             "HTTP/1.1 400",
         ),
         ("oversized headers", big.into_bytes(), "HTTP/1.1 431"),
+        (
+            "HTTP/1.1 without Host",
+            b"GET /api/x HTTP/1.1\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "two Host headers",
+            b"GET /api/x HTTP/1.1\r\nHost: r\r\nHost: evil\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
         // Just over the 60 KiB limit, in one write: the parsed head is measured, not the buffer.
         (
             "headers just over 60 KiB",
@@ -460,11 +470,13 @@ fn sigterm_drains_requests_in_flight_then_exits() {
             .success()
     );
     std::thread::sleep(Duration::from_millis(200));
-    // No new connections once draining.
+    // No new connections once draining, and not ready: the endpoint leaves load balancers.
     assert!(
         TcpStream::connect_timeout(&bind, Duration::from_millis(500)).is_err(),
         "still accepting"
     );
+    let ready = weft_e2e::http_get(proxy.health, "/ready").unwrap();
+    assert_eq!((ready.0, ready.1.as_str()), (503, "draining\n"));
     let ((status, _, body), closed) = in_flight.join().unwrap();
     assert_eq!((status, body.as_str()), (200, "v1"));
     assert!(closed, "connection not closed after the drained request");

@@ -27,6 +27,8 @@ pub struct Admin {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Log filter control.
     pub set_log_level: SetLogLevel,
+    /// Drain state: a draining proxy is not ready, so the endpoint stops getting new traffic.
+    pub drain: crate::drain::Drain,
     /// Serve the config and log endpoints too (the loopback admin port), not only health and
     /// metrics.
     pub full: bool,
@@ -54,6 +56,9 @@ fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
 impl Admin {
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match req.uri().path() {
+            "/ready" if self.drain.is_draining() => {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            }
             "/ready" if self.store.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n"),
             "/ready" => reply(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -112,6 +112,7 @@ fn local_status(flag: Flag) -> StatusCode {
         }
         Flag::UpstreamReset => StatusCode::BAD_GATEWAY,
         Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
         // Nobody is left to answer; nginx's "client closed request", for logs only.
         Flag::DownstreamClosed => StatusCode::from_u16(499).expect("valid status"),
     }
@@ -249,9 +250,20 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         // Clones share the request's buffer: routing reads the authority without copying it.
         let uri_authority = parts.uri.authority().cloned();
+        // RFC 9112 §3.2: a second Host, or none in HTTP/1.1, is refused (hyper lets both
+        // through); routing by one and forwarding both is a smuggling shape.
+        let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+        let first_host = hosts.next();
+        if hosts.next().is_some()
+            || (first_host.is_none()
+                && uri_authority.is_none()
+                && parts.version == Version::HTTP_11)
+        {
+            return Err((Flag::DownstreamProtocolError, None));
+        }
         let host = match uri_authority {
             Some(_) => None,
-            None => parts.headers.get(http::header::HOST).cloned(),
+            None => first_host.cloned(),
         };
         let authority: &str = match (&uri_authority, &host) {
             (Some(a), _) => a.as_str(),

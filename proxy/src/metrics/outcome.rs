@@ -36,6 +36,9 @@ pub enum Flag {
     UpstreamTimeout,
     /// The client went away before the response was done.
     DownstreamClosed,
+    /// The request broke HTTP in a way the server library lets through (a missing or
+    /// duplicated `Host`).
+    DownstreamProtocolError,
 }
 
 impl Flag {
@@ -49,6 +52,7 @@ impl Flag {
             Self::UpstreamReset => "UR",
             Self::UpstreamTimeout => "UT",
             Self::DownstreamClosed => "DC",
+            Self::DownstreamProtocolError => "DPE",
         }
     }
 
@@ -62,6 +66,7 @@ impl Flag {
             Self::UpstreamReset => "upstream reset",
             Self::UpstreamTimeout => "upstream request timeout",
             Self::DownstreamClosed => "downstream closed",
+            Self::DownstreamProtocolError => "bad request: HTTP/1.1 needs exactly one host header",
         }
     }
 }
