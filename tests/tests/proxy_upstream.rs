@@ -271,14 +271,33 @@ impl Drop for Blackhole {
 /// A mesh of one Service `name` (port `port`, named `port_name`: the name declares the protocol)
 /// whose one endpoint is 127.0.0.1:`endpoint_port`, reached through an explicit listener; returns
 /// the running control plane and sidecar, the listener address, and the registry directory.
+/// One Service reached through an explicit listener, with an endpoint on 127.0.0.1 at each of
+/// `endpoint_ports`, and the `extra` YAML documents.
 fn one_service(
     name: &str,
     port: u16,
     port_name: &str,
-    endpoint_port: u16,
+    endpoint_ports: &[u16],
+    extra: &str,
 ) -> (ControlPlane, Sidecar, SocketAddr, tempfile::TempDir) {
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let slices: String = endpoint_ports
+        .iter()
+        .map(|endpoint_port| {
+            format!(
+                r#"
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-{endpoint_port}, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: {port_name}, port: {endpoint_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+            )
+        })
+        .collect();
     std::fs::write(
         dir.path().join("mesh.yaml"),
         format!(
@@ -298,14 +317,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: shop}}
 spec: {{clusterIP: 127.41.0.9, ports: [{{name: {port_name}, port: {port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-a, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: {port_name}, port: {endpoint_port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#
+{slices}{extra}"#
         ),
     )
     .unwrap();
@@ -321,7 +333,7 @@ fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
     let hole = Blackhole(port);
     let out = hole.rule("-I");
     assert!(out.status.success(), "{out:?}");
-    let (_cp, _sidecar, bind, _dir) = one_service("stuck", 81, "http2", port);
+    let (_cp, _sidecar, bind, _dir) = one_service("stuck", 81, "http2", &[port], "");
     // Three requests at once: one dials (and times out after the cluster's 5 s connect timeout);
     // the two queued behind it fail with it rather than dialing (and waiting) in turn.
     let started = Instant::now();
@@ -360,7 +372,7 @@ fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
             );
         }
     });
-    let (_cp, sidecar, bind, _dir) = one_service("db", 5432, "tcp-pg", upstream.port());
+    let (_cp, sidecar, bind, _dir) = one_service("db", 5432, "tcp-pg", &[upstream.port()], "");
     let scrape = || http_get(sidecar.health, "/metrics").unwrap().1;
     let counter = |text: &str, name: &str| -> u64 {
         text.lines()
@@ -400,4 +412,30 @@ fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
     );
     assert_eq!(delta(&after, "weft_tcp_sent_bytes_total"), 1000, "{after}");
     assert_eq!(delta(&after, "weft_tcp_received_bytes_total"), 5, "{after}");
+}
+
+#[test]
+fn a_dead_endpoint_is_passed_over_instead_of_preferred() {
+    // Two endpoints, one refusing connections. Round robin (to be sure the dead one is tried)
+    // would send it every other request; after its first failure it is passed over for a
+    // back-off instead. The default balancer does the same: a fast failure would otherwise look
+    // like a fast endpoint to its latency EWMA (unit test in balance/mod.rs).
+    let live = backend("live");
+    let dead = free_port();
+    let policy = "---
+apiVersion: weft.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: pair, namespace: shop}
+spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
+";
+    let (_cp, sidecar, bind, _dir) =
+        one_service("pair", 80, "http", &[live.addr.port(), dead], policy);
+    let out = curl(bind, "/", 100, false, &[]);
+    let ok = out.matches("HTTP/1.1 200").count();
+    let failed = out.matches("HTTP/1.1 503").count();
+    assert_eq!(ok + failed, 100, "{out}");
+    // The back-off (1 s at first) outlasts these 100 requests.
+    assert_eq!(failed, 1, "{out}");
+    let clusters = http_get(sidecar.admin, "/clusters").unwrap().1;
+    assert!(clusters.contains("\"health\": \"failing\""), "{clusters}");
 }

@@ -1,7 +1,13 @@
 //! Endpoint sets and load balancing.
 //!
-//! Per-endpoint state (requests in flight, latency EWMA) lives in `Arc<Endpoint>`s that a new
-//! config reuses by address, so balancing decisions survive config swaps.
+//! Per-endpoint state (requests in flight, latency EWMA, recent connection failures) lives in
+//! `Arc<Endpoint>`s that a new config reuses by address, so balancing decisions survive config
+//! swaps.
+//!
+//! An endpoint that refuses or resets connections fails fast, which a latency EWMA would read as
+//! "quick" and prefer. So a transport failure records no latency; instead the endpoint is passed
+//! over for a back-off (1 s, doubling to 30 s while it keeps failing, cleared by a success), as
+//! Linkerd's failure accrual and Finagle's penalty do, unless every candidate is failing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +23,23 @@ use crate::metrics::{DestStats, Metrics};
 const EWMA_ALPHA: f64 = 0.3;
 /// Latency assumed for an endpoint before its first response (1 ms, in nanoseconds).
 const EWMA_START_NS: u64 = 1_000_000;
+/// First back-off after a transport failure, and the longest, in milliseconds.
+const BACKOFF_MS: (u64, u64) = (1_000, 30_000);
+
+/// Milliseconds on a process-wide monotonic clock; read only where an endpoint has failed.
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    EPOCH.elapsed().as_millis() as u64 + 1
+}
+
+fn health<S: serde::Serializer>(until: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
+    let until = until.load(Ordering::Relaxed);
+    s.serialize_str(if until != 0 && clock_ms() < until {
+        "failing"
+    } else {
+        "healthy"
+    })
+}
 
 /// One upstream address with its live load.
 #[derive(Debug, Serialize)]
@@ -34,6 +57,12 @@ pub struct Endpoint {
     /// Requests sent, ever.
     #[serde(serialize_with = "load64")]
     requests: AtomicU64,
+    /// Transport failures since the last success.
+    #[serde(serialize_with = "load64")]
+    consecutive_failures: AtomicU64,
+    /// Until when (`clock_ms`) the endpoint is passed over; 0 when it has not failed.
+    #[serde(rename = "health", serialize_with = "health")]
+    failing_until: AtomicU64,
     /// Upstream connections to this endpoint.
     #[serde(flatten)]
     pub pool: crate::http::pool::Pool,
@@ -63,6 +92,8 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             ewma_ns: AtomicU64::new(EWMA_START_NS),
             requests: AtomicU64::new(0),
+            consecutive_failures: AtomicU64::new(0),
+            failing_until: AtomicU64::new(0),
             pool: Default::default(),
         }
     }
@@ -79,7 +110,15 @@ impl Endpoint {
         InFlight {
             endpoint: self.clone(),
             started: Instant::now(),
+            failed: false,
         }
+    }
+
+    /// Whether the endpoint is in its back-off after a transport failure. One atomic load for an
+    /// endpoint that has not failed.
+    fn failing(&self) -> bool {
+        let until = self.failing_until.load(Ordering::Relaxed);
+        until != 0 && clock_ms() < until
     }
 
     fn cost(&self) -> f64 {
@@ -102,6 +141,7 @@ impl Endpoint {
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     started: Instant,
+    failed: bool,
 }
 
 impl InFlight {
@@ -109,12 +149,37 @@ impl InFlight {
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
+
+    /// The connection to the endpoint failed (refused, reset, timed out): back off from it.
+    pub fn failed(&mut self) {
+        self.failed = true;
+        let ep = &self.endpoint;
+        let n = ep
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(5);
+        let backoff = (BACKOFF_MS.0 << n).min(BACKOFF_MS.1);
+        ep.failing_until
+            .store(clock_ms() + backoff, Ordering::Relaxed);
+    }
+
+    /// The endpoint answered: whatever it failed before is forgiven.
+    pub fn answered(&self) {
+        let ep = &self.endpoint;
+        if ep.failing_until.load(Ordering::Relaxed) != 0 {
+            ep.consecutive_failures.store(0, Ordering::Relaxed);
+            ep.failing_until.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.endpoint.observe(self.started.elapsed());
+        // A failure's latency says nothing about how fast the endpoint serves.
+        if !self.failed {
+            self.endpoint.observe(self.started.elapsed());
+        }
     }
 }
 
@@ -168,13 +233,27 @@ impl EndpointSet {
         self.endpoints.iter().find(|e| e.addr == addr).cloned()
     }
 
-    /// Chooses an endpoint; `None` when there is none.
+    /// Chooses an endpoint; `None` when there is none. Endpoints backing off after a failure
+    /// are passed over while any other remains.
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
-        let i = match self.lb {
+        let first = self.choose(n);
+        if !self.endpoints[first].failing() {
+            return self.endpoints.get(first);
+        }
+        // Rare: the first choice is backing off. The next endpoint that is not, in order.
+        (1..n)
+            .map(|k| (first + k) % n)
+            .find(|&i| !self.endpoints[i].failing())
+            .or(Some(first))
+            .and_then(|i| self.endpoints.get(i))
+    }
+
+    fn choose(&self, n: usize) -> usize {
+        match self.lb {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             LbPolicy::Random => fastrand::usize(0..n),
             LbPolicy::LeastRequest if n == 1 => 0,
@@ -190,8 +269,7 @@ impl EndpointSet {
                     a
                 }
             }
-        };
-        self.endpoints.get(i)
+        }
     }
 }
 
@@ -231,6 +309,29 @@ mod tests {
         let _guards: Vec<InFlight> = (0..10).map(|_| busy.start()).collect();
         for _ in 0..100 {
             assert_eq!(set.pick().unwrap().addr.port(), 1001);
+        }
+    }
+
+    #[test]
+    fn a_failing_endpoint_is_passed_over_until_it_answers() {
+        for lb in [
+            LbPolicy::LeastRequest,
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+        ] {
+            let set = EndpointSet::new("c", &cfgs(2), lb, None, &metrics());
+            let mut guard = set.endpoints[0].start();
+            guard.failed();
+            drop(guard);
+            for _ in 0..50 {
+                assert_eq!(set.pick().unwrap().addr.port(), 1001, "{lb:?}");
+            }
+            // With every endpoint failing, one is still tried rather than none.
+            set.endpoints[1].start().failed();
+            assert!(set.pick().is_some());
+            set.endpoints[0].start().answered();
+            set.endpoints[1].start().answered();
+            assert!(!set.endpoints[0].failing() && !set.endpoints[1].failing());
         }
     }
 

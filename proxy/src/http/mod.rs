@@ -362,7 +362,7 @@ impl Proxy {
         uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).map_err(|_| (Flag::NoRoute, None))?;
         let upstream = Request::from_parts(parts, body);
-        let guard = endpoint.start();
+        let mut guard = endpoint.start();
         // Counted as `DC` with no status if the client goes away before the response headers
         // (the server then drops this future); disarmed once the request has an outcome.
         let mut unanswered = Unanswered {
@@ -386,14 +386,21 @@ impl Proxy {
             None => fut.await,
         };
         unanswered.armed = false;
-        let (resp, conn) = result.map_err(|e| {
-            tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
-            let reason = match e {
-                pool::SendError::Connect(_) => Flag::UpstreamConnectFailure,
-                pool::SendError::Http(_) => Flag::UpstreamReset,
-            };
-            (reason, Some(endpoint.stats.clone()))
-        })?;
+        let (resp, conn) = match result {
+            Ok(answered) => {
+                guard.answered();
+                answered
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
+                guard.failed();
+                let reason = match e {
+                    pool::SendError::Connect(_) => Flag::UpstreamConnectFailure,
+                    pool::SendError::Http(_) => Flag::UpstreamReset,
+                };
+                return Err((reason, Some(endpoint.stats.clone())));
+            }
+        };
         let outcome = Outcome {
             protocol,
             code: resp.status().as_u16(),

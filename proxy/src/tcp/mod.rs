@@ -24,18 +24,21 @@ pub async fn forward(store: &Arc<Store>, cluster: &str, client: TcpStream) -> st
             }
         }
     };
-    let _guard = endpoint.start();
+    let mut guard = endpoint.start();
     let upstream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            guard.failed();
             tracing::info!(cluster, endpoint = %endpoint.addr, flags = "UF", "connect failed: {e}");
             return Ok(());
         }
         Err(_) => {
+            guard.failed();
             tracing::info!(cluster, endpoint = %endpoint.addr, flags = "UF", "connect timed out");
             return Ok(());
         }
     };
+    guard.answered();
     let _ = upstream.set_nodelay(true);
     let tcp = &endpoint.stats.tcp;
     tcp.open();
