@@ -147,7 +147,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let proxy = Proxy::new(
         store.clone(),
         metrics.clone(),
-        Duration::from_millis(args.http_header_timeout_ms),
+        (
+            Duration::from_millis(args.http_header_timeout_ms),
+            Duration::from_millis(args.detect_timeout_ms),
+        ),
         drain.clone(),
     );
     let outbound_capture = tokio::net::TcpListener::bind(args.outbound_capture_addr).await?;
@@ -165,7 +168,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ];
     let capture = outbound::capture::Capture {
         policy: args.outbound_policy,
-        detect_timeout: Duration::from_millis(args.detect_timeout_ms),
         own_ports: own_ports.clone(),
     };
     tokio::spawn(outbound::capture::run(

@@ -9,8 +9,9 @@ use weft_proto::xds::config::cluster::v3::{
     load_balancing_policy,
 };
 use weft_proto::xds::config::core::v3::{
-    Address, Http2ProtocolOptions, HttpProtocolOptions as HttpProtocolOptionsCommon, SocketAddress,
-    TypedExtensionConfig, address, socket_address::PortSpecifier,
+    Address, Http1ProtocolOptions, Http2ProtocolOptions,
+    HttpProtocolOptions as HttpProtocolOptionsCommon, SocketAddress, TypedExtensionConfig, address,
+    socket_address::PortSpecifier,
 };
 use weft_proto::xds::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -20,11 +21,13 @@ use weft_proto::xds::extensions::load_balancing_policies::{
 };
 use weft_proto::xds::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
-    http_protocol_options::{self, ExplicitHttpConfig, explicit_http_config},
+    http_protocol_options::{
+        self, ExplicitHttpConfig, UseDownstreamHttpConfig, explicit_http_config,
+    },
 };
 
 use super::{ads, any, duration, weft_metadata};
-use crate::model::{Key, LoadBalancer, Service, ServicePort, WorkloadPort, fqdn};
+use crate::model::{Key, LoadBalancer, Protocol, Service, ServicePort, WorkloadPort, fqdn};
 
 /// Connect timeout for upstream connections; Linkerd and Istio both default to seconds, not tens.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,32 +115,7 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         }),
         ..Default::default()
     });
-    let mut protocol_options = std::collections::HashMap::new();
-    let upstream_protocol_options = port.protocol.is_h2().then(|| {
-        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-            protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                Http2ProtocolOptions::default(),
-            )),
-        })
-    });
-    let common_http_protocol_options = limits.idle_timeout.map(|t| HttpProtocolOptionsCommon {
-        idle_timeout: Some(duration(t)),
-        ..Default::default()
-    });
-    if upstream_protocol_options.is_some() || common_http_protocol_options.is_some() {
-        let opts = HttpProtocolOptions {
-            upstream_protocol_options,
-            common_http_protocol_options,
-            ..Default::default()
-        };
-        protocol_options.insert(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
-            any(
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                &opts,
-            ),
-        );
-    }
+    let protocol_options = http_protocol_options(port.protocol, limits.idle_timeout);
     Cluster {
         name: cluster_name(&svc.key, port.port),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -153,6 +131,58 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
         ..Default::default()
     }
+}
+
+/// `HttpProtocolOptions` for a port: HTTP/2 upstream for HTTP/2 and gRPC ports; on a port left to
+/// detection, the client's own protocol (Istio does the same for sniffed ports: a gRPC client on an
+/// unnamed port must reach its server over HTTP/2); HTTP/1.1 otherwise. Plus the idle timeout.
+fn http_protocol_options(
+    protocol: Protocol,
+    idle_timeout: Option<Duration>,
+) -> std::collections::HashMap<String, weft_proto::google::protobuf::Any> {
+    let upstream_protocol_options = match protocol {
+        Protocol::Http2 | Protocol::Grpc => Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(
+                        explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        Protocol::Detect => Some(
+            http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                UseDownstreamHttpConfig {
+                    http_protocol_options: Some(Http1ProtocolOptions::default()),
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        Protocol::Http1 | Protocol::Tcp => None,
+    };
+    let common_http_protocol_options = idle_timeout.map(|t| HttpProtocolOptionsCommon {
+        idle_timeout: Some(duration(t)),
+        ..Default::default()
+    });
+    let mut options = std::collections::HashMap::new();
+    if upstream_protocol_options.is_some() || common_http_protocol_options.is_some() {
+        let opts = HttpProtocolOptions {
+            upstream_protocol_options,
+            common_http_protocol_options,
+            ..Default::default()
+        };
+        options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            any(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                &opts,
+            ),
+        );
+    }
+    options
 }
 
 /// The local app on one port, reached over loopback.
@@ -183,7 +213,48 @@ pub fn inbound(port: &WorkloadPort) -> Cluster {
             }],
             ..Default::default()
         }),
+        typed_extension_protocol_options: http_protocol_options(port.protocol, None),
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// The upstream HTTP version each declared protocol asks of the proxy.
+    #[test]
+    fn upstream_http_version_follows_the_port_protocol() {
+        use http_protocol_options::UpstreamProtocolOptions as U;
+        let cases = [
+            (Protocol::Detect, Some("downstream")),
+            (Protocol::Http1, None),
+            (Protocol::Http2, Some("http2")),
+            (Protocol::Grpc, Some("http2")),
+            (Protocol::Tcp, None),
+        ];
+        for (protocol, want) in cases {
+            let inbound = inbound(&WorkloadPort {
+                port: 8080,
+                protocol,
+            });
+            let got = inbound
+                .typed_extension_protocol_options
+                .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+                .map(|any| {
+                    match HttpProtocolOptions::decode(any.value.as_slice())
+                        .unwrap()
+                        .upstream_protocol_options
+                    {
+                        Some(U::UseDownstreamProtocolConfig(_)) => "downstream",
+                        Some(U::ExplicitHttpConfig(_)) => "http2",
+                        other => panic!("{other:?}"),
+                    }
+                });
+            assert_eq!(got, want, "{protocol:?}");
+        }
     }
 }

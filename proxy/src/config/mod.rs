@@ -82,10 +82,21 @@ pub struct Listener {
     /// The default handler.
     pub handler: Option<Handler>,
     /// Per destination port handlers (the inbound listener).
-    pub by_port: Vec<(u16, Handler)>,
+    pub by_port: Vec<PortChain>,
     /// Whether the proxy binds `addresses` itself (explicit outbound listeners); Service listeners
     /// are only matched against captured traffic.
     pub bind: bool,
+}
+
+/// The filter chain of one destination port.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortChain {
+    /// Destination port.
+    pub port: u16,
+    /// Declared protocol, from the chain's `weft.protocol` metadata.
+    pub protocol: Protocol,
+    /// What serves it.
+    pub handler: Handler,
 }
 
 /// Load-balancing algorithm.
@@ -100,6 +111,19 @@ pub enum LbPolicy {
     Random,
 }
 
+/// The HTTP version a cluster's endpoints are spoken to in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamHttp {
+    /// HTTP/1.1 (Envoy's default).
+    Http1,
+    /// HTTP/2 (`explicit_http_config` with HTTP/2 options).
+    Http2,
+    /// Whatever the client spoke (`use_downstream_protocol_config`): for ports whose protocol
+    /// was detected, where an HTTP/2 client (gRPC) needs an HTTP/2 server.
+    Downstream,
+}
+
 /// An upstream cluster.
 #[derive(Clone, Debug, Serialize)]
 pub struct Cluster {
@@ -107,8 +131,8 @@ pub struct Cluster {
     pub name: String,
     /// Balancing algorithm.
     pub lb: LbPolicy,
-    /// Speak HTTP/2 to the endpoints.
-    pub http2: bool,
+    /// The HTTP version spoken to the endpoints.
+    pub upstream_http: UpstreamHttp,
     /// TCP connect timeout.
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,

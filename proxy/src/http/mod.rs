@@ -20,7 +20,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::config::{RouteTable, Store};
+use crate::config::{RouteTable, Store, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
 
 /// The most bytes of HTTP/1 headers accepted in either direction (Envoy's default
@@ -192,6 +192,9 @@ pub struct Proxy {
     store: Arc<Store>,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
+    /// How long to wait for a client's first bytes on a port of undeclared protocol before
+    /// treating it as opaque TCP.
+    pub detect_timeout: Duration,
     /// Drain state shared by every listener.
     pub drain: crate::drain::Drain,
     metrics: Arc<Metrics>,
@@ -199,16 +202,18 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy reading routes from `store` and counting into `metrics`; clients get
-    /// `header_timeout` to send request headers.
+    /// `header_timeout` to send request headers, and `detect_timeout` to send anything at all on
+    /// a port left to protocol detection.
     pub fn new(
         store: Arc<Store>,
         metrics: Arc<Metrics>,
-        header_timeout: Duration,
+        (header_timeout, detect_timeout): (Duration, Duration),
         drain: crate::drain::Drain,
     ) -> Self {
         Self {
             store,
             header_timeout,
+            detect_timeout,
             drain,
             metrics,
         }
@@ -292,7 +297,11 @@ impl Proxy {
                 .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?
                 .clone();
             let dial = pool::Dial {
-                http2: cluster.http2,
+                http2: match cluster.upstream_http {
+                    UpstreamHttp::Http1 => false,
+                    UpstreamHttp::Http2 => true,
+                    UpstreamHttp::Downstream => parts.version == Version::HTTP_2,
+                },
                 connect_timeout: cluster.connect_timeout,
             };
             (endpoint, dial, route.timeout)

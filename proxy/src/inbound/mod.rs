@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::Store;
 use crate::http::Proxy;
 use crate::outbound::capture::accept_redirected;
+use crate::outbound::{choose, serve_connection};
 
 /// Name of the listener the control plane sends for the inbound side.
 pub const INBOUND_LISTENER: &str = "inbound";
@@ -23,17 +24,22 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
         move |stream, dst| {
             let (store, proxy) = (store.clone(), proxy.clone());
             async move {
-                let handler = store.load().listeners.get(INBOUND_LISTENER).and_then(|l| {
+                let chain = store.load().listeners.get(INBOUND_LISTENER).and_then(|l| {
                     l.by_port
                         .iter()
-                        .find(|(p, _)| *p == dst.port())
-                        .map(|(_, h)| h.clone())
+                        .find(|c| c.port == dst.port())
+                        .map(|c| (c.protocol, c.handler.clone()))
                 });
-                match handler {
-                    Some(h) => {
-                        crate::outbound::serve_connection(store, proxy, h, stream, None).await
-                    }
-                    None => passthrough(stream, dst).await,
+                let Some((protocol, handler)) = chain else {
+                    return passthrough(stream, dst).await;
+                };
+                // An undeclared port that turns out not to be HTTP goes to the app as opaque TCP.
+                let tcp_cluster = Some(weft_proto::names::inbound_cluster(dst.port()));
+                let detect_timeout = proxy.detect_timeout;
+                if let Some((handler, detected)) =
+                    choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await
+                {
+                    serve_connection(store, proxy, handler, stream, detected).await;
                 }
             }
         },

@@ -10,8 +10,7 @@ use std::time::Duration;
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::{Handler, Protocol, Store};
-use crate::detect::{Detected, detect};
+use crate::config::Store;
 use crate::http::Proxy;
 
 /// What to do with traffic to destinations the mesh does not know.
@@ -42,8 +41,6 @@ pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
 pub struct Capture {
     /// Unknown destinations.
     pub policy: OutboundPolicy,
-    /// How long to wait for a client's first bytes before treating it as opaque TCP.
-    pub detect_timeout: Duration,
     /// Ports the proxy itself listens on: a destination on one of them is refused, or the proxy
     /// would forward to itself forever.
     pub own_ports: Vec<u16>,
@@ -118,24 +115,19 @@ async fn handle(
     let Some(handler) = listener.handler.clone() else {
         return;
     };
-    let tcp_cluster = || weft_proto::names::cluster_of_service_listener(&listener.name);
-    let (handler, detected) = match (listener.protocol, &handler) {
-        (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
-            (handler, None)
-        }
-        (Protocol::Tcp, _) => match tcp_cluster() {
-            Some(cluster) => (Handler::Tcp { cluster }, None),
-            None => return,
-        },
-        (Protocol::Detect, _) => match detect(&stream, capture.detect_timeout).await {
-            d @ (Detected::Http1 | Detected::Http2) => (handler, Some(d)),
-            Detected::Tls | Detected::Opaque => match tcp_cluster() {
-                Some(cluster) => (Handler::Tcp { cluster }, None),
-                None => return,
-            },
-        },
-    };
-    super::serve_connection(store, proxy, handler, stream, detected).await;
+    let tcp_cluster = weft_proto::names::cluster_of_service_listener(&listener.name);
+    let detect_timeout = proxy.detect_timeout;
+    if let Some((handler, detected)) = super::choose(
+        &stream,
+        listener.protocol,
+        handler,
+        tcp_cluster,
+        detect_timeout,
+    )
+    .await
+    {
+        super::serve_connection(store, proxy, handler, stream, detected).await;
+    }
 }
 
 /// Forwards to where the app was going, untouched.

@@ -16,10 +16,34 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::config::{Handler, Store};
+use crate::config::{Handler, Protocol, Store};
 use crate::detect::{Detected, detect};
 use crate::drain::Drain;
 use crate::http::{Proxy, RouteSource};
+
+/// How a connection is served. A declared protocol is taken at its word; an undeclared one is
+/// sniffed (waiting at most `detect_timeout` for the client's first bytes, so server-first
+/// protocols work), and what is not HTTP goes as opaque TCP to `tcp_cluster`. `None`: nothing can
+/// serve it, close it.
+pub async fn choose(
+    stream: &TcpStream,
+    protocol: Protocol,
+    handler: Handler,
+    tcp_cluster: Option<String>,
+    detect_timeout: Duration,
+) -> Option<(Handler, Option<Detected>)> {
+    let tcp = |cluster: Option<String>| cluster.map(|cluster| (Handler::Tcp { cluster }, None));
+    match (protocol, &handler) {
+        (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
+            Some((handler, None))
+        }
+        (Protocol::Tcp, _) => tcp(tcp_cluster),
+        (Protocol::Detect, _) => match detect(stream, detect_timeout).await {
+            d @ (Detected::Http1 | Detected::Http2) => Some((handler, Some(d))),
+            Detected::Tls | Detected::Opaque => tcp(tcp_cluster),
+        },
+    }
+}
 
 /// Serves one accepted connection with `handler`. `detected` is what protocol detection saw, if
 /// it ran; an HTTP connection is otherwise sniffed here, so HTTP/1 and HTTP/2 each get their own
@@ -118,21 +142,30 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
                 continue;
             }
         };
-        let handler = store
+        let chosen = store
             .load()
             .listeners
             .get(&name)
-            .and_then(|l| l.handler.clone());
-        let Some(handler) = handler else {
+            .and_then(|l| Some((l.protocol, l.handler.clone()?)));
+        let Some((protocol, handler)) = chosen else {
             continue; // removed since; drop the connection
         };
-        tokio::spawn(serve_connection(
-            store.clone(),
-            proxy.clone(),
-            handler,
-            stream,
-            None,
-        ));
+        // An undeclared port that turns out not to be HTTP goes to the Service port's cluster.
+        let tcp_cluster = match &handler {
+            Handler::Http { route_config } => {
+                weft_proto::names::cluster_of_service_listener(route_config)
+            }
+            _ => None,
+        };
+        let (store, proxy) = (store.clone(), proxy.clone());
+        tokio::spawn(async move {
+            let detect_timeout = proxy.detect_timeout;
+            if let Some((handler, detected)) =
+                choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await
+            {
+                serve_connection(store, proxy, handler, stream, detected).await;
+            }
+        });
     }
 }
 

@@ -76,7 +76,7 @@ impl Held {
     fn wanted_rds(&self) -> BTreeSet<String> {
         self.listeners
             .values()
-            .flat_map(|(_, l)| l.handler.iter().chain(l.by_port.iter().map(|(_, h)| h)))
+            .flat_map(|(_, l)| l.handler.iter().chain(l.by_port.iter().map(|c| &c.handler)))
             .filter_map(|h| match h {
                 Handler::Http { route_config } => Some(route_config.clone()),
                 _ => None,

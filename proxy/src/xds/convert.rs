@@ -26,8 +26,9 @@ use weft_proto::xds::extensions::upstreams::http::v3::{
 use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
 use crate::config::{
-    Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, Protocol,
-    QueryMatch, Route, RouteTable, StringMatch, VirtualHost, WeightedCluster, route::full_regex,
+    Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
+    Protocol, QueryMatch, Route, RouteTable, StringMatch, UpstreamHttp, VirtualHost,
+    WeightedCluster, route::full_regex,
 };
 
 /// A resource weft-proxy cannot apply.
@@ -178,6 +179,23 @@ fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result
     }
 }
 
+/// The `weft.protocol` metadata at `field`; undeclared means detect.
+fn protocol(ctx: &Ctx<'_>, field: &str, md: Option<&Metadata>) -> Result<Protocol, Invalid> {
+    match weft_string(md, "protocol") {
+        Some(p) => Protocol::parse(&p)
+            .ok_or_else(|| ctx.err(format!("{field}.weft.protocol"), format!("unknown {p:?}"))),
+        None => Ok(Protocol::Detect),
+    }
+}
+
+fn protocol_of_chain(
+    ctx: &Ctx<'_>,
+    field: &str,
+    chain: &xl::FilterChain,
+) -> Result<Protocol, Invalid> {
+    protocol(ctx, &format!("{field}.metadata"), chain.metadata.as_ref())
+}
+
 impl TryFrom<&xl::Listener> for Listener {
     type Error = Invalid;
 
@@ -199,11 +217,7 @@ impl TryFrom<&xl::Listener> for Listener {
                 )?);
             }
         }
-        let protocol = match weft_string(l.metadata.as_ref(), "protocol") {
-            Some(p) => Protocol::parse(&p)
-                .ok_or_else(|| ctx.err("metadata.weft.protocol", format!("unknown {p:?}")))?,
-            None => Protocol::Detect,
-        };
+        let protocol = protocol(&ctx, "metadata", l.metadata.as_ref())?;
         let mut handler = None;
         let mut by_port = Vec::new();
         if let Some(api) = &l.api_listener {
@@ -234,7 +248,11 @@ impl TryFrom<&xl::Listener> for Listener {
                 .as_ref()
                 .and_then(|m| m.destination_port)
             {
-                Some(p) if by_port.iter().any(|(q, _)| u32::from(*q) == p.value) => {
+                Some(p)
+                    if by_port
+                        .iter()
+                        .any(|c: &PortChain| u32::from(c.port) == p.value) =>
+                {
                     return Err(ctx.err(
                         format!("{field}.filter_chain_match.destination_port"),
                         format!("port {} has two filter chains", p.value),
@@ -247,7 +265,11 @@ impl TryFrom<&xl::Listener> for Listener {
                             "out of range",
                         )
                     })?;
-                    by_port.push((port, h));
+                    by_port.push(PortChain {
+                        port,
+                        protocol: protocol_of_chain(&ctx, &field, chain)?,
+                        handler: h,
+                    });
                 }
                 None if handler.is_none() => handler = Some(h),
                 None => return Err(ctx.err(field, "more than one default filter chain")),
@@ -352,7 +374,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
             }
             _ => return Err(ctx.err("type", "only EDS and STATIC clusters are supported")),
         };
-        let mut http2 = false;
+        let mut upstream_http = UpstreamHttp::Http1;
         let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
         for (k, any) in &c.typed_extension_protocol_options {
             if k != HTTP_OPTIONS {
@@ -375,20 +397,29 @@ impl TryFrom<&xc::Cluster> for Cluster {
                     d => d,
                 };
             }
-            if let Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(e)) =
-                opts.upstream_protocol_options
-            {
-                use http_protocol_options::explicit_http_config::ProtocolConfig;
-                http2 = matches!(
-                    e.protocol_config,
-                    Some(ProtocolConfig::Http2ProtocolOptions(_))
-                );
-            }
+            use http_protocol_options::UpstreamProtocolOptions as Upstream;
+            use http_protocol_options::explicit_http_config::ProtocolConfig;
+            upstream_http = match opts.upstream_protocol_options {
+                None => UpstreamHttp::Http1,
+                Some(Upstream::ExplicitHttpConfig(e)) => match e.protocol_config {
+                    Some(ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamHttp::Http2,
+                    Some(ProtocolConfig::HttpProtocolOptions(_)) | None => UpstreamHttp::Http1,
+                    Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                        return Err(ctx.err(
+                            "typed_extension_protocol_options.upstream_protocol_options",
+                            "HTTP/3 is not supported",
+                        ));
+                    }
+                },
+                Some(Upstream::UseDownstreamProtocolConfig(_)) => UpstreamHttp::Downstream,
+                // ALPN picks the version, and plaintext has none: Envoy falls back to HTTP/1.1.
+                Some(Upstream::AutoConfig(_)) => UpstreamHttp::Http1,
+            };
         }
         Ok(Self {
             name: c.name.clone(),
             lb: lb_from_policy(&ctx, c)?,
-            http2,
+            upstream_http,
             connect_timeout: c
                 .connect_timeout
                 .as_ref()

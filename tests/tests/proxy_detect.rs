@@ -1,0 +1,119 @@
+//! Ports whose protocol is not declared (no `appProtocol`, no known name prefix), reached through
+//! explicit outbound listeners: the proxy sniffs the first bytes. HTTP is routed, HTTP/2 (gRPC)
+//! goes upstream as HTTP/2, and anything else, including server-first protocols whose client
+//! waits for a banner, is carried as opaque TCP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, python};
+
+/// A Service `name` on port `port` named `port_name`, one endpoint at 127.0.0.1:`endpoint`, and an
+/// explicit listener for it; returns the registry dir, control plane, sidecar and listener.
+fn mesh(
+    name: &str,
+    port: u16,
+    port_name: &str,
+    endpoint: u16,
+) -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: client-0, namespace: demo, labels: {{app: client}}}}
+spec: {{containers: [{{name: c}}]}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: client, namespace: demo}}
+spec:
+  outboundListeners: [{{bind: "{bind}", service: {name}, port: {port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: demo}}
+spec: {{clusterIP: 127.60.0.1, ports: [{{name: {port_name}, port: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: {port_name}, port: {endpoint}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let proxy = Sidecar::start(cp.xds, "client-0.demo");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    (dir, cp, proxy, bind)
+}
+
+#[test]
+fn server_first_and_opaque_tcp_on_an_undeclared_port_are_carried_as_tcp() {
+    // Greets first (as SMTP or MySQL do), then echoes lines.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = w.write_all(b"220 hello\r\n");
+                for line in BufReader::new(s).lines() {
+                    let Ok(line) = line else { return };
+                    let _ = w.write_all(format!("{line}\n").as_bytes());
+                }
+            });
+        }
+    });
+    let (_dir, _cp, _proxy, bind) = mesh("mail", 2525, "mail", upstream);
+
+    // The client waits for the banner: nothing to sniff, so after the detection timeout the
+    // connection is opaque TCP.
+    let c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "220 hello\r\n");
+    (&c).write_all(b"EHLO me\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "EHLO me\n");
+
+    // A client that speaks first, but not HTTP: opaque TCP at once.
+    let mut c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"\x00\x01binary\n").unwrap();
+    let mut got = vec![0u8; b"220 hello\r\n\x00\x01binary\n".len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"220 hello\r\n\x00\x01binary\n");
+}
+
+#[test]
+fn grpc_on_an_undeclared_port_reaches_its_server_over_http2() {
+    // A gRPC server on a port named `api`: nothing says HTTP/2, so the proxy must speak to it in
+    // the protocol its client used (Istio's USE_DOWNSTREAM_PROTOCOL for sniffed ports).
+    let port = free_port();
+    let _server = grpc_backend(port, "g");
+    let (_dir, _cp, _proxy, bind) = mesh("greeter", 50051, "api", port);
+    let script = "import grpc, sys\n\
+        ch = grpc.insecure_channel(sys.argv[1])\n\
+        print(ch.unary_unary('/weft.test.Echo/Who')(b'', timeout=5).decode())\n";
+    let out = python()
+        .arg("-c")
+        .arg(script)
+        .arg(bind.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "g");
+}
