@@ -38,7 +38,7 @@ struct Args {
         default_value = "0.0.0.0:15001"
     )]
     outbound_capture_addr: SocketAddr,
-    /// Where iptables redirects connections to the app.
+    /// Where iptables redirects connections to the app. `0.0.0.0` binds the IPv6 wildcard too.
     #[arg(
         long,
         env = "WEFT_INBOUND_CAPTURE_ADDR",
@@ -153,8 +153,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         drain.clone(),
     );
-    let outbound_capture = tokio::net::TcpListener::bind(args.outbound_capture_addr).await?;
-    let inbound_capture = tokio::net::TcpListener::bind(args.inbound_capture_addr).await?;
+    let outbound_capture = outbound::capture::bind(args.outbound_capture_addr)?;
+    let inbound_capture = outbound::capture::bind(args.inbound_capture_addr)?;
     tracing::info!(
         outbound = %args.outbound_capture_addr,
         inbound = %args.inbound_capture_addr,
@@ -170,18 +170,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy: args.outbound_policy,
         own_ports: own_ports.clone(),
     };
-    tokio::spawn(outbound::capture::run(
-        outbound_capture,
-        store.clone(),
-        proxy.clone(),
-        capture,
-    ));
-    tokio::spawn(inbound::run(
-        inbound_capture,
-        store.clone(),
-        proxy.clone(),
-        own_ports,
-    ));
+    for listener in outbound_capture {
+        tokio::spawn(outbound::capture::run(
+            listener,
+            store.clone(),
+            proxy.clone(),
+            capture.clone(),
+        ));
+    }
+    for listener in inbound_capture {
+        tokio::spawn(inbound::run(
+            listener,
+            store.clone(),
+            proxy.clone(),
+            own_ports.clone(),
+        ));
+    }
     tokio::spawn(weft_proxy::http::pool::sweep(
         store.clone(),
         Duration::from_secs(1),

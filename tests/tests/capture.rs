@@ -73,7 +73,7 @@ endpoints: [{addresses: [10.1.0.5], targetRef: {kind: Pod, name: web-0, namespac
 apiVersion: v1
 kind: Service
 metadata: {name: reviews, namespace: shop}
-spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 9080}]}
+spec: {clusterIP: 10.96.0.20, clusterIPs: [10.96.0.20, "fd00:96::20"], ports: [{name: http, port: 9080}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -122,16 +122,40 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     // A route for the Service range: the packets never leave (the OUTPUT rule redirects them),
     // but without a route the kernel refuses to connect at all.
     pod.run(&["ip", "route", "add", "10.96.0.0/16", "dev", &veth_pod]);
+    // Dual stack: the same over IPv6 (nodad: usable at once).
+    pod.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:1::5/64",
+        "dev",
+        &veth_pod,
+        "nodad",
+    ]);
+    client.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:1::9/64",
+        "dev",
+        &veth_cli,
+        "nodad",
+    ]);
+    pod.run(&["ip", "-6", "route", "add", "fd00:96::/64", "dev", &veth_pod]);
     // Capture, Istio-style: the proxy's own traffic (UID 1337) and loopback are left alone.
-    for rule in [
-        "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
-        "-A OUTPUT -p tcp -d 127.0.0.1/32 -j RETURN",
-        "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
-        "-A PREROUTING -p tcp -j REDIRECT --to-ports 15006",
-    ] {
-        let mut args = vec!["iptables", "-t", "nat"];
-        args.extend(rule.split(' '));
-        pod.run(&args);
+    for (tables, loopback) in [("iptables", "127.0.0.1/32"), ("ip6tables", "::1/128")] {
+        for rule in [
+            "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
+            &format!("-A OUTPUT -p tcp -d {loopback} -j RETURN"),
+            "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+            "-A PREROUTING -p tcp -j REDIRECT --to-ports 15006",
+        ] {
+            let mut args = vec![tables, "-t", "nat"];
+            args.extend(rule.split(' '));
+            pod.run(&args);
+        }
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +223,21 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     assert!(text.ends_with("reviews"), "{text}");
     assert!(text.to_ascii_lowercase().contains("x-backend: reviews"));
 
+    // The same Service at its IPv6 cluster IP: ip6tables redirect, IPv6 original destination.
+    let out = pod.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "--max-time",
+        "5",
+        "http://[fd00:96::20]:9080/x",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("reviews"),
+        "{text}"
+    );
+
     // An undeclared-protocol port whose server speaks first: detection times out, opaque TCP.
     let probe = "import socket; s=socket.create_connection(('10.96.0.30',3306),timeout=5); \
                  print(s.recv(100).decode().strip()); s.sendall(b'ping\\n'); print(s.recv(100).decode().strip())";
@@ -217,6 +256,20 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
         "--max-time",
         "5",
         "http://10.1.0.5:8080/",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("web-app"),
+        "{text}"
+    );
+    // And over IPv6.
+    let out = client.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "--max-time",
+        "5",
+        "http://[fd00:1::5]:8080/",
     ]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

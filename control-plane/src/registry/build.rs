@@ -204,7 +204,9 @@ fn services(
             .chain(spec.cluster_ip.iter())
             .filter_map(|ip| ip.parse().ok())
             .collect();
-        cluster_ips.dedup();
+        // `clusterIP` repeats the first of `clusterIPs`: keep each address once, in order.
+        let mut seen = std::collections::HashSet::new();
+        cluster_ips.retain(|ip| seen.insert(*ip));
         let svc_slices = slices.get(key).map(Vec::as_slice).unwrap_or_default();
         let mut ports = Vec::new();
         for p in spec.ports.iter().flatten() {

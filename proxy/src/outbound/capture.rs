@@ -36,6 +36,34 @@ pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
     }
 }
 
+/// Binds a capture listener. The IPv4 wildcard also binds the IPv6 one on the same port (IPv6
+/// only, so each family's redirected connections keep their own original-destination lookup), as
+/// ip6tables redirects a dual-stack pod's IPv6 traffic there; a host without IPv6 gets IPv4 only.
+pub fn bind(addr: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
+    let listen = |socket: tokio::net::TcpSocket, addr| {
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    let mut listeners = vec![listen(socket, addr)?];
+    if addr.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), addr.port());
+        let dual = tokio::net::TcpSocket::new_v6().and_then(|socket| {
+            nix::sys::socket::setsockopt(&socket, sockopt::Ipv6V6Only, &true)?;
+            listen(socket, v6)
+        });
+        match dual {
+            Ok(l) => listeners.push(l),
+            Err(e) => tracing::warn!(%v6, "no IPv6 capture: {e}"),
+        }
+    }
+    Ok(listeners)
+}
+
 /// Settings of the capture listener.
 #[derive(Clone, Debug)]
 pub struct Capture {
