@@ -329,12 +329,14 @@ impl TryFrom<&xc::Cluster> for Cluster {
 
     fn try_from(c: &xc::Cluster) -> Result<Self, Invalid> {
         let ctx = Ctx(&c.name);
-        if c.transport_socket.is_some() {
+        if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
             return Err(ctx.err(
                 "transport_socket",
                 "upstream TLS is configured by weft's mesh identity, not per cluster",
             ));
         }
+        // Active health checking: accepting it would leave endpoints it should fail in use.
+        refuse(&ctx, "", &[("health_checks", !c.health_checks.is_empty())])?;
         let kind = match c.cluster_discovery_type {
             Some(cluster::ClusterDiscoveryType::Type(t)) => {
                 cluster::DiscoveryType::try_from(t).ok()
@@ -487,6 +489,15 @@ fn string_match(ctx: &Ctx<'_>, field: &str, m: &StringMatcher) -> Result<StringM
     })
 }
 
+/// NACKs the first of `set` (a field name, and whether the resource sets it): fields that change
+/// what happens to a request, which weft-proxy would otherwise accept and silently not do.
+fn refuse(ctx: &Ctx<'_>, field: &str, set: &[(&str, bool)]) -> Result<(), Invalid> {
+    match set.iter().find(|(_, is_set)| *is_set) {
+        Some((name, _)) => Err(ctx.err(format!("{field}{name}"), "not supported by weft-proxy")),
+        None => Ok(()),
+    }
+}
+
 // The deprecated header matchers are still what older control planes send.
 #[allow(deprecated)]
 fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
@@ -494,6 +505,32 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         .r#match
         .as_ref()
         .ok_or_else(|| ctx.err(format!("{field}.match"), "missing"))?;
+    refuse(
+        ctx,
+        field,
+        &[
+            (".match.runtime_fraction", m.runtime_fraction.is_some()),
+            (".match.grpc", m.grpc.is_some()),
+            (".match.tls_context", m.tls_context.is_some()),
+            (".match.dynamic_metadata", !m.dynamic_metadata.is_empty()),
+            (
+                ".request_headers_to_add",
+                !r.request_headers_to_add.is_empty(),
+            ),
+            (
+                ".request_headers_to_remove",
+                !r.request_headers_to_remove.is_empty(),
+            ),
+            (
+                ".response_headers_to_add",
+                !r.response_headers_to_add.is_empty(),
+            ),
+            (
+                ".response_headers_to_remove",
+                !r.response_headers_to_remove.is_empty(),
+            ),
+        ],
+    )?;
     if m.case_sensitive.is_some_and(|c| !c.value) {
         return Err(ctx.err(
             format!("{field}.match.case_sensitive"),
@@ -561,6 +598,28 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             "only route actions are supported",
         ));
     };
+    refuse(
+        ctx,
+        &format!("{field}.route"),
+        &[
+            (".prefix_rewrite", !action.prefix_rewrite.is_empty()),
+            (".regex_rewrite", action.regex_rewrite.is_some()),
+            (".path_rewrite_policy", action.path_rewrite_policy.is_some()),
+            (
+                ".host_rewrite_specifier",
+                action.host_rewrite_specifier.is_some(),
+            ),
+            (
+                ".request_mirror_policies",
+                !action.request_mirror_policies.is_empty(),
+            ),
+            (".hedge_policy", action.hedge_policy.is_some()),
+            (
+                ".internal_redirect_policy",
+                action.internal_redirect_policy.is_some(),
+            ),
+        ],
+    )?;
     let clusters = match &action.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
             name: c.clone(),
@@ -612,8 +671,63 @@ impl TryFrom<&xr::RouteConfiguration> for RouteTable {
 
     fn try_from(rc: &xr::RouteConfiguration) -> Result<Self, Invalid> {
         let ctx = Ctx(&rc.name);
+        refuse(
+            &ctx,
+            "",
+            &[
+                ("vhds", rc.vhds.is_some()),
+                (
+                    "request_headers_to_add",
+                    !rc.request_headers_to_add.is_empty(),
+                ),
+                (
+                    "request_headers_to_remove",
+                    !rc.request_headers_to_remove.is_empty(),
+                ),
+                (
+                    "response_headers_to_add",
+                    !rc.response_headers_to_add.is_empty(),
+                ),
+                (
+                    "response_headers_to_remove",
+                    !rc.response_headers_to_remove.is_empty(),
+                ),
+                (
+                    "request_mirror_policies",
+                    !rc.request_mirror_policies.is_empty(),
+                ),
+            ],
+        )?;
         let mut virtual_hosts = Vec::new();
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+            refuse(
+                &ctx,
+                &format!("virtual_hosts[{i}]"),
+                &[
+                    (".require_tls", vh.require_tls != 0),
+                    (".matcher", vh.matcher.is_some()),
+                    (
+                        ".request_headers_to_add",
+                        !vh.request_headers_to_add.is_empty(),
+                    ),
+                    (
+                        ".request_headers_to_remove",
+                        !vh.request_headers_to_remove.is_empty(),
+                    ),
+                    (
+                        ".response_headers_to_add",
+                        !vh.response_headers_to_add.is_empty(),
+                    ),
+                    (
+                        ".response_headers_to_remove",
+                        !vh.response_headers_to_remove.is_empty(),
+                    ),
+                    (
+                        ".request_mirror_policies",
+                        !vh.request_mirror_policies.is_empty(),
+                    ),
+                ],
+            )?;
             let routes = vh
                 .routes
                 .iter()
@@ -629,5 +743,100 @@ impl TryFrom<&xr::RouteConfiguration> for RouteTable {
             name: rc.name.clone(),
             virtual_hosts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_proto::xds::config::core::v3::HeaderValueOption;
+
+    use super::*;
+
+    type Edit = fn(&mut xr::RouteConfiguration);
+
+    fn route_config(edit: Edit) -> Result<RouteTable, Invalid> {
+        let mut rc = xr::RouteConfiguration {
+            name: "rc".into(),
+            virtual_hosts: vec![xr::VirtualHost {
+                name: "vh".into(),
+                domains: vec!["*".into()],
+                routes: vec![xr::Route {
+                    r#match: Some(xr::RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(route::Action::Route(xr::RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            "c".into(),
+                        )),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        edit(&mut rc);
+        RouteTable::try_from(&rc)
+    }
+
+    fn first_route(rc: &mut xr::RouteConfiguration) -> &mut xr::Route {
+        &mut rc.virtual_hosts[0].routes[0]
+    }
+
+    fn first_action(rc: &mut xr::RouteConfiguration) -> &mut xr::RouteAction {
+        match first_route(rc).action.as_mut() {
+            Some(route::Action::Route(a)) => a,
+            _ => unreachable!("built with a route action"),
+        }
+    }
+
+    #[test]
+    fn fields_weft_proxy_would_silently_not_apply_are_refused_by_name() {
+        assert!(route_config(|_| {}).is_ok());
+        let cases: [(&str, Edit); 6] = [
+            ("virtual_hosts[0].routes[0].route.prefix_rewrite", |rc| {
+                first_action(rc).prefix_rewrite = "/v2".into()
+            }),
+            (
+                "virtual_hosts[0].routes[0].route.request_mirror_policies",
+                |rc| {
+                    first_action(rc)
+                        .request_mirror_policies
+                        .push(Default::default())
+                },
+            ),
+            ("virtual_hosts[0].routes[0].request_headers_to_add", |rc| {
+                first_route(rc)
+                    .request_headers_to_add
+                    .push(HeaderValueOption::default())
+            }),
+            ("virtual_hosts[0].routes[0].match.runtime_fraction", |rc| {
+                first_route(rc).r#match.as_mut().unwrap().runtime_fraction =
+                    Some(Default::default())
+            }),
+            ("virtual_hosts[0].require_tls", |rc| {
+                rc.virtual_hosts[0].require_tls = 1
+            }),
+            ("response_headers_to_add", |rc| {
+                rc.response_headers_to_add
+                    .push(HeaderValueOption::default())
+            }),
+        ];
+        for (field, edit) in cases {
+            let err = route_config(edit).expect_err(field);
+            assert_eq!(err.field, field);
+        }
+    }
+
+    #[test]
+    fn active_health_checks_are_refused() {
+        let c = xc::Cluster {
+            name: "c".into(),
+            health_checks: vec![Default::default()],
+            ..Default::default()
+        };
+        assert_eq!(Cluster::try_from(&c).unwrap_err().field, "health_checks");
     }
 }
