@@ -439,3 +439,51 @@ spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
     let clusters = http_get(sidecar.admin, "/clusters").unwrap().1;
     assert!(clusters.contains("\"health\": \"failing\""), "{clusters}");
 }
+
+#[test]
+fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connection() {
+    use std::io::Read;
+    // Both framings on one request, the classic smuggling shape. RFC 9112 §6.1: Transfer-Encoding
+    // wins, and the connection must close after the response. The upstream (a raw socket, to see
+    // the bytes) must get one unambiguous framing.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            let mut s = s;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"0\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    let (_cp, _sidecar, bind, _dir) = one_service("cte", 80, "http", &[upstream.port()], "");
+    let mut c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"POST / HTTP/1.1\r\nHost: cte\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("ok"), "{resp}");
+    // read_to_string returned: the proxy closed the connection, well before the read timeout.
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let seen = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(seen.contains("transfer-encoding: chunked"), "{seen}");
+    assert!(!seen.contains("content-length"), "{seen}");
+    assert!(seen.contains("hello"), "{seen}");
+}
