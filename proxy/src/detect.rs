@@ -59,9 +59,40 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
         }
     }
     if undecided {
-        None
-    } else {
-        Some(Detected::Opaque)
+        return None;
+    }
+    // Any other method (WebDAV's PROPFIND, M-SEARCH, ...): a token of capitals, a space, and a
+    // request target that starts like one. Stricter than "a word and a space", which text
+    // protocols such as Redis' inline commands (`SET key value`) also send.
+    let token = buf
+        .iter()
+        .take_while(|b| b.is_ascii_uppercase() || **b == b'-')
+        .count();
+    const LONGEST_METHOD: usize = 20;
+    if token == buf.len() {
+        return (token > LONGEST_METHOD).then_some(Detected::Opaque);
+    }
+    if token == 0 || token > LONGEST_METHOD || buf[token] != b' ' {
+        return Some(Detected::Opaque);
+    }
+    let target = &buf[token + 1..];
+    match target.first() {
+        None => None,
+        Some(b'/' | b'*') => Some(Detected::Http1),
+        Some(_) => {
+            // Absolute form: `http://` or `https://`.
+            let (a, b) = (&b"http://"[..], &b"https://"[..]);
+            let n = target.len();
+            if target.starts_with(a) || target.starts_with(b) {
+                Some(Detected::Http1)
+            } else if a.starts_with(&target[..n.min(a.len())])
+                || b.starts_with(&target[..n.min(b.len())])
+            {
+                None
+            } else {
+                Some(Detected::Opaque)
+            }
+        }
     }
 }
 
@@ -105,6 +136,14 @@ mod tests {
             (b"\x4a\x00\x00\x00\x0a", Some(Opaque)),
             (b"SSH-2.0-OpenSSH", Some(Opaque)),
             (b"GET/", Some(Opaque)),
+            (b"PROPFIND /dav HTTP/1.1\r\n", Some(Http1)),
+            (b"M-SEARCH * HTTP/1.1\r\n", Some(Http1)),
+            (b"PURGE http://x/ HTTP/1.1", Some(Http1)),
+            (b"PURGE ht", None),
+            (b"PROPFI", None),
+            (b"SET key value\r\n", Some(Opaque)),
+            (b"PING\r\n", Some(Opaque)),
+            (b"*1\r\n$4\r\nPING\r\n", Some(Opaque)),
         ];
         for (bytes, want) in cases {
             assert_eq!(classify(bytes), *want, "{bytes:?}");
