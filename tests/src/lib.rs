@@ -308,9 +308,13 @@ pub fn backend(name: &'static str) -> Backend {
                             let version = format!("{:?}", req.version());
                             let id = req.headers().get("x-request-id").cloned();
                             let stall = req.uri().path().starts_with("/stall");
-                            if req.into_body().collect().await.is_err() {
-                                aborted.fetch_add(1, SeqCst);
-                            }
+                            let body_bytes = match req.into_body().collect().await {
+                                Ok(b) => b.to_bytes().len(),
+                                Err(_) => {
+                                    aborted.fetch_add(1, SeqCst);
+                                    0
+                                }
+                            };
                             let body = if stall {
                                 let (tx, rx) = tokio::sync::mpsc::channel(2);
                                 tokio::spawn(async move {
@@ -340,6 +344,7 @@ pub fn backend(name: &'static str) -> Backend {
                             if let Some(id) = id {
                                 h.insert("x-seen-request-id", id);
                             }
+                            h.insert("x-seen-body-bytes", body_bytes.into());
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });

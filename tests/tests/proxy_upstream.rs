@@ -487,3 +487,80 @@ fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connect
     assert!(!seen.contains("content-length"), "{seen}");
     assert!(seen.contains("hello"), "{seen}");
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    use std::io::Read;
+    let s = setup();
+    // Three requests in one write, before any response: answered one after another, in order.
+    let mut c = TcpStream::connect(s.api_bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut burst = String::new();
+    for i in 1..=3 {
+        burst += &format!("GET /p{i} HTTP/1.1\r\nHost: api\r\nx-request-id: req-{i}\r\n\r\n");
+    }
+    burst += "GET /last HTTP/1.1\r\nHost: api\r\nx-request-id: req-4\r\nConnection: close\r\n\r\n";
+    c.write_all(burst.as_bytes()).unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-seen-request-id: "))
+        .collect();
+    assert_eq!(ids, ["req-1", "req-2", "req-3", "req-4"], "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 4, "{out}");
+}
+
+#[test]
+fn a_large_upload_over_http2_both_ways_is_carried_whole() {
+    // 16 MiB from an HTTP/2 client to an HTTP/2 upstream: far beyond the 64 KiB initial windows on
+    // both legs, so it only arrives whole if the proxy honours flow control on each side.
+    let s = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload");
+    std::fs::write(&file, vec![b'x'; 16 << 20]).unwrap();
+    let out = curl(
+        s.fast_bind,
+        "/upload",
+        1,
+        false,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "Host: fast.shop",
+            "--data-binary",
+            &format!("@{}", file.display()),
+        ],
+    );
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    assert!(out.contains("x-seen-version: HTTP/2.0"), "{out}");
+    assert!(
+        out.contains(&format!("x-seen-body-bytes: {}", 16 << 20)),
+        "{out}"
+    );
+}
+
+#[test]
+fn tcp_half_close_reaches_the_upstream_and_the_answer_still_comes_back() {
+    use std::io::Read;
+    // Reads until the client's EOF, then answers with what it got: works only if the proxy passes
+    // the client's FIN upstream while keeping the way back open.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            let mut s = s;
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let _ = s.write_all(format!("got {} bytes", got.len()).as_bytes());
+        }
+    });
+    let (_cp, _sidecar, bind, _dir) = one_service("sink", 7000, "tcp", &[upstream.port()], "");
+    let mut c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&[b'y'; 100_000]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "got 100000 bytes");
+}
