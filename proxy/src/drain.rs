@@ -58,10 +58,15 @@ impl Drain {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Starts draining and waits for open connections to finish, at most `timeout`. Returns how
-    /// many were still open when it gave up.
-    pub async fn drain(&self, timeout: Duration) -> usize {
+    /// Starts draining: listeners stop accepting, connections close after their request.
+    pub fn start(&self) {
         self.draining.send_replace(true);
+    }
+
+    /// Starts draining (if `start` has not) and waits for open connections to finish, at most
+    /// `timeout`. Returns how many were still open when it gave up.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.start();
         let deadline = tokio::time::Instant::now() + timeout;
         while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

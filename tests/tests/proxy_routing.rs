@@ -495,6 +495,43 @@ fn sigterm_drains_requests_in_flight_then_exits() {
 }
 
 #[test]
+fn post_drain_stops_accepting_and_turns_unready_without_exiting() {
+    let v = named_backend("v1");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &mesh(v, v, bind, (1, 1)));
+    let cp = ControlPlane::start(dir.path());
+    let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let (status, _, _) = Conn::open(bind).get("/api/x", "");
+    assert_eq!(status, 200);
+
+    let drain = |method: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                method,
+                &format!("http://{}/drain", proxy.admin),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(drain("GET"), "POST /drain starts draining\n");
+    assert_eq!(drain("POST"), "draining\n");
+    let ready = weft_e2e::http_get(proxy.health, "/ready").unwrap();
+    assert_eq!((ready.0, ready.1.as_str()), (503, "draining\n"));
+    let refused = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        TcpStream::connect_timeout(&bind, Duration::from_millis(200)).is_err()
+    });
+    assert!(refused, "still accepting after POST /drain");
+    // Draining is not exiting: that waits for SIGTERM.
+    assert!(proxy.proc.0.try_wait().unwrap().is_none());
+}
+
+#[test]
 fn websocket_upgrade_is_carried_end_to_end() {
     let ws_port = free_port();
     let mut ws = weft_e2e::Proc::spawn(

@@ -108,10 +108,22 @@ impl Admin {
                     ),
                 }
             }
+            // A preStop hook's way to drain before SIGTERM (Envoy's `/drain_listeners`): stop
+            // accepting, tell connections to close after their request, turn unready. The
+            // process stays up until SIGTERM.
+            "/drain" if req.method() == hyper::Method::POST => {
+                self.drain.start();
+                reply(StatusCode::OK, "text/plain", "draining\n")
+            }
+            "/drain" => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "POST /drain starts draining\n",
+            ),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "try /ready /live /config_dump /clusters /logging?level=\n",
+                "try /ready /live /config_dump /clusters /logging?level= /drain (POST)\n",
             ),
         }
     }
