@@ -389,6 +389,11 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
             "HTTP/1.1 400",
         ),
         (
+            "CONNECT (no route tunnels)",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n".to_vec(),
+            "HTTP/1.1 404",
+        ),
+        (
             "two Host headers",
             b"GET /api/x HTTP/1.1\r\nHost: r\r\nHost: evil\r\n\r\n".to_vec(),
             "HTTP/1.1 400",

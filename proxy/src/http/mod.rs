@@ -141,7 +141,11 @@ fn local_grpc_status(status: StatusCode) -> u8 {
 /// text.
 fn local_reply(flag: Flag, protocol: Protocol) -> (Response<Body>, u16, Option<u8>) {
     let status = local_status(flag);
-    let reply = Response::builder().header("x-weft-reason", flag.as_str());
+    let mut reply = Response::builder().header("x-weft-reason", flag.as_str());
+    if flag == Flag::DownstreamProtocolError {
+        // A client that broke HTTP once is not trusted with the rest of the connection.
+        reply = reply.header(http::header::CONNECTION, "close");
+    }
     if protocol == Protocol::Grpc {
         let grpc = local_grpc_status(status);
         let resp = reply
@@ -253,6 +257,11 @@ impl Proxy {
         protocol: Protocol,
     ) -> Result<Response<Body>, Failure> {
         let (mut parts, body) = req.into_parts();
+        // CONNECT tunnels only where a route says so (Envoy's `connect_matcher`), which weft's
+        // routes never do: as in Envoy, it matches no route.
+        if parts.method == http::Method::CONNECT {
+            return Err((Flag::NoRoute, None));
+        }
         // Clones share the request's buffer: routing reads the authority without copying it.
         let uri_authority = parts.uri.authority().cloned();
         // RFC 9112 §3.2: a second Host, or none in HTTP/1.1, is refused (hyper lets both
