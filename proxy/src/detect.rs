@@ -61,45 +61,36 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     if undecided {
         return None;
     }
-    // Any other method (WebDAV's PROPFIND, M-SEARCH, ...): a token of capitals, a space, and a
-    // request target that starts like one. Stricter than "a word and a space", which text
-    // protocols such as Redis' inline commands (`SET key value`) also send.
+    // Any other method (WebDAV's PROPFIND, M-SEARCH, ...): a whole request line, `TOKEN target
+    // HTTP/1.x`, so that text protocols whose commands are also words and spaces (Redis' inline
+    // `KEYS *`) stay opaque.
     let token = buf
         .iter()
         .take_while(|b| b.is_ascii_uppercase() || **b == b'-')
         .count();
-    const LONGEST_METHOD: usize = 20;
-    if token == buf.len() {
-        return (token > LONGEST_METHOD).then_some(Detected::Opaque);
-    }
-    if token == 0 || token > LONGEST_METHOD || buf[token] != b' ' {
+    if token == 0 || buf.get(token).is_some_and(|b| *b != b' ') {
         return Some(Detected::Opaque);
     }
-    let target = &buf[token + 1..];
-    match target.first() {
-        None => None,
-        Some(b'/' | b'*') => Some(Detected::Http1),
-        Some(_) => {
-            // Absolute form: `http://` or `https://`.
-            let (a, b) = (&b"http://"[..], &b"https://"[..]);
-            let n = target.len();
-            if target.starts_with(a) || target.starts_with(b) {
-                Some(Detected::Http1)
-            } else if a.starts_with(&target[..n.min(a.len())])
-                || b.starts_with(&target[..n.min(b.len())])
-            {
-                None
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => {
+            let line = &buf[..end];
+            let http = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+            Some(if http {
+                Detected::Http1
             } else {
-                Some(Detected::Opaque)
-            }
+                Detected::Opaque
+            })
         }
+        // Not a whole line yet: wait for more, up to what `detect` peeks at.
+        None => None,
     }
 }
 
 /// Peeks at `stream` until its protocol is known or `timeout` passes.
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 24];
+    // Room for the request line of an uncommon method (the common ones need 8 bytes).
+    let mut buf = [0u8; 256];
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) => n,
@@ -138,10 +129,11 @@ mod tests {
             (b"GET/", Some(Opaque)),
             (b"PROPFIND /dav HTTP/1.1\r\n", Some(Http1)),
             (b"M-SEARCH * HTTP/1.1\r\n", Some(Http1)),
-            (b"PURGE http://x/ HTTP/1.1", Some(Http1)),
-            (b"PURGE ht", None),
+            (b"PURGE http://x/ HTTP/1.1\r\n", Some(Http1)),
+            (b"PURGE http://x/ HT", None),
             (b"PROPFI", None),
             (b"SET key value\r\n", Some(Opaque)),
+            (b"KEYS *\r\n", Some(Opaque)),
             (b"PING\r\n", Some(Opaque)),
             (b"*1\r\n$4\r\nPING\r\n", Some(Opaque)),
         ];

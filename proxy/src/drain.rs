@@ -1,6 +1,8 @@
-//! Graceful drain: on SIGTERM stop accepting, let connections in flight finish (HTTP connections
-//! are told to close after their current request), and exit when they are done or the drain
-//! timeout passes.
+//! Graceful drain, in two steps. Draining (`POST /drain`, a preStop hook): `/ready` turns 503 so
+//! the endpoint leaves load balancers, and HTTP connections are told to close after their current
+//! request, but listeners keep accepting: the app still runs, and peers still send until they see
+//! the endpoint gone. Stopping (SIGTERM, which drains first if nothing did): listeners stop
+//! accepting, and the proxy exits once connections are done or the drain timeout passes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,11 +10,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Shared drain state: a flag every accept loop and connection watches, and a count of open
+/// Shared drain state: the two flags connections and accept loops watch, and a count of open
 /// connections.
 #[derive(Clone, Debug)]
 pub struct Drain {
     draining: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
 }
 
@@ -20,6 +23,7 @@ impl Default for Drain {
     fn default() -> Self {
         Self {
             draining: watch::channel(false).0,
+            stopped: watch::channel(false).0,
             open: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -36,9 +40,15 @@ impl Drop for Open {
 }
 
 impl Drain {
-    /// Resolves once draining has begun.
+    /// Resolves once draining has begun: connections close after their current request.
     pub async fn signaled(&self) {
         let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Resolves once the proxy stops: listeners stop accepting.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopped.subscribe();
         let _ = rx.wait_for(|d| *d).await;
     }
 
@@ -58,15 +68,16 @@ impl Drain {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Starts draining: listeners stop accepting, connections close after their request.
+    /// Starts draining: unready, connections close after their request, listeners still accept.
     pub fn start(&self) {
         self.draining.send_replace(true);
     }
 
-    /// Starts draining (if `start` has not) and waits for open connections to finish, at most
-    /// `timeout`. Returns how many were still open when it gave up.
+    /// Drains (if `start` has not), stops accepting, and waits for open connections to finish,
+    /// at most `timeout`. Returns how many were still open when it gave up.
     pub async fn drain(&self, timeout: Duration) -> usize {
         self.start();
+        self.stopped.send_replace(true);
         let deadline = tokio::time::Instant::now() + timeout;
         while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -48,7 +48,8 @@ endpoints: [{{addresses: [127.0.0.1]}}]
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
     let cp = ControlPlane::start(dir.path());
-    let proxy = Sidecar::start(cp.xds, "client-0.demo");
+    // A detection timeout long enough that "at once" and "after the timeout" differ clearly.
+    let proxy = Sidecar::start_with(cp.xds, "client-0.demo", &["--detect-timeout-ms", "2000"]);
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
     (dir, cp, proxy, bind)
 }
@@ -85,13 +86,15 @@ fn server_first_and_opaque_tcp_on_an_undeclared_port_are_carried_as_tcp() {
     r.read_line(&mut line).unwrap();
     assert_eq!(line, "EHLO me\n");
 
-    // A client that speaks first, but not HTTP: opaque TCP at once.
+    // A client that speaks first, but not HTTP: opaque TCP at once, not after the timeout.
+    let started = std::time::Instant::now();
     let mut c = TcpStream::connect(bind).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(b"\x00\x01binary\n").unwrap();
     let mut got = vec![0u8; b"220 hello\r\n\x00\x01binary\n".len()];
     c.read_exact(&mut got).unwrap();
     assert_eq!(got, b"220 hello\r\n\x00\x01binary\n");
+    assert!(started.elapsed() < Duration::from_millis(1500));
 }
 
 #[test]

@@ -500,7 +500,7 @@ fn sigterm_drains_requests_in_flight_then_exits() {
 }
 
 #[test]
-fn post_drain_stops_accepting_and_turns_unready_without_exiting() {
+fn post_drain_turns_unready_and_closes_connections_but_keeps_accepting_until_sigterm() {
     let v = named_backend("v1");
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -508,8 +508,8 @@ fn post_drain_stops_accepting_and_turns_unready_without_exiting() {
     let cp = ControlPlane::start(dir.path());
     let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
-    let (status, _, _) = Conn::open(bind).get("/api/x", "");
-    assert_eq!(status, 200);
+    let mut before = Conn::open(bind);
+    assert_eq!(before.get("/api/x", "").0, 200);
 
     let drain = |method: &str| {
         let out = Command::new("curl")
@@ -527,13 +527,40 @@ fn post_drain_stops_accepting_and_turns_unready_without_exiting() {
     assert_eq!(drain("POST"), "draining\n");
     let ready = weft_e2e::http_get(proxy.health, "/ready").unwrap();
     assert_eq!((ready.0, ready.1.as_str()), (503, "draining\n"));
-    let refused = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        TcpStream::connect_timeout(&bind, Duration::from_millis(200)).is_err()
-    });
-    assert!(refused, "still accepting after POST /drain");
-    // Draining is not exiting: that waits for SIGTERM.
+    // The idle keep-alive connection from before is closed.
+    let mut rest = Vec::new();
+    assert_eq!(before.reader.read_to_end(&mut rest).unwrap(), 0);
+    // The app's new connections still get through while it runs (a preStop hook), one request
+    // each.
+    let mut late = Conn::open(bind);
+    let (status, headers, body) = late.get("/api/x", "");
+    assert_eq!((status, body.as_str()), (200, "v1"));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v == "close"),
+        "{headers:?}"
+    );
     assert!(proxy.proc.0.try_wait().unwrap().is_none());
+
+    // SIGTERM stops accepting and exits.
+    let pid = proxy.proc.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.proc.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(TcpStream::connect_timeout(&bind, Duration::from_millis(500)).is_err());
 }
 
 #[test]

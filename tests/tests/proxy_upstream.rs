@@ -398,6 +398,11 @@ fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
     // Counted while the connection is still open (the server holds it another second).
     let open = scrape();
     let delta = |text: &str, name: &str| counter(text, name) - counter(&before, name);
+    assert_eq!(
+        delta(&open, "weft_tcp_connections_closed_total"),
+        0,
+        "{open}"
+    );
     assert_eq!(delta(&open, "weft_tcp_sent_bytes_total"), 1000, "{open}");
     assert_eq!(delta(&open, "weft_tcp_received_bytes_total"), 5, "{open}");
     let closed_before = counter(&before, "weft_tcp_connections_closed_total");
@@ -434,10 +439,14 @@ spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
     let ok = out.matches("HTTP/1.1 200").count();
     let failed = out.matches("HTTP/1.1 503").count();
     assert_eq!(ok + failed, 100, "{out}");
-    // The back-off (1 s at first) outlasts these 100 requests.
-    assert_eq!(failed, 1, "{out}");
+    // Round robin alone would fail 50. The back-off (1 s, then 2 s) outlasts these 100 requests
+    // unless the machine stalls.
+    assert!((1..=3).contains(&failed), "{failed} failed: {out}");
     let clusters = http_get(sidecar.admin, "/clusters").unwrap().1;
-    assert!(clusters.contains("\"health\": \"failing\""), "{clusters}");
+    assert!(
+        clusters.contains(&format!("\"consecutive_failures\": {failed}")),
+        "{clusters}"
+    );
 }
 
 #[test]

@@ -108,9 +108,9 @@ impl Admin {
                     ),
                 }
             }
-            // A preStop hook's way to drain before SIGTERM (Envoy's `/drain_listeners`): stop
-            // accepting, tell connections to close after their request, turn unready. The
-            // process stays up until SIGTERM.
+            // A preStop hook's way to drain before SIGTERM (Envoy's graceful
+            // `/drain_listeners`): unready, connections close after their request, listeners
+            // still accept; SIGTERM stops them and exits.
             "/drain" if req.method() == hyper::Method::POST => {
                 self.drain.start();
                 reply(StatusCode::OK, "text/plain", "draining\n")

@@ -163,11 +163,15 @@ impl InFlight {
             .store(clock_ms() + backoff, Ordering::Relaxed);
     }
 
-    /// The endpoint answered: whatever it failed before is forgiven.
+    /// The endpoint answered: whatever it failed before is forgiven. Two loads when it had not
+    /// failed; each field is cleared on its own, so a failure racing this answer leaves no stale
+    /// count behind.
     pub fn answered(&self) {
         let ep = &self.endpoint;
-        if ep.failing_until.load(Ordering::Relaxed) != 0 {
+        if ep.consecutive_failures.load(Ordering::Relaxed) != 0 {
             ep.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if ep.failing_until.load(Ordering::Relaxed) != 0 {
             ep.failing_until.store(0, Ordering::Relaxed);
         }
     }
@@ -244,9 +248,12 @@ impl EndpointSet {
         if !self.endpoints[first].failing() {
             return self.endpoints.get(first);
         }
-        // Rare: the first choice is backing off. The next endpoint that is not, in order.
-        (1..n)
-            .map(|k| (first + k) % n)
+        // Rare: the first choice is backing off. Draw again at random over the (weighted) list,
+        // so its traffic spreads over the others by weight instead of landing on a neighbour;
+        // with nearly every endpoint failing, any that is not; with all, the first choice.
+        (0..8)
+            .map(|_| fastrand::usize(0..n))
+            .chain((0..n).map(|k| (first + k) % n))
             .find(|&i| !self.endpoints[i].failing())
             .or(Some(first))
             .and_then(|i| self.endpoints.get(i))
@@ -326,6 +333,15 @@ mod tests {
             for _ in 0..50 {
                 assert_eq!(set.pick().unwrap().addr.port(), 1001, "{lb:?}");
             }
+            // Its share spreads over the others by weight, not onto its neighbour.
+            let spread = EndpointSet::new("c", &cfgs(3), lb, None, &metrics());
+            spread.endpoints[1].start().failed();
+            let mut hits = [0u32; 3];
+            for _ in 0..3000 {
+                hits[(spread.pick().unwrap().addr.port() - 1000) as usize] += 1;
+            }
+            assert_eq!(hits[1], 0, "{lb:?}");
+            assert!(hits[0] > 1000 && hits[2] > 1000, "{lb:?} {hits:?}");
             // With every endpoint failing, one is still tried rather than none.
             set.endpoints[1].start().failed();
             assert!(set.pick().is_some());

@@ -23,9 +23,9 @@ use hyper::body::Incoming;
 use crate::config::{RouteTable, Store, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
 
-/// The most bytes of HTTP/1 headers accepted in either direction (Envoy's default
-/// `max_request_headers_kb`); more is a 431 from a client, a 502 from an upstream. Counted on the
-/// parsed head, so a head arriving whole in one read is held to it as well.
+/// The most bytes of headers accepted in either direction, HTTP/1 or HTTP/2 (Envoy's default
+/// `max_request_headers_kb`); more is a 431 from a client, a 502 from an upstream. HTTP/1 counts
+/// the parsed head, so a head arriving whole in one read is held to it as well.
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -411,9 +411,13 @@ impl Proxy {
             }
             Err(e) => {
                 tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
-                guard.failed();
                 let reason = match e {
-                    pool::SendError::Connect(_) => Flag::UpstreamConnectFailure,
+                    pool::SendError::Connect(_) => {
+                        // Only a refused or unreachable endpoint is backed off from: one reset or
+                        // bad response says little about the next request.
+                        guard.failed();
+                        Flag::UpstreamConnectFailure
+                    }
                     pool::SendError::Http(_) => Flag::UpstreamReset,
                 };
                 return Err((reason, Some(endpoint.stats.clone())));

@@ -227,6 +227,7 @@ async fn dial_h2(addr: SocketAddr, dial: Dial) -> Result<http2::SendRequest<Inco
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
+        .max_header_list_size(super::MAX_HEADER_BYTES as u32)
         .handshake(io)
         .await
         .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;

@@ -49,9 +49,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    let mut listeners = vec![listen(socket, addr)?];
+    let first = listen(socket, addr)?;
+    // The port it got, should `addr` ask for any (port 0).
+    let port = first.local_addr()?.port();
+    let mut listeners = vec![first];
     if addr.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
-        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), addr.port());
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
         let dual = tokio::net::TcpSocket::new_v6().and_then(|socket| {
             nix::sys::socket::setsockopt(&socket, sockopt::Ipv6V6Only, &true)?;
             listen(socket, v6)
@@ -97,7 +100,7 @@ pub async fn accept_redirected<F, Fut>(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = proxy.drain.signaled() => return,
+            () = proxy.drain.stopped() => return,
         };
         let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(20)).await;

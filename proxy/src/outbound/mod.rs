@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Handler, Protocol, Store};
 use crate::detect::{Detected, detect};
-use crate::drain::Drain;
 use crate::http::{Proxy, RouteSource};
 
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
@@ -80,10 +79,22 @@ pub async fn serve_connection(
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req).await) }
     });
     let io = TokioIo::new(stream);
+    // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
+    // until the proxy stops): closing it at once would fail a client that did nothing wrong.
+    let late = drain.is_draining();
+    let signal = async {
+        if late {
+            drain.stopped().await
+        } else {
+            drain.signaled().await
+        }
+    };
     let result = if http2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        until_drained(builder.serve_connection(io, svc), &drain, |c| {
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(crate::http::MAX_HEADER_BYTES as u32);
+        until_drained(builder.serve_connection(io, svc), signal, |c| {
             c.graceful_shutdown()
         })
         .await
@@ -91,12 +102,13 @@ pub async fn serve_connection(
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
+            .keep_alive(!late)
             .header_read_timeout(header_timeout)
             .max_header_size(crate::http::MAX_HEADER_BYTES)
             .max_buf_size(64 * 1024);
         until_drained(
             builder.serve_connection(io, svc).with_upgrades(),
-            &drain,
+            signal,
             |c| c.graceful_shutdown(),
         )
         .await
@@ -106,11 +118,11 @@ pub async fn serve_connection(
     }
 }
 
-/// Runs a server connection; once the proxy drains, lets it finish the request in flight and
+/// Runs a server connection; once `signal` fires, lets it finish the request in flight and
 /// close (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
 async fn until_drained<C>(
     conn: C,
-    drain: &Drain,
+    signal: impl Future<Output = ()>,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
 ) -> Result<(), hyper::Error>
 where
@@ -121,7 +133,7 @@ where
         // The connection first: it is what wakes this task on nearly every poll.
         biased;
         r = conn.as_mut() => r,
-        () = drain.signaled() => {
+        () = signal => {
             graceful_shutdown(conn.as_mut());
             conn.await
         }
@@ -132,7 +144,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = proxy.drain.signaled() => return,
+            () = proxy.drain.stopped() => return,
         };
         let (stream, _) = match accepted {
             Ok(s) => s,

@@ -329,7 +329,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
 
     fn try_from(c: &xc::Cluster) -> Result<Self, Invalid> {
         let ctx = Ctx(&c.name);
-        if c.transport_socket.is_some() || !c.transport_socket_matches.is_empty() {
+        if c.transport_socket.is_some() {
             return Err(ctx.err(
                 "transport_socket",
                 "upstream TLS is configured by weft's mesh identity, not per cluster",
