@@ -57,8 +57,11 @@ struct Args {
     /// treating the connection as opaque TCP (server-first protocols send nothing).
     #[arg(long, env = "WEFT_DETECT_TIMEOUT_MS", default_value_t = 100)]
     detect_timeout_ms: u64,
-    /// Milliseconds a client may take to send a request's headers before it is disconnected.
-    #[arg(long, env = "WEFT_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    /// Milliseconds a client may take to send a request's headers before it is disconnected. The
+    /// clock starts when an HTTP/1 connection waits for its next request, so this is also how long
+    /// an idle keep-alive connection is kept: nginx's 60 s (`client_header_timeout`), long enough
+    /// that app connection pools rarely reuse a connection just as the proxy closes it.
+    #[arg(long, env = "WEFT_HTTP_HEADER_TIMEOUT_MS", default_value_t = 60_000)]
     http_header_timeout_ms: u64,
     /// Milliseconds to let connections in flight finish after SIGTERM.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
