@@ -33,6 +33,8 @@ struct Opts {
     pin: bool,
     /// Only the saturation phase (for profiling).
     saturation_only: bool,
+    /// Runs of each measurement, interleaved across the paths; the median is printed.
+    rounds: usize,
 }
 
 fn opts() -> Opts {
@@ -43,6 +45,7 @@ fn opts() -> Opts {
         saturation_seconds: 5,
         pin: false,
         saturation_only: false,
+        rounds: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -54,6 +57,7 @@ fn opts() -> Opts {
             "--saturation-seconds" => o.saturation_seconds = v.parse().expect("seconds"),
             "--pin" => o.pin = v.parse().expect("true or false"),
             "--saturation-only" => o.saturation_only = v.parse().expect("true or false"),
+            "--rounds" => o.rounds = v.parse::<usize>().expect("rounds").max(1),
             f => panic!("unknown flag {f}"),
         }
     }
@@ -510,6 +514,26 @@ struct Row {
     errors: u64,
 }
 
+/// The median of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+impl Row {
+    /// One row for several rounds of the same path: medians, the worst max, all errors.
+    fn median_of(rounds: &[Row]) -> Row {
+        let field = |f: fn(&Row) -> f64| median(rounds.iter().map(f).collect());
+        Row {
+            p50: field(|r| r.p50),
+            p99: field(|r| r.p99),
+            max: rounds.iter().map(|r| r.max).fold(0.0, f64::max),
+            cpu_per_1k: field(|r| r.cpu_per_1k),
+            errors: rounds.iter().map(|r| r.errors).sum(),
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let o = opts();
@@ -586,27 +610,36 @@ async fn main() {
     } else {
         &o.rates[..]
     };
+    // Rounds interleave the paths (direct, weft, nginx, HAProxy, direct, ...), so a minute when a
+    // neighbour takes the machine lands on every path rather than on one.
+    let of_rounds = if o.rounds > 1 {
+        format!(", median of {} interleaved rounds", o.rounds)
+    } else {
+        String::new()
+    };
     for &rate in rates {
-        let mut rows = Vec::new();
-        for (t, pid) in targets.iter().zip(&pids) {
-            let cpu0 = pid.map(cpu_seconds);
-            let run = open_loop(t.addr, rate, o.seconds, o.connections);
-            let cpu = pid
-                .map(|p| cpu_seconds(p) - cpu0.unwrap_or(0.0))
-                .unwrap_or(0.0);
-            rows.push(Row {
-                p50: run.hist.value_at_quantile(0.5) as f64 / 1000.0,
-                p99: run.hist.value_at_quantile(0.99) as f64 / 1000.0,
-                max: run.hist.max() as f64 / 1000.0,
-                cpu_per_1k: cpu / run.requests as f64 * 1000.0,
-                errors: run.errors,
-            });
+        let mut runs: Vec<Vec<Row>> = vec![Vec::new(); targets.len()];
+        for _ in 0..o.rounds {
+            for (i, (t, pid)) in targets.iter().zip(&pids).enumerate() {
+                let cpu0 = pid.map(cpu_seconds);
+                let run = open_loop(t.addr, rate, o.seconds, o.connections);
+                let cpu = pid
+                    .map(|p| cpu_seconds(p) - cpu0.unwrap_or(0.0))
+                    .unwrap_or(0.0);
+                runs[i].push(Row {
+                    p50: run.hist.value_at_quantile(0.5) as f64 / 1000.0,
+                    p99: run.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                    max: run.hist.max() as f64 / 1000.0,
+                    cpu_per_1k: cpu / run.requests as f64 * 1000.0,
+                    errors: run.errors,
+                });
+            }
         }
-        rate_rows.push((rate, rows));
+        rate_rows.push((rate, runs.iter().map(|r| Row::median_of(r)).collect()));
     }
     for (rate, rows) in &rate_rows {
         println!(
-            "\n## open loop, {rate} req/s for {} s (latency in µs, from scheduled start)",
+            "\n## open loop, {rate} req/s for {} s (latency in µs, from scheduled start{of_rounds})",
             o.seconds
         );
         println!(
@@ -645,41 +678,50 @@ async fn main() {
         }
     }
     println!(
-        "\n## saturation, closed loop, {} connections for {} s",
+        "\n## saturation, closed loop, {} connections for {} s{of_rounds}",
         o.connections, o.saturation_seconds
     );
     println!(
         "{:<11} {:>10} {:>10} {:>14} {:>10}",
         "path", "req/s", "proxy cpu", "req/s per core", "p99 µs"
     );
-    for (t, pid) in targets.iter().zip(&pids) {
-        let cpu0 = pid.map(cpu_seconds);
-        let run = closed_loop(t.addr, o.saturation_seconds, o.connections).await;
-        let secs = run.elapsed.as_secs_f64();
-        let rps = run.requests as f64 / secs;
-        match pid {
-            Some(p) => {
-                let cores = (cpu_seconds(*p) - cpu0.unwrap_or(0.0)) / secs;
-                println!(
-                    "{:<11} {:>10.0} {:>10.2} {:>14.0} {:>10}",
-                    t.name,
-                    rps,
-                    cores,
-                    rps / cores.max(0.01),
-                    run.hist.value_at_quantile(0.99) / 1000
-                );
-            }
-            None => println!(
-                "{:<11} {:>10.0} {:>10} {:>14} {:>10}",
-                t.name,
-                rps,
-                "-",
-                "-",
-                run.hist.value_at_quantile(0.99) / 1000
-            ),
+    // Per path and round: requests per second, proxy cores used, p99 in µs, errors.
+    let mut saturation: Vec<Vec<(f64, f64, f64, u64)>> = vec![Vec::new(); targets.len()];
+    for _ in 0..o.rounds {
+        for (i, (t, pid)) in targets.iter().zip(&pids).enumerate() {
+            let cpu0 = pid.map(cpu_seconds);
+            let run = closed_loop(t.addr, o.saturation_seconds, o.connections).await;
+            let secs = run.elapsed.as_secs_f64();
+            let cores = pid
+                .map(|p| (cpu_seconds(p) - cpu0.unwrap_or(0.0)) / secs)
+                .unwrap_or(0.0);
+            saturation[i].push((
+                run.requests as f64 / secs,
+                cores,
+                run.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                run.errors,
+            ));
         }
-        if run.errors > 0 {
-            println!("  ({} errors)", run.errors);
+    }
+    for ((t, pid), runs) in targets.iter().zip(&pids).zip(&saturation) {
+        let rps = median(runs.iter().map(|r| r.0).collect());
+        let p99 = median(runs.iter().map(|r| r.2).collect());
+        let errors: u64 = runs.iter().map(|r| r.3).sum();
+        if pid.is_some() {
+            let cores = median(runs.iter().map(|r| r.1).collect());
+            let per_core = median(runs.iter().map(|r| r.0 / r.1.max(0.01)).collect());
+            println!(
+                "{:<11} {:>10.0} {:>10.2} {:>14.0} {:>10.0}",
+                t.name, rps, cores, per_core, p99
+            );
+        } else {
+            println!(
+                "{:<11} {:>10.0} {:>10} {:>14} {:>10.0}",
+                t.name, rps, "-", "-", p99
+            );
+        }
+        if errors > 0 {
+            println!("  ({errors} errors)");
         }
     }
     println!();
