@@ -68,7 +68,8 @@ fn nginx(dir: &std::path::Path, root: &std::path::Path, port: u16) -> Proc {
     std::fs::write(
         &conf,
         format!(
-            "daemon off; user root; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+            // One process (no master): killing it leaves no orphaned worker behind.
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 256; }}\n\
              http {{ access_log off; keepalive_timeout 75s;\n\
                server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",

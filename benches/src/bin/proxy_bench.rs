@@ -175,7 +175,7 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// nginx with one worker, either serving the 1 KB origin or proxying to `upstream`.
+/// nginx as one process (no master), either serving the 1 KB origin or proxying to `upstream`.
 fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bool) -> Proc {
     let body = "x".repeat(1024);
     let (upstream_block, location) = match upstream {
@@ -187,7 +187,7 @@ fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bo
         ),
     };
     let conf = format!(
-        "daemon off; worker_processes 1; pid {dir}/{tag}.pid; error_log {dir}/{tag}.err;\n\
+        "daemon off; master_process off; pid {dir}/{tag}.pid; error_log {dir}/{tag}.err;\n\
          events {{ worker_connections 4096; }}\n\
          http {{ access_log off; keepalive_requests 1000000; {upstream_block}\n\
            server {{ listen 127.0.0.1:{port}; location / {{ {location} }} }}\n}}\n",
@@ -577,20 +577,9 @@ async fn main() {
             pid: Some(haproxy_proxy.0.id()),
         },
     ];
-    // nginx's master forks the worker that does the work: measure the worker.
-    let worker_of = |pid: u32| -> u32 {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .ok()
-            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
-            .unwrap_or(pid)
-    };
-    let pids: Vec<Option<u32>> = targets
-        .iter()
-        .map(|t| {
-            t.pid
-                .map(|p| if t.name == "nginx" { worker_of(p) } else { p })
-        })
-        .collect();
+    // nginx runs without a master (one process that does the work, and no orphaned worker when
+    // the bench ends), so every pid is the process to measure.
+    let pids: Vec<Option<u32>> = targets.iter().map(|t| t.pid).collect();
     println!(
         "# weft proxy bench: HTTP/1.1 keep-alive, 1 KB responses, {} connections, origin nginx (1 worker)",
         o.connections
