@@ -57,12 +57,31 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+/// A free TCP port on 127.0.0.1, for a process a test starts to bind. Taken below the kernel's
+/// ephemeral range (32768 and up by default) and never the same one twice in a test binary: a
+/// port picked from the ephemeral range could be handed by the kernel to a parallel test's
+/// `bind(0)` or outgoing connection before the process bound it, and the test would talk to a
+/// stranger (seen as an empty reply from another proxy's capture listener).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_767;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread test binaries that run at the same time apart.
+    let _ = NEXT.compare_exchange(
+        0,
+        LOW + (std::process::id() % 100) * 100,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in LOW..=HIGH {
+        let candidate = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (candidate - LOW) % (HIGH - LOW + 1);
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port between {LOW} and {HIGH}")
 }
 
 /// Waits until something accepts TCP connections on `addr`.
