@@ -573,3 +573,50 @@ fn tcp_half_close_reaches_the_upstream_and_the_answer_still_comes_back() {
     c.read_to_string(&mut answer).unwrap();
     assert_eq!(answer, "got 100000 bytes");
 }
+
+#[test]
+fn an_idle_tcp_connection_is_closed_after_the_policy_idle_timeout_and_a_busy_one_is_not() {
+    use std::io::{BufRead, BufReader, Read};
+    // Echoes lines.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in BufReader::new(s).lines() {
+                    let Ok(line) = line else { return };
+                    let _ = w.write_all(format!("{line}\n").as_bytes());
+                }
+            });
+        }
+    });
+    let policy = "---
+apiVersion: weft.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo, namespace: shop}
+spec: {targetRefs: [{kind: Service, name: echo}], connectionPool: {idleTimeout: 1s}}
+";
+    let (_cp, _sidecar, bind, _dir) = one_service("echo", 7001, "tcp", &[upstream.port()], policy);
+    let c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    // Busy for 2 s, a line every 300 ms: twice the idle timeout, and still open.
+    for i in 0..7 {
+        (&c).write_all(format!("ping {i}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("ping {i}\n"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Then quiet: the proxy closes it between 1 and 1.5 s after the last byte (it looks four
+    // times per timeout); the last byte was 300 ms before this point.
+    let quiet = Instant::now();
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "closed without data");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! matches captured traffic against), per proxy an inbound listener and explicit outbound ones.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use weft_proto::google::protobuf::{BoolValue, UInt32Value};
 use weft_proto::xds::config::core::v3::{
@@ -94,16 +95,24 @@ fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
     )
 }
 
-fn tcp_filter(stat_prefix: String, cluster: String) -> Filter {
+/// A `tcp_proxy` to `cluster`; `idle_timeout` unset leaves Envoy's default (an hour).
+fn tcp_filter(stat_prefix: String, cluster: String, idle_timeout: Option<Duration>) -> Filter {
     network_filter(
         "envoy.filters.network.tcp_proxy",
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         &TcpProxy {
             stat_prefix,
             cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+            idle_timeout: idle_timeout.map(duration),
             ..Default::default()
         },
     )
+}
+
+/// The Service's `TrafficPolicy` `connectionPool.idleTimeout`, which (as Istio's
+/// `connectionPool.tcp.idleTimeout`) also closes idle opaque TCP connections.
+fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
+    svc.policy.as_ref().and_then(|p| p.limits.idle_timeout)
 }
 
 /// The listener of one Service port. Its addresses are the Service's cluster IPs, which is how
@@ -140,7 +149,7 @@ pub fn service(svc: &Service, port: &ServicePort) -> Listener {
         });
     } else {
         listener.filter_chains = vec![FilterChain {
-            filters: vec![tcp_filter(name, cluster)],
+            filters: vec![tcp_filter(name, cluster, tcp_idle_timeout(svc))],
             ..Default::default()
         }];
         // Matched against captured traffic, never bound (Istio's virtual listeners do the same).
@@ -188,7 +197,7 @@ pub fn inbound(workload: &Workload) -> Listener {
                     http_connection_manager::RouteSpecifier::RouteConfig(route_config),
                 ))
             } else {
-                tcp_filter(cluster.clone(), cluster.clone())
+                tcp_filter(cluster.clone(), cluster.clone(), None)
             };
             FilterChain {
                 name: cluster,
@@ -221,7 +230,11 @@ pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort) -> Listener
     let filter = if port.protocol.is_http() {
         hcm_filter(&hcm(target.clone(), rds(&target)))
     } else {
-        tcp_filter(target, cluster_name(&svc.key, port.port))
+        tcp_filter(
+            target,
+            cluster_name(&svc.key, port.port),
+            tcp_idle_timeout(svc),
+        )
     };
     Listener {
         name: explicit_name(bind),

@@ -66,7 +66,20 @@ pub enum Handler {
     Tcp {
         /// Cluster name.
         cluster: String,
+        /// A connection with no bytes either way for this long is closed (`None`: never).
+        #[serde(serialize_with = "optional_ms")]
+        idle_timeout: Option<Duration>,
     },
+}
+
+/// Envoy's `tcp_proxy` default idle timeout: an hour.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn optional_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => duration_ms::serialize(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A listener: a Service port (matched against captured destinations), an explicit outbound

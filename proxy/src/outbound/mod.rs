@@ -31,7 +31,18 @@ pub async fn choose(
     tcp_cluster: Option<String>,
     detect_timeout: Duration,
 ) -> Option<(Handler, Option<Detected>)> {
-    let tcp = |cluster: Option<String>| cluster.map(|cluster| (Handler::Tcp { cluster }, None));
+    let tcp = |cluster: Option<String>| {
+        cluster.map(|cluster| {
+            let idle_timeout = Some(crate::config::TCP_IDLE_TIMEOUT);
+            (
+                Handler::Tcp {
+                    cluster,
+                    idle_timeout,
+                },
+                None,
+            )
+        })
+    };
     match (protocol, &handler) {
         (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
             Some((handler, None))
@@ -58,8 +69,11 @@ pub async fn serve_connection(
     let drain = proxy.drain.clone();
     let _ = stream.set_nodelay(true);
     let source = match handler {
-        Handler::Tcp { cluster } => {
-            if let Err(e) = crate::tcp::forward(&store, &cluster, stream).await {
+        Handler::Tcp {
+            cluster,
+            idle_timeout,
+        } => {
+            if let Err(e) = crate::tcp::forward(&store, &cluster, stream, idle_timeout).await {
                 tracing::debug!(cluster, "tcp forward ended: {e}");
             }
             return;

@@ -4,14 +4,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::Store;
 
-/// Forwards `client` to an endpoint of `cluster` until both directions are closed.
-pub async fn forward(store: &Arc<Store>, cluster: &str, client: TcpStream) -> std::io::Result<()> {
+/// Forwards `client` to an endpoint of `cluster` until both directions are closed, or until no
+/// byte has moved either way for `idle_timeout`.
+pub async fn forward(
+    store: &Arc<Store>,
+    cluster: &str,
+    client: TcpStream,
+    idle_timeout: Option<Duration>,
+) -> std::io::Result<()> {
     let (endpoint, timeout) = {
         let config = store.load();
         let set = config.endpoints.get(cluster);
@@ -44,23 +51,56 @@ pub async fn forward(store: &Arc<Store>, cluster: &str, client: TcpStream) -> st
     tcp.open();
     // Counted as read: a long-lived connection shows its bytes while it lasts, and one that ends
     // in a reset still reports what it carried.
+    let moved = AtomicU64::new(0);
     let mut client = Counted {
         inner: client,
         bytes: tcp.received_bytes(),
+        moved: &moved,
     };
     let mut upstream = Counted {
         inner: upstream,
         bytes: tcp.sent_bytes(),
+        moved: &moved,
     };
-    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let result = match idle_timeout {
+        Some(idle) => tokio::select! {
+            r = copy => r.map(|_| ()),
+            () = quiet_for(&moved, idle) => {
+                tracing::debug!(cluster, ?idle, "idle timeout: closing");
+                Ok(())
+            }
+        },
+        None => copy.await.map(|_| ()),
+    };
     tcp.close();
-    result.map(|_| ())
+    result
 }
 
-/// A stream that adds the bytes read from it to a counter.
+/// Resolves once `moved` has not changed for `idle`. Looks four times per `idle` (a timer per
+/// connection every 15 minutes at the default hour), so the data path only bumps a counter.
+async fn quiet_for(moved: &AtomicU64, idle: Duration) {
+    let step = (idle / 4).max(Duration::from_millis(10));
+    let mut seen = moved.load(Ordering::Relaxed);
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = moved.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= idle {
+            return;
+        }
+    }
+}
+
+/// A stream that adds the bytes read from it to a counter, and to the connection's own count
+/// the idle timeout watches.
 struct Counted<'a, S> {
     inner: S,
     bytes: &'a AtomicU64,
+    moved: &'a AtomicU64,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
@@ -74,6 +114,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
         if let Poll::Ready(Ok(())) = polled {
             let n = (buf.filled().len() - before) as u64;
             self.bytes.fetch_add(n, Ordering::Relaxed);
+            self.moved.fetch_add(n, Ordering::Relaxed);
         }
         polled
     }

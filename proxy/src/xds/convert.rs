@@ -27,8 +27,8 @@ use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
 use crate::config::{
     Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
-    Protocol, QueryMatch, Route, RouteTable, StringMatch, UpstreamHttp, VirtualHost,
-    WeightedCluster, route::full_regex,
+    Protocol, QueryMatch, Route, RouteTable, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
+    VirtualHost, WeightedCluster, route::full_regex,
 };
 
 /// A resource weft-proxy cannot apply.
@@ -170,7 +170,15 @@ fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result
     } else {
         let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
         match tcp.cluster_specifier {
-            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => Ok(Handler::Tcp { cluster }),
+            // Envoy: unset means an hour, zero means never.
+            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => Ok(Handler::Tcp {
+                cluster,
+                idle_timeout: match tcp.idle_timeout.as_ref().map(duration) {
+                    None => Some(TCP_IDLE_TIMEOUT),
+                    Some(Duration::ZERO) => None,
+                    Some(d) => Some(d),
+                },
+            }),
             _ => Err(ctx.err(
                 format!("{f}.cluster_specifier"),
                 "only cluster is supported",
