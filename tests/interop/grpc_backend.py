@@ -1,10 +1,12 @@
-"""A plain gRPC server (no weft code) that answers /weft.test.Echo/Who with its own name.
+"""A plain gRPC server (no weft code): /weft.test.Echo/Who answers with its own name, Count
+streams a number of messages 200 ms apart, Echo sends every message of a stream straight back.
 
 Usage: grpc_backend.py HOST:PORT NAME
 Uses grpcio's generic handlers, so no generated code or protoc is needed: request and response
 are raw bytes.
 """
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -16,9 +18,25 @@ def main():
     def who(request, context):
         return name
 
+    def count(request, context):
+        # Server streaming: int(request) messages, 200 ms apart.
+        for i in range(int(request or b"0")):
+            if i:
+                time.sleep(0.2)
+            yield str(i).encode()
+
+    def echo(requests, context):
+        # Bidirectional: every message straight back, as it comes.
+        for message in requests:
+            yield message
+
     handler = grpc.method_handlers_generic_handler(
         "weft.test.Echo",
-        {"Who": grpc.unary_unary_rpc_method_handler(who)},
+        {
+            "Who": grpc.unary_unary_rpc_method_handler(who),
+            "Count": grpc.unary_stream_rpc_method_handler(count),
+            "Echo": grpc.stream_stream_rpc_method_handler(echo),
+        },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((handler,))

@@ -217,3 +217,81 @@ spec:
     assert!(counted("UF", "14"), "{scrape}");
     assert!(counted("NR", "12"), "{scrape}");
 }
+
+#[test]
+fn grpc_streams_flow_message_by_message_both_ways() {
+    let port = free_port();
+    let _server = grpc_backend(port, "s");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mesh = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: client-0, namespace: demo, labels: {{app: client}}}}
+spec: {{containers: [{{name: c}}]}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: client, namespace: demo}}
+spec:
+  outboundListeners: [{{bind: "{bind}", service: streams, port: 50051}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: streams, namespace: demo}}
+spec: {{clusterIP: 127.50.0.9, ports: [{{name: grpc, port: 50051}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: streams-1, namespace: demo, labels: {{kubernetes.io/service-name: streams}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let _proxy = Sidecar::start(cp.xds, "client-0.demo");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    // Server streaming: five messages 200 ms apart must arrive as they are sent, not together at
+    // the end. Bidirectional: each message is sent only once the echo of the previous one came
+    // back, which works only if the proxy passes each message on in both directions at once.
+    let script = "import grpc, sys, time, queue\n\
+        ch = grpc.insecure_channel(sys.argv[1])\n\
+        t0 = time.monotonic()\n\
+        times = [time.monotonic() - t0 for _ in ch.unary_stream('/weft.test.Echo/Count')(b'5', timeout=10)]\n\
+        q = queue.Queue()\n\
+        def requests():\n\
+        \x20   for i in range(5):\n\
+        \x20       yield f'm{i}'.encode()\n\
+        \x20       q.get(timeout=5)\n\
+        replies = []\n\
+        for r in ch.stream_stream('/weft.test.Echo/Echo')(requests(), timeout=10):\n\
+        \x20   replies.append(r.decode())\n\
+        \x20   q.put(None)\n\
+        print(len(times), times[0], times[-1], ','.join(replies))\n";
+    let out = python()
+        .arg("-c")
+        .arg(script)
+        .arg(bind.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(parts.len(), 4, "{text}");
+    let (first, last): (f64, f64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
+    assert_eq!(parts[0], "5", "{text}");
+    assert!(
+        first < 0.5 && last >= 0.75,
+        "first {first} s, last {last} s"
+    );
+    assert_eq!(parts[3], "m0,m1,m2,m3,m4");
+}
