@@ -120,3 +120,56 @@ fn grpc_on_an_undeclared_port_reaches_its_server_over_http2() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "g");
 }
+
+#[test]
+fn tls_on_an_undeclared_port_passes_through_untouched() {
+    // An app speaking TLS end to end (openssl's test server, a self-signed certificate): the
+    // proxy sees a ClientHello, carries the connection as opaque TCP, and curl completes the
+    // handshake with the server itself.
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg("/CN=tls-app")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let port = free_port();
+    let _server = weft_e2e::Proc::spawn(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(port.to_string())
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key),
+    );
+    weft_e2e::wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    );
+    let (_dir, _cp, _proxy, bind) = mesh("secure", 8443, "web", port);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{ssl_verify_result}",
+        ])
+        .arg(format!("https://{bind}/"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // s_server -www answers 200; the certificate curl saw is the app's own (self-signed: 18).
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 18");
+}
