@@ -163,6 +163,8 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     let _reviews = backend(&pod, &["http", "127.0.0.1", "18081", "reviews"]);
     let _db = backend(&pod, &["banner", "127.0.0.1", "13306", "db-banner"]);
     let _app = backend(&pod, &["http", "127.0.0.1", "8080", "web-app"]);
+    // On a port no Service or container declares: inbound traffic passes through to it.
+    let _undeclared = backend(&pod, &["http", "10.1.0.5", "9999", "undeclared-app"]);
     let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
 
     let weft = bin("weft");
@@ -262,6 +264,22 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
         text.starts_with("HTTP/1.1 200") && text.ends_with("web-app"),
         "{text}"
     );
+    // A port nothing declares: passed through to the pod's own address, untouched.
+    let out = client.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.5:9999/"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "undeclared-app");
+    // Both passthroughs are counted, as Istio's PassthroughCluster and InboundPassthroughCluster.
+    let out = pod.run(&["curl", "-sS", "http://127.0.0.1:15020/metrics"]);
+    let scrape = String::from_utf8_lossy(&out.stdout).to_string();
+    for service in ["PassthroughCluster", "InboundPassthroughCluster"] {
+        assert!(
+            scrape.lines().any(|l| {
+                l.starts_with("weft_tcp_connections_opened_total{")
+                    && l.contains(&format!("destination_service=\"{service}\""))
+                    && l.ends_with(" 1")
+            }),
+            "{service}: {scrape}"
+        );
+    }
     // And over IPv6.
     let out = client.run(&[
         "curl",

@@ -223,6 +223,11 @@ impl Proxy {
         }
     }
 
+    /// Where requests and connections are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Routes and forwards one request.
     pub async fn handle(&self, source: &RouteSource, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();

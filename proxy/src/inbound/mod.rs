@@ -31,7 +31,7 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                         .map(|c| (c.protocol, c.handler.clone()))
                 });
                 let Some((protocol, handler)) = chain else {
-                    return passthrough(stream, dst).await;
+                    return passthrough(stream, dst, &proxy).await;
                 };
                 // An undeclared port that turns out not to be HTTP goes to the app as opaque TCP.
                 let tcp_cluster = Some(weft_proto::names::inbound_cluster(dst.port()));
@@ -49,8 +49,10 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
 
 /// A port no chain names goes to where it was headed (the pod's own address), never to loopback,
 /// so sockets the app keeps on localhost stay private, as in Istio since 1.10.
-async fn passthrough(mut client: TcpStream, dst: SocketAddr) {
-    if let Ok(mut upstream) = TcpStream::connect(dst).await {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+async fn passthrough(client: TcpStream, dst: SocketAddr, proxy: &Proxy) {
+    if let Ok(upstream) = TcpStream::connect(dst).await {
+        let stats = &proxy.metrics().passthrough(true).tcp;
+        let idle = Some(crate::config::TCP_IDLE_TIMEOUT);
+        let _ = crate::tcp::carry(client, upstream, stats, idle).await;
     }
 }

@@ -76,10 +76,16 @@ impl Metrics {
     pub fn new(node: Node) -> Self {
         let mut requests = Requests {
             unrouted: Arc::new(DestStats::new(Vec::new())),
+            passthrough: [
+                Arc::new(DestStats::new(Vec::new())),
+                Arc::new(DestStats::new(Vec::new())),
+            ],
             node,
             dests: Mutex::default(),
         };
         requests.unrouted = requests.shared(labels(&requests.node, None, None));
+        requests.passthrough = [PASSTHROUGH, INBOUND_PASSTHROUGH]
+            .map(|name| requests.shared(labels(&requests.node, Some(name), None)));
         let requests = Arc::new(requests);
         let xds = XdsMetrics::default();
         let mut registry = Registry::default();
@@ -132,6 +138,13 @@ impl Metrics {
     /// Where requests that matched no route or cluster are counted.
     pub fn unrouted(&self) -> &Arc<DestStats> {
         &self.requests.unrouted
+    }
+
+    /// Where connections passed through untouched are counted, outbound (to destinations the
+    /// mesh does not know) or inbound (to ports no chain names): Istio's `PassthroughCluster`
+    /// and `InboundPassthroughCluster`, so traffic that bypasses the mesh still shows.
+    pub fn passthrough(&self, inbound: bool) -> &Arc<DestStats> {
+        &self.requests.passthrough[usize::from(inbound)]
     }
 
     /// Every metric, as OpenMetrics text or (`openmetrics: false`) in the classic Prometheus
@@ -190,7 +203,14 @@ struct Requests {
     node: Node,
     dests: Mutex<HashMap<DestKey, Weak<DestStats>>>,
     unrouted: Arc<DestStats>,
+    /// Outbound, then inbound passthrough.
+    passthrough: [Arc<DestStats>; 2],
 }
+
+/// Destination of connections passed through to where they were going.
+const PASSTHROUGH: &str = "PassthroughCluster";
+/// Destination of inbound connections to ports no chain names.
+const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 
 impl Requests {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DestKey, Weak<DestStats>>> {
@@ -363,18 +383,25 @@ impl DestStats {
 /// namespace).
 fn labels(node: &Node, cluster: Option<&str>, workload: Option<(&str, &str)>) -> DestKey {
     let unknown = || "unknown".to_string();
-    let inbound = cluster.is_some_and(|c| c.starts_with("inbound|"));
-    let service = cluster
-        .filter(|_| !inbound)
-        .and_then(|c| c.rsplit_once("||"))
-        .map(|(_, fqdn)| fqdn.to_string());
-    let (service_name, service_ns) = service
-        .as_deref()
-        .and_then(|s| {
-            let mut parts = s.splitn(3, '.');
-            Some((parts.next()?.to_string(), parts.next()?.to_string()))
-        })
-        .unwrap_or_else(|| (unknown(), unknown()));
+    let inbound = cluster.is_some_and(|c| c.starts_with("inbound|") || c == INBOUND_PASSTHROUGH);
+    let passthrough = cluster.filter(|c| *c == PASSTHROUGH || *c == INBOUND_PASSTHROUGH);
+    let service = match passthrough {
+        Some(name) => Some(name.to_string()),
+        None => cluster
+            .filter(|_| !inbound)
+            .and_then(|c| c.rsplit_once("||"))
+            .map(|(_, fqdn)| fqdn.to_string()),
+    };
+    let (service_name, service_ns) = match passthrough {
+        Some(name) => (name.to_string(), unknown()),
+        None => service
+            .as_deref()
+            .and_then(|s| {
+                let mut parts = s.splitn(3, '.');
+                Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+            .unwrap_or_else(|| (unknown(), unknown())),
+    };
     let (src_wl, src_ns, dst_wl, dst_ns) = if inbound {
         (
             unknown(),

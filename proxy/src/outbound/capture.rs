@@ -136,7 +136,7 @@ async fn handle(
     let listener = store.load().listener_for(dst).cloned();
     let Some(listener) = listener else {
         match capture.policy {
-            OutboundPolicy::AllowAny => passthrough(stream, dst).await,
+            OutboundPolicy::AllowAny => passthrough(stream, dst, &proxy).await,
             OutboundPolicy::RegistryOnly => {
                 tracing::info!(%dst, flags = "NR", "unknown destination refused")
             }
@@ -162,10 +162,12 @@ async fn handle(
 }
 
 /// Forwards to where the app was going, untouched.
-async fn passthrough(mut client: TcpStream, dst: SocketAddr) {
+async fn passthrough(client: TcpStream, dst: SocketAddr, proxy: &Proxy) {
     match TcpStream::connect(dst).await {
-        Ok(mut upstream) => {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        Ok(upstream) => {
+            let stats = &proxy.metrics().passthrough(false).tcp;
+            let idle = Some(crate::config::TCP_IDLE_TIMEOUT);
+            let _ = crate::tcp::carry(client, upstream, stats, idle).await;
         }
         Err(e) => tracing::debug!(%dst, "passthrough connect failed: {e}"),
     }

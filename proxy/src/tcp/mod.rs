@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::Store;
+use crate::metrics::TcpStats;
 
 /// Forwards `client` to an endpoint of `cluster` until both directions are closed, or until no
 /// byte has moved either way for `idle_timeout`.
@@ -47,7 +48,17 @@ pub async fn forward(
     };
     guard.answered();
     let _ = upstream.set_nodelay(true);
-    let tcp = &endpoint.stats.tcp;
+    carry(client, upstream, &endpoint.stats.tcp, idle_timeout).await
+}
+
+/// Copies bytes both ways (half-close carried through) until both directions are closed, or until
+/// none has moved for `idle_timeout`, counting the connection and its bytes into `tcp`.
+pub async fn carry(
+    client: TcpStream,
+    upstream: TcpStream,
+    tcp: &TcpStats,
+    idle_timeout: Option<Duration>,
+) -> std::io::Result<()> {
     tcp.open();
     // Counted as read: a long-lived connection shows its bytes while it lasts, and one that ends
     // in a reset still reports what it carried.
@@ -67,7 +78,7 @@ pub async fn forward(
         Some(idle) => tokio::select! {
             r = copy => r.map(|_| ()),
             () = quiet_for(&moved, idle) => {
-                tracing::debug!(cluster, ?idle, "idle timeout: closing");
+                tracing::debug!(?idle, "idle timeout: closing");
                 Ok(())
             }
         },
