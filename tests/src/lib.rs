@@ -397,3 +397,96 @@ pub fn grpc_backend(port: u16, name: &str) -> Proc {
     );
     p
 }
+
+/// Runs a Python snippet (`python -c script args...`) that talks to the mesh, and returns what it
+/// printed; a failing script fails the test with its stderr.
+pub fn python_script(script: &str, args: &[&str]) -> String {
+    let out = python()
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A running mesh of one Service reached through an explicit listener (see [`one_service`]).
+pub struct OneService {
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// The client pod's sidecar (`web-0.shop`).
+    pub sidecar: Sidecar,
+    /// Where the sidecar's explicit listener for the Service is bound.
+    pub bind: SocketAddr,
+    /// The registry directory, removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts `weft serve` and a sidecar (with `sidecar_args`) for the client pod `web-0.shop`, whose
+/// `Sidecar` binds an explicit listener for Service `service`, port `port` named `port_name`
+/// (which decides its protocol), with one endpoint on 127.0.0.1 at each of `endpoint_ports`;
+/// `extra` adds YAML documents (an HTTPRoute, a TrafficPolicy).
+pub fn one_service(
+    service: &str,
+    port: u16,
+    port_name: &str,
+    endpoint_ports: &[u16],
+    extra: &str,
+    sidecar_args: &[&str],
+) -> OneService {
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let slices: String = endpoint_ports
+        .iter()
+        .map(|endpoint_port| {
+            format!(
+                r#"
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {service}-{endpoint_port}, namespace: shop, labels: {{kubernetes.io/service-name: {service}}}}}
+addressType: IPv4
+ports: [{{name: {port_name}, port: {endpoint_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
+spec: {{containers: [{{name: web}}]}}
+status: {{podIP: 127.0.0.9}}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {{name: web, namespace: shop}}
+spec: {{outboundListeners: [{{bind: "{bind}", service: {service}, port: {port}}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {service}, namespace: shop}}
+spec: {{clusterIP: 127.41.0.9, ports: [{{name: {port_name}, port: {port}}}]}}
+{slices}{extra}"#
+        ),
+    )
+    .expect("write mesh");
+    let cp = ControlPlane::start(dir.path());
+    let sidecar = Sidecar::start_with(cp.xds, "web-0.shop", sidecar_args);
+    wait_for_port(bind, Duration::from_secs(10));
+    OneService {
+        cp,
+        sidecar,
+        bind,
+        dir,
+    }
+}

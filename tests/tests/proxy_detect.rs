@@ -7,51 +7,19 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, python};
+use weft_e2e::{OneService, free_port, grpc_backend, one_service, python_script};
 
-/// A Service `name` on port `port` named `port_name`, one endpoint at 127.0.0.1:`endpoint`, and an
-/// explicit listener for it; returns the registry dir, control plane, sidecar and listener.
-fn mesh(
-    name: &str,
-    port: u16,
-    port_name: &str,
-    endpoint: u16,
-) -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: client-0, namespace: demo, labels: {{app: client}}}}
-spec: {{containers: [{{name: c}}]}}
-status: {{podIP: 127.0.0.1}}
----
-apiVersion: weft.io/v1alpha1
-kind: Sidecar
-metadata: {{name: client, namespace: demo}}
-spec:
-  outboundListeners: [{{bind: "{bind}", service: {name}, port: {port}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: demo}}
-spec: {{clusterIP: 127.60.0.1, ports: [{{name: {port_name}, port: {port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: {port_name}, port: {endpoint}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
-"#
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
-    let cp = ControlPlane::start(dir.path());
-    // A detection timeout long enough that "at once" and "after the timeout" differ clearly.
-    let proxy = Sidecar::start_with(cp.xds, "client-0.demo", &["--detect-timeout-ms", "2000"]);
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
-    (dir, cp, proxy, bind)
+/// One Service on an undeclared port behind an explicit listener, with one endpoint; a detection
+/// timeout long enough that "at once" and "after the timeout" differ clearly.
+fn mesh(name: &str, port: u16, port_name: &str, endpoint: u16) -> OneService {
+    one_service(
+        name,
+        port,
+        port_name,
+        &[endpoint],
+        "",
+        &["--detect-timeout-ms", "2000"],
+    )
 }
 
 #[test]
@@ -71,7 +39,8 @@ fn server_first_and_opaque_tcp_on_an_undeclared_port_are_carried_as_tcp() {
             });
         }
     });
-    let (_dir, _cp, _proxy, bind) = mesh("mail", 2525, "mail", upstream);
+    let mesh = mesh("mail", 2525, "mail", upstream);
+    let bind = mesh.bind;
 
     // The client waits for the banner: nothing to sniff, so after the detection timeout the
     // connection is opaque TCP.
@@ -103,22 +72,13 @@ fn grpc_on_an_undeclared_port_reaches_its_server_over_http2() {
     // the protocol its client used (Istio's USE_DOWNSTREAM_PROTOCOL for sniffed ports).
     let port = free_port();
     let _server = grpc_backend(port, "g");
-    let (_dir, _cp, _proxy, bind) = mesh("greeter", 50051, "api", port);
+    let mesh = mesh("greeter", 50051, "api", port);
+    let bind = mesh.bind;
     let script = "import grpc, sys\n\
         ch = grpc.insecure_channel(sys.argv[1])\n\
         print(ch.unary_unary('/weft.test.Echo/Who')(b'', timeout=5).decode())\n";
-    let out = python()
-        .arg("-c")
-        .arg(script)
-        .arg(bind.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "g");
+    let out = python_script(script, &[&bind.to_string()]);
+    assert_eq!(out.trim(), "g");
 }
 
 #[test]
@@ -154,7 +114,8 @@ fn tls_on_an_undeclared_port_passes_through_untouched() {
         SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(10),
     );
-    let (_dir, _cp, _proxy, bind) = mesh("secure", 8443, "web", port);
+    let mesh = mesh("secure", 8443, "web", port);
+    let bind = mesh.bind;
     let out = std::process::Command::new("curl")
         .args([
             "-sS",

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, python};
+use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, one_service, python_script};
 
 #[test]
 fn grpc_calls_through_the_proxy_keep_trailers_and_follow_weights() {
@@ -79,18 +79,7 @@ spec:
         try:\n    ch.unary_unary('/weft.test.Echo/Missing')(b'', timeout=5)\n    code = 'OK'\n\
         except grpc.RpcError as e:\n    code = e.code().name\n\
         print(c['a'], c['b'], code)\n";
-    let out = python()
-        .arg("-c")
-        .arg(script)
-        .arg(bind.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = python_script(script, &[&bind.to_string()]);
     let parts: Vec<&str> = text.split_whitespace().collect();
     let (a, b): (u32, u32) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());
     assert_eq!(a + b, 400);
@@ -128,48 +117,18 @@ spec:
 fn grpc_clients_get_grpc_statuses_for_the_proxys_own_replies() {
     // The route covers one gRPC service only, and its one endpoint refuses connections.
     let dead = free_port();
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mesh = format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: client-0, namespace: demo, labels: {{app: client}}}}
-spec: {{containers: [{{name: c}}]}}
-status: {{podIP: 127.0.0.1}}
----
-apiVersion: weft.io/v1alpha1
-kind: Sidecar
-metadata: {{name: client, namespace: demo}}
-spec:
-  outboundListeners: [{{bind: "{bind}", service: greeter, port: 50051}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: greeter, namespace: demo}}
-spec: {{clusterIP: 127.50.0.1, ports: [{{name: grpc, port: 50051}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: g-1, namespace: demo, labels: {{kubernetes.io/service-name: greeter}}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {dead}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
----
+    let route = "---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: echo-only, namespace: demo}}
+metadata: {name: echo-only, namespace: shop}
 spec:
-  parentRefs: [{{kind: Service, name: greeter, port: 50051}}]
+  parentRefs: [{kind: Service, name: greeter, port: 50051}]
   rules:
-    - matches: [{{path: {{type: PathPrefix, value: /weft.test.Echo/}}}}]
-      backendRefs: [{{name: greeter, port: 50051}}]
-"#
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let proxy = Sidecar::start(cp.xds, "client-0.demo");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    - matches: [{path: {type: PathPrefix, value: /weft.test.Echo/}}]
+      backendRefs: [{name: greeter, port: 50051}]
+";
+    let mesh = one_service("greeter", 50051, "grpc", &[dead], route, &[]);
+    let (proxy, bind) = (&mesh.sidecar, mesh.bind);
 
     let script = "import grpc, sys\n\
         ch = grpc.insecure_channel(sys.argv[1])\n\
@@ -179,18 +138,7 @@ spec:
         \x20       print('OK')\n\
         \x20   except grpc.RpcError as e:\n\
         \x20       print(e.code().name + '|' + e.details())\n";
-    let out = python()
-        .arg("-c")
-        .arg(script)
-        .arg(bind.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = python_script(script, &[&bind.to_string()]);
     let lines: Vec<&str> = text.lines().collect();
     // A dead endpoint is UNAVAILABLE (a status clients retry), no route is UNIMPLEMENTED; the
     // message says why, instead of grpcio's "Received http2 header with status: 503".
@@ -222,39 +170,8 @@ spec:
 fn grpc_streams_flow_message_by_message_both_ways() {
     let port = free_port();
     let _server = grpc_backend(port, "s");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mesh = format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: client-0, namespace: demo, labels: {{app: client}}}}
-spec: {{containers: [{{name: c}}]}}
-status: {{podIP: 127.0.0.1}}
----
-apiVersion: weft.io/v1alpha1
-kind: Sidecar
-metadata: {{name: client, namespace: demo}}
-spec:
-  outboundListeners: [{{bind: "{bind}", service: streams, port: 50051}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: streams, namespace: demo}}
-spec: {{clusterIP: 127.50.0.9, ports: [{{name: grpc, port: 50051}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: streams-1, namespace: demo, labels: {{kubernetes.io/service-name: streams}}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
-"#
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _proxy = Sidecar::start(cp.xds, "client-0.demo");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let mesh = one_service("streams", 50051, "grpc", &[port], "", &[]);
+    let bind = mesh.bind;
 
     // Server streaming: five messages 200 ms apart must arrive as they are sent, not together at
     // the end. Bidirectional: each message is sent only once the echo of the previous one came
@@ -273,18 +190,7 @@ endpoints: [{{addresses: [127.0.0.1]}}]
         \x20   replies.append(r.decode())\n\
         \x20   q.put(None)\n\
         print(len(times), times[0], times[-1], ','.join(replies))\n";
-    let out = python()
-        .arg("-c")
-        .arg(script)
-        .arg(bind.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = python_script(script, &[&bind.to_string()]);
     let parts: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(parts.len(), 4, "{text}");
     let (first, last): (f64, f64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());

@@ -584,19 +584,8 @@ fn websocket_upgrade_is_carried_end_to_end() {
         \x20   for m in ['one', 'two', 'three']:\n\
         \x20       c.send(m)\n\
         \x20       print(c.recv())\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(bind.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        weft_e2e::python_script(script, &[&bind.to_string()]),
         "echo:one\necho:two\necho:three\n"
     );
 }

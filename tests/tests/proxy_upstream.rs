@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weft_e2e::{Backend, ControlPlane, Sidecar, backend, free_port, http_get};
+use weft_e2e::{Backend, ControlPlane, Sidecar, backend, free_port, http_get, one_service};
 
 fn mesh(api: SocketAddr, fast: SocketAddr, api_bind: SocketAddr, fast_bind: SocketAddr) -> String {
     format!(
@@ -271,69 +271,14 @@ impl Drop for Blackhole {
 /// A mesh of one Service `name` (port `port`, named `port_name`: the name declares the protocol)
 /// whose one endpoint is 127.0.0.1:`endpoint_port`, reached through an explicit listener; returns
 /// the running control plane and sidecar, the listener address, and the registry directory.
-/// One Service reached through an explicit listener, with an endpoint on 127.0.0.1 at each of
-/// `endpoint_ports`, and the `extra` YAML documents.
-fn one_service(
-    name: &str,
-    port: u16,
-    port_name: &str,
-    endpoint_ports: &[u16],
-    extra: &str,
-) -> (ControlPlane, Sidecar, SocketAddr, tempfile::TempDir) {
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let slices: String = endpoint_ports
-        .iter()
-        .map(|endpoint_port| {
-            format!(
-                r#"
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-{endpoint_port}, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: {port_name}, port: {endpoint_port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#
-            )
-        })
-        .collect();
-    std::fs::write(
-        dir.path().join("mesh.yaml"),
-        format!(
-            r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-0, namespace: shop, labels: {{app: web}}}}
-spec: {{containers: [{{name: web}}]}}
-status: {{podIP: 127.0.0.9}}
----
-apiVersion: weft.io/v1alpha1
-kind: Sidecar
-metadata: {{name: web, namespace: shop}}
-spec: {{outboundListeners: [{{bind: "{bind}", service: {name}, port: {port}}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: shop}}
-spec: {{clusterIP: 127.41.0.9, ports: [{{name: {port_name}, port: {port}}}]}}
-{slices}{extra}"#
-        ),
-    )
-    .unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let sidecar = Sidecar::start(cp.xds, "web-0.shop");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
-    (cp, sidecar, bind, dir)
-}
-
 #[test]
 fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
     let port = free_port();
     let hole = Blackhole(port);
     let out = hole.rule("-I");
     assert!(out.status.success(), "{out:?}");
-    let (_cp, _sidecar, bind, _dir) = one_service("stuck", 81, "http2", &[port], "");
+    let mesh = one_service("stuck", 81, "http2", &[port], "", &[]);
+    let bind = mesh.bind;
     // Three requests at once: one dials (and times out after the cluster's 5 s connect timeout);
     // the two queued behind it fail with it rather than dialing (and waiting) in turn.
     let started = Instant::now();
@@ -372,7 +317,8 @@ fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
             );
         }
     });
-    let (_cp, sidecar, bind, _dir) = one_service("db", 5432, "tcp-pg", &[upstream.port()], "");
+    let mesh = one_service("db", 5432, "tcp-pg", &[upstream.port()], "", &[]);
+    let (sidecar, bind) = (&mesh.sidecar, mesh.bind);
     let scrape = || http_get(sidecar.health, "/metrics").unwrap().1;
     let counter = |text: &str, name: &str| -> u64 {
         text.lines()
@@ -433,8 +379,8 @@ kind: TrafficPolicy
 metadata: {name: pair, namespace: shop}
 spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
 ";
-    let (_cp, sidecar, bind, _dir) =
-        one_service("pair", 80, "http", &[live.addr.port(), dead], policy);
+    let mesh = one_service("pair", 80, "http", &[live.addr.port(), dead], policy, &[]);
+    let (sidecar, bind) = (&mesh.sidecar, mesh.bind);
     let out = curl(bind, "/", 100, false, &[]);
     let ok = out.matches("HTTP/1.1 200").count();
     let failed = out.matches("HTTP/1.1 503").count();
@@ -473,7 +419,8 @@ fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connect
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
         }
     });
-    let (_cp, _sidecar, bind, _dir) = one_service("cte", 80, "http", &[upstream.port()], "");
+    let mesh = one_service("cte", 80, "http", &[upstream.port()], "", &[]);
+    let bind = mesh.bind;
     let mut c = TcpStream::connect(bind).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(
@@ -564,7 +511,8 @@ fn tcp_half_close_reaches_the_upstream_and_the_answer_still_comes_back() {
             let _ = s.write_all(format!("got {} bytes", got.len()).as_bytes());
         }
     });
-    let (_cp, _sidecar, bind, _dir) = one_service("sink", 7000, "tcp", &[upstream.port()], "");
+    let mesh = one_service("sink", 7000, "tcp", &[upstream.port()], "", &[]);
+    let bind = mesh.bind;
     let mut c = TcpStream::connect(bind).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(&[b'y'; 100_000]).unwrap();
@@ -597,7 +545,8 @@ kind: TrafficPolicy
 metadata: {name: echo, namespace: shop}
 spec: {targetRefs: [{kind: Service, name: echo}], connectionPool: {idleTimeout: 1s}}
 ";
-    let (_cp, _sidecar, bind, _dir) = one_service("echo", 7001, "tcp", &[upstream.port()], policy);
+    let mesh = one_service("echo", 7001, "tcp", &[upstream.port()], policy, &[]);
+    let bind = mesh.bind;
     let c = TcpStream::connect(bind).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
     let mut r = BufReader::new(c.try_clone().unwrap());

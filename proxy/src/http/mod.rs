@@ -3,7 +3,8 @@
 //!
 //! Every failure a client can see has a status and a `response_flags`-style reason, sent back in
 //! the `x-weft-reason` header and logged: NR (no route), NC (no cluster), UH (no healthy endpoint),
-//! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout).
+//! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout),
+//! DPE (a request breaking HTTP in a way the server library lets through).
 
 mod headers;
 pub mod pool;
@@ -322,9 +323,8 @@ impl Proxy {
         };
 
         // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
-        // them to switch protocols.
-        // The server attaches `OnUpgrade` only to requests whose `Connection` asks for one, so
-        // most requests skip parsing it.
+        // them to switch protocols. The server attaches `OnUpgrade` only to requests whose
+        // `Connection` asks for one, so most requests skip parsing it.
         let downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let upgrade = match downstream_upgrade {
             Some(_) => headers::upgrade(&parts.headers),
@@ -371,14 +371,12 @@ impl Proxy {
             // The authority the request was routed by is the one the upstream sees: an
             // absolute-form URI wins over a conflicting Host header (RFC 9112 §3.2.2). HTTP/1.1
             // requires one, so a request without any (HTTP/1.0) names the endpoint.
-            if let Some(a) = &uri_authority
-                && let Ok(v) = HeaderValue::from_str(a.as_str())
-            {
-                parts.headers.insert(http::header::HOST, v);
-            } else if host.is_none()
-                && !parts.headers.contains_key(http::header::HOST)
-                && let Ok(v) = HeaderValue::from_str(&endpoint.addr.to_string())
-            {
+            let named = match &uri_authority {
+                Some(a) => Some(a.as_str().to_string()),
+                None if host.is_none() => Some(endpoint.addr.to_string()),
+                None => None,
+            };
+            if let Some(v) = named.and_then(|n| HeaderValue::try_from(n).ok()) {
                 parts.headers.insert(http::header::HOST, v);
             }
         }

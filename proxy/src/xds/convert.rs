@@ -344,7 +344,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
             ));
         }
         // Active health checking: accepting it would leave endpoints it should fail in use.
-        refuse(&ctx, "", &[("health_checks", !c.health_checks.is_empty())])?;
+        refuse(&ctx, "", [("health_checks", !c.health_checks.is_empty())])?;
         let kind = match c.cluster_discovery_type {
             Some(cluster::ClusterDiscoveryType::Type(t)) => {
                 cluster::DiscoveryType::try_from(t).ok()
@@ -497,13 +497,44 @@ fn string_match(ctx: &Ctx<'_>, field: &str, m: &StringMatcher) -> Result<StringM
     })
 }
 
-/// NACKs the first of `set` (a field name, and whether the resource sets it): fields that change
-/// what happens to a request, which weft-proxy would otherwise accept and silently not do.
-fn refuse(ctx: &Ctx<'_>, field: &str, set: &[(&str, bool)]) -> Result<(), Invalid> {
-    match set.iter().find(|(_, is_set)| *is_set) {
-        Some((name, _)) => Err(ctx.err(format!("{field}{name}"), "not supported by weft-proxy")),
+/// NACKs the first of `set` (a field name under `field`, and whether the resource sets it):
+/// fields that change what happens to a request, which weft-proxy would otherwise accept and
+/// silently not do.
+fn refuse<'a>(
+    ctx: &Ctx<'_>,
+    field: &str,
+    set: impl IntoIterator<Item = (&'a str, bool)>,
+) -> Result<(), Invalid> {
+    match set.into_iter().find(|(_, is_set)| *is_set) {
+        Some((name, _)) if field.is_empty() => Err(ctx.err(name, "not supported by weft-proxy")),
+        Some((name, _)) => Err(ctx.err(format!("{field}.{name}"), "not supported by weft-proxy")),
         None => Ok(()),
     }
+}
+
+/// Envoy's four header-mutation lists, which route configurations, virtual hosts and routes all
+/// carry, as [`refuse`] entries.
+macro_rules! header_mutations {
+    ($m:expr) => {
+        [
+            (
+                "request_headers_to_add",
+                !$m.request_headers_to_add.is_empty(),
+            ),
+            (
+                "request_headers_to_remove",
+                !$m.request_headers_to_remove.is_empty(),
+            ),
+            (
+                "response_headers_to_add",
+                !$m.response_headers_to_add.is_empty(),
+            ),
+            (
+                "response_headers_to_remove",
+                !$m.response_headers_to_remove.is_empty(),
+            ),
+        ]
+    };
 }
 
 // The deprecated header matchers are still what older control planes send.
@@ -516,28 +547,14 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
     refuse(
         ctx,
         field,
-        &[
-            (".match.runtime_fraction", m.runtime_fraction.is_some()),
-            (".match.grpc", m.grpc.is_some()),
-            (".match.tls_context", m.tls_context.is_some()),
-            (".match.dynamic_metadata", !m.dynamic_metadata.is_empty()),
-            (
-                ".request_headers_to_add",
-                !r.request_headers_to_add.is_empty(),
-            ),
-            (
-                ".request_headers_to_remove",
-                !r.request_headers_to_remove.is_empty(),
-            ),
-            (
-                ".response_headers_to_add",
-                !r.response_headers_to_add.is_empty(),
-            ),
-            (
-                ".response_headers_to_remove",
-                !r.response_headers_to_remove.is_empty(),
-            ),
-        ],
+        [
+            ("match.runtime_fraction", m.runtime_fraction.is_some()),
+            ("match.grpc", m.grpc.is_some()),
+            ("match.tls_context", m.tls_context.is_some()),
+            ("match.dynamic_metadata", !m.dynamic_metadata.is_empty()),
+        ]
+        .into_iter()
+        .chain(header_mutations!(r)),
     )?;
     if m.case_sensitive.is_some_and(|c| !c.value) {
         return Err(ctx.err(
@@ -609,21 +626,21 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
     refuse(
         ctx,
         &format!("{field}.route"),
-        &[
-            (".prefix_rewrite", !action.prefix_rewrite.is_empty()),
-            (".regex_rewrite", action.regex_rewrite.is_some()),
-            (".path_rewrite_policy", action.path_rewrite_policy.is_some()),
+        [
+            ("prefix_rewrite", !action.prefix_rewrite.is_empty()),
+            ("regex_rewrite", action.regex_rewrite.is_some()),
+            ("path_rewrite_policy", action.path_rewrite_policy.is_some()),
             (
-                ".host_rewrite_specifier",
+                "host_rewrite_specifier",
                 action.host_rewrite_specifier.is_some(),
             ),
             (
-                ".request_mirror_policies",
+                "request_mirror_policies",
                 !action.request_mirror_policies.is_empty(),
             ),
-            (".hedge_policy", action.hedge_policy.is_some()),
+            ("hedge_policy", action.hedge_policy.is_some()),
             (
-                ".internal_redirect_policy",
+                "internal_redirect_policy",
                 action.internal_redirect_policy.is_some(),
             ),
         ],
@@ -682,59 +699,27 @@ impl TryFrom<&xr::RouteConfiguration> for RouteTable {
         refuse(
             &ctx,
             "",
-            &[
+            header_mutations!(rc).into_iter().chain([
                 ("vhds", rc.vhds.is_some()),
-                (
-                    "request_headers_to_add",
-                    !rc.request_headers_to_add.is_empty(),
-                ),
-                (
-                    "request_headers_to_remove",
-                    !rc.request_headers_to_remove.is_empty(),
-                ),
-                (
-                    "response_headers_to_add",
-                    !rc.response_headers_to_add.is_empty(),
-                ),
-                (
-                    "response_headers_to_remove",
-                    !rc.response_headers_to_remove.is_empty(),
-                ),
                 (
                     "request_mirror_policies",
                     !rc.request_mirror_policies.is_empty(),
                 ),
-            ],
+            ]),
         )?;
         let mut virtual_hosts = Vec::new();
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             refuse(
                 &ctx,
                 &format!("virtual_hosts[{i}]"),
-                &[
-                    (".require_tls", vh.require_tls != 0),
-                    (".matcher", vh.matcher.is_some()),
+                header_mutations!(vh).into_iter().chain([
+                    ("require_tls", vh.require_tls != 0),
+                    ("matcher", vh.matcher.is_some()),
                     (
-                        ".request_headers_to_add",
-                        !vh.request_headers_to_add.is_empty(),
-                    ),
-                    (
-                        ".request_headers_to_remove",
-                        !vh.request_headers_to_remove.is_empty(),
-                    ),
-                    (
-                        ".response_headers_to_add",
-                        !vh.response_headers_to_add.is_empty(),
-                    ),
-                    (
-                        ".response_headers_to_remove",
-                        !vh.response_headers_to_remove.is_empty(),
-                    ),
-                    (
-                        ".request_mirror_policies",
+                        "request_mirror_policies",
                         !vh.request_mirror_policies.is_empty(),
                     ),
-                ],
+                ]),
             )?;
             let routes = vh
                 .routes
