@@ -2,11 +2,13 @@
 # User-space instructions per proxied request, counted by valgrind's callgrind: weft-proxy and nginx
 # (and HAProxy) side by side. Unlike time, instruction counts repeat exactly run to run, whatever
 # else the machine does, so small data-path changes show up here before they show in proxy-bench.
-# Kernel work (syscalls, loopback, wake-ups) is not counted: it is the same for every proxy.
+# Kernel work (loopback, wake-ups) is not counted; MODE=syscalls counts the system calls per
+# request instead (strace), which is what a proxy asks of the kernel.
 #
-# Needs valgrind, nginx, haproxy, curl and release builds: cargo build --release --bins
-# Usage: [KEEP=dir] benches/instructions.sh [requests]   (default 2000; each proxy is run twice, with
-# requests/4 and requests, and the difference divided, so start-up and config cost cancel out)
+# Needs valgrind (or strace), nginx, haproxy, curl and release builds: cargo build --release --bins
+# Usage: [KEEP=dir] [MODE=syscalls] benches/instructions.sh [requests]   (default 2000; each proxy is
+# run twice, with requests/4 and requests, and the difference divided, so start-up and config cost
+# cancel out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -72,14 +74,28 @@ load() {
 }
 
 # Instructions of one run: starts the proxy under callgrind ($1 name, $2 port, rest: command),
-# sends the requests, stops it gracefully and reads the total.
+# sends the requests, stops it gracefully and reads the total. MODE=syscalls: the proxy runs
+# plainly and strace, attached after the warm-up, counts its system calls.
 run() {
   local name=$1 listen=$2 n=$3; shift 3
   local out="$TMP/$name.$n.cg"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$TMP/$name.log" 2>&1 &
+  if [ "${MODE:-}" = syscalls ]; then
+    "$@" >"$TMP/$name.log" 2>&1 &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$TMP/$name.log" 2>&1 &
+  fi
   local pid=$!
   wait_port "$listen" || { cat "$TMP/$name.log" >&2; return 1; }
   load "$listen" 20          # warm: pools, lazy init
+  if [ "${MODE:-}" = syscalls ]; then
+    strace -f -c -p "$pid" -o "$out" 2>/dev/null & local tracer=$!
+    sleep 0.5                # attached before the load
+    load "$listen" "$n"
+    kill -INT "$tracer"; wait "$tracer" || true
+    kill -TERM "$pid"; wait "$pid" || true
+    awk '$NF == "total" { print $(NF - 2) }' "$out"
+    return
+  fi
   load "$listen" "$n"
   kill -TERM "$pid"; wait "$pid" || true
   [ -n "${KEEP:-}" ] && cp "$out" "$KEEP/"   # KEEP=dir keeps the profiles for callgrind_annotate
@@ -90,7 +106,7 @@ per_request() { # name, make-command function
   local name=$1 make=$2 a b p
   p=$(port); a=$(run "$name" "$p" "$SMALL" $($make "$p"))
   p=$(port); b=$(run "$name" "$p" "$N" $($make "$p"))
-  echo $(( (b - a) / (N - SMALL) ))
+  awk -v a="$a" -v b="$b" -v n=$((N - SMALL)) 'BEGIN { d = (b - a) / n; printf (d < 100 ? "%.2f\n" : "%d\n"), d }'
 }
 
 weft_cmd() {
@@ -112,7 +128,8 @@ haproxy_cmd() {
   echo "haproxy -f $TMP/haproxy-$1.cfg -db"
 }
 
-echo "# user-space instructions per request (callgrind), HTTP/1.1 keep-alive, 1 KB responses, $((N - SMALL)) requests"
+if [ "${MODE:-}" = syscalls ]; then what="system calls per request (strace)"; else what="user-space instructions per request (callgrind)"; fi
+echo "# $what, HTTP/1.1 keep-alive, 1 KB responses, $((N - SMALL)) requests"
 w=$(per_request weft-proxy weft_cmd); echo "weft-proxy $w"
 g=$(per_request nginx nginx_cmd); echo "nginx      $g"
 if command -v haproxy >/dev/null; then h=$(per_request haproxy haproxy_cmd); echo "haproxy    $h"; fi
