@@ -5,7 +5,7 @@
 //! accepting, and the proxy exits once connections are done or the drain timeout passes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -15,6 +15,8 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct Drain {
     draining: watch::Sender<bool>,
+    /// The same as `draining`, read per request without the watch channel's lock.
+    is_draining: Arc<AtomicBool>,
     stopped: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
 }
@@ -23,6 +25,7 @@ impl Default for Drain {
     fn default() -> Self {
         Self {
             draining: watch::channel(false).0,
+            is_draining: Arc::new(AtomicBool::new(false)),
             stopped: watch::channel(false).0,
             open: Arc::new(AtomicUsize::new(0)),
         }
@@ -54,7 +57,7 @@ impl Drain {
 
     /// Whether draining has begun.
     pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        self.is_draining.load(Ordering::Relaxed)
     }
 
     /// Registers an open connection.
@@ -70,6 +73,7 @@ impl Drain {
 
     /// Starts draining: unready, connections close after their request, listeners still accept.
     pub fn start(&self) {
+        self.is_draining.store(true, Ordering::Relaxed);
         self.draining.send_replace(true);
     }
 

@@ -63,6 +63,10 @@ struct Args {
     /// that app connection pools rarely reuse a connection just as the proxy closes it.
     #[arg(long, env = "WEFT_HTTP_HEADER_TIMEOUT_MS", default_value_t = 60_000)]
     http_header_timeout_ms: u64,
+    /// Whether plain HTTP/1.1 requests (no body, to an HTTP/1.1 upstream) are proxied by weft's own
+    /// byte-level fast path; `false` leaves every request to hyper. A switch for comparing the two.
+    #[arg(long, env = "WEFT_HTTP1_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    http1_fast_path: bool,
     /// Milliseconds to let connections in flight finish after SIGTERM.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
     drain_timeout_ms: u64,
@@ -147,7 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let health_addr = admin::bind(args.health_addr, health).await?;
     tracing::info!(node = args.node_id, %admin_addr, %health_addr, "weft-proxy starting");
-    let proxy = Proxy::new(
+    let mut proxy = Proxy::new(
         store.clone(),
         metrics.clone(),
         (
@@ -156,6 +160,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         drain.clone(),
     );
+    proxy.http1_fast_path = args.http1_fast_path;
     let outbound_capture = outbound::capture::bind(args.outbound_capture_addr)?;
     let inbound_capture = outbound::capture::bind(args.inbound_capture_addr)?;
     tracing::info!(

@@ -148,9 +148,43 @@ mod regex_str {
     }
 }
 
+/// What routing reads of a request. Implemented by hyper's parsed requests and by the HTTP/1.1
+/// fast path's, which routes straight from the bytes it read without building a header map.
+pub trait RequestView {
+    /// The method, as sent.
+    fn method(&self) -> &str;
+    /// The path, without the query.
+    fn path(&self) -> &str;
+    /// The query, without the `?`.
+    fn query(&self) -> Option<&str>;
+    /// The values of a header (lowercase `name`) that are valid UTF-8, in order.
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+}
+
+impl RequestView for http::request::Parts {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+    }
+}
+
 impl RouteTable {
     /// The first route matching a request, searching the virtual host of its authority.
-    pub fn find(&self, authority: &str, parts: &http::request::Parts) -> Option<&Route> {
+    pub fn find(&self, authority: &str, parts: &impl RequestView) -> Option<&Route> {
         let vh = self.virtual_host(authority)?;
         vh.routes.iter().find(|r| r.matches(parts))
     }
@@ -205,8 +239,8 @@ impl RouteTable {
 
 impl Route {
     /// Whether a request satisfies every condition.
-    pub fn matches(&self, parts: &http::request::Parts) -> bool {
-        let path = parts.uri.path();
+    pub fn matches(&self, parts: &impl RequestView) -> bool {
+        let path = parts.path();
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
@@ -218,13 +252,9 @@ impl Route {
                 // absent header matches nothing, inverted or not (presence checks aside).
                 // Borrowed in the usual single-value case; joined only for repeated headers.
                 let value: Option<std::borrow::Cow<'_, str>> = if h.name == ":method" {
-                    Some(parts.method.as_str().into())
+                    Some(parts.method().into())
                 } else {
-                    let mut values = parts
-                        .headers
-                        .get_all(h.name.as_str())
-                        .iter()
-                        .filter_map(|v| v.to_str().ok());
+                    let mut values = parts.header_values(h.name.as_str());
                     match (values.next(), values.next()) {
                         (None, _) => None,
                         (Some(one), None) => Some(one.into()),
@@ -245,7 +275,7 @@ impl Route {
                 }
             })
             && self.query.iter().all(|q| {
-                parts.uri.query().is_some_and(|qs| {
+                parts.query().is_some_and(|qs| {
                     qs.split('&').any(|kv| {
                         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                         k == q.name && q.value.matches(v)

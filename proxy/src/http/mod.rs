@@ -6,6 +6,7 @@
 //! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout),
 //! DPE (a request breaking HTTP in a way the server library lets through).
 
+pub mod fast;
 mod headers;
 pub mod pool;
 
@@ -21,6 +22,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::config::route::RequestView;
 use crate::config::{RouteTable, Store, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
 
@@ -122,6 +124,14 @@ fn local_status(flag: Flag) -> StatusCode {
 /// A failure, and the destination it is counted against (none when no route or cluster matched).
 type Failure = (Flag, Option<Arc<DestStats>>);
 
+/// Where a request goes.
+struct Target {
+    endpoint: Arc<crate::balance::Endpoint>,
+    dial: pool::Dial,
+    /// The route's whole-request timeout.
+    timeout: Option<Duration>,
+}
+
 /// The `grpc-status` a gRPC client gets for a local reply: gRPC's own mapping of the HTTP status
 /// (doc/http-grpc-status-mapping.md), as Envoy applies it: 404 UNIMPLEMENTED, 502/503/504
 /// UNAVAILABLE.
@@ -136,11 +146,19 @@ fn local_grpc_status(status: StatusCode) -> u8 {
     }
 }
 
-/// The proxy's own answer to a failure, and the status and `grpc-status` it is counted with. A
-/// gRPC client gets a trailers-only response (HTTP 200, `grpc-status`, `grpc-message`), which its
-/// library turns into a status code and message; anyone else gets the HTTP status and a line of
-/// text.
-fn local_reply(flag: Flag, protocol: Protocol) -> (Response<Body>, u16, Option<u8>) {
+/// The status and `grpc-status` a local reply is counted with: a gRPC client's is HTTP 200.
+fn local_codes(flag: Flag, protocol: Protocol) -> (u16, Option<u8>) {
+    let status = local_status(flag);
+    match protocol {
+        Protocol::Grpc => (200, Some(local_grpc_status(status))),
+        Protocol::Http => (status.as_u16(), None),
+    }
+}
+
+/// The proxy's own answer to a failure. A gRPC client gets a trailers-only response (HTTP 200,
+/// `grpc-status`, `grpc-message`), which its library turns into a status code and message; anyone
+/// else gets the HTTP status and a line of text.
+fn local_reply(flag: Flag, protocol: Protocol) -> Response<Body> {
     let status = local_status(flag);
     let mut reply = Response::builder().header("x-weft-reason", flag.as_str());
     if flag == Flag::DownstreamProtocolError {
@@ -149,22 +167,20 @@ fn local_reply(flag: Flag, protocol: Protocol) -> (Response<Body>, u16, Option<u
     }
     if protocol == Protocol::Grpc {
         let grpc = local_grpc_status(status);
-        let resp = reply
+        return reply
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(GRPC_STATUS, u16::from(grpc))
             .header("grpc-message", flag.describe())
             .body(Body::Local(Full::new(Bytes::new())))
             .expect("static parts are valid");
-        return (resp, 200, Some(grpc));
     }
-    let resp = reply
+    reply
         .status(status)
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(Body::Local(Full::new(Bytes::from_static(
             flag.describe().as_bytes(),
         ))))
-        .expect("static parts are valid");
-    (resp, status.as_u16(), None)
+        .expect("static parts are valid")
 }
 
 /// Answers `101 Switching Protocols` downstream and, once both sides have switched, copies bytes
@@ -202,6 +218,8 @@ pub struct Proxy {
     pub detect_timeout: Duration,
     /// Drain state shared by every listener.
     pub drain: crate::drain::Drain,
+    /// Whether plain HTTP/1.1 requests take the fast path (`fast`) rather than hyper.
+    pub http1_fast_path: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -220,6 +238,7 @@ impl Proxy {
             header_timeout,
             detect_timeout,
             drain,
+            http1_fast_path: true,
             metrics,
         }
     }
@@ -237,22 +256,78 @@ impl Proxy {
         let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
         match self.forward(source, req, started, protocol).await {
             Ok(resp) => resp,
-            Err((flag, stats)) => {
-                let (resp, code, grpc_status) = local_reply(flag, protocol);
-                tracing::info!(%method, path = path.as_ref().map_or("/", |p| p.path()), flags = flag.as_str(), "local reply {}", local_status(flag).as_u16());
-                let outcome = Outcome {
-                    protocol,
-                    code,
-                    grpc_status,
-                    flag: Some(flag),
-                };
-                stats
-                    .as_ref()
-                    .unwrap_or(self.metrics.unrouted())
-                    .record(outcome, started.elapsed());
-                resp
+            Err(failure) => {
+                let path = path.as_ref().map_or("/", |p| p.path());
+                self.count_local(&failure, protocol, (method.as_str(), path), started);
+                local_reply(failure.0, protocol)
             }
         }
+    }
+
+    /// Where a request goes, read from one snapshot of the config: the route matching it, a
+    /// cluster by the route's weights, an endpoint by the cluster's balancer.
+    fn target(
+        &self,
+        source: &RouteSource,
+        authority: &str,
+        req: &impl RequestView,
+        downstream_http2: bool,
+    ) -> Result<Target, Failure> {
+        let config = self.store.load();
+        let table = match source {
+            RouteSource::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
+            RouteSource::Inline(t) => t,
+        };
+        let route = table.find(authority, req).ok_or((Flag::NoRoute, None))?;
+        let cluster_name = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
+        let cluster = config
+            .clusters
+            .get(cluster_name)
+            .ok_or((Flag::NoCluster, None))?;
+        let endpoints = config
+            .endpoints
+            .get(cluster_name)
+            .ok_or((Flag::NoCluster, None))?;
+        let endpoint = endpoints
+            .pick()
+            .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?
+            .clone();
+        let dial = pool::Dial {
+            http2: match cluster.upstream_http {
+                UpstreamHttp::Http1 => false,
+                UpstreamHttp::Http2 => true,
+                UpstreamHttp::Downstream => downstream_http2,
+            },
+            connect_timeout: cluster.connect_timeout,
+        };
+        Ok(Target {
+            endpoint,
+            dial,
+            timeout: route.timeout,
+        })
+    }
+
+    /// Logs and counts a failure the proxy answers itself; returns the status and `grpc-status`
+    /// it is counted with.
+    fn count_local(
+        &self,
+        (flag, stats): &Failure,
+        protocol: Protocol,
+        (method, path): (&str, &str),
+        started: Instant,
+    ) {
+        let (code, grpc_status) = local_codes(*flag, protocol);
+        tracing::info!(%method, path, flags = flag.as_str(), "local reply {}", local_status(*flag).as_u16());
+        let outcome = Outcome {
+            protocol,
+            code,
+            grpc_status,
+            flag: Some(*flag),
+        };
+        stats
+            .as_ref()
+            .unwrap_or(self.metrics.unrouted())
+            .record(outcome, started.elapsed());
     }
 
     async fn forward(
@@ -290,37 +365,11 @@ impl Proxy {
             (None, Some(h)) => h.to_str().unwrap_or_default(),
             (None, None) => "",
         };
-        // Everything this request needs from the config, read from one snapshot.
-        let (endpoint, dial, timeout) = {
-            let config = self.store.load();
-            let table = match source {
-                RouteSource::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
-                RouteSource::Inline(t) => t,
-            };
-            let route = table.find(authority, &parts).ok_or((Flag::NoRoute, None))?;
-            let cluster_name = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
-            let cluster = config
-                .clusters
-                .get(cluster_name)
-                .ok_or((Flag::NoCluster, None))?;
-            let endpoints = config
-                .endpoints
-                .get(cluster_name)
-                .ok_or((Flag::NoCluster, None))?;
-            let endpoint = endpoints
-                .pick()
-                .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?
-                .clone();
-            let dial = pool::Dial {
-                http2: match cluster.upstream_http {
-                    UpstreamHttp::Http1 => false,
-                    UpstreamHttp::Http2 => true,
-                    UpstreamHttp::Downstream => parts.version == Version::HTTP_2,
-                },
-                connect_timeout: cluster.connect_timeout,
-            };
-            (endpoint, dial, route.timeout)
-        };
+        let Target {
+            endpoint,
+            dial,
+            timeout,
+        } = self.target(source, authority, &parts, parts.version == Version::HTTP_2)?;
 
         // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
         // them to switch protocols. The server attaches `OnUpgrade` only to requests whose

@@ -43,6 +43,8 @@ pub type H1 = http1::SendRequest<Incoming>;
 pub struct Pool {
     /// Idle HTTP/1.1 connections and when each became idle; the newest is last.
     h1: Mutex<Vec<(H1, Instant)>>,
+    /// Idle HTTP/1.1 connections of the fast path (plain sockets it speaks HTTP/1.1 on itself).
+    raw: Mutex<Vec<(TcpStream, Instant)>>,
     /// The shared HTTP/2 connection and when it was last used.
     h2: Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
     /// Held while dialing HTTP/2, so a burst of first requests opens one connection, not many.
@@ -89,11 +91,38 @@ impl Pool {
         lock(&self.h1).push((conn, Instant::now()));
     }
 
+    /// An idle fast-path connection, the most recently used first; one the peer has closed or
+    /// written to meanwhile is dropped. Costs no system call unless the socket has news.
+    pub fn take_raw(&self) -> Option<TcpStream> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        loop {
+            let (conn, _) = lock(&self.raw).pop()?;
+            // Readable means closed, or sending what nobody asked for; or only that the last read
+            // did not drain the socket's readiness, which one read settles.
+            if conn.poll_read_ready(&mut cx).is_pending() {
+                return Some(conn);
+            }
+            let mut probe = [0u8; 1];
+            if let Err(e) = conn.try_read(&mut probe)
+                && e.kind() == std::io::ErrorKind::WouldBlock
+            {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Returns a fast-path connection whose response was read whole.
+    pub fn put_back_raw(&self, conn: TcpStream) {
+        lock(&self.raw).push((conn, Instant::now()));
+    }
+
     /// Closes connections idle for longer than `idle_timeout`. `busy` says whether requests to this
     /// endpoint are in flight (an HTTP/2 connection carrying streams is not idle).
     pub fn evict_idle(&self, idle_timeout: Duration, busy: bool) {
         let now = Instant::now();
         lock(&self.h1).retain(|(c, since)| !c.is_closed() && now - *since < idle_timeout);
+        lock(&self.raw).retain(|(_, since)| now - *since < idle_timeout);
         let mut h2 = lock(&self.h2);
         if h2
             .as_ref()
@@ -106,7 +135,7 @@ impl Pool {
     /// Open connections: (idle HTTP/1.1, HTTP/2).
     pub fn open(&self) -> (usize, usize) {
         (
-            lock(&self.h1).len(),
+            lock(&self.h1).len() + lock(&self.raw).len(),
             usize::from(lock(&self.h2).as_ref().is_some_and(|(c, _)| !c.is_closed())),
         )
     }
@@ -196,7 +225,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
+/// Opens a TCP connection to an endpoint, failing after `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| SendError::Connect(format!("{addr}: timed out after {timeout:?}")))?

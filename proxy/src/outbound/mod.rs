@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Handler, Protocol, Store};
 use crate::detect::{Detected, detect};
+use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource};
 
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
@@ -86,16 +87,25 @@ pub async fn serve_connection(
         Some(d) => d == Detected::Http2,
         None => detect(&stream, header_timeout).await == Detected::Http2,
     };
+    // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
+    // until the proxy stops): closing it at once would fail a client that did nothing wrong.
+    let late = drain.is_draining();
+    let server = if http2 {
+        Server::Http2(stream)
+    } else if proxy.http1_fast_path {
+        match fast::serve(&proxy, &source, stream, late).await {
+            Served::Closed => return,
+            Served::Handoff(io) => Server::Http1(io),
+        }
+    } else {
+        Server::Http1(Prefixed::new(stream, Default::default()))
+    };
     let source = Arc::new(source);
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let source = source.clone();
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req).await) }
     });
-    let io = TokioIo::new(stream);
-    // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
-    // until the proxy stops): closing it at once would fail a client that did nothing wrong.
-    let late = drain.is_draining();
     let signal = async {
         if late {
             drain.stopped().await
@@ -103,33 +113,47 @@ pub async fn serve_connection(
             drain.signaled().await
         }
     };
-    let result = if http2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(crate::http::MAX_HEADER_BYTES as u32);
-        until_drained(builder.serve_connection(io, svc), signal, |c| {
-            c.graceful_shutdown()
-        })
-        .await
-    } else {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive(!late)
-            .header_read_timeout(header_timeout)
-            .max_header_size(crate::http::MAX_HEADER_BYTES)
-            .max_buf_size(64 * 1024);
-        until_drained(
-            builder.serve_connection(io, svc).with_upgrades(),
-            signal,
-            |c| c.graceful_shutdown(),
-        )
-        .await
+    let result = match server {
+        Server::Http2(stream) => {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(crate::http::MAX_HEADER_BYTES as u32);
+            until_drained(
+                builder.serve_connection(TokioIo::new(stream), svc),
+                signal,
+                |c| c.graceful_shutdown(),
+            )
+            .await
+        }
+        Server::Http1(io) => {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive(!late)
+                .header_read_timeout(header_timeout)
+                .max_header_size(crate::http::MAX_HEADER_BYTES)
+                .max_buf_size(64 * 1024);
+            until_drained(
+                builder
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades(),
+                signal,
+                |c| c.graceful_shutdown(),
+            )
+            .await
+        }
     };
     if let Err(e) = result {
         tracing::debug!("connection ended: {e}");
     }
+}
+
+/// Which hyper server a connection gets.
+enum Server {
+    /// HTTP/1, after whatever the fast path read.
+    Http1(Prefixed),
+    Http2(TcpStream),
 }
 
 /// Runs a server connection; once `signal` fires, lets it finish the request in flight and

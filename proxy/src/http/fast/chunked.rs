@@ -1,0 +1,141 @@
+//! Finds where a chunked body ends (RFC 9112 §7.1) while its bytes pass through unchanged, so
+//! the proxy knows when the response is complete without decoding and re-encoding it.
+
+/// The body is not valid chunked coding.
+#[derive(Debug, PartialEq)]
+pub struct Malformed;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum State {
+    /// Before a chunk size's first hex digit.
+    #[default]
+    Size,
+    /// After at least one.
+    SizeDigits,
+    /// Chunk extensions (or whitespace) up to the line's CR.
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line, or of the final empty line.
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Scanner state carried from one read to the next.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: State,
+    /// Size of the chunk being read, then what is left of it.
+    size: u64,
+}
+
+impl Chunked {
+    /// Scans the next bytes of the body. `Some(n)`: the body ends after the first `n` of them;
+    /// `None`: all of them belong to it and more are needed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.state == State::Data {
+                // Chunk data is skipped whole, not looked at byte by byte.
+                let take = self.size.min((bytes.len() - i) as u64);
+                self.size -= take;
+                i += take as usize;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (State::Size | State::SizeDigits, _) if b.is_ascii_hexdigit() => {
+                    let digit = (b as char).to_digit(16).unwrap_or_default();
+                    if self.size > u64::MAX >> 4 {
+                        return Err(Malformed);
+                    }
+                    self.size = self.size << 4 | u64::from(digit);
+                    State::SizeDigits
+                }
+                (State::SizeDigits, b';' | b' ' | b'\t') => State::Extension,
+                (State::SizeDigits | State::Extension, b'\r') => State::SizeLf,
+                (State::Extension, b'\n') => return Err(Malformed),
+                (State::Extension, _) => State::Extension,
+                (State::SizeLf, b'\n') if self.size == 0 => State::TrailerStart,
+                (State::SizeLf, b'\n') => State::Data,
+                (State::DataCr, b'\r') => State::DataLf,
+                (State::DataLf, b'\n') => State::Size,
+                (State::TrailerStart, b'\r') => State::EndLf,
+                (State::TrailerStart | State::TrailerLine, b'\n') => return Err(Malformed),
+                (State::TrailerLine, b'\r') => State::TrailerLf,
+                (State::TrailerStart | State::TrailerLine, _) => State::TrailerLine,
+                (State::TrailerLf, b'\n') => State::TrailerStart,
+                (State::EndLf, b'\n') => {
+                    self.state = State::Done;
+                    return Ok(Some(i));
+                }
+                _ => return Err(Malformed),
+            };
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the body ends, if it does, or why it is not chunked coding.
+    type Scan = Result<Option<usize>, Malformed>;
+
+    /// Feeds `body` in pieces of `step` bytes; where the body ends, if it does.
+    fn scan(body: &[u8], step: usize) -> Scan {
+        let mut c = Chunked::default();
+        let mut seen = 0;
+        for piece in body.chunks(step) {
+            if let Some(n) = c.feed(piece)? {
+                return Ok(Some(seen + n));
+            }
+            seen += piece.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn finds_the_end_of_a_chunked_body_however_it_is_split() {
+        let cases: &[(&[u8], Scan)] = &[
+            (b"0\r\n\r\n", Ok(Some(5))),
+            (b"5\r\nhello\r\n0\r\n\r\nNEXT", Ok(Some(15))),
+            (b"A;name=val\r\n0123456789\r\n0\r\n\r\n", Ok(Some(29))),
+            (b"3 \r\nabc\r\n0\r\n\r\n", Ok(Some(14))),
+            (
+                b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx: y\r\n\r\n",
+                Ok(Some(35)),
+            ),
+            (b"1a\r\n", Ok(None)),
+            (b"5\r\nhello\r\n", Ok(None)),
+            (b"5\r\nhello\r\n0\r\n\r", Ok(None)),
+            // Not chunked coding: no digits, data overrunning its size, bare LFs, overflow.
+            (b"\r\n", Err(Malformed)),
+            (b"x\r\n", Err(Malformed)),
+            (b"3\r\nabcd\r\n", Err(Malformed)),
+            (b"3\nabc\r\n", Err(Malformed)),
+            (b"0\r\nx: y\n\r\n", Err(Malformed)),
+            (b"10000000000000000\r\n", Err(Malformed)),
+        ];
+        for (body, want) in cases {
+            for step in [1, 2, 3, 7, body.len()] {
+                assert_eq!(
+                    scan(body, step),
+                    *want,
+                    "{:?} in pieces of {step}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! Reading HTTP/1.1 heads for the fast path: what the request asks, whether the fast path may carry
+//! it, and which header lines go on to the next hop. Pure functions over the bytes read; nothing
+//! here copies a header.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use crate::http::MAX_HEADER_BYTES;
+
+/// Most header lines in one head, as hyper's default; more goes to hyper, which answers 431.
+const MAX_HEADERS: usize = 100;
+
+/// A header line kept for the next hop: where its name and value sit in the buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    /// The name, as the peer wrote it.
+    pub name: Range<usize>,
+    /// The value, without surrounding whitespace.
+    pub value: Range<usize>,
+}
+
+/// What parsing a head found.
+#[derive(Debug, PartialEq)]
+pub enum Parsed<T> {
+    /// The head is not complete yet.
+    Partial,
+    /// A head the fast path carries.
+    Done(T),
+    /// Anything else: hyper serves the connection from here on, with its own answers to what is
+    /// unusual or broken.
+    Other,
+}
+
+/// A request head the fast path carries: HTTP/1.1, origin-form, one `Host`, no body, nothing
+/// to upgrade or negotiate.
+#[derive(Debug, PartialEq)]
+pub struct RequestHead {
+    /// Bytes of the head, up to and including its empty line.
+    pub len: usize,
+    /// The method.
+    pub method: Range<usize>,
+    /// The request target (path and query).
+    pub target: Range<usize>,
+    /// The `Host` value.
+    pub host: Range<usize>,
+    /// The client asked to close the connection after this response.
+    pub close: bool,
+    /// The client sent an `x-request-id`.
+    pub has_request_id: bool,
+}
+
+impl RequestHead {
+    /// Whether a retry on another connection is safe (RFC 9110 §9.2.2).
+    pub fn idempotent(&self, buf: &[u8]) -> bool {
+        matches!(
+            &buf[self.method.clone()],
+            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+        )
+    }
+
+    /// Whether the response has a body (RFC 9110 §9.3.2: never for HEAD).
+    pub fn is_head(&self, buf: &[u8]) -> bool {
+        &buf[self.method.clone()] == b"HEAD"
+    }
+}
+
+/// Header names the fast path looks at; everything else passes through untouched.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Name {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Meant for this hop only (RFC 9110 §7.6.1), dropped: keep-alive, proxy-connection,
+    /// proxy-authenticate, proxy-authorization.
+    HopByHop,
+    Te,
+    Upgrade,
+    Expect,
+    ContentType,
+    RequestId,
+    Other,
+}
+
+fn name_of(name: &str) -> Name {
+    // A length switch first: most names are ruled out without comparing a byte.
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => Name::Te,
+        4 if is("host") => Name::Host,
+        6 if is("expect") => Name::Expect,
+        7 if is("upgrade") => Name::Upgrade,
+        10 if is("connection") => Name::Connection,
+        10 if is("keep-alive") => Name::HopByHop,
+        12 if is("content-type") => Name::ContentType,
+        12 if is("x-request-id") => Name::RequestId,
+        14 if is("content-length") => Name::ContentLength,
+        16 if is("proxy-connection") => Name::HopByHop,
+        17 if is("transfer-encoding") => Name::TransferEncoding,
+        18 if is("proxy-authenticate") => Name::HopByHop,
+        19 if is("proxy-authorization") => Name::HopByHop,
+        _ => Name::Other,
+    }
+}
+
+/// Where `part` (a slice of `buf`) starts in `buf`.
+fn offset(buf: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - buf.as_ptr() as usize
+}
+
+fn range(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = offset(buf, part);
+    start..start + part.len()
+}
+
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// A request target the fast path forwards as is: origin-form of URI characters only (RFC 3986
+/// unreserved, reserved but `#`, and `%`). Anything else goes to hyper, which decides.
+fn plain_target(target: &[u8]) -> bool {
+    target.first() == Some(&b'/')
+        && target
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:/?[]@!$&'()*+,;=%".contains(b))
+}
+
+/// Reads a request head from the start of `buf`. Header lines to forward are pushed to `kept`
+/// (cleared first); hop-by-hop ones are left out.
+pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
+    kept.clear();
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        // A head over the limit that arrived whole in one read is hyper's to refuse (431).
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Ok(httparse::Status::Complete(_)) | Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    if method == "CONNECT" || !plain_target(target.as_bytes()) {
+        return Parsed::Other;
+    }
+    let (mut host, mut close, mut has_request_id) = (None, false, false);
+    for h in req.headers.iter() {
+        let value = h.value.trim_ascii();
+        match name_of(h.name) {
+            Name::Host => {
+                let fine = host.is_none()
+                    && !value.is_empty()
+                    && value.iter().all(|b| b.is_ascii_graphic());
+                if !fine {
+                    return Parsed::Other;
+                }
+                host = Some(range(buf, value));
+            }
+            // No body: a length of zero is the only one carried here.
+            Name::ContentLength if value == b"0" => {}
+            Name::ContentLength | Name::TransferEncoding | Name::Upgrade | Name::Expect => {
+                return Parsed::Other;
+            }
+            Name::ContentType if value.starts_with(b"application/grpc") => return Parsed::Other,
+            Name::Connection => {
+                for t in tokens(value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                        // It names further headers to drop, or asks for an upgrade.
+                        return Parsed::Other;
+                    }
+                }
+                continue;
+            }
+            Name::HopByHop => continue,
+            // `te: trailers` is end to end (gRPC needs it); other codings are this hop's.
+            Name::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
+            Name::RequestId => has_request_id = true,
+            _ => {}
+        }
+        kept.push(Span {
+            name: range(buf, h.name.as_bytes()),
+            value: range(buf, value),
+        });
+    }
+    let Some(host) = host else {
+        return Parsed::Other;
+    };
+    Parsed::Done(RequestHead {
+        len,
+        method: range(buf, method.as_bytes()),
+        target: range(buf, target.as_bytes()),
+        host,
+        close,
+        has_request_id,
+    })
+}
+
+/// How a response body ends (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Framing {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked; passed through as it is, chunk by chunk.
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A response head, ready to forward.
+#[derive(Debug, PartialEq)]
+pub struct ResponseHead {
+    /// Bytes of the head.
+    pub len: usize,
+    /// Status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: Range<usize>,
+    /// How the body ends.
+    pub framing: Framing,
+    /// Whether the upstream connection can carry another request after this response.
+    pub reusable: bool,
+}
+
+/// What reading a response head found.
+#[derive(Debug, PartialEq)]
+pub enum Response {
+    /// Not complete yet.
+    Partial,
+    /// An informational (1xx) head of this many bytes, skipped as hyper's client does.
+    Informational(usize),
+    /// The final head.
+    Done(ResponseHead),
+}
+
+/// Reads a response head from the start of `buf`, for a request that was a HEAD or not. An error
+/// says why the upstream's answer is not HTTP the proxy can forward (a 502).
+pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response, &'static str> {
+    kept.clear();
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
+        Ok(httparse::Status::Complete(_)) => return Err("response headers too large"),
+        Ok(httparse::Status::Partial) => return Ok(Response::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Err("malformed response head");
+    };
+    match status {
+        101 => return Err("switched protocols unasked"),
+        100..=199 => return Ok(Response::Informational(len)),
+        _ => {}
+    }
+    let reason = range(buf, resp.reason.unwrap_or_default().as_bytes());
+    // HTTP/1.0 closes unless told otherwise; it is simplest not to reuse it at all.
+    let mut reusable = version == 1;
+    let (mut length, mut chunked, mut transfer_encoded) = (None::<u64>, false, false);
+    let mut named = false;
+    for h in resp.headers.iter() {
+        let value = h.value.trim_ascii();
+        match name_of(h.name) {
+            Name::Connection => {
+                for t in tokens(value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        reusable = false;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                        named = true;
+                    }
+                }
+                continue;
+            }
+            Name::HopByHop | Name::Te | Name::Upgrade => continue,
+            Name::TransferEncoding => {
+                transfer_encoded = true;
+                // Only the last coding says how the body ends.
+                chunked = tokens(value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            Name::ContentLength => {
+                for t in tokens(value) {
+                    let n = std::str::from_utf8(t)
+                        .ok()
+                        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or("invalid content-length")?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err("conflicting content-length");
+                    }
+                    length = Some(n);
+                }
+            }
+            _ => {}
+        }
+        kept.push(Span {
+            name: range(buf, h.name.as_bytes()),
+            value: range(buf, value),
+        });
+    }
+    if transfer_encoded && length.is_some() {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded.
+        kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::ContentLength);
+    }
+    if named {
+        drop_named(buf, resp.headers, kept);
+    }
+    let framing = if head || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if transfer_encoded {
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    Ok(Response::Done(ResponseHead {
+        len,
+        status,
+        reason,
+        framing,
+        reusable,
+    }))
+}
+
+fn str_at<'a>(buf: &'a [u8], r: &Range<usize>) -> &'a str {
+    std::str::from_utf8(&buf[r.clone()]).unwrap_or_default()
+}
+
+/// Drops the headers a `Connection` header names (RFC 9110 §7.6.1); rare, so it may allocate.
+fn drop_named(buf: &[u8], headers: &[httparse::Header<'_>], kept: &mut Vec<Span>) {
+    let named: Vec<&[u8]> = headers
+        .iter()
+        .filter(|h| name_of(h.name) == Name::Connection)
+        .flat_map(|h| tokens(h.value))
+        .collect();
+    kept.retain(|s| {
+        let name = &buf[s.name.clone()];
+        !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept_names(buf: &[u8], kept: &[Span]) -> Vec<String> {
+        kept.iter()
+            .map(|s| String::from_utf8_lossy(&buf[s.name.clone()]).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn requests_the_fast_path_carries_and_those_it_hands_to_hyper() {
+        // (request, carried, headers forwarded)
+        let cases: &[(&str, bool, &[&str])] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true, &["Host"]),
+            (
+                "GET /x?y=1 HTTP/1.1\r\nhost: a:80\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nTE: gzip\r\naccept: */*\r\n\r\n",
+                true,
+                &["host", "accept"],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nte: trailers\r\n\r\n",
+                true,
+                &["Host", "te"],
+            ),
+            (
+                "DELETE / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+                true,
+                &["Host", "Content-Length"],
+            ),
+            // HTTP/1.0, absolute-form, CONNECT, asterisk-form: hyper's.
+            ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", false, &[]),
+            ("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false, &[]),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false, &[]),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", false, &[]),
+            // No Host, two Hosts, an empty one: hyper's path refuses them with its 400.
+            ("GET / HTTP/1.1\r\n\r\n", false, &[]),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false, &[]),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", false, &[]),
+            // Bodies, upgrades, expectations, gRPC, headers named by Connection.
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                false,
+                &[],
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                &[],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                false,
+                &[],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+                false,
+                &[],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nContent-Type: application/grpc\r\n\r\n",
+                false,
+                &[],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\nx-secret: 1\r\n\r\n",
+                false,
+                &[],
+            ),
+            // Targets with characters outside URI syntax, and a fragment.
+            ("GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n", false, &[]),
+            ("GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", false, &[]),
+            // Malformed: hyper answers 400.
+            ("GET / HTTP/1.1\r\nHost a\r\n\r\n", false, &[]),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", false, &[]),
+        ];
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nx: {}\r\n\r\n",
+            "a".repeat(MAX_HEADER_BYTES)
+        );
+        let cases = [cases, &[(big.as_str(), false, &[][..])]].concat();
+        let mut kept = Vec::new();
+        for (req, carried, names) in &cases {
+            let got = request(req.as_bytes(), &mut kept);
+            match got {
+                Parsed::Done(_) => {
+                    assert!(carried, "{req:?} should go to hyper");
+                    assert_eq!(kept_names(req.as_bytes(), &kept), *names, "{req:?}");
+                }
+                Parsed::Other => assert!(!carried, "{req:?} should be carried"),
+                Parsed::Partial => panic!("{req:?} is complete"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_head_names_its_parts() {
+        let buf = b"\r\nHEAD /p?q HTTP/1.1\r\nHost:  shop.local \r\nConnection: close\r\nX-Request-Id: 7\r\n\r\nGET";
+        let mut kept = Vec::new();
+        let Parsed::Done(h) = request(buf, &mut kept) else {
+            panic!("complete")
+        };
+        assert_eq!(&buf[h.method.clone()], b"HEAD");
+        assert_eq!(&buf[h.target.clone()], b"/p?q");
+        assert_eq!(&buf[h.host.clone()], b"shop.local");
+        assert!(h.close && h.has_request_id && h.is_head(buf) && h.idempotent(buf));
+        assert_eq!(&buf[h.len..], b"GET", "pipelined bytes stay");
+        assert_eq!(request(b"GET / HTTP/1.1\r\nHo", &mut kept), Parsed::Partial);
+    }
+
+    #[test]
+    fn response_framing_and_reuse() {
+        // (response, HEAD request, framing, reusable, headers forwarded)
+        let cases: &[(&str, bool, Framing, bool, &[&str])] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+                &["Content-Length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+                &["Content-Length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Chunked,
+                true,
+                &["Transfer-Encoding"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Framing::UntilClose,
+                false,
+                &["Transfer-Encoding"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
+                false,
+                Framing::UntilClose,
+                false,
+                &["Server"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Framing::Empty,
+                true,
+                &["Content-Length"],
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+                &[],
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+                &["ETag"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Framing::Length(1),
+                false,
+                &["Content-Length"],
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Framing::Length(1),
+                false,
+                &["Content-Length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Framing::Length(0),
+                true,
+                &["Content-Length"],
+            ),
+        ];
+        let mut kept = Vec::new();
+        for (resp, head, framing, reusable, names) in cases {
+            let Ok(Response::Done(h)) = response(resp.as_bytes(), *head, &mut kept) else {
+                panic!("{resp:?} is a final response")
+            };
+            assert_eq!((h.framing, h.reusable), (*framing, *reusable), "{resp:?}");
+            assert_eq!(kept_names(resp.as_bytes(), &kept), *names, "{resp:?}");
+        }
+    }
+
+    #[test]
+    fn responses_that_cannot_be_forwarded() {
+        let mut kept = Vec::new();
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            assert!(
+                response(bad.as_bytes(), false, &mut kept).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            response(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200",
+                false,
+                &mut kept
+            ),
+            Ok(Response::Informational(25))
+        );
+        assert_eq!(
+            response(b"HTTP/1.1 200 OK\r\n", false, &mut kept),
+            Ok(Response::Partial)
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The HTTP/1.1 fast path against a scripted upstream (a raw socket, so every response shape can
+//! be sent exactly): each case goes through a sidecar with the fast path and one without it
+//! (hyper for every request), and curl must see the same answer from both.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+
+use weft_e2e::{OneService, one_service};
+
+/// What the upstream answers for a request path; `true`: close the connection after it.
+fn answer(path: &str) -> (&'static [u8], bool) {
+    match path {
+        "/chunked" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            false,
+        ),
+        "/trailers" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-checksum: 9\r\n\r\n",
+            false,
+        ),
+        "/until-close" => (b"HTTP/1.1 200 OK\r\nx-framing: none\r\n\r\nuntil close", true),
+        "/informational" => (
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        ),
+        "/hop-by-hop" => (
+            b"HTTP/1.1 200 OK\r\nConnection: x-private\r\nx-private: secret\r\nKeep-Alive: timeout=5\r\nx-public: yes\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        ),
+        "/two-lengths" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+            false,
+        ),
+        "/not-http" => (b"SSH-2.0-OpenSSH_9.6\r\n", true),
+        "/truncated" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort",
+            true,
+        ),
+        "/no-content" => (b"HTTP/1.1 204 No Content\r\nx-done: 1\r\n\r\n", false),
+        "/head" => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+        // Closes without saying so, as a server whose keep-alive timeout just ran out.
+        "/close-silently" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
+        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\ndefault", false),
+    }
+}
+
+/// Reads one request head; the request line's path, and every byte of the head.
+fn read_head(s: &mut TcpStream) -> Option<(String, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split(' ').nth(1)?.to_string();
+    Some((path, head))
+}
+
+/// The scripted upstream. A connection that served `/drop-next` closes, unanswered, when the next
+/// request arrives on it: the race of a pooled connection the server gives up on.
+fn scripted_upstream() -> SocketAddr {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut drop_next = false;
+                while let Some((path, _)) = read_head(&mut s) {
+                    if drop_next {
+                        return;
+                    }
+                    drop_next = path == "/drop-next";
+                    let (bytes, close) = answer(&path);
+                    if s.write_all(bytes).is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn mesh(upstream: SocketAddr, fast: bool) -> OneService {
+    let flag = if fast { "true" } else { "false" };
+    one_service(
+        "up",
+        80,
+        "http",
+        &[upstream.port()],
+        "",
+        &["--http1-fast-path", flag],
+    )
+}
+
+/// curl's view of one or more requests: exit code, then each response's status line, the
+/// headers named in `show`, and the body.
+fn fetch(bind: SocketAddr, paths: &[&str], extra: &[&str], show: &[&str]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--http1.1", "--max-time", "5"])
+        .args(extra)
+        .args(paths.iter().map(|p| format!("http://{bind}{p}")))
+        .args(["-H", "Host: up"]);
+    let out = cmd.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut seen = format!("exit {}\n", out.status.code().unwrap_or(-1));
+    for line in text.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        let shown = line.starts_with("HTTP/")
+            || show.iter().any(|h| lower.contains(&format!("{h}:")))
+            || (!line.is_empty() && !line.contains(':'));
+        if shown {
+            seen.push_str(line.trim_end());
+            seen.push('\n');
+        }
+    }
+    seen
+}
+
+/// Paths fetched on one connection, curl options, headers shown, what curl must see.
+type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
+
+#[test]
+fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper() {
+    let upstream = scripted_upstream();
+    let fast = mesh(upstream, true);
+    let hyper = mesh(upstream, false);
+    // (paths, curl options, headers shown, what curl must see: exit code, status lines, those
+    // headers, bodies). hyper reorders headers, so each case shows those whose order is fixed.
+    let cases: &[Case] = &[
+        (
+            &["/chunked"],
+            &[],
+            &[],
+            "exit 0\nHTTP/1.1 200 OK\nhello world\n",
+        ),
+        (
+            &["/until-close"],
+            &[],
+            &["x-framing"],
+            "exit 0\nHTTP/1.1 200 OK\nx-framing: none\nuntil close\n",
+        ),
+        (
+            &["/informational"],
+            &[],
+            &["content-length", "link"],
+            "exit 0\nHTTP/1.1 200 OK\ncontent-length: 2\nok\n",
+        ),
+        (
+            &["/hop-by-hop"],
+            &[],
+            &["x-private", "x-public", "keep-alive"],
+            "exit 0\nHTTP/1.1 200 OK\nx-public: yes\nok\n",
+        ),
+        (
+            &["/two-lengths"],
+            &[],
+            &["x-weft-reason"],
+            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UR\nupstream reset\n",
+        ),
+        (
+            &["/not-http"],
+            &[],
+            &["x-weft-reason"],
+            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UR\nupstream reset\n",
+        ),
+        (
+            &["/no-content"],
+            &[],
+            &["x-done", "content-length"],
+            "exit 0\nHTTP/1.1 204 No Content\nx-done: 1\n",
+        ),
+        (
+            &["/head"],
+            &["-I"],
+            &["content-length"],
+            "exit 0\nHTTP/1.1 200 OK\ncontent-length: 5\n",
+        ),
+        // Keep-alive downstream over an upstream that closes after every response.
+        (
+            &["/close-silently", "/close-silently", "/close-silently"],
+            &[],
+            &[],
+            "exit 0\nHTTP/1.1 200 OK\nokHTTP/1.1 200 OK\nokHTTP/1.1 200 OK\nok\n",
+        ),
+        // A body cut short: curl sees the headers, the bytes that came, and the cut.
+        (
+            &["/truncated"],
+            &[],
+            &["content-length"],
+            "exit 18\nHTTP/1.1 200 OK\ncontent-length: 100\nshort\n",
+        ),
+    ];
+    for (paths, extra, show, want) in cases {
+        for (path, sidecar) in [("fast path", &fast), ("hyper", &hyper)] {
+            let got = fetch(sidecar.bind, paths, extra, show);
+            assert_eq!(got, *want, "{paths:?} through {path}");
+        }
+    }
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_drops_is_retried_for_an_idempotent_request() {
+    let upstream = scripted_upstream();
+    let fast = mesh(upstream, true);
+    // The second GET goes out on the pooled connection, which the upstream closes unanswered:
+    // sent again on a new connection, as hyper's pool does only for requests it never wrote.
+    let got = fetch(fast.bind, &["/drop-next", "/after"], &[], &[]);
+    assert_eq!(
+        got,
+        "exit 0\nHTTP/1.1 200 OK\ndefaultHTTP/1.1 200 OK\ndefault\n"
+    );
+}
+
+#[test]
+fn chunked_trailers_pass_through_the_fast_path() {
+    // Forwarded as the upstream framed them (RFC 9110 §6.5 lets a proxy keep or drop them; hyper
+    // drops them for a client that did not send `te: trailers`).
+    let upstream = scripted_upstream();
+    let fast = mesh(upstream, true);
+    let got = fetch(fast.bind, &["/trailers", "/after"], &[], &["x-checksum"]);
+    assert_eq!(
+        got,
+        "exit 0\nHTTP/1.1 200 OK\nokx-checksum: 9\nHTTP/1.1 200 OK\ndefault\n"
+    );
+}
+
+#[test]
+fn the_fast_path_forwards_the_head_it_was_given_less_hop_by_hop_headers() {
+    // A recording upstream: the exact head the sidecar sends.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for mut s in server.incoming().flatten() {
+            while let Some((_, head)) = read_head(&mut s) {
+                let _ = tx.send(head);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        }
+    });
+    let fast = mesh(upstream, true);
+    let mut c = TcpStream::connect(fast.bind).unwrap();
+    c.write_all(
+        b"GET /p?q=1 HTTP/1.1\r\nHost: up\r\nUser-Agent: raw\r\nConnection: keep-alive\r\n\
+          Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-Mixed-Case: Kept As Sent\r\n\r\n\
+          GET /second HTTP/1.1\r\nHost: up\r\nX-Request-Id: mine\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    // The client asked to close after the second: the proxy says so, and does.
+    let last = out.rsplit("HTTP/1.1 200 OK").next().unwrap();
+    assert!(last.contains("connection: close"), "{out}");
+    let first = rx.recv().unwrap();
+    let lines: Vec<&str> = first.trim_end().split("\r\n").collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "GET /p?q=1 HTTP/1.1",
+            "Host: up",
+            "User-Agent: raw",
+            "X-Mixed-Case: Kept As Sent"
+        ],
+        "{first}"
+    );
+    assert!(
+        lines[4].starts_with("x-request-id: ") && lines[4].len() == 14 + 36,
+        "{first}"
+    );
+    assert_eq!(lines.len(), 5, "{first}");
+    let second = rx.recv().unwrap();
+    assert_eq!(
+        second,
+        "GET /second HTTP/1.1\r\nHost: up\r\nX-Request-Id: mine\r\n\r\n"
+    );
+}
