@@ -60,8 +60,49 @@ fn read_head(s: &mut TcpStream) -> Option<(String, String)> {
     Some((path, head))
 }
 
+/// Reads a line ending in CRLF.
+fn read_line(s: &mut TcpStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+/// Reads the body a request head announces (a length, or chunked); how many bytes it had.
+fn read_body(s: &mut TcpStream, head: &str) -> Option<usize> {
+    let lower = head.to_ascii_lowercase();
+    let header = |name: &str| {
+        lower
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    };
+    if header("transfer-encoding").as_deref() == Some("chunked") {
+        let mut total = 0;
+        loop {
+            let size = usize::from_str_radix(read_line(s)?.split(';').next()?, 16).ok()?;
+            if size == 0 {
+                while !read_line(s)?.is_empty() {}
+                return Some(total);
+            }
+            let mut chunk = vec![0u8; size + 2];
+            s.read_exact(&mut chunk).ok()?;
+            total += size;
+        }
+    }
+    let n: usize = header("content-length").map_or(Some(0), |v| v.parse().ok())?;
+    let mut body = vec![0u8; n];
+    s.read_exact(&mut body).ok()?;
+    Some(n)
+}
+
 /// The scripted upstream. A connection that served `/drop-next` closes, unanswered, when the next
-/// request arrives on it: the race of a pooled connection the server gives up on.
+/// request arrives on it: the race of a pooled connection the server gives up on. `/early` answers
+/// 413 before reading the body, and closes; `/count` answers how many body bytes it read.
 fn scripted_upstream() -> SocketAddr {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
@@ -70,9 +111,28 @@ fn scripted_upstream() -> SocketAddr {
             std::thread::spawn(move || {
                 let mut s = s;
                 let mut drop_next = false;
-                while let Some((path, _)) = read_head(&mut s) {
+                while let Some((path, head)) = read_head(&mut s) {
                     if drop_next {
                         return;
+                    }
+                    if path == "/early" {
+                        let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig");
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        return;
+                    }
+                    let Some(got) = read_body(&mut s, &head) else {
+                        return;
+                    };
+                    if path == "/count" {
+                        let body = got.to_string();
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
                     }
                     drop_next = path == "/drop-next";
                     let (bytes, close) = answer(&path);
@@ -130,6 +190,13 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
     let upstream = scripted_upstream();
     let fast = mesh(upstream, true);
     let hyper = mesh(upstream, false);
+    let body = fast.dir.path().join("body");
+    std::fs::write(&body, vec![b'b'; 300_000]).unwrap();
+    let body_arg = format!("@{}", body.display());
+    // More than loopback's socket buffers hold, so the upstream's early answer comes mid-upload.
+    let big = fast.dir.path().join("big");
+    std::fs::write(&big, vec![b'b'; 16 << 20]).unwrap();
+    let big_arg = format!("@{}", big.display());
     // (paths, curl options, headers shown, what curl must see: exit code, status lines, those
     // headers, bodies). hyper reorders headers, so each case shows those whose order is fixed.
     let cases: &[Case] = &[
@@ -188,6 +255,33 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
             &[],
             "exit 0\nHTTP/1.1 200 OK\nokHTTP/1.1 200 OK\nokHTTP/1.1 200 OK\nok\n",
         ),
+        // Bodies: a length, chunked, and one the upstream refuses before reading it (the rest is
+        // not sent; the fast path then closes, as no request boundary is left to go on from).
+        (
+            &["/count", "/count"],
+            &["--data-binary", "@BODY", "-H", "Expect:"],
+            &[],
+            "exit 0\nHTTP/1.1 200 OK\n300000HTTP/1.1 200 OK\n300000\n",
+        ),
+        (
+            &["/count"],
+            &[
+                "--data-binary",
+                "@BODY",
+                "-H",
+                "Expect:",
+                "-H",
+                "Transfer-Encoding: chunked",
+            ],
+            &[],
+            "exit 0\nHTTP/1.1 200 OK\n300000\n",
+        ),
+        (
+            &["/early"],
+            &["--data-binary", "@BIG", "-H", "Expect:"],
+            &[],
+            "exit 0\nHTTP/1.1 413 Payload Too Large\nbig\n",
+        ),
         // A body cut short: curl sees the headers, the bytes that came, and the cut.
         (
             &["/truncated"],
@@ -197,8 +291,16 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
         ),
     ];
     for (paths, extra, show, want) in cases {
+        let extra: Vec<&str> = extra
+            .iter()
+            .map(|a| match *a {
+                "@BODY" => body_arg.as_str(),
+                "@BIG" => big_arg.as_str(),
+                a => a,
+            })
+            .collect();
         for (path, sidecar) in [("fast path", &fast), ("hyper", &hyper)] {
-            let got = fetch(sidecar.bind, paths, extra, show);
+            let got = fetch(sidecar.bind, paths, &extra, show);
             assert_eq!(got, *want, "{paths:?} through {path}");
         }
     }
@@ -239,7 +341,9 @@ fn the_fast_path_forwards_the_head_it_was_given_less_hop_by_hop_headers() {
     std::thread::spawn(move || {
         for mut s in server.incoming().flatten() {
             while let Some((_, head)) = read_head(&mut s) {
-                let _ = tx.send(head);
+                let mut body = vec![0u8; if head.starts_with("POST") { 3 } else { 0 }];
+                let _ = s.read_exact(&mut body);
+                let _ = tx.send(head + &String::from_utf8_lossy(&body));
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
             }
         }
@@ -249,13 +353,14 @@ fn the_fast_path_forwards_the_head_it_was_given_less_hop_by_hop_headers() {
     c.write_all(
         b"GET /p?q=1 HTTP/1.1\r\nHost: up\r\nUser-Agent: raw\r\nConnection: keep-alive\r\n\
           Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-Mixed-Case: Kept As Sent\r\n\r\n\
-          GET /second HTTP/1.1\r\nHost: up\r\nX-Request-Id: mine\r\nConnection: close\r\n\r\n",
+          POST /form HTTP/1.1\r\nHost: up\r\nContent-Length: 3\r\nX-Request-Id: mine\r\n\r\nabc\
+          GET /second HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
     let mut out = String::new();
     c.read_to_string(&mut out).unwrap();
-    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
-    // The client asked to close after the second: the proxy says so, and does.
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
+    // The client asked to close after the last: the proxy says so, and does.
     let last = out.rsplit("HTTP/1.1 200 OK").next().unwrap();
     assert!(last.contains("connection: close"), "{out}");
     let first = rx.recv().unwrap();
@@ -275,9 +380,15 @@ fn the_fast_path_forwards_the_head_it_was_given_less_hop_by_hop_headers() {
         "{first}"
     );
     assert_eq!(lines.len(), 5, "{first}");
+    // A body in the same write as the head, and a request pipelined right behind it.
     let second = rx.recv().unwrap();
     assert_eq!(
         second,
-        "GET /second HTTP/1.1\r\nHost: up\r\nX-Request-Id: mine\r\n\r\n"
+        "POST /form HTTP/1.1\r\nHost: up\r\nContent-Length: 3\r\nX-Request-Id: mine\r\n\r\nabc"
+    );
+    let third = rx.recv().unwrap();
+    assert!(
+        third.starts_with("GET /second HTTP/1.1\r\nHost: up\r\nx-request-id: "),
+        "{third}"
     );
 }

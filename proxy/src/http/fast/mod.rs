@@ -35,6 +35,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Pipelined bytes read ahead while a response is awaited; past this the client waits.
 const READ_AHEAD: usize = 2 * MAX_HEADER_BYTES;
 
+/// How long a closing connection's unread request body is read and dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What became of a connection the fast path served.
 #[derive(Debug)]
 pub enum Served {
@@ -98,6 +101,8 @@ enum NoHead {
     Timeout,
     /// The client went away.
     ClientGone,
+    /// The client's body broke its framing (after the upstream had the head).
+    BadBody,
 }
 
 /// A connection's buffers, reused from one request to the next.
@@ -182,34 +187,112 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
             // hyper's path answers routing failures, and speaks HTTP/2 upstream.
             _ => return Served::Handoff(Prefixed::new(conn.client, conn.inbuf)),
         };
-        let close = head.close || draining;
-        if !conn.exchange(&head, target, started, close).await {
+        // The part of the body that came with the head; malformed chunked coding is hyper's 400.
+        let mut body = Left::new(head.body);
+        let Ok((prefix, whole)) = body.feed(&conn.inbuf[head.len..]) else {
+            return Served::Handoff(Prefixed::new(conn.client, conn.inbuf));
+        };
+        let mut request = Request {
+            head,
+            body,
+            prefix,
+            whole,
+        };
+        let close = request.head.close || draining;
+        if !conn.exchange(&mut request, target, started, close).await {
+            if !matches!(request.body, Left::Done) {
+                conn.linger().await;
+            }
             return Served::Closed;
         }
-        conn.inbuf.advance(head.len);
+        conn.inbuf.advance(request.head.len + prefix);
     }
 }
+
+/// How much of a message body is still to come, as its bytes pass by.
+enum Left {
+    /// This many bytes.
+    Length(u64),
+    /// Chunks up to the last one and the trailers.
+    Chunked(chunked::Chunked),
+    /// Whatever comes until the sender closes.
+    UntilClose,
+    /// Nothing.
+    Done,
+}
+
+impl Left {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Self::Done,
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(Default::default()),
+            Framing::UntilClose => Self::UntilClose,
+        }
+    }
+
+    /// Of the body's next `bytes`, how many belong to it, and whether it ends with them.
+    fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), chunked::Malformed> {
+        let fed = match self {
+            Self::Done => (0, true),
+            Self::Length(n) => {
+                let take = (*n).min(bytes.len() as u64);
+                *n -= take;
+                (take as usize, *n == 0)
+            }
+            Self::Chunked(c) => match c.feed(bytes)? {
+                Some(end) => (end, true),
+                None => (bytes.len(), false),
+            },
+            Self::UntilClose => (bytes.len(), false),
+        };
+        if fed.1 {
+            *self = Self::Done;
+        }
+        Ok(fed)
+    }
+}
+
+/// A request being forwarded.
+struct Request {
+    head: RequestHead,
+    /// What is left of its body after `prefix`.
+    body: Left,
+    /// Bytes of body that arrived with the head (in `inbuf` after it).
+    prefix: usize,
+    /// Whether they are the whole body.
+    whole: bool,
+}
+
+/// The route's timer, when it has a timeout.
+type Timer = Option<Pin<Box<tokio::time::Sleep>>>;
 
 impl Conn<'_> {
     /// Forwards one request and its response. Whether the client connection stays open.
     async fn exchange(
         &mut self,
-        head: &RequestHead,
+        req: &mut Request,
         target: Target,
         started: Instant,
         close: bool,
     ) -> bool {
+        let head = &req.head;
         self.write_upstream_head(head);
+        let body = &self.inbuf[head.len..head.len + req.prefix];
+        self.up_head.extend_from_slice(body);
         let Target {
             endpoint,
             dial,
             timeout,
         } = target;
         let mut guard = endpoint.start();
-        let deadline = timeout.map(|t| tokio::time::Instant::from_std(started + t));
-        let (is_head, idempotent) = (head.is_head(&self.inbuf), head.idempotent(&self.inbuf));
+        let mut timer: Timer =
+            timeout.map(|t| Box::pin(tokio::time::sleep_until((started + t).into())));
+        let is_head = head.is_head(&self.inbuf);
+        // Only a request held whole can be sent again.
+        let retryable = head.idempotent(&self.inbuf) && req.whole;
         let mut retried = false;
-        let (upstream, resp) = loop {
+        let (upstream, resp, sent_whole) = loop {
             let (mut upstream, reused) = match endpoint.pool.take_raw() {
                 Some(c) => (c, true),
                 None => match super::pool::connect(endpoint.addr, dial.connect_timeout).await {
@@ -219,20 +302,31 @@ impl Conn<'_> {
                         // Only a refused or unreachable endpoint is backed off from.
                         guard.failed();
                         let flag = Flag::UpstreamConnectFailure;
+                        let close = close || !req.whole;
                         return self
                             .reply(flag, &endpoint.stats, head, started, close)
                             .await;
                     }
                 },
             };
+            let mut sent_whole = req.whole;
             let answer = match upstream.write_all(&self.up_head).await {
-                Ok(()) => self.response_head(&mut upstream, is_head, deadline).await,
+                Ok(()) if !req.whole => {
+                    match self.upload(&mut upstream, &mut req.body, &mut timer).await {
+                        Ok(whole) => {
+                            sent_whole = whole;
+                            self.response_head(&mut upstream, is_head, &mut timer).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(()) => self.response_head(&mut upstream, is_head, &mut timer).await,
                 Err(_) => Err(NoHead::Stale),
             };
             let flag = match answer {
-                Ok(resp) => break (upstream, resp),
+                Ok(resp) => break (upstream, resp, sent_whole),
                 // What hyper's pool and browsers do for a pooled connection closed under them.
-                Err(NoHead::Stale) if reused && idempotent && !retried => {
+                Err(NoHead::Stale) if reused && retryable && !retried => {
                     retried = true;
                     continue;
                 }
@@ -241,6 +335,7 @@ impl Conn<'_> {
                     return false;
                 }
                 Err(NoHead::Timeout) => Flag::UpstreamTimeout,
+                Err(NoHead::BadBody) => Flag::DownstreamProtocolError,
                 Err(NoHead::Stale) => {
                     tracing::debug!(endpoint = %endpoint.addr, "upstream closed before answering");
                     Flag::UpstreamReset
@@ -250,15 +345,67 @@ impl Conn<'_> {
                     Flag::UpstreamReset
                 }
             };
+            // A body not read to its end leaves no request boundary to go on from.
+            let close =
+                close || !matches!(req.body, Left::Done) || flag == Flag::DownstreamProtocolError;
             return self
                 .reply(flag, &endpoint.stats, head, started, close)
                 .await;
         };
         guard.answered();
-        let close = close || resp.framing == Framing::UntilClose || self.proxy.drain.is_draining();
+        let close = close
+            || !sent_whole
+            || resp.framing == Framing::UntilClose
+            || self.proxy.drain.is_draining();
         self.write_downstream_head(&resp, close);
-        self.relay(upstream, resp, guard, deadline, started, close)
+        let mut resp = resp;
+        // An upstream that answered before it had the whole body may not have read it.
+        resp.reusable &= sent_whole;
+        self.relay(upstream, resp, guard, &mut timer, started, close)
             .await
+    }
+
+    /// Copies the rest of the request body from the client to the upstream. `Ok(false)`: the
+    /// upstream began to answer first (a 413, a redirect), so the rest is not sent.
+    async fn upload(
+        &mut self,
+        upstream: &mut TcpStream,
+        body: &mut Left,
+        timer: &mut Timer,
+    ) -> Result<bool, NoHead> {
+        let (from_upstream, mut to_upstream) = upstream.split();
+        loop {
+            self.upbuf.clear();
+            self.upbuf.reserve(READ_CHUNK);
+            // The upstream first: an answer ends the upload even while the client has more.
+            tokio::select! {
+                biased;
+                _ = from_upstream.readable() => return Ok(false),
+                read = self.client.read_buf(&mut self.upbuf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        return Err(NoHead::ClientGone);
+                    }
+                }
+                () = expiry(timer) => return Err(NoHead::Timeout),
+            }
+            let (take, done) = body.feed(&self.upbuf).map_err(|_| NoHead::BadBody)?;
+            // Bytes past the body are the next request's.
+            self.inbuf.extend_from_slice(&self.upbuf[take..]);
+            tokio::select! {
+                biased;
+                sent = to_upstream.write_all(&self.upbuf[..take]) => {
+                    if sent.is_err() {
+                        return Err(NoHead::Broken("upstream closed mid-request"));
+                    }
+                }
+                // It answers and stops reading: waiting for it to read would wait forever.
+                _ = from_upstream.readable() => return Ok(false),
+                () = expiry(timer) => return Err(NoHead::Timeout),
+            }
+            if done {
+                return Ok(true);
+            }
+        }
     }
 
     /// The request head for the upstream: as the client sent it, less hop-by-hop lines, plus an
@@ -311,10 +458,9 @@ impl Conn<'_> {
         &mut self,
         upstream: &mut TcpStream,
         is_head: bool,
-        deadline: Option<tokio::time::Instant>,
+        timer: &mut Timer,
     ) -> Result<ResponseHead, NoHead> {
         self.upbuf.clear();
-        let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let (mut heard, mut watching) = (false, true);
         loop {
             if !self.upbuf.is_empty() {
@@ -350,7 +496,7 @@ impl Conn<'_> {
                         Err(_) => return Err(NoHead::ClientGone),
                     }
                 }
-                () = expiry(&mut timer) => return Err(NoHead::Timeout),
+                () = expiry(timer) => return Err(NoHead::Timeout),
             }
         }
     }
@@ -362,40 +508,22 @@ impl Conn<'_> {
         mut upstream: TcpStream,
         resp: ResponseHead,
         guard: InFlight,
-        deadline: Option<tokio::time::Instant>,
+        timer: &mut Timer,
         started: Instant,
         close: bool,
     ) -> bool {
         let stats = &guard.endpoint().stats;
         let code = resp.status;
-        let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let mut reusable = resp.reusable;
-        let mut chunked = chunked::Chunked::default();
-        let mut remaining = match resp.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
+        let mut body = Left::new(resp.framing);
         let mut from = resp.len;
         let mut first = true;
         loop {
             let piece = &self.upbuf[from..];
-            let (take, done) = match resp.framing {
-                Framing::Empty => (0, true),
-                Framing::Length(_) => {
-                    let take = remaining.min(piece.len() as u64);
-                    remaining -= take;
-                    (take as usize, remaining == 0)
-                }
-                Framing::Chunked => match chunked.feed(piece) {
-                    Ok(Some(end)) => (end, true),
-                    Ok(None) => (piece.len(), false),
-                    Err(chunked::Malformed) => {
-                        tracing::debug!("upstream sent malformed chunked coding");
-                        count(stats, code, Some(Flag::UpstreamReset), started);
-                        return false;
-                    }
-                },
-                Framing::UntilClose => (piece.len(), false),
+            let Ok((take, done)) = body.feed(piece) else {
+                tracing::debug!("upstream sent malformed chunked coding");
+                count(stats, code, Some(Flag::UpstreamReset), started);
+                return false;
             };
             // Bytes past the end of the response: the upstream is not speaking HTTP/1.1 we trust.
             reusable &= !(done && take < piece.len());
@@ -420,7 +548,7 @@ impl Conn<'_> {
             let read = tokio::select! {
                 biased;
                 read = upstream.read_buf(&mut self.upbuf) => read,
-                () = expiry(&mut timer) => {
+                () = expiry(timer) => {
                     count(stats, code, Some(Flag::UpstreamTimeout), started);
                     return false;
                 }
@@ -443,6 +571,24 @@ impl Conn<'_> {
             let _ = self.client.shutdown().await;
         }
         !close
+    }
+
+    /// Closes a connection whose client may still be sending a body nobody reads, the way nginx
+    /// does (`lingering_close`): our side first, then what still comes is read and dropped for a
+    /// while. Closing with unread bytes would send a reset, which can destroy the response before
+    /// the client reads it.
+    async fn linger(&mut self) {
+        let _ = self.client.shutdown().await;
+        let discard = async {
+            loop {
+                self.upbuf.clear();
+                self.upbuf.reserve(READ_CHUNK);
+                if !matches!(self.client.read_buf(&mut self.upbuf).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, discard).await;
     }
 
     /// Answers a failure itself, as hyper's path would, and counts it.
@@ -506,7 +652,7 @@ fn count(stats: &DestStats, code: u16, flag: Option<Flag>, started: Instant) {
 }
 
 /// Resolves when the route's timer fires; never without one.
-async fn expiry(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+async fn expiry(timer: &mut Timer) {
     match timer {
         Some(t) => t.as_mut().await,
         None => std::future::pending().await,

@@ -31,8 +31,8 @@ pub enum Parsed<T> {
     Other,
 }
 
-/// A request head the fast path carries: HTTP/1.1, origin-form, one `Host`, no body, nothing
-/// to upgrade or negotiate.
+/// A request head the fast path carries: HTTP/1.1, origin-form, one `Host`, a body of one plain
+/// framing if any, nothing to upgrade or negotiate.
 #[derive(Debug, PartialEq)]
 pub struct RequestHead {
     /// Bytes of the head, up to and including its empty line.
@@ -43,6 +43,8 @@ pub struct RequestHead {
     pub target: Range<usize>,
     /// The `Host` value.
     pub host: Range<usize>,
+    /// How the body ends: [`Framing::Empty`], a length, or chunked.
+    pub body: Framing,
     /// The client asked to close the connection after this response.
     pub close: bool,
     /// The client sent an `x-request-id`.
@@ -149,6 +151,7 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
         return Parsed::Other;
     }
     let (mut host, mut close, mut has_request_id) = (None, false, false);
+    let (mut length, mut chunked) = (None::<u64>, false);
     for h in req.headers.iter() {
         let value = h.value.trim_ascii();
         match name_of(h.name) {
@@ -161,11 +164,17 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
                 }
                 host = Some(range(buf, value));
             }
-            // No body: a length of zero is the only one carried here.
-            Name::ContentLength if value == b"0" => {}
-            Name::ContentLength | Name::TransferEncoding | Name::Upgrade | Name::Expect => {
-                return Parsed::Other;
+            // One framing, stated once, goes upstream as it came. Anything more (two lengths, a
+            // length and chunked, codings other than chunked) is a smuggling shape or a rarity:
+            // hyper refuses or handles it.
+            Name::ContentLength => match digits(value) {
+                Some(n) if length.is_none() => length = Some(n),
+                _ => return Parsed::Other,
+            },
+            Name::TransferEncoding if !chunked && value.eq_ignore_ascii_case(b"chunked") => {
+                chunked = true;
             }
+            Name::TransferEncoding | Name::Upgrade | Name::Expect => return Parsed::Other,
             Name::ContentType if value.starts_with(b"application/grpc") => return Parsed::Other,
             Name::Connection => {
                 for t in tokens(value) {
@@ -192,20 +201,35 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
     let Some(host) = host else {
         return Parsed::Other;
     };
+    let body = match (length, chunked) {
+        (None | Some(0), false) => Framing::Empty,
+        (Some(n), false) => Framing::Length(n),
+        (None, true) => Framing::Chunked,
+        (Some(_), true) => return Parsed::Other,
+    };
     Parsed::Done(RequestHead {
         len,
         method: range(buf, method.as_bytes()),
         target: range(buf, target.as_bytes()),
         host,
+        body,
         close,
         has_request_id,
     })
 }
 
-/// How a response body ends (RFC 9112 §6.3).
+/// A `Content-Length` value: digits only (no sign, no list), as RFC 9110 §8.6 has it.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// How a message body ends (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Framing {
-    /// No body: HEAD, 204, 304.
+    /// No body: a request without one; a response to HEAD, a 204, a 304.
     Empty,
     /// `Content-Length` bytes.
     Length(u64),
@@ -292,11 +316,7 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
             }
             Name::ContentLength => {
                 for t in tokens(value) {
-                    let n = std::str::from_utf8(t)
-                        .ok()
-                        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .ok_or("invalid content-length")?;
+                    let n = digits(t).ok_or("invalid content-length")?;
                     if length.is_some_and(|l| l != n) {
                         return Err("conflicting content-length");
                     }
@@ -387,6 +407,16 @@ mod tests {
                 true,
                 &["Host", "Content-Length"],
             ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                true,
+                &["Host", "Content-Length"],
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                true,
+                &["Host", "Transfer-Encoding"],
+            ),
             // HTTP/1.0, absolute-form, CONNECT, asterisk-form: hyper's.
             ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", false, &[]),
             ("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false, &[]),
@@ -396,17 +426,39 @@ mod tests {
             ("GET / HTTP/1.1\r\n\r\n", false, &[]),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false, &[]),
             ("GET / HTTP/1.1\r\nHost: \r\n\r\n", false, &[]),
-            // Bodies, upgrades, expectations, gRPC, headers named by Connection.
+            // Framings that are smuggling shapes or rare: two lengths (even equal), a list, a
+            // sign, a length with chunked, codings other than chunked, chunked twice.
             (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
                 false,
                 &[],
             ),
             (
-                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
                 false,
                 &[],
             ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+                false,
+                &[],
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                &[],
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false,
+                &[],
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                &[],
+            ),
+            // Upgrades, expectations, gRPC, headers named by Connection.
             (
                 "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
                 false,
@@ -464,6 +516,7 @@ mod tests {
         assert_eq!(&buf[h.target.clone()], b"/p?q");
         assert_eq!(&buf[h.host.clone()], b"shop.local");
         assert!(h.close && h.has_request_id && h.is_head(buf) && h.idempotent(buf));
+        assert_eq!(h.body, Framing::Empty);
         assert_eq!(&buf[h.len..], b"GET", "pipelined bytes stay");
         assert_eq!(request(b"GET / HTTP/1.1\r\nHo", &mut kept), Parsed::Partial);
     }
