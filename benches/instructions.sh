@@ -93,6 +93,7 @@ run() {
     load "$listen" "$n"
     kill -INT "$tracer"; wait "$tracer" || true
     kill -TERM "$pid"; wait "$pid" || true
+    [ -n "${KEEP:-}" ] && cp "$out" "$KEEP/$name.$n.strace"   # the per-call breakdown
     awk '$NF == "total" { print $(NF - 2) }' "$out"
     return
   fi

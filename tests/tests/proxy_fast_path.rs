@@ -197,6 +197,9 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
     let big = fast.dir.path().join("big");
     std::fs::write(&big, vec![b'b'; 16 << 20]).unwrap();
     let big_arg = format!("@{}", big.display());
+    let small = fast.dir.path().join("small");
+    std::fs::write(&small, vec![b's'; 40_000]).unwrap();
+    let small_arg = format!("@{}", small.display());
     // (paths, curl options, headers shown, what curl must see: exit code, status lines, those
     // headers, bodies). hyper reorders headers, so each case shows those whose order is fixed.
     let cases: &[Case] = &[
@@ -255,8 +258,28 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
             &[],
             "exit 0\nHTTP/1.1 200 OK\nokHTTP/1.1 200 OK\nokHTTP/1.1 200 OK\nok\n",
         ),
-        // Bodies: a length, chunked, and one the upstream refuses before reading it (the rest is
-        // not sent; the fast path then closes, as no request boundary is left to go on from).
+        // Bodies: small ones (sent whole by the fast path, whether they came with the head or
+        // after it), large ones (streamed by hyper, after a handoff), chunked, and one the
+        // upstream refuses before reading it.
+        (
+            &["/count", "/count"],
+            &["--data-binary", "@SMALL", "-H", "Expect:"],
+            &[],
+            "exit 0\nHTTP/1.1 200 OK\n40000HTTP/1.1 200 OK\n40000\n",
+        ),
+        (
+            &["/count", "/count"],
+            &[
+                "--data-binary",
+                "@SMALL",
+                "-H",
+                "Expect:",
+                "-H",
+                "Transfer-Encoding: chunked",
+            ],
+            &[],
+            "exit 0\nHTTP/1.1 200 OK\n40000HTTP/1.1 200 OK\n40000\n",
+        ),
         (
             &["/count", "/count"],
             &["--data-binary", "@BODY", "-H", "Expect:"],
@@ -296,6 +319,7 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
             .map(|a| match *a {
                 "@BODY" => body_arg.as_str(),
                 "@BIG" => big_arg.as_str(),
+                "@SMALL" => small_arg.as_str(),
                 a => a,
             })
             .collect();
@@ -390,5 +414,53 @@ fn the_fast_path_forwards_the_head_it_was_given_less_hop_by_hop_headers() {
     assert!(
         third.starts_with("GET /second HTTP/1.1\r\nHost: up\r\nx-request-id: "),
         "{third}"
+    );
+}
+
+/// Writes `requests` on one connection, optionally half-closes, and reads until the proxy closes.
+fn exchange(bind: SocketAddr, requests: &str, half_close: bool) -> String {
+    let mut c = TcpStream::connect(bind).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    c.write_all(requests.as_bytes()).unwrap();
+    if half_close {
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_half_closed_client_still_gets_the_answers_to_requests_it_sent_whole() {
+    // `printf 'GET ...GET ...' | nc -N`: both requests were sent before the client closed its
+    // side, so both are answered before the proxy closes.
+    let upstream = scripted_upstream();
+    let fast = mesh(upstream, true);
+    let two = "GET /a HTTP/1.1\r\nHost: up\r\n\r\nGET /b HTTP/1.1\r\nHost: up\r\n\r\n";
+    let out = exchange(fast.bind, two, true);
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert_eq!(out.matches("default").count(), 2, "{out}");
+}
+
+#[test]
+fn the_proxys_own_answer_to_head_has_no_body() {
+    // An endpoint nobody listens on: a 503 of the proxy's own for both requests. The one to HEAD
+    // must carry no body, or its bytes would be read as the start of the next response.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let fast = one_service("up", 80, "http", &[port], "", &[]);
+    let out = exchange(
+        fast.bind,
+        "HEAD / HTTP/1.1\r\nHost: up\r\n\r\nGET / HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    let (first, second) = out.split_once("\r\n\r\n").expect("a head");
+    assert!(first.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(second.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(
+        second.ends_with("\r\n\r\nupstream connect failure"),
+        "{out}"
     );
 }

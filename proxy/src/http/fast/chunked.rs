@@ -12,7 +12,9 @@ enum State {
     Size,
     /// After at least one.
     SizeDigits,
-    /// Chunk extensions (or whitespace) up to the line's CR.
+    /// Whitespace after the size (RFC 9112's BWS), before `;` or the line's end.
+    SizeSpace,
+    /// Chunk extensions up to the line's CR.
     Extension,
     SizeLf,
     Data,
@@ -20,11 +22,18 @@ enum State {
     DataLf,
     /// At the start of a trailer line, or of the final empty line.
     TrailerStart,
-    TrailerLine,
+    /// In a trailer field's name, then its value.
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
 }
+
+/// Most bytes of chunk extensions on one line, and of trailers, as hyper's limits: past them the
+/// peer is not sending a body but a stream of metadata.
+const MAX_EXTENSION: usize = 16 * 1024;
+const MAX_TRAILERS: usize = crate::http::MAX_HEADER_BYTES;
 
 /// Scanner state carried from one read to the next.
 #[derive(Debug, Default)]
@@ -32,11 +41,25 @@ pub struct Chunked {
     state: State,
     /// Size of the chunk being read, then what is left of it.
     size: u64,
+    /// Bytes of the current line's extensions, or of all trailers.
+    meta: usize,
+}
+
+/// A token character (RFC 9110 §5.6.2), as in a field name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A character allowed in a field value or extension: visible, obs-text, space or tab.
+fn is_text(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
 impl Chunked {
     /// Scans the next bytes of the body. `Some(n)`: the body ends after the first `n` of them;
-    /// `None`: all of them belong to it and more are needed.
+    /// `None`: all of them belong to it and more are needed. Anything but strict chunked coding
+    /// (RFC 9112 §7.1, bare LFs and folded trailers included) is refused: bytes are forwarded as
+    /// they are, so the next hop must read them exactly as this scanner did.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
@@ -61,18 +84,31 @@ impl Chunked {
                     self.size = self.size << 4 | u64::from(digit);
                     State::SizeDigits
                 }
-                (State::SizeDigits, b';' | b' ' | b'\t') => State::Extension,
-                (State::SizeDigits | State::Extension, b'\r') => State::SizeLf,
-                (State::Extension, b'\n') => return Err(Malformed),
-                (State::Extension, _) => State::Extension,
-                (State::SizeLf, b'\n') if self.size == 0 => State::TrailerStart,
+                (State::SizeDigits | State::SizeSpace, b' ' | b'\t') => State::SizeSpace,
+                (State::SizeDigits | State::SizeSpace, b';') => {
+                    self.meta = 0;
+                    State::Extension
+                }
+                (State::SizeDigits | State::SizeSpace | State::Extension, b'\r') => State::SizeLf,
+                (State::Extension, _) if is_text(b) => {
+                    self.meta += 1;
+                    if self.meta > MAX_EXTENSION {
+                        return Err(Malformed);
+                    }
+                    State::Extension
+                }
+                (State::SizeLf, b'\n') if self.size == 0 => {
+                    self.meta = 0;
+                    State::TrailerStart
+                }
                 (State::SizeLf, b'\n') => State::Data,
                 (State::DataCr, b'\r') => State::DataLf,
                 (State::DataLf, b'\n') => State::Size,
                 (State::TrailerStart, b'\r') => State::EndLf,
-                (State::TrailerStart | State::TrailerLine, b'\n') => return Err(Malformed),
-                (State::TrailerLine, b'\r') => State::TrailerLf,
-                (State::TrailerStart | State::TrailerLine, _) => State::TrailerLine,
+                (State::TrailerStart | State::TrailerName, _) if is_tchar(b) => State::TrailerName,
+                (State::TrailerName, b':') => State::TrailerValue,
+                (State::TrailerValue, b'\r') => State::TrailerLf,
+                (State::TrailerValue, _) if is_text(b) => State::TrailerValue,
                 (State::TrailerLf, b'\n') => State::TrailerStart,
                 (State::EndLf, b'\n') => {
                     self.state = State::Done;
@@ -80,6 +116,12 @@ impl Chunked {
                 }
                 _ => return Err(Malformed),
             };
+            if matches!(self.state, State::TrailerName | State::TrailerValue) {
+                self.meta += 1;
+                if self.meta > MAX_TRAILERS {
+                    return Err(Malformed);
+                }
+            }
         }
         Ok(None)
     }
@@ -112,6 +154,7 @@ mod tests {
             (b"5\r\nhello\r\n0\r\n\r\nNEXT", Ok(Some(15))),
             (b"A;name=val\r\n0123456789\r\n0\r\n\r\n", Ok(Some(29))),
             (b"3 \r\nabc\r\n0\r\n\r\n", Ok(Some(14))),
+            (b"3 ; a=\"b c\"\r\nabc\r\n0\r\n\r\n", Ok(Some(23))),
             (
                 b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx: y\r\n\r\n",
                 Ok(Some(35)),
@@ -119,7 +162,15 @@ mod tests {
             (b"1a\r\n", Ok(None)),
             (b"5\r\nhello\r\n", Ok(None)),
             (b"5\r\nhello\r\n0\r\n\r", Ok(None)),
-            // Not chunked coding: no digits, data overrunning its size, bare LFs, overflow.
+            // Not strict chunked coding: no digits, junk after the size, data overrunning its
+            // size, bare LFs, control bytes in an extension, overflow, a trailer without a name
+            // or colon, a folded trailer line.
+            (b"3 x\r\nabc\r\n0\r\n\r\n", Err(Malformed)),
+            (b"3 1\r\nabc\r\n0\r\n\r\n", Err(Malformed)),
+            (b"3;a=\x00\r\nabc\r\n0\r\n\r\n", Err(Malformed)),
+            (b"0\r\n \r\n\r\n", Err(Malformed)),
+            (b"0\r\nGET /admin HTTP/1.1\r\n\r\n", Err(Malformed)),
+            (b"0\r\nx: y\r\n folded\r\n\r\n", Err(Malformed)),
             (b"\r\n", Err(Malformed)),
             (b"x\r\n", Err(Malformed)),
             (b"3\r\nabcd\r\n", Err(Malformed)),

@@ -1,13 +1,15 @@
-//! The HTTP/1.1 fast path: the common request (HTTP/1.1 keep-alive, origin-form, no body, to an
-//! HTTP/1.1 upstream) proxied as bytes. The head is parsed in place, routed, and forwarded with
-//! its hop-by-hop lines left out; the response head is forwarded the same way and its body copied
-//! as it arrives, all in the connection's own task. No header map, no second task per upstream
-//! connection, no channel between them: this is where hyper's generality cost the most per request.
+//! The HTTP/1.1 fast path: the common request (HTTP/1.1 keep-alive, origin-form, no body or a
+//! small one of one plain framing, to an HTTP/1.1 upstream) proxied as bytes. The head is parsed in
+//! place, routed, and forwarded with its hop-by-hop lines left out, its body behind it; the
+//! response head is forwarded the same way and its body copied as it arrives, all in the
+//! connection's own task. No header map, no second task per upstream connection, no channel
+//! between them: this is where hyper's generality cost the most per request.
 //!
-//! Anything else (a body, an upgrade, HTTP/1.0, a malformed or oversized head, a route that fails
-//! or goes to HTTP/2) hands the connection, with the bytes read so far, to hyper for the rest of
-//! its life. So every unusual or hostile request keeps hyper's checks and answers, and the proxy's
-//! own replies for routing failures come from one place.
+//! Anything else (a large or streamed body, an upgrade, HTTP/1.0, a malformed or oversized head, a
+//! route that fails or goes to HTTP/2) hands the connection, with the bytes read so far, to hyper
+//! for the rest of its life. So every unusual or hostile request keeps hyper's checks and answers,
+//! uploads stream both ways at once as hyper's client does, and the proxy's own replies for
+//! routing failures come from one place.
 
 mod chunked;
 mod parse;
@@ -35,8 +37,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Pipelined bytes read ahead while a response is awaited; past this the client waits.
 const READ_AHEAD: usize = 2 * MAX_HEADER_BYTES;
 
-/// How long a closing connection's unread request body is read and dropped.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// The largest request body the fast path waits for and sends whole; larger ones, and chunked ones
+/// that did not come whole with their head, are streamed by hyper.
+const MAX_BODY: usize = 64 * 1024;
 
 /// What became of a connection the fast path served.
 #[derive(Debug)]
@@ -86,7 +89,10 @@ impl RequestView for View<'_> {
         self.headers
             .iter()
             .filter(move |s| self.buf[s.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .filter_map(|s| std::str::from_utf8(&self.buf[s.value.clone()]).ok())
+            .map(|s| &self.buf[s.value.clone()])
+            // What `HeaderValue::to_str` accepts on hyper's path, so both route alike.
+            .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
+            .filter_map(|v| std::str::from_utf8(v).ok())
     }
 }
 
@@ -101,24 +107,59 @@ enum NoHead {
     Timeout,
     /// The client went away.
     ClientGone,
-    /// The client's body broke its framing (after the upstream had the head).
-    BadBody,
+}
+
+/// The request being served.
+struct Current {
+    head: RequestHead,
+    /// Bytes of it in `inbuf`: head and body.
+    len: usize,
+    started: Instant,
+    /// Close the connection after the response.
+    close: bool,
 }
 
 /// A connection's buffers, reused from one request to the next.
 struct Conn<'p> {
     proxy: &'p Proxy,
     client: TcpStream,
-    /// Bytes from the client: the current head, then anything pipelined behind it.
+    /// Bytes from the client: the current request, then anything pipelined behind it.
     inbuf: BytesMut,
+    /// The client has closed its side; what is in `inbuf` is all there will be.
+    client_done: bool,
     /// Bytes from the upstream.
     upbuf: BytesMut,
-    /// The head going upstream, kept for a retry.
+    /// The request going upstream, kept for a retry.
     up_head: Vec<u8>,
     /// What goes downstream next.
     down: Vec<u8>,
     /// Header lines to forward, of the head being handled.
     spans: Vec<Span>,
+}
+
+/// Whether a head's whole body is in `buf` after it: its length if so.
+enum Body {
+    Whole(usize),
+    /// More is to come, and the fast path may wait for it.
+    Partial,
+    /// hyper's: too large to hold, or malformed (hyper answers 400).
+    Other,
+}
+
+fn body_of(head: &RequestHead, buf: &[u8]) -> Body {
+    if let Framing::Length(n) = head.body
+        && n > MAX_BODY as u64
+    {
+        return Body::Other;
+    }
+    let after = &buf[head.len..];
+    match Left::new(head.body).feed(after) {
+        Ok((n, true)) => Body::Whole(n),
+        // A client that announced its length sends it; one streaming chunks may be waiting for
+        // the response before it ends its body, which only hyper's full-duplex path can serve.
+        Ok(_) if after.len() < MAX_BODY && head.body != Framing::Chunked => Body::Partial,
+        _ => Body::Other,
+    }
 }
 
 /// Serves HTTP/1.1 requests on `client` until it closes or needs hyper. `late`: accepted while
@@ -128,11 +169,13 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         proxy,
         client,
         inbuf: BytesMut::with_capacity(4 * 1024),
+        client_done: false,
         upbuf: BytesMut::new(),
         up_head: Vec::new(),
         down: Vec::new(),
         spans: Vec::new(),
     };
+    let handoff = |conn: Conn<'_>| Served::Handoff(Prefixed::new(conn.client, conn.inbuf));
     let header_timeout = proxy.header_timeout;
     // One timer for the connection, re-armed only when it fires before a head is overdue: arming
     // a timer per request costs more than parsing the head.
@@ -141,13 +184,21 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
     let mut draining = late;
     loop {
         let waiting_since = Instant::now();
-        let head = loop {
+        // A head, and its body if it has one; the header timeout covers both.
+        let (head, body) = loop {
             if !conn.inbuf.is_empty() {
                 match parse::request(&conn.inbuf, &mut conn.spans) {
-                    Parsed::Done(head) => break head,
+                    Parsed::Done(head) => match body_of(&head, &conn.inbuf) {
+                        Body::Whole(n) => break (head, n),
+                        Body::Partial => {}
+                        Body::Other => return handoff(conn),
+                    },
                     Parsed::Partial if conn.inbuf.len() < MAX_HEADER_BYTES => {}
-                    _ => return Served::Handoff(Prefixed::new(conn.client, conn.inbuf)),
+                    _ => return handoff(conn),
                 }
+            }
+            if conn.client_done {
+                return Served::Closed;
             }
             conn.inbuf.reserve(READ_CHUNK);
             tokio::select! {
@@ -185,27 +236,19 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         let target = match target {
             Ok(t) if !t.dial.http2 => t,
             // hyper's path answers routing failures, and speaks HTTP/2 upstream.
-            _ => return Served::Handoff(Prefixed::new(conn.client, conn.inbuf)),
+            _ => return handoff(conn),
         };
-        // The part of the body that came with the head; malformed chunked coding is hyper's 400.
-        let mut body = Left::new(head.body);
-        let Ok((prefix, whole)) = body.feed(&conn.inbuf[head.len..]) else {
-            return Served::Handoff(Prefixed::new(conn.client, conn.inbuf));
-        };
-        let mut request = Request {
+        let current = Current {
+            close: head.close || draining,
+            len: head.len + body,
             head,
-            body,
-            prefix,
-            whole,
+            started,
         };
-        let close = request.head.close || draining;
-        if !conn.exchange(&mut request, target, started, close).await {
-            if !matches!(request.body, Left::Done) {
-                conn.linger().await;
-            }
+        let len = current.len;
+        if !conn.exchange(&current, target).await {
             return Served::Closed;
         }
-        conn.inbuf.advance(request.head.len + prefix);
+        conn.inbuf.advance(len);
     }
 }
 
@@ -253,33 +296,16 @@ impl Left {
     }
 }
 
-/// A request being forwarded.
-struct Request {
-    head: RequestHead,
-    /// What is left of its body after `prefix`.
-    body: Left,
-    /// Bytes of body that arrived with the head (in `inbuf` after it).
-    prefix: usize,
-    /// Whether they are the whole body.
-    whole: bool,
-}
-
 /// The route's timer, when it has a timeout.
 type Timer = Option<Pin<Box<tokio::time::Sleep>>>;
 
 impl Conn<'_> {
     /// Forwards one request and its response. Whether the client connection stays open.
-    async fn exchange(
-        &mut self,
-        req: &mut Request,
-        target: Target,
-        started: Instant,
-        close: bool,
-    ) -> bool {
+    async fn exchange(&mut self, req: &Current, target: Target) -> bool {
         let head = &req.head;
         self.write_upstream_head(head);
-        let body = &self.inbuf[head.len..head.len + req.prefix];
-        self.up_head.extend_from_slice(body);
+        self.up_head
+            .extend_from_slice(&self.inbuf[head.len..req.len]);
         let Target {
             endpoint,
             dial,
@@ -287,12 +313,11 @@ impl Conn<'_> {
         } = target;
         let mut guard = endpoint.start();
         let mut timer: Timer =
-            timeout.map(|t| Box::pin(tokio::time::sleep_until((started + t).into())));
+            timeout.map(|t| Box::pin(tokio::time::sleep_until((req.started + t).into())));
         let is_head = head.is_head(&self.inbuf);
-        // Only a request held whole can be sent again.
-        let retryable = head.idempotent(&self.inbuf) && req.whole;
+        let idempotent = head.idempotent(&self.inbuf);
         let mut retried = false;
-        let (upstream, resp, sent_whole) = loop {
+        let (upstream, resp) = loop {
             let (mut upstream, reused) = match endpoint.pool.take_raw() {
                 Some(c) => (c, true),
                 None => match super::pool::connect(endpoint.addr, dial.connect_timeout).await {
@@ -302,40 +327,34 @@ impl Conn<'_> {
                         // Only a refused or unreachable endpoint is backed off from.
                         guard.failed();
                         let flag = Flag::UpstreamConnectFailure;
-                        let close = close || !req.whole;
-                        return self
-                            .reply(flag, &endpoint.stats, head, started, close)
-                            .await;
+                        return self.reply(req, flag, &endpoint.stats).await;
                     }
                 },
             };
-            let mut sent_whole = req.whole;
             let answer = match upstream.write_all(&self.up_head).await {
-                Ok(()) if !req.whole => {
-                    match self.upload(&mut upstream, &mut req.body, &mut timer).await {
-                        Ok(whole) => {
-                            sent_whole = whole;
-                            self.response_head(&mut upstream, is_head, &mut timer).await
-                        }
-                        Err(e) => Err(e),
-                    }
+                Ok(()) => {
+                    self.response_head(&mut upstream, req, is_head, &mut timer)
+                        .await
                 }
-                Ok(()) => self.response_head(&mut upstream, is_head, &mut timer).await,
                 Err(_) => Err(NoHead::Stale),
             };
             let flag = match answer {
-                Ok(resp) => break (upstream, resp, sent_whole),
+                Ok(resp) => break (upstream, resp),
                 // What hyper's pool and browsers do for a pooled connection closed under them.
-                Err(NoHead::Stale) if reused && retryable && !retried => {
+                Err(NoHead::Stale) if reused && idempotent && !retried => {
                     retried = true;
                     continue;
                 }
                 Err(NoHead::ClientGone) => {
-                    count(&endpoint.stats, 0, Some(Flag::DownstreamClosed), started);
+                    count(
+                        &endpoint.stats,
+                        0,
+                        Some(Flag::DownstreamClosed),
+                        req.started,
+                    );
                     return false;
                 }
                 Err(NoHead::Timeout) => Flag::UpstreamTimeout,
-                Err(NoHead::BadBody) => Flag::DownstreamProtocolError,
                 Err(NoHead::Stale) => {
                     tracing::debug!(endpoint = %endpoint.addr, "upstream closed before answering");
                     Flag::UpstreamReset
@@ -345,67 +364,26 @@ impl Conn<'_> {
                     Flag::UpstreamReset
                 }
             };
-            // A body not read to its end leaves no request boundary to go on from.
-            let close =
-                close || !matches!(req.body, Left::Done) || flag == Flag::DownstreamProtocolError;
-            return self
-                .reply(flag, &endpoint.stats, head, started, close)
-                .await;
+            return self.reply(req, flag, &endpoint.stats).await;
         };
         guard.answered();
-        let close = close
-            || !sent_whole
-            || resp.framing == Framing::UntilClose
-            || self.proxy.drain.is_draining();
+        // The start of the body came with the head; a chunked one broken already gets a 502, as
+        // nothing has gone downstream yet.
+        let mut body = Left::new(resp.framing);
+        let Ok(first) = body.feed(&self.upbuf[resp.len..]) else {
+            tracing::debug!(endpoint = %endpoint.addr, "upstream sent malformed chunked coding");
+            return self.reply(req, Flag::UpstreamReset, &endpoint.stats).await;
+        };
+        let close =
+            req.close || resp.framing == Framing::UntilClose || self.proxy.drain.is_draining();
         self.write_downstream_head(&resp, close);
-        let mut resp = resp;
-        // An upstream that answered before it had the whole body may not have read it.
-        resp.reusable &= sent_whole;
-        self.relay(upstream, resp, guard, &mut timer, started, close)
-            .await
-    }
-
-    /// Copies the rest of the request body from the client to the upstream. `Ok(false)`: the
-    /// upstream began to answer first (a 413, a redirect), so the rest is not sent.
-    async fn upload(
-        &mut self,
-        upstream: &mut TcpStream,
-        body: &mut Left,
-        timer: &mut Timer,
-    ) -> Result<bool, NoHead> {
-        let (from_upstream, mut to_upstream) = upstream.split();
-        loop {
-            self.upbuf.clear();
-            self.upbuf.reserve(READ_CHUNK);
-            // The upstream first: an answer ends the upload even while the client has more.
-            tokio::select! {
-                biased;
-                _ = from_upstream.readable() => return Ok(false),
-                read = self.client.read_buf(&mut self.upbuf) => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        return Err(NoHead::ClientGone);
-                    }
-                }
-                () = expiry(timer) => return Err(NoHead::Timeout),
-            }
-            let (take, done) = body.feed(&self.upbuf).map_err(|_| NoHead::BadBody)?;
-            // Bytes past the body are the next request's.
-            self.inbuf.extend_from_slice(&self.upbuf[take..]);
-            tokio::select! {
-                biased;
-                sent = to_upstream.write_all(&self.upbuf[..take]) => {
-                    if sent.is_err() {
-                        return Err(NoHead::Broken("upstream closed mid-request"));
-                    }
-                }
-                // It answers and stops reading: waiting for it to read would wait forever.
-                _ = from_upstream.readable() => return Ok(false),
-                () = expiry(timer) => return Err(NoHead::Timeout),
-            }
-            if done {
-                return Ok(true);
-            }
-        }
+        let relayed = Relay {
+            resp,
+            body,
+            first,
+            close,
+        };
+        self.relay(req, upstream, relayed, guard, &mut timer).await
     }
 
     /// The request head for the upstream: as the client sent it, less hop-by-hop lines, plus an
@@ -446,10 +424,29 @@ impl Conn<'_> {
         out.extend_from_slice(&buf[resp.reason.clone()]);
         out.extend_from_slice(b"\r\n");
         write_lines(out, buf, &self.spans);
+        if let Some(n) = resp.restated_length {
+            let _ = std::io::Write::write_fmt(out, format_args!("content-length: {n}\r\n"));
+        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
+    }
+
+    /// The client's socket is readable while a response is awaited or relayed: takes pipelined
+    /// bytes, or notices it leaving. `Ok(false)`: stop watching (enough read ahead, or the client
+    /// closed its side after sending whole requests, which are still served, as hyper does).
+    fn client_readable(&mut self, req: &Current) -> Result<bool, NoHead> {
+        match self.client.try_read_buf(&mut self.inbuf) {
+            Ok(0) if self.inbuf.len() > req.len => {
+                self.client_done = true;
+                Ok(false)
+            }
+            Ok(0) => Err(NoHead::ClientGone),
+            Ok(_) => Ok(self.inbuf.len() < READ_AHEAD),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+            Err(_) => Err(NoHead::ClientGone),
+        }
     }
 
     /// Reads the response head into `upbuf`, skipping 1xx heads, while watching the client: one
@@ -457,11 +454,13 @@ impl Conn<'_> {
     async fn response_head(
         &mut self,
         upstream: &mut TcpStream,
+        req: &Current,
         is_head: bool,
         timer: &mut Timer,
     ) -> Result<ResponseHead, NoHead> {
         self.upbuf.clear();
-        let (mut heard, mut watching) = (false, true);
+        let mut heard = false;
+        let mut watching = !self.client_done;
         loop {
             if !self.upbuf.is_empty() {
                 match parse::response(&self.upbuf, is_head, &mut self.spans) {
@@ -486,15 +485,7 @@ impl Conn<'_> {
                     _ => return Err(NoHead::Broken("closed mid-head")),
                 },
                 ready = self.client.readable(), if watching => {
-                    if ready.is_err() {
-                        return Err(NoHead::ClientGone);
-                    }
-                    match self.client.try_read_buf(&mut self.inbuf) {
-                        Ok(0) => return Err(NoHead::ClientGone),
-                        Ok(_) => watching = self.inbuf.len() < READ_AHEAD,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => return Err(NoHead::ClientGone),
-                    }
+                    watching = ready.is_ok() && self.client_readable(req)?;
                 }
                 () = expiry(timer) => return Err(NoHead::Timeout),
             }
@@ -502,52 +493,50 @@ impl Conn<'_> {
     }
 
     /// Sends the response head (in `down`) and the body after it, as the upstream sends it; then
-    /// counts the request and pools the upstream connection if it can carry another.
+    /// counts the request and pools the upstream connection if it can carry another. A client
+    /// that leaves meanwhile ends it (a long poll must not hold the upstream for nobody).
     async fn relay(
         &mut self,
+        req: &Current,
         mut upstream: TcpStream,
-        resp: ResponseHead,
+        relay: Relay,
         guard: InFlight,
         timer: &mut Timer,
-        started: Instant,
-        close: bool,
     ) -> bool {
+        let Relay {
+            resp,
+            mut body,
+            first: (mut take, mut done),
+            close,
+        } = relay;
         let stats = &guard.endpoint().stats;
-        let code = resp.status;
-        let mut reusable = resp.reusable;
-        let mut body = Left::new(resp.framing);
-        let mut from = resp.len;
-        let mut first = true;
-        loop {
-            let piece = &self.upbuf[from..];
-            let Ok((take, done)) = body.feed(piece) else {
-                tracing::debug!("upstream sent malformed chunked coding");
-                count(stats, code, Some(Flag::UpstreamReset), started);
-                return false;
-            };
-            // Bytes past the end of the response: the upstream is not speaking HTTP/1.1 we trust.
-            reusable &= !(done && take < piece.len());
-            // The head goes out with the first piece of body, in one write.
-            let sent = if first {
-                first = false;
-                self.down.extend_from_slice(&piece[..take]);
-                self.client.write_all(&self.down).await
-            } else {
-                self.client.write_all(&piece[..take]).await
-            };
-            if sent.is_err() {
-                count(stats, code, Some(Flag::DownstreamClosed), started);
-                return false;
-            }
-            if done {
-                break;
-            }
+        let (code, started) = (resp.status, req.started);
+        // Bytes past the end of the response: the upstream is not speaking HTTP/1.1 we trust.
+        let mut reusable = resp.reusable && resp.len + take == self.upbuf.len();
+        // The head goes out with the first piece of body, in one write.
+        self.down
+            .extend_from_slice(&self.upbuf[resp.len..resp.len + take]);
+        if self.client.write_all(&self.down).await.is_err() {
+            count(stats, code, Some(Flag::DownstreamClosed), started);
+            return false;
+        }
+        let mut watching = !self.client_done;
+        while !done {
             self.upbuf.clear();
             self.upbuf.reserve(READ_CHUNK);
-            from = 0;
             let read = tokio::select! {
                 biased;
                 read = upstream.read_buf(&mut self.upbuf) => read,
+                ready = self.client.readable(), if watching => {
+                    match ready.map_err(|_| NoHead::ClientGone).and_then(|()| self.client_readable(req)) {
+                        Ok(more) => watching = more,
+                        Err(_) => {
+                            count(stats, code, Some(Flag::DownstreamClosed), started);
+                            return false;
+                        }
+                    }
+                    continue;
+                }
                 () = expiry(timer) => {
                     count(stats, code, Some(Flag::UpstreamTimeout), started);
                     return false;
@@ -562,6 +551,17 @@ impl Conn<'_> {
                     return false;
                 }
             }
+            let Ok(fed) = body.feed(&self.upbuf) else {
+                tracing::debug!("upstream sent malformed chunked coding");
+                count(stats, code, Some(Flag::UpstreamReset), started);
+                return false;
+            };
+            (take, done) = fed;
+            reusable &= take == self.upbuf.len();
+            if self.client.write_all(&self.upbuf[..take]).await.is_err() {
+                count(stats, code, Some(Flag::DownstreamClosed), started);
+                return false;
+            }
         }
         if reusable {
             guard.endpoint().pool.put_back_raw(upstream);
@@ -573,36 +573,12 @@ impl Conn<'_> {
         !close
     }
 
-    /// Closes a connection whose client may still be sending a body nobody reads, the way nginx
-    /// does (`lingering_close`): our side first, then what still comes is read and dropped for a
-    /// while. Closing with unread bytes would send a reset, which can destroy the response before
-    /// the client reads it.
-    async fn linger(&mut self) {
-        let _ = self.client.shutdown().await;
-        let discard = async {
-            loop {
-                self.upbuf.clear();
-                self.upbuf.reserve(READ_CHUNK);
-                if !matches!(self.client.read_buf(&mut self.upbuf).await, Ok(n) if n > 0) {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LINGER, discard).await;
-    }
-
-    /// Answers a failure itself, as hyper's path would, and counts it.
-    async fn reply(
-        &mut self,
-        flag: Flag,
-        stats: &Arc<DestStats>,
-        head: &RequestHead,
-        started: Instant,
-        close: bool,
-    ) -> bool {
+    /// Answers a failure itself, as hyper's path would, and counts it. Whether the client
+    /// connection stays open.
+    async fn reply(&mut self, req: &Current, flag: Flag, stats: &Arc<DestStats>) -> bool {
         let view = View {
             buf: &self.inbuf,
-            head,
+            head: &req.head,
             headers: &[],
         };
         let failure = (flag, Some(stats.clone()));
@@ -610,24 +586,41 @@ impl Conn<'_> {
             &failure,
             Protocol::Http,
             (view.method(), view.path()),
-            started,
+            req.started,
         );
+        let is_head = req.head.is_head(&self.inbuf);
         let status = local_status(flag);
         let body = flag.describe();
         self.down.clear();
         let _ = std::io::Write::write_fmt(
             &mut self.down,
             format_args!(
-                "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\n{}\r\n{body}",
+                "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\n{}\r\n{}",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or_default(),
                 flag.as_str(),
                 body.len(),
-                if close { "connection: close\r\n" } else { "" },
+                if req.close {
+                    "connection: close\r\n"
+                } else {
+                    ""
+                },
+                // A response to HEAD has no body, whatever its length says.
+                if is_head { "" } else { body },
             ),
         );
-        self.client.write_all(&self.down).await.is_ok() && !close
+        self.client.write_all(&self.down).await.is_ok() && !req.close
     }
+}
+
+/// A response on its way downstream: its head, what is left of its body after the `first` piece
+/// (bytes of the body that came with the head, and whether they end it), and whether the client
+/// connection closes after it.
+struct Relay {
+    resp: ResponseHead,
+    body: Left,
+    first: (usize, bool),
+    close: bool,
 }
 
 /// Appends header lines.

@@ -252,6 +252,9 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// Whether the upstream connection can carry another request after this response.
     pub reusable: bool,
+    /// A `Content-Length` sent as a list or repeated (all equal), which is restated once: some
+    /// clients (Go's) refuse the repeated form.
+    pub restated_length: Option<u64>,
 }
 
 /// What reading a response head found.
@@ -286,13 +289,14 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     match status {
         101 => return Err("switched protocols unasked"),
         100..=199 => return Ok(Response::Informational(len)),
-        _ => {}
+        200..=999 => {}
+        _ => return Err("invalid status code"),
     }
     let reason = range(buf, resp.reason.unwrap_or_default().as_bytes());
     // HTTP/1.0 closes unless told otherwise; it is simplest not to reuse it at all.
     let mut reusable = version == 1;
     let (mut length, mut chunked, mut transfer_encoded) = (None::<u64>, false, false);
-    let mut named = false;
+    let (mut named, mut lengths) = (false, 0);
     for h in resp.headers.iter() {
         let value = h.value.trim_ascii();
         match name_of(h.name) {
@@ -321,6 +325,7 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
                         return Err("conflicting content-length");
                     }
                     length = Some(n);
+                    lengths += 1;
                 }
             }
             _ => {}
@@ -330,7 +335,12 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
             value: range(buf, value),
         });
     }
-    if transfer_encoded && length.is_some() {
+    if transfer_encoded && version == 0 {
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        return Err("transfer-encoding in an HTTP/1.0 response");
+    }
+    let restate = !transfer_encoded && lengths > 1;
+    if transfer_encoded && length.is_some() || restate {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded.
         kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::ContentLength);
     }
@@ -357,6 +367,7 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
         reason,
         framing,
         reusable,
+        restated_length: length.filter(|_| restate),
     }))
 }
 
@@ -365,11 +376,16 @@ fn str_at<'a>(buf: &'a [u8], r: &Range<usize>) -> &'a str {
 }
 
 /// Drops the headers a `Connection` header names (RFC 9110 §7.6.1); rare, so it may allocate.
+/// The framing headers stay: the body is forwarded in the framing they state.
 fn drop_named(buf: &[u8], headers: &[httparse::Header<'_>], kept: &mut Vec<Span>) {
     let named: Vec<&[u8]> = headers
         .iter()
         .filter(|h| name_of(h.name) == Name::Connection)
         .flat_map(|h| tokens(h.value))
+        .filter(|t| {
+            let name = std::str::from_utf8(t).unwrap_or_default();
+            !matches!(name_of(name), Name::ContentLength | Name::TransferEncoding)
+        })
         .collect();
     kept.retain(|s| {
         let name = &buf[s.name.clone()];
@@ -518,6 +534,11 @@ mod tests {
         assert!(h.close && h.has_request_id && h.is_head(buf) && h.idempotent(buf));
         assert_eq!(h.body, Framing::Empty);
         assert_eq!(&buf[h.len..], b"GET", "pipelined bytes stay");
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let Parsed::Done(h) = request(post, &mut kept) else {
+            panic!("complete")
+        };
+        assert_eq!((h.body, h.len), (Framing::Length(3), post.len() - 3));
         assert_eq!(request(b"GET / HTTP/1.1\r\nHo", &mut kept), Parsed::Partial);
     }
 
@@ -532,8 +553,17 @@ mod tests {
                 true,
                 &["Content-Length"],
             ),
+            // Restated once (`restated_length`), not forwarded as a list.
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+                &[],
+            ),
+            // A Connection header naming the framing does not take it away.
+            (
+                "HTTP/1.1 200 OK\r\nConnection: content-length, x-a\r\nx-a: 1\r\nContent-Length: 5\r\n\r\n",
                 false,
                 Framing::Length(5),
                 true,
@@ -622,6 +652,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 000 Zero\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
         ] {
             assert!(
@@ -641,5 +673,13 @@ mod tests {
             response(b"HTTP/1.1 200 OK\r\n", false, &mut kept),
             Ok(Response::Partial)
         );
+        let Ok(Response::Done(h)) = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+            false,
+            &mut kept,
+        ) else {
+            panic!("a final response")
+        };
+        assert_eq!((h.restated_length, kept.len()), (Some(2), 0));
     }
 }
