@@ -120,6 +120,13 @@ fn scripted_upstream() -> SocketAddr {
                         std::thread::sleep(std::time::Duration::from_millis(500));
                         return;
                     }
+                    if path == "/cut" {
+                        // A body read until close, then a reset: the request's body is left
+                        // unread, so closing sends RST instead of FIN.
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\npartial");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        return;
+                    }
                     let Some(got) = read_body(&mut s, &head) else {
                         return;
                     };
@@ -463,4 +470,14 @@ fn the_proxys_own_answer_to_head_has_no_body() {
         second.ends_with("\r\n\r\nupstream connect failure"),
         "{out}"
     );
+}
+
+#[test]
+fn a_body_read_until_close_that_breaks_off_reaches_the_client_as_broken() {
+    // Without a length or chunks, only the way the connection ends tells a complete body from a
+    // cut one: the upstream's reset must reach the client as a reset, not as a clean close.
+    let upstream = scripted_upstream();
+    let fast = mesh(upstream, true);
+    let got = fetch(fast.bind, &["/cut"], &["--data-binary", "body"], &[]);
+    assert!(got.starts_with("exit 56\nHTTP/1.1 200 OK\n"), "{got}");
 }

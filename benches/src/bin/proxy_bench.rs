@@ -24,44 +24,35 @@ use std::io::Read;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Options; every figure is printed per path, side by side.
+#[derive(clap::Parser)]
+#[command(about = "weft-proxy, nginx and HAProxy side by side on one HTTP/1.1 keep-alive hop")]
 struct Opts {
+    /// Open-loop request rates (req/s), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     rates: Vec<u64>,
+    /// Seconds per open-loop measurement.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Client connections.
+    #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Seconds of the closed-loop saturation measurement.
+    #[arg(long, default_value_t = 5)]
     saturation_seconds: u64,
     /// Pin the proxy under test to one core and everything else to the other.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pin: bool,
     /// Only the saturation phase (for profiling).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     saturation_only: bool,
     /// Runs of each measurement, interleaved across the paths; the median is printed.
-    rounds: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
 }
 
 fn opts() -> Opts {
-    let mut o = Opts {
-        rates: vec![1000, 5000],
-        seconds: 10,
-        connections: 16,
-        saturation_seconds: 5,
-        pin: false,
-        saturation_only: false,
-        rounds: 1,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let v = pair.get(1).expect("flag value");
-        match pair[0].as_str() {
-            "--rates" => o.rates = v.split(',').map(|r| r.parse().expect("rate")).collect(),
-            "--seconds" => o.seconds = v.parse().expect("seconds"),
-            "--connections" => o.connections = v.parse().expect("connections"),
-            "--saturation-seconds" => o.saturation_seconds = v.parse().expect("seconds"),
-            "--pin" => o.pin = v.parse().expect("true or false"),
-            "--saturation-only" => o.saturation_only = v.parse().expect("true or false"),
-            "--rounds" => o.rounds = v.parse::<usize>().expect("rounds").max(1),
-            f => panic!("unknown flag {f}"),
-        }
-    }
-    o
+    <Opts as clap::Parser>::parse()
 }
 
 /// The core the proxies under test run on; the generator, the origin and `weft serve` share the

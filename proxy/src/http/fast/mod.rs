@@ -184,17 +184,23 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
     let mut draining = late;
     loop {
         let waiting_since = Instant::now();
-        // A head, and its body if it has one; the header timeout covers both.
+        // A head, and its body if it has one; the header timeout covers both. A head whose body
+        // is still coming is kept (its spans are offsets, valid as the buffer grows), not parsed
+        // again on every read.
+        let mut parsed: Option<RequestHead> = None;
         let (head, body) = loop {
-            if !conn.inbuf.is_empty() {
+            if parsed.is_none() && !conn.inbuf.is_empty() {
                 match parse::request(&conn.inbuf, &mut conn.spans) {
-                    Parsed::Done(head) => match body_of(&head, &conn.inbuf) {
-                        Body::Whole(n) => break (head, n),
-                        Body::Partial => {}
-                        Body::Other => return handoff(conn),
-                    },
+                    Parsed::Done(head) => parsed = Some(head),
                     Parsed::Partial if conn.inbuf.len() < MAX_HEADER_BYTES => {}
                     _ => return handoff(conn),
+                }
+            }
+            if let Some(head) = &parsed {
+                match body_of(head, &conn.inbuf) {
+                    Body::Whole(n) => break (parsed.take().expect("parsed"), n),
+                    Body::Partial => {}
+                    Body::Other => return handoff(conn),
                 }
             }
             if conn.client_done {
@@ -320,23 +326,38 @@ impl Conn<'_> {
         let (upstream, resp) = loop {
             let (mut upstream, reused) = match endpoint.pool.take_raw() {
                 Some(c) => (c, true),
-                None => match super::pool::connect(endpoint.addr, dial.connect_timeout).await {
-                    Ok(c) => (c, false),
-                    Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
-                        // Only a refused or unreachable endpoint is backed off from.
-                        guard.failed();
-                        let flag = Flag::UpstreamConnectFailure;
-                        return self.reply(req, flag, &endpoint.stats).await;
+                None => {
+                    let connect = super::pool::connect(endpoint.addr, dial.connect_timeout);
+                    let connected = tokio::select! {
+                        biased;
+                        () = expiry(&mut timer) => {
+                            return self.reply(req, Flag::UpstreamTimeout, &endpoint.stats).await;
+                        }
+                        c = connect => c,
+                    };
+                    match connected {
+                        Ok(c) => (c, false),
+                        Err(e) => {
+                            tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
+                            // Only a refused or unreachable endpoint is backed off from.
+                            guard.failed();
+                            let flag = Flag::UpstreamConnectFailure;
+                            return self.reply(req, flag, &endpoint.stats).await;
+                        }
                     }
-                },
+                }
             };
-            let answer = match upstream.write_all(&self.up_head).await {
+            let written = tokio::select! {
+                biased;
+                () = expiry(&mut timer) => Err(NoHead::Timeout),
+                w = upstream.write_all(&self.up_head) => w.map_err(|_| NoHead::Stale),
+            };
+            let answer = match written {
                 Ok(()) => {
                     self.response_head(&mut upstream, req, is_head, &mut timer)
                         .await
                 }
-                Err(_) => Err(NoHead::Stale),
+                Err(e) => Err(e),
             };
             let flag = match answer {
                 Ok(resp) => break (upstream, resp),
@@ -477,8 +498,10 @@ impl Conn<'_> {
                 }
             }
             self.upbuf.reserve(READ_CHUNK);
+            // The timer first: an upstream that never stops sending must not starve it.
             tokio::select! {
                 biased;
+                () = expiry(timer) => return Err(NoHead::Timeout),
                 read = upstream.read_buf(&mut self.upbuf) => match read {
                     Ok(n) if n > 0 => heard = true,
                     _ if !heard => return Err(NoHead::Stale),
@@ -487,7 +510,6 @@ impl Conn<'_> {
                 ready = self.client.readable(), if watching => {
                     watching = ready.is_ok() && self.client_readable(req)?;
                 }
-                () = expiry(timer) => return Err(NoHead::Timeout),
             }
         }
     }
@@ -524,8 +546,13 @@ impl Conn<'_> {
         while !done {
             self.upbuf.clear();
             self.upbuf.reserve(READ_CHUNK);
+            // The timer first: an upstream that never stops sending must not starve it.
             let read = tokio::select! {
                 biased;
+                () = expiry(timer) => {
+                    count(stats, code, Some(Flag::UpstreamTimeout), started);
+                    return self.abort(resp.framing);
+                }
                 read = upstream.read_buf(&mut self.upbuf) => read,
                 ready = self.client.readable(), if watching => {
                     match ready.map_err(|_| NoHead::ClientGone).and_then(|()| self.client_readable(req)) {
@@ -537,10 +564,6 @@ impl Conn<'_> {
                     }
                     continue;
                 }
-                () = expiry(timer) => {
-                    count(stats, code, Some(Flag::UpstreamTimeout), started);
-                    return false;
-                }
             };
             match read {
                 Ok(n) if n > 0 => {}
@@ -548,13 +571,13 @@ impl Conn<'_> {
                 _ => {
                     tracing::debug!("upstream closed mid-body");
                     count(stats, code, Some(Flag::UpstreamReset), started);
-                    return false;
+                    return self.abort(resp.framing);
                 }
             }
             let Ok(fed) = body.feed(&self.upbuf) else {
                 tracing::debug!("upstream sent malformed chunked coding");
                 count(stats, code, Some(Flag::UpstreamReset), started);
-                return false;
+                return self.abort(resp.framing);
             };
             (take, done) = fed;
             reusable &= take == self.upbuf.len();
@@ -571,6 +594,16 @@ impl Conn<'_> {
             let _ = self.client.shutdown().await;
         }
         !close
+    }
+
+    /// Ends a connection whose response broke off mid-body. A body read until close ends with a
+    /// reset, not a FIN, which would make it look complete; one with a length or chunks shows its
+    /// cut by itself. Always `false` (the connection is done).
+    fn abort(&mut self, framing: Framing) -> bool {
+        if framing == Framing::UntilClose {
+            let _ = self.client.set_zero_linger();
+        }
+        false
     }
 
     /// Answers a failure itself, as hyper's path would, and counts it. Whether the client

@@ -296,7 +296,7 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     // HTTP/1.0 closes unless told otherwise; it is simplest not to reuse it at all.
     let mut reusable = version == 1;
     let (mut length, mut chunked, mut transfer_encoded) = (None::<u64>, false, false);
-    let (mut named, mut lengths) = (false, 0);
+    let (mut named, mut lengths, mut listed) = (false, 0, false);
     for h in resp.headers.iter() {
         let value = h.value.trim_ascii();
         match name_of(h.name) {
@@ -317,8 +317,17 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
                 chunked = tokens(value)
                     .last()
                     .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                if !chunked {
+                    // Read until close and forwarded so: no coding is left to announce (as hyper).
+                    continue;
+                }
             }
             Name::ContentLength => {
+                // Anything but bare digits (a list, a stray comma) is restated as one number.
+                listed |= !value.iter().all(u8::is_ascii_digit);
+                if tokens(value).next().is_none() {
+                    return Err("invalid content-length");
+                }
                 for t in tokens(value) {
                     let n = digits(t).ok_or("invalid content-length")?;
                     if length.is_some_and(|l| l != n) {
@@ -339,7 +348,7 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
         // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
         return Err("transfer-encoding in an HTTP/1.0 response");
     }
-    let restate = !transfer_encoded && lengths > 1;
+    let restate = !transfer_encoded && (lengths > 1 || listed);
     if transfer_encoded && length.is_some() || restate {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded.
         kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::ContentLength);
@@ -581,7 +590,7 @@ mod tests {
                 false,
                 Framing::UntilClose,
                 false,
-                &["Transfer-Encoding"],
+                &[],
             ),
             (
                 "HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
@@ -653,6 +662,8 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTP/1.1 000 Zero\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: ,\r\n\r\n",
             "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
         ] {
@@ -675,6 +686,14 @@ mod tests {
         );
         let Ok(Response::Done(h)) = response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+            false,
+            &mut kept,
+        ) else {
+            panic!("a final response")
+        };
+        assert_eq!((h.restated_length, kept.len()), (Some(2), 0));
+        let Ok(Response::Done(h)) = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2,\r\n\r\nok",
             false,
             &mut kept,
         ) else {
