@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 
-use weft_e2e::{OneService, one_service};
+use weft_e2e::{Backend, OneService, one_service};
 
 /// What the upstream answers for a request path; `true`: close the connection after it.
 fn answer(path: &str) -> (&'static [u8], bool) {
@@ -480,4 +480,42 @@ fn a_body_read_until_close_that_breaks_off_reaches_the_client_as_broken() {
     let fast = mesh(upstream, true);
     let got = fetch(fast.bind, &["/cut"], &["--data-binary", "body"], &[]);
     assert!(got.starts_with("exit 56\nHTTP/1.1 200 OK\n"), "{got}");
+}
+
+#[test]
+fn python_http_client_keeps_one_connection_through_gets_posts_heads_and_a_large_upload() {
+    // A second real client, as apps use it: one keep-alive connection, small bodies (sent whole
+    // by the fast path), a HEAD, then an upload large enough to be handed to hyper mid-connection.
+    let backend = weft_e2e::backend("py");
+    let mesh = one_service("up", 80, "http", &[backend.addr.port()], "", &[]);
+    let script = "import http.client, sys\n\
+        host, port = sys.argv[1].rsplit(':', 1)\n\
+        c = http.client.HTTPConnection(host, int(port), timeout=5)\n\
+        out = []\n\
+        c.connect(); first = c.sock.getsockname()[1]\n\
+        for i in range(20):\n\
+        \x20   c.request('GET', '/g%d' % i, headers={'Host': 'up'})\n\
+        \x20   r = c.getresponse(); r.read(); out.append(r.status)\n\
+        for n in (0, 1000, 60000):\n\
+        \x20   c.request('POST', '/p', body=b'x' * n, headers={'Host': 'up'})\n\
+        \x20   r = c.getresponse(); r.read(); out.append(r.getheader('x-seen-body-bytes'))\n\
+        c.request('HEAD', '/h', headers={'Host': 'up'})\n\
+        r = c.getresponse(); out.append(r.read())\n\
+        c.request('PUT', '/big', body=b'y' * 500000, headers={'Host': 'up'})\n\
+        r = c.getresponse(); r.read(); out.append(r.getheader('x-seen-body-bytes'))\n\
+        c.request('GET', '/after', headers={'Host': 'up'})\n\
+        port = c.sock.getsockname()[1]\n\
+        r = c.getresponse(); out.append(r.read().decode())\n\
+        out.append(port == first)\n\
+        print(out)\n";
+    let out = weft_e2e::python_script(script, &[&mesh.bind.to_string()]);
+    let statuses = vec!["200"; 20].join(", ");
+    assert_eq!(
+        out.trim(),
+        format!("[{statuses}, '0', '1000', '60000', b'', '500000', 'py', True]"),
+    );
+    // All of it on one connection to the proxy (`True`: the last request left from the first
+    // one's port), and few to the backend: nothing was closed along the way, not even at the
+    // handoff.
+    assert!(Backend::get(&backend.connections) <= 2, "{backend:?}");
 }
