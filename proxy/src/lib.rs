@@ -8,6 +8,7 @@ pub mod config;
 pub mod detect;
 pub mod drain;
 pub mod http;
+pub mod idle;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

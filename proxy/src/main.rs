@@ -67,6 +67,11 @@ struct Args {
     /// byte-level fast path; `false` leaves every request to hyper. A switch for comparing the two.
     #[arg(long, env = "WEFT_HTTP1_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
     http1_fast_path: bool,
+    /// Milliseconds an HTTP/2 connection from a client may carry nothing before it is closed
+    /// (GOAWAY; open streams finish first): Envoy's default `idle_timeout`, one hour. Idle HTTP/1
+    /// connections meet the header timeout instead.
+    #[arg(long, env = "WEFT_HTTP_IDLE_TIMEOUT_MS", default_value_t = 3_600_000)]
+    http_idle_timeout_ms: u64,
     /// Milliseconds to let connections in flight finish after SIGTERM.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
     drain_timeout_ms: u64,
@@ -161,6 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain.clone(),
     );
     proxy.http1_fast_path = args.http1_fast_path;
+    proxy.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms);
     let outbound_capture = outbound::capture::bind(args.outbound_capture_addr)?;
     let inbound_capture = outbound::capture::bind(args.inbound_capture_addr)?;
     tracing::info!(

@@ -201,3 +201,50 @@ fn grpc_streams_flow_message_by_message_both_ways() {
     );
     assert_eq!(parts[3], "m0,m1,m2,m3,m4");
 }
+
+#[test]
+fn an_idle_http2_connection_is_sent_goaway_and_closed_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let backend = weft_e2e::named_backend("h2");
+    let mesh = weft_e2e::one_service(
+        "idle",
+        80,
+        "http2",
+        &[backend.port()],
+        "",
+        &["--http-idle-timeout-ms", "1000"],
+    );
+    let mut c = std::net::TcpStream::connect(mesh.bind).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(6)))
+        .unwrap();
+    // The client preface and an empty SETTINGS frame, then nothing.
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Frames (3 bytes of length, then type, flags, stream id), answered as a client would:
+    // SETTINGS acknowledged, PINGs (which a graceful GOAWAY waits on) echoed.
+    let mut types = Vec::new();
+    let mut header = [0u8; 9];
+    while c.read_exact(&mut header).is_ok() {
+        let len =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        c.read_exact(&mut payload).unwrap();
+        let (kind, flags) = (header[3], header[4]);
+        types.push(kind);
+        match (kind, flags & 1) {
+            (0x4, 0) => c.write_all(b"\0\0\0\x04\x01\0\0\0\0").unwrap(),
+            (0x6, 0) => {
+                c.write_all(b"\0\0\x08\x06\x01\0\0\0\0").unwrap();
+                c.write_all(&payload).unwrap();
+            }
+            _ => {}
+        }
+    }
+    let took = started.elapsed();
+    assert!(types.contains(&0x7), "a GOAWAY among frames {types:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(4),
+        "closed after {took:?}, want ~1-1.25 s"
+    );
+}

@@ -220,6 +220,8 @@ pub struct Proxy {
     pub drain: crate::drain::Drain,
     /// Whether plain HTTP/1.1 requests take the fast path (`fast`) rather than hyper.
     pub http1_fast_path: bool,
+    /// How long a client's HTTP/2 connection may carry nothing before it is closed.
+    pub idle_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -239,6 +241,7 @@ impl Proxy {
             detect_timeout,
             drain,
             http1_fast_path: true,
+            idle_timeout: Duration::from_secs(3600),
             metrics,
         }
     }

@@ -100,6 +100,7 @@ pub async fn serve_connection(
     } else {
         Server::Http1(Prefixed::new(stream, Default::default()))
     };
+    let idle = proxy.idle_timeout;
     let source = Arc::new(source);
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
@@ -119,8 +120,22 @@ pub async fn serve_connection(
             builder
                 .timer(TokioTimer::new())
                 .max_header_list_size(crate::http::MAX_HEADER_BYTES as u32);
+            // An HTTP/2 connection that carries nothing for the idle timeout is closed as a
+            // drain closes it (GOAWAY; streams still open finish first), as Envoy's
+            // `idle_timeout` does. HTTP/1 connections idle between requests meet the header
+            // timeout instead.
+            let io = crate::idle::Active::new(stream);
+            let moved = io.moved();
+            let signal = async {
+                tokio::select! {
+                    () = signal => {}
+                    () = crate::idle::quiet_for(&moved, idle) => {
+                        tracing::debug!(?idle, "idle HTTP/2 connection: closing");
+                    }
+                }
+            };
             until_drained(
-                builder.serve_connection(TokioIo::new(stream), svc),
+                builder.serve_connection(TokioIo::new(io), svc),
                 signal,
                 |c| c.graceful_shutdown(),
             )

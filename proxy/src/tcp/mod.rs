@@ -77,7 +77,7 @@ pub async fn carry(
     let result = match idle_timeout {
         Some(idle) => tokio::select! {
             r = copy => r.map(|_| ()),
-            () = quiet_for(&moved, idle) => {
+            () = crate::idle::quiet_for(&moved, idle) => {
                 tracing::debug!(?idle, "idle timeout: closing");
                 Ok(())
             }
@@ -86,24 +86,6 @@ pub async fn carry(
     };
     tcp.close();
     result
-}
-
-/// Resolves once `moved` has not changed for `idle`. Looks four times per `idle` (a timer per
-/// connection every 15 minutes at the default hour), so the data path only bumps a counter.
-async fn quiet_for(moved: &AtomicU64, idle: Duration) {
-    let step = (idle / 4).max(Duration::from_millis(10));
-    let mut seen = moved.load(Ordering::Relaxed);
-    let mut quiet_since = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(step).await;
-        let now = moved.load(Ordering::Relaxed);
-        if now != seen {
-            seen = now;
-            quiet_since = tokio::time::Instant::now();
-        } else if quiet_since.elapsed() >= idle {
-            return;
-        }
-    }
 }
 
 /// A stream that adds the bytes read from it to a counter, and to the connection's own count
