@@ -519,3 +519,56 @@ fn python_http_client_keeps_one_connection_through_gets_posts_heads_and_a_large_
     // handoff.
     assert!(Backend::get(&backend.connections) <= 2, "{backend:?}");
 }
+
+#[test]
+fn a_split_between_an_http1_and_an_http2_cluster_keeps_its_weights_on_one_request_connections() {
+    // The fast path routes each request; one whose cluster speaks HTTP/2 is handed to hyper
+    // with that decision, not drawn again (which would give the HTTP/2 side ~1% instead of 10%).
+    let v1 = weft_e2e::named_backend("v1");
+    let v2 = weft_e2e::named_backend("v2");
+    let canary = format!(
+        r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: canary, namespace: shop}}
+spec: {{clusterIP: 127.41.0.10, ports: [{{name: http2, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: canary-a, namespace: shop, labels: {{kubernetes.io/service-name: canary}}}}
+addressType: IPv4
+ports: [{{name: http2, port: {}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: split, namespace: shop}}
+spec:
+  parentRefs: [{{kind: Service, name: up, port: 80}}]
+  rules:
+    - backendRefs:
+        - {{name: up, port: 80, weight: 90}}
+        - {{name: canary, port: 80, weight: 10}}
+"#,
+        v2.port()
+    );
+    let mesh = one_service("up", 80, "http", &[v1.port()], &canary, &[]);
+    weft_e2e::wait_for_port(mesh.bind, std::time::Duration::from_secs(10));
+    let mut to_v2 = 0;
+    let n = 300;
+    for _ in 0..n {
+        let out = exchange(
+            mesh.bind,
+            "GET / HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n",
+            false,
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        to_v2 += usize::from(out.ends_with("v2"));
+    }
+    // 10% of 300 is 30, with a standard deviation of about 5.
+    assert!(
+        (12..=55).contains(&to_v2),
+        "{to_v2} of {n} went to the canary"
+    );
+}

@@ -124,7 +124,13 @@ fn local_status(flag: Flag) -> StatusCode {
 /// A failure, and the destination it is counted against (none when no route or cluster matched).
 type Failure = (Flag, Option<Arc<DestStats>>);
 
+/// The routing decision the fast path made for the request it handed to hyper: used for that
+/// request instead of drawing again, so weighted splits and round robin count it once.
+#[derive(Debug)]
+pub struct Routed(Result<Target, Failure>);
+
 /// Where a request goes.
+#[derive(Debug)]
 struct Target {
     endpoint: Arc<crate::balance::Endpoint>,
     dial: pool::Dial,
@@ -251,13 +257,18 @@ impl Proxy {
         &self.metrics
     }
 
-    /// Routes and forwards one request.
-    pub async fn handle(&self, source: &RouteSource, req: Request<Incoming>) -> Response<Body> {
+    /// Routes (unless the fast path did: `routed`) and forwards one request.
+    pub async fn handle(
+        &self,
+        source: &RouteSource,
+        req: Request<Incoming>,
+        routed: Option<Routed>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let protocol = protocol_of(req.headers());
         // Kept for the log line of a local reply; the path shares the request's buffer, no copy.
         let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
-        match self.forward(source, req, started, protocol).await {
+        match self.forward(source, req, routed, started, protocol).await {
             Ok(resp) => resp,
             Err(failure) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
@@ -337,6 +348,7 @@ impl Proxy {
         &self,
         source: &RouteSource,
         req: Request<Incoming>,
+        routed: Option<Routed>,
         started: Instant,
         protocol: Protocol,
     ) -> Result<Response<Body>, Failure> {
@@ -372,7 +384,10 @@ impl Proxy {
             endpoint,
             dial,
             timeout,
-        } = self.target(source, authority, &parts, parts.version == Version::HTTP_2)?;
+        } = match routed {
+            Some(Routed(decided)) => decided?,
+            None => self.target(source, authority, &parts, parts.version == Version::HTTP_2)?,
+        };
 
         // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
         // them to switch protocols. The server attaches `OnUpgrade` only to requests whose

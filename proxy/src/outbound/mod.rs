@@ -90,22 +90,30 @@ pub async fn serve_connection(
     // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
     // until the proxy stops): closing it at once would fail a client that did nothing wrong.
     let late = drain.is_draining();
-    let server = if http2 {
-        Server::Http2(stream)
+    let (server, routed) = if http2 {
+        (Server::Http2(stream), None)
     } else if proxy.http1_fast_path {
         match fast::serve(&proxy, &source, stream, late).await {
             Served::Closed => return,
-            Served::Handoff(io) => Server::Http1(io),
+            Served::Handoff(io, routed) => (Server::Http1(io), routed),
         }
     } else {
-        Server::Http1(Prefixed::new(stream, Default::default()))
+        (
+            Server::Http1(Prefixed::new(stream, Default::default())),
+            None,
+        )
     };
     let idle = proxy.idle_timeout;
     let source = Arc::new(source);
+    // The request the fast path routed before handing over is the first hyper reads.
+    let routed = routed.map(|r| Arc::new(std::sync::Mutex::new(Some(r))));
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let source = source.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req).await) }
+        let routed = routed
+            .as_ref()
+            .and_then(|r| r.lock().ok().and_then(|mut r| r.take()));
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req, routed).await) }
     });
     let signal = async {
         if late {

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 pub use prefixed::Prefixed;
 
 use self::parse::{Framing, Parsed, RequestHead, Response, ResponseHead, Span};
-use super::{MAX_HEADER_BYTES, Proxy, RouteSource, Target, local_status};
+use super::{MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target, local_status};
 use crate::balance::InFlight;
 use crate::config::route::RequestView;
 use crate::metrics::{DestStats, Flag, Outcome, Protocol};
@@ -46,8 +46,8 @@ const MAX_BODY: usize = 64 * 1024;
 pub enum Served {
     /// It is closed.
     Closed,
-    /// hyper serves the rest of it.
-    Handoff(Prefixed),
+    /// hyper serves the rest of it, starting with the request the fast path routed, if it did.
+    Handoff(Prefixed, Option<Routed>),
 }
 
 /// A request head as routing sees it.
@@ -175,7 +175,7 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         down: Vec::new(),
         spans: Vec::new(),
     };
-    let handoff = |conn: Conn<'_>| Served::Handoff(Prefixed::new(conn.client, conn.inbuf));
+    let handoff = |conn: Conn<'_>| Served::Handoff(Prefixed::new(conn.client, conn.inbuf), None);
     let header_timeout = proxy.header_timeout;
     // One timer for the connection, re-armed only when it fires before a head is overdue: arming
     // a timer per request costs more than parsing the head.
@@ -242,7 +242,10 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         let target = match target {
             Ok(t) if !t.dial.http2 => t,
             // hyper's path answers routing failures, and speaks HTTP/2 upstream.
-            _ => return handoff(conn),
+            decided => {
+                let io = Prefixed::new(conn.client, conn.inbuf);
+                return Served::Handoff(io, Some(Routed(decided)));
+            }
         };
         let current = Current {
             close: head.close || draining,
