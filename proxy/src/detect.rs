@@ -53,7 +53,10 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
         let n = buf.len().min(m.len());
         if buf[..n] == m[..n] {
             if n == m.len() {
-                return Some(Detected::Http1);
+                // A common method is HTTP without waiting for the rest of its line (a long URL
+                // may come slowly), unless the whole line is here and is no request line:
+                // Redis' inline `GET key`.
+                return Some(request_line(buf).unwrap_or(Detected::Http1));
             }
             undecided = true;
         }
@@ -71,19 +74,20 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     if token == 0 || buf.get(token).is_some_and(|b| *b != b' ') {
         return Some(Detected::Opaque);
     }
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(end) => {
-            let line = &buf[..end];
-            let http = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
-            Some(if http {
-                Detected::Http1
-            } else {
-                Detected::Opaque
-            })
-        }
-        // Not a whole line yet: wait for more, up to what `detect` peeks at.
-        None => None,
-    }
+    // Not a whole line yet: wait for more, up to what `detect` peeks at.
+    request_line(buf)
+}
+
+/// Whether the first line, if it is all here, is an HTTP/1 request line (`... HTTP/1.x`).
+fn request_line(buf: &[u8]) -> Option<Detected> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = &buf[..end];
+    let http = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+    Some(if http {
+        Detected::Http1
+    } else {
+        Detected::Opaque
+    })
 }
 
 /// Peeks at `stream` until its protocol is known or `timeout` passes.
@@ -136,6 +140,10 @@ mod tests {
             (b"KEYS *\r\n", Some(Opaque)),
             (b"PING\r\n", Some(Opaque)),
             (b"*1\r\n$4\r\nPING\r\n", Some(Opaque)),
+            // Redis' inline commands that start like HTTP methods, whole lines.
+            (b"GET key\r\n", Some(Opaque)),
+            (b"DELETE key\r\n", Some(Opaque)),
+            (b"GET /a-long-url-still-arriving", Some(Http1)),
         ];
         for (bytes, want) in cases {
             assert_eq!(classify(bytes), *want, "{bytes:?}");
