@@ -572,3 +572,35 @@ spec:
         "{to_v2} of {n} went to the canary"
     );
 }
+
+#[test]
+fn a_small_body_that_trickles_in_is_streamed_not_held_to_the_header_timeout() {
+    // 40 bytes, one every 50 ms: 2 s in all, twice the header timeout. The fast path waits
+    // briefly for a body split across packets, then hands it to hyper, which streams it.
+    let upstream = scripted_upstream();
+    let fast = one_service(
+        "up",
+        80,
+        "http",
+        &[upstream.port()],
+        "",
+        &["--http-header-timeout-ms", "1000"],
+    );
+    let mut c = TcpStream::connect(fast.bind).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    c.write_all(
+        b"POST /count HTTP/1.1\r\nHost: up\r\nContent-Length: 40\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        c.write_all(b"t").unwrap();
+    }
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK") && out.ends_with("40"),
+        "{out}"
+    );
+}

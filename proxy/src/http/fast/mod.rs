@@ -37,9 +37,14 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Pipelined bytes read ahead while a response is awaited; past this the client waits.
 const READ_AHEAD: usize = 2 * MAX_HEADER_BYTES;
 
-/// The largest request body the fast path waits for and sends whole; larger ones, and chunked ones
-/// that did not come whole with their head, are streamed by hyper.
+/// The largest request body the fast path waits for and sends whole; larger ones, chunked ones
+/// that did not come whole with their head, and ones slower than `BODY_WAIT` are streamed by
+/// hyper.
 const MAX_BODY: usize = 64 * 1024;
+
+/// How long the fast path waits for the rest of a small body before hyper streams it instead:
+/// long enough for one that is merely split across packets.
+const BODY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What became of a connection the fast path served.
 #[derive(Debug)]
@@ -188,6 +193,7 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         // is still coming is kept (its spans are offsets, valid as the buffer grows), not parsed
         // again on every read.
         let mut parsed: Option<RequestHead> = None;
+        let mut waiting_for_body = false;
         let (head, body) = loop {
             if parsed.is_none() && !conn.inbuf.is_empty() {
                 match parse::request(&conn.inbuf, &mut conn.spans) {
@@ -199,6 +205,12 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
             if let Some(head) = &parsed {
                 match body_of(head, &conn.inbuf) {
                     Body::Whole(n) => break (parsed.take().expect("parsed"), n),
+                    // A body that trickles in is not held: past a short wait hyper streams it.
+                    Body::Partial if !waiting_for_body => {
+                        waiting_for_body = true;
+                        let wait = BODY_WAIT.min(header_timeout);
+                        header_timer.as_mut().reset((Instant::now() + wait).into());
+                    }
                     Body::Partial => {}
                     Body::Other => return handoff(conn),
                 }
@@ -215,6 +227,9 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
                     }
                 }
                 () = header_timer.as_mut() => {
+                    if waiting_for_body {
+                        return handoff(conn);
+                    }
                     let overdue = waiting_since + header_timeout;
                     if Instant::now() >= overdue {
                         tracing::debug!("no request head within {header_timeout:?}; closing");
