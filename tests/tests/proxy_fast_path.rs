@@ -604,3 +604,57 @@ fn a_small_body_that_trickles_in_is_streamed_not_held_to_the_header_timeout() {
         "{out}"
     );
 }
+
+#[test]
+fn the_route_timeout_cuts_a_response_whose_upstream_never_pauses() {
+    // The upstream announces 1 GiB and sends as fast as it can: the proxy always has bytes to
+    // read, and the route's 500 ms timeout must still cut the response.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                if read_head(&mut s).is_none() {
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
+                let chunk = vec![b'f'; 64 * 1024];
+                while s.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: up, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: up, port: 80}]
+  rules:
+    - timeouts: {request: 500ms}
+      backendRefs: [{name: up, port: 80}]
+"#;
+    let fast = one_service("up", 80, "http", &[upstream.port()], route, &[]);
+    weft_e2e::wait_for_port(fast.bind, std::time::Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            "-w",
+            "%{size_download}",
+        ])
+        .arg(format!("http://{}/", fast.bind))
+        .args(["-H", "Host: up"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(!out.status.success(), "curl should see the body cut");
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "cut after {took:?}, want ~0.5 s"
+    );
+}
