@@ -78,7 +78,8 @@ impl Pool {
                 },
             }
         }
-        let mut conn = dial_h1(addr, dial).await?;
+        // Boxed: dialing is rare, and its state would otherwise grow every request's future.
+        let mut conn = Box::pin(dial_h1(addr, dial)).await?;
         let resp = conn.send_request(req).await?;
         Ok((resp, Some(conn)))
     }
@@ -190,7 +191,7 @@ impl Pool {
                             "{addr}: the dial this request waited for failed"
                         )));
                     }
-                    match dial_h2(addr, dial).await {
+                    match Box::pin(dial_h2(addr, dial)).await {
                         Ok(c) => {
                             *lock(&self.h2) = Some((c.clone(), Instant::now()));
                             c
