@@ -2,7 +2,6 @@
 //! that wakes four times per timeout looks whether it moved.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,29 +25,21 @@ pub async fn quiet_for(moved: &AtomicU64, idle: Duration) {
     }
 }
 
-/// A stream that counts the reads and writes that moved bytes, for [`quiet_for`].
+/// A stream that adds the bytes read from it to `moved`, the count [`quiet_for`] watches, and
+/// to `bytes` if given (a metric). Reads alone tell activity: a proxied byte is read on one side
+/// before it is written on the other, and an HTTP/2 peer that receives also reads (its window
+/// updates).
 #[derive(Debug)]
-pub struct Active<S> {
-    inner: S,
-    moved: Arc<AtomicU64>,
+pub struct Counted<'a, S> {
+    /// The stream.
+    pub inner: S,
+    /// The connection's own count.
+    pub moved: &'a AtomicU64,
+    /// A counter the bytes also go to.
+    pub bytes: Option<&'a AtomicU64>,
 }
 
-impl<S> Active<S> {
-    /// `inner`, counted into a new counter.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            moved: Default::default(),
-        }
-    }
-
-    /// The counter, to watch with [`quiet_for`].
-    pub fn moved(&self) -> Arc<AtomicU64> {
-        self.moved.clone()
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -56,24 +47,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.moved.fetch_add(1, Ordering::Relaxed);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = (buf.filled().len() - before) as u64;
+            self.moved.fetch_add(n, Ordering::Relaxed);
+            if let Some(bytes) = self.bytes {
+                bytes.fetch_add(n, Ordering::Relaxed);
+            }
         }
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -81,11 +72,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

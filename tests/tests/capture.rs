@@ -211,34 +211,15 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     }
     assert!(ready, "weft-proxy never became ready");
 
-    // Outbound HTTP to a Service's cluster IP, captured and routed.
-    let out = pod.run(&[
-        "curl",
-        "-sS",
-        "-i",
-        "--max-time",
-        "5",
-        "http://10.96.0.20:9080/x",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.ends_with("reviews"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("x-backend: reviews"));
-
-    // The same Service at its IPv6 cluster IP: ip6tables redirect, IPv6 original destination.
-    let out = pod.run(&[
-        "curl",
-        "-sS",
-        "-i",
-        "--max-time",
-        "5",
-        "http://[fd00:96::20]:9080/x",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        text.starts_with("HTTP/1.1 200") && text.ends_with("reviews"),
-        "{text}"
-    );
+    // Outbound HTTP to a Service's cluster IP, captured and routed; the same at its IPv6 cluster
+    // IP (ip6tables redirect, IPv6 original destination).
+    for url in ["http://10.96.0.20:9080/x", "http://[fd00:96::20]:9080/x"] {
+        let out = pod.run(&["curl", "-sS", "-i", "--max-time", "5", url]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.starts_with("HTTP/1.1 200"), "{url}: {text}");
+        assert!(text.ends_with("reviews"), "{url}: {text}");
+        assert!(text.to_ascii_lowercase().contains("x-backend: reviews"));
+    }
 
     // An undeclared-protocol port whose server speaks first: detection times out, opaque TCP.
     let probe = "import socket; s=socket.create_connection(('10.96.0.30',3306),timeout=5); \
@@ -250,20 +231,16 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     let out = pod.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.9:7000/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "outside-the-mesh");
 
-    // Inbound from another host: PREROUTING capture, inbound listener, the app on its port.
-    let out = client.run(&[
-        "curl",
-        "-sS",
-        "-i",
-        "--max-time",
-        "5",
-        "http://10.1.0.5:8080/",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        text.starts_with("HTTP/1.1 200") && text.ends_with("web-app"),
-        "{text}"
-    );
+    // Inbound from another host, over IPv4 and IPv6: PREROUTING capture, inbound listener, the
+    // app on its port.
+    for url in ["http://10.1.0.5:8080/", "http://[fd00:1::5]:8080/"] {
+        let out = client.run(&["curl", "-sS", "-i", "--max-time", "5", url]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("web-app"),
+            "{url}: {text}"
+        );
+    }
     // A port nothing declares: passed through to the pod's own address, untouched.
     let out = client.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.5:9999/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "undeclared-app");
@@ -280,18 +257,4 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
             "{service}: {scrape}"
         );
     }
-    // And over IPv6.
-    let out = client.run(&[
-        "curl",
-        "-sS",
-        "-i",
-        "--max-time",
-        "5",
-        "http://[fd00:1::5]:8080/",
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        text.starts_with("HTTP/1.1 200") && text.ends_with("web-app"),
-        "{text}"
-    );
 }

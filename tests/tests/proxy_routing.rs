@@ -443,15 +443,22 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-#[test]
-fn sigterm_drains_requests_in_flight_then_exits() {
+/// The mesh with one backend (`v1`) behind both versions, its control plane and sidecar, and
+/// where the sidecar listens; for tests of the sidecar's own life.
+fn one_backend() -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
     let v = named_backend("v1");
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &mesh(v, v, bind, (1, 1)));
     let cp = ControlPlane::start(dir.path());
-    let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
+    let proxy = Sidecar::start(cp.xds, "web-0.shop");
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    (dir, cp, proxy, bind)
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_exits() {
+    let (_dir, _cp, mut proxy, bind) = one_backend();
 
     let in_flight = std::thread::spawn(move || {
         let mut c = Conn::open(bind);
@@ -501,13 +508,7 @@ fn sigterm_drains_requests_in_flight_then_exits() {
 
 #[test]
 fn post_drain_turns_unready_and_closes_connections_but_keeps_accepting_until_sigterm() {
-    let v = named_backend("v1");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), &mesh(v, v, bind, (1, 1)));
-    let cp = ControlPlane::start(dir.path());
-    let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let (_dir, _cp, mut proxy, bind) = one_backend();
     let mut before = Conn::open(bind);
     assert_eq!(before.get("/api/x", "").0, 200);
 

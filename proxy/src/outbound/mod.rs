@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -105,14 +106,16 @@ pub async fn serve_connection(
     };
     let idle = proxy.idle_timeout;
     let source = Arc::new(source);
-    // The request the fast path routed before handing over is the first hyper reads.
-    let routed = routed.map(|r| Arc::new(std::sync::Mutex::new(Some(r))));
+    // The request the fast path routed before handing over is the first hyper reads; the flag
+    // spares every later request the lock.
+    let first = routed.map(|r| Arc::new((AtomicBool::new(true), std::sync::Mutex::new(Some(r)))));
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let source = source.clone();
-        let routed = routed
+        let routed = first
             .as_ref()
-            .and_then(|r| r.lock().ok().and_then(|mut r| r.take()));
+            .filter(|f| f.0.swap(false, Ordering::Relaxed))
+            .and_then(|f| f.1.lock().ok()?.take());
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req, routed).await) }
     });
     let signal = async {
@@ -132,8 +135,12 @@ pub async fn serve_connection(
             // drain closes it (GOAWAY; streams still open finish first), as Envoy's
             // `idle_timeout` does. HTTP/1 connections idle between requests meet the header
             // timeout instead.
-            let io = crate::idle::Active::new(stream);
-            let moved = io.moved();
+            let moved = std::sync::atomic::AtomicU64::new(0);
+            let io = crate::idle::Counted {
+                inner: stream,
+                moved: &moved,
+                bytes: None,
+            };
             let signal = async {
                 tokio::select! {
                     () = signal => {}

@@ -1,15 +1,13 @@
 //! Opaque TCP forwarding, with half-close carried through.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::Store;
+use crate::idle::Counted;
 use crate::metrics::TcpStats;
 
 /// Forwards `client` to an endpoint of `cluster` until both directions are closed, or until no
@@ -65,13 +63,13 @@ pub async fn carry(
     let moved = AtomicU64::new(0);
     let mut client = Counted {
         inner: client,
-        bytes: tcp.received_bytes(),
         moved: &moved,
+        bytes: Some(tcp.received_bytes()),
     };
     let mut upstream = Counted {
         inner: upstream,
-        bytes: tcp.sent_bytes(),
         moved: &moved,
+        bytes: Some(tcp.sent_bytes()),
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     let result = match idle_timeout {
@@ -86,47 +84,4 @@ pub async fn carry(
     };
     tcp.close();
     result
-}
-
-/// A stream that adds the bytes read from it to a counter, and to the connection's own count
-/// the idle timeout watches.
-struct Counted<'a, S> {
-    inner: S,
-    bytes: &'a AtomicU64,
-    moved: &'a AtomicU64,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let n = (buf.filled().len() - before) as u64;
-            self.bytes.fetch_add(n, Ordering::Relaxed);
-            self.moved.fetch_add(n, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

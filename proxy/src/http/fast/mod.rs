@@ -320,8 +320,8 @@ impl Left {
     }
 }
 
-/// The route's timer, when it has a timeout.
-type Timer = Option<Pin<Box<tokio::time::Sleep>>>;
+/// The route's timer, when it has a timeout; pinned in the request's own future, not allocated.
+type Timer<'a> = Pin<&'a mut Option<tokio::time::Sleep>>;
 
 impl Conn<'_> {
     /// Forwards one request and its response. Whether the client connection stays open.
@@ -336,8 +336,8 @@ impl Conn<'_> {
             timeout,
         } = target;
         let mut guard = endpoint.start();
-        let mut timer: Timer =
-            timeout.map(|t| Box::pin(tokio::time::sleep_until((req.started + t).into())));
+        let mut timer =
+            std::pin::pin!(timeout.map(|t| tokio::time::sleep_until((req.started + t).into())));
         let is_head = head.is_head(&self.inbuf);
         let idempotent = head.idempotent(&self.inbuf);
         let mut retried = false;
@@ -348,7 +348,7 @@ impl Conn<'_> {
                     let connect = super::pool::connect(endpoint.addr, dial.connect_timeout);
                     let connected = tokio::select! {
                         biased;
-                        () = expiry(&mut timer) => {
+                        () = expiry(timer.as_mut()) => {
                             return self.reply(req, Flag::UpstreamTimeout, &endpoint.stats).await;
                         }
                         c = connect => c,
@@ -367,12 +367,12 @@ impl Conn<'_> {
             };
             let written = tokio::select! {
                 biased;
-                () = expiry(&mut timer) => Err(NoHead::Timeout),
+                () = expiry(timer.as_mut()) => Err(NoHead::Timeout),
                 w = upstream.write_all(&self.up_head) => w.map_err(|_| NoHead::Stale),
             };
             let answer = match written {
                 Ok(()) => {
-                    self.response_head(&mut upstream, req, is_head, &mut timer)
+                    self.response_head(&mut upstream, req, is_head, timer.as_mut())
                         .await
                 }
                 Err(e) => Err(e),
@@ -422,7 +422,8 @@ impl Conn<'_> {
             first,
             close,
         };
-        self.relay(req, upstream, relayed, guard, &mut timer).await
+        self.relay(req, upstream, relayed, guard, timer.as_mut())
+            .await
     }
 
     /// The request head for the upstream: as the client sent it, less hop-by-hop lines, plus an
@@ -495,7 +496,7 @@ impl Conn<'_> {
         upstream: &mut TcpStream,
         req: &Current,
         is_head: bool,
-        timer: &mut Timer,
+        mut timer: Timer<'_>,
     ) -> Result<ResponseHead, NoHead> {
         self.upbuf.clear();
         let mut heard = false;
@@ -519,7 +520,7 @@ impl Conn<'_> {
             // The timer first: an upstream that never stops sending must not starve it.
             tokio::select! {
                 biased;
-                () = expiry(timer) => return Err(NoHead::Timeout),
+                () = expiry(timer.as_mut()) => return Err(NoHead::Timeout),
                 read = upstream.read_buf(&mut self.upbuf) => match read {
                     Ok(n) if n > 0 => heard = true,
                     _ if !heard => return Err(NoHead::Stale),
@@ -541,7 +542,7 @@ impl Conn<'_> {
         mut upstream: TcpStream,
         relay: Relay,
         guard: InFlight,
-        timer: &mut Timer,
+        mut timer: Timer<'_>,
     ) -> bool {
         let Relay {
             resp,
@@ -567,7 +568,7 @@ impl Conn<'_> {
             // The timer first: an upstream that never stops sending must not starve it.
             let read = tokio::select! {
                 biased;
-                () = expiry(timer) => {
+                () = expiry(timer.as_mut()) => {
                     count(stats, code, Some(Flag::UpstreamTimeout), started);
                     return self.abort(resp.framing);
                 }
@@ -696,9 +697,9 @@ fn count(stats: &DestStats, code: u16, flag: Option<Flag>, started: Instant) {
 }
 
 /// Resolves when the route's timer fires; never without one.
-async fn expiry(timer: &mut Timer) {
-    match timer {
-        Some(t) => t.as_mut().await,
+async fn expiry(timer: Timer<'_>) {
+    match timer.as_pin_mut() {
+        Some(t) => t.await,
         None => std::future::pending().await,
     }
 }
