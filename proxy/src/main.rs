@@ -17,6 +17,11 @@ struct Args {
     /// Address of weft's xDS server.
     #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:15010")]
     xds_addr: String,
+    /// Milliseconds between HTTP/2 pings on the xDS connection; a control plane that does not
+    /// answer one within a third of this (at most 10 s) is taken for gone and the proxy
+    /// reconnects, where a lost node or a partition would leave a silent stream open for ever.
+    #[arg(long, env = "WEFT_XDS_KEEPALIVE_MS", default_value_t = 30_000)]
+    xds_keepalive_ms: u64,
     /// Node id: `<pod>.<namespace>` of the workload this proxy serves.
     #[arg(long, env = "WEFT_NODE_ID")]
     node_id: String,
@@ -105,10 +110,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
-    let set_log_level: admin::SetLogLevel = Arc::new(move |level: &str| {
-        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(f).map_err(|e| e.to_string())
-    });
+    let log = Arc::new(admin::LogFilter::new(
+        &args.log,
+        Arc::new(move |filter: &str| {
+            let f = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        }),
+    ));
 
     let store = Arc::new(Store::default());
     let (pod, namespace) = args
@@ -133,6 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 xds_url,
                 node_id: args.node_id.clone(),
                 initial_fetch_timeout: xds::INITIAL_FETCH_TIMEOUT,
+                keepalive: Duration::from_millis(args.xds_keepalive_ms),
             },
             store.clone(),
             metrics.clone(),
@@ -143,7 +152,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin = admin::Admin {
         store: store.clone(),
         metrics: metrics.clone(),
-        set_log_level,
+        log,
         drain: drain.clone(),
         full: true,
     };

@@ -157,16 +157,27 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
     panic!("timed out: {what}");
 }
 
-#[tokio::test]
-async fn ack_nack_warming_and_reconnect() {
-    let (streams_tx, mut streams) = mpsc::channel(4);
+/// Starts the scripted ADS server; each stream a client opens arrives on the receiver.
+async fn scripted_server() -> (
+    mpsc::Receiver<(Streaming<DeltaDiscoveryRequest>, Reply)>,
+    std::net::SocketAddr,
+) {
+    let (streams_tx, streams) = mpsc::channel(4);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AggregatedDiscoveryServiceServer::new(Scripted(streams_tx)))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
+    (streams, addr)
+}
+
+/// Starts weft-proxy's xDS client against `addr`.
+fn start_client(
+    addr: std::net::SocketAddr,
+    keepalive: Duration,
+) -> (Arc<Store>, Arc<weft_proxy::metrics::Metrics>) {
     let store = Arc::new(Store::default());
     let metrics = Arc::new(weft_proxy::metrics::Metrics::new(
         weft_proxy::metrics::Node {
@@ -177,15 +188,104 @@ async fn ack_nack_warming_and_reconnect() {
     tokio::spawn(
         Client::new(
             Settings {
-                xds_url: url,
+                xds_url: format!("http://{addr}"),
                 node_id: "web-0.shop".into(),
                 initial_fetch_timeout: Duration::from_millis(1500),
+                keepalive,
             },
             store.clone(),
             metrics.clone(),
         )
         .run(),
     );
+    (store, metrics)
+}
+
+/// A TCP relay to `to` whose connections stop forwarding, without closing, once `frozen` is
+/// set: what a lost node or a network partition looks like from the proxy (no FIN, no RST).
+async fn freezable_relay(
+    to: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Connections numbered below this are frozen.
+    let frozen_below = Arc::new(AtomicUsize::new(0));
+    let frozen = frozen_below.clone();
+    tokio::spawn(async move {
+        for id in 0.. {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut from, mut to) in [(cr, sw), (sr, cw)] {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf).await {
+                        if id < frozen.load(Ordering::SeqCst) {
+                            // Hold both sockets open and forward nothing more.
+                            std::future::pending::<()>().await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen_below)
+}
+
+#[tokio::test]
+async fn a_control_plane_that_goes_silent_is_reconnected_to() {
+    let (mut streams, server) = scripted_server().await;
+    let (relay, frozen_below) = freezable_relay(server).await;
+    let (store, metrics) = start_client(relay, Duration::from_millis(600));
+    let (mut reqs, reply) = streams.recv().await.unwrap();
+    next(&mut reqs).await;
+    next(&mut reqs).await;
+    reply
+        .send(Ok(response(
+            CDS,
+            "n1",
+            vec![resource("c1", "v1", CDS, &static_cluster("c1"))],
+        )))
+        .await
+        .unwrap();
+    reply.send(Ok(response(LDS, "n2", vec![]))).await.unwrap();
+    eventually("ready", || store.is_ready()).await;
+
+    // The path goes silent; pings go unanswered, and the client dials again (through the relay,
+    // whose new connections forward), saying what it holds.
+    frozen_below.store(1, std::sync::atomic::Ordering::SeqCst);
+    let (mut again, _reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+        .await
+        .expect("a new stream after the keepalive timeout")
+        .unwrap();
+    let first = next(&mut again).await;
+    assert_eq!(first.type_url, CDS);
+    assert_eq!(
+        first
+            .initial_resource_versions
+            .get("c1")
+            .map(String::as_str),
+        Some("v1")
+    );
+    assert!(store.load().clusters.contains_key("c1"), "config kept");
+    eventually("connected again", || {
+        metrics.render(false).contains("weft_proxy_xds_connected 1")
+    })
+    .await;
+    drop(reqs);
+}
+
+#[tokio::test]
+async fn ack_nack_warming_and_reconnect() {
+    let (mut streams, addr) = scripted_server().await;
+    let (store, metrics) = start_client(addr, Duration::from_secs(30));
 
     let (mut reqs, reply) = streams.recv().await.unwrap();
     let first = next(&mut reqs).await;

@@ -395,12 +395,10 @@ spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
     );
 }
 
-#[test]
-fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connection() {
+/// A raw-socket upstream that reports the bytes of each request (its head, and a chunked body up
+/// to its last chunk) and answers `ok`.
+fn recording_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
     use std::io::Read;
-    // Both framings on one request, the classic smuggling shape. RFC 9112 §6.1: Transfer-Encoding
-    // wins, and the connection must close after the response. The upstream (a raw socket, to see
-    // the bytes) must get one unambiguous framing.
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream = server.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -409,7 +407,12 @@ fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connect
             let mut s = s;
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
-            while !got.ends_with(b"0\r\n\r\n") {
+            let done = |got: &[u8]| {
+                let text = String::from_utf8_lossy(got).to_ascii_lowercase();
+                text.ends_with("0\r\n\r\n")
+                    || (text.contains("\r\n\r\n") && !text.contains("chunked"))
+            };
+            while !done(&got) {
                 match s.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => got.extend_from_slice(&buf[..n]),
@@ -419,8 +422,13 @@ fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connect
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
         }
     });
-    let mesh = one_service("cte", 80, "http", &[upstream.port()], "", &[]);
-    let bind = mesh.bind;
+    (upstream, rx)
+}
+
+/// Sends the classic smuggling shape, a request framed both by length and by chunks, and reads
+/// the answer to the end: the proxy must close the connection, well before the read timeout.
+fn send_framed_twice(bind: SocketAddr) -> String {
+    use std::io::Read;
     let mut c = TcpStream::connect(bind).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(
@@ -431,10 +439,52 @@ fn content_length_with_chunked_goes_upstream_chunked_only_and_closes_the_connect
     let started = Instant::now();
     let mut resp = String::new();
     c.read_to_string(&mut resp).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4), "{resp}");
+    resp
+}
+
+#[test]
+fn content_length_with_chunked_is_refused_400_and_nothing_goes_upstream() {
+    // RFC 9112 §6.1 lets a server refuse it, as Envoy does by default; the connection closes.
+    let (upstream, rx) = recording_upstream();
+    let mesh = one_service("cte", 80, "http", &[upstream.port()], "", &[]);
+    let resp = send_framed_twice(mesh.bind);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("x-weft-reason: dpe"),
+        "{resp}"
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+    // Counted, with its flag, against no destination.
+    let metrics = http_get(mesh.sidecar.health, "/metrics").unwrap().1;
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("weft_requests_total") && l.contains("response_flags=\"DPE\""));
+    assert!(
+        refused.is_some_and(|l| l.contains("response_code=\"400\"") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // A request after it, on a new connection, is served.
+    let (status, body) = http_get(mesh.bind, "/").unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+#[test]
+fn content_length_with_chunked_goes_upstream_chunked_only_on_hypers_path() {
+    // With the fast path off, hyper reads it: Transfer-Encoding wins (RFC 9112 §6.3), and the
+    // connection closes after the response. The upstream must get one unambiguous framing.
+    let (upstream, rx) = recording_upstream();
+    let mesh = one_service(
+        "cte",
+        80,
+        "http",
+        &[upstream.port()],
+        "",
+        &["--http1-fast-path", "false"],
+    );
+    let resp = send_framed_twice(mesh.bind);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("ok"), "{resp}");
-    // read_to_string returned: the proxy closed the connection, well before the read timeout.
-    assert!(started.elapsed() < Duration::from_secs(4));
     let seen = rx
         .recv_timeout(Duration::from_secs(5))
         .unwrap()
@@ -567,5 +617,70 @@ spec: {targetRefs: [{kind: Service, name: echo}], connectionPool: {idleTimeout: 
     assert!(
         waited >= Duration::from_millis(600) && waited < Duration::from_secs(4),
         "{waited:?}"
+    );
+}
+
+#[test]
+fn a_service_whose_endpoints_are_not_ready_is_503_uh() {
+    // An endpoint that exists but is not ready (a failing readiness probe) takes no traffic.
+    let app = backend("app");
+    let not_ready = format!(
+        r#"
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: cold-a, namespace: shop, labels: {{kubernetes.io/service-name: cold}}}}
+addressType: IPv4
+ports: [{{name: http, port: {}}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: false}}}}]
+"#,
+        app.addr.port()
+    );
+    let mesh = one_service("cold", 80, "http", &[], &not_ready, &[]);
+    let out = curl(mesh.bind, "/", 3, false, &[]);
+    assert_eq!(out.matches("HTTP/1.1 503").count(), 3, "{out}");
+    assert_eq!(out.matches("x-weft-reason: UH").count(), 3, "{out}");
+    assert!(out.contains("no healthy upstream"), "{out}");
+    let metrics = http_get(mesh.sidecar.health, "/metrics").unwrap().1;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("weft_requests_total")
+            && l.contains("response_flags=\"UH\"")
+            && l.contains("response_code=\"503\"")
+            && l.ends_with(" 3")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn logging_changes_the_filter_at_run_time_and_refuses_unknown_levels() {
+    let mesh = one_service("log", 80, "http", &[], "", &[]);
+    let admin = mesh.sidecar.admin;
+    let post = |query: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", "-w", "\n%{http_code}"])
+            .arg(format!("http://{admin}/logging{query}"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Envoy's level words, and a logger by name.
+    assert!(post("?level=warning").ends_with("active filter: warn\n\n200"));
+    let out = post("?weft_proxy::xds=debug");
+    assert!(
+        out.ends_with("active filter: warn,weft_proxy::xds=debug\n\n200"),
+        "{out}"
+    );
+    // A misspelt level changes nothing (tracing alone would read it as a target and silence
+    // every log line).
+    let out = post("?level=verbose");
+    assert!(
+        out.ends_with("400") && out.contains("unknown log level"),
+        "{out}"
+    );
+    let (status, listed) = http_get(admin, "/logging").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        listed.contains("active filter: warn,weft_proxy::xds=debug"),
+        "{listed}"
     );
 }

@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Store;
 
-/// Changes the log filter at run time.
-pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+mod logging;
+
+pub use logging::{Apply, LogFilter};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -25,8 +26,8 @@ pub struct Admin {
     pub store: Arc<Store>,
     /// What `/metrics` renders.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Log filter control.
-    pub set_log_level: SetLogLevel,
+    /// The log filter, changed at run time by `/logging`.
+    pub log: Arc<LogFilter>,
     /// Drain state: a draining proxy is not ready, so the endpoint stops getting new traffic.
     pub drain: crate::drain::Drain,
     /// Serve the config and log endpoints too (the loopback admin port), not only health and
@@ -87,27 +88,10 @@ impl Admin {
             _ if !self.full => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             "/config_dump" => json(&*self.store.load()),
             "/clusters" => json(&self.store.load().endpoints),
-            "/logging" => {
-                let level = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")));
-                match level {
-                    Some(l) => match (self.set_log_level)(l) {
-                        Ok(()) => reply(
-                            StatusCode::OK,
-                            "text/plain",
-                            format!("log filter set to {l}\n"),
-                        ),
-                        Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
-                    },
-                    None => reply(
-                        StatusCode::BAD_REQUEST,
-                        "text/plain",
-                        "use /logging?level=<filter>\n",
-                    ),
-                }
-            }
+            "/logging" => match self.log.handle(req.uri().query()) {
+                Ok(text) => reply(StatusCode::OK, "text/plain", text),
+                Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+            },
             // A preStop hook's way to drain before SIGTERM (Envoy's graceful
             // `/drain_listeners`): unready, connections close after their request, listeners
             // still accept; SIGTERM stops them and exits.

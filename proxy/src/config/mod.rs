@@ -156,8 +156,9 @@ pub struct Cluster {
     /// ClusterLoadAssignments.
     #[serde(skip)]
     pub static_endpoints: Option<Vec<EndpointConfig>>,
-    /// Whether endpoints come over EDS.
-    pub eds: bool,
+    /// The ClusterLoadAssignment its endpoints come in over EDS (`service_name`, or else the
+    /// cluster's own name); none for a cluster that carries its endpoints.
+    pub eds: Option<String>,
 }
 
 /// One endpoint as the control plane describes it.
@@ -194,9 +195,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// The listener a captured connection to `dst` belongs to.
+    /// The listener a captured connection to `dst` belongs to: the one for that address, or else
+    /// one for any address on that port (`0.0.0.0:8080`, as Istio describes its outbound HTTP
+    /// ports).
     pub fn listener_for(&self, dst: SocketAddr) -> Option<&Arc<Listener>> {
-        self.by_addr.get(&dst)
+        self.by_addr.get(&dst).or_else(|| {
+            let any: std::net::IpAddr = match dst {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            self.by_addr.get(&SocketAddr::new(any, dst.port()))
+        })
     }
 }
 

@@ -57,6 +57,9 @@ pub enum PathMatch {
     Prefix(String),
     /// Equals.
     Exact(String),
+    /// This prefix, ending where a path segment ends (`/a` matches `/a`, `/a/b`, `/a?q`, not
+    /// `/ab`): Envoy's `path_separated_prefix`, Gateway API's `PathPrefix`.
+    Segments(String),
     /// Whole-path regular expression.
     Regex(#[serde(with = "regex_str")] regex::Regex),
 }
@@ -64,7 +67,9 @@ pub enum PathMatch {
 impl PartialEq for PathMatch {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Prefix(a), Self::Prefix(b)) | (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::Prefix(a), Self::Prefix(b))
+            | (Self::Exact(a), Self::Exact(b))
+            | (Self::Segments(a), Self::Segments(b)) => a == b,
             (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
             _ => false,
         }
@@ -244,6 +249,9 @@ impl Route {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
+            PathMatch::Segments(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             PathMatch::Regex(r) => r.is_match(path),
         };
         path_ok
@@ -359,6 +367,26 @@ mod tests {
                 route(PathMatch::Exact("/a".into()), vec![], vec![]),
                 parts("GET", "/a/", &[]),
                 false,
+            ),
+            (
+                route(PathMatch::Segments("/a".into()), vec![], vec![]),
+                parts("GET", "/a?x=1", &[]),
+                true,
+            ),
+            (
+                route(PathMatch::Segments("/a".into()), vec![], vec![]),
+                parts("GET", "/a/b", &[]),
+                true,
+            ),
+            (
+                route(PathMatch::Segments("/a".into()), vec![], vec![]),
+                parts("GET", "/ab", &[]),
+                false,
+            ),
+            (
+                route(PathMatch::Segments(String::new()), vec![], vec![]),
+                parts("GET", "/x", &[]),
+                true,
             ),
             (
                 route(

@@ -266,13 +266,22 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let protocol = protocol_of(req.headers());
-        // Kept for the log line of a local reply; the path shares the request's buffer, no copy.
+        // Kept for the log line of a local reply; path and host share the request's buffer, no
+        // copy.
         let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
+        let host = req.headers().get(http::header::HOST).cloned();
+        let authority = req.uri().authority().cloned();
         match self.forward(source, req, routed, started, protocol).await {
             Ok(resp) => resp,
             Err(failure) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
-                self.count_local(&failure, protocol, (method.as_str(), path), started);
+                let authority = match (&authority, &host) {
+                    (Some(a), _) => a.as_str(),
+                    (None, Some(h)) => h.to_str().unwrap_or_default(),
+                    (None, None) => "",
+                };
+                let seen = (method.as_str(), authority, path);
+                self.count_local(&failure, protocol, seen, started);
                 local_reply(failure.0, protocol)
             }
         }
@@ -327,11 +336,11 @@ impl Proxy {
         &self,
         (flag, stats): &Failure,
         protocol: Protocol,
-        (method, path): (&str, &str),
+        (method, authority, path): (&str, &str, &str),
         started: Instant,
     ) {
         let (code, grpc_status) = local_codes(*flag, protocol);
-        tracing::info!(%method, path, flags = flag.as_str(), "local reply {}", local_status(*flag).as_u16());
+        tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", local_status(*flag).as_u16());
         let outcome = Outcome {
             protocol,
             code,

@@ -46,7 +46,17 @@ pub struct Settings {
     /// without it (Envoy's `initial_fetch_timeout`): one resource the server never sends must not
     /// hold back every later update.
     pub initial_fetch_timeout: Duration,
+    /// Interval of HTTP/2 pings on the stream; an unanswered one (a third of it, at most 10 s)
+    /// ends the stream, so a control plane lost without a reset is reconnected to.
+    pub keepalive: Duration,
 }
+
+/// A config larger than tonic's 4 MiB default arrives in one message from servers that do not
+/// split responses (state-of-the-world style servers of a large mesh).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// How long a connect to the control plane may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Envoy's default `initial_fetch_timeout`.
 pub const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,9 +77,8 @@ struct Held {
 impl Held {
     fn wanted_eds(&self) -> BTreeSet<String> {
         self.clusters
-            .iter()
-            .filter(|(_, (_, c))| c.eds)
-            .map(|(n, _)| n.clone())
+            .values()
+            .filter_map(|(_, c)| c.eds.clone())
             .collect()
     }
 
@@ -171,8 +180,17 @@ impl Client {
     }
 
     async fn stream(&mut self) -> anyhow::Result<()> {
-        let mut ads =
-            AggregatedDiscoveryServiceClient::connect(self.settings.xds_url.clone()).await?;
+        let keepalive = self.settings.keepalive;
+        let channel = tonic::transport::Endpoint::from_shared(self.settings.xds_url.clone())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(Some(keepalive))
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout((keepalive / 3).min(Duration::from_secs(10)))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await?;
+        let mut ads = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::unbounded_channel();
         // Wildcard CDS and LDS, telling the server what we hold.
         tx.send(DeltaDiscoveryRequest {
@@ -454,14 +472,15 @@ impl Client {
             config.routes.insert(name.clone(), r.clone());
         }
         for (name, (_, c)) in &self.held.clusters {
-            let eps: &[EndpointConfig] = match &c.static_endpoints {
-                Some(s) => s,
-                None => self
+            let eps: &[EndpointConfig] = match (&c.static_endpoints, &c.eds) {
+                (Some(s), _) => s,
+                (None, Some(eds)) => self
                     .held
                     .endpoints
-                    .get(name)
+                    .get(eds)
                     .map(|(_, e)| e.as_slice())
                     .unwrap_or_default(),
+                (None, None) => &[],
             };
             let set = EndpointSet::new(
                 name,

@@ -109,6 +109,18 @@ fn duration(d: &weft_proto::google::protobuf::Duration) -> Duration {
     )
 }
 
+/// Whether a config source names the one stream weft-proxy has: `ads`, or `self` (the server
+/// that sent the resource), which gRPC's xDS clients and some servers use for the same.
+fn over_ads(source: Option<&weft_proto::xds::config::core::v3::ConfigSource>) -> bool {
+    matches!(
+        source.and_then(|s| s.config_source_specifier.as_ref()),
+        Some(
+            config_source::ConfigSourceSpecifier::Ads(_)
+                | config_source::ConfigSourceSpecifier::Self_(_)
+        )
+    )
+}
+
 // === Listener ===
 
 fn hcm_handler(
@@ -128,13 +140,7 @@ fn hcm_handler(
     }
     match &hcm.route_specifier {
         Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
-            let ads = matches!(
-                rds.config_source
-                    .as_ref()
-                    .and_then(|c| c.config_source_specifier.as_ref()),
-                Some(config_source::ConfigSourceSpecifier::Ads(_))
-            );
-            if !ads {
+            if !over_ads(rds.config_source.as_ref()) {
                 return Err(ctx.err(
                     format!("{field}.rds.config_source"),
                     "only ADS is supported",
@@ -204,13 +210,46 @@ fn protocol_of_chain(
     protocol(ctx, &format!("{field}.metadata"), chain.metadata.as_ref())
 }
 
+/// The listener filters Istio and others put on every listener that change nothing weft-proxy
+/// does not already do: TLS and HTTP detection, and recovering the original destination. By
+/// name, or by the type of their config.
+const INSPECTORS: [(&str, &str); 3] = [
+    (
+        "envoy.filters.listener.tls_inspector",
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+    ),
+    (
+        "envoy.filters.listener.http_inspector",
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    ),
+    (
+        "envoy.filters.listener.original_dst",
+        "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    ),
+];
+
+fn inspects_only(f: &xl::ListenerFilter) -> bool {
+    let type_url = match &f.config_type {
+        Some(xl::listener_filter::ConfigType::TypedConfig(a)) => a.type_url.as_str(),
+        _ => "",
+    };
+    INSPECTORS.iter().any(|(name, message)| {
+        f.name == *name || type_url.strip_prefix("type.googleapis.com/") == Some(message)
+    })
+}
+
 impl TryFrom<&xl::Listener> for Listener {
     type Error = Invalid;
 
     fn try_from(l: &xl::Listener) -> Result<Self, Invalid> {
         let ctx = Ctx(&l.name);
-        if !l.listener_filters.is_empty() {
-            return Err(ctx.err("listener_filters", "not supported"));
+        for (i, f) in l.listener_filters.iter().enumerate() {
+            if !inspects_only(f) {
+                return Err(ctx.err(
+                    format!("listener_filters[{i}]"),
+                    format!("filter {} is not supported", f.name),
+                ));
+            }
         }
         let mut addresses = Vec::new();
         if let Some(a) = &l.address {
@@ -354,37 +393,40 @@ impl TryFrom<&xc::Cluster> for Cluster {
         };
         let (eds, static_endpoints) = match kind {
             Some(cluster::DiscoveryType::Eds) => {
-                let ads = matches!(
-                    c.eds_cluster_config
-                        .as_ref()
-                        .and_then(|e| e.eds_config.as_ref())
-                        .and_then(|s| s.config_source_specifier.as_ref()),
-                    Some(config_source::ConfigSourceSpecifier::Ads(_))
-                );
-                if !ads {
+                let source = c
+                    .eds_cluster_config
+                    .as_ref()
+                    .and_then(|e| e.eds_config.as_ref());
+                if !over_ads(source) {
                     return Err(ctx.err("eds_cluster_config.eds_config", "only ADS is supported"));
                 }
-                if c.eds_cluster_config
+                // Istio names the assignment `outbound|port|subset|host` under other cluster
+                // names; Envoy subscribes to `service_name` when set.
+                let service = c
+                    .eds_cluster_config
                     .as_ref()
-                    .is_some_and(|e| !e.service_name.is_empty() && e.service_name != c.name)
-                {
-                    return Err(ctx.err(
-                        "eds_cluster_config.service_name",
-                        "must be empty or the cluster name",
-                    ));
-                }
-                (true, None)
+                    .map(|e| e.service_name.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&c.name);
+                (Some(service.to_string()), None)
             }
             Some(cluster::DiscoveryType::Static) => {
-                let cla = c
-                    .load_assignment
-                    .as_ref()
-                    .ok_or_else(|| ctx.err("load_assignment", "a STATIC cluster needs one"))?;
-                (false, Some(endpoints(&ctx, cla)?))
+                // None is a cluster of no endpoints, as Envoy has it (Istio's BlackHoleCluster).
+                let eps = match &c.load_assignment {
+                    Some(cla) => endpoints(&ctx, cla)?,
+                    None => Vec::new(),
+                };
+                (None, Some(eps))
             }
             _ => return Err(ctx.err("type", "only EDS and STATIC clusters are supported")),
         };
-        let mut upstream_http = UpstreamHttp::Http1;
+        // The deprecated cluster field many servers still send to mark gRPC upstreams;
+        // `typed_extension_protocol_options`, when present, decides.
+        #[allow(deprecated)]
+        let mut upstream_http = match c.http2_protocol_options {
+            Some(_) => UpstreamHttp::Http2,
+            None => UpstreamHttp::Http1,
+        };
         let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
         for (k, any) in &c.typed_extension_protocol_options {
             if k != HTTP_OPTIONS {
@@ -565,6 +607,9 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
     let path = match &m.path_specifier {
         Some(route_match::PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
         Some(route_match::PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
+        Some(route_match::PathSpecifier::PathSeparatedPrefix(p)) => {
+            PathMatch::Segments(p.trim_end_matches('/').to_string())
+        }
         Some(route_match::PathSpecifier::SafeRegex(r)) => PathMatch::Regex(
             full_regex(&r.regex)
                 .map_err(|e| ctx.err(format!("{field}.match.safe_regex"), e.to_string()))?,
@@ -572,7 +617,7 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         _ => {
             return Err(ctx.err(
                 format!("{field}.match.path_specifier"),
-                "only prefix, path and safe_regex",
+                "only prefix, path, path_separated_prefix and safe_regex",
             ));
         }
     };
@@ -821,6 +866,122 @@ mod tests {
             let err = route_config(edit).expect_err(field);
             assert_eq!(err.field, field);
         }
+    }
+
+    #[test]
+    fn paths_matched_by_segment_as_gateway_servers_send_them() {
+        let rt = route_config(|rc| {
+            first_route(rc).r#match.as_mut().unwrap().path_specifier = Some(
+                route_match::PathSpecifier::PathSeparatedPrefix("/api".into()),
+            )
+        })
+        .unwrap();
+        assert_eq!(
+            rt.virtual_hosts[0].routes[0].path,
+            PathMatch::Segments("/api".into())
+        );
+    }
+
+    fn eds_cluster(source: config_source::ConfigSourceSpecifier, service: &str) -> xc::Cluster {
+        xc::Cluster {
+            name: "outbound|80||a.shop.svc.cluster.local".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            )),
+            eds_cluster_config: Some(cluster::EdsClusterConfig {
+                eds_config: Some(weft_proto::xds::config::core::v3::ConfigSource {
+                    config_source_specifier: Some(source),
+                    ..Default::default()
+                }),
+                service_name: service.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clusters_as_other_control_planes_send_them() {
+        use config_source::ConfigSourceSpecifier as Source;
+        let ads = || Source::Ads(Default::default());
+        // EDS over ADS or `self`, by the cluster's name or by `service_name`.
+        let c = Cluster::try_from(&eds_cluster(ads(), "")).unwrap();
+        assert_eq!(
+            c.eds.as_deref(),
+            Some("outbound|80||a.shop.svc.cluster.local")
+        );
+        let c =
+            Cluster::try_from(&eds_cluster(Source::Self_(Default::default()), "a-eds")).unwrap();
+        assert_eq!(c.eds.as_deref(), Some("a-eds"));
+        let err = Cluster::try_from(&eds_cluster(
+            Source::PathConfigSource(Default::default()),
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "eds_cluster_config.eds_config");
+        // The deprecated HTTP/2 marker still makes the upstream HTTP/2.
+        #[allow(deprecated)]
+        let h2 = xc::Cluster {
+            http2_protocol_options: Some(Default::default()),
+            ..eds_cluster(ads(), "")
+        };
+        assert_eq!(
+            Cluster::try_from(&h2).unwrap().upstream_http,
+            UpstreamHttp::Http2
+        );
+        // A static cluster without endpoints (Istio's BlackHoleCluster) has none.
+        let blackhole = xc::Cluster {
+            name: "BlackHoleCluster".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Static as i32,
+            )),
+            ..Default::default()
+        };
+        let c = Cluster::try_from(&blackhole).unwrap();
+        assert_eq!((c.eds, c.static_endpoints), (None, Some(vec![])));
+    }
+
+    #[test]
+    fn inspecting_listener_filters_are_accepted_and_others_named() {
+        let with = |name: &str, type_url: &str| xl::Listener {
+            name: "l".into(),
+            listener_filters: vec![xl::ListenerFilter {
+                name: name.into(),
+                config_type: Some(xl::listener_filter::ConfigType::TypedConfig(Any {
+                    type_url: type_url.into(),
+                    value: vec![],
+                })),
+                ..Default::default()
+            }],
+            filter_chains: vec![xl::FilterChain {
+                filters: vec![xl::Filter {
+                    name: "tcp".into(),
+                    config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                        type_url: format!("type.googleapis.com/{TCP_PROXY}"),
+                        value: TcpProxy {
+                            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(
+                                "c".into(),
+                            )),
+                            ..Default::default()
+                        }
+                        .encode_to_vec(),
+                    })),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let tls =
+            "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+        assert!(Listener::try_from(&with("envoy.filters.listener.tls_inspector", tls)).is_ok());
+        assert!(Listener::try_from(&with("anything", tls)).is_ok());
+        let proxy_protocol =
+            "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol";
+        let err = Listener::try_from(&with(
+            "envoy.filters.listener.proxy_protocol",
+            proxy_protocol,
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "listener_filters[0]");
     }
 
     #[test]

@@ -199,6 +199,10 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
                 match parse::request(&conn.inbuf, &mut conn.spans) {
                     Parsed::Done(head) => parsed = Some(head),
                     Parsed::Partial if conn.inbuf.len() < MAX_HEADER_BYTES => {}
+                    Parsed::Refused => {
+                        conn.refuse().await;
+                        return Served::Closed;
+                    }
                     _ => return handoff(conn),
                 }
             }
@@ -637,7 +641,7 @@ impl Conn<'_> {
         self.proxy.count_local(
             &failure,
             Protocol::Http,
-            (view.method(), view.path()),
+            (view.method(), view.str(&req.head.host), view.path()),
             req.started,
         );
         let is_head = req.head.is_head(&self.inbuf);
@@ -664,6 +668,54 @@ impl Conn<'_> {
         self.client.write_all(&self.down).await.is_ok() && !req.close
     }
 }
+
+impl Conn<'_> {
+    /// Refuses a request that is framed twice (DPE, 400) and closes the connection, reading what
+    /// the client still sends for a moment first, so its unread body does not turn the close into
+    /// a reset that destroys the answer (nginx's lingering close).
+    async fn refuse(&mut self) {
+        let line = self.inbuf[..]
+            .split(|b| *b == b'\r')
+            .next()
+            .unwrap_or_default();
+        let mut words = line.split(|b| *b == b' ').map(String::from_utf8_lossy);
+        let (method, path) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
+        let flag = Flag::DownstreamProtocolError;
+        let started = Instant::now();
+        self.proxy
+            .count_local(&(flag, None), Protocol::Http, (&method, "", &path), started);
+        let body = "bad request: both content-length and transfer-encoding\n";
+        self.down.clear();
+        let _ = std::io::Write::write_fmt(
+            &mut self.down,
+            format_args!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                flag.as_str(),
+                body.len(),
+            ),
+        );
+        if self.client.write_all(&self.down).await.is_err() || self.client.shutdown().await.is_err()
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(LINGER, async {
+            loop {
+                self.upbuf.clear();
+                self.upbuf.reserve(READ_CHUNK);
+                if !matches!(self.client.read_buf(&mut self.upbuf).await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// How long a refused client's further bytes are read and dropped before its connection closes.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A response on its way downstream: its head, what is left of its body after the `first` piece
 /// (bytes of the body that came with the head, and whether they end it), and whether the client

@@ -29,6 +29,10 @@ pub enum Parsed<T> {
     /// Anything else: hyper serves the connection from here on, with its own answers to what is
     /// unusual or broken.
     Other,
+    /// A request framed both by `Content-Length` and `Transfer-Encoding`, the classic smuggling
+    /// shape: refused with a 400 and the connection closed (RFC 9112 §6.1 allows it, and Envoy
+    /// does it), since hyper would quietly drop one of the two.
+    Refused,
 }
 
 /// A request head the fast path carries: HTTP/1.1, origin-form, one `Host`, a body of one plain
@@ -152,6 +156,9 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
     }
     let (mut host, mut close, mut has_request_id) = (None, false, false);
     let (mut length, mut chunked) = (None::<u64>, false);
+    // Everything but the head's syntax is judged once all its lines are read, so a request framed
+    // twice is refused whatever else it carries.
+    let (mut lengths, mut codings, mut hypers) = (0u8, false, false);
     for h in req.headers.iter() {
         let value = h.value.trim_ascii();
         match name_of(h.name) {
@@ -159,30 +166,36 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
                 let fine = host.is_none()
                     && !value.is_empty()
                     && value.iter().all(|b| b.is_ascii_graphic());
-                if !fine {
-                    return Parsed::Other;
-                }
+                hypers |= !fine;
                 host = Some(range(buf, value));
             }
             // One framing, stated once, goes upstream as it came. Anything more (two lengths, a
-            // length and chunked, codings other than chunked) is a smuggling shape or a rarity:
-            // hyper refuses or handles it.
-            Name::ContentLength => match digits(value) {
-                Some(n) if length.is_none() => length = Some(n),
-                _ => return Parsed::Other,
-            },
-            Name::TransferEncoding if !chunked && value.eq_ignore_ascii_case(b"chunked") => {
-                chunked = true;
+            // list, a sign, codings other than chunked) is a smuggling shape or a rarity: hyper
+            // refuses or handles it.
+            Name::ContentLength => {
+                lengths = lengths.saturating_add(1);
+                match digits(value) {
+                    Some(n) if length.is_none() => length = Some(n),
+                    _ => hypers = true,
+                }
             }
-            Name::TransferEncoding | Name::Upgrade | Name::Expect => return Parsed::Other,
-            Name::ContentType if value.starts_with(b"application/grpc") => return Parsed::Other,
+            Name::TransferEncoding => {
+                codings = true;
+                if !chunked && value.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else {
+                    hypers = true;
+                }
+            }
+            Name::Upgrade | Name::Expect => hypers = true,
+            Name::ContentType if value.starts_with(b"application/grpc") => hypers = true,
             Name::Connection => {
                 for t in tokens(value) {
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if !t.eq_ignore_ascii_case(b"keep-alive") {
                         // It names further headers to drop, or asks for an upgrade.
-                        return Parsed::Other;
+                        hypers = true;
                     }
                 }
                 continue;
@@ -198,14 +211,16 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
             value: range(buf, value),
         });
     }
-    let Some(host) = host else {
+    if lengths > 0 && codings {
+        return Parsed::Refused;
+    }
+    let (Some(host), false) = (host, hypers) else {
         return Parsed::Other;
     };
     let body = match (length, chunked) {
+        (_, true) => Framing::Chunked,
         (None | Some(0), false) => Framing::Empty,
         (Some(n), false) => Framing::Length(n),
-        (None, true) => Framing::Chunked,
-        (Some(_), true) => return Parsed::Other,
     };
     Parsed::Done(RequestHead {
         len,
@@ -469,11 +484,6 @@ mod tests {
                 &[],
             ),
             (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false,
-                &[],
-            ),
-            (
                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 false,
                 &[],
@@ -526,7 +536,27 @@ mod tests {
                 }
                 Parsed::Other => assert!(!carried, "{req:?} should be carried"),
                 Parsed::Partial => panic!("{req:?} is complete"),
+                Parsed::Refused => panic!("{req:?} is not framed twice"),
             }
+        }
+    }
+
+    #[test]
+    fn a_request_framed_by_both_length_and_coding_is_refused() {
+        let mut kept = Vec::new();
+        for req in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            // Whatever else would have sent it to hyper.
+            "POST / HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                request(req.as_bytes(), &mut kept),
+                Parsed::Refused,
+                "{req:?}"
+            );
         }
     }
 
