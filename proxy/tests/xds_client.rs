@@ -437,3 +437,99 @@ async fn ack_nack_warming_and_reconnect() {
     assert_eq!(held.get("c3").map(String::as_str), Some("v1"));
     assert!(!held.contains_key("c2"));
 }
+
+/// Reads requests until one satisfies `want` (ACKs of earlier responses come first).
+async fn until(
+    s: &mut Streaming<DeltaDiscoveryRequest>,
+    want: impl Fn(&DeltaDiscoveryRequest) -> bool,
+) -> DeltaDiscoveryRequest {
+    for _ in 0..8 {
+        let r = next(s).await;
+        if want(&r) {
+            return r;
+        }
+    }
+    panic!("no such request");
+}
+
+#[tokio::test]
+async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
+    let (mut streams, addr) = scripted_server().await;
+    let (store, _metrics) = start_client(addr, Duration::from_secs(30));
+    let (mut reqs, reply) = streams.recv().await.unwrap();
+    let send = |r: DeltaDiscoveryResponse| {
+        let reply = reply.clone();
+        async move { reply.send(Ok(r)).await.unwrap() }
+    };
+    let eds_sub = |name: &'static str| {
+        move |r: &DeltaDiscoveryRequest| r.type_url == EDS && r.resource_names_subscribe == [name]
+    };
+    send(response(
+        CDS,
+        "n1",
+        vec![
+            resource("e1", "v1", CDS, &eds_cluster("e1")),
+            resource("s1", "v1", CDS, &static_cluster("s1")),
+        ],
+    ))
+    .await;
+    send(response(LDS, "n2", vec![])).await;
+    until(&mut reqs, eds_sub("e1")).await;
+    send(response(
+        EDS,
+        "n3",
+        vec![resource("e1", "1", EDS, &cla("e1", 8080))],
+    ))
+    .await;
+    eventually("e1 with endpoints", || {
+        store
+            .load()
+            .endpoints
+            .get("e1")
+            .is_some_and(|s| s.pick().is_some())
+    })
+    .await;
+
+    // The server removes the cluster: it goes, its endpoints are unsubscribed, the rest stays.
+    let mut removal = response(CDS, "n4", vec![]);
+    removal.removed_resources = vec!["e1".into()];
+    send(removal).await;
+    let unsub = until(&mut reqs, |r| {
+        r.type_url == EDS && r.response_nonce.is_empty()
+    })
+    .await;
+    assert_eq!(unsub.resource_names_unsubscribe, ["e1"]);
+    eventually("e1 removed", || !store.load().clusters.contains_key("e1")).await;
+    let cfg = store.load();
+    assert!(!cfg.endpoints.contains_key("e1") && cfg.clusters.contains_key("s1"));
+
+    // It comes back: subscribed again, and not applied until its endpoints are answered anew
+    // (the ones held before the removal are forgotten).
+    send(response(
+        CDS,
+        "n5",
+        vec![resource("e1", "v2", CDS, &eds_cluster("e1"))],
+    ))
+    .await;
+    let resub = until(&mut reqs, eds_sub("e1")).await;
+    assert!(resub.initial_resource_versions.is_empty(), "{resub:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !store.load().clusters.contains_key("e1"),
+        "applied unanswered"
+    );
+    send(response(
+        EDS,
+        "n6",
+        vec![resource("e1", "2", EDS, &cla("e1", 9090))],
+    ))
+    .await;
+    eventually("e1 back with its new endpoints", || {
+        store
+            .load()
+            .endpoints
+            .get("e1")
+            .is_some_and(|s| s.pick().is_some_and(|e| e.addr.port() == 9090))
+    })
+    .await;
+}
