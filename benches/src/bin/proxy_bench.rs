@@ -640,7 +640,7 @@ async fn main() {
             o.seconds
         );
         println!(
-            "{:<11} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7}  {:>16} {:>16}",
+            "{:<11} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7}  {:>16} {:>16} {:>16}",
             "path",
             "p50",
             "p90",
@@ -649,18 +649,22 @@ async fn main() {
             "cpu s/1k req",
             "errors",
             "added p50/p99",
-            "vs nginx p50/p99"
+            "vs direct",
+            "added vs nginx"
         );
-        let nginx = rows[2].clone();
+        let (direct, nginx) = (rows[0].clone(), rows[2].clone());
         for (t, r) in targets.iter().zip(rows) {
             let added = format!("{:+.1}/{:+.1}", r.added_p50, r.added_p99);
-            let vs_nginx = if t.name == "direct" {
-                "-".to_string()
+            let (vs_direct, vs_nginx) = if t.name == "direct" {
+                ("-".to_string(), "-".to_string())
             } else {
-                format!(
-                    "{:.2}x/{:.2}x",
-                    r.added_p50 / nginx.added_p50.max(1.0),
-                    r.added_p99 / nginx.added_p99.max(1.0)
+                (
+                    format!("{:.2}x/{:.2}x", r.p50 / direct.p50, r.p99 / direct.p99),
+                    format!(
+                        "{:.2}x/{:.2}x",
+                        r.added_p50 / nginx.added_p50.max(1.0),
+                        r.added_p99 / nginx.added_p99.max(1.0)
+                    ),
                 )
             };
             let cpu = if t.pid.is_some() {
@@ -669,8 +673,8 @@ async fn main() {
                 "-".into()
             };
             println!(
-                "{:<11} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>12} {:>7}  {:>16} {:>16}",
-                t.name, r.p50, r.p90, r.p99, r.max, cpu, r.errors, added, vs_nginx
+                "{:<11} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>12} {:>7}  {:>16} {:>16} {:>16}",
+                t.name, r.p50, r.p90, r.p99, r.max, cpu, r.errors, added, vs_direct, vs_nginx
             );
         }
     }

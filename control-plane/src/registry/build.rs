@@ -512,6 +512,30 @@ fn route_rule(
         }],
         Some(ms) => ms.iter().map(route_match).collect::<Result<_, _>>()?,
     };
+    // Not applied yet; said rather than silently ignored.
+    let filters: Vec<String> = rule
+        .filters
+        .iter()
+        .flatten()
+        .map(|f| format!("{:?}", f.r#type))
+        .chain(
+            rule.backend_refs
+                .iter()
+                .flatten()
+                .flat_map(|br| br.filters.iter().flatten())
+                .map(|f| format!("{:?}", f.r#type)),
+        )
+        .collect();
+    if !filters.is_empty() {
+        b.warn(
+            "HTTPRoute",
+            key,
+            format!(
+                "filters are not supported yet and are not applied: {}",
+                filters.join(", ")
+            ),
+        );
+    }
     let mut backends = Vec::new();
     for br in rule.backend_refs.iter().flatten() {
         if !is_service_ref(br.group.as_deref(), br.kind.as_deref()) {

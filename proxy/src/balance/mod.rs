@@ -187,6 +187,30 @@ impl Drop for InFlight {
     }
 }
 
+/// Most copies of one endpoint in a set's list.
+const MAX_COPIES: u32 = 128;
+
+/// How many times each endpoint appears in the list balancing draws from: its weight over the
+/// weights' common divisor (1000:100 is 10:1), scaled down to at most [`MAX_COPIES`] when the
+/// ratios need more, each endpoint at least once.
+fn copies(configs: &[EndpointConfig]) -> Vec<u32> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let weights: Vec<u32> = configs.iter().map(|c| c.weight.max(1)).collect();
+    let common = weights.iter().copied().fold(0, gcd).max(1);
+    let top = weights.iter().max().map_or(1, |w| w / common);
+    weights
+        .iter()
+        .map(|w| {
+            let w = u64::from(w / common);
+            let scaled = (w * u64::from(MAX_COPIES)).div_ceil(u64::from(top));
+            u32::try_from(if top > MAX_COPIES { scaled } else { w }).unwrap_or(MAX_COPIES)
+        })
+        .map(|c| c.max(1))
+        .collect()
+}
+
 /// The endpoints of one cluster and how to choose among them.
 #[derive(Debug, Serialize)]
 pub struct EndpointSet {
@@ -212,7 +236,7 @@ impl EndpointSet {
         metrics: &Metrics,
     ) -> Self {
         let mut endpoints = Vec::with_capacity(configs.len());
-        for cfg in configs {
+        for (cfg, copies) in configs.iter().zip(copies(configs)) {
             let ep = previous
                 .and_then(|p| p.get(cfg.addr))
                 .filter(|e| e.identity == cfg.identity && e.workload == cfg.workload)
@@ -220,7 +244,7 @@ impl EndpointSet {
                     let stats = metrics.destination(cluster, cfg.workload.as_deref());
                     Arc::new(Endpoint::new(cfg, stats))
                 });
-            for _ in 0..cfg.weight.clamp(1, 128) {
+            for _ in 0..copies {
                 endpoints.push(ep.clone());
             }
         }
@@ -289,6 +313,31 @@ mod tests {
             workload: "w".into(),
             namespace: "ns".into(),
         })
+    }
+
+    #[test]
+    fn weights_become_copies_in_proportion() {
+        let with = |weights: &[u32]| -> Vec<u32> {
+            let configs: Vec<EndpointConfig> = weights
+                .iter()
+                .map(|&weight| EndpointConfig {
+                    weight,
+                    ..cfgs(1).remove(0)
+                })
+                .collect();
+            copies(&configs)
+        };
+        // (weights, copies)
+        let cases: [(&[u32], &[u32]); 5] = [
+            (&[1, 1, 1], &[1, 1, 1]),
+            (&[1000, 100], &[10, 1]),
+            (&[3, 2], &[3, 2]),
+            (&[1000, 999, 1], &[128, 128, 1]),
+            (&[0, 5], &[1, 5]),
+        ];
+        for (weights, want) in cases {
+            assert_eq!(with(weights), want, "{weights:?}");
+        }
     }
 
     fn cfgs(n: u16) -> Vec<EndpointConfig> {

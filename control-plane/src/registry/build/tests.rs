@@ -64,6 +64,24 @@ spec: {targetRefs: [{kind: Service, name: nope}], timeout: 'ten seconds'}\n",
 }
 
 #[test]
+fn route_filters_not_applied_are_said_and_the_rule_kept() {
+    let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x, value: y}]}}], \
+backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [z]}}]}]}]}\n";
+    let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
+    assert_eq!(
+        warnings,
+        [
+            "HTTPRoute ns/r: filters are not supported yet and are not applied: RequestHeaderModifier, ResponseHeaderModifier"
+        ]
+    );
+    assert_eq!(
+        mesh.services[&Key::new("ns", "api")].ports[0].routes.len(),
+        1
+    );
+}
+
+#[test]
 fn routes_attach_to_http_ports_when_no_port_is_named() {
     let yaml = format!(
         "{API}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\n\
