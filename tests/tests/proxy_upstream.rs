@@ -419,7 +419,8 @@ fn recording_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
                 }
             }
             let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nx-internal: secret\r\ncontent-length: 2\r\n\r\nok");
         }
     });
     (upstream, rx)
@@ -683,4 +684,51 @@ fn logging_changes_the_filter_at_run_time_and_refuses_unknown_levels() {
         listed.contains("active filter: warn,weft_proxy::xds=debug"),
         "{listed}"
     );
+}
+
+#[test]
+fn httproute_header_modifiers_edit_requests_and_responses() {
+    let (upstream, rx) = recording_upstream();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hdr, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: hdr, port: 80}]
+  rules:
+    - filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: X-Env, value: canary}]
+            add: [{name: x-a, value: "1"}]
+            remove: [x-debug]
+        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            add: [{name: x-served-by, value: weft}]
+            remove: [x-internal]
+      backendRefs: [{name: hdr, port: 80}]
+"#;
+    let mesh = one_service("hdr", 80, "http", &[upstream.port()], route, &[]);
+    let out = curl(
+        mesh.bind,
+        "/",
+        1,
+        false,
+        &["-H", "x-debug: 1", "-H", "x-env: prod", "-H", "x-a: 0"],
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let resp = out.to_ascii_lowercase();
+    assert!(resp.contains("x-served-by: weft"), "{out}");
+    assert!(!resp.contains("x-internal"), "{out}");
+    let seen = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        seen.contains("x-env: canary") && !seen.contains("x-env: prod"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-a: 0") && seen.contains("x-a: 1"), "{seen}");
+    assert!(!seen.contains("x-debug"), "{seen}");
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 pub use self::protocol::Protocol;
 pub use self::route::{
-    Backend, HeaderMatch, PathMatch, QueryMatch, RouteMatch, RouteRetry, RouteRule, StringMatch,
+    Backend, HeaderEdits, HeaderMatch, PathMatch, QueryMatch, RouteMatch, RouteRetry, RouteRule,
+    StringMatch,
 };
 
 pub use weft_proto::names::CLUSTER_DOMAIN;

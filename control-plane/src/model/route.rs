@@ -19,6 +19,21 @@ pub struct RouteRule {
     pub backend_timeout: Option<Duration>,
     /// Retry policy.
     pub retry: Option<RouteRetry>,
+    /// Edits to the requests the rule forwards (RequestHeaderModifier).
+    pub request_headers: HeaderEdits,
+    /// Edits to the responses it returns (ResponseHeaderModifier).
+    pub response_headers: HeaderEdits,
+}
+
+/// A Gateway API header modifier: headers replaced, added and removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// Replaced, or added when absent: (name, value).
+    pub set: Vec<(String, String)>,
+    /// Added after any values already there.
+    pub add: Vec<(String, String)>,
+    /// Removed.
+    pub remove: Vec<String>,
 }
 
 /// A weighted Service port a rule sends to.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
-    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,10 +18,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::Objects;
 use crate::crd::LoadBalancerKind;
 use crate::model::{
-    Backend, ConnectionLimits, Endpoint, HeaderMatch, Health, HostPattern, Key, LoadBalancer, Mesh,
-    OutboundListener, OutlierDetection, PathMatch, Protocol, QueryMatch, RouteMatch, RouteRetry,
-    RouteRule, Selector, Service, ServicePort, SidecarScope, StringMatch, TrafficPolicy, Workload,
-    WorkloadPort,
+    Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
+    LoadBalancer, Mesh, OutboundListener, OutlierDetection, PathMatch, Protocol, QueryMatch,
+    RouteMatch, RouteRetry, RouteRule, Selector, Service, ServicePort, SidecarScope, StringMatch,
+    TrafficPolicy, Workload, WorkloadPort,
 };
 
 /// Something in the input that weft ignored, and why.
@@ -498,6 +499,22 @@ fn route_rules(
     out
 }
 
+/// The edits of a Request- or ResponseHeaderModifier (two types of one shape).
+macro_rules! header_edits {
+    ($m:expr) => {
+        HeaderEdits {
+            set: pairs($m.set.iter().flatten().map(|h| (&h.name, &h.value))),
+            add: pairs($m.add.iter().flatten().map(|h| (&h.name, &h.value))),
+            remove: $m
+                .remove
+                .iter()
+                .flatten()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+        }
+    };
+}
+
 fn route_rule(
     key: &Key,
     rule: &HttpRouteRules,
@@ -512,27 +529,40 @@ fn route_rule(
         }],
         Some(ms) => ms.iter().map(route_match).collect::<Result<_, _>>()?,
     };
-    // Not applied yet; said rather than silently ignored.
-    let filters: Vec<String> = rule
-        .filters
-        .iter()
-        .flatten()
-        .map(|f| format!("{:?}", f.r#type))
-        .chain(
-            rule.backend_refs
-                .iter()
-                .flatten()
-                .flat_map(|br| br.filters.iter().flatten())
-                .map(|f| format!("{:?}", f.r#type)),
-        )
-        .collect();
-    if !filters.is_empty() {
+    // Header modifiers of the rule apply; other filters, and filters of single backends, are
+    // not applied yet: said rather than silently ignored.
+    let (mut request_headers, mut response_headers) =
+        (HeaderEdits::default(), HeaderEdits::default());
+    let mut unapplied = Vec::new();
+    for f in rule.filters.iter().flatten() {
+        match f.r#type {
+            HttpRouteRulesFiltersType::RequestHeaderModifier => {
+                if let Some(m) = &f.request_header_modifier {
+                    request_headers = header_edits!(m);
+                }
+            }
+            HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+                if let Some(m) = &f.response_header_modifier {
+                    response_headers = header_edits!(m);
+                }
+            }
+            ref other => unapplied.push(format!("{other:?}")),
+        }
+    }
+    unapplied.extend(
+        rule.backend_refs
+            .iter()
+            .flatten()
+            .flat_map(|br| br.filters.iter().flatten())
+            .map(|f| format!("{:?} on a backendRef", f.r#type)),
+    );
+    if !unapplied.is_empty() {
         b.warn(
             "HTTPRoute",
             key,
             format!(
                 "filters are not supported yet and are not applied: {}",
-                filters.join(", ")
+                unapplied.join(", ")
             ),
         );
     }
@@ -607,7 +637,15 @@ fn route_rule(
                 r.backoff.as_deref(),
             )
         }),
+        request_headers,
+        response_headers,
     })
+}
+
+/// (name, value) pairs of a header modifier; names are case-insensitive, so kept in lower case.
+fn pairs<'a>(it: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String, String)> {
+    it.map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect()
 }
 
 fn check_regex(re: &str) -> Result<(), String> {

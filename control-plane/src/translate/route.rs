@@ -1,6 +1,8 @@
 //! RDS: one route configuration per Service port, from its HTTPRoute rules.
 
 use weft_proto::google::protobuf::UInt32Value;
+use weft_proto::xds::config::core::v3::header_value_option::HeaderAppendAction;
+use weft_proto::xds::config::core::v3::{HeaderValue, HeaderValueOption};
 use weft_proto::xds::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration,
     RouteMatch as XdsRouteMatch, VirtualHost, WeightedCluster, header_matcher,
@@ -10,8 +12,8 @@ use weft_proto::xds::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_m
 
 use super::{cluster_name, duration};
 use crate::model::{
-    Backend, PathMatch, Protocol, RouteMatch, RouteRetry, RouteRule, Service, ServicePort,
-    StringMatch,
+    Backend, HeaderEdits, PathMatch, Protocol, RouteMatch, RouteRetry, RouteRule, Service,
+    ServicePort, StringMatch,
 };
 
 /// The route configuration for one Service port. Its single virtual host matches any authority:
@@ -35,6 +37,8 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
             timeout: None,
             backend_timeout: None,
             retry: None,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
         };
         routes(&[default], &policy, port.protocol)
     } else {
@@ -72,11 +76,38 @@ fn routes(
                 name: rule.origin.clone(),
                 r#match: Some(xds_match),
                 action: Some(route::Action::Route(action.clone())),
+                request_headers_to_add: headers_to_add(&rule.request_headers),
+                request_headers_to_remove: rule.request_headers.remove.clone(),
+                response_headers_to_add: headers_to_add(&rule.response_headers),
+                response_headers_to_remove: rule.response_headers.remove.clone(),
                 ..Default::default()
             });
         }
     }
     out
+}
+
+/// A modifier's `set` and `add` as Envoy's options: overwrite and append. Values are literal, so
+/// a `%` is escaped from Envoy's command operators.
+fn headers_to_add(edits: &HeaderEdits) -> Vec<HeaderValueOption> {
+    let option = |(name, value): &(String, String), action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.clone(),
+            value: value.replace('%', "%%"),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    let set = edits
+        .set
+        .iter()
+        .map(|h| option(h, HeaderAppendAction::OverwriteIfExistsOrAdd));
+    let add = edits
+        .add
+        .iter()
+        .map(|h| option(h, HeaderAppendAction::AppendIfExistsOrAdd));
+    set.chain(add).collect()
 }
 
 fn string_matcher(m: &StringMatch) -> StringMatcher {

@@ -388,6 +388,56 @@ spec:
 }
 
 #[test]
+fn header_modifiers_become_route_header_options_with_literal_values() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules:
+    - filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: x-env, value: '100%'}]
+            add: [{name: x-a, value: '1'}]
+            remove: [x-debug]
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {remove: [server]}
+      backendRefs: [{name: api, port: 80}]
+",
+    );
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let r = &rc.virtual_hosts[0].routes[0];
+    let added: Vec<(String, String, i32)> = r
+        .request_headers_to_add
+        .iter()
+        .map(|o| {
+            let h = o.header.as_ref().unwrap();
+            (h.key.clone(), h.value.clone(), o.append_action)
+        })
+        .collect();
+    // Set overwrites (2), add appends (0); `%` is not a command operator.
+    assert_eq!(
+        added,
+        [
+            ("x-env".to_string(), "100%%".to_string(), 2),
+            ("x-a".to_string(), "1".to_string(), 0)
+        ]
+    );
+    assert_eq!(r.request_headers_to_remove, ["x-debug"]);
+    assert!(r.response_headers_to_add.is_empty());
+    assert_eq!(r.response_headers_to_remove, ["server"]);
+}
+
+#[test]
 fn translation_is_deterministic() {
     let a = for_node(&shop(), "web-0.shop");
     let b = for_node(&shop(), "web-0.shop");

@@ -4,6 +4,7 @@
 //! these. The whole config is one immutable [`Config`] behind an `ArcSwap`: a request loads it once,
 //! without a lock, and finishes on that version even if a newer one is swapped in meanwhile.
 
+pub mod edits;
 pub mod route;
 
 use std::collections::HashMap;

@@ -1,8 +1,11 @@
 //! Route tables: authority -> virtual host -> first matching route -> weighted clusters.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::edits::HeaderEdits;
 
 /// A RouteConfiguration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,6 +41,9 @@ pub struct Route {
     /// Whole-request timeout; `None` for none.
     #[serde(skip)]
     pub timeout: Option<Duration>,
+    /// Header edits to the requests and responses it carries; `None` for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edits: Option<Arc<HeaderEdits>>,
 }
 
 /// A weighted target cluster.
@@ -341,6 +347,7 @@ mod tests {
                 weight: 1,
             }],
             timeout: None,
+            edits: None,
         }
     }
 

@@ -22,6 +22,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::config::edits::HeaderEdits;
 use crate::config::route::RequestView;
 use crate::config::{RouteTable, Store, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
@@ -136,6 +137,8 @@ struct Target {
     dial: pool::Dial,
     /// The route's whole-request timeout.
     timeout: Option<Duration>,
+    /// The route's header edits, if it has any.
+    edits: Option<Arc<HeaderEdits>>,
 }
 
 /// The `grpc-status` a gRPC client gets for a local reply: gRPC's own mapping of the HTTP status
@@ -327,6 +330,7 @@ impl Proxy {
             endpoint,
             dial,
             timeout: route.timeout,
+            edits: route.edits.clone(),
         })
     }
 
@@ -393,6 +397,7 @@ impl Proxy {
             endpoint,
             dial,
             timeout,
+            edits,
         } = match routed {
             Some(Routed(decided)) => decided?,
             None => self.target(source, authority, &parts, parts.version == Version::HTTP_2)?,
@@ -423,6 +428,9 @@ impl Proxy {
                 X_REQUEST_ID,
                 HeaderValue::from_str(id).expect("uuid is ascii"),
             );
+        }
+        if let Some(e) = &edits {
+            e.request.apply(&mut parts.headers);
         }
         let path_and_query = parts
             .uri
@@ -515,6 +523,9 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(e) = &edits {
+            e.response.apply(&mut parts.headers);
+        }
         let body = UpstreamBody {
             inner: body,
             guard,

@@ -25,6 +25,7 @@ use weft_proto::xds::extensions::upstreams::http::v3::{
 };
 use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
+use crate::config::edits::{Append, Edits, HeaderEdits, Put};
 use crate::config::{
     Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
     Protocol, QueryMatch, Route, RouteTable, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
@@ -607,9 +608,19 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             ("match.grpc", m.grpc.is_some()),
             ("match.tls_context", m.tls_context.is_some()),
             ("match.dynamic_metadata", !m.dynamic_metadata.is_empty()),
-        ]
-        .into_iter()
-        .chain(header_mutations!(r)),
+        ],
+    )?;
+    let request = edits(
+        ctx,
+        &format!("{field}.request_headers"),
+        &r.request_headers_to_add,
+        &r.request_headers_to_remove,
+    )?;
+    let response = edits(
+        ctx,
+        &format!("{field}.response_headers"),
+        &r.response_headers_to_add,
+        &r.response_headers_to_remove,
     )?;
     if m.case_sensitive.is_some_and(|c| !c.value) {
         return Err(ctx.err(
@@ -739,6 +750,8 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    let edits = (!request.is_empty() || !response.is_empty())
+        .then(|| Arc::new(HeaderEdits { request, response }));
     Ok(Route {
         name: r.name.clone(),
         path,
@@ -746,7 +759,80 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         query,
         clusters,
         timeout,
+        edits,
     })
+}
+
+/// A route's header edits of one direction (`<field>_to_add`, `<field>_to_remove`), checked: names and values valid, none the proxy
+/// must not let a route change (pseudo-headers, `host`, framing), and no command operators
+/// (`%REQ(...)%`), which Envoy would substitute and weft-proxy cannot; `%%` is a plain `%`.
+fn edits(
+    ctx: &Ctx<'_>,
+    field: &str,
+    add: &[weft_proto::xds::config::core::v3::HeaderValueOption],
+    remove: &[String],
+) -> Result<Edits, Invalid> {
+    use weft_proto::xds::config::core::v3::header_value_option::HeaderAppendAction as Action;
+    let name = |f: &str, n: &str| -> Result<http::HeaderName, Invalid> {
+        let lower = n.to_ascii_lowercase();
+        let forbidden = lower.starts_with(':')
+            || matches!(
+                lower.as_str(),
+                "host" | "content-length" | "transfer-encoding"
+            );
+        if forbidden {
+            return Err(ctx.err(f, format!("header {n} may not be changed by a route")));
+        }
+        http::HeaderName::try_from(lower).map_err(|_| ctx.err(f, format!("bad header name {n:?}")))
+    };
+    let mut out = Edits {
+        remove: remove
+            .iter()
+            .enumerate()
+            .map(|(i, n)| name(&format!("{field}_to_remove[{i}]"), n))
+            .collect::<Result<_, _>>()?,
+        put: Vec::new(),
+    };
+    for (i, opt) in add.iter().enumerate() {
+        let f = format!("{field}_to_add[{i}]");
+        let h = opt
+            .header
+            .as_ref()
+            .ok_or_else(|| ctx.err(format!("{f}.header"), "missing"))?;
+        let raw = if h.raw_value.is_empty() {
+            h.value.clone()
+        } else {
+            String::from_utf8(h.raw_value.clone())
+                .map_err(|_| ctx.err(format!("{f}.header.raw_value"), "not UTF-8"))?
+        };
+        let pieces: Vec<&str> = raw.split("%%").collect();
+        if pieces.iter().any(|p| p.contains('%')) {
+            return Err(ctx.err(
+                format!("{f}.header.value"),
+                "command operators (%...%) are not supported",
+            ));
+        }
+        let value = http::HeaderValue::try_from(pieces.join("%"))
+            .map_err(|_| ctx.err(format!("{f}.header.value"), "not a valid header value"))?;
+        // The deprecated `append`, when set, decides (Envoy's rule).
+        #[allow(deprecated)]
+        let action = match opt.append {
+            Some(a) if a.value => Action::AppendIfExistsOrAdd,
+            Some(_) => Action::OverwriteIfExistsOrAdd,
+            None => Action::try_from(opt.append_action).unwrap_or(Action::AppendIfExistsOrAdd),
+        };
+        out.put.push(Put {
+            name: name(&format!("{f}.header.key"), &h.key)?,
+            value,
+            append: match action {
+                Action::AppendIfExistsOrAdd => Append::AppendIfExistsOrAdd,
+                Action::AddIfAbsent => Append::AddIfAbsent,
+                Action::OverwriteIfExistsOrAdd => Append::OverwriteIfExistsOrAdd,
+                Action::OverwriteIfExists => Append::OverwriteIfExists,
+            },
+        });
+    }
+    Ok(out)
 }
 
 impl TryFrom<&xr::RouteConfiguration> for RouteTable {
@@ -858,8 +944,8 @@ mod tests {
                         .push(Default::default())
                 },
             ),
-            ("virtual_hosts[0].routes[0].request_headers_to_add", |rc| {
-                first_route(rc)
+            ("virtual_hosts[0].request_headers_to_add", |rc| {
+                rc.virtual_hosts[0]
                     .request_headers_to_add
                     .push(HeaderValueOption::default())
             }),
@@ -878,6 +964,107 @@ mod tests {
         for (field, edit) in cases {
             let err = route_config(edit).expect_err(field);
             assert_eq!(err.field, field);
+        }
+    }
+
+    fn header(key: &str, value: &str, action: i32) -> HeaderValueOption {
+        HeaderValueOption {
+            header: Some(weft_proto::xds::config::core::v3::HeaderValue {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            }),
+            append_action: action,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn route_header_edits_are_parsed_once_and_unsafe_ones_refused() {
+        let rt = route_config(|rc| {
+            let r = first_route(rc);
+            r.request_headers_to_add.push(header("X-Canary", "yes", 2));
+            r.request_headers_to_add.push(header("x-pct", "100%%", 0));
+            r.request_headers_to_remove.push("X-Debug".into());
+            r.response_headers_to_add
+                .push(header("x-served-by", "weft", 1));
+        })
+        .unwrap();
+        let edits = rt.virtual_hosts[0].routes[0].edits.clone().expect("edits");
+        let put = |e: &Edits| -> Vec<(String, String, Append)> {
+            e.put
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.to_string(),
+                        p.value.to_str().unwrap().to_string(),
+                        p.append,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            put(&edits.request),
+            [
+                (
+                    "x-canary".into(),
+                    "yes".into(),
+                    Append::OverwriteIfExistsOrAdd
+                ),
+                ("x-pct".into(), "100%".into(), Append::AppendIfExistsOrAdd),
+            ]
+        );
+        assert_eq!(edits.request.remove, ["x-debug"]);
+        assert_eq!(
+            put(&edits.response),
+            [("x-served-by".into(), "weft".into(), Append::AddIfAbsent)]
+        );
+        // Without edits a route carries none (and the fast path keeps it).
+        assert!(
+            route_config(|_| {}).unwrap().virtual_hosts[0].routes[0]
+                .edits
+                .is_none()
+        );
+
+        let cases: [(&str, Edit); 4] = [
+            (
+                "virtual_hosts[0].routes[0].request_headers_to_add[0]",
+                |rc| {
+                    first_route(rc)
+                        .request_headers_to_add
+                        .push(header(":path", "/x", 0))
+                },
+            ),
+            (
+                "virtual_hosts[0].routes[0].request_headers_to_add[0].header.value",
+                |rc| {
+                    first_route(rc).request_headers_to_add.push(header(
+                        "x-peer",
+                        "%DOWNSTREAM_REMOTE_ADDRESS%",
+                        0,
+                    ))
+                },
+            ),
+            (
+                "virtual_hosts[0].routes[0].request_headers_to_remove[0]",
+                |rc| {
+                    first_route(rc)
+                        .request_headers_to_remove
+                        .push("Host".into())
+                },
+            ),
+            (
+                "virtual_hosts[0].routes[0].response_headers_to_add[0].header",
+                |rc| {
+                    first_route(rc)
+                        .response_headers_to_add
+                        .push(HeaderValueOption::default())
+                },
+            ),
+        ];
+        for (field, edit) in cases {
+            let err = route_config(edit).expect_err(field);
+            assert!(err.field.starts_with(field), "{field}: {err:?}");
         }
     }
 

@@ -64,21 +64,27 @@ spec: {targetRefs: [{kind: Service, name: nope}], timeout: 'ten seconds'}\n",
 }
 
 #[test]
-fn route_filters_not_applied_are_said_and_the_rule_kept() {
+fn header_modifiers_apply_and_other_filters_are_said_and_the_rule_kept() {
     let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
-spec: {parentRefs: [{kind: Service, name: api}], rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x, value: y}]}}], \
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{filters: [\
+{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Env, value: canary}], add: [{name: x-a, value: '1'}], remove: [X-Debug]}}, \
+{type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-served, value: weft}]}}, \
+{type: RequestMirror, requestMirror: {backendRef: {name: api, port: 80}}}], \
 backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [z]}}]}]}]}\n";
     let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
     assert_eq!(
         warnings,
         [
-            "HTTPRoute ns/r: filters are not supported yet and are not applied: RequestHeaderModifier, ResponseHeaderModifier"
+            "HTTPRoute ns/r: filters are not supported yet and are not applied: RequestMirror, ResponseHeaderModifier on a backendRef"
         ]
     );
-    assert_eq!(
-        mesh.services[&Key::new("ns", "api")].ports[0].routes.len(),
-        1
-    );
+    let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
+    assert_eq!(routes.len(), 1);
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(routes[0].request_headers.set, [pair("x-env", "canary")]);
+    assert_eq!(routes[0].request_headers.add, [pair("x-a", "1")]);
+    assert_eq!(routes[0].request_headers.remove, ["x-debug"]);
+    assert_eq!(routes[0].response_headers.add, [pair("x-served", "weft")]);
 }
 
 #[test]

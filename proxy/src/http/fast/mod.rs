@@ -259,8 +259,8 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
             proxy.target(source, view.str(&head.host), &view, false)
         };
         let target = match target {
-            Ok(t) if !t.dial.http2 => t,
-            // hyper's path answers routing failures, and speaks HTTP/2 upstream.
+            Ok(t) if !t.dial.http2 && t.edits.is_none() => t,
+            // hyper's path answers routing failures, speaks HTTP/2 upstream and edits headers.
             decided => {
                 let io = Prefixed::new(conn.client, conn.inbuf);
                 return Served::Handoff(io, Some(Routed(decided)));
@@ -338,6 +338,7 @@ impl Conn<'_> {
             endpoint,
             dial,
             timeout,
+            edits: _,
         } = target;
         let mut guard = endpoint.start();
         let mut timer =
