@@ -23,6 +23,11 @@ impl Protocol {
         if let Some(p) = app_protocol.and_then(Self::parse) {
             return p;
         }
+        // gRPC-Web is HTTP/1.1 to the app (Istio reads it so), not the `grpc` of its prefix.
+        let lower = name.to_ascii_lowercase();
+        if lower == "grpc-web" || lower.starts_with("grpc-web-") {
+            return Self::Http1;
+        }
         let prefix = name.split_once('-').map_or(name, |(p, _)| p);
         Self::parse(prefix).unwrap_or_default()
     }
@@ -31,7 +36,9 @@ impl Protocol {
         Some(match s.to_ascii_lowercase().as_str() {
             "http" | "http1" | "kubernetes.io/ws" | "kubernetes.io/wss" => Self::Http1,
             "http2" | "h2c" | "kubernetes.io/h2c" => Self::Http2,
-            "grpc" | "grpc-web" => Self::Grpc,
+            // gRPC-Web is carried over HTTP/1.1 by browsers, and most apps serve it so.
+            "grpc-web" => Self::Http1,
+            "grpc" => Self::Grpc,
             "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "postgres" => Self::Tcp,
             _ => return None,
         })
@@ -70,6 +77,9 @@ mod tests {
             (None, "http", Http1),
             (None, "http-web", Http1),
             (None, "grpc-api", Grpc),
+            (None, "grpc-web", Http1),
+            (None, "grpc-web-ui", Http1),
+            (Some("grpc-web"), "api", Http1),
             (None, "http2", Http2),
             (None, "tcp-db", Tcp),
             (None, "https", Tcp),

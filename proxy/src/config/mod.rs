@@ -76,7 +76,11 @@ pub enum Handler {
 /// Envoy's `tcp_proxy` default idle timeout: an hour.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn optional_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+/// An optional duration as milliseconds (`null` for none), for `/config_dump`.
+pub(crate) fn optional_ms<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => duration_ms::serialize(d, s),
         None => s.serialize_none(),

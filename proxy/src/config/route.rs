@@ -39,7 +39,7 @@ pub struct Route {
     /// Targets and their weights.
     pub clusters: Vec<WeightedCluster>,
     /// Whole-request timeout; `None` for none.
-    #[serde(skip)]
+    #[serde(rename = "timeout_ms", serialize_with = "super::optional_ms")]
     pub timeout: Option<Duration>,
     /// Header edits to the requests and responses it carries; `None` for none.
     #[serde(skip_serializing_if = "Option::is_none")]

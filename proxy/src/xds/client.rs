@@ -167,6 +167,16 @@ impl Client {
             }
             match result {
                 Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
+                Err(e)
+                    if e.downcast_ref::<tonic::Status>()
+                        .is_some_and(|s| s.code() == tonic::Code::Unimplemented) =>
+                {
+                    tracing::error!(
+                        "the control plane does not serve Delta ADS \
+                         (DeltaAggregatedResources), which weft-proxy speaks: {e:#}; \
+                         retrying in {backoff:?}"
+                    )
+                }
                 Err(e) => tracing::warn!("xDS stream failed: {e:#}; reconnecting in {backoff:?}"),
             }
             let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
