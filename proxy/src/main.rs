@@ -20,7 +20,9 @@ struct Args {
     /// Milliseconds between HTTP/2 pings on the xDS connection; a control plane that does not
     /// answer one within a third of this (at most 10 s) is taken for gone and the proxy
     /// reconnects, where a lost node or a partition would leave a silent stream open for ever.
-    #[arg(long, env = "WEFT_XDS_KEEPALIVE_MS", default_value_t = 30_000)]
+    /// The default is the most often grpc-go servers accept pings on a quiet stream (their
+    /// `MinTime`, 5 min); weft's own server takes any, so lower it for faster detection. 0: off.
+    #[arg(long, env = "WEFT_XDS_KEEPALIVE_MS", default_value_t = 300_000)]
     xds_keepalive_ms: u64,
     /// Node id: `<pod>.<namespace>` of the workload this proxy serves.
     #[arg(long, env = "WEFT_NODE_ID")]

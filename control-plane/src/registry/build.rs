@@ -538,12 +538,12 @@ fn route_rule(
         match f.r#type {
             HttpRouteRulesFiltersType::RequestHeaderModifier => {
                 if let Some(m) = &f.request_header_modifier {
-                    request_headers = header_edits!(m);
+                    request_headers = allowed_edits(b, key, header_edits!(m));
                 }
             }
             HttpRouteRulesFiltersType::ResponseHeaderModifier => {
                 if let Some(m) = &f.response_header_modifier {
-                    response_headers = header_edits!(m);
+                    response_headers = allowed_edits(b, key, header_edits!(m));
                 }
             }
             ref other => unapplied.push(format!("{other:?}")),
@@ -640,6 +640,37 @@ fn route_rule(
         request_headers,
         response_headers,
     })
+}
+
+/// `edits` without the headers a route may not change (the proxy would refuse the whole route
+/// table for them): `Host`, which routing and the upstream's virtual hosting read, and the
+/// message framing.
+fn allowed_edits(b: &mut Builder, key: &Key, mut edits: HeaderEdits) -> HeaderEdits {
+    let fixed = |n: &str| {
+        n.starts_with(':') || matches!(n, "host" | "content-length" | "transfer-encoding")
+    };
+    let mut dropped: Vec<String> = Vec::new();
+    let mut keep = |n: &String| {
+        let ok = !fixed(n);
+        if !ok {
+            dropped.push(n.clone());
+        }
+        ok
+    };
+    edits.set.retain(|(n, _)| keep(n));
+    edits.add.retain(|(n, _)| keep(n));
+    edits.remove.retain(|n| keep(n));
+    if !dropped.is_empty() {
+        b.warn(
+            "HTTPRoute",
+            key,
+            format!(
+                "a header modifier may not change {}: ignored",
+                dropped.join(", ")
+            ),
+        );
+    }
+    edits
 }
 
 /// (name, value) pairs of a header modifier; names are case-insensitive, so kept in lower case.

@@ -261,3 +261,39 @@ mod duration_ms {
         s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_captured_destination_finds_its_address_first_then_any_address_on_its_port() {
+        let listener = |name: &str| {
+            Arc::new(Listener {
+                name: name.into(),
+                addresses: Vec::new(),
+                protocol: Protocol::default(),
+                handler: None,
+                by_port: Vec::new(),
+                bind: false,
+            })
+        };
+        let mut config = Config::default();
+        for (addr, name) in [
+            ("10.0.0.1:80", "exact"),
+            ("0.0.0.0:80", "any4"),
+            ("[::]:80", "any6"),
+        ] {
+            config.by_addr.insert(addr.parse().unwrap(), listener(name));
+        }
+        let found = |dst: &str| {
+            config
+                .listener_for(dst.parse().unwrap())
+                .map(|l| l.name.clone())
+        };
+        assert_eq!(found("10.0.0.1:80").as_deref(), Some("exact"));
+        assert_eq!(found("10.0.0.2:80").as_deref(), Some("any4"));
+        assert_eq!(found("[fd00::1]:80").as_deref(), Some("any6"));
+        assert_eq!(found("10.0.0.1:81"), None);
+    }
+}

@@ -47,9 +47,13 @@ pub struct Settings {
     /// hold back every later update.
     pub initial_fetch_timeout: Duration,
     /// Interval of HTTP/2 pings on the stream; an unanswered one (a third of it, at most 10 s)
-    /// ends the stream, so a control plane lost without a reset is reconnected to.
+    /// ends the stream, so a control plane lost without a reset is reconnected to. Zero: none.
     pub keepalive: Duration,
 }
+
+/// TCP keepalive on the xDS connection, whatever the pings: the kernel's own check for a peer
+/// that is gone.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// A config larger than tonic's 4 MiB default arrives in one message from servers that do not
 /// split responses (state-of-the-world style servers of a large mesh).
@@ -191,14 +195,16 @@ impl Client {
 
     async fn stream(&mut self) -> anyhow::Result<()> {
         let keepalive = self.settings.keepalive;
-        let channel = tonic::transport::Endpoint::from_shared(self.settings.xds_url.clone())?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.settings.xds_url.clone())?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_keepalive(Some(keepalive))
-            .http2_keep_alive_interval(keepalive)
-            .keep_alive_timeout((keepalive / 3).min(Duration::from_secs(10)))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await?;
+            .tcp_keepalive(Some(TCP_KEEPALIVE));
+        if !keepalive.is_zero() {
+            endpoint = endpoint
+                .http2_keep_alive_interval(keepalive)
+                .keep_alive_timeout((keepalive / 3).min(Duration::from_secs(10)))
+                .keep_alive_while_idle(true);
+        }
+        let channel = endpoint.connect().await?;
         let mut ads = AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::unbounded_channel();

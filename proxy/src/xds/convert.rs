@@ -230,13 +230,14 @@ const INSPECTORS: [(&str, &str); 3] = [
 ];
 
 fn inspects_only(f: &xl::ListenerFilter) -> bool {
-    let type_url = match &f.config_type {
-        Some(xl::listener_filter::ConfigType::TypedConfig(a)) => a.type_url.as_str(),
-        _ => "",
-    };
-    INSPECTORS.iter().any(|(name, message)| {
-        f.name == *name || type_url.strip_prefix("type.googleapis.com/") == Some(message)
-    })
+    // The config's type decides when there is one, as in Envoy; the name otherwise.
+    match &f.config_type {
+        Some(xl::listener_filter::ConfigType::TypedConfig(a)) => {
+            let message = a.type_url.rsplit('/').next();
+            INSPECTORS.iter().any(|(_, m)| Some(*m) == message)
+        }
+        _ => INSPECTORS.iter().any(|(name, _)| f.name == *name),
+    }
 }
 
 impl TryFrom<&xl::Listener> for Listener {
@@ -487,8 +488,8 @@ impl TryFrom<&xc::Cluster> for Cluster {
 // === Endpoints ===
 
 /// The endpoints traffic goes to: the healthy ones of the most preferred priority that has any
-/// (priority 0 first, as Envoy fails over; a lower level's endpoints get nothing while a higher
-/// one has a healthy endpoint).
+/// (priority 0 first). Failover is decided by the health the control plane reports; a level whose
+/// endpoints fail at run time does not yet spill over to the next, as Envoy's would.
 fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
     let mut out = Vec::new();
     let mut priority = u32::MAX;
@@ -819,7 +820,8 @@ fn edits(
         let action = match opt.append {
             Some(a) if a.value => Action::AppendIfExistsOrAdd,
             Some(_) => Action::OverwriteIfExistsOrAdd,
-            None => Action::try_from(opt.append_action).unwrap_or(Action::AppendIfExistsOrAdd),
+            None => Action::try_from(opt.append_action)
+                .map_err(|_| ctx.err(format!("{f}.append_action"), "unknown append action"))?,
         };
         out.put.push(Put {
             name: name(&format!("{f}.header.key"), &h.key)?,
@@ -1172,10 +1174,18 @@ mod tests {
         };
         let tls =
             "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
-        assert!(Listener::try_from(&with("envoy.filters.listener.tls_inspector", tls)).is_ok());
-        assert!(Listener::try_from(&with("anything", tls)).is_ok());
         let proxy_protocol =
             "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol";
+        // A familiar name does not excuse another filter's config.
+        assert!(
+            Listener::try_from(&with(
+                "envoy.filters.listener.tls_inspector",
+                proxy_protocol
+            ))
+            .is_err()
+        );
+        assert!(Listener::try_from(&with("envoy.filters.listener.tls_inspector", tls)).is_ok());
+        assert!(Listener::try_from(&with("anything", tls)).is_ok());
         let err = Listener::try_from(&with(
             "envoy.filters.listener.proxy_protocol",
             proxy_protocol,

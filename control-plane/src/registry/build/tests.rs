@@ -67,7 +67,7 @@ spec: {targetRefs: [{kind: Service, name: nope}], timeout: 'ten seconds'}\n",
 fn header_modifiers_apply_and_other_filters_are_said_and_the_rule_kept() {
     let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
 spec: {parentRefs: [{kind: Service, name: api}], rules: [{filters: [\
-{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Env, value: canary}], add: [{name: x-a, value: '1'}], remove: [X-Debug]}}, \
+{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Env, value: canary}, {name: Host, value: evil}], add: [{name: x-a, value: '1'}], remove: [X-Debug]}}, \
 {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-served, value: weft}]}}, \
 {type: RequestMirror, requestMirror: {backendRef: {name: api, port: 80}}}], \
 backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [z]}}]}]}]}\n";
@@ -75,6 +75,7 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
     assert_eq!(
         warnings,
         [
+            "HTTPRoute ns/r: a header modifier may not change host: ignored",
             "HTTPRoute ns/r: filters are not supported yet and are not applied: RequestMirror, ResponseHeaderModifier on a backendRef"
         ]
     );

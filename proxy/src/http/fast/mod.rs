@@ -646,31 +646,10 @@ impl Conn<'_> {
             req.started,
         );
         let is_head = req.head.is_head(&self.inbuf);
-        let status = local_status(flag);
-        let body = flag.describe();
-        self.down.clear();
-        let _ = std::io::Write::write_fmt(
-            &mut self.down,
-            format_args!(
-                "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\n{}\r\n{}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or_default(),
-                flag.as_str(),
-                body.len(),
-                if req.close {
-                    "connection: close\r\n"
-                } else {
-                    ""
-                },
-                // A response to HEAD has no body, whatever its length says.
-                if is_head { "" } else { body },
-            ),
-        );
+        local_response(&mut self.down, flag, flag.describe(), req.close, is_head);
         self.client.write_all(&self.down).await.is_ok() && !req.close
     }
-}
 
-impl Conn<'_> {
     /// Refuses a request that is framed twice (DPE, 400) and closes the connection, reading what
     /// the client still sends for a moment first, so its unread body does not turn the close into
     /// a reset that destroys the answer (nginx's lingering close).
@@ -688,16 +667,8 @@ impl Conn<'_> {
         let started = Instant::now();
         self.proxy
             .count_local(&(flag, None), Protocol::Http, (&method, "", &path), started);
-        let body = "bad request: both content-length and transfer-encoding\n";
-        self.down.clear();
-        let _ = std::io::Write::write_fmt(
-            &mut self.down,
-            format_args!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                flag.as_str(),
-                body.len(),
-            ),
-        );
+        let why = "bad request: both content-length and transfer-encoding\n";
+        local_response(&mut self.down, flag, why, true, false);
         if self.client.write_all(&self.down).await.is_err() || self.client.shutdown().await.is_err()
         {
             return;
@@ -713,6 +684,25 @@ impl Conn<'_> {
         })
         .await;
     }
+}
+
+/// Writes the proxy's own answer for `flag` into `out`: its status, the reason, `body` (left out
+/// for HEAD, whatever the length says), and whether the connection closes after it.
+fn local_response(out: &mut Vec<u8>, flag: Flag, body: &str, close: bool, is_head: bool) {
+    let status = local_status(flag);
+    out.clear();
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\n{}\r\n{}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default(),
+            flag.as_str(),
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+            if is_head { "" } else { body },
+        ),
+    );
 }
 
 /// How long a refused client's further bytes are read and dropped before its connection closes.

@@ -148,17 +148,15 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Ok(httparse::Status::Complete(_)) | Err(_) => return Parsed::Other,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
     };
-    if method == "CONNECT" || !plain_target(target.as_bytes()) {
-        return Parsed::Other;
-    }
     let (mut host, mut close, mut has_request_id) = (None, false, false);
     let (mut length, mut chunked) = (None::<u64>, false);
     // Everything but the head's syntax is judged once all its lines are read, so a request framed
     // twice is refused whatever else it carries.
-    let (mut lengths, mut codings, mut hypers) = (0u8, false, false);
+    let (mut lengths, mut codings) = (false, false);
+    let mut hypers = version != 1 || method == "CONNECT" || !plain_target(target.as_bytes());
     for h in req.headers.iter() {
         let value = h.value.trim_ascii();
         match name_of(h.name) {
@@ -173,7 +171,7 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
             // list, a sign, codings other than chunked) is a smuggling shape or a rarity: hyper
             // refuses or handles it.
             Name::ContentLength => {
-                lengths = lengths.saturating_add(1);
+                lengths = true;
                 match digits(value) {
                     Some(n) if length.is_none() => length = Some(n),
                     _ => hypers = true,
@@ -211,7 +209,7 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
             value: range(buf, value),
         });
     }
-    if lengths > 0 && codings {
+    if lengths && codings {
         return Parsed::Refused;
     }
     let (Some(host), false) = (host, hypers) else {
@@ -551,6 +549,8 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\ntransfer-encoding: chunked\r\n\r\n",
             // Whatever else would have sent it to hyper.
             "POST / HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(
                 request(req.as_bytes(), &mut kept),
