@@ -100,6 +100,11 @@ fn static_cluster(name: &str) -> Cluster {
 }
 
 fn eds_cluster(name: &str) -> Cluster {
+    eds_cluster_named(name, "")
+}
+
+/// An EDS cluster whose assignment is `service` (empty: the cluster's own name).
+fn eds_cluster_named(name: &str, service: &str) -> Cluster {
     Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -112,7 +117,7 @@ fn eds_cluster(name: &str) -> Cluster {
                 )),
                 ..Default::default()
             }),
-            service_name: String::new(),
+            service_name: service.into(),
         }),
         ..Default::default()
     }
@@ -475,6 +480,26 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
     .await;
     send(response(LDS, "n2", vec![])).await;
     until(&mut reqs, eds_sub("e1")).await;
+    // A cluster whose assignment has a name of its own (Istio's shape): that name is subscribed,
+    // and its endpoints are the cluster's.
+    send(response(
+        CDS,
+        "n2b",
+        vec![resource(
+            "named",
+            "v1",
+            CDS,
+            &eds_cluster_named("named", "named-eds"),
+        )],
+    ))
+    .await;
+    until(&mut reqs, eds_sub("named-eds")).await;
+    send(response(
+        EDS,
+        "n2c",
+        vec![resource("named-eds", "1", EDS, &cla("named-eds", 7070))],
+    ))
+    .await;
     send(response(
         EDS,
         "n3",
@@ -487,6 +512,14 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
             .endpoints
             .get("e1")
             .is_some_and(|s| s.pick().is_some())
+    })
+    .await;
+    eventually("named with named-eds' endpoints", || {
+        store
+            .load()
+            .endpoints
+            .get("named")
+            .is_some_and(|s| s.pick().is_some_and(|e| e.addr.port() == 7070))
     })
     .await;
 
