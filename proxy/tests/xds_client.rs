@@ -443,6 +443,13 @@ async fn ack_nack_warming_and_reconnect() {
     assert!(!held.contains_key("c2"));
 }
 
+/// The port of the endpoint the live config would send `cluster`'s next request to.
+fn port_of(store: &Store, cluster: &str) -> Option<u16> {
+    let config = store.load();
+    let port = config.endpoints.get(cluster)?.pick()?.addr.port();
+    Some(port)
+}
+
 /// Reads requests until one satisfies `want` (ACKs of earlier responses come first).
 async fn until(
     s: &mut Streaming<DeltaDiscoveryRequest>,
@@ -506,20 +513,9 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
         vec![resource("e1", "1", EDS, &cla("e1", 8080))],
     ))
     .await;
-    eventually("e1 with endpoints", || {
-        store
-            .load()
-            .endpoints
-            .get("e1")
-            .is_some_and(|s| s.pick().is_some())
-    })
-    .await;
+    eventually("e1 with endpoints", || port_of(&store, "e1") == Some(8080)).await;
     eventually("named with named-eds' endpoints", || {
-        store
-            .load()
-            .endpoints
-            .get("named")
-            .is_some_and(|s| s.pick().is_some_and(|e| e.addr.port() == 7070))
+        port_of(&store, "named") == Some(7070)
     })
     .await;
 
@@ -558,11 +554,7 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
     ))
     .await;
     eventually("e1 back with its new endpoints", || {
-        store
-            .load()
-            .endpoints
-            .get("e1")
-            .is_some_and(|s| s.pick().is_some_and(|e| e.addr.port() == 9090))
+        port_of(&store, "e1") == Some(9090)
     })
     .await;
 }
