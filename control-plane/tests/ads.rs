@@ -280,6 +280,25 @@ async fn sotw_nack_is_not_resent_and_stale_nonces_are_ignored() {
         metrics.contains("weft_xds_stale_nonces_total 1"),
         "{metrics}"
     );
+    // A scrape that does not ask for OpenMetrics (curl, promtool) gets the classic text format,
+    // and promtool accepts it.
+    assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+    let body = metrics.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) runs");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let conns = h.admin("/debug/connections").await;
     assert!(conns.contains("unsupported field"), "{conns}");
     assert!(conns.contains("\"node_id\": \"nacker\""), "{conns}");

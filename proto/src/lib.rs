@@ -8,4 +8,5 @@ pub use envoy_types::pb::google;
 pub use prost;
 pub use prost_types;
 
+pub mod exposition;
 pub mod names;

@@ -95,13 +95,18 @@ impl Admin {
             "/metrics" => {
                 let mut out = String::new();
                 match prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-                    Ok(()) => Response::builder()
-                        .header(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
-                        .body(Full::new(Bytes::from(out)))
-                        .expect("static response parts are valid"),
+                    Ok(()) => {
+                        // Prometheus asks for OpenMetrics; curl and promtool get the classic text.
+                        let accept = req
+                            .headers()
+                            .get(header::ACCEPT)
+                            .and_then(|a| a.to_str().ok());
+                        let (body, content_type) = weft_proto::exposition::negotiate(out, accept);
+                        Response::builder()
+                            .header(header::CONTENT_TYPE, content_type)
+                            .body(Full::new(Bytes::from(body)))
+                            .expect("static response parts are valid")
+                    }
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
             }

@@ -68,22 +68,13 @@ impl Admin {
             ),
             "/live" => reply(StatusCode::OK, "text/plain", "live\n"),
             "/metrics" => {
-                // Prometheus asks for OpenMetrics; curl and promtool get the classic format.
-                let openmetrics = req
+                let accept = req
                     .headers()
                     .get(header::ACCEPT)
-                    .and_then(|a| a.to_str().ok())
-                    .is_some_and(|a| a.contains("application/openmetrics-text"));
-                let content_type = if openmetrics {
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                } else {
-                    "text/plain; version=0.0.4; charset=utf-8"
-                };
-                reply(
-                    StatusCode::OK,
-                    content_type,
-                    self.metrics.render(openmetrics),
-                )
+                    .and_then(|a| a.to_str().ok());
+                let (body, content_type) =
+                    weft_proto::exposition::negotiate(self.metrics.render(true), accept);
+                reply(StatusCode::OK, content_type, body)
             }
             _ if !self.full => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             "/config_dump" => json(&*self.store.load()),

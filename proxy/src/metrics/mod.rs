@@ -154,43 +154,12 @@ impl Metrics {
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!("encoding metrics: {e}");
         }
-        if openmetrics { out } else { classic(&out) }
+        if openmetrics {
+            out
+        } else {
+            weft_proto::exposition::classic(&out)
+        }
     }
-}
-
-/// OpenMetrics text -> classic Prometheus text: a counter family's HELP and TYPE name its samples
-/// (`x_total`), and the OpenMetrics-only `# UNIT` and `# EOF` lines go.
-fn classic(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    let mut help: Option<&str> = None;
-    for line in openmetrics.lines() {
-        if line.starts_with("# HELP ") {
-            help = Some(line);
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-            let renamed = match kind {
-                "counter" if !name.ends_with("_total") => format!("{name}_total"),
-                _ => name.to_string(),
-            };
-            if let Some(h) = help.take() {
-                let text = h
-                    .strip_prefix("# HELP ")
-                    .and_then(|h| h.split_once(' '))
-                    .map_or("", |(_, t)| t);
-                out.push_str(&format!("# HELP {renamed} {text}\n"));
-            }
-            out.push_str(&format!("# TYPE {renamed} {kind}\n"));
-            continue;
-        }
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 /// A destination's fixed labels: destinations that label alike (two ports of one Service, two
