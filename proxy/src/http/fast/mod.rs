@@ -654,19 +654,27 @@ impl Conn<'_> {
     /// the client still sends for a moment first, so its unread body does not turn the close into
     /// a reset that destroys the answer (nginx's lingering close).
     async fn refuse(&mut self) {
-        let line = self.inbuf[..]
-            .split(|b| *b == b'\r')
-            .next()
-            .unwrap_or_default();
-        let mut words = line.split(|b| *b == b' ').map(String::from_utf8_lossy);
-        let (method, path) = (
-            words.next().unwrap_or_default(),
-            words.next().unwrap_or_default(),
-        );
         let flag = Flag::DownstreamProtocolError;
         let started = Instant::now();
-        self.proxy
-            .count_local(&(flag, None), Protocol::Http, (&method, "", &path), started);
+        // The head parsed again for the log line's method, Host and path (a rare path), in a
+        // scope that ends before the first await, so its header slots are not kept in the future.
+        {
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            let mut req = httparse::Request::new(&mut headers);
+            let _ = req.parse(&self.inbuf);
+            let host = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .map(|h| String::from_utf8_lossy(h.value));
+            let seen = (
+                req.method.unwrap_or_default(),
+                host.as_deref().unwrap_or_default(),
+                req.path.unwrap_or_default(),
+            );
+            self.proxy
+                .count_local(&(flag, None), Protocol::Http, seen, started);
+        }
         let why = "bad request: both content-length and transfer-encoding\n";
         local_response(&mut self.down, flag, why, true, false);
         if self.client.write_all(&self.down).await.is_err() || self.client.shutdown().await.is_err()
