@@ -219,9 +219,17 @@ fn services(
                 continue;
             };
             let name = p.name.clone().unwrap_or_default();
+            let endpoints = match (&spec.selector, svc_slices) {
+                // No EndpointSlice controller wrote any (a file registry on plain hosts): the
+                // endpoints are the ready Pods the selector picks, as that controller would make.
+                (Some(selector), []) if !selector.is_empty() => {
+                    selected(objects, key, selector, p, workloads)
+                }
+                _ => endpoints(svc_slices, &name, &by_ip, workloads),
+            };
             ports.push(ServicePort {
                 protocol: Protocol::from_port(p.app_protocol.as_deref(), &name),
-                endpoints: endpoints(svc_slices, &name, &by_ip, workloads),
+                endpoints,
                 name,
                 port,
                 routes: Vec::new(),
@@ -237,6 +245,64 @@ fn services(
             },
         );
     }
+    out
+}
+
+/// The endpoints of Service `key`'s port `port` as the EndpointSlice controller makes them: the
+/// Pods of its namespace whose labels include `selector`, with an IP, not finished, and ready
+/// (a Pod without status conditions, as a host's file entry is written, counts as ready); at
+/// `targetPort`, a number or a container port's name (default: the port itself).
+fn selected(
+    objects: &Objects,
+    key: &Key,
+    selector: &std::collections::BTreeMap<String, String>,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+    workloads: &BTreeMap<Key, Workload>,
+) -> Vec<Endpoint> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut out = Vec::new();
+    for (pod_key, pod) in &objects.pods {
+        let Some(w) = workloads.get(pod_key) else {
+            continue;
+        };
+        let picked = pod_key.namespace == key.namespace
+            && selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .is_none_or(|c| c.status == "True");
+        if !picked || !ready {
+            continue;
+        }
+        let target = match &port.target_port {
+            None => u16::try_from(port.port).ok(),
+            Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+            Some(IntOrString::String(name)) => pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok()),
+        };
+        let Some(target) = target else {
+            continue;
+        };
+        for ip in &w.ips {
+            out.push(Endpoint {
+                ip: *ip,
+                port: target,
+                health: Health::Healthy,
+                identity: Some(w.identity.clone()),
+                workload: Some(w.key.clone()),
+                workload_name: Some(w.metrics_name()),
+                zone: None,
+            });
+        }
+    }
+    out.sort_by_key(|e| (e.ip, e.port));
     out
 }
 

@@ -89,6 +89,66 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
 }
 
 #[test]
+fn a_selector_without_endpoint_slices_takes_the_ready_pods_it_picks() {
+    let yaml = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec:
+  clusterIP: 10.0.0.1
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: web}, {name: admin, port: 9000}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-1, namespace: ns, labels: {app: api, v: '1'}}
+spec: {containers: [{name: c, ports: [{name: web, containerPort: 8080}]}]}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-2, namespace: ns, labels: {app: api}}
+spec: {containers: [{name: c, ports: [{name: web, containerPort: 8081}]}]}
+status: {podIP: 10.1.0.2, conditions: [{type: Ready, status: 'True'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-3, namespace: ns, labels: {app: api}}
+spec: {containers: [{name: c, ports: [{name: web, containerPort: 8080}]}]}
+status: {podIP: 10.1.0.3, conditions: [{type: Ready, status: 'False'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: ns, labels: {app: other}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.1.0.4}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-elsewhere, namespace: ns2, labels: {app: api}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.1.0.5}
+";
+    let (mesh, warnings) = build_yaml(yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let api = &mesh.services[&Key::new("ns", "api")];
+    let at = |i: usize| -> Vec<String> {
+        api.ports[i]
+            .endpoints
+            .iter()
+            .map(|e| format!("{}:{}", e.ip, e.port))
+            .collect()
+    };
+    // The named target port resolves per Pod; the not-ready Pod and others are left out.
+    assert_eq!(at(0), ["10.1.0.1:8080", "10.1.0.2:8081"]);
+    // No targetPort: the Service's own port.
+    assert_eq!(at(1), ["10.1.0.1:9000", "10.1.0.2:9000"]);
+    assert_eq!(
+        api.ports[0].endpoints[0].identity.as_deref(),
+        Some("spiffe://cluster.local/ns/ns/sa/default")
+    );
+}
+
+#[test]
 fn routes_attach_to_http_ports_when_no_port_is_named() {
     let yaml = format!(
         "{API}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\n\
