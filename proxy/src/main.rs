@@ -106,12 +106,27 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
+/// Raises the soft limit on open files to the hard one, as Envoy and Go's runtime do: each proxied
+/// connection holds two descriptors, and hosts often start services at a soft limit of 1,024.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!("open-file limit stays at {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the open-file limit: {e}"),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&args.log)?);
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    raise_open_file_limit();
     let log = Arc::new(admin::LogFilter::new(
         &args.log,
         Arc::new(move |filter: &str| {

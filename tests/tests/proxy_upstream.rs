@@ -732,3 +732,27 @@ spec:
     assert!(seen.contains("x-a: 0") && seen.contains("x-a: 1"), "{seen}");
     assert!(!seen.contains("x-debug"), "{seen}");
 }
+
+#[test]
+fn a_low_open_file_limit_is_raised_to_the_hard_limit() {
+    // Started as a host's service manager often starts one: soft limit 256, hard limit higher.
+    let port = || format!("127.0.0.1:{}", free_port());
+    let health = port();
+    let proc = weft_e2e::Proc::spawn(
+        Command::new("sh")
+            .args(["-c", "ulimit -Sn 256 && exec \"$@\"", "sh"])
+            .arg(weft_e2e::bin("weft-proxy"))
+            .args(["--xds-addr", "127.0.0.1:1", "--node-id", "host-0.shop"])
+            .args(["--admin-addr", &port(), "--health-addr", &health])
+            .args(["--outbound-capture-addr", &port()])
+            .args(["--inbound-capture-addr", &port()]),
+    );
+    weft_e2e::wait_for_port(health.parse().unwrap(), Duration::from_secs(10));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proc.0.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert!(numbers[0] != "256" && numbers[0] == numbers[1], "{line}");
+}
