@@ -216,8 +216,12 @@ fn copies(configs: &[EndpointConfig]) -> Vec<u32> {
 pub struct EndpointSet {
     /// Algorithm.
     pub lb: LbPolicy,
-    /// Endpoints; weights are honoured by repetition.
+    /// Endpoints of the most preferred priority; weights are honoured by repetition.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Endpoints of the less preferred priorities, in order: each takes the traffic its
+    /// predecessors cannot, once every endpoint before it is backing off (Envoy's failover).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<Vec<Arc<Endpoint>>>,
     /// Where requests that found no endpoint are counted.
     #[serde(skip)]
     pub stats: Arc<DestStats>,
@@ -235,42 +239,72 @@ impl EndpointSet {
         previous: Option<&EndpointSet>,
         metrics: &Metrics,
     ) -> Self {
-        let mut endpoints = Vec::with_capacity(configs.len());
-        for (cfg, copies) in configs.iter().zip(copies(configs)) {
-            let ep = previous
-                .and_then(|p| p.get(cfg.addr))
-                .filter(|e| e.identity == cfg.identity && e.workload == cfg.workload)
-                .unwrap_or_else(|| {
-                    let stats = metrics.destination(cluster, cfg.workload.as_deref());
-                    Arc::new(Endpoint::new(cfg, stats))
-                });
-            for _ in 0..copies {
-                endpoints.push(ep.clone());
+        let mut priorities: Vec<u32> = configs.iter().map(|c| c.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let mut levels = priorities.into_iter().map(|priority| {
+            let level: Vec<EndpointConfig> = configs
+                .iter()
+                .filter(|c| c.priority == priority)
+                .cloned()
+                .collect();
+            let mut endpoints = Vec::with_capacity(level.len());
+            for (cfg, copies) in level.iter().zip(copies(&level)) {
+                let ep = previous
+                    .and_then(|p| p.get(cfg.addr))
+                    .filter(|e| e.identity == cfg.identity && e.workload == cfg.workload)
+                    .unwrap_or_else(|| {
+                        let stats = metrics.destination(cluster, cfg.workload.as_deref());
+                        Arc::new(Endpoint::new(cfg, stats))
+                    });
+                for _ in 0..copies {
+                    endpoints.push(ep.clone());
+                }
             }
-        }
+            endpoints
+        });
         Self {
             lb,
-            endpoints,
+            endpoints: levels.next().unwrap_or_default(),
+            failover: levels.collect(),
             stats: metrics.destination(cluster, None),
             next: AtomicUsize::new(0),
         }
     }
 
+    /// Every endpoint, preferred ones first (weighted ones repeated).
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.iter().chain(self.failover.iter().flatten())
+    }
+
     /// The endpoint at `addr`, if present.
     pub fn get(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
-        self.endpoints.iter().find(|e| e.addr == addr).cloned()
+        self.all().find(|e| e.addr == addr).cloned()
     }
 
     /// Chooses an endpoint; `None` when there is none. Endpoints backing off after a failure
-    /// are passed over while any other remains.
+    /// are passed over while any other remains, first in the preferred priority, then in the
+    /// failover ones in turn; with all of them failing, the preferred choice.
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        let n = self.endpoints.len();
+        let chosen = self.pick_in(&self.endpoints)?;
+        if !chosen.failing() || self.failover.is_empty() {
+            return Some(chosen);
+        }
+        self.failover
+            .iter()
+            .filter_map(|level| self.pick_in(level))
+            .find(|e| !e.failing())
+            .or(Some(chosen))
+    }
+
+    fn pick_in<'a>(&self, list: &'a [Arc<Endpoint>]) -> Option<&'a Arc<Endpoint>> {
+        let n = list.len();
         if n == 0 {
             return None;
         }
-        let first = self.choose(n);
-        if !self.endpoints[first].failing() {
-            return self.endpoints.get(first);
+        let first = self.choose(list);
+        if !list[first].failing() {
+            return list.get(first);
         }
         // Rare: the first choice is backing off. Draw again at random over the (weighted) list,
         // so its traffic spreads over the others by weight instead of landing on a neighbour;
@@ -278,12 +312,13 @@ impl EndpointSet {
         (0..8)
             .map(|_| fastrand::usize(0..n))
             .chain((0..n).map(|k| (first + k) % n))
-            .find(|&i| !self.endpoints[i].failing())
+            .find(|&i| !list[i].failing())
             .or(Some(first))
-            .and_then(|i| self.endpoints.get(i))
+            .and_then(|i| list.get(i))
     }
 
-    fn choose(&self, n: usize) -> usize {
+    fn choose(&self, list: &[Arc<Endpoint>]) -> usize {
+        let n = list.len();
         match self.lb {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             LbPolicy::Random => fastrand::usize(0..n),
@@ -294,7 +329,7 @@ impl EndpointSet {
                 if b >= a {
                     b += 1;
                 }
-                if self.endpoints[b].cost() < self.endpoints[a].cost() {
+                if list[b].cost() < list[a].cost() {
                     b
                 } else {
                     a
@@ -347,8 +382,40 @@ mod tests {
                 weight: 1,
                 identity: None,
                 workload: None,
+                priority: 0,
             })
             .collect()
+    }
+
+    #[test]
+    fn failover_priorities_take_traffic_only_while_every_preferred_endpoint_fails() {
+        let mut configs = cfgs(3);
+        configs[1].priority = 1;
+        configs[2].priority = 2;
+        // Sent in any order, ranked by priority.
+        configs.reverse();
+        let set = EndpointSet::new("c", &configs, LbPolicy::RoundRobin, None, &metrics());
+        let port = |set: &EndpointSet| set.pick().map(|e| e.addr.port());
+        assert_eq!(set.failover.len(), 2);
+        for _ in 0..10 {
+            assert_eq!(port(&set), Some(1000));
+        }
+        // The preferred endpoint refuses: the next level takes over, then the one after it.
+        set.endpoints[0].start().failed();
+        assert_eq!(port(&set), Some(1001));
+        set.failover[0][0].start().failed();
+        assert_eq!(port(&set), Some(1002));
+        // Everything failing: the preferred choice, as with one level.
+        set.failover[1][0].start().failed();
+        assert_eq!(port(&set), Some(1000));
+        // It answers again and has its traffic back.
+        set.endpoints[0].start().answered();
+        assert_eq!(port(&set), Some(1000));
+        // A level of no healthy endpoints is no level: the next one is preferred.
+        let only_failover =
+            EndpointSet::new("c", &configs[..2], LbPolicy::RoundRobin, None, &metrics());
+        assert_eq!(port(&only_failover), Some(1001));
+        assert!(only_failover.failover.len() == 1 && only_failover.get(configs[0].addr).is_some());
     }
 
     #[test]

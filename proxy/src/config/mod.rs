@@ -177,6 +177,8 @@ pub struct EndpointConfig {
     pub identity: Option<String>,
     /// `<workload>.<namespace>` behind the address (EDS `hostname`), for metrics.
     pub workload: Option<String>,
+    /// EDS priority: 0 is the most preferred; higher levels are failover.
+    pub priority: u32,
 }
 
 /// A map the data path reads on every request: keyed by names that come from the control plane,

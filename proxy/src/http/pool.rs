@@ -281,7 +281,7 @@ pub async fn sweep(store: std::sync::Arc<crate::config::Store>, every: Duration)
             let Some(set) = config.endpoints.get(name) else {
                 continue;
             };
-            for ep in &set.endpoints {
+            for ep in set.all() {
                 ep.pool.evict_idle(cluster.idle_timeout, ep.busy());
             }
         }

@@ -487,17 +487,10 @@ impl TryFrom<&xc::Cluster> for Cluster {
 
 // === Endpoints ===
 
-/// The endpoints traffic goes to: the healthy ones of the most preferred priority that has any
-/// (priority 0 first). Failover is decided by the health the control plane reports; a level whose
-/// endpoints fail at run time does not yet spill over to the next, as Envoy's would.
+/// The healthy endpoints of an assignment, each with its priority (failover is the balancer's).
 fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
     let mut out = Vec::new();
-    let mut priority = u32::MAX;
     for (i, loc) in cla.endpoints.iter().enumerate() {
-        if loc.priority > priority {
-            continue;
-        }
-        let before = out.len();
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             let field = format!("endpoints[{i}].lb_endpoints[{j}]");
             let healthy = matches!(
@@ -519,12 +512,8 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointC
                 weight: lb.load_balancing_weight.map_or(1, |w| w.value.max(1)),
                 identity: weft_string(lb.metadata.as_ref(), "identity"),
                 workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
+                priority: loc.priority,
             });
-        }
-        if out.len() > before && loc.priority < priority {
-            // A more preferred level with healthy endpoints: what came before it is failover.
-            out.drain(..before);
-            priority = loc.priority;
         }
     }
     Ok(out)
@@ -1192,63 +1181,6 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.field, "listener_filters[0]");
-    }
-
-    #[test]
-    fn failover_priorities_take_traffic_only_when_the_preferred_level_has_none() {
-        use weft_proto::xds::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
-        let level = |priority: u32, port: u32, health: HealthStatus| LocalityLbEndpoints {
-            priority,
-            lb_endpoints: vec![LbEndpoint {
-                health_status: health as i32,
-                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                    address: Some(Address {
-                        address: Some(address::Address::SocketAddress(
-                            weft_proto::xds::config::core::v3::SocketAddress {
-                                address: "127.0.0.1".into(),
-                                port_specifier: Some(socket_address::PortSpecifier::PortValue(
-                                    port,
-                                )),
-                                ..Default::default()
-                            },
-                        )),
-                    }),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let ports = |levels: Vec<LocalityLbEndpoints>| -> Vec<u16> {
-            let cla = ClusterLoadAssignment {
-                cluster_name: "c".into(),
-                endpoints: levels,
-                ..Default::default()
-            };
-            load_assignment(&cla)
-                .unwrap()
-                .iter()
-                .map(|e| e.addr.port())
-                .collect()
-        };
-        use HealthStatus::{Healthy, Unhealthy};
-        // (levels as sent, ports that take traffic)
-        let cases = [
-            (vec![level(1, 2, Healthy), level(0, 1, Healthy)], vec![1]),
-            (
-                vec![
-                    level(0, 1, Healthy),
-                    level(1, 2, Healthy),
-                    level(0, 3, Healthy),
-                ],
-                vec![1, 3],
-            ),
-            (vec![level(0, 1, Unhealthy), level(1, 2, Healthy)], vec![2]),
-            (vec![level(2, 3, Healthy), level(1, 2, Unhealthy)], vec![3]),
-        ];
-        for (levels, want) in cases {
-            assert_eq!(ports(levels), want);
-        }
     }
 
     #[test]
