@@ -287,7 +287,7 @@ impl EndpointSet {
     /// failover ones in turn; with all of them failing, the preferred choice.
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
         let chosen = self.pick_in(&self.endpoints)?;
-        if !chosen.failing() || self.failover.is_empty() {
+        if self.failover.is_empty() || !chosen.failing() {
             return Some(chosen);
         }
         self.failover
