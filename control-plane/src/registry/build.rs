@@ -223,7 +223,7 @@ fn services(
                 // No EndpointSlice controller wrote any (a file registry on plain hosts): the
                 // endpoints are the ready Pods the selector picks, as that controller would make.
                 (Some(selector), []) if !selector.is_empty() => {
-                    selected(objects, key, selector, p, workloads)
+                    selected(objects, key, spec, p, workloads)
                 }
                 _ => endpoints(svc_slices, &name, &by_ip, workloads),
             };
@@ -249,17 +249,33 @@ fn services(
 }
 
 /// The endpoints of Service `key`'s port `port` as the EndpointSlice controller makes them: the
-/// Pods of its namespace whose labels include `selector`, with an IP, not finished, and ready
-/// (a Pod without status conditions, as a host's file entry is written, counts as ready); at
-/// `targetPort`, a number or a container port's name (default: the port itself).
+/// Pods of its namespace whose labels include the selector and that have an address of one of
+/// the Service's IP families, at `targetPort` (a number or a container port's name; the port
+/// itself by default). Ready Pods are healthy (a Pod without status conditions, as a host's
+/// file entry is written, counts as ready; `publishNotReadyAddresses` makes every Pod ready); a
+/// terminating one drains, used only while nothing is ready, as `endpoints` treats slices.
 fn selected(
     objects: &Objects,
     key: &Key,
-    selector: &std::collections::BTreeMap<String, String>,
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
     port: &k8s_openapi::api::core::v1::ServicePort,
     workloads: &BTreeMap<Key, Workload>,
 ) -> Vec<Endpoint> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let selector = spec.selector.clone().unwrap_or_default();
+    let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
+    // The Service's families, from `ipFamilies` or else its cluster IPs; any, for neither.
+    let families: Vec<bool> = match &spec.ip_families {
+        Some(f) if !f.is_empty() => f.iter().map(|f| f == "IPv6").collect(),
+        _ => spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter_map(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| ip.is_ipv6())
+            .collect(),
+    };
     let mut out = Vec::new();
     for (pod_key, pod) in &objects.pods {
         let Some(w) = workloads.get(pod_key) else {
@@ -267,15 +283,20 @@ fn selected(
         };
         let picked = pod_key.namespace == key.namespace
             && selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .is_none_or(|c| c.status == "True");
+        let ready = publish_not_ready
+            || pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .is_none_or(|c| c.status == "True");
         if !picked || !ready {
             continue;
         }
+        let health = match pod.metadata.deletion_timestamp {
+            Some(_) => Health::Draining,
+            None => Health::Healthy,
+        };
         let target = match &port.target_port {
             None => u16::try_from(port.port).ok(),
             Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
@@ -290,17 +311,24 @@ fn selected(
         let Some(target) = target else {
             continue;
         };
-        for ip in &w.ips {
+        let ips = w
+            .ips
+            .iter()
+            .filter(|ip| families.is_empty() || families.contains(&ip.is_ipv6()));
+        for ip in ips {
             out.push(Endpoint {
                 ip: *ip,
                 port: target,
-                health: Health::Healthy,
+                health,
                 identity: Some(w.identity.clone()),
                 workload: Some(w.key.clone()),
                 workload_name: Some(w.metrics_name()),
                 zone: None,
             });
         }
+    }
+    if out.iter().any(|e| e.health == Health::Healthy) {
+        out.retain(|e| e.health == Health::Healthy);
     }
     out.sort_by_key(|e| (e.ip, e.port));
     out

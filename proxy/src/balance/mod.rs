@@ -121,6 +121,12 @@ impl Endpoint {
         until != 0 && clock_ms() < until
     }
 
+    /// [`Self::failing`] against a clock already read, for scans over many endpoints.
+    fn failing_at(&self, now_ms: u64) -> bool {
+        let until = self.failing_until.load(Ordering::Relaxed);
+        until != 0 && now_ms < until
+    }
+
     fn cost(&self) -> f64 {
         (self.in_flight.load(Ordering::Relaxed) + 1) as f64
             * self.ewma_ns.load(Ordering::Relaxed) as f64
@@ -218,8 +224,8 @@ pub struct EndpointSet {
     pub lb: LbPolicy,
     /// Endpoints of the most preferred priority; weights are honoured by repetition.
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// Endpoints of the less preferred priorities, in order: each takes the traffic its
-    /// predecessors cannot, once every endpoint before it is backing off (Envoy's failover).
+    /// Endpoints of the less preferred priorities, in order: each takes the traffic once every
+    /// endpoint before it is backing off.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<Vec<Arc<Endpoint>>>,
     /// Where requests that found no endpoint are counted.
@@ -284,43 +290,52 @@ impl EndpointSet {
 
     /// Chooses an endpoint; `None` when there is none. Endpoints backing off after a failure
     /// are passed over while any other remains, first in the preferred priority, then in the
-    /// failover ones in turn; with all of them failing, the preferred choice.
+    /// failover ones in turn; with all of them failing, the preferred choice. (Envoy moves load
+    /// to a failover level gradually, as the preferred one loses health; here it moves whole,
+    /// once nothing before it is left.)
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        let chosen = self.pick_in(&self.endpoints)?;
+        // One round-robin turn per request, whichever levels it is drawn from.
+        let turn = match self.lb {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        let chosen = self.pick_in(&self.endpoints, turn)?;
         if self.failover.is_empty() || !chosen.failing() {
             return Some(chosen);
         }
         self.failover
             .iter()
-            .filter_map(|level| self.pick_in(level))
+            .filter_map(|level| self.pick_in(level, turn))
             .find(|e| !e.failing())
             .or(Some(chosen))
     }
 
-    fn pick_in<'a>(&self, list: &'a [Arc<Endpoint>]) -> Option<&'a Arc<Endpoint>> {
+    fn pick_in<'a>(&self, list: &'a [Arc<Endpoint>], turn: usize) -> Option<&'a Arc<Endpoint>> {
         let n = list.len();
         if n == 0 {
             return None;
         }
-        let first = self.choose(list);
+        let first = self.choose(list, turn);
         if !list[first].failing() {
             return list.get(first);
         }
         // Rare: the first choice is backing off. Draw again at random over the (weighted) list,
         // so its traffic spreads over the others by weight instead of landing on a neighbour;
-        // with nearly every endpoint failing, any that is not; with all, the first choice.
+        // with nearly every endpoint failing, any that is not; with all, the first choice. The
+        // clock is read once for the whole scan.
+        let now = clock_ms();
         (0..8)
             .map(|_| fastrand::usize(0..n))
             .chain((0..n).map(|k| (first + k) % n))
-            .find(|&i| !list[i].failing())
+            .find(|&i| !list[i].failing_at(now))
             .or(Some(first))
             .and_then(|i| list.get(i))
     }
 
-    fn choose(&self, list: &[Arc<Endpoint>]) -> usize {
+    fn choose(&self, list: &[Arc<Endpoint>], turn: usize) -> usize {
         let n = list.len();
         match self.lb {
-            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            LbPolicy::RoundRobin => turn % n,
             LbPolicy::Random => fastrand::usize(0..n),
             LbPolicy::LeastRequest if n == 1 => 0,
             LbPolicy::LeastRequest => {
@@ -411,6 +426,15 @@ mod tests {
         // It answers again and has its traffic back.
         set.endpoints[0].start().answered();
         assert_eq!(port(&set), Some(1000));
+        // Round robin turns once per request, so a failover level of two shares its traffic.
+        let mut two = cfgs(3);
+        two[1].priority = 1;
+        two[2].priority = 1;
+        let set2 = EndpointSet::new("c", &two, LbPolicy::RoundRobin, None, &metrics());
+        set2.endpoints[0].start().failed();
+        let ports: Vec<u16> = (0..4).filter_map(|_| port(&set2)).collect();
+        assert_eq!(ports.iter().filter(|p| **p == 1001).count(), 2, "{ports:?}");
+        assert_eq!(ports.iter().filter(|p| **p == 1002).count(), 2, "{ports:?}");
         // A level of no healthy endpoints is no level: the next one is preferred.
         let only_failover =
             EndpointSet::new("c", &configs[..2], LbPolicy::RoundRobin, None, &metrics());

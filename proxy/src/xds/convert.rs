@@ -1184,6 +1184,48 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_keep_their_priority_and_unhealthy_ones_go() {
+        use weft_proto::xds::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
+        let level = |priority: u32, port: u32, health: HealthStatus| LocalityLbEndpoints {
+            priority,
+            lb_endpoints: vec![LbEndpoint {
+                health_status: health as i32,
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(
+                            weft_proto::xds::config::core::v3::SocketAddress {
+                                address: "127.0.0.1".into(),
+                                port_specifier: Some(socket_address::PortSpecifier::PortValue(
+                                    port,
+                                )),
+                                ..Default::default()
+                            },
+                        )),
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let cla = ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            endpoints: vec![
+                level(1, 2, HealthStatus::Healthy),
+                level(0, 1, HealthStatus::Unhealthy),
+                level(0, 3, HealthStatus::Unknown),
+            ],
+            ..Default::default()
+        };
+        let got: Vec<(u16, u32)> = load_assignment(&cla)
+            .unwrap()
+            .iter()
+            .map(|e| (e.addr.port(), e.priority))
+            .collect();
+        assert_eq!(got, [(2, 1), (3, 0)]);
+    }
+
+    #[test]
     fn active_health_checks_are_refused() {
         let c = xc::Cluster {
             name: "c".into(),

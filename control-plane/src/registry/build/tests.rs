@@ -108,7 +108,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: api-2, namespace: ns, labels: {app: api}}
 spec: {containers: [{name: c, ports: [{name: web, containerPort: 8081}]}]}
-status: {podIP: 10.1.0.2, conditions: [{type: Ready, status: 'True'}]}
+status: {podIP: 10.1.0.2, podIPs: [{ip: 10.1.0.2}, {ip: 'fd00::2'}], conditions: [{type: Ready, status: 'True'}]}
 ---
 apiVersion: v1
 kind: Pod
@@ -146,6 +146,42 @@ status: {podIP: 10.1.0.5}
         api.ports[0].endpoints[0].identity.as_deref(),
         Some("spiffe://cluster.local/ns/ns/sa/default")
     );
+
+    // A terminating Pod drains: used only while no other is ready. publishNotReadyAddresses
+    // takes the not-ready ones too (a StatefulSet's peers finding each other).
+    let pods = "
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: ns, labels: {app: db}, deletionTimestamp: '2026-01-01T00:00:00Z'}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.2.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-1, namespace: ns, labels: {app: db}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.2.0.2, conditions: [{type: Ready, status: 'False'}]}
+";
+    let svc = |publish: bool| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: ns}}\n\
+             spec: {{clusterIP: None, selector: {{app: db}}, publishNotReadyAddresses: {publish}, ports: [{{port: 5432}}]}}\n{pods}"
+        )
+    };
+    let ips = |yaml: &str| -> Vec<(String, Health)> {
+        let (mesh, _) = build_yaml(yaml);
+        mesh.services[&Key::new("ns", "db")].ports[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.ip.to_string(), e.health))
+            .collect()
+    };
+    assert_eq!(
+        ips(&svc(false)),
+        [("10.2.0.1".to_string(), Health::Draining)]
+    );
+    assert_eq!(ips(&svc(true)), [("10.2.0.2".to_string(), Health::Healthy)]);
 }
 
 #[test]
