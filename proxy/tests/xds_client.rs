@@ -248,7 +248,9 @@ async fn freezable_relay(
 async fn a_control_plane_that_goes_silent_is_reconnected_to() {
     let (mut streams, server) = scripted_server().await;
     let (relay, frozen_below) = freezable_relay(server).await;
-    let (store, metrics) = start_client(relay, Duration::from_millis(600));
+    // Pings every 1.5 s, given 0.5 s to be answered: quick, yet not so tight that a loaded CI
+    // machine misses one before the path goes silent.
+    let (store, metrics) = start_client(relay, Duration::from_millis(1500));
     let (mut reqs, reply) = streams.recv().await.unwrap();
     next(&mut reqs).await;
     next(&mut reqs).await;
