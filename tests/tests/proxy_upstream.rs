@@ -756,3 +756,27 @@ fn a_low_open_file_limit_is_raised_to_the_hard_limit() {
     let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert!(numbers[0] != "256" && numbers[0] == numbers[1], "{line}");
 }
+
+#[test]
+fn response_header_edits_reach_the_proxys_own_answers_too() {
+    // As Envoy's router does: a route's response headers go on a 503 the proxy answers itself.
+    let dead = free_port();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: gone, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: gone, port: 80}]
+  rules:
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-served-by, value: weft}]}
+      backendRefs: [{name: gone, port: 80}]
+"#;
+    let mesh = one_service("gone", 80, "http", &[dead], route, &[]);
+    let out = curl(mesh.bind, "/", 1, false, &[]).to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 503"), "{out}");
+    assert!(out.contains("x-weft-reason: uf"), "{out}");
+    assert!(out.contains("x-served-by: weft"), "{out}");
+}

@@ -274,7 +274,13 @@ impl Proxy {
         let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
         let host = req.headers().get(http::header::HOST).cloned();
         let authority = req.uri().authority().cloned();
-        match self.forward(source, req, routed, started, protocol).await {
+        // The route's header edits, once one matched: its response edits apply to the proxy's own
+        // answers too, as Envoy's router applies them.
+        let mut edits = None;
+        match self
+            .forward(source, req, (routed, &mut edits), started, protocol)
+            .await
+        {
             Ok(resp) => resp,
             Err(failure) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
@@ -285,7 +291,11 @@ impl Proxy {
                 };
                 let seen = (method.as_str(), authority, path);
                 self.count_local(&failure, protocol, seen, started);
-                local_reply(failure.0, protocol)
+                let mut reply = local_reply(failure.0, protocol);
+                if let Some(e) = &edits {
+                    e.response.apply(reply.headers_mut());
+                }
+                reply
             }
         }
     }
@@ -361,7 +371,7 @@ impl Proxy {
         &self,
         source: &RouteSource,
         req: Request<Incoming>,
-        routed: Option<Routed>,
+        (routed, route_edits): (Option<Routed>, &mut Option<Arc<HeaderEdits>>),
         started: Instant,
         protocol: Protocol,
     ) -> Result<Response<Body>, Failure> {
@@ -431,6 +441,7 @@ impl Proxy {
         }
         if let Some(e) = &edits {
             e.request.apply(&mut parts.headers);
+            *route_edits = Some(e.clone());
         }
         let path_and_query = parts
             .uri
