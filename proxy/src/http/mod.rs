@@ -107,6 +107,15 @@ pub enum RouteSource {
     Inline(Arc<RouteTable>),
 }
 
+/// The authority a request is routed by: an absolute-form URI's, else its `Host` (RFC 9112 §3.2.2).
+fn routed_authority<'a>(uri: Option<&'a Authority>, host: Option<&'a HeaderValue>) -> &'a str {
+    match (uri, host) {
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h.to_str().unwrap_or_default(),
+        (None, None) => "",
+    }
+}
+
 /// The status the proxy answers with itself for a failure it names by its `response_flags` flag.
 fn local_status(flag: Flag) -> StatusCode {
     match flag {
@@ -284,11 +293,7 @@ impl Proxy {
             Ok(resp) => resp,
             Err(failure) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
-                let authority = match (&authority, &host) {
-                    (Some(a), _) => a.as_str(),
-                    (None, Some(h)) => h.to_str().unwrap_or_default(),
-                    (None, None) => "",
-                };
+                let authority = routed_authority(authority.as_ref(), host.as_ref());
                 let seen = (method.as_str(), authority, path);
                 self.count_local(&failure, protocol, seen, started);
                 let mut reply = local_reply(failure.0, protocol);
@@ -398,11 +403,7 @@ impl Proxy {
             Some(_) => None,
             None => first_host.cloned(),
         };
-        let authority: &str = match (&uri_authority, &host) {
-            (Some(a), _) => a.as_str(),
-            (None, Some(h)) => h.to_str().unwrap_or_default(),
-            (None, None) => "",
-        };
+        let authority = routed_authority(uri_authority.as_ref(), host.as_ref());
         let Target {
             endpoint,
             dial,
