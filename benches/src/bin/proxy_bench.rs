@@ -49,6 +49,9 @@ struct Opts {
     /// Runs of each measurement, interleaved across the paths; the median is printed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
+    /// Internal: run as the byte relay (`LISTEN,UPSTREAM`) the bench starts as its floor path.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    relay: Vec<SocketAddr>,
 }
 
 fn opts() -> Opts {
@@ -202,6 +205,47 @@ fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bo
     );
     wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
     p
+}
+
+/// The floor of a user-space hop: this program re-run as a byte relay, on the proxies' core.
+fn relay(port: u16, upstream: SocketAddr, pin: bool) -> Proc {
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let p = spawn(
+        on_core(pin, PROXY_CORE, std::env::current_exe().unwrap())
+            .arg("--relay")
+            .arg(format!("{listen},{upstream}")),
+    );
+    wait_port(listen);
+    p
+}
+
+/// Relays every connection accepted on `listen` to a new connection to `upstream` on one
+/// current-thread tokio runtime, as weft-proxy runs: per request one read and one write each way,
+/// and no HTTP at all. What this path adds over the direct one is what the machine charges any
+/// hop on such a runtime (two more loopback sends, two more wake-ups), and what a proxy adds over
+/// it is its own work.
+fn run_relay(listen: SocketAddr, upstream: SocketAddr) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("relay runtime");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .expect("relay binds");
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    })
 }
 
 fn haproxy(dir: &Path, port: u16, upstream: SocketAddr, pin: bool) -> Proc {
@@ -533,9 +577,19 @@ impl Row {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
     let o = opts();
+    if let [listen, upstream] = o.relay[..] {
+        run_relay(listen, upstream);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("bench runtime")
+        .block_on(bench(o));
+}
+
+async fn bench(o: Opts) {
     if o.pin {
         // This process (and every thread it starts later) runs on the load core.
         let status = Command::new("taskset")
@@ -550,10 +604,12 @@ async fn main() {
     let origin_port = free_port();
     let origin = SocketAddr::from(([127, 0, 0, 1], origin_port));
     let _origin = nginx(dir.path(), "origin", origin_port, None, o.pin);
-    let (weft_port, nginx_port, haproxy_port) = (free_port(), free_port(), free_port());
+    let (weft_port, nginx_port, haproxy_port, relay_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let (_cp, weft_proxy) = weft(dir.path(), weft_port, origin, o.pin);
     let nginx_proxy = nginx(dir.path(), "proxy", nginx_port, Some(origin), o.pin);
     let haproxy_proxy = haproxy(dir.path(), haproxy_port, origin, o.pin);
+    let relay_proxy = relay(relay_port, origin, o.pin);
     let targets = [
         Target {
             name: "direct",
@@ -574,6 +630,11 @@ async fn main() {
             name: "haproxy",
             addr: SocketAddr::from(([127, 0, 0, 1], haproxy_port)),
             pid: Some(haproxy_proxy.0.id()),
+        },
+        Target {
+            name: "relay",
+            addr: SocketAddr::from(([127, 0, 0, 1], relay_port)),
+            pid: Some(relay_proxy.0.id()),
         },
     ];
     // nginx runs without a master (one process that does the work, and no orphaned worker when
@@ -640,7 +701,7 @@ async fn main() {
             o.seconds
         );
         println!(
-            "{:<11} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7}  {:>16} {:>16} {:>16}",
+            "{:<11} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7}  {:>16} {:>16} {:>16} {:>16}",
             "path",
             "p50",
             "p90",
@@ -650,11 +711,22 @@ async fn main() {
             "errors",
             "added p50/p99",
             "vs direct",
-            "added vs nginx"
+            "added vs nginx",
+            "over relay"
         );
         let (direct, nginx) = (rows[0].clone(), rows[2].clone());
+        let floor = rows.last().cloned().unwrap_or_default();
         for (t, r) in targets.iter().zip(rows) {
             let added = format!("{:+.1}/{:+.1}", r.added_p50, r.added_p99);
+            let over_floor = if t.name == "direct" || t.name == "relay" {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:+.1}/{:+.1}",
+                    r.added_p50 - floor.added_p50,
+                    r.added_p99 - floor.added_p99
+                )
+            };
             let (vs_direct, vs_nginx) = if t.name == "direct" {
                 ("-".to_string(), "-".to_string())
             } else {
@@ -673,8 +745,18 @@ async fn main() {
                 "-".into()
             };
             println!(
-                "{:<11} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>12} {:>7}  {:>16} {:>16} {:>16}",
-                t.name, r.p50, r.p90, r.p99, r.max, cpu, r.errors, added, vs_direct, vs_nginx
+                "{:<11} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>12} {:>7}  {:>16} {:>16} {:>16} {:>16}",
+                t.name,
+                r.p50,
+                r.p90,
+                r.p99,
+                r.max,
+                cpu,
+                r.errors,
+                added,
+                vs_direct,
+                vs_nginx,
+                over_floor
             );
         }
     }
