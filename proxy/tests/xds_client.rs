@@ -25,7 +25,7 @@ use weft_proto::xds::service::discovery::v3::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
     },
 };
-use weft_proxy::config::Store;
+use weft_proxy::config::{Config, Store};
 use weft_proxy::xds::{Client, Settings};
 
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -559,4 +559,76 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
         port_of(&store, "e1") == Some(9090)
     })
     .await;
+}
+
+/// A change to one cluster rebuilds that cluster's endpoint set only: the others are carried
+/// into the new config as they were (with thousands of clusters, rebuilding every set stalled
+/// the requests sharing the proxy's thread), and a rebuilt set keeps the state of endpoints it
+/// still has.
+#[tokio::test]
+async fn a_change_to_one_cluster_leaves_the_other_endpoint_sets_as_they_were() {
+    let (mut streams, addr) = scripted_server().await;
+    let (store, _metrics) = start_client(addr, Duration::from_secs(30));
+    let (mut reqs, reply) = streams.recv().await.unwrap();
+    let send = |r: DeltaDiscoveryResponse| {
+        let reply = reply.clone();
+        async move { reply.send(Ok(r)).await.unwrap() }
+    };
+    send(response(
+        CDS,
+        "n1",
+        vec![
+            resource("e1", "v1", CDS, &eds_cluster("e1")),
+            resource("e2", "v1", CDS, &eds_cluster("e2")),
+            resource("s1", "v1", CDS, &static_cluster("s1")),
+        ],
+    ))
+    .await;
+    send(response(LDS, "n2", vec![])).await;
+    until(&mut reqs, |r| r.type_url == EDS).await;
+    send(response(
+        EDS,
+        "n3",
+        vec![
+            resource("e1", "1", EDS, &cla("e1", 8081)),
+            resource("e2", "1", EDS, &cla("e2", 8082)),
+        ],
+    ))
+    .await;
+    eventually("both assignments", || {
+        port_of(&store, "e1") == Some(8081) && port_of(&store, "e2") == Some(8082)
+    })
+    .await;
+    let before = store.load();
+    let set = |c: &Config, n: &str| c.endpoints.get(n).unwrap().clone();
+
+    send(response(
+        EDS,
+        "n4",
+        vec![resource("e2", "2", EDS, &cla("e2", 9092))],
+    ))
+    .await;
+    eventually("e2 moved", || port_of(&store, "e2") == Some(9092)).await;
+    let after = store.load();
+    assert!(Arc::ptr_eq(&set(&before, "e1"), &set(&after, "e1")));
+    assert!(Arc::ptr_eq(&set(&before, "s1"), &set(&after, "s1")));
+    assert!(!Arc::ptr_eq(&set(&before, "e2"), &set(&after, "e2")));
+
+    // e1's cluster is sent again: its set is rebuilt, around the same endpoint.
+    send(response(
+        CDS,
+        "n5",
+        vec![resource("e1", "v2", CDS, &eds_cluster("e1"))],
+    ))
+    .await;
+    eventually("e1 rebuilt", || {
+        !Arc::ptr_eq(&set(&after, "e1"), &set(&store.load(), "e1"))
+    })
+    .await;
+    let rebuilt = store.load();
+    assert!(Arc::ptr_eq(
+        &set(&after, "e1").endpoints[0],
+        &set(&rebuilt, "e1").endpoints[0]
+    ));
+    assert!(Arc::ptr_eq(&set(&after, "e2"), &set(&rebuilt, "e2")));
 }

@@ -14,12 +14,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use weft_bench::{
+    Proc, cpu_seconds, free_port, read_response, rss_mib, spawn, wait_port, workspace_bin,
+    write_file,
+};
+
 use hdrhistogram::Histogram;
-use std::io::Read;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -74,137 +78,29 @@ fn on_core(pin: bool, core: &str, program: impl AsRef<std::ffi::OsStr>) -> Comma
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command) -> Proc {
-    let logs = if std::env::var_os("BENCH_LOGS").is_some() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    };
-    Proc(
-        cmd.stdout(Stdio::null())
-            .stderr(logs)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
-    )
-}
-
-fn wait_port(addr: SocketAddr) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {addr} (set BENCH_LOGS=1 to see the processes' logs)");
-}
-
-/// CPU seconds (user + system) used so far by `pid` and its threads.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// (current, peak) resident set size of `pid`, in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let get = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (get("VmRSS:"), get("VmHWM:"))
-}
-
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --release --bins first",
-        p.display()
-    );
-    p
-}
-
-fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::File::create(&p)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    p
-}
-
-/// nginx as one process (no master), either serving the 1 KB origin or proxying to `upstream`.
+/// nginx (one worker), either serving the 1 KB origin or proxying to `upstream`.
 fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bool) -> Proc {
-    let body = "x".repeat(1024);
     let (upstream_block, location) = match upstream {
-        None => (String::new(), format!("return 200 '{body}';")),
+        None => (String::new(), format!("return 200 '{}';", "x".repeat(1024))),
         Some(u) => (
             format!("upstream up {{ server {u}; keepalive 64; }}"),
             "proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";"
                 .to_string(),
         ),
     };
-    let conf = format!(
-        "daemon off; master_process off; pid {dir}/{tag}.pid; error_log {dir}/{tag}.err;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; keepalive_requests 1000000; {upstream_block}\n\
-           server {{ listen 127.0.0.1:{port}; location / {{ {location} }} }}\n}}\n",
-        dir = dir.display()
-    );
-    let path = write_file(dir, &format!("{tag}.conf"), &conf);
-    let p = spawn(
-        on_core(
-            pin,
-            if upstream.is_some() {
-                PROXY_CORE
-            } else {
-                LOAD_CORE
-            },
-            "nginx",
-        )
-        .arg("-c")
-        .arg(path)
-        .arg("-e")
-        .arg(dir.join(format!("{tag}.err"))),
-    );
-    wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    p
+    let core = if upstream.is_some() {
+        PROXY_CORE
+    } else {
+        LOAD_CORE
+    };
+    weft_bench::nginx(
+        on_core(pin, core, "nginx"),
+        dir,
+        tag,
+        port,
+        &upstream_block,
+        &location,
+    )
 }
 
 /// The floor of a user-space hop: this program re-run as a byte relay, on the proxies' core.
@@ -313,42 +209,6 @@ fn weft(dir: &Path, port: u16, upstream: SocketAddr, pin: bool) -> (Proc, Proc) 
     ]));
     wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
     (cp, proxy)
-}
-
-/// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `stream` into `buf`;
-/// returns its status. Just enough HTTP for the bench.
-fn read_response<R: Read>(stream: &mut R, buf: &mut Vec<u8>) -> std::io::Result<u16> {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head =
-                std::str::from_utf8(&buf[..end]).map_err(|_| std::io::ErrorKind::InvalidData)?;
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Ok(status);
-        }
-    }
 }
 
 const REQUEST: &[u8] = b"GET /bench HTTP/1.1\r\nHost: origin\r\n\r\n";

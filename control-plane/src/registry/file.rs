@@ -3,6 +3,7 @@
 //!
 //! A directory that fails to load leaves the last good Mesh in force; the error names file and line.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,28 +55,84 @@ impl std::fmt::Display for FileWarning {
 
 /// Reads every `*.yaml`/`*.yml` file of `dir` (not recursive), in name order.
 pub fn load_dir(dir: &Path) -> Result<(Objects, Vec<FileWarning>), LoadError> {
-    let io = |source| LoadError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
-        .collect();
-    files.sort();
-    let mut objects = Objects::default();
-    let mut warnings = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
-            path: path.clone(),
+    Cache::default().load_dir(dir)
+}
+
+/// The parsed documents of the files last loaded, with the text each was parsed from. Parsing
+/// YAML is most of what a reload costs, and an edit usually touches one file of many, so a
+/// reload parses again only the files whose text changed.
+#[derive(Default)]
+pub struct Cache {
+    files: HashMap<PathBuf, (String, Vec<Doc>)>,
+}
+
+/// One document of a file, as loading it left it.
+#[derive(Clone)]
+enum Doc {
+    /// An object, with the line its document starts on.
+    Object(usize, Object),
+    /// A document skipped with a warning.
+    Skipped(FileWarning),
+}
+
+impl Cache {
+    /// [`load_dir`], reusing what this cache parsed before for files that did not change. On
+    /// an error the cache keeps what it had.
+    pub fn load_dir(&mut self, dir: &Path) -> Result<(Objects, Vec<FileWarning>), LoadError> {
+        let io = |source| LoadError::Io {
+            path: dir.to_path_buf(),
             source,
-        })?;
-        load_text(&path, &text, &mut objects, &mut warnings)?;
+        };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        paths.sort();
+        let mut files = HashMap::with_capacity(paths.len());
+        let mut objects = Objects::default();
+        let mut warnings = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let docs = match self.files.remove(&path) {
+                Some((old, docs)) if old == text => docs,
+                _ => parse_text(&path, &text)?,
+            };
+            insert(&path, docs.iter().cloned(), &mut objects, &mut warnings);
+            files.insert(path, (text, docs));
+        }
+        self.files = files;
+        Ok((objects, warnings))
     }
-    Ok((objects, warnings))
+}
+
+/// Adds a file's documents to `objects`; a second object of the same kind and name is a warning.
+fn insert(
+    path: &Path,
+    docs: impl Iterator<Item = Doc>,
+    objects: &mut Objects,
+    warnings: &mut Vec<FileWarning>,
+) {
+    for doc in docs {
+        match doc {
+            Doc::Object(line, obj) => {
+                if let Err(dup) = objects.insert(obj) {
+                    warnings.push(FileWarning {
+                        path: path.to_path_buf(),
+                        line,
+                        reason: dup.to_string(),
+                    });
+                }
+            }
+            Doc::Skipped(w) => warnings.push(w),
+        }
+    }
 }
 
 /// Splits a multi-document YAML text into documents with the 1-based line each starts on.
@@ -103,6 +160,14 @@ pub fn load_text(
     objects: &mut Objects,
     warnings: &mut Vec<FileWarning>,
 ) -> Result<(), LoadError> {
+    insert(path, parse_text(path, text)?.into_iter(), objects, warnings);
+    Ok(())
+}
+
+/// Parses one file's documents; a document that is not valid YAML, or not valid as its kind,
+/// fails the file.
+fn parse_text(path: &Path, text: &str) -> Result<Vec<Doc>, LoadError> {
+    let mut docs = Vec::new();
     for (start, doc) in documents(text) {
         let invalid = |line: usize, reason: String| LoadError::Invalid {
             path: path.to_path_buf(),
@@ -120,28 +185,20 @@ pub fn load_text(
         let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
             return Err(invalid(start, "document has no apiVersion and kind".into()));
         };
-        match Object::from_document(&api_version, &kind, &doc) {
-            Ok(obj) => {
-                if let Err(dup) = objects.insert(obj) {
-                    warnings.push(FileWarning {
-                        path: path.to_path_buf(),
-                        line: start,
-                        reason: dup.to_string(),
-                    });
-                }
-            }
-            Err(e @ ParseError::UnknownKind { .. }) => warnings.push(FileWarning {
+        match Object::from_document(&api_version, &kind, &doc, value) {
+            Ok(obj) => docs.push(Doc::Object(start, obj)),
+            Err(e @ ParseError::UnknownKind { .. }) => docs.push(Doc::Skipped(FileWarning {
                 path: path.to_path_buf(),
                 line: start,
                 reason: e.to_string(),
-            }),
+            })),
             Err(ParseError::Invalid { line, reason }) => {
                 let line = line.map_or(start, |l| start + l - 1);
                 return Err(invalid(line, format!("{kind}: {reason}")));
             }
         }
     }
-    Ok(())
+    Ok(docs)
 }
 
 /// Sends `()` on `tx` whenever something in `dir` changes, coalescing bursts (an editor's

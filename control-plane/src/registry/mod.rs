@@ -109,8 +109,9 @@ pub async fn run_file(
 ) -> anyhow::Result<()> {
     let (changed_tx, mut changed_rx) = mpsc::channel(1);
     let _watcher = file::watch(&dir, Duration::from_millis(100), changed_tx)?;
+    let mut cache = file::Cache::default();
     loop {
-        match file::load_dir(&dir) {
+        match cache.load_dir(&dir) {
             Ok((objects, warnings)) => {
                 for w in &warnings {
                     tracing::warn!(target: "weft::registry", "{w}");

@@ -78,30 +78,45 @@ pub enum ParseError {
     },
 }
 
-fn typed<K: DeserializeOwned>(doc: &str) -> Result<Box<K>, ParseError> {
-    serde_yaml::from_str(doc)
-        .map(Box::new)
-        .map_err(|e| ParseError::Invalid {
-            line: e.location().map(|l| l.line()),
-            reason: e.to_string(),
-        })
+/// `value` as a `K`. The value was parsed from `doc`; only when it does not fit `K` is `doc`
+/// parsed again, to say on which line (a value has no locations, and parsing twice every time
+/// doubled the cost of loading a large registry).
+fn typed<K: DeserializeOwned>(doc: &str, value: serde_yaml::Value) -> Result<Box<K>, ParseError> {
+    serde_yaml::from_value(value).map(Box::new).map_err(|e| {
+        let located = serde_yaml::from_str::<K>(doc).err();
+        ParseError::Invalid {
+            line: located
+                .as_ref()
+                .and_then(|l| l.location())
+                .map(|l| l.line()),
+            reason: located.map_or_else(|| e.to_string(), |l| l.to_string()),
+        }
+    })
 }
 
 impl Object {
-    /// Parses one YAML document whose `apiVersion` and `kind` are already known.
-    pub fn from_document(api_version: &str, kind: &str, doc: &str) -> Result<Self, ParseError> {
+    /// Turns one YAML document, already parsed into `value`, into the object its `apiVersion`
+    /// and `kind` name.
+    pub fn from_document(
+        api_version: &str,
+        kind: &str,
+        doc: &str,
+        value: serde_yaml::Value,
+    ) -> Result<Self, ParseError> {
         Ok(match (api_version, kind) {
-            ("v1", "Namespace") => Self::Namespace(typed(doc)?),
-            ("v1", "Service") => Self::Service(typed(doc)?),
-            ("v1", "Pod") => Self::Pod(typed(doc)?),
-            ("discovery.k8s.io/v1", "EndpointSlice") => Self::EndpointSlice(typed(doc)?),
+            ("v1", "Namespace") => Self::Namespace(typed(doc, value)?),
+            ("v1", "Service") => Self::Service(typed(doc, value)?),
+            ("v1", "Pod") => Self::Pod(typed(doc, value)?),
+            ("discovery.k8s.io/v1", "EndpointSlice") => Self::EndpointSlice(typed(doc, value)?),
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-                Self::HttpRoute(typed(doc)?)
+                Self::HttpRoute(typed(doc, value)?)
             }
-            ("weft.io/v1alpha1", "TrafficPolicy") => Self::TrafficPolicy(typed(doc)?),
-            ("weft.io/v1alpha1", "AuthorizationPolicy") => Self::AuthorizationPolicy(typed(doc)?),
-            ("weft.io/v1alpha1", "MeshTLS") => Self::MeshTls(typed(doc)?),
-            ("weft.io/v1alpha1", "Sidecar") => Self::Sidecar(typed(doc)?),
+            ("weft.io/v1alpha1", "TrafficPolicy") => Self::TrafficPolicy(typed(doc, value)?),
+            ("weft.io/v1alpha1", "AuthorizationPolicy") => {
+                Self::AuthorizationPolicy(typed(doc, value)?)
+            }
+            ("weft.io/v1alpha1", "MeshTLS") => Self::MeshTls(typed(doc, value)?),
+            ("weft.io/v1alpha1", "Sidecar") => Self::Sidecar(typed(doc, value)?),
             _ => {
                 return Err(ParseError::UnknownKind {
                     api_version: api_version.to_string(),

@@ -9,6 +9,7 @@
 //! over for a back-off (1 s, doubling to 30 s while it keeps failing, cleared by a success), as
 //! Linkerd's failure accrual and Finagle's penalty do, unless every candidate is failing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -245,6 +246,10 @@ impl EndpointSet {
         previous: Option<&EndpointSet>,
         metrics: &Metrics,
     ) -> Self {
+        // By address, so a cluster of thousands of endpoints is rebuilt in linear time.
+        let kept: HashMap<SocketAddr, &Arc<Endpoint>> = previous
+            .map(|p| p.all().map(|e| (e.addr, e)).collect())
+            .unwrap_or_default();
         let mut priorities: Vec<u32> = configs.iter().map(|c| c.priority).collect();
         priorities.sort_unstable();
         priorities.dedup();
@@ -256,9 +261,10 @@ impl EndpointSet {
                 .collect();
             let mut endpoints = Vec::with_capacity(level.len());
             for (cfg, copies) in level.iter().zip(copies(&level)) {
-                let ep = previous
-                    .and_then(|p| p.get(cfg.addr))
+                let ep = kept
+                    .get(&cfg.addr)
                     .filter(|e| e.identity == cfg.identity && e.workload == cfg.workload)
+                    .map(|e| Arc::clone(e))
                     .unwrap_or_else(|| {
                         let stats = metrics.destination(cluster, cfg.workload.as_deref());
                         Arc::new(Endpoint::new(cfg, stats))

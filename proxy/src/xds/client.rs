@@ -141,6 +141,16 @@ pub struct Client {
     received: bool,
     /// EDS/RDS names subscribed on this stream and not answered yet, with when they were asked for.
     waiting: BTreeMap<(&'static str, String), Instant>,
+    /// The cluster and assignment each published endpoint set was built from: a set whose two
+    /// are the same objects is carried into the next config as it is, so a change to one
+    /// cluster of thousands rebuilds one set (the data path shares this thread).
+    built: HashMap<String, Sources>,
+}
+
+/// What an endpoint set was built from.
+struct Sources {
+    cluster: Arc<Cluster>,
+    assignment: Option<Arc<Vec<EndpointConfig>>>,
 }
 
 impl Client {
@@ -156,6 +166,7 @@ impl Client {
             answered: BTreeMap::new(),
             subscribed_eds: BTreeSet::new(),
             subscribed_rds: BTreeSet::new(),
+            built: HashMap::new(),
         }
     }
 
@@ -470,7 +481,7 @@ impl Client {
             })
     }
 
-    fn publish_if_complete(&self) {
+    fn publish_if_complete(&mut self) {
         if !self.complete() {
             return;
         }
@@ -487,27 +498,49 @@ impl Client {
         for (name, (_, r)) in &self.held.routes {
             config.routes.insert(name.clone(), r.clone());
         }
+        let mut built = HashMap::with_capacity(self.held.clusters.len());
         for (name, (_, c)) in &self.held.clusters {
-            let eps: &[EndpointConfig] = match (&c.static_endpoints, &c.eds) {
-                (Some(s), _) => s,
-                (None, Some(eds)) => self
-                    .held
-                    .endpoints
-                    .get(eds)
-                    .map(|(_, e)| e.as_slice())
-                    .unwrap_or_default(),
-                (None, None) => &[],
+            let assignment = match (&c.static_endpoints, &c.eds) {
+                (Some(_), _) | (None, None) => None,
+                (None, Some(eds)) => self.held.endpoints.get(eds).map(|(_, e)| e.clone()),
             };
-            let set = EndpointSet::new(
-                name,
-                eps,
-                c.lb,
-                old.endpoints.get(name).map(Arc::as_ref),
-                &self.metrics,
-            );
-            config.endpoints.insert(name.clone(), Arc::new(set));
+            let previous = old.endpoints.get(name);
+            let unchanged = self.built.get(name).is_some_and(|b| {
+                Arc::ptr_eq(&b.cluster, c)
+                    && match (&b.assignment, &assignment) {
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+            let set = match previous {
+                Some(set) if unchanged => set.clone(),
+                _ => {
+                    let eps: &[EndpointConfig] = match (&c.static_endpoints, &assignment) {
+                        (Some(s), _) => s,
+                        (None, Some(a)) => a,
+                        (None, None) => &[],
+                    };
+                    Arc::new(EndpointSet::new(
+                        name,
+                        eps,
+                        c.lb,
+                        previous.map(Arc::as_ref),
+                        &self.metrics,
+                    ))
+                }
+            };
+            config.endpoints.insert(name.clone(), set);
             config.clusters.insert(name.clone(), c.clone());
+            built.insert(
+                name.clone(),
+                Sources {
+                    cluster: c.clone(),
+                    assignment,
+                },
+            );
         }
+        self.built = built;
         self.store.store(config);
         self.metrics.xds.published.inc();
     }

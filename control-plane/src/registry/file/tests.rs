@@ -95,3 +95,48 @@ fn load_dir_reads_yaml_files_in_name_order_and_ignores_others() {
     let names: Vec<_> = objects.services.keys().map(|k| k.name.clone()).collect();
     assert_eq!(names, ["api", "web"]);
 }
+
+#[test]
+fn a_cached_reload_sees_every_change_and_still_warns_of_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("a.yaml", SERVICE);
+    write("b.yaml", &SERVICE.replace("web", "api"));
+    let mut cache = Cache::default();
+    let (first, _) = cache.load_dir(dir.path()).unwrap();
+    assert_eq!(first.services.len(), 2);
+
+    // b changes, a does not: a's documents come from the cache, b's are parsed anew.
+    write("b.yaml", &SERVICE.replace("web", "db"));
+    let (second, _) = cache.load_dir(dir.path()).unwrap();
+    let names: Vec<_> = second.services.keys().map(|k| k.name.clone()).collect();
+    assert_eq!(names, ["db", "web"]);
+
+    // A file that now copies another's object: the duplicate warning is given on every load,
+    // from cached files too, and the first file's object is kept.
+    write("c.yaml", SERVICE);
+    for _ in 0..2 {
+        let (objects, warnings) = cache.load_dir(dir.path()).unwrap();
+        assert_eq!(objects.services.len(), 2);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].path.ends_with("c.yaml"), "{warnings:?}");
+    }
+
+    // A broken file fails the load and leaves the cache as it was; a deleted one is gone.
+    write("b.yaml", "kind: [");
+    assert!(cache.load_dir(dir.path()).is_err());
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("c.yaml")).unwrap();
+    let (last, warnings) = cache.load_dir(dir.path()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let names: Vec<_> = last.services.keys().map(|k| k.name.clone()).collect();
+    assert_eq!(names, ["web"]);
+}
+
+#[test]
+fn an_invalid_field_is_located_although_the_document_is_parsed_once() {
+    let text =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: eighty}]\n";
+    let err = load(text).unwrap_err().to_string();
+    assert!(err.starts_with("mesh.yaml:5:"), "{err}");
+}
