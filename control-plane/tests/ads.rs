@@ -697,3 +697,74 @@ async fn sotw_leftover_nonce_and_absent_listeners_are_answered() {
     let third = next(&mut stream).await;
     assert_eq!(sotw_names(&third), ["a.ns.svc.cluster.local:80"]);
 }
+
+/// One edit that replaces Service b with c: every addition goes out before any removal, and
+/// listeners are removed before the clusters they sent traffic to, so a client applying each
+/// response as it comes never holds a listener whose cluster is gone (make before break).
+#[tokio::test]
+async fn delta_pushes_additions_before_removals_and_listeners_before_clusters() {
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
+    let mut d = Delta::open(
+        &h,
+        DeltaDiscoveryRequest {
+            node: node("proxy-1"),
+            type_url: CDS.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let cds = next(&mut d.rx).await;
+    d.ack(&cds).await;
+    d.send(DeltaDiscoveryRequest {
+        type_url: LDS.into(),
+        ..Default::default()
+    })
+    .await;
+    let lds = next(&mut d.rx).await;
+    assert!(!lds.resources.is_empty(), "{lds:?}");
+    d.ack(&lds).await;
+    d.send(DeltaDiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names_subscribe: vec![A.into(), B.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = next(&mut d.rx).await;
+    d.ack(&eds).await;
+
+    h.write("b.yaml", &service("c", "10.0.0.3"));
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(t, _, removed): &(String, usize, Vec<String>)| t == EDS && !removed.is_empty())
+    {
+        let r = next(&mut d.rx).await;
+        d.ack(&r).await;
+        seen.push((r.type_url.clone(), r.resources.len(), r.removed_resources));
+    }
+    let short = |t: &str| t.rsplit('.').next().unwrap().to_string();
+    let order: Vec<(String, bool)> = seen
+        .iter()
+        .map(|(t, added, removed)| (short(t), *added > 0 && removed.is_empty()))
+        .collect();
+    let first_removal = order.iter().position(|(_, adds)| !adds).unwrap();
+    assert!(
+        order[first_removal..].iter().all(|(_, adds)| !adds),
+        "an addition after a removal: {order:?}"
+    );
+    let removal_types: Vec<&str> = order[first_removal..]
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        removal_types,
+        ["Listener", "Cluster", "ClusterLoadAssignment"],
+        "{seen:?}"
+    );
+    let cds_removal = seen.iter().find(|(t, _, r)| t == CDS && !r.is_empty());
+    assert_eq!(cds_removal.unwrap().2, [B]);
+}

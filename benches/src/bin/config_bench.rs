@@ -86,7 +86,7 @@ fn web(bind: SocketAddr, origin_b: SocketAddr, scoped: bool) -> String {
     let egress = if scoped { "egress: [\"./web\"], " } else { "" };
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: bench-0, namespace: b, labels: {{app: bench}}}}\n\
-         spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 127.0.0.1}}\n---\n\
+         spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 127.0.0.2}}\n---\n\
          apiVersion: weft.io/v1alpha1\nkind: Sidecar\nmetadata: {{name: s, namespace: b}}\n\
          spec: {{{egress}outboundListeners: [{{bind: \"{bind}\", service: web, port: 80}}]}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: b}}\n\
@@ -328,7 +328,7 @@ fn main() {
         "--inbound-capture-addr",
         &format!("127.0.0.1:{}", free_port()),
         "--log",
-        "warn",
+        &std::env::var("BENCH_PROXY_LOG").unwrap_or_else(|_| "warn".into()),
     ]));
     let ready = loop {
         if matches!(http_get(health, "/ready"), Ok((200, _))) {

@@ -35,6 +35,22 @@ struct TypeState {
     owes_first: bool,
 }
 
+/// Which changes a push carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Updates,
+    Removals,
+    Both,
+}
+
+/// The order removals go out in after a snapshot: what refers to a resource goes before it.
+const REMOVAL_ORDER: [ResourceType; 4] = [
+    ResourceType::Listener,
+    ResourceType::Route,
+    ResourceType::Cluster,
+    ResourceType::Endpoint,
+];
+
 struct Stream {
     ctx: StreamCtx,
     node: Option<String>,
@@ -176,12 +192,12 @@ impl Stream {
             self.ctx.record_subscription(t, sub);
         }
         if all {
-            return self.push(t, None, None).await;
+            return self.push(t, None, None, Part::Both).await;
         }
         if candidates.is_empty() {
             return true;
         }
-        self.push(t, Some(&candidates), None).await
+        self.push(t, Some(&candidates), None, Part::Both).await
     }
 
     async fn on_snapshot(&mut self, snap: Option<Arc<super::Snapshot>>) -> bool {
@@ -190,29 +206,43 @@ impl Stream {
         };
         let changed = self.view.update(&snap, &node);
         self.ctx.set_node(&node, snap.generation);
-        for t in ResourceType::ALL {
+        // Make before break, as the xDS protocol asks of a server: every addition and update
+        // first (clusters, endpoints, listeners, routes), then every removal (listeners and
+        // routes before the clusters they sent traffic to), so a client applying each
+        // response as it comes never holds a listener or route whose cluster is gone.
+        let parts = ResourceType::ALL
+            .map(|t| (t, Part::Updates))
+            .into_iter()
+            .chain(REMOVAL_ORDER.map(|t| (t, Part::Removals)));
+        // Every name of a type whose first answer is owed, else the changed ones; decided once,
+        // so both parts look at the same names.
+        let names: Vec<Option<BTreeSet<String>>> = ResourceType::ALL
+            .iter()
+            .map(|t| {
+                (!self.types[t.index()].owes_first)
+                    .then(|| changed[t.index()].iter().cloned().collect())
+            })
+            .collect();
+        for (t, part) in parts {
             if self.types[t.index()].sub.is_none() {
                 continue;
             }
-            let names = if self.types[t.index()].owes_first {
-                None
-            } else {
-                Some(&changed[t.index()])
-            };
-            let names: Option<BTreeSet<String>> = names.map(|n| n.iter().cloned().collect());
-            if !self.push(t, names.as_ref(), Some(snap.published)).await {
+            let names = names[t.index()].as_ref();
+            if !self.push(t, names, Some(snap.published), part).await {
                 return false;
             }
         }
         true
     }
 
-    /// Sends what differs between the view and the client for `names` (all names when `None`).
+    /// Sends what differs between the view and the client for `names` (all names when `None`):
+    /// the `part` of it asked for.
     async fn push(
         &mut self,
         t: ResourceType,
         names: Option<&BTreeSet<String>>,
         published: Option<Instant>,
+        part: Part,
     ) -> bool {
         if self.view.generation() == 0 {
             return true; // no snapshot yet: the first one answers
@@ -222,7 +252,7 @@ impl Stream {
         let Some(sub) = st.sub.clone() else {
             return true;
         };
-        let owes_first = std::mem::take(&mut st.owes_first);
+        let owes_first = part != Part::Removals && std::mem::take(&mut st.owes_first);
         let candidates: BTreeSet<String> = match names {
             Some(n) => n.clone(),
             None => self
@@ -242,6 +272,8 @@ impl Stream {
                 continue;
             }
             match self.view.get(t, &name) {
+                Some(_) if part == Part::Removals => {}
+                None if part == Part::Updates => {}
                 Some(r) => {
                     st.told_absent.remove(&name);
                     if st.known.get(&name) != Some(&r.version) {

@@ -387,6 +387,13 @@ impl Client {
                 RouteTable::try_from(m).map(Arc::new)
             }),
         };
+        tracing::debug!(
+            r#type = short_type(t),
+            updated = resp.resources.len() - errors.len(),
+            removed = removed.len(),
+            invalid = errors.len(),
+            "xDS response"
+        );
         self.held.seen.insert(t);
         let answered = self.answered.entry(t).or_default();
         answered.extend(resp.resources.iter().map(|r| r.name.clone()));
@@ -485,6 +492,7 @@ impl Client {
         if !self.complete() {
             return;
         }
+        let started = Instant::now();
         let old = self.store.load();
         let mut config = Config::default();
         for (name, (_, l)) in &self.held.listeners {
@@ -499,6 +507,7 @@ impl Client {
             config.routes.insert(name.clone(), r.clone());
         }
         let mut built = HashMap::with_capacity(self.held.clusters.len());
+        let mut rebuilt = 0;
         for (name, (_, c)) in &self.held.clusters {
             let assignment = match (&c.static_endpoints, &c.eds) {
                 (Some(_), _) | (None, None) => None,
@@ -516,6 +525,7 @@ impl Client {
             let set = match previous {
                 Some(set) if unchanged => set.clone(),
                 _ => {
+                    rebuilt += 1;
                     let eps: &[EndpointConfig] = match (&c.static_endpoints, &assignment) {
                         (Some(s), _) => s,
                         (None, Some(a)) => a,
@@ -543,5 +553,11 @@ impl Client {
         self.built = built;
         self.store.store(config);
         self.metrics.xds.published.inc();
+        tracing::debug!(
+            clusters = self.held.clusters.len(),
+            rebuilt,
+            micros = started.elapsed().as_micros(),
+            "config published"
+        );
     }
 }
