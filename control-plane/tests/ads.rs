@@ -393,6 +393,19 @@ impl Delta {
         })
         .await;
     }
+
+    /// Subscribes to the endpoints of a and b, and ACKs the answer (both assignments).
+    async fn subscribe_eds_a_and_b(&mut self) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: EDS.into(),
+            resource_names_subscribe: vec![A.into(), B.into()],
+            ..Default::default()
+        })
+        .await;
+        let eds = next(&mut self.rx).await;
+        assert_eq!(eds.resources.len(), 2);
+        self.ack(&eds).await;
+    }
 }
 
 fn delta_versions(r: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
@@ -402,14 +415,14 @@ fn delta_versions(r: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[tokio::test]
-async fn delta_sends_only_changes_and_removals() {
+/// A control plane with Services a and b, and a Delta stream that has asked for clusters.
+async fn two_services_on_delta() -> (Harness, Delta) {
     let h = Harness::start(&[
         ("a.yaml", service("a", "10.0.0.1")),
         ("b.yaml", service("b", "10.0.0.2")),
     ])
     .await;
-    let mut d = Delta::open(
+    let d = Delta::open(
         &h,
         DeltaDiscoveryRequest {
             node: node("proxy-1"),
@@ -418,19 +431,17 @@ async fn delta_sends_only_changes_and_removals() {
         },
     )
     .await;
+    (h, d)
+}
+
+#[tokio::test]
+async fn delta_sends_only_changes_and_removals() {
+    let (h, mut d) = two_services_on_delta().await;
     let cds = next(&mut d.rx).await;
     let cds_versions = delta_versions(&cds);
     assert_eq!(cds_versions.keys().collect::<Vec<_>>(), [A, B]);
     d.ack(&cds).await;
-    d.send(DeltaDiscoveryRequest {
-        type_url: EDS.into(),
-        resource_names_subscribe: vec![A.into(), B.into()],
-        ..Default::default()
-    })
-    .await;
-    let eds = next(&mut d.rx).await;
-    assert_eq!(eds.resources.len(), 2);
-    d.ack(&eds).await;
+    d.subscribe_eds_a_and_b().await;
 
     // One endpoint change: exactly one ClusterLoadAssignment, nothing else.
     h.write(
@@ -703,20 +714,7 @@ async fn sotw_leftover_nonce_and_absent_listeners_are_answered() {
 /// response as it comes never holds a listener whose cluster is gone (make before break).
 #[tokio::test]
 async fn delta_pushes_additions_before_removals_and_listeners_before_clusters() {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
-    let mut d = Delta::open(
-        &h,
-        DeltaDiscoveryRequest {
-            node: node("proxy-1"),
-            type_url: CDS.into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (h, mut d) = two_services_on_delta().await;
     let cds = next(&mut d.rx).await;
     d.ack(&cds).await;
     d.send(DeltaDiscoveryRequest {
@@ -727,14 +725,7 @@ async fn delta_pushes_additions_before_removals_and_listeners_before_clusters() 
     let lds = next(&mut d.rx).await;
     assert!(!lds.resources.is_empty(), "{lds:?}");
     d.ack(&lds).await;
-    d.send(DeltaDiscoveryRequest {
-        type_url: EDS.into(),
-        resource_names_subscribe: vec![A.into(), B.into()],
-        ..Default::default()
-    })
-    .await;
-    let eds = next(&mut d.rx).await;
-    d.ack(&eds).await;
+    d.subscribe_eds_a_and_b().await;
 
     h.write("b.yaml", &service("c", "10.0.0.3"));
     let mut seen = Vec::new();

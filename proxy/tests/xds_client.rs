@@ -206,6 +206,14 @@ fn start_client(
     (store, metrics)
 }
 
+/// A client connected to a scripted server: its store, its requests, and where to answer them.
+async fn connected_client() -> (Arc<Store>, Streaming<DeltaDiscoveryRequest>, Reply) {
+    let (mut streams, addr) = scripted_server().await;
+    let (store, _metrics) = start_client(addr, Duration::from_secs(30));
+    let (reqs, reply) = streams.recv().await.unwrap();
+    (store, reqs, reply)
+}
+
 /// A TCP relay to `to` whose connections stop forwarding, without closing, once `frozen` is
 /// set: what a lost node or a network partition looks like from the proxy (no FIN, no RST).
 async fn freezable_relay(
@@ -468,9 +476,7 @@ async fn until(
 
 #[tokio::test]
 async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
-    let (mut streams, addr) = scripted_server().await;
-    let (store, _metrics) = start_client(addr, Duration::from_secs(30));
-    let (mut reqs, reply) = streams.recv().await.unwrap();
+    let (store, mut reqs, reply) = connected_client().await;
     let send = |r: DeltaDiscoveryResponse| {
         let reply = reply.clone();
         async move { reply.send(Ok(r)).await.unwrap() }
@@ -567,9 +573,7 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
 /// still has.
 #[tokio::test]
 async fn a_change_to_one_cluster_leaves_the_other_endpoint_sets_as_they_were() {
-    let (mut streams, addr) = scripted_server().await;
-    let (store, _metrics) = start_client(addr, Duration::from_secs(30));
-    let (mut reqs, reply) = streams.recv().await.unwrap();
+    let (store, mut reqs, reply) = connected_client().await;
     let send = |r: DeltaDiscoveryResponse| {
         let reply = reply.clone();
         async move { reply.send(Ok(r)).await.unwrap() }
