@@ -83,6 +83,17 @@ pub fn rss_mib(pid: u32) -> (f64, f64) {
     (get("VmRSS:"), get("VmHWM:"))
 }
 
+/// The `q` quantile of `values` (0.5: the median, the upper one of an even count; 1: the
+/// largest); NaN when there are none.
+pub fn quantile(mut values: Vec<f64>, q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let at = ((values.len() as f64 - 1.0) * q).round();
+    values
+        .get(at.max(0.0) as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 /// A binary of this workspace, next to the running bench (`cargo build --release --bins`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use weft_bench::{
-    Proc, free_port, http_get, nginx, read_response, rss_mib, spawn, wait_port, workspace_bin,
-    write_file,
+    Proc, free_port, http_get, nginx, quantile, read_response, rss_mib, spawn, wait_port,
+    workspace_bin, write_file,
 };
 
 /// Options.
@@ -248,15 +248,9 @@ fn timed(seen: &Seen, from: usize, apply: impl FnOnce() -> Instant) -> Option<Ch
 
 fn print_changes(kind: &str, changes: &[Option<Change>]) {
     let timed_out = changes.iter().filter(|c| c.is_none()).count();
-    let mut first: Vec<f64> = changes.iter().flatten().map(|c| c.first_new).collect();
-    let mut last: Vec<f64> = changes.iter().flatten().map(|c| c.last_old).collect();
-    first.sort_by(f64::total_cmp);
-    last.sort_by(f64::total_cmp);
-    let q = |v: &[f64], q: f64| {
-        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let first: Vec<f64> = changes.iter().flatten().map(|c| c.first_new).collect();
+    let last: Vec<f64> = changes.iter().flatten().map(|c| c.last_old).collect();
+    let q = |v: &[f64], q: f64| quantile(v.to_vec(), q);
     println!(
         "{kind:<10} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>8.1}   {:>6}",
         q(&first, 0.5),

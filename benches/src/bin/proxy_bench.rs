@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_bench::{
-    Proc, cpu_seconds, free_port, read_response, rss_mib, spawn, wait_port, workspace_bin,
-    write_file,
+    Proc, cpu_seconds, free_port, quantile, read_response, rss_mib, spawn, wait_port,
+    workspace_bin, write_file,
 };
 
 use hdrhistogram::Histogram;
@@ -53,7 +53,7 @@ struct Opts {
     /// Runs of each measurement, interleaved across the paths; the median is printed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     rounds: u64,
-    /// Internal: run as the byte relay (`LISTEN,UPSTREAM`) the bench starts as its floor path.
+    /// Internal: run as the byte relay (`LISTEN,UPSTREAM`) the bench starts as its bare-hop path.
     #[arg(long, hide = true, value_delimiter = ',')]
     relay: Vec<SocketAddr>,
 }
@@ -103,7 +103,7 @@ fn nginx(dir: &Path, tag: &str, port: u16, upstream: Option<SocketAddr>, pin: bo
     )
 }
 
-/// The floor of a user-space hop: this program re-run as a byte relay, on the proxies' core.
+/// A hop with no proxy work: this program re-run as a byte relay, on the proxies' core.
 fn relay(port: u16, upstream: SocketAddr, pin: bool) -> Proc {
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
     let p = spawn(
@@ -415,9 +415,8 @@ struct Row {
 }
 
 /// The median of `values` (the upper one of an even count).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+fn median(values: Vec<f64>) -> f64 {
+    quantile(values, 0.5)
 }
 
 impl Row {
@@ -575,16 +574,20 @@ async fn bench(o: Opts) {
             "over relay"
         );
         let (direct, nginx) = (rows[0].clone(), rows[2].clone());
-        let floor = rows.last().cloned().unwrap_or_default();
+        let relay = targets
+            .iter()
+            .position(|t| t.name == "relay")
+            .map(|i| rows[i].clone())
+            .unwrap_or_default();
         for (t, r) in targets.iter().zip(rows) {
             let added = format!("{:+.1}/{:+.1}", r.added_p50, r.added_p99);
-            let over_floor = if t.name == "direct" || t.name == "relay" {
+            let over_relay = if t.name == "direct" || t.name == "relay" {
                 "-".to_string()
             } else {
                 format!(
                     "{:+.1}/{:+.1}",
-                    r.added_p50 - floor.added_p50,
-                    r.added_p99 - floor.added_p99
+                    r.added_p50 - relay.added_p50,
+                    r.added_p99 - relay.added_p99
                 )
             };
             let (vs_direct, vs_nginx) = if t.name == "direct" {
@@ -616,7 +619,7 @@ async fn bench(o: Opts) {
                 added,
                 vs_direct,
                 vs_nginx,
-                over_floor
+                over_relay
             );
         }
     }

@@ -336,21 +336,29 @@ fn traffic_policy_sets_balancer_and_limits() {
     );
 }
 
-#[test]
-fn path_prefix_is_segment_aware_and_precedence_orders_matches() {
-    let m = mesh(
+/// A mesh of Service `api` and an HTTPRoute on it with `rules` (YAML list items).
+fn api_routed(rules: &str) -> Mesh {
+    mesh(&format!(
         "
 apiVersion: v1
 kind: Service
-metadata: {name: api, namespace: ns}
-spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+metadata: {{name: api, namespace: ns}}
+spec: {{clusterIP: 10.0.0.1, ports: [{{name: http, port: 80}}]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: r, namespace: ns}
+metadata: {{name: r, namespace: ns}}
 spec:
-  parentRefs: [{kind: Service, name: api}]
+  parentRefs: [{{kind: Service, name: api}}]
   rules:
+{rules}"
+    ))
+}
+
+#[test]
+fn path_prefix_is_segment_aware_and_precedence_orders_matches() {
+    let m = api_routed(
+        "
     - matches: [{path: {type: PathPrefix, value: /v1}}]
       backendRefs: [{name: api, port: 80}]
     - matches: [{path: {type: Exact, value: /v1/health}, method: GET}]
@@ -389,19 +397,8 @@ spec:
 
 #[test]
 fn header_modifiers_become_route_header_options_with_literal_values() {
-    let m = mesh(
+    let m = api_routed(
         "
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: ns}
-spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: ns}
-spec:
-  parentRefs: [{kind: Service, name: api}]
-  rules:
     - filters:
         - type: RequestHeaderModifier
           requestHeaderModifier:
