@@ -141,16 +141,11 @@ pub struct Client {
     received: bool,
     /// EDS/RDS names subscribed on this stream and not answered yet, with when they were asked for.
     waiting: BTreeMap<(&'static str, String), Instant>,
-    /// The cluster and assignment each published endpoint set was built from: a set whose two
-    /// are the same objects is carried into the next config as it is, so a change to one
-    /// cluster of thousands rebuilds one set (the data path shares this thread).
-    built: HashMap<String, Sources>,
-}
-
-/// What an endpoint set was built from.
-struct Sources {
-    cluster: Arc<Cluster>,
-    assignment: Option<Arc<Vec<EndpointConfig>>>,
+    /// The assignment each published endpoint set was built from. A set whose cluster (in the
+    /// published config) and assignment are the objects held now is carried into the next
+    /// config as it is, so a change to one cluster of thousands rebuilds one set (the data path
+    /// shares this thread).
+    built_from: HashMap<String, Option<Arc<Vec<EndpointConfig>>>>,
 }
 
 impl Client {
@@ -166,7 +161,7 @@ impl Client {
             answered: BTreeMap::new(),
             subscribed_eds: BTreeSet::new(),
             subscribed_rds: BTreeSet::new(),
-            built: HashMap::new(),
+            built_from: HashMap::new(),
         }
     }
 
@@ -506,7 +501,7 @@ impl Client {
         for (name, (_, r)) in &self.held.routes {
             config.routes.insert(name.clone(), r.clone());
         }
-        let mut built = HashMap::with_capacity(self.held.clusters.len());
+        let mut built_from = HashMap::with_capacity(self.held.clusters.len());
         let mut rebuilt = 0;
         for (name, (_, c)) in &self.held.clusters {
             let assignment = match (&c.static_endpoints, &c.eds) {
@@ -514,14 +509,10 @@ impl Client {
                 (None, Some(eds)) => self.held.endpoints.get(eds).map(|(_, e)| e.clone()),
             };
             let previous = old.endpoints.get(name);
-            let unchanged = self.built.get(name).is_some_and(|b| {
-                Arc::ptr_eq(&b.cluster, c)
-                    && match (&b.assignment, &assignment) {
-                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
-                        (None, None) => true,
-                        _ => false,
-                    }
-            });
+            let unchanged = old.clusters.get(name).is_some_and(|o| Arc::ptr_eq(o, c))
+                && self.built_from.get(name).is_some_and(|b| {
+                    b.as_ref().map(Arc::as_ptr) == assignment.as_ref().map(Arc::as_ptr)
+                });
             let set = match previous {
                 Some(set) if unchanged => set.clone(),
                 _ => {
@@ -542,15 +533,9 @@ impl Client {
             };
             config.endpoints.insert(name.clone(), set);
             config.clusters.insert(name.clone(), c.clone());
-            built.insert(
-                name.clone(),
-                Sources {
-                    cluster: c.clone(),
-                    assignment,
-                },
-            );
+            built_from.insert(name.clone(), assignment);
         }
-        self.built = built;
+        self.built_from = built_from;
         self.store.store(config);
         self.metrics.xds.published.inc();
         tracing::debug!(
