@@ -759,3 +759,51 @@ async fn delta_pushes_additions_before_removals_and_listeners_before_clusters() 
     let cds_removal = seen.iter().find(|(t, _, r)| t == CDS && !r.is_empty());
     assert_eq!(cds_removal.unwrap().2, [B]);
 }
+
+/// The same edit on a state-of-the-world stream: the removed cluster stays in a first CDS response
+/// (with the new one), the listeners move off it, and only then does a CDS response drop it.
+#[tokio::test]
+async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
+    let mut s = Sotw::open(&h, "envoy-1").await;
+    let cds = next(&mut s.rx).await;
+    s.ack(CDS, &cds, &[]).await;
+    s.send(DiscoveryRequest {
+        type_url: LDS.into(),
+        ..Default::default()
+    })
+    .await;
+    let lds = next(&mut s.rx).await;
+    assert_eq!(
+        sotw_names(&lds),
+        ["a.ns.svc.cluster.local:80", "b.ns.svc.cluster.local:80"]
+    );
+    s.ack(LDS, &lds, &[]).await;
+    nothing(&mut s.rx, 300).await;
+
+    h.write("b.yaml", &service("c", "10.0.0.3"));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = next(&mut s.rx).await;
+        s.ack(&r.type_url, &r, &[]).await;
+        seen.push((r.type_url.clone(), sotw_names(&r)));
+    }
+    nothing(&mut s.rx, 300).await;
+    const C: &str = "outbound|80||c.ns.svc.cluster.local";
+    let lds_after = vec![
+        "a.ns.svc.cluster.local:80".to_string(),
+        "c.ns.svc.cluster.local:80".to_string(),
+    ];
+    assert_eq!(
+        seen,
+        [
+            (CDS.to_string(), vec![A.to_string(), B.into(), C.into()]),
+            (LDS.to_string(), lds_after),
+            (CDS.to_string(), vec![A.to_string(), C.into()]),
+        ]
+    );
+}

@@ -4,6 +4,11 @@
 //! nonce is not the last one sent is stale and ignored, as the protocol says. A response is sent
 //! when the client's set of resources would change, so a NACKed version is never resent: the next
 //! response waits for the next change.
+//!
+//! Make before break: a change that removes clusters first sends them once more, alongside the
+//! new ones, then the listeners and routes that moved off them, and only then the clusters without
+//! them, so a client that applies each response as it comes never routes to a cluster it has
+//! dropped (the order the xDS protocol's eventual-consistency section asks of an ADS server).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +30,8 @@ struct TypeState {
     sent_at: Option<Instant>,
     /// Wildcard entered by an empty first request (legacy): later empty lists keep it.
     legacy_wildcard: bool,
+    /// The resources of the last response, sorted by name: what the client holds.
+    sent: Vec<Arc<Resource>>,
 }
 
 struct Stream {
@@ -151,7 +158,7 @@ impl Stream {
         self.ctx.record_subscription(t, &sub);
         st.sub = Some(sub);
         if changed || first {
-            return self.respond(t, None).await;
+            return self.respond(t, None, &[]).await;
         }
         true
     }
@@ -163,20 +170,49 @@ impl Stream {
         let first = self.view.generation() == 0;
         let changed: Changed = self.view.update(&snap, &node);
         self.ctx.set_node(&node, snap.generation);
+        let mut dropped_clusters = false;
         for t in ResourceType::ALL {
             let Some(sub) = &self.types[t.index()].sub else {
                 continue;
             };
             let touched = first || changed[t.index()].iter().any(|n| sub.contains(n));
-            if touched && !self.respond(t, Some(snap.published)).await {
+            if !touched {
+                continue;
+            }
+            let retained = match t {
+                ResourceType::Cluster => self.dropped(t),
+                _ => Vec::new(),
+            };
+            dropped_clusters |= !retained.is_empty();
+            if !self.respond(t, Some(snap.published), &retained).await {
                 return false;
             }
         }
-        true
+        // Listeners and routes have moved off the dropped clusters: now they can go.
+        !dropped_clusters
+            || self
+                .respond(ResourceType::Cluster, Some(snap.published), &[])
+                .await
     }
 
-    /// Sends the client's current set of `t` if it differs from what it has.
-    async fn respond(&mut self, t: ResourceType, published: Option<Instant>) -> bool {
+    /// What the client holds of `t` and the view no longer has: resources this update removes.
+    fn dropped(&self, t: ResourceType) -> Vec<Arc<Resource>> {
+        self.types[t.index()]
+            .sent
+            .iter()
+            .filter(|r| self.view.get(t, &r.name).is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// Sends the client's current set of `t`, plus `retained` (resources it is to keep a little
+    /// longer), if that differs from what it has.
+    async fn respond(
+        &mut self,
+        t: ResourceType,
+        published: Option<Instant>,
+        retained: &[Arc<Resource>],
+    ) -> bool {
         if self.view.generation() == 0 {
             return true; // nothing known yet; the first snapshot will answer
         }
@@ -190,6 +226,7 @@ impl Stream {
                 .filter_map(|n| self.view.get(t, n))
                 .collect()
         };
+        resources.extend(retained);
         if resources.is_empty() && !t.sotw_full_state() && st.version.is_none() {
             return true; // RDS/EDS: absence is not announced in state of the world
         }
@@ -227,6 +264,7 @@ impl Stream {
         st.version = Some(version);
         st.nonce = Some(nonce);
         st.sent_at = Some(Instant::now());
+        st.sent = resources.into_iter().cloned().collect();
         self.tx.send(Ok(resp)).await.is_ok()
     }
 }
