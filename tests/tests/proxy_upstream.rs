@@ -396,7 +396,7 @@ spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
 }
 
 /// A raw-socket upstream that reports the bytes of each request (its head, and a chunked body up
-/// to its last chunk) and answers `ok`.
+/// to its last chunk) and answers `ok`, one request per connection (it says `connection: close`).
 fn recording_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
     use std::io::Read;
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -420,7 +420,7 @@ fn recording_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
             }
             let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
             let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nx-internal: secret\r\ncontent-length: 2\r\n\r\nok");
+                .write_all(b"HTTP/1.1 200 OK\r\nx-internal: secret\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok");
         }
     });
     (upstream, rx)
@@ -731,6 +731,97 @@ spec:
     );
     assert!(seen.contains("x-a: 0") && seen.contains("x-a: 1"), "{seen}");
     assert!(!seen.contains("x-debug"), "{seen}");
+}
+
+#[test]
+fn httproute_url_rewrites_and_redirects_as_curl_sees_them() {
+    let (upstream, rx) = recording_upstream();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: rw, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: rw, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite: {hostname: api.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+      backendRefs: [{name: rw, port: 80}]
+    - matches: [{path: {type: Exact, value: /fixed}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /replaced}}
+      backendRefs: [{name: rw, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /legacy}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect:
+            scheme: https
+            hostname: www.example
+            path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}
+            statusCode: 301
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-served-by, value: weft}]}
+    - matches: [{path: {type: PathPrefix, value: /here}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /there}}}]
+    - backendRefs: [{name: rw, port: 80}]
+"#;
+    let mesh = one_service("rw", 80, "http", &[upstream.port()], route, &[]);
+    let seen = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{what} reached the upstream"))
+            .to_ascii_lowercase()
+    };
+
+    let out = curl(mesh.bind, "/old/a/b?q=1", 1, false, &[]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let head = seen("/old/a/b");
+    assert!(head.starts_with("get /new/a/b?q=1 http/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nhost: api.example\r\n"), "{head}");
+    // The matched prefix is a whole segment: /old alone becomes /new.
+    curl(mesh.bind, "/old", 1, false, &[]);
+    assert!(seen("/old").starts_with("get /new http/1.1"));
+
+    curl(mesh.bind, "/fixed?x=y", 1, false, &[]);
+    let head = seen("/fixed");
+    assert!(head.starts_with("get /replaced?x=y http/1.1"), "{head}");
+    assert!(head.contains(&format!("host: {}", mesh.bind)), "{head}");
+
+    // Redirects are answered by the proxy: nothing goes upstream.
+    let out = curl(mesh.bind, "/legacy/item?id=7", 1, false, &[]).to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 301"), "{out}");
+    assert!(
+        out.contains("\r\nlocation: https://www.example/v2/item?id=7\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("x-served-by: weft"), "{out}");
+    let out = curl(mesh.bind, "/here/x?k", 1, false, &[]).to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 302"), "{out}");
+    let port = mesh.bind.port();
+    assert!(
+        out.contains(&format!(
+            "\r\nlocation: http://127.0.0.1:{port}/there?k\r\n"
+        )),
+        "{out}"
+    );
+    // curl follows it, to the proxy again and on to the catch-all rule.
+    let out = curl(mesh.bind, "/here", 1, false, &["-L"]);
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    assert!(seen("the followed redirect").starts_with("get /there http/1.1"));
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+
+    // Untouched paths keep theirs (the fast path carries them).
+    curl(mesh.bind, "/other", 1, false, &[]);
+    assert!(seen("/other").starts_with("get /other http/1.1"));
+    let metrics = http_get(mesh.sidecar.health, "/metrics").unwrap().1;
+    let redirects: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("weft_requests_total") && l.contains("response_code=\"30"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(redirects, 3, "{metrics}");
 }
 
 #[test]

@@ -23,6 +23,43 @@ pub struct RouteRule {
     pub request_headers: HeaderEdits,
     /// Edits to the responses it returns (ResponseHeaderModifier).
     pub response_headers: HeaderEdits,
+    /// Changes to the URL of the requests it forwards (URLRewrite).
+    pub rewrite: Option<UrlRewrite>,
+    /// Answers with a redirect instead of forwarding (RequestRedirect); `backends` is then empty.
+    pub redirect: Option<Redirect>,
+}
+
+/// A new path, as URLRewrite and RequestRedirect give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathModifier {
+    /// The whole path replaced (the query kept).
+    Full(String),
+    /// The matched path prefix replaced, segment-wise: `/foo` to `/bar` makes `/foo/x` `/bar/x`.
+    Prefix(String),
+}
+
+/// A URLRewrite filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UrlRewrite {
+    /// A new `Host`.
+    pub hostname: Option<String>,
+    /// A new path.
+    pub path: Option<PathModifier>,
+}
+
+/// A RequestRedirect filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// `http` or `https`; `None` keeps the request's.
+    pub scheme: Option<String>,
+    /// A new host; `None` keeps the request's.
+    pub hostname: Option<String>,
+    /// A new path; `None` keeps the request's.
+    pub path: Option<PathModifier>,
+    /// A new port; `None` keeps the request's, or the scheme's own when the scheme changes.
+    pub port: Option<u16>,
+    /// 301, 302 (the default), 303, 307 or 308.
+    pub status: u16,
 }
 
 /// A Gateway API header modifier: headers replaced, added and removed.

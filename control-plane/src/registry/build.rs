@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersType, HttpRouteRulesMatches,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
@@ -19,9 +21,9 @@ use super::Objects;
 use crate::crd::LoadBalancerKind;
 use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
-    LoadBalancer, Mesh, OutboundListener, OutlierDetection, PathMatch, Protocol, QueryMatch,
-    RouteMatch, RouteRetry, RouteRule, Selector, Service, ServicePort, SidecarScope, StringMatch,
-    TrafficPolicy, Workload, WorkloadPort,
+    LoadBalancer, Mesh, OutboundListener, OutlierDetection, PathMatch, PathModifier, Protocol,
+    QueryMatch, Redirect, RouteMatch, RouteRetry, RouteRule, Selector, Service, ServicePort,
+    SidecarScope, StringMatch, TrafficPolicy, UrlRewrite, Workload, WorkloadPort,
 };
 
 /// Something in the input that weft ignored, and why.
@@ -623,13 +625,32 @@ fn route_rule(
         }],
         Some(ms) => ms.iter().map(route_match).collect::<Result<_, _>>()?,
     };
-    // Header modifiers of the rule apply; other filters, and filters of single backends, are
-    // not applied yet: said rather than silently ignored.
+    // Header modifiers, URL rewrites and redirects of the rule apply; other filters, and filters
+    // of single backends, are not applied yet: said rather than silently ignored.
     let (mut request_headers, mut response_headers) =
         (HeaderEdits::default(), HeaderEdits::default());
+    let (mut rewrite, mut redirect) = (None, None);
     let mut unapplied = Vec::new();
     for f in rule.filters.iter().flatten() {
         match f.r#type {
+            HttpRouteRulesFiltersType::UrlRewrite => {
+                if let Some(u) = &f.url_rewrite {
+                    let path = u.path.as_ref().map(|p| {
+                        let full =
+                            p.r#type == HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath;
+                        path_modifier(full, &p.replace_full_path, &p.replace_prefix_match)
+                    });
+                    rewrite = Some(UrlRewrite {
+                        hostname: u.hostname.as_deref().map(hostname).transpose()?,
+                        path: path.transpose()?,
+                    });
+                }
+            }
+            HttpRouteRulesFiltersType::RequestRedirect => {
+                if let Some(r) = &f.request_redirect {
+                    redirect = Some(request_redirect(r)?);
+                }
+            }
             HttpRouteRulesFiltersType::RequestHeaderModifier => {
                 if let Some(m) = &f.request_header_modifier {
                     request_headers = allowed_edits(b, key, header_edits!(m));
@@ -659,6 +680,26 @@ fn route_rule(
                 unapplied.join(", ")
             ),
         );
+    }
+    if rewrite.is_some() && redirect.is_some() {
+        return Err("URLRewrite and RequestRedirect cannot both be in one rule".into());
+    }
+    let by_prefix = |p: &Option<PathModifier>| matches!(p, Some(PathModifier::Prefix(_)));
+    let prefix_modified = rewrite
+        .as_ref()
+        .is_some_and(|r: &UrlRewrite| by_prefix(&r.path))
+        || redirect
+            .as_ref()
+            .is_some_and(|r: &Redirect| by_prefix(&r.path));
+    if prefix_modified
+        && matches
+            .iter()
+            .any(|m| !matches!(m.path, Some(PathMatch::Prefix(_))))
+    {
+        return Err("ReplacePrefixMatch needs every match of the rule to be a PathPrefix".into());
+    }
+    if redirect.is_some() && rule.backend_refs.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err("RequestRedirect cannot be used with backendRefs".into());
     }
     let mut backends = Vec::new();
     for br in rule.backend_refs.iter().flatten() {
@@ -697,7 +738,7 @@ fn route_rule(
             ),
         }
     }
-    if backends.iter().all(|b| b.weight == 0) {
+    if redirect.is_none() && backends.iter().all(|b| b.weight == 0) {
         return Err("no usable backendRef".into());
     }
     let timeouts = rule.timeouts.as_ref();
@@ -733,6 +774,89 @@ fn route_rule(
         }),
         request_headers,
         response_headers,
+        rewrite,
+        redirect,
+    })
+}
+
+/// A ReplaceFullPath or ReplacePrefixMatch modifier, checked: the value its type names is there
+/// and is a path.
+fn path_modifier(
+    full: bool,
+    full_path: &Option<String>,
+    prefix: &Option<String>,
+) -> Result<PathModifier, String> {
+    let (value, field) = if full {
+        (full_path, "replaceFullPath")
+    } else {
+        (prefix, "replacePrefixMatch")
+    };
+    let value = value
+        .as_deref()
+        .ok_or_else(|| format!("path modifier without {field}"))?;
+    if !value.starts_with('/') || value.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(format!("{field} {value:?} is not a path"));
+    }
+    Ok(if full {
+        PathModifier::Full(value.to_string())
+    } else {
+        PathModifier::Prefix(value.to_string())
+    })
+}
+
+/// A hostname as Gateway API's `PreciseHostname` allows it: DNS labels, no port, no wildcard.
+fn hostname(h: &str) -> Result<String, String> {
+    let valid = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if valid {
+        Ok(h.to_ascii_lowercase())
+    } else {
+        Err(format!("hostname {h:?} is not a DNS name"))
+    }
+}
+
+fn request_redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> Result<Redirect, String> {
+    let status = match r.status_code {
+        None => 302,
+        Some(c @ (301 | 302 | 303 | 307 | 308)) => c as u16,
+        Some(c) => {
+            return Err(format!(
+                "redirect statusCode {c} is not 301, 302, 303, 307 or 308"
+            ));
+        }
+    };
+    let port = r
+        .port
+        .map(|p| {
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or(format!("redirect port {p}"))
+        })
+        .transpose()?;
+    let path = r.path.as_ref().map(|p| {
+        let full = p.r#type == HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath;
+        path_modifier(full, &p.replace_full_path, &p.replace_prefix_match)
+    });
+    Ok(Redirect {
+        scheme: r.scheme.as_ref().map(|s| {
+            match s {
+                HttpRouteRulesFiltersRequestRedirectScheme::Http => "http",
+                HttpRouteRulesFiltersRequestRedirectScheme::Https => "https",
+            }
+            .to_string()
+        }),
+        hostname: r.hostname.as_deref().map(hostname).transpose()?,
+        path: path.transpose()?,
+        port,
+        status,
     })
 }
 

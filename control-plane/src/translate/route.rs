@@ -4,16 +4,19 @@ use weft_proto::google::protobuf::UInt32Value;
 use weft_proto::xds::config::core::v3::header_value_option::HeaderAppendAction;
 use weft_proto::xds::config::core::v3::{HeaderValue, HeaderValueOption};
 use weft_proto::xds::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration,
-    RouteMatch as XdsRouteMatch, VirtualHost, WeightedCluster, header_matcher,
-    query_parameter_matcher, retry_policy, route, route_action, route_match, weighted_cluster,
+    HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
+    RouteConfiguration, RouteMatch as XdsRouteMatch, VirtualHost, WeightedCluster, header_matcher,
+    query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
+    weighted_cluster,
 };
-use weft_proto::xds::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use weft_proto::xds::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
+};
 
 use super::{cluster_name, duration};
 use crate::model::{
-    Backend, HeaderEdits, PathMatch, Protocol, RouteMatch, RouteRetry, RouteRule, Service,
-    ServicePort, StringMatch,
+    Backend, HeaderEdits, PathMatch, PathModifier, Protocol, Redirect, RouteMatch, RouteRetry,
+    RouteRule, Service, ServicePort, StringMatch, UrlRewrite,
 };
 
 /// The route configuration for one Service port. Its single virtual host matches any authority:
@@ -39,6 +42,8 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
             retry: None,
             request_headers: Default::default(),
             response_headers: Default::default(),
+            rewrite: None,
+            redirect: None,
         };
         routes(&[default], &policy, port.protocol)
     } else {
@@ -70,12 +75,21 @@ fn routes(
     flat.sort_by_key(|(_, m)| std::cmp::Reverse(m.precedence()));
     let mut out = Vec::new();
     for (rule, m) in flat {
-        let action = action(rule, policy, protocol);
+        let forward = rule
+            .redirect
+            .is_none()
+            .then(|| action(rule, policy, protocol));
         for xds_match in matches(m) {
+            let path = xds_match.path_specifier.as_ref();
+            let action = match (&rule.redirect, &forward) {
+                (Some(r), _) => route::Action::Redirect(redirect(r, path)),
+                (None, Some(a)) => route::Action::Route(rewritten(a, rule.rewrite.as_ref(), path)),
+                (None, None) => unreachable!("a rule without a redirect forwards"),
+            };
             out.push(Route {
                 name: rule.origin.clone(),
                 r#match: Some(xds_match),
-                action: Some(route::Action::Route(action.clone())),
+                action: Some(action),
                 request_headers_to_add: headers_to_add(&rule.request_headers),
                 request_headers_to_remove: rule.request_headers.remove.clone(),
                 response_headers_to_add: headers_to_add(&rule.response_headers),
@@ -85,6 +99,71 @@ fn routes(
         }
     }
     out
+}
+
+/// Envoy's `prefix_rewrite` for a Gateway API ReplacePrefixMatch on one of the routes a path
+/// prefix becomes: the exact route swaps the whole path; the `/foo/` route keeps the separator, so
+/// `/foo/x` becomes `/bar/x` and, with `/`, `/x`.
+fn replaced_prefix(path: Option<&route_match::PathSpecifier>, with: &str) -> String {
+    match path {
+        Some(route_match::PathSpecifier::Prefix(p)) if p.ends_with('/') => {
+            format!("{}/", with.trim_end_matches('/'))
+        }
+        _ => with.to_string(),
+    }
+}
+
+/// `action` with a URLRewrite's host and path: a prefix as [`replaced_prefix`], a full path as a
+/// regex rewrite of the whole path (Envoy keeps the query).
+fn rewritten(
+    action: &RouteAction,
+    rewrite: Option<&UrlRewrite>,
+    path: Option<&route_match::PathSpecifier>,
+) -> RouteAction {
+    let mut action = action.clone();
+    let Some(rw) = rewrite else { return action };
+    if let Some(h) = &rw.hostname {
+        action.host_rewrite_specifier = Some(
+            route_action::HostRewriteSpecifier::HostRewriteLiteral(h.clone()),
+        );
+    }
+    match &rw.path {
+        Some(PathModifier::Prefix(with)) => action.prefix_rewrite = replaced_prefix(path, with),
+        Some(PathModifier::Full(full)) => {
+            action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(regex("^/.*$")),
+                substitution: full.replace('\\', "\\\\"),
+            });
+        }
+        None => {}
+    }
+    action
+}
+
+/// A RequestRedirect as Envoy's redirect action. Gateway API's port rules: a changed scheme
+/// without a port goes to the scheme's own port (left out of the URL), as Envoy does.
+fn redirect(r: &Redirect, path: Option<&route_match::PathSpecifier>) -> RedirectAction {
+    use redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier};
+    let code = match r.status {
+        301 => RedirectResponseCode::MovedPermanently,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::Found,
+    };
+    RedirectAction {
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        host_redirect: r.hostname.clone().unwrap_or_default(),
+        port_redirect: r.port.map_or(0, u32::from),
+        path_rewrite_specifier: r.path.as_ref().map(|p| match p {
+            PathModifier::Full(full) => PathRewriteSpecifier::PathRedirect(full.clone()),
+            PathModifier::Prefix(with) => {
+                PathRewriteSpecifier::PrefixRewrite(replaced_prefix(path, with))
+            }
+        }),
+        response_code: code as i32,
+        strip_query: false,
+    }
 }
 
 /// A modifier's `set` and `add` as Envoy's options: overwrite and append. Values are literal, so

@@ -434,6 +434,72 @@ fn header_modifiers_become_route_header_options_with_literal_values() {
     assert_eq!(r.response_headers_to_remove, ["server"]);
 }
 
+/// URLRewrite and RequestRedirect per route Envoy gets: a prefix swap keeps the segment separator
+/// on the `/old/` route, a full path is a whole-path regex rewrite, a redirect is a redirect action
+/// with Gateway API's default 302.
+#[test]
+fn url_rewrites_and_redirects_become_route_and_redirect_actions() {
+    use weft_proto::xds::config::route::v3::{redirect_action, route, route_action};
+    let m = api_routed(
+        "
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters: [{type: URLRewrite, urlRewrite: {hostname: api.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: Exact, value: /moved}}]
+      filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /new}}}]
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /legacy}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https, port: 8443, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}]
+    - matches: [{path: {type: Exact, value: /gone}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: elsewhere.example, statusCode: 301}}]
+",
+    );
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let summary: Vec<String> = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| {
+            let path = r.r#match.as_ref().unwrap().path_specifier.as_ref().unwrap();
+            let action = match r.action.as_ref().unwrap() {
+                route::Action::Route(a) => format!(
+                    "forward prefix={:?} regex={:?} host={:?}",
+                    a.prefix_rewrite,
+                    a.regex_rewrite.as_ref().map(|r| (
+                        r.pattern.as_ref().unwrap().regex.clone(),
+                        r.substitution.clone()
+                    )),
+                    a.host_rewrite_specifier.as_ref().map(|h| match h {
+                        route_action::HostRewriteSpecifier::HostRewriteLiteral(h) => h.clone(),
+                        other => format!("{other:?}"),
+                    }),
+                ),
+                route::Action::Redirect(r) => format!(
+                    "redirect {:?} scheme={:?} host={:?} port={} path={:?}",
+                    redirect_action::RedirectResponseCode::try_from(r.response_code).unwrap(),
+                    r.scheme_rewrite_specifier,
+                    r.host_redirect,
+                    r.port_redirect,
+                    r.path_rewrite_specifier,
+                ),
+                other => format!("{other:?}"),
+            };
+            format!("{path:?}: {action}")
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            r#"Path("/moved"): forward prefix="" regex=Some(("^/.*$", "/new")) host=None"#,
+            r#"Path("/gone"): redirect MovedPermanently scheme=None host="elsewhere.example" port=0 path=None"#,
+            r#"Path("/legacy"): redirect Found scheme=Some(SchemeRedirect("https")) host="" port=8443 path=Some(PrefixRewrite("/v2"))"#,
+            r#"Prefix("/legacy/"): redirect Found scheme=Some(SchemeRedirect("https")) host="" port=8443 path=Some(PrefixRewrite("/v2/"))"#,
+            r#"Path("/old"): forward prefix="/" regex=None host=Some("api.example")"#,
+            r#"Prefix("/old/"): forward prefix="/" regex=None host=Some("api.example")"#,
+        ]
+    );
+}
+
 #[test]
 fn translation_is_deterministic() {
     let a = for_node(&shop(), "web-0.shop");

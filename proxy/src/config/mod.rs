@@ -5,6 +5,7 @@
 //! without a lock, and finishes on that version even if a newer one is swapped in meanwhile.
 
 pub mod edits;
+pub mod rewrite;
 pub mod route;
 
 use std::collections::HashMap;

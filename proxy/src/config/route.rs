@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::edits::HeaderEdits;
+use super::rewrite::{Redirect, Rewrite};
 
 /// A RouteConfiguration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,6 +45,12 @@ pub struct Route {
     /// Header edits to the requests and responses it carries; `None` for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edits: Option<Arc<HeaderEdits>>,
+    /// Path and host changes to the requests it forwards; `None` for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// Answered with this redirect instead of forwarded (`clusters` is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Arc<Redirect>>,
 }
 
 /// A weighted target cluster.
@@ -348,6 +355,8 @@ mod tests {
             }],
             timeout: None,
             edits: None,
+            rewrite: None,
+            redirect: None,
         }
     }
 

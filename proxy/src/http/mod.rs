@@ -23,6 +23,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::edits::HeaderEdits;
+use crate::config::rewrite::{Redirect, Rewrite};
 use crate::config::route::RequestView;
 use crate::config::{RouteTable, Store, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
@@ -137,7 +138,16 @@ type Failure = (Flag, Option<Arc<DestStats>>);
 /// The routing decision the fast path made for the request it handed to hyper: used for that
 /// request instead of drawing again, so weighted splits and round robin count it once.
 #[derive(Debug)]
-pub struct Routed(Result<Target, Failure>);
+pub struct Routed(Result<Decision, Failure>);
+
+/// What the matching route does with a request.
+#[derive(Debug)]
+enum Decision {
+    /// Forward it.
+    Forward(Target),
+    /// Answer it with a redirect, and the route's header edits.
+    Redirect(Arc<Redirect>, Option<Arc<HeaderEdits>>),
+}
 
 /// Where a request goes.
 #[derive(Debug)]
@@ -148,6 +158,8 @@ struct Target {
     timeout: Option<Duration>,
     /// The route's header edits, if it has any.
     edits: Option<Arc<HeaderEdits>>,
+    /// The route's path and host rewrites, if it has any.
+    rewrite: Option<Arc<Rewrite>>,
 }
 
 /// The `grpc-status` a gRPC client gets for a local reply: gRPC's own mapping of the HTTP status
@@ -313,13 +325,16 @@ impl Proxy {
         authority: &str,
         req: &impl RequestView,
         downstream_http2: bool,
-    ) -> Result<Target, Failure> {
+    ) -> Result<Decision, Failure> {
         let config = self.store.load();
         let table = match source {
             RouteSource::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
             RouteSource::Inline(t) => t,
         };
         let route = table.find(authority, req).ok_or((Flag::NoRoute, None))?;
+        if let Some(r) = &route.redirect {
+            return Ok(Decision::Redirect(r.clone(), route.edits.clone()));
+        }
         let cluster_name = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
         let cluster = config
             .clusters
@@ -341,12 +356,47 @@ impl Proxy {
             },
             connect_timeout: cluster.connect_timeout,
         };
-        Ok(Target {
+        Ok(Decision::Forward(Target {
             endpoint,
             dial,
             timeout: route.timeout,
             edits: route.edits.clone(),
-        })
+            rewrite: route.rewrite.clone(),
+        }))
+    }
+
+    /// The redirect a route answers with: `Location` from the request's authority and path,
+    /// counted as a response without a destination.
+    fn redirect(
+        &self,
+        (redirect, edits): (&Redirect, Option<&HeaderEdits>),
+        authority: &str,
+        path_and_query: &str,
+        (protocol, started): (Protocol, Instant),
+    ) -> Response<Body> {
+        let location = redirect.location("http", authority, path_and_query);
+        let mut reply = Response::builder()
+            .status(redirect.status)
+            .header(http::header::CONTENT_LENGTH, "0");
+        match HeaderValue::try_from(location) {
+            Ok(v) => reply = reply.header(http::header::LOCATION, v),
+            // Only a request's own bytes can make it invalid, and those were valid header text.
+            Err(_) => reply = reply.status(StatusCode::BAD_REQUEST),
+        }
+        let mut reply = reply
+            .body(Body::Local(Full::new(Bytes::new())))
+            .expect("valid parts");
+        if let Some(e) = edits {
+            e.response.apply(reply.headers_mut());
+        }
+        let outcome = Outcome {
+            protocol,
+            code: reply.status().as_u16(),
+            grpc_status: None,
+            flag: None,
+        };
+        self.metrics.unrouted().record(outcome, started.elapsed());
+        reply
     }
 
     /// Logs and counts a failure the proxy answers itself; returns the status and `grpc-status`
@@ -404,14 +454,23 @@ impl Proxy {
             None => first_host.cloned(),
         };
         let authority = routed_authority(uri_authority.as_ref(), host.as_ref());
+        let decision = match routed {
+            Some(Routed(decided)) => decided?,
+            None => self.target(source, authority, &parts, parts.version == Version::HTTP_2)?,
+        };
         let Target {
             endpoint,
             dial,
             timeout,
             edits,
-        } = match routed {
-            Some(Routed(decided)) => decided?,
-            None => self.target(source, authority, &parts, parts.version == Version::HTTP_2)?,
+            rewrite,
+        } = match decision {
+            Decision::Forward(t) => t,
+            Decision::Redirect(r, edits) => {
+                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let seen = (&*r, edits.as_deref());
+                return Ok(self.redirect(seen, authority, pq, (protocol, started)));
+            }
         };
 
         // An HTTP/1.1 upgrade (WebSocket) keeps its two hop-by-hop headers: the upstream must see
@@ -444,17 +503,29 @@ impl Proxy {
             e.request.apply(&mut parts.headers);
             *route_edits = Some(e.clone());
         }
-        let path_and_query = parts
+        let mut path_and_query = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let rewrite = rewrite.as_deref();
+        if let Some(p) = rewrite.and_then(|r| r.path.as_ref()) {
+            // A rewrite that makes an invalid path (a substitution's odd bytes) is refused
+            // rather than forwarded half-done.
+            path_and_query = PathAndQuery::try_from(p.apply(path_and_query.as_str()))
+                .map_err(|_| (Flag::NoRoute, None))?;
+        }
+        let new_host = rewrite.and_then(|r| r.host.as_ref());
         let mut uri = http::uri::Parts::default();
         if dial.http2 {
             // The service's authority rides in `:authority`; the connection goes to the endpoint.
             parts.version = Version::HTTP_2;
             parts.headers.remove(http::header::HOST);
             let target = match uri_authority {
+                _ if new_host.is_some() => {
+                    let h = new_host.map_or("", |h| h.to_str().unwrap_or_default());
+                    Authority::try_from(h).map_err(|_| (Flag::NoRoute, None))?
+                }
                 Some(a) => a,
                 None if authority.is_empty() => Authority::try_from(endpoint.addr.to_string())
                     .map_err(|_| (Flag::NoRoute, None))?,
@@ -472,7 +543,9 @@ impl Proxy {
                 None if host.is_none() => Some(endpoint.addr.to_string()),
                 None => None,
             };
-            if let Some(v) = named.and_then(|n| HeaderValue::try_from(n).ok()) {
+            if let Some(h) = new_host {
+                parts.headers.insert(http::header::HOST, h.clone());
+            } else if let Some(v) = named.and_then(|n| HeaderValue::try_from(n).ok()) {
                 parts.headers.insert(http::header::HOST, v);
             }
         }

@@ -26,6 +26,7 @@ use weft_proto::xds::extensions::upstreams::http::v3::{
 use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
 use crate::config::edits::{Append, Edits, HeaderEdits, Put};
+use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
 use crate::config::{
     Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
     Protocol, QueryMatch, Route, RouteTable, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
@@ -676,23 +677,72 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             value,
         });
     }
-    let Some(route::Action::Route(action)) = &r.action else {
-        return Err(ctx.err(
-            format!("{field}.action"),
-            "only route actions are supported",
-        ));
+    let edits = (!request.is_empty() || !response.is_empty())
+        .then(|| Arc::new(HeaderEdits { request, response }));
+    let matched = match &path {
+        PathMatch::Prefix(p) | PathMatch::Exact(p) | PathMatch::Segments(p) => Some(p.as_str()),
+        PathMatch::Regex(_) => None,
     };
+    let prefix_rewrite = |f: &str, with: &str| -> Result<PathRewrite, Invalid> {
+        let matched = matched.ok_or_else(|| {
+            ctx.err(
+                f,
+                "a prefix rewrite needs a prefix or path match, not a regex",
+            )
+        })?;
+        Ok(PathRewrite::Prefix {
+            matched: matched.to_string(),
+            with: with.to_string(),
+        })
+    };
+    let mut out = Route {
+        name: r.name.clone(),
+        path: path.clone(),
+        headers,
+        query,
+        clusters: Vec::new(),
+        timeout: None,
+        edits,
+        rewrite: None,
+        redirect: None,
+    };
+    match &r.action {
+        Some(route::Action::Route(action)) => {
+            forward(
+                ctx,
+                &format!("{field}.route"),
+                action,
+                &prefix_rewrite,
+                &mut out,
+            )?;
+        }
+        Some(route::Action::Redirect(action)) => {
+            let f = format!("{field}.redirect");
+            out.redirect = Some(Arc::new(redirect(ctx, &f, action, &prefix_rewrite)?));
+        }
+        _ => {
+            return Err(ctx.err(
+                format!("{field}.action"),
+                "only route and redirect actions are supported",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A route action: clusters, timeout and rewrites, into `out`.
+fn forward(
+    ctx: &Ctx<'_>,
+    field: &str,
+    action: &xr::RouteAction,
+    prefix_rewrite: &dyn Fn(&str, &str) -> Result<PathRewrite, Invalid>,
+    out: &mut Route,
+) -> Result<(), Invalid> {
     refuse(
         ctx,
-        &format!("{field}.route"),
+        field,
         [
-            ("prefix_rewrite", !action.prefix_rewrite.is_empty()),
-            ("regex_rewrite", action.regex_rewrite.is_some()),
             ("path_rewrite_policy", action.path_rewrite_policy.is_some()),
-            (
-                "host_rewrite_specifier",
-                action.host_rewrite_specifier.is_some(),
-            ),
             (
                 "request_mirror_policies",
                 !action.request_mirror_policies.is_empty(),
@@ -704,7 +754,7 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             ),
         ],
     )?;
-    let clusters = match &action.cluster_specifier {
+    out.clusters = match &action.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
             name: c.clone(),
             weight: 1,
@@ -719,7 +769,7 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             .collect(),
         _ => {
             return Err(ctx.err(
-                format!("{field}.route.cluster_specifier"),
+                format!("{field}.cluster_specifier"),
                 "only cluster and weighted_clusters",
             ));
         }
@@ -736,21 +786,165 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         .and_then(|m| m.max_stream_duration.as_ref())
         .map(duration)
         .filter(|d| !d.is_zero());
-    let timeout = match (route_timeout, stream_max) {
+    out.timeout = match (route_timeout, stream_max) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let edits = (!request.is_empty() || !response.is_empty())
-        .then(|| Arc::new(HeaderEdits { request, response }));
-    Ok(Route {
-        name: r.name.clone(),
+    let path = match (action.prefix_rewrite.as_str(), &action.regex_rewrite) {
+        ("", None) => None,
+        (with, None) => Some(prefix_rewrite(&format!("{field}.prefix_rewrite"), with)?),
+        ("", Some(rr)) => {
+            let f = format!("{field}.regex_rewrite");
+            let pattern = rr
+                .pattern
+                .as_ref()
+                .ok_or_else(|| ctx.err(format!("{f}.pattern"), "missing"))?;
+            Some(PathRewrite::Regex {
+                pattern: regex::Regex::new(&pattern.regex)
+                    .map_err(|e| ctx.err(format!("{f}.pattern.regex"), e.to_string()))?,
+                with: re2_substitution(&rr.substitution)
+                    .map_err(|e| ctx.err(format!("{f}.substitution"), e))?,
+            })
+        }
+        _ => {
+            return Err(ctx.err(
+                format!("{field}.regex_rewrite"),
+                "prefix_rewrite and regex_rewrite are exclusive",
+            ));
+        }
+    };
+    let host = match &action.host_rewrite_specifier {
+        None => None,
+        Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(
+            http::uri::Authority::try_from(h.as_str())
+                .ok()
+                .and_then(|a| http::HeaderValue::try_from(a.as_str()).ok())
+                .ok_or_else(|| {
+                    ctx.err(
+                        format!("{field}.host_rewrite_literal"),
+                        format!("not a host: {h:?}"),
+                    )
+                })?,
+        ),
+        Some(_) => {
+            return Err(ctx.err(
+                format!("{field}.host_rewrite_specifier"),
+                "only host_rewrite_literal",
+            ));
+        }
+    };
+    if path.is_some() || host.is_some() {
+        out.rewrite = Some(Arc::new(Rewrite { path, host }));
+    }
+    Ok(())
+}
+
+/// A redirect action, checked: a known status, a port in range, a host without a port.
+fn redirect(
+    ctx: &Ctx<'_>,
+    field: &str,
+    r: &xr::RedirectAction,
+    prefix_rewrite: &dyn Fn(&str, &str) -> Result<PathRewrite, Invalid>,
+) -> Result<Redirect, Invalid> {
+    use xr::redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier};
+    let status = match RedirectResponseCode::try_from(r.response_code) {
+        Ok(RedirectResponseCode::MovedPermanently) => http::StatusCode::MOVED_PERMANENTLY,
+        Ok(RedirectResponseCode::Found) => http::StatusCode::FOUND,
+        Ok(RedirectResponseCode::SeeOther) => http::StatusCode::SEE_OTHER,
+        Ok(RedirectResponseCode::TemporaryRedirect) => http::StatusCode::TEMPORARY_REDIRECT,
+        Ok(RedirectResponseCode::PermanentRedirect) => http::StatusCode::PERMANENT_REDIRECT,
+        Err(_) => {
+            return Err(ctx.err(
+                format!("{field}.response_code"),
+                format!("unknown code {}", r.response_code),
+            ));
+        }
+    };
+    let scheme = match &r.scheme_rewrite_specifier {
+        Some(SchemeRewriteSpecifier::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(SchemeRewriteSpecifier::SchemeRedirect(s)) if !s.is_empty() => {
+            http::uri::Scheme::try_from(s.as_str()).map_err(|_| {
+                ctx.err(
+                    format!("{field}.scheme_redirect"),
+                    format!("bad scheme {s:?}"),
+                )
+            })?;
+            Some(s.to_ascii_lowercase())
+        }
+        _ => None,
+    };
+    let host = match r.host_redirect.as_str() {
+        "" => None,
+        h => {
+            let bare = h.trim_start_matches('[').trim_end_matches(']');
+            let valid = bare.parse::<IpAddr>().is_ok()
+                || (!h.contains(':') && http::uri::Authority::try_from(h).is_ok());
+            if !valid {
+                return Err(ctx.err(
+                    format!("{field}.host_redirect"),
+                    format!("not a host: {h:?}"),
+                ));
+            }
+            Some(bare.to_string())
+        }
+    };
+    let port = match r.port_redirect {
+        0 => None,
+        p => Some(u16::try_from(p).map_err(|_| {
+            ctx.err(
+                format!("{field}.port_redirect"),
+                format!("{p} is not a port"),
+            )
+        })?),
+    };
+    let path = match &r.path_rewrite_specifier {
+        None => None,
+        Some(PathRewriteSpecifier::PathRedirect(p)) if p.starts_with('/') => {
+            Some(PathRewrite::Full(p.clone()))
+        }
+        Some(PathRewriteSpecifier::PathRedirect(p)) => {
+            return Err(ctx.err(
+                format!("{field}.path_redirect"),
+                format!("{p:?} does not start with /"),
+            ));
+        }
+        Some(PathRewriteSpecifier::PrefixRewrite(p)) => {
+            Some(prefix_rewrite(&format!("{field}.prefix_rewrite"), p)?)
+        }
+        Some(_) => {
+            return Err(ctx.err(
+                format!("{field}.path_rewrite_specifier"),
+                "only path_redirect and prefix_rewrite",
+            ));
+        }
+    };
+    Ok(Redirect {
+        scheme,
+        host,
+        port,
         path,
-        headers,
-        query,
-        clusters,
-        timeout,
-        edits,
+        strip_query: r.strip_query,
+        status,
     })
+}
+
+/// An RE2 substitution (`\1` names a group, `\\` is a backslash) in the `regex` crate's syntax
+/// (`${1}`, and `$$` for a dollar).
+fn re2_substitution(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(d) if d.is_ascii_digit() => out.push_str(&format!("${{{d}}}")),
+                Some('\\') => out.push('\\'),
+                other => return Err(format!("bad escape \\{}", other.unwrap_or(' '))),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 /// A route's header edits of one direction (`<field>_to_add`, `<field>_to_remove`), checked: names and values valid, none the proxy
@@ -924,9 +1118,10 @@ mod tests {
     fn fields_weft_proxy_would_silently_not_apply_are_refused_by_name() {
         assert!(route_config(|_| {}).is_ok());
         let cases: [(&str, Edit); 6] = [
-            ("virtual_hosts[0].routes[0].route.prefix_rewrite", |rc| {
-                first_action(rc).prefix_rewrite = "/v2".into()
-            }),
+            (
+                "virtual_hosts[0].routes[0].route.path_rewrite_policy",
+                |rc| first_action(rc).path_rewrite_policy = Some(Default::default()),
+            ),
             (
                 "virtual_hosts[0].routes[0].route.request_mirror_policies",
                 |rc| {
@@ -1056,6 +1251,139 @@ mod tests {
         for (field, edit) in cases {
             let err = route_config(edit).expect_err(field);
             assert!(err.field.starts_with(field), "{field}: {err:?}");
+        }
+    }
+
+    fn redirect_route(rc: &mut xr::RouteConfiguration, r: xr::RedirectAction) {
+        first_route(rc).action = Some(route::Action::Redirect(r));
+    }
+
+    #[test]
+    fn rewrites_and_redirects_are_read_and_bad_ones_refused_by_name() {
+        use crate::config::rewrite::{PathRewrite, Redirect};
+        use weft_proto::xds::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
+        fn regex_rewrite(pattern: &str, substitution: &str) -> Option<RegexMatchAndSubstitute> {
+            Some(RegexMatchAndSubstitute {
+                pattern: Some(RegexMatcher {
+                    regex: pattern.into(),
+                    ..Default::default()
+                }),
+                substitution: substitution.into(),
+            })
+        }
+        let rt = route_config(|rc| {
+            first_action(rc).prefix_rewrite = "/v2/".into();
+            first_action(rc).host_rewrite_specifier = Some(
+                route_action::HostRewriteSpecifier::HostRewriteLiteral("api.example:8080".into()),
+            );
+        })
+        .unwrap();
+        let rw = rt.virtual_hosts[0].routes[0].rewrite.clone().unwrap();
+        assert_eq!(rw.path.as_ref().unwrap().apply("/x?y"), "/v2/x?y");
+        assert_eq!(rw.host.as_ref().unwrap(), "api.example:8080");
+        let rt = route_config(|rc| {
+            first_action(rc).regex_rewrite =
+                regex_rewrite("^/svc/([^/]+)(/.*)$", "\\2/instance/\\1$");
+        })
+        .unwrap();
+        let rw = rt.virtual_hosts[0].routes[0].rewrite.clone().unwrap();
+        assert_eq!(
+            rw.path.as_ref().unwrap().apply("/svc/a/b?q"),
+            "/b/instance/a$?q"
+        );
+
+        let rt = route_config(|rc| {
+            redirect_route(
+                rc,
+                xr::RedirectAction {
+                    scheme_rewrite_specifier: Some(
+                        xr::redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true),
+                    ),
+                    host_redirect: "[::1]".into(),
+                    port_redirect: 8443,
+                    path_rewrite_specifier: Some(
+                        xr::redirect_action::PathRewriteSpecifier::PathRedirect("/new".into()),
+                    ),
+                    response_code: 4,
+                    strip_query: true,
+                },
+            )
+        })
+        .unwrap();
+        let route = &rt.virtual_hosts[0].routes[0];
+        assert!(route.clusters.is_empty());
+        assert_eq!(
+            route.redirect.as_deref(),
+            Some(&Redirect {
+                scheme: Some("https".into()),
+                host: Some("::1".into()),
+                port: Some(8443),
+                path: Some(PathRewrite::Full("/new".into())),
+                strip_query: true,
+                status: http::StatusCode::PERMANENT_REDIRECT,
+            })
+        );
+
+        let cases: [(&str, Edit); 8] = [
+            ("virtual_hosts[0].routes[0].route.prefix_rewrite", |rc| {
+                first_route(rc).r#match.as_mut().unwrap().path_specifier =
+                    Some(route_match::PathSpecifier::SafeRegex(RegexMatcher {
+                        regex: "/a.*".into(),
+                        ..Default::default()
+                    }));
+                first_action(rc).prefix_rewrite = "/b".into();
+            }),
+            ("virtual_hosts[0].routes[0].route.regex_rewrite", |rc| {
+                first_action(rc).prefix_rewrite = "/b".into();
+                first_action(rc).regex_rewrite = regex_rewrite("^/.*$", "/c");
+            }),
+            (
+                "virtual_hosts[0].routes[0].route.regex_rewrite.pattern.regex",
+                |rc| first_action(rc).regex_rewrite = regex_rewrite("([", "/c"),
+            ),
+            (
+                "virtual_hosts[0].routes[0].route.regex_rewrite.substitution",
+                |rc| first_action(rc).regex_rewrite = regex_rewrite("^/.*$", "\\x"),
+            ),
+            (
+                "virtual_hosts[0].routes[0].route.host_rewrite_literal",
+                |rc| {
+                    first_action(rc).host_rewrite_specifier = Some(
+                        route_action::HostRewriteSpecifier::HostRewriteLiteral("a b".into()),
+                    )
+                },
+            ),
+            ("virtual_hosts[0].routes[0].redirect.response_code", |rc| {
+                redirect_route(
+                    rc,
+                    xr::RedirectAction {
+                        response_code: 9,
+                        ..Default::default()
+                    },
+                )
+            }),
+            ("virtual_hosts[0].routes[0].redirect.port_redirect", |rc| {
+                redirect_route(
+                    rc,
+                    xr::RedirectAction {
+                        port_redirect: 70_000,
+                        ..Default::default()
+                    },
+                )
+            }),
+            ("virtual_hosts[0].routes[0].redirect.host_redirect", |rc| {
+                redirect_route(
+                    rc,
+                    xr::RedirectAction {
+                        host_redirect: "evil.example:80/x".into(),
+                        ..Default::default()
+                    },
+                )
+            }),
+        ];
+        for (field, edit) in cases {
+            let err = route_config(edit).expect_err(field);
+            assert_eq!(err.field, field, "{err:?}");
         }
     }
 

@@ -88,6 +88,57 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
     assert_eq!(routes[0].response_headers.add, [pair("x-served", "weft")]);
 }
 
+/// Rules Gateway API forbids are dropped with the reason said; the valid rule beside them stays.
+#[test]
+fn invalid_rewrites_and_redirects_drop_their_rule() {
+    let rule = |r: &str| format!("{{{r}}}");
+    let cases: &[(&str, &str)] = &[
+        (
+            "matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}], backendRefs: [{name: api, port: 80}]",
+            "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
+        ),
+        (
+            "filters: [{type: RequestRedirect, requestRedirect: {hostname: x.example}}], backendRefs: [{name: api, port: 80}]",
+            "RequestRedirect cannot be used with backendRefs",
+        ),
+        (
+            "filters: [{type: RequestRedirect, requestRedirect: {hostname: x.example}}, {type: URLRewrite, urlRewrite: {hostname: y.example}}]",
+            "URLRewrite and RequestRedirect cannot both be in one rule",
+        ),
+        (
+            "filters: [{type: RequestRedirect, requestRedirect: {statusCode: 200}}]",
+            "redirect statusCode 200 is not 301, 302, 303, 307 or 308",
+        ),
+        (
+            "filters: [{type: URLRewrite, urlRewrite: {hostname: 'a b:80'}}], backendRefs: [{name: api, port: 80}]",
+            "hostname \"a b:80\" is not a DNS name",
+        ),
+        (
+            "filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}], backendRefs: [{name: api, port: 80}]",
+            "path modifier without replaceFullPath",
+        ),
+    ];
+    for (bad, why) in cases {
+        let doc = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\n\
+spec: {{parentRefs: [{{kind: Service, name: api}}], rules: [{}, {}]}}\n",
+            rule(bad),
+            rule(
+                "matches: [{path: {type: PathPrefix, value: /ok}}], backendRefs: [{name: api, port: 80}]"
+            ),
+        );
+        let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
+        assert_eq!(
+            warnings,
+            [format!("HTTPRoute ns/r: rule 0 dropped: {why}")],
+            "{bad}"
+        );
+        let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
+        assert_eq!(routes.len(), 1, "{bad}");
+        assert_eq!(routes[0].origin, "ns/r#1");
+    }
+}
+
 #[test]
 fn a_selector_without_endpoint_slices_takes_the_ready_pods_it_picks() {
     let yaml = "apiVersion: v1

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 pub use prefixed::Prefixed;
 
 use self::parse::{Framing, Parsed, RequestHead, Response, ResponseHead, Span};
-use super::{MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target, local_status};
+use super::{Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target, local_status};
 use crate::balance::InFlight;
 use crate::config::route::RequestView;
 use crate::metrics::{DestStats, Flag, Outcome, Protocol};
@@ -259,8 +259,13 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
             proxy.target(source, view.str(&head.host), &view, false)
         };
         let target = match target {
-            Ok(t) if !t.dial.http2 && t.edits.is_none() => t,
-            // hyper's path answers routing failures, speaks HTTP/2 upstream and edits headers.
+            Ok(Decision::Forward(t))
+                if !t.dial.http2 && t.edits.is_none() && t.rewrite.is_none() =>
+            {
+                t
+            }
+            // hyper's path answers routing failures and redirects, speaks HTTP/2 upstream, and
+            // edits headers and URLs.
             decided => {
                 let io = Prefixed::new(conn.client, conn.inbuf);
                 return Served::Handoff(io, Some(Routed(decided)));
@@ -339,6 +344,7 @@ impl Conn<'_> {
             dial,
             timeout,
             edits: _,
+            rewrite: _,
         } = target;
         let mut guard = endpoint.start();
         let mut timer =
