@@ -93,6 +93,18 @@ metadata: {name: db-a, namespace: shop, labels: {kubernetes.io/service-name: db}
 addressType: IPv4
 ports: [{name: db, port: 13306}]
 endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: peers, namespace: shop}
+spec: {clusterIP: None, ports: [{name: http, port: 7100}, {name: tcp-db, port: 7300}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: peers-a, namespace: shop, labels: {kubernetes.io/service-name: peers}}
+addressType: IPv4
+ports: [{name: http, port: 7100}, {name: tcp-db, port: 7300}]
+endpoints: [{addresses: [10.1.0.9]}, {addresses: [10.1.0.10]}]
 "#;
 
 fn backend(ns: &Netns, args: &[&str]) -> Proc {
@@ -118,6 +130,7 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     pod.run(&["ip", "addr", "add", "10.1.0.5/24", "dev", &veth_pod]);
     pod.run(&["ip", "link", "set", &veth_pod, "up"]);
     client.run(&["ip", "addr", "add", "10.1.0.9/24", "dev", &veth_cli]);
+    client.run(&["ip", "addr", "add", "10.1.0.10/24", "dev", &veth_cli]);
     client.run(&["ip", "link", "set", &veth_cli, "up"]);
     // A route for the Service range: the packets never leave (the OUTPUT rule redirects them),
     // but without a route the kernel refuses to connect at all.
@@ -166,6 +179,11 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     // On a port no Service or container declares: inbound traffic passes through to it.
     let _undeclared = backend(&pod, &["http", "10.1.0.5", "9999", "undeclared-app"]);
     let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
+    // The pods of the headless Service `peers`, as a StatefulSet's would be.
+    let _peer_a = backend(&client, &["http", "10.1.0.9", "7100", "peer-a"]);
+    let _peer_b = backend(&client, &["http", "10.1.0.10", "7100", "peer-b"]);
+    let _peer_a_tcp = backend(&client, &["banner", "10.1.0.9", "7300", "db-a"]);
+    let _peer_b_tcp = backend(&client, &["banner", "10.1.0.10", "7300", "db-b"]);
 
     let weft = bin("weft");
     let _cp = Proc::spawn(&mut pod.exec(&[
@@ -230,6 +248,44 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     // A destination the mesh does not know passes through (ALLOW_ANY).
     let out = pod.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.9:7000/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "outside-the-mesh");
+
+    // A headless Service's pods, addressed one by one (a StatefulSet's clients pick their pod):
+    // each connection stays on the pod it was addressed to, HTTP and TCP, and goes through the
+    // mesh (counted against the Service), not around it.
+    for (ip, name) in [("10.1.0.9", "peer-a"), ("10.1.0.10", "peer-b")] {
+        for _ in 0..6 {
+            let out = pod.run(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{ip}:7100/"),
+            ]);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), name);
+        }
+    }
+    for (ip, banner) in [("10.1.0.9", "db-a"), ("10.1.0.10", "db-b")] {
+        let probe = format!(
+            "import socket\nfor _ in range(4):\n s=socket.create_connection(('{ip}',7300),timeout=5); print(s.recv(100).decode().strip()); s.close()"
+        );
+        let out = pod.run(&["python3", "-c", &probe]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{banner}\n").repeat(4)
+        );
+    }
+    let out = pod.run(&["curl", "-sS", "http://127.0.0.1:15020/metrics"]);
+    let scrape = String::from_utf8_lossy(&out.stdout).to_string();
+    let peers = "destination_service=\"peers.shop.svc.cluster.local\"";
+    let counted = |metric: &str| -> u64 {
+        scrape
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains(peers))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(counted("weft_requests_total{"), 12, "{scrape}");
+    assert_eq!(counted("weft_tcp_connections_opened_total{"), 8, "{scrape}");
 
     // Inbound from another host, over IPv4 and IPv6: PREROUTING capture, inbound listener, the
     // app on its port.

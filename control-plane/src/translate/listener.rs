@@ -1,6 +1,7 @@
 //! LDS: per Service port an API listener (what gRPC's proxyless clients resolve, and what weft-proxy
 //! matches captured traffic against), per proxy an inbound listener and explicit outbound ones.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::
 };
 use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
-use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_metadata};
+use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_fields, weft_metadata};
 use crate::model::{Key, Service, ServicePort, Workload, fqdn};
 
 /// Name of the per-proxy inbound listener.
@@ -119,12 +120,25 @@ fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
 /// weft-proxy maps a captured connection's original destination to the Service. HTTP (and
 /// undeclared) ports carry an `api_listener` whose routes come over RDS; TCP ports a `tcp_proxy`.
 /// `weft.protocol` metadata tells weft-proxy whether to sniff the protocol first.
-pub fn service(svc: &Service, port: &ServicePort) -> Listener {
+///
+/// A headless Service has no cluster IP: clients address its pods, so its listener takes every
+/// endpoint's address, and `weft.destination: original` tells weft-proxy to keep each connection
+/// on the pod it was addressed to rather than balance it (a StatefulSet's clients pick their
+/// pod). A headless TCP port with no endpoints gets no listener: Envoy refuses one without an
+/// address.
+pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
     let name = service_listener_name(&svc.key, port.port);
-    let mut addrs = svc
-        .cluster_ips
-        .iter()
-        .map(|ip| socket_address(*ip, port.port));
+    let headless = svc.cluster_ips.is_empty();
+    let targets: Vec<(IpAddr, u16)> = if headless {
+        let set: BTreeSet<(IpAddr, u16)> = port.endpoints.iter().map(|e| (e.ip, e.port)).collect();
+        set.into_iter().collect()
+    } else {
+        svc.cluster_ips.iter().map(|ip| (*ip, port.port)).collect()
+    };
+    if targets.is_empty() && !port.protocol.is_http() {
+        return None;
+    }
+    let mut addrs = targets.iter().map(|(ip, p)| socket_address(*ip, *p));
     let address = addrs.next();
     let additional_addresses = addrs
         .map(|a| AdditionalAddress {
@@ -137,7 +151,11 @@ pub fn service(svc: &Service, port: &ServicePort) -> Listener {
         name: name.clone(),
         address,
         additional_addresses,
-        metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        metadata: Some(weft_fields(
+            [("protocol", port.protocol.as_str().to_string())]
+                .into_iter()
+                .chain(headless.then(|| ("destination", "original".to_string()))),
+        )),
         ..Default::default()
     };
     if port.protocol.is_http() {
@@ -155,7 +173,7 @@ pub fn service(svc: &Service, port: &ServicePort) -> Listener {
         // Matched against captured traffic, never bound (Istio's virtual listeners do the same).
         listener.bind_to_port = Some(BoolValue { value: false });
     }
-    listener
+    Some(listener)
 }
 
 /// The proxy's inbound listener: one filter chain per app port, forwarding to the app on the same

@@ -500,6 +500,79 @@ fn url_rewrites_and_redirects_become_route_and_redirect_actions() {
     );
 }
 
+/// A headless Service's listeners are at its pods' addresses and ask for the original
+/// destination; a headless TCP port without endpoints gets no listener (Envoy refuses one without
+/// an address), an HTTP one keeps its address-less API listener for proxyless gRPC.
+#[test]
+fn headless_service_listeners_sit_at_the_pods_and_keep_the_original_destination() {
+    use weft_proto::xds::config::core::v3::address::Address;
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns}
+spec: {clusterIP: None, ports: [{name: tcp-pg, port: 5432}, {name: http, port: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, namespace: ns, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: tcp-pg, port: 5432}]
+endpoints: [{addresses: [10.1.0.6]}, {addresses: [10.1.0.5]}, {addresses: [10.1.0.5]}]
+",
+    );
+    let res = for_node(&m, "x");
+    let l: Listener = get(&res, ResourceType::Listener, "db.ns.svc.cluster.local:5432");
+    let addr = |a: Option<&weft_proto::xds::config::core::v3::Address>| match a
+        .and_then(|a| a.address.as_ref())
+    {
+        Some(Address::SocketAddress(sa)) => format!("{}:{:?}", sa.address, sa.port_specifier),
+        other => panic!("{other:?}"),
+    };
+    let mut all = vec![addr(l.address.as_ref())];
+    all.extend(
+        l.additional_addresses
+            .iter()
+            .map(|a| addr(a.address.as_ref())),
+    );
+    assert_eq!(
+        all,
+        [
+            "10.1.0.5:Some(PortValue(5432))",
+            "10.1.0.6:Some(PortValue(5432))"
+        ]
+    );
+    let md = &l.metadata.unwrap().filter_metadata["weft"].fields;
+    assert_eq!(
+        md["destination"].kind,
+        Some(weft_proto::google::protobuf::value::Kind::StringValue(
+            "original".into()
+        ))
+    );
+    // The HTTP port has no endpoints: an API listener without an address, as before.
+    let http: Listener = get(&res, ResourceType::Listener, "db.ns.svc.cluster.local:8080");
+    assert!(http.address.is_none() && http.api_listener.is_some());
+
+    let empty = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns}
+spec: {clusterIP: None, ports: [{name: tcp-pg, port: 5432}]}
+",
+    );
+    let res = for_node(&empty, "x");
+    assert!(
+        names(&res, ResourceType::Listener).is_empty(),
+        "{:?}",
+        names(&res, ResourceType::Listener)
+    );
+    assert_eq!(
+        names(&res, ResourceType::Cluster),
+        ["outbound|5432||db.ns.svc.cluster.local"]
+    );
+}
+
 #[test]
 fn translation_is_deterministic() {
     let a = for_node(&shop(), "web-0.shop");

@@ -105,6 +105,9 @@ pub struct Listener {
     /// Whether the proxy binds `addresses` itself (explicit outbound listeners); Service listeners
     /// are only matched against captured traffic.
     pub bind: bool,
+    /// Whether a captured connection stays on the endpoint it was addressed to (a headless
+    /// Service's pod: `weft.destination: original`) instead of being balanced.
+    pub original_dst: bool,
 }
 
 /// The filter chain of one destination port.
@@ -279,6 +282,7 @@ mod tests {
                 handler: None,
                 by_port: Vec::new(),
                 bind: false,
+                original_dst: false,
             })
         };
         let mut config = Config::default();

@@ -99,9 +99,19 @@ impl hyper::body::Body for Body {
     }
 }
 
+/// How a connection's requests are routed.
+#[derive(Clone, Debug)]
+pub struct RouteSource {
+    /// The route table.
+    pub routes: Routes,
+    /// The endpoint every request goes to, whatever the cluster's balancer would pick: the pod a
+    /// client addressed through a headless Service.
+    pub pinned: Option<std::net::SocketAddr>,
+}
+
 /// Where a listener's routes come from.
 #[derive(Clone, Debug)]
-pub enum RouteSource {
+pub enum Routes {
     /// A RouteConfiguration by name, looked up in the live config per request.
     Named(String),
     /// A table carried in the listener.
@@ -327,9 +337,9 @@ impl Proxy {
         downstream_http2: bool,
     ) -> Result<Decision, Failure> {
         let config = self.store.load();
-        let table = match source {
-            RouteSource::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
-            RouteSource::Inline(t) => t,
+        let table = match &source.routes {
+            Routes::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
+            Routes::Inline(t) => t,
         };
         let route = table.find(authority, req).ok_or((Flag::NoRoute, None))?;
         if let Some(r) = &route.redirect {
@@ -344,10 +354,13 @@ impl Proxy {
             .endpoints
             .get(cluster_name)
             .ok_or((Flag::NoCluster, None))?;
-        let endpoint = endpoints
-            .pick()
-            .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?
-            .clone();
+        // A pinned endpoint is looked for by address: a headless Service has a few pods, and this
+        // spares every other set an index.
+        let endpoint = match source.pinned {
+            Some(addr) => endpoints.get(addr),
+            None => endpoints.pick().cloned(),
+        }
+        .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?;
         let dial = pool::Dial {
             http2: match cluster.upstream_http {
                 UpstreamHttp::Http1 => false,

@@ -39,7 +39,7 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                 if let Some((handler, detected)) =
                     choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await
                 {
-                    serve_connection(store, proxy, handler, stream, detected).await;
+                    serve_connection(store, proxy, handler, stream, (detected, None)).await;
                 }
             }
         },

@@ -157,7 +157,8 @@ async fn handle(
     )
     .await
     {
-        super::serve_connection(store, proxy, handler, stream, detected).await;
+        let pinned = listener.original_dst.then_some(dst);
+        super::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
     }
 }
 

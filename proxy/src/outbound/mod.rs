@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Handler, Protocol, Store};
 use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
-use crate::http::{Proxy, RouteSource};
+use crate::http::{Proxy, RouteSource, Routes};
 
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
 /// sniffed (waiting at most `detect_timeout` for the client's first bytes, so server-first
@@ -59,13 +59,14 @@ pub async fn choose(
 
 /// Serves one accepted connection with `handler`. `detected` is what protocol detection saw, if
 /// it ran; an HTTP connection is otherwise sniffed here, so HTTP/1 and HTTP/2 each get their own
-/// server rather than one that re-checks the version on every read.
+/// server rather than one that re-checks the version on every read. `pinned`: the endpoint the
+/// connection must go to, not one the balancer picks (a headless Service's pod).
 pub async fn serve_connection(
     store: Arc<Store>,
     proxy: Proxy,
     handler: Handler,
     stream: TcpStream,
-    detected: Option<Detected>,
+    (detected, pinned): (Option<Detected>, Option<SocketAddr>),
 ) {
     let _open = proxy.drain.open();
     let drain = proxy.drain.clone();
@@ -75,13 +76,20 @@ pub async fn serve_connection(
             cluster,
             idle_timeout,
         } => {
-            if let Err(e) = crate::tcp::forward(&store, &cluster, stream, idle_timeout).await {
+            let to = (cluster.as_str(), pinned);
+            if let Err(e) = crate::tcp::forward(&store, to, stream, idle_timeout).await {
                 tracing::debug!(cluster, "tcp forward ended: {e}");
             }
             return;
         }
-        Handler::Http { route_config } => RouteSource::Named(route_config),
-        Handler::HttpInline(t) => RouteSource::Inline(t),
+        Handler::Http { route_config } => RouteSource {
+            routes: Routes::Named(route_config),
+            pinned,
+        },
+        Handler::HttpInline(t) => RouteSource {
+            routes: Routes::Inline(t),
+            pinned,
+        },
     };
     let header_timeout = proxy.header_timeout;
     let http2 = match detected {
@@ -243,7 +251,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
             if let Some((handler, detected)) =
                 choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await
             {
-                serve_connection(store, proxy, handler, stream, detected).await;
+                serve_connection(store, proxy, handler, stream, (detected, None)).await;
             }
         });
     }

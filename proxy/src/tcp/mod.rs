@@ -1,5 +1,6 @@
 //! Opaque TCP forwarding, with half-close carried through.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -10,11 +11,12 @@ use crate::config::Store;
 use crate::idle::Counted;
 use crate::metrics::TcpStats;
 
-/// Forwards `client` to an endpoint of `cluster` until both directions are closed, or until no
-/// byte has moved either way for `idle_timeout`.
+/// Forwards `client` to an endpoint of `cluster` (the `pinned` one, if given, else the one the
+/// balancer picks) until both directions are closed, or until no byte has moved either way for
+/// `idle_timeout`.
 pub async fn forward(
     store: &Arc<Store>,
-    cluster: &str,
+    (cluster, pinned): (&str, Option<SocketAddr>),
     client: TcpStream,
     idle_timeout: Option<Duration>,
 ) -> std::io::Result<()> {
@@ -22,8 +24,12 @@ pub async fn forward(
         let config = store.load();
         let set = config.endpoints.get(cluster);
         let timeout = config.clusters.get(cluster).map(|c| c.connect_timeout);
-        match (set.and_then(|s| s.pick()), timeout) {
-            (Some(ep), Some(t)) => (ep.clone(), t),
+        let endpoint = match pinned {
+            Some(addr) => set.and_then(|s| s.get(addr)),
+            None => set.and_then(|s| s.pick()).cloned(),
+        };
+        match (endpoint, timeout) {
+            (Some(ep), Some(t)) => (ep, t),
             _ => {
                 tracing::info!(cluster, flags = "UH", "no endpoint: closing");
                 return Ok(());

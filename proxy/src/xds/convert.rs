@@ -328,6 +328,13 @@ impl TryFrom<&xl::Listener> for Listener {
         if handler.is_none() && by_port.is_empty() {
             return Err(ctx.err("filter_chains", "no api_listener and no filter chain"));
         }
+        let original_dst = match weft_string(l.metadata.as_ref(), "destination").as_deref() {
+            None => false,
+            Some("original") => true,
+            Some(other) => {
+                return Err(ctx.err("metadata.weft.destination", format!("unknown {other:?}")));
+            }
+        };
         let bind = l.api_listener.is_none()
             && l.bind_to_port.is_none_or(|b| b.value)
             && !addresses.is_empty();
@@ -338,6 +345,7 @@ impl TryFrom<&xl::Listener> for Listener {
             handler,
             by_port,
             bind,
+            original_dst,
         })
     }
 }
