@@ -19,11 +19,11 @@ def main():
         return name
 
     def count(request, context):
-        # Server streaming: int(request) messages, 200 ms apart.
+        # Server streaming: int(request) messages NAME0, NAME1, ..., 200 ms apart.
         for i in range(int(request or b"0")):
             if i:
                 time.sleep(0.2)
-            yield str(i).encode()
+            yield name + str(i).encode()
 
     def echo(requests, context):
         # Bidirectional: every message straight back, as it comes.

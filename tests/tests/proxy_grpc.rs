@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, one_service, python_script};
 
-#[test]
-fn grpc_calls_through_the_proxy_keep_trailers_and_follow_weights() {
-    let (pa, pb) = (free_port(), free_port());
-    let _a = grpc_backend(pa, "a");
-    let _b = grpc_backend(pb, "b");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mesh = format!(
+/// The client pod `client-0.demo` whose Sidecar binds `bind` for Service `greeter` (gRPC, port
+/// 50051), and the Services `greeter-a` and `greeter-b`, one grpcio server each (ports `pa`, `pb`).
+fn greeter_mesh(bind: SocketAddr, pa: u16, pb: u16) -> String {
+    format!(
         r#"
 apiVersion: v1
 kind: Pod
@@ -54,18 +51,29 @@ metadata: {{name: b-1, namespace: demo, labels: {{kubernetes.io/service-name: gr
 addressType: IPv4
 ports: [{{name: grpc, port: {pb}}}]
 endpoints: [{{addresses: [127.0.0.1]}}]
+"#
+    )
+}
+
+#[test]
+fn grpc_calls_through_the_proxy_keep_trailers_and_follow_weights() {
+    let (pa, pb) = (free_port(), free_port());
+    let _a = grpc_backend(pa, "a");
+    let _b = grpc_backend(pb, "b");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let route = r#"
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: split, namespace: demo}}
+metadata: {name: split, namespace: demo}
 spec:
-  parentRefs: [{{kind: Service, name: greeter, port: 50051}}]
+  parentRefs: [{kind: Service, name: greeter, port: 50051}]
   rules:
     - backendRefs:
-        - {{name: greeter-a, port: 50051, weight: 75}}
-        - {{name: greeter-b, port: 50051, weight: 25}}
-"#
-    );
+        - {name: greeter-a, port: 50051, weight: 75}
+        - {name: greeter-b, port: 50051, weight: 25}
+"#;
+    let mesh = greeter_mesh(bind, pa, pb) + route;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
     let cp = ControlPlane::start(dir.path());
@@ -111,6 +119,55 @@ spec:
     };
     assert_eq!(grpc("0"), 400, "{scrape}");
     assert_eq!(grpc("12"), 1, "{scrape}");
+}
+
+#[test]
+fn grpcroute_routes_by_service_method_and_metadata() {
+    let (pa, pb) = (free_port(), free_port());
+    let _a = grpc_backend(pa, "a");
+    let _b = grpc_backend(pb, "b");
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: by-method, namespace: demo}
+spec:
+  parentRefs: [{kind: Service, name: greeter, port: 50051}]
+  rules:
+    - matches:
+        - method: {service: weft.test.Echo, method: Who}
+          headers: [{name: x-canary, value: "yes"}]
+        - method: {type: RegularExpression, service: 'weft\.test\..*', method: "Co.nt"}
+      backendRefs: [{name: greeter-b, port: 50051}]
+    - matches: [{method: {service: weft.test.Echo, method: Who}}]
+      backendRefs: [{name: greeter-a, port: 50051}]
+"#;
+    let mesh = greeter_mesh(bind, pa, pb) + route;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let _proxy = Sidecar::start(cp.xds, "client-0.demo");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+
+    // Who without the metadata goes to a, with it to b; Count (by regex) to b; a method no rule
+    // names has no route, which a gRPC client sees as UNIMPLEMENTED.
+    let script = "import grpc, sys\n\
+        ch = grpc.insecure_channel(sys.argv[1])\n\
+        who = ch.unary_unary('/weft.test.Echo/Who')\n\
+        plain = {who(b'', timeout=5).decode() for _ in range(20)}\n\
+        canary = {who(b'', timeout=5, metadata=(('x-canary', 'yes'),)).decode() for _ in range(20)}\n\
+        count = ch.unary_stream('/weft.test.Echo/Count')\n\
+        streamed = {m.decode() for m in count(b'3', timeout=5)}\n\
+        try:\n    ch.unary_unary('/weft.test.Echo/Echo')(b'', timeout=5)\n    code = 'OK'\n\
+        except grpc.RpcError as e:\n    code = e.code().name\n\
+        print(sorted(plain), sorted(canary), sorted(streamed), code)\n";
+    let text = python_script(script, &[&bind.to_string()]);
+    assert_eq!(
+        text.trim(),
+        "['a'] ['b'] ['b0', 'b1', 'b2'] UNIMPLEMENTED",
+        "{text}"
+    );
 }
 
 #[test]

@@ -532,11 +532,31 @@ fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: 
 }
 
 fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
+    // GRPCRoutes are HTTPRoutes matching `/<service>/<method>` paths: read as such, so both kinds
+    // share every check and the translation.
+    let mut grpc = Vec::new();
+    for (key, route) in &objects.grpc_routes {
+        match grpc::as_http_route(route) {
+            Ok(r) => grpc.push((key, r)),
+            Err(why) => b.warn("GRPCRoute", key, format!("ignored: {why}")),
+        }
+    }
     // Older routes win ties, then namespace/name, as Gateway API orders conflicts.
-    let mut routes: Vec<(&Key, &HttpRoute)> = objects.http_routes.iter().collect();
-    routes.sort_by_key(|(k, r)| (r.metadata.creation_timestamp.clone().map(|t| t.0), *k));
-    for (key, route) in routes {
-        let rules = route_rules(key, route, services, b);
+    let mut routes: Vec<(&str, &Key, &HttpRoute)> = objects
+        .http_routes
+        .iter()
+        .map(|(k, r)| ("HTTPRoute", k, r))
+        .chain(grpc.iter().map(|(k, r)| ("GRPCRoute", *k, r)))
+        .collect();
+    routes.sort_by_key(|(kind, k, r)| {
+        (
+            r.metadata.creation_timestamp.clone().map(|t| t.0),
+            *k,
+            *kind,
+        )
+    });
+    for (kind, key, route) in routes {
+        let rules = route_rules((kind, key), route, services, b);
         for parent in route.spec.parent_refs.iter().flatten() {
             if !is_service_ref(parent.group.as_deref(), parent.kind.as_deref()) {
                 continue; // attached to a Gateway: not the mesh's business
@@ -547,7 +567,7 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
             );
             let Some(svc) = services.get_mut(&parent_key) else {
                 b.warn(
-                    "HTTPRoute",
+                    kind,
                     key,
                     format!("parent Service {parent_key} does not exist"),
                 );
@@ -566,7 +586,7 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
             }
             if !attached {
                 b.warn(
-                    "HTTPRoute",
+                    kind,
                     key,
                     format!(
                         "parent Service {parent_key} has no {} port",
@@ -579,7 +599,7 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
 }
 
 fn route_rules(
-    key: &Key,
+    (kind, key): (&str, &Key),
     route: &HttpRoute,
     services: &BTreeMap<Key, Service>,
     b: &mut Builder,
@@ -587,9 +607,9 @@ fn route_rules(
     let mut out = Vec::new();
     for (i, rule) in route.spec.rules.iter().flatten().enumerate() {
         let origin = format!("{key}#{i}");
-        match route_rule(key, rule, &origin, services, b) {
+        match route_rule((kind, key), rule, &origin, services, b) {
             Ok(r) => out.push(r),
-            Err(why) => b.warn("HTTPRoute", key, format!("rule {i} dropped: {why}")),
+            Err(why) => b.warn(kind, key, format!("rule {i} dropped: {why}")),
         }
     }
     out
@@ -612,7 +632,7 @@ macro_rules! header_edits {
 }
 
 fn route_rule(
-    key: &Key,
+    (kind, key): (&str, &Key),
     rule: &HttpRouteRules,
     origin: &str,
     services: &BTreeMap<Key, Service>,
@@ -653,12 +673,12 @@ fn route_rule(
             }
             HttpRouteRulesFiltersType::RequestHeaderModifier => {
                 if let Some(m) = &f.request_header_modifier {
-                    request_headers = allowed_edits(b, key, header_edits!(m));
+                    request_headers = allowed_edits(b, (kind, key), header_edits!(m));
                 }
             }
             HttpRouteRulesFiltersType::ResponseHeaderModifier => {
                 if let Some(m) = &f.response_header_modifier {
-                    response_headers = allowed_edits(b, key, header_edits!(m));
+                    response_headers = allowed_edits(b, (kind, key), header_edits!(m));
                 }
             }
             ref other => unapplied.push(format!("{other:?}")),
@@ -673,7 +693,7 @@ fn route_rule(
     );
     if !unapplied.is_empty() {
         b.warn(
-            "HTTPRoute",
+            kind,
             key,
             format!(
                 "filters are not supported yet and are not applied: {}",
@@ -705,7 +725,7 @@ fn route_rule(
     for br in rule.backend_refs.iter().flatten() {
         if !is_service_ref(br.group.as_deref(), br.kind.as_deref()) {
             b.warn(
-                "HTTPRoute",
+                kind,
                 key,
                 format!("backendRef {}: only Services are supported", br.name),
             );
@@ -713,11 +733,7 @@ fn route_rule(
         }
         let svc_key = Key::new(br.namespace.as_deref().unwrap_or(&key.namespace), &br.name);
         let Some(port) = br.port.and_then(|p| u16::try_from(p).ok()) else {
-            b.warn(
-                "HTTPRoute",
-                key,
-                format!("backendRef {svc_key} has no port"),
-            );
+            b.warn(kind, key, format!("backendRef {svc_key} has no port"));
             continue;
         };
         match services.get(&svc_key) {
@@ -727,12 +743,12 @@ fn route_rule(
                 weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
             }),
             Some(_) => b.warn(
-                "HTTPRoute",
+                kind,
                 key,
                 format!("backendRef {svc_key} has no port {port}"),
             ),
             None => b.warn(
-                "HTTPRoute",
+                kind,
                 key,
                 format!("backendRef Service {svc_key} does not exist"),
             ),
@@ -748,7 +764,7 @@ fn route_rule(
         backends,
         timeout: duration(
             b,
-            "HTTPRoute",
+            kind,
             key,
             "timeouts.request",
             timeouts.and_then(|t| t.request.as_deref()),
@@ -756,7 +772,7 @@ fn route_rule(
         .filter(|d| !d.is_zero()),
         backend_timeout: duration(
             b,
-            "HTTPRoute",
+            kind,
             key,
             "timeouts.backendRequest",
             timeouts.and_then(|t| t.backend_request.as_deref()),
@@ -765,7 +781,7 @@ fn route_rule(
         retry: rule.retry.as_ref().map(|r| {
             retry(
                 b,
-                "HTTPRoute",
+                kind,
                 key,
                 r.attempts.unwrap_or(1),
                 r.codes.as_deref().unwrap_or_default(),
@@ -863,7 +879,11 @@ fn request_redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> Result<Redirect
 /// `edits` without the headers a route may not change (the proxy would refuse the whole route
 /// table for them): `Host`, which routing and the upstream's virtual hosting read, and the
 /// message framing.
-fn allowed_edits(b: &mut Builder, key: &Key, mut edits: HeaderEdits) -> HeaderEdits {
+fn allowed_edits(
+    b: &mut Builder,
+    (kind, key): (&str, &Key),
+    mut edits: HeaderEdits,
+) -> HeaderEdits {
     let fixed = |n: &str| {
         n.starts_with(':') || matches!(n, "host" | "content-length" | "transfer-encoding")
     };
@@ -880,7 +900,7 @@ fn allowed_edits(b: &mut Builder, key: &Key, mut edits: HeaderEdits) -> HeaderEd
     edits.remove.retain(|n| keep(n));
     if !dropped.is_empty() {
         b.warn(
-            "HTTPRoute",
+            kind,
             key,
             format!(
                 "a header modifier may not change {}: ignored",
@@ -1054,5 +1074,6 @@ fn sidecars(objects: &Objects, b: &mut Builder) -> Vec<SidecarScope> {
     out
 }
 
+mod grpc;
 #[cfg(test)]
 mod tests;

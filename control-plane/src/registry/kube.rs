@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -35,6 +36,7 @@ struct Stores {
     endpoint_slices: Reflected<EndpointSlice>,
     pods: Reflected<Pod>,
     http_routes: Reflected<HttpRoute>,
+    grpc_routes: Reflected<GrpcRoute>,
     traffic_policies: Reflected<TrafficPolicy>,
     authorization_policies: Reflected<AuthorizationPolicy>,
     mesh_tls: Reflected<MeshTLS>,
@@ -125,6 +127,7 @@ impl Stores {
             endpoint_slices,
             pods,
             http_routes,
+            grpc_routes,
             traffic_policies,
             authorization_policies,
             mesh_tls,
@@ -139,6 +142,7 @@ impl Stores {
         fill(&self.endpoint_slices, &mut o.endpoint_slices, "default");
         fill(&self.pods, &mut o.pods, "default");
         fill(&self.http_routes, &mut o.http_routes, "default");
+        fill(&self.grpc_routes, &mut o.grpc_routes, "default");
         fill(&self.traffic_policies, &mut o.traffic_policies, "default");
         fill(
             &self.authorization_policies,
@@ -167,6 +171,7 @@ pub async fn run(
         endpoint_slices: reflect(&client, false, &changes_tx, &metrics).await,
         pods: reflect(&client, false, &changes_tx, &metrics).await,
         http_routes: reflect(&client, true, &changes_tx, &metrics).await,
+        grpc_routes: reflect(&client, true, &changes_tx, &metrics).await,
         traffic_policies: reflect(&client, true, &changes_tx, &metrics).await,
         authorization_policies: reflect(&client, true, &changes_tx, &metrics).await,
         mesh_tls: reflect(&client, true, &changes_tx, &metrics).await,

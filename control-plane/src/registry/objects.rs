@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -24,6 +25,8 @@ pub struct Objects {
     pub pods: BTreeMap<Key, Pod>,
     /// gateway.networking.k8s.io/v1 HTTPRoutes.
     pub http_routes: BTreeMap<Key, HttpRoute>,
+    /// gateway.networking.k8s.io/v1 GRPCRoutes.
+    pub grpc_routes: BTreeMap<Key, GrpcRoute>,
     /// weft.io TrafficPolicies.
     pub traffic_policies: BTreeMap<Key, TrafficPolicy>,
     /// weft.io AuthorizationPolicies.
@@ -47,6 +50,8 @@ pub enum Object {
     Pod(Box<Pod>),
     /// gateway.networking.k8s.io/v1 HTTPRoute.
     HttpRoute(Box<HttpRoute>),
+    /// gateway.networking.k8s.io/v1 GRPCRoute.
+    GrpcRoute(Box<GrpcRoute>),
     /// weft.io/v1alpha1 TrafficPolicy.
     TrafficPolicy(Box<TrafficPolicy>),
     /// weft.io/v1alpha1 AuthorizationPolicy.
@@ -111,6 +116,7 @@ impl Object {
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
                 Self::HttpRoute(typed(doc, value)?)
             }
+            ("gateway.networking.k8s.io/v1", "GRPCRoute") => Self::GrpcRoute(typed(doc, value)?),
             ("weft.io/v1alpha1", "TrafficPolicy") => Self::TrafficPolicy(typed(doc, value)?),
             ("weft.io/v1alpha1", "AuthorizationPolicy") => {
                 Self::AuthorizationPolicy(typed(doc, value)?)
@@ -172,6 +178,7 @@ impl Objects {
             Object::EndpointSlice(o) => insert(&mut self.endpoint_slices, *o, "default"),
             Object::Pod(o) => insert(&mut self.pods, *o, "default"),
             Object::HttpRoute(o) => insert(&mut self.http_routes, *o, "default"),
+            Object::GrpcRoute(o) => insert(&mut self.grpc_routes, *o, "default"),
             Object::TrafficPolicy(o) => insert(&mut self.traffic_policies, *o, "default"),
             Object::AuthorizationPolicy(o) => {
                 insert(&mut self.authorization_policies, *o, "default")
@@ -182,13 +189,14 @@ impl Objects {
     }
 
     /// Object counts by kind, for metrics.
-    pub fn counts(&self) -> [(&'static str, usize); 9] {
+    pub fn counts(&self) -> [(&'static str, usize); 10] {
         [
             ("Namespace", self.namespaces.len()),
             ("Service", self.services.len()),
             ("EndpointSlice", self.endpoint_slices.len()),
             ("Pod", self.pods.len()),
             ("HTTPRoute", self.http_routes.len()),
+            ("GRPCRoute", self.grpc_routes.len()),
             ("TrafficPolicy", self.traffic_policies.len()),
             ("AuthorizationPolicy", self.authorization_policies.len()),
             ("MeshTLS", self.mesh_tls.len()),

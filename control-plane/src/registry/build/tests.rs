@@ -139,6 +139,52 @@ spec: {{parentRefs: [{{kind: Service, name: api}}], rules: [{}, {}]}}\n",
     }
 }
 
+/// A GRPCRoute's method matches become the paths gRPC calls use; its header matches, filters and
+/// backends read as an HTTPRoute's; a bad one is said, under its own kind.
+#[test]
+fn grpcroute_method_matches_become_paths() {
+    let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{matches: [\
+{method: {service: pkg.Svc, method: Get}, headers: [{name: X-Tenant, value: a}]}, \
+{method: {service: pkg.Svc}}, {method: {method: List}}, \
+{method: {type: RegularExpression, service: 'pkg\\..*'}}, {}], \
+filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-via, value: grpcroute}]}}], \
+backendRefs: [{name: api, port: 80, weight: 3}]}]}\n";
+    let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
+    assert_eq!(routes.len(), 1);
+    let paths: Vec<Option<PathMatch>> = routes[0].matches.iter().map(|m| m.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            Some(PathMatch::Exact("/pkg.Svc/Get".into())),
+            Some(PathMatch::Prefix("/pkg.Svc".into())),
+            Some(PathMatch::Regex("/[^/]+/List".into())),
+            Some(PathMatch::Regex("/pkg\\..*/[^/]+".into())),
+            Some(PathMatch::Prefix("/".into())),
+        ]
+    );
+    assert_eq!(routes[0].matches[0].headers[0].name, "x-tenant");
+    assert_eq!(
+        routes[0].request_headers.set,
+        [("x-via".to_string(), "grpcroute".to_string())]
+    );
+    assert_eq!(routes[0].backends[0].weight, 3);
+
+    let bad = doc.replace("method: Get", "method: 'Get/x'");
+    let (mesh, warnings) = build_yaml(&format!("{API}---\n{bad}"));
+    assert_eq!(
+        warnings,
+        ["GRPCRoute ns/g: ignored: rule 0: method match name \"Get/x\" is empty or has a '/'"]
+    );
+    assert!(
+        mesh.services[&Key::new("ns", "api")].ports[0]
+            .routes
+            .is_empty()
+    );
+}
+
 #[test]
 fn a_selector_without_endpoint_slices_takes_the_ready_pods_it_picks() {
     let yaml = "apiVersion: v1
