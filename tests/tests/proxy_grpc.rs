@@ -6,6 +6,38 @@ use std::time::Duration;
 
 use weft_e2e::{ControlPlane, Sidecar, free_port, grpc_backend, one_service, python_script};
 
+/// A running mesh of [`greeter_mesh`] plus `route` (YAML documents): both grpcio servers, the
+/// control plane and the client's sidecar, its listener up.
+struct Greeters {
+    bind: SocketAddr,
+    proxy: Sidecar,
+    _cp: ControlPlane,
+    _servers: (weft_e2e::Proc, weft_e2e::Proc),
+    _dir: tempfile::TempDir,
+}
+
+fn greeters(route: &str) -> Greeters {
+    let (pa, pb) = (free_port(), free_port());
+    let servers = (grpc_backend(pa, "a"), grpc_backend(pb, "b"));
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        greeter_mesh(bind, pa, pb) + route,
+    )
+    .unwrap();
+    let cp = ControlPlane::start(dir.path());
+    let proxy = Sidecar::start(cp.xds, "client-0.demo");
+    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    Greeters {
+        bind,
+        proxy,
+        _cp: cp,
+        _servers: servers,
+        _dir: dir,
+    }
+}
+
 /// The client pod `client-0.demo` whose Sidecar binds `bind` for Service `greeter` (gRPC, port
 /// 50051), and the Services `greeter-a` and `greeter-b`, one grpcio server each (ports `pa`, `pb`).
 fn greeter_mesh(bind: SocketAddr, pa: u16, pb: u16) -> String {
@@ -57,10 +89,6 @@ endpoints: [{{addresses: [127.0.0.1]}}]
 
 #[test]
 fn grpc_calls_through_the_proxy_keep_trailers_and_follow_weights() {
-    let (pa, pb) = (free_port(), free_port());
-    let _a = grpc_backend(pa, "a");
-    let _b = grpc_backend(pb, "b");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let route = r#"
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -73,12 +101,8 @@ spec:
         - {name: greeter-a, port: 50051, weight: 75}
         - {name: greeter-b, port: 50051, weight: 25}
 "#;
-    let mesh = greeter_mesh(bind, pa, pb) + route;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let proxy = Sidecar::start(cp.xds, "client-0.demo");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let Greeters { bind, proxy, .. } = &greeters(route);
+    let bind = *bind;
 
     let script = "import grpc, sys, collections\n\
         ch = grpc.insecure_channel(sys.argv[1])\n\
@@ -123,10 +147,6 @@ spec:
 
 #[test]
 fn grpcroute_routes_by_service_method_and_metadata() {
-    let (pa, pb) = (free_port(), free_port());
-    let _a = grpc_backend(pa, "a");
-    let _b = grpc_backend(pb, "b");
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let route = r#"
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -143,12 +163,8 @@ spec:
     - matches: [{method: {service: weft.test.Echo, method: Who}}]
       backendRefs: [{name: greeter-a, port: 50051}]
 "#;
-    let mesh = greeter_mesh(bind, pa, pb) + route;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
-    let cp = ControlPlane::start(dir.path());
-    let _proxy = Sidecar::start(cp.xds, "client-0.demo");
-    weft_e2e::wait_for_port(bind, Duration::from_secs(10));
+    let Greeters { bind, .. } = &greeters(route);
+    let bind = *bind;
 
     // Who without the metadata goes to a, with it to b; Count (by regex) to b; a method no rule
     // names has no route, which a gRPC client sees as UNIMPLEMENTED.
