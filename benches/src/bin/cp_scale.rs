@@ -95,6 +95,7 @@ fn mesh(a: &Args) -> Mesh {
             Arc::new(Service {
                 key,
                 cluster_ips: vec![ip(s)],
+                headless: false,
                 ports: vec![ServicePort {
                     name: "http".into(),
                     port: 80,

@@ -81,6 +81,9 @@ pub struct Service {
     pub key: Key,
     /// Virtual IPs; empty for a headless Service.
     pub cluster_ips: Vec<IpAddr>,
+    /// `clusterIP: None`: clients address the pods themselves (a StatefulSet's), not a virtual
+    /// IP. Not merely an unset `clusterIP`, which a file registry may leave out.
+    pub headless: bool,
     /// One entry per service port.
     pub ports: Vec<ServicePort>,
     /// Upstream behaviour from the `TrafficPolicy` targeting this Service, if any.

@@ -149,13 +149,17 @@ pub struct RouteRetry {
 
 impl RouteMatch {
     /// Gateway API's precedence, as a sortable key (greater wins): exact path, then longer prefix,
-    /// then a method, then more headers, then more query parameters.
+    /// then a method, then more headers, then more query parameters. A regular expression, whose
+    /// place the spec leaves open, ranks below every prefix but the catch-all `/`, which goes last
+    /// (as Istio orders them): so a GRPCRoute's method-only match, a regex, beats an empty match,
+    /// as GRPCRoute's precedence asks.
     pub fn precedence(&self) -> (u8, usize, bool, usize, usize) {
         let (kind, len) = match &self.path {
             Some(PathMatch::Exact(p)) => (3, p.len()),
+            Some(PathMatch::Prefix(p)) if p == "/" => (0, 1),
             Some(PathMatch::Prefix(p)) => (2, p.len()),
             Some(PathMatch::Regex(p)) => (1, p.len()),
-            None => (2, 1),
+            None => (0, 1),
         };
         (
             kind,

@@ -242,6 +242,7 @@ fn services(
             Service {
                 key: key.clone(),
                 cluster_ips,
+                headless: spec.cluster_ip.as_deref() == Some("None"),
                 ports,
                 policy: None,
             },
@@ -807,9 +808,12 @@ fn path_modifier(
     } else {
         (prefix, "replacePrefixMatch")
     };
-    let value = value
-        .as_deref()
-        .ok_or_else(|| format!("path modifier without {field}"))?;
+    let value = match value.as_deref() {
+        // Gateway API: an empty prefix replacement drops the prefix (`/foo/bar` to `/bar`).
+        Some("") if !full => "/",
+        Some(v) => v,
+        None => return Err(format!("path modifier without {field}")),
+    };
     if !value.starts_with('/') || value.chars().any(|c| c.is_ascii_control() || c == ' ') {
         return Err(format!("{field} {value:?} is not a path"));
     }

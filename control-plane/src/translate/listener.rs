@@ -22,7 +22,7 @@ use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::
 };
 use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
-use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_fields, weft_metadata};
+use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_metadata};
 use crate::model::{Key, Service, ServicePort, Workload, fqdn};
 
 /// Name of the per-proxy inbound listener.
@@ -122,13 +122,13 @@ fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
 /// `weft.protocol` metadata tells weft-proxy whether to sniff the protocol first.
 ///
 /// A headless Service has no cluster IP: clients address its pods, so its listener takes every
-/// endpoint's address, and `weft.destination: original` tells weft-proxy to keep each connection
+/// endpoint's address, and `; destination=original` in its `weft.protocol` tells weft-proxy to keep each connection
 /// on the pod it was addressed to rather than balance it (a StatefulSet's clients pick their
 /// pod). A headless TCP port with no endpoints gets no listener: Envoy refuses one without an
 /// address.
 pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
     let name = service_listener_name(&svc.key, port.port);
-    let headless = svc.cluster_ips.is_empty();
+    let headless = svc.headless;
     let targets: Vec<(IpAddr, u16)> = if headless {
         let set: BTreeSet<(IpAddr, u16)> = port.endpoints.iter().map(|e| (e.ip, e.port)).collect();
         set.into_iter().collect()
@@ -151,10 +151,14 @@ pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
         name: name.clone(),
         address,
         additional_addresses,
-        metadata: Some(weft_fields(
-            [("protocol", port.protocol.as_str().to_string())]
-                .into_iter()
-                .chain(headless.then(|| ("destination", "original".to_string()))),
+        // One metadata key (protobuf maps encode in no fixed order, and a resource's version is
+        // the hash of its encoding): a headless listener's protocol says `; destination=original`.
+        metadata: Some(weft_metadata(
+            "protocol",
+            match headless {
+                true => format!("{}; destination=original", port.protocol.as_str()),
+                false => port.protocol.as_str().to_string(),
+            },
         )),
         ..Default::default()
     };

@@ -277,22 +277,13 @@ fn any<M: Message>(type_url: &str, msg: &M) -> Any {
 /// for. One entry per map on purpose: protobuf maps are `HashMap`s that encode in random order, and
 /// a resource's version is the hash of its encoding, so every map weft emits holds a single entry.
 fn weft_metadata(key: &str, value: String) -> Metadata {
-    weft_fields([(key, value)])
-}
-
-/// Several `weft` metadata strings (a sorted map: deterministic encodings).
-fn weft_fields<'a>(pairs: impl IntoIterator<Item = (&'a str, String)>) -> Metadata {
-    let fields = pairs
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                Value {
-                    kind: Some(Kind::StringValue(v)),
-                },
-            )
-        })
-        .collect();
+    let fields = [(
+        key.to_string(),
+        Value {
+            kind: Some(Kind::StringValue(value)),
+        },
+    )]
+    .into();
     Metadata {
         filter_metadata: [("weft".to_string(), Struct { fields })].into(),
         ..Default::default()

@@ -45,9 +45,9 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
             rewrite: None,
             redirect: None,
         };
-        routes(&[default], &policy, port.protocol)
+        routes(&[default], &policy, (port.protocol, port.port))
     } else {
-        routes(&port.routes, &policy, port.protocol)
+        routes(&port.routes, &policy, (port.protocol, port.port))
     };
     RouteConfiguration {
         name: name.clone(),
@@ -66,7 +66,7 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
 fn routes(
     rules: &[RouteRule],
     policy: &crate::model::TrafficPolicy,
-    protocol: Protocol,
+    (protocol, port): (Protocol, u16),
 ) -> Vec<Route> {
     let mut flat: Vec<(&RouteRule, &RouteMatch)> = rules
         .iter()
@@ -82,7 +82,7 @@ fn routes(
         for xds_match in matches(m) {
             let path = xds_match.path_specifier.as_ref();
             let action = match (&rule.redirect, &forward) {
-                (Some(r), _) => route::Action::Redirect(redirect(r, path)),
+                (Some(r), _) => route::Action::Redirect(redirect(r, path, port)),
                 (None, Some(a)) => route::Action::Route(rewritten(a, rule.rewrite.as_ref(), path)),
                 (None, None) => unreachable!("a rule without a redirect forwards"),
             };
@@ -141,8 +141,13 @@ fn rewritten(
 }
 
 /// A RequestRedirect as Envoy's redirect action. Gateway API's port rules: a changed scheme
-/// without a port goes to the scheme's own port (left out of the URL), as Envoy does.
-fn redirect(r: &Redirect, path: Option<&route_match::PathSpecifier>) -> RedirectAction {
+/// without a port goes to the scheme's own port (left out of the URL), as Envoy does; with neither,
+/// the Service's port, which Envoy would otherwise drop (port 80) unless it is named.
+fn redirect(
+    r: &Redirect,
+    path: Option<&route_match::PathSpecifier>,
+    service_port: u16,
+) -> RedirectAction {
     use redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier};
     let code = match r.status {
         301 => RedirectResponseCode::MovedPermanently,
@@ -154,7 +159,11 @@ fn redirect(r: &Redirect, path: Option<&route_match::PathSpecifier>) -> Redirect
     RedirectAction {
         scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
         host_redirect: r.hostname.clone().unwrap_or_default(),
-        port_redirect: r.port.map_or(0, u32::from),
+        port_redirect: match (r.port, &r.scheme) {
+            (Some(p), _) => u32::from(p),
+            (None, None) if service_port != 80 => u32::from(service_port),
+            (None, _) => 0,
+        },
         path_rewrite_specifier: r.path.as_ref().map(|p| match p {
             PathModifier::Full(full) => PathRewriteSpecifier::PathRedirect(full.clone()),
             PathModifier::Prefix(with) => {

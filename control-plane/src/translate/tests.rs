@@ -443,7 +443,7 @@ fn url_rewrites_and_redirects_become_route_and_redirect_actions() {
     let m = api_routed(
         "
     - matches: [{path: {type: PathPrefix, value: /old}}]
-      filters: [{type: URLRewrite, urlRewrite: {hostname: api.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+      filters: [{type: URLRewrite, urlRewrite: {hostname: api.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: ''}}}]
       backendRefs: [{name: api, port: 80}]
     - matches: [{path: {type: Exact, value: /moved}}]
       filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /new}}}]
@@ -498,6 +498,34 @@ fn url_rewrites_and_redirects_become_route_and_redirect_actions() {
             r#"Prefix("/old/"): forward prefix="/" regex=None host=Some("api.example")"#,
         ]
     );
+
+    // On a port other than 80, a redirect that changes neither scheme nor port names the
+    // Service's port: Envoy would otherwise send the client to port 80.
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules:
+    - filters: [{type: RequestRedirect, requestRedirect: {hostname: elsewhere.example}}]
+",
+    );
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:8080");
+    let Some(route::Action::Redirect(r)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("{rc:?}")
+    };
+    assert_eq!(
+        (r.host_redirect.as_str(), r.port_redirect),
+        ("elsewhere.example", 8080)
+    );
 }
 
 /// A headless Service's listeners are at its pods' addresses and ask for the original
@@ -543,10 +571,11 @@ endpoints: [{addresses: [10.1.0.6]}, {addresses: [10.1.0.5]}, {addresses: [10.1.
         ]
     );
     let md = &l.metadata.unwrap().filter_metadata["weft"].fields;
+    assert_eq!(md.len(), 1, "one key: maps encode in no fixed order");
     assert_eq!(
-        md["destination"].kind,
+        md["protocol"].kind,
         Some(weft_proto::google::protobuf::value::Kind::StringValue(
-            "original".into()
+            "tcp; destination=original".into()
         ))
     );
     // The HTTP port has no endpoints: an API listener without an address, as before.
@@ -571,6 +600,42 @@ spec: {clusterIP: None, ports: [{name: tcp-pg, port: 5432}]}
         names(&res, ResourceType::Cluster),
         ["outbound|5432||db.ns.svc.cluster.local"]
     );
+}
+
+/// GRPCRoute precedence: an exact method first, then the service's prefix, then a method-only
+/// match (a regex), and the empty catch-all last.
+#[test]
+fn grpcroute_matches_are_ordered_by_service_then_method() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: grpc, port: 50051}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules:
+    - backendRefs: [{name: api, port: 50051}]
+    - matches: [{method: {method: List}}]
+      backendRefs: [{name: api, port: 50051}]
+    - matches: [{method: {service: pkg.Svc}}]
+      backendRefs: [{name: api, port: 50051}]
+    - matches: [{method: {service: pkg.Svc, method: Get}}]
+      backendRefs: [{name: api, port: 50051}]
+",
+    );
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:50051");
+    let order: Vec<&str> = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(order, ["ns/g#3", "ns/g#2", "ns/g#2", "ns/g#1", "ns/g#0"]);
 }
 
 #[test]

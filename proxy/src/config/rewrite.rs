@@ -122,11 +122,15 @@ fn status_code<S: serde::Serializer>(c: &StatusCode, s: S) -> Result<S::Ok, S::E
 
 impl Redirect {
     /// The `Location` for a request that came with `scheme`, `authority` (`host[:port]`) and
-    /// `path_and_query`.
-    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> String {
+    /// `path_and_query`; `None` when there is no host to send the client to (an HTTP/1.0 request
+    /// without `Host`, and a redirect that names none).
+    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> Option<String> {
         let (req_host, req_port) = split_authority(authority);
         let scheme_out = self.scheme.as_deref().unwrap_or(scheme);
         let host = self.host.as_deref().unwrap_or(req_host);
+        if host.is_empty() {
+            return None;
+        }
         let port = match (self.port, &self.scheme) {
             (Some(p), _) => Some(p),
             (None, Some(_)) => None,
@@ -146,10 +150,10 @@ impl Redirect {
         } else {
             host.to_string()
         };
-        match port {
+        Some(match port {
             Some(p) => format!("{scheme_out}://{host}:{p}{pq}"),
             None => format!("{scheme_out}://{host}{pq}"),
-        }
+        })
     }
 }
 
@@ -263,7 +267,12 @@ mod tests {
             ),
         ];
         for (r, authority, pq, want) in cases {
-            assert_eq!(r.location("http", authority, pq), *want, "{r:?}");
+            assert_eq!(
+                r.location("http", authority, pq).as_deref(),
+                Some(*want),
+                "{r:?}"
+            );
         }
+        assert_eq!(base.location("http", "", "/a"), None);
     }
 }

@@ -104,9 +104,10 @@ impl hyper::body::Body for Body {
 pub struct RouteSource {
     /// The route table.
     pub routes: Routes,
-    /// The endpoint every request goes to, whatever the cluster's balancer would pick: the pod a
-    /// client addressed through a headless Service.
-    pub pinned: Option<std::net::SocketAddr>,
+    /// The endpoint requests to the listener's own cluster go to, whatever its balancer would
+    /// pick: the pod a client addressed through a headless Service. Routes to other clusters
+    /// (an HTTPRoute's backends) balance as usual.
+    pub pinned: Option<(std::net::SocketAddr, String)>,
 }
 
 /// Where a listener's routes come from.
@@ -356,9 +357,9 @@ impl Proxy {
             .ok_or((Flag::NoCluster, None))?;
         // A pinned endpoint is looked for by address: a headless Service has a few pods, and this
         // spares every other set an index.
-        let endpoint = match source.pinned {
-            Some(addr) => endpoints.get(addr),
-            None => endpoints.pick().cloned(),
+        let endpoint = match &source.pinned {
+            Some((addr, own)) if own == cluster_name => endpoints.get(*addr),
+            _ => endpoints.pick().cloned(),
         }
         .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?;
         let dial = pool::Dial {
@@ -391,10 +392,11 @@ impl Proxy {
         let mut reply = Response::builder()
             .status(redirect.status)
             .header(http::header::CONTENT_LENGTH, "0");
-        match HeaderValue::try_from(location) {
-            Ok(v) => reply = reply.header(http::header::LOCATION, v),
-            // Only a request's own bytes can make it invalid, and those were valid header text.
-            Err(_) => reply = reply.status(StatusCode::BAD_REQUEST),
+        // No host to send the client to (HTTP/1.0 without `Host`), or a URL that is no header
+        // value: the request was at fault.
+        match location.and_then(|l| HeaderValue::try_from(l).ok()) {
+            Some(v) => reply = reply.header(http::header::LOCATION, v),
+            None => reply = reply.status(StatusCode::BAD_REQUEST),
         }
         let mut reply = reply
             .body(Body::Local(Full::new(Bytes::new())))

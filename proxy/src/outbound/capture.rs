@@ -147,6 +147,10 @@ async fn handle(
         return;
     };
     let tcp_cluster = weft_proto::names::cluster_of_service_listener(&listener.name);
+    let pinned = match (&tcp_cluster, listener.original_dst) {
+        (Some(own), true) => Some((dst, own.clone())),
+        _ => None,
+    };
     let detect_timeout = proxy.detect_timeout;
     if let Some((handler, detected)) = super::choose(
         &stream,
@@ -157,7 +161,6 @@ async fn handle(
     )
     .await
     {
-        let pinned = listener.original_dst.then_some(dst);
         super::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
     }
 }

@@ -66,7 +66,7 @@ pub async fn serve_connection(
     proxy: Proxy,
     handler: Handler,
     stream: TcpStream,
-    (detected, pinned): (Option<Detected>, Option<SocketAddr>),
+    (detected, pinned): (Option<Detected>, Option<(SocketAddr, String)>),
 ) {
     let _open = proxy.drain.open();
     let drain = proxy.drain.clone();
@@ -76,7 +76,7 @@ pub async fn serve_connection(
             cluster,
             idle_timeout,
         } => {
-            let to = (cluster.as_str(), pinned);
+            let to = (cluster.as_str(), pinned.map(|(addr, _)| addr));
             if let Err(e) = crate::tcp::forward(&store, to, stream, idle_timeout).await {
                 tracing::debug!(cluster, "tcp forward ended: {e}");
             }

@@ -197,10 +197,35 @@ fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result
 
 /// The `weft.protocol` metadata at `field`; undeclared means detect.
 fn protocol(ctx: &Ctx<'_>, field: &str, md: Option<&Metadata>) -> Result<Protocol, Invalid> {
-    match weft_string(md, "protocol") {
-        Some(p) => Protocol::parse(&p)
-            .ok_or_else(|| ctx.err(format!("{field}.weft.protocol"), format!("unknown {p:?}"))),
-        None => Ok(Protocol::Detect),
+    match protocol_and_destination(ctx, field, md)? {
+        (p, false) => Ok(p),
+        (_, true) => Err(ctx.err(
+            format!("{field}.weft.protocol"),
+            "destination=original is for listeners only",
+        )),
+    }
+}
+
+/// `weft.protocol`, and whether it asks (`<protocol>; destination=original`, a headless
+/// Service's listener) that connections stay on the endpoint they were addressed to.
+fn protocol_and_destination(
+    ctx: &Ctx<'_>,
+    field: &str,
+    md: Option<&Metadata>,
+) -> Result<(Protocol, bool), Invalid> {
+    let Some(value) = weft_string(md, "protocol") else {
+        return Ok((Protocol::Detect, false));
+    };
+    let err = |why: String| ctx.err(format!("{field}.weft.protocol"), why);
+    let (name, param) = match value.split_once(';') {
+        Some((n, p)) => (n.trim(), Some(p.trim())),
+        None => (value.as_str(), None),
+    };
+    let protocol = Protocol::parse(name).ok_or_else(|| err(format!("unknown {value:?}")))?;
+    match param {
+        None => Ok((protocol, false)),
+        Some("destination=original") => Ok((protocol, true)),
+        Some(other) => Err(err(format!("unknown parameter {other:?}"))),
     }
 }
 
@@ -267,7 +292,8 @@ impl TryFrom<&xl::Listener> for Listener {
                 )?);
             }
         }
-        let protocol = protocol(&ctx, "metadata", l.metadata.as_ref())?;
+        let (protocol, original_dst) =
+            protocol_and_destination(&ctx, "metadata", l.metadata.as_ref())?;
         let mut handler = None;
         let mut by_port = Vec::new();
         if let Some(api) = &l.api_listener {
@@ -328,13 +354,6 @@ impl TryFrom<&xl::Listener> for Listener {
         if handler.is_none() && by_port.is_empty() {
             return Err(ctx.err("filter_chains", "no api_listener and no filter chain"));
         }
-        let original_dst = match weft_string(l.metadata.as_ref(), "destination").as_deref() {
-            None => false,
-            Some("original") => true,
-            Some(other) => {
-                return Err(ctx.err("metadata.weft.destination", format!("unknown {other:?}")));
-            }
-        };
         let bind = l.api_listener.is_none()
             && l.bind_to_port.is_none_or(|b| b.value)
             && !addresses.is_empty();

@@ -47,7 +47,12 @@ fn path(m: Option<&GrpcRouteRulesMatchesMethod>) -> Result<Value, String> {
     };
     let (service, method) = (m.service.as_deref(), m.method.as_deref());
     if m.r#type == Some(GrpcRouteRulesMatchesMethodType::RegularExpression) {
-        let re = format!("/{}/{}", service.unwrap_or(any), method.unwrap_or(any));
+        // Grouped, so an alternation (`a|b`) stays inside its part.
+        let re = format!(
+            "/(?:{})/(?:{})",
+            service.unwrap_or(any),
+            method.unwrap_or(any)
+        );
         return Ok(json!({"type": "RegularExpression", "value": re}));
     }
     for name in [service, method].into_iter().flatten() {

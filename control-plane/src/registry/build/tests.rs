@@ -147,7 +147,8 @@ fn grpcroute_method_matches_become_paths() {
 spec: {parentRefs: [{kind: Service, name: api}], rules: [{matches: [\
 {method: {service: pkg.Svc, method: Get}, headers: [{name: X-Tenant, value: a}]}, \
 {method: {service: pkg.Svc}}, {method: {method: List}}, \
-{method: {type: RegularExpression, service: 'pkg\\..*'}}, {}], \
+{method: {type: RegularExpression, service: 'pkg\\..*'}}, {}, \
+{method: {type: RegularExpression, service: 'a|b', method: 'Get|List'}}], \
 filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-via, value: grpcroute}]}}], \
 backendRefs: [{name: api, port: 80, weight: 3}]}]}\n";
     let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
@@ -161,8 +162,9 @@ backendRefs: [{name: api, port: 80, weight: 3}]}]}\n";
             Some(PathMatch::Exact("/pkg.Svc/Get".into())),
             Some(PathMatch::Prefix("/pkg.Svc".into())),
             Some(PathMatch::Regex("/[^/]+/List".into())),
-            Some(PathMatch::Regex("/pkg\\..*/[^/]+".into())),
+            Some(PathMatch::Regex("/(?:pkg\\..*)/(?:[^/]+)".into())),
             Some(PathMatch::Prefix("/".into())),
+            Some(PathMatch::Regex("/(?:a|b)/(?:Get|List)".into())),
         ]
     );
     assert_eq!(routes[0].matches[0].headers[0].name, "x-tenant");
