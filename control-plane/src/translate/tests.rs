@@ -643,6 +643,26 @@ fn translation_is_deterministic() {
     let a = for_node(&shop(), "web-0.shop");
     let b = for_node(&shop(), "web-0.shop");
     assert_eq!(a, b);
+    // Every kind of listener metadata too (a map of two entries would encode in random order).
+    let headless = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns}
+spec: {clusterIP: None, ports: [{name: tcp-pg, port: 5432}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, namespace: ns, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: tcp-pg, port: 5432}]
+endpoints: [{addresses: [10.1.0.5]}]
+",
+    );
+    let first = for_node(&headless, "x");
+    for _ in 0..8 {
+        assert_eq!(for_node(&headless, "x"), first);
+    }
 }
 
 #[test]
