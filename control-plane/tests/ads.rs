@@ -807,3 +807,62 @@ async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
         ]
     );
 }
+
+/// The same after a reconnect: the client says which versions it holds, gets nothing resent, and
+/// the edit still keeps the dropped cluster until the listeners have moved off it.
+#[tokio::test]
+async fn sotw_after_a_reconnect_still_drops_a_cluster_last() {
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
+    let (cds, lds) = {
+        let mut s = Sotw::open(&h, "envoy-2").await;
+        let cds = next(&mut s.rx).await;
+        s.ack(CDS, &cds, &[]).await;
+        s.send(DiscoveryRequest {
+            type_url: LDS.into(),
+            ..Default::default()
+        })
+        .await;
+        (cds, next(&mut s.rx).await)
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let mut s = Sotw {
+        tx,
+        rx: h
+            .client()
+            .await
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner(),
+    };
+    for (t, held) in [(CDS, &cds), (LDS, &lds)] {
+        s.send(DiscoveryRequest {
+            node: node("envoy-2"),
+            type_url: t.into(),
+            version_info: held.version_info.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+    nothing(&mut s.rx, 300).await;
+
+    h.write("b.yaml", &service("c", "10.0.0.3"));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = next(&mut s.rx).await;
+        s.ack(&r.type_url, &r, &[]).await;
+        seen.push((r.type_url.clone(), sotw_names(&r).len()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (CDS.to_string(), 3),
+            (LDS.to_string(), 2),
+            (CDS.to_string(), 2)
+        ]
+    );
+}

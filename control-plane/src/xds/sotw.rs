@@ -242,6 +242,11 @@ impl Stream {
             version = format!("{:016x}", h.finish());
         }
         if st.version.as_deref() == Some(version.as_str()) {
+            // A reconnecting client said it holds this version: it holds these resources, which
+            // a later removal must know to keep them until listeners have moved off.
+            if st.sent.is_empty() {
+                self.types[t.index()].sent = resources.into_iter().cloned().collect();
+            }
             return true;
         }
         self.nonce += 1;
