@@ -20,6 +20,7 @@ use weft_control_plane::registry;
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const PODS: &str = "/api/v1/pods";
+const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 
 #[derive(Default)]
 struct Kind {
@@ -38,7 +39,7 @@ struct State {
 #[derive(Clone, Default)]
 struct FakeApi(Arc<Mutex<State>>);
 
-const SERVED: [(&str, &str, &str); 6] = [
+const SERVED: [(&str, &str, &str); 7] = [
     ("/api/v1/namespaces", "v1", "Namespace"),
     (SERVICES, "v1", "Service"),
     (PODS, "v1", "Pod"),
@@ -48,6 +49,7 @@ const SERVED: [(&str, &str, &str); 6] = [
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
     ),
+    (GRPC_ROUTES, "gateway.networking.k8s.io/v1", "GRPCRoute"),
     // weft.io CRDs are deliberately absent: "not installed" must read as empty.
     ("/api/v1/configmaps", "v1", "ConfigMap"),
 ];
@@ -296,6 +298,27 @@ async fn lists_then_watches_relists_after_410_and_never_publishes_half_synced() 
         m.services
             .get(&Key::new("ns", "b"))
             .is_some_and(|s| s.ports[0].endpoints.is_empty())
+    })
+    .await;
+
+    // A GRPCRoute, as a user applies it, routes b's calls by method.
+    api.apply(
+        GRPC_ROUTES,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "by-method", "namespace": "ns"},
+            "spec": {"parentRefs": [{"kind": "Service", "name": "b"}],
+                "rules": [{"matches": [{"method": {"service": "pkg.Svc", "method": "Get"}}],
+                    "backendRefs": [{"name": "b", "port": 80}]}]}}),
+    );
+    until(&mut rx, "b routed by the GRPCRoute", |m| {
+        m.services.get(&Key::new("ns", "b")).is_some_and(|s| {
+            s.ports[0].routes.first().is_some_and(|r| {
+                r.matches[0].path
+                    == Some(weft_control_plane::model::PathMatch::Exact(
+                        "/pkg.Svc/Get".into(),
+                    ))
+            })
+        })
     })
     .await;
 
