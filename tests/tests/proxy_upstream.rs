@@ -395,8 +395,9 @@ spec: {targetRefs: [{kind: Service, name: pair}], loadBalancer: RoundRobin}
     );
 }
 
-/// A raw-socket upstream that reports the bytes of each request (its head, and a chunked body up
-/// to its last chunk) and answers `ok`, one request per connection (it says `connection: close`).
+/// A raw-socket upstream that reports the bytes of each request (its head, and its body: by its
+/// Content-Length, or chunked up to the last chunk) and answers `ok`, one request per connection
+/// (it says `connection: close`).
 fn recording_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
     use std::io::Read;
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -409,8 +410,17 @@ fn recording_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
             let mut buf = [0u8; 4096];
             let done = |got: &[u8]| {
                 let text = String::from_utf8_lossy(got).to_ascii_lowercase();
-                text.ends_with("0\r\n\r\n")
-                    || (text.contains("\r\n\r\n") && !text.contains("chunked"))
+                let Some(head) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text[..head]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                match length {
+                    Some(n) => got.len() >= head + 4 + n,
+                    None => text.ends_with("0\r\n\r\n") || !text.contains("chunked"),
+                }
             };
             while !done(&got) {
                 match s.read(&mut buf) {
@@ -822,6 +832,79 @@ spec:
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(redirects, 3, "{metrics}");
+}
+
+#[test]
+fn httproute_request_mirror_copies_requests_with_their_bodies() {
+    let (shadow, copies) = recording_upstream();
+    let primary = backend("primary");
+    let route = format!(
+        r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: shadow, namespace: shop}}
+spec: {{clusterIP: 127.41.0.10, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: shadow-1, namespace: shop, labels: {{kubernetes.io/service-name: shadow}}}}
+addressType: IPv4
+ports: [{{name: http, port: {}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: mirror, namespace: shop}}
+spec:
+  parentRefs: [{{kind: Service, name: mirrored, port: 80}}]
+  rules:
+    - filters:
+        - type: RequestMirror
+          requestMirror: {{backendRef: {{name: shadow, port: 80}}}}
+      backendRefs: [{{name: mirrored, port: 80}}]
+"#,
+        shadow.port()
+    );
+    let mesh = one_service("mirrored", 80, "http", &[primary.addr.port()], &route, &[]);
+    // The client gets the real upstream's answer; the mirror gets a copy, body and all, its
+    // host marked as a shadow's.
+    let body = "x".repeat(100_000);
+    let out = curl(
+        mesh.bind,
+        "/upload?id=7",
+        1,
+        false,
+        &["-H", "Host: mirrored.shop", "--data-binary", &body],
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("primary"),
+        "{out}"
+    );
+    assert_eq!(Backend::get(&primary.requests), 1);
+    let copy = copies.recv_timeout(Duration::from_secs(5)).expect("a copy");
+    let lower = copy.to_ascii_lowercase();
+    assert!(
+        lower.starts_with("post /upload?id=7 http/1.1\r\n"),
+        "{copy:.300}"
+    );
+    assert!(
+        lower.contains("\r\nhost: mirrored.shop-shadow\r\n"),
+        "{copy:.300}"
+    );
+    assert!(
+        copy.ends_with(&body),
+        "the copy's body is {} bytes",
+        copy.len()
+    );
+    // A bodiless GET is copied too.
+    curl(mesh.bind, "/get", 1, false, &["-H", "Host: mirrored.shop"]);
+    let copy = copies.recv_timeout(Duration::from_secs(5)).expect("a copy");
+    assert!(
+        copy.to_ascii_lowercase().starts_with("get /get http/1.1"),
+        "{copy}"
+    );
+    assert_eq!(Backend::get(&primary.requests), 2);
 }
 
 #[test]

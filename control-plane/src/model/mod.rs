@@ -13,8 +13,8 @@ use std::time::Duration;
 
 pub use self::protocol::Protocol;
 pub use self::route::{
-    Backend, HeaderEdits, HeaderMatch, PathMatch, PathModifier, QueryMatch, Redirect, RouteMatch,
-    RouteRetry, RouteRule, StringMatch, UrlRewrite,
+    Backend, HeaderEdits, HeaderMatch, Mirror, PathMatch, PathModifier, QueryMatch, Redirect,
+    RouteMatch, RouteRetry, RouteRule, StringMatch, UrlRewrite,
 };
 
 pub use weft_proto::names::CLUSTER_DOMAIN;

@@ -27,6 +27,19 @@ pub struct RouteRule {
     pub rewrite: Option<UrlRewrite>,
     /// Answers with a redirect instead of forwarding (RequestRedirect); `backends` is then empty.
     pub redirect: Option<Redirect>,
+    /// Where copies of its requests also go (RequestMirror).
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A RequestMirror filter: a Service port that gets a copy of a share of the requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// Target Service.
+    pub service: Key,
+    /// Target Service port.
+    pub port: u16,
+    /// Share of requests copied, in millionths.
+    pub per_million: u32,
 }
 
 /// A new path, as URLRewrite and RequestRedirect give it.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersRequestRedirect,
-    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
-    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersRequestMirror,
+    HttpRouteRulesFiltersRequestRedirect, HttpRouteRulesFiltersRequestRedirectPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType,
+    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
@@ -21,9 +22,9 @@ use super::Objects;
 use crate::crd::LoadBalancerKind;
 use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
-    LoadBalancer, Mesh, OutboundListener, OutlierDetection, PathMatch, PathModifier, Protocol,
-    QueryMatch, Redirect, RouteMatch, RouteRetry, RouteRule, Selector, Service, ServicePort,
-    SidecarScope, StringMatch, TrafficPolicy, UrlRewrite, Workload, WorkloadPort,
+    LoadBalancer, Mesh, Mirror, OutboundListener, OutlierDetection, PathMatch, PathModifier,
+    Protocol, QueryMatch, Redirect, RouteMatch, RouteRetry, RouteRule, Selector, Service,
+    ServicePort, SidecarScope, StringMatch, TrafficPolicy, UrlRewrite, Workload, WorkloadPort,
 };
 
 /// Something in the input that weft ignored, and why.
@@ -651,9 +652,19 @@ fn route_rule(
     let (mut request_headers, mut response_headers) =
         (HeaderEdits::default(), HeaderEdits::default());
     let (mut rewrite, mut redirect) = (None, None);
+    let mut mirrors = Vec::new();
     let mut unapplied = Vec::new();
     for f in rule.filters.iter().flatten() {
         match f.r#type {
+            HttpRouteRulesFiltersType::RequestMirror => {
+                if let Some(m) = &f.request_mirror {
+                    // A mirror that cannot be resolved is said and left out; the rule stands.
+                    match request_mirror(key, m, services) {
+                        Ok(m) => mirrors.push(m),
+                        Err(why) => b.warn(kind, key, format!("RequestMirror ignored: {why}")),
+                    }
+                }
+            }
             HttpRouteRulesFiltersType::UrlRewrite => {
                 if let Some(u) = &f.url_rewrite {
                     let path = u.path.as_ref().map(|p| {
@@ -793,6 +804,51 @@ fn route_rule(
         response_headers,
         rewrite,
         redirect,
+        mirrors,
+    })
+}
+
+/// A RequestMirror's Service port and share (`percent`, or `fraction` of a denominator that
+/// defaults to 100; every request without either).
+fn request_mirror(
+    key: &Key,
+    m: &HttpRouteRulesFiltersRequestMirror,
+    services: &BTreeMap<Key, Service>,
+) -> Result<Mirror, String> {
+    let r = &m.backend_ref;
+    if !is_service_ref(r.group.as_deref(), r.kind.as_deref()) {
+        return Err(format!(
+            "backendRef {}: only Services are supported",
+            r.name
+        ));
+    }
+    let svc = Key::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name);
+    let port = r
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("backendRef {svc} has no port"))?;
+    match services.get(&svc) {
+        Some(s) if s.port(port).is_some() => {}
+        Some(_) => return Err(format!("Service {svc} has no port {port}")),
+        None => return Err(format!("Service {svc} does not exist")),
+    }
+    let per_million = match (m.percent, &m.fraction) {
+        (None, None) => 1_000_000,
+        (Some(p), None) if (0..=100).contains(&p) => p as u32 * 10_000,
+        (None, Some(f)) => {
+            let d = f.denominator.unwrap_or(100);
+            if d <= 0 || f.numerator < 0 || f.numerator > d {
+                return Err(format!("fraction {}/{d} is not a share", f.numerator));
+            }
+            (i64::from(f.numerator) * 1_000_000 / i64::from(d)) as u32
+        }
+        (Some(p), None) => return Err(format!("percent {p} is not 0 to 100")),
+        (Some(_), Some(_)) => return Err("percent and fraction are exclusive".into()),
+    };
+    Ok(Mirror {
+        service: svc,
+        port,
+        per_million,
     })
 }
 

@@ -204,14 +204,12 @@ pub fn visible_services(mesh: &Mesh, scope: Option<&SidecarScope>) -> Option<BTr
         let Some(svc) = mesh.services.get(&key) else {
             continue;
         };
-        for b in svc
-            .ports
-            .iter()
-            .flat_map(|p| &p.routes)
-            .flat_map(|r| &r.backends)
-        {
-            if seen.insert(b.service.clone()) {
-                queue.push(b.service.clone());
+        for b in svc.ports.iter().flat_map(|p| &p.routes).flat_map(|r| {
+            let mirrors = r.mirrors.iter().map(|m| &m.service);
+            r.backends.iter().map(|b| &b.service).chain(mirrors)
+        }) {
+            if seen.insert(b.clone()) {
+                queue.push(b.clone());
             }
         }
     }

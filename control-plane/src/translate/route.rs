@@ -15,8 +15,8 @@ use weft_proto::xds::r#type::matcher::v3::{
 
 use super::{cluster_name, duration};
 use crate::model::{
-    Backend, HeaderEdits, PathMatch, PathModifier, Protocol, Redirect, RouteMatch, RouteRetry,
-    RouteRule, Service, ServicePort, StringMatch, UrlRewrite,
+    Backend, HeaderEdits, Mirror, PathMatch, PathModifier, Protocol, Redirect, RouteMatch,
+    RouteRetry, RouteRule, Service, ServicePort, StringMatch, UrlRewrite,
 };
 
 /// The route configuration for one Service port. Its single virtual host matches any authority:
@@ -44,6 +44,7 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
             response_headers: Default::default(),
             rewrite: None,
             redirect: None,
+            mirrors: Vec::new(),
         };
         routes(&[default], &policy, (port.protocol, port.port))
     } else {
@@ -307,6 +308,24 @@ fn action(
         retry_policy: retry
             .filter(|r| r.attempts > 0)
             .map(|r| retry_policy(r, rule.backend_timeout, protocol)),
+        request_mirror_policies: rule.mirrors.iter().map(mirror_policy).collect(),
+        ..Default::default()
+    }
+}
+
+/// A RequestMirror as Envoy's mirror policy; a share below all of them as a static fraction.
+fn mirror_policy(m: &Mirror) -> route_action::RequestMirrorPolicy {
+    use weft_proto::xds::config::core::v3::RuntimeFractionalPercent;
+    use weft_proto::xds::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+    route_action::RequestMirrorPolicy {
+        cluster: cluster_name(&m.service, m.port),
+        runtime_fraction: (m.per_million < 1_000_000).then(|| RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: m.per_million,
+                denominator: DenominatorType::Million as i32,
+            }),
+            runtime_key: String::new(),
+        }),
         ..Default::default()
     }
 }

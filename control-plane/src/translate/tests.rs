@@ -638,6 +638,66 @@ spec:
     assert_eq!(order, ["ns/g#3", "ns/g#2", "ns/g#2", "ns/g#1", "ns/g#0"]);
 }
 
+/// A mirror is Envoy's mirror policy, its share a fraction of a million, and a Sidecar that lets
+/// a proxy reach the mirrored Service brings the mirror's cluster along.
+#[test]
+fn request_mirrors_become_mirror_policies_and_come_along_in_scope() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shadow, namespace: other}
+spec: {clusterIP: 10.0.0.2, ports: [{name: http, port: 8080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules:
+    - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, namespace: other, port: 8080}, percent: 10}}]
+      backendRefs: [{name: api, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c-0, namespace: ns, labels: {app: c}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {name: c, namespace: ns}
+spec: {egress: [./api]}
+",
+    );
+    let res = for_node(&m, "c-0.ns");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let Some(route::Action::Route(a)) = &rc.virtual_hosts[0].routes[0].action else {
+        panic!("{rc:?}")
+    };
+    let p = &a.request_mirror_policies[0];
+    assert_eq!(p.cluster, "outbound|8080||shadow.other.svc.cluster.local");
+    let share = p
+        .runtime_fraction
+        .as_ref()
+        .unwrap()
+        .default_value
+        .as_ref()
+        .unwrap();
+    assert_eq!((share.numerator, share.denominator), (100_000, 2));
+    assert!(
+        names(&res, ResourceType::Cluster)
+            .contains(&"outbound|8080||shadow.other.svc.cluster.local"),
+        "{:?}",
+        names(&res, ResourceType::Cluster)
+    );
+}
+
 #[test]
 fn translation_is_deterministic() {
     let a = for_node(&shop(), "web-0.shop");

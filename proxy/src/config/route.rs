@@ -51,6 +51,25 @@ pub struct Route {
     /// Answered with this redirect instead of forwarded (`clusters` is then empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Arc<Redirect>>,
+    /// Clusters a copy of each request also goes to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorPolicy>,
+}
+
+/// A cluster that gets copies of a route's requests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MirrorPolicy {
+    /// Cluster name.
+    pub cluster: String,
+    /// Share of requests copied, in millionths.
+    pub per_million: u32,
+}
+
+impl MirrorPolicy {
+    /// Whether this request is copied: a fair draw at the policy's rate.
+    pub fn sampled(&self) -> bool {
+        self.per_million >= 1_000_000 || fastrand::u32(..1_000_000) < self.per_million
+    }
 }
 
 /// A weighted target cluster.
@@ -357,6 +376,7 @@ mod tests {
             edits: None,
             rewrite: None,
             redirect: None,
+            mirrors: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod fast;
 mod headers;
+pub mod mirror;
 pub mod pool;
 
 use std::convert::Infallible;
@@ -171,6 +172,8 @@ struct Target {
     edits: Option<Arc<HeaderEdits>>,
     /// The route's path and host rewrites, if it has any.
     rewrite: Option<Arc<Rewrite>>,
+    /// Where copies of this request go (a route's mirrors, sampled); empty for most.
+    mirrors: Vec<mirror::Mirror>,
 }
 
 /// The `grpc-status` a gRPC client gets for a local reply: gRPC's own mapping of the HTTP status
@@ -370,12 +373,32 @@ impl Proxy {
             },
             connect_timeout: cluster.connect_timeout,
         };
+        // A mirror cluster that is missing or has no endpoint gets no copy; the request goes on.
+        let mirrors = route
+            .mirrors
+            .iter()
+            .filter(|m| m.sampled())
+            .filter_map(|m| {
+                let cluster = config.clusters.get(&m.cluster)?;
+                let endpoint = config.endpoints.get(&m.cluster)?.pick()?.clone();
+                let dial = pool::Dial {
+                    http2: match cluster.upstream_http {
+                        UpstreamHttp::Http1 => false,
+                        UpstreamHttp::Http2 => true,
+                        UpstreamHttp::Downstream => downstream_http2,
+                    },
+                    connect_timeout: cluster.connect_timeout,
+                };
+                Some(mirror::Mirror { endpoint, dial })
+            })
+            .collect();
         Ok(Decision::Forward(Target {
             endpoint,
             dial,
             timeout: route.timeout,
             edits: route.edits.clone(),
             rewrite: route.rewrite.clone(),
+            mirrors,
         }))
     }
 
@@ -479,6 +502,7 @@ impl Proxy {
             timeout,
             edits,
             rewrite,
+            mirrors,
         } = match decision {
             Decision::Forward(t) => t,
             Decision::Redirect(r, edits) => {
@@ -566,6 +590,10 @@ impl Proxy {
         }
         uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).map_err(|_| (Flag::NoRoute, None))?;
+        let body = match mirrors.is_empty() {
+            true => mirror::RequestBody::Client(body),
+            false => mirror::spawn(&parts, body, mirrors, protocol),
+        };
         let upstream = Request::from_parts(parts, body);
         let mut guard = endpoint.start();
         // Counted as `DC` with no status if the client goes away before the response headers

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+
+use super::mirror::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -36,7 +38,7 @@ pub struct Dial {
 }
 
 /// An HTTP/1.1 connection lent to one request; given back once its response body is done.
-pub type H1 = http1::SendRequest<Incoming>;
+pub type H1 = http1::SendRequest<RequestBody>;
 
 /// One endpoint's upstream connections.
 #[derive(Debug, Default)]
@@ -46,7 +48,7 @@ pub struct Pool {
     /// Idle HTTP/1.1 connections of the fast path (plain sockets it speaks HTTP/1.1 on itself).
     raw: Mutex<Vec<(TcpStream, Instant)>>,
     /// The shared HTTP/2 connection and when it was last used.
-    h2: Mutex<Option<(http2::SendRequest<Incoming>, Instant)>>,
+    h2: Mutex<Option<(http2::SendRequest<RequestBody>, Instant)>>,
     /// Held while dialing HTTP/2, so a burst of first requests opens one connection, not many.
     h2_dial: tokio::sync::Mutex<()>,
     /// When the last HTTP/2 dial failed: requests that queued behind it fail with it instead of
@@ -61,7 +63,7 @@ impl Pool {
         &self,
         addr: SocketAddr,
         dial: Dial,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
         if dial.http2 {
             return self.send_h2(addr, dial, req).await.map(|r| (r, None));
@@ -153,7 +155,7 @@ impl Pool {
         None
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
         let mut h2 = lock(&self.h2);
         match h2.as_mut() {
             Some((c, used)) if !c.is_closed() => {
@@ -168,7 +170,7 @@ impl Pool {
         &self,
         addr: SocketAddr,
         dial: Dial,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let mut req = req;
         if let Some(mut conn) = self.shared_h2() {
@@ -251,7 +253,10 @@ async fn dial_h1(addr: SocketAddr, dial: Dial) -> Result<H1, SendError> {
     Ok(send)
 }
 
-async fn dial_h2(addr: SocketAddr, dial: Dial) -> Result<http2::SendRequest<Incoming>, SendError> {
+async fn dial_h2(
+    addr: SocketAddr,
+    dial: Dial,
+) -> Result<http2::SendRequest<RequestBody>, SendError> {
     let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
     // Pings find a connection that died silently before every request to the endpoint hangs on it.
     let (send, conn) = http2::Builder::new(TokioExecutor::new())

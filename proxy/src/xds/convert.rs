@@ -27,6 +27,7 @@ use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
 use crate::config::edits::{Append, Edits, HeaderEdits, Put};
 use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
+use crate::config::route::MirrorPolicy;
 use crate::config::{
     Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
     Protocol, QueryMatch, Route, RouteTable, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
@@ -732,6 +733,7 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         edits,
         rewrite: None,
         redirect: None,
+        mirrors: Vec::new(),
     };
     match &r.action {
         Some(route::Action::Route(action)) => {
@@ -770,10 +772,6 @@ fn forward(
         field,
         [
             ("path_rewrite_policy", action.path_rewrite_policy.is_some()),
-            (
-                "request_mirror_policies",
-                !action.request_mirror_policies.is_empty(),
-            ),
             ("hedge_policy", action.hedge_policy.is_some()),
             (
                 "internal_redirect_policy",
@@ -863,7 +861,69 @@ fn forward(
     if path.is_some() || host.is_some() {
         out.rewrite = Some(Arc::new(Rewrite { path, host }));
     }
+    out.mirrors = action
+        .request_mirror_policies
+        .iter()
+        .enumerate()
+        .map(|(i, m)| mirror_policy(ctx, &format!("{field}.request_mirror_policies[{i}]"), m))
+        .collect::<Result<_, _>>()?;
     Ok(())
+}
+
+/// A mirror policy: a named cluster and a static share (a runtime key would need Envoy's runtime).
+fn mirror_policy(
+    ctx: &Ctx<'_>,
+    field: &str,
+    m: &route_action::RequestMirrorPolicy,
+) -> Result<MirrorPolicy, Invalid> {
+    use weft_proto::xds::r#type::v3::fractional_percent::DenominatorType;
+    refuse(
+        ctx,
+        field,
+        [
+            ("cluster_header", !m.cluster_header.is_empty()),
+            ("trace_sampled", m.trace_sampled.is_some_and(|t| t.value)),
+            (
+                "disable_shadow_host_suffix_append",
+                m.disable_shadow_host_suffix_append,
+            ),
+            (
+                "runtime_fraction.runtime_key",
+                m.runtime_fraction
+                    .as_ref()
+                    .is_some_and(|f| !f.runtime_key.is_empty()),
+            ),
+        ],
+    )?;
+    if m.cluster.is_empty() {
+        return Err(ctx.err(format!("{field}.cluster"), "missing"));
+    }
+    // Envoy: no fraction means every request.
+    let per_million = match m
+        .runtime_fraction
+        .as_ref()
+        .and_then(|f| f.default_value.as_ref())
+    {
+        None => 1_000_000,
+        Some(p) => {
+            let scale = match DenominatorType::try_from(p.denominator) {
+                Ok(DenominatorType::Hundred) => 10_000,
+                Ok(DenominatorType::TenThousand) => 100,
+                Ok(DenominatorType::Million) => 1,
+                Err(_) => {
+                    return Err(ctx.err(
+                        format!("{field}.runtime_fraction.default_value.denominator"),
+                        "unknown",
+                    ));
+                }
+            };
+            p.numerator.saturating_mul(scale).min(1_000_000)
+        }
+    };
+    Ok(MirrorPolicy {
+        cluster: m.cluster.clone(),
+        per_million,
+    })
 }
 
 /// A redirect action, checked: a known status, a port in range, a host without a port.
@@ -1150,11 +1210,14 @@ mod tests {
                 |rc| first_action(rc).path_rewrite_policy = Some(Default::default()),
             ),
             (
-                "virtual_hosts[0].routes[0].route.request_mirror_policies",
+                "virtual_hosts[0].routes[0].route.request_mirror_policies[0].cluster_header",
                 |rc| {
-                    first_action(rc)
-                        .request_mirror_policies
-                        .push(Default::default())
+                    first_action(rc).request_mirror_policies.push(
+                        route_action::RequestMirrorPolicy {
+                            cluster_header: "x-mirror-to".into(),
+                            ..Default::default()
+                        },
+                    )
                 },
             ),
             ("virtual_hosts[0].request_headers_to_add", |rc| {
@@ -1412,6 +1475,54 @@ mod tests {
             let err = route_config(edit).expect_err(field);
             assert_eq!(err.field, field, "{err:?}");
         }
+    }
+
+    #[test]
+    fn mirror_policies_read_their_share_and_refuse_what_they_cannot_do() {
+        use weft_proto::xds::config::core::v3::RuntimeFractionalPercent;
+        use weft_proto::xds::r#type::v3::FractionalPercent;
+        let rt = route_config(|rc| {
+            first_action(rc).request_mirror_policies = vec![
+                route_action::RequestMirrorPolicy {
+                    cluster: "quarter".into(),
+                    runtime_fraction: Some(RuntimeFractionalPercent {
+                        default_value: Some(FractionalPercent {
+                            numerator: 25,
+                            denominator: 0, // HUNDRED
+                        }),
+                        runtime_key: String::new(),
+                    }),
+                    ..Default::default()
+                },
+                route_action::RequestMirrorPolicy {
+                    cluster: "all".into(),
+                    ..Default::default()
+                },
+            ]
+        })
+        .unwrap();
+        let got: Vec<(String, u32)> = rt.virtual_hosts[0].routes[0]
+            .mirrors
+            .iter()
+            .map(|m| (m.cluster.clone(), m.per_million))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("quarter".to_string(), 250_000),
+                ("all".to_string(), 1_000_000)
+            ]
+        );
+        let err = route_config(|rc| {
+            first_action(rc)
+                .request_mirror_policies
+                .push(Default::default())
+        })
+        .expect_err("no cluster");
+        assert_eq!(
+            err.field,
+            "virtual_hosts[0].routes[0].route.request_mirror_policies[0].cluster"
+        );
     }
 
     #[test]

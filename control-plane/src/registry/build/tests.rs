@@ -76,7 +76,7 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
         warnings,
         [
             "HTTPRoute ns/r: a header modifier may not change host: ignored",
-            "HTTPRoute ns/r: filters are not supported yet and are not applied: RequestMirror, ResponseHeaderModifier on a backendRef"
+            "HTTPRoute ns/r: filters are not supported yet and are not applied: ResponseHeaderModifier on a backendRef"
         ]
     );
     let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
@@ -86,6 +86,70 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
     assert_eq!(routes[0].request_headers.add, [pair("x-a", "1")]);
     assert_eq!(routes[0].request_headers.remove, ["x-debug"]);
     assert_eq!(routes[0].response_headers.add, [pair("x-served", "weft")]);
+    let mirror = Mirror {
+        service: Key::new("ns", "api"),
+        port: 80,
+        per_million: 1_000_000,
+    };
+    assert_eq!(routes[0].mirrors, [mirror]);
+}
+
+/// A mirror's share comes from `percent` or `fraction`; one that names nothing real is said and
+/// left out, and its rule still forwards.
+#[test]
+fn request_mirror_shares_and_bad_mirrors() {
+    let rule = |mirror: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\n\
+spec: {{parentRefs: [{{kind: Service, name: api}}], rules: [{{filters: [{{type: RequestMirror, requestMirror: {mirror}}}], \
+backendRefs: [{{name: api, port: 80}}]}}]}}\n"
+        )
+    };
+    let cases: &[(&str, Option<u32>, &str)] = &[
+        (
+            "{backendRef: {name: api, port: 80}, percent: 25}",
+            Some(250_000),
+            "",
+        ),
+        (
+            "{backendRef: {name: api, port: 80}, fraction: {numerator: 1, denominator: 3}}",
+            Some(333_333),
+            "",
+        ),
+        (
+            "{backendRef: {name: api, port: 80}, fraction: {numerator: 5}}",
+            Some(50_000),
+            "",
+        ),
+        (
+            "{backendRef: {name: gone, port: 80}}",
+            None,
+            "RequestMirror ignored: Service ns/gone does not exist",
+        ),
+        (
+            "{backendRef: {name: api}}",
+            None,
+            "RequestMirror ignored: backendRef ns/api has no port",
+        ),
+        (
+            "{backendRef: {name: api, port: 80}, percent: 120}",
+            None,
+            "RequestMirror ignored: percent 120 is not 0 to 100",
+        ),
+    ];
+    for (mirror, share, warning) in cases {
+        let (mesh, warnings) = build_yaml(&format!("{API}---\n{}", rule(mirror)));
+        let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
+        assert_eq!(routes.len(), 1, "{mirror}");
+        let got: Vec<u32> = routes[0].mirrors.iter().map(|m| m.per_million).collect();
+        assert_eq!(got, share.iter().copied().collect::<Vec<_>>(), "{mirror}");
+        let want: Vec<String> = [warning]
+            .iter()
+            .filter(|w| !w.is_empty())
+            .map(|w| format!("HTTPRoute ns/r: {w}"))
+            .collect();
+        assert_eq!(warnings, want, "{mirror}");
+    }
 }
 
 /// Rules Gateway API forbids are dropped with the reason said; the valid rule beside them stays.

@@ -260,12 +260,15 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         };
         let target = match target {
             Ok(Decision::Forward(t))
-                if !t.dial.http2 && t.edits.is_none() && t.rewrite.is_none() =>
+                if !t.dial.http2
+                    && t.edits.is_none()
+                    && t.rewrite.is_none()
+                    && t.mirrors.is_empty() =>
             {
                 t
             }
-            // hyper's path answers routing failures and redirects, speaks HTTP/2 upstream, and
-            // edits headers and URLs.
+            // hyper's path answers routing failures and redirects, speaks HTTP/2 upstream, edits
+            // headers and URLs, and mirrors.
             decided => {
                 let io = Prefixed::new(conn.client, conn.inbuf);
                 return Served::Handoff(io, Some(Routed(decided)));
@@ -345,6 +348,7 @@ impl Conn<'_> {
             timeout,
             edits: _,
             rewrite: _,
+            mirrors: _,
         } = target;
         let mut guard = endpoint.start();
         let mut timer =
