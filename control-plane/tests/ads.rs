@@ -760,16 +760,15 @@ async fn delta_pushes_additions_before_removals_and_listeners_before_clusters() 
     assert_eq!(cds_removal.unwrap().2, [B]);
 }
 
-/// The same edit on a state-of-the-world stream: the removed cluster stays in a first CDS response
-/// (with the new one), the listeners move off it, and only then does a CDS response drop it.
-#[tokio::test]
-async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
+/// Services a and b, and a state-of-the-world stream of `node` that has received, and ACKed,
+/// every cluster and every listener (wildcard CDS and LDS).
+async fn two_services_on_sotw(node: &str) -> (Harness, Sotw, DiscoveryResponse, DiscoveryResponse) {
     let h = Harness::start(&[
         ("a.yaml", service("a", "10.0.0.1")),
         ("b.yaml", service("b", "10.0.0.2")),
     ])
     .await;
-    let mut s = Sotw::open(&h, "envoy-1").await;
+    let mut s = Sotw::open(&h, node).await;
     let cds = next(&mut s.rx).await;
     s.ack(CDS, &cds, &[]).await;
     s.send(DiscoveryRequest {
@@ -778,11 +777,19 @@ async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
     })
     .await;
     let lds = next(&mut s.rx).await;
+    s.ack(LDS, &lds, &[]).await;
+    (h, s, cds, lds)
+}
+
+/// The same edit on a state-of-the-world stream: the removed cluster stays in a first CDS response
+/// (with the new one), the listeners move off it, and only then does a CDS response drop it.
+#[tokio::test]
+async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
+    let (h, mut s, _, lds) = two_services_on_sotw("envoy-1").await;
     assert_eq!(
         sotw_names(&lds),
         ["a.ns.svc.cluster.local:80", "b.ns.svc.cluster.local:80"]
     );
-    s.ack(LDS, &lds, &[]).await;
     nothing(&mut s.rx, 300).await;
 
     h.write("b.yaml", &service("c", "10.0.0.3"));
@@ -812,22 +819,8 @@ async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
 /// the edit still keeps the dropped cluster until the listeners have moved off it.
 #[tokio::test]
 async fn sotw_after_a_reconnect_still_drops_a_cluster_last() {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
-    let (cds, lds) = {
-        let mut s = Sotw::open(&h, "envoy-2").await;
-        let cds = next(&mut s.rx).await;
-        s.ack(CDS, &cds, &[]).await;
-        s.send(DiscoveryRequest {
-            type_url: LDS.into(),
-            ..Default::default()
-        })
-        .await;
-        (cds, next(&mut s.rx).await)
-    };
+    let (h, first, cds, lds) = two_services_on_sotw("envoy-2").await;
+    drop(first);
     let (tx, rx) = mpsc::channel(16);
     let mut s = Sotw {
         tx,

@@ -336,6 +336,15 @@ fn traffic_policy_sets_balancer_and_limits() {
     );
 }
 
+/// Service `api` (namespace `ns`, cluster IP 10.0.0.1) with one port, as a YAML document and its
+/// separator.
+fn api_service(port_name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: ns}}\n\
+spec: {{clusterIP: 10.0.0.1, ports: [{{name: {port_name}, port: {port}}}]}}\n---\n"
+    )
+}
+
 /// A mesh of Service `api` and an HTTPRoute on it with `rules` (YAML list items).
 fn api_routed(rules: &str) -> Mesh {
     mesh(&format!(
@@ -502,12 +511,8 @@ fn url_rewrites_and_redirects_become_route_and_redirect_actions() {
     // On a port other than 80, a redirect that changes neither scheme nor port names the
     // Service's port: Envoy would otherwise send the client to port 80.
     let m = mesh(
-        "
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: ns}
-spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 8080}]}
----
+        &(api_service("http", 8080)
+            + "
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: ns}
@@ -515,7 +520,7 @@ spec:
   parentRefs: [{kind: Service, name: api}]
   rules:
     - filters: [{type: RequestRedirect, requestRedirect: {hostname: elsewhere.example}}]
-",
+"),
     );
     let res = for_node(&m, "x");
     let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:8080");
@@ -607,12 +612,8 @@ spec: {clusterIP: None, ports: [{name: tcp-pg, port: 5432}]}
 #[test]
 fn grpcroute_matches_are_ordered_by_service_then_method() {
     let m = mesh(
-        "
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: ns}
-spec: {clusterIP: 10.0.0.1, ports: [{name: grpc, port: 50051}]}
----
+        &(api_service("grpc", 50051)
+            + "
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: g, namespace: ns}
@@ -626,7 +627,7 @@ spec:
       backendRefs: [{name: api, port: 50051}]
     - matches: [{method: {service: pkg.Svc, method: Get}}]
       backendRefs: [{name: api, port: 50051}]
-",
+"),
     );
     let res = for_node(&m, "x");
     let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:50051");
@@ -642,13 +643,8 @@ spec:
 /// a proxy reach the mirrored Service brings the mirror's cluster along.
 #[test]
 fn request_mirrors_become_mirror_policies_and_come_along_in_scope() {
-    let m = mesh(
-        "
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: ns}
-spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
----
+    let m = mesh(&(api_service("http", 80)
+        + "
 apiVersion: v1
 kind: Service
 metadata: {name: shadow, namespace: other}
@@ -673,7 +669,7 @@ apiVersion: weft.io/v1alpha1
 kind: Sidecar
 metadata: {name: c, namespace: ns}
 spec: {egress: [./api]}
-",
+"),
     );
     let res = for_node(&m, "c-0.ns");
     let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");

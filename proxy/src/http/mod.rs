@@ -144,6 +144,18 @@ fn local_status(flag: Flag) -> StatusCode {
     }
 }
 
+/// How to reach a cluster's endpoints for a request that came over HTTP/2 or not.
+fn dial_for(cluster: &crate::config::Cluster, downstream_http2: bool) -> pool::Dial {
+    pool::Dial {
+        http2: match cluster.upstream_http {
+            UpstreamHttp::Http1 => false,
+            UpstreamHttp::Http2 => true,
+            UpstreamHttp::Downstream => downstream_http2,
+        },
+        connect_timeout: cluster.connect_timeout,
+    }
+}
+
 /// A failure, and the destination it is counted against (none when no route or cluster matched).
 type Failure = (Flag, Option<Arc<DestStats>>);
 
@@ -365,14 +377,7 @@ impl Proxy {
             _ => endpoints.pick().cloned(),
         }
         .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?;
-        let dial = pool::Dial {
-            http2: match cluster.upstream_http {
-                UpstreamHttp::Http1 => false,
-                UpstreamHttp::Http2 => true,
-                UpstreamHttp::Downstream => downstream_http2,
-            },
-            connect_timeout: cluster.connect_timeout,
-        };
+        let dial = dial_for(cluster, downstream_http2);
         // A mirror cluster that is missing or has no endpoint gets no copy; the request goes on.
         let mirrors = route
             .mirrors
@@ -381,14 +386,7 @@ impl Proxy {
             .filter_map(|m| {
                 let cluster = config.clusters.get(&m.cluster)?;
                 let endpoint = config.endpoints.get(&m.cluster)?.pick()?.clone();
-                let dial = pool::Dial {
-                    http2: match cluster.upstream_http {
-                        UpstreamHttp::Http1 => false,
-                        UpstreamHttp::Http2 => true,
-                        UpstreamHttp::Downstream => downstream_http2,
-                    },
-                    connect_timeout: cluster.connect_timeout,
-                };
+                let dial = dial_for(cluster, downstream_http2);
                 Some(mirror::Mirror { endpoint, dial })
             })
             .collect();
