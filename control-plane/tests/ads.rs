@@ -138,6 +138,17 @@ impl Sotw {
         self.tx.send(r).await.unwrap();
     }
 
+    /// The next `n` responses, each ACKed as it comes: (type, resource names).
+    async fn take_acked(&mut self, n: usize) -> Vec<(String, Vec<String>)> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let r = next(&mut self.rx).await;
+            self.ack(&r.type_url, &r, &[]).await;
+            seen.push((r.type_url.clone(), sotw_names(&r)));
+        }
+        seen
+    }
+
     async fn ack(&self, type_url: &str, resp: &DiscoveryResponse, names: &[&str]) {
         self.send(DiscoveryRequest {
             type_url: type_url.into(),
@@ -793,12 +804,7 @@ async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
     nothing(&mut s.rx, 300).await;
 
     h.write("b.yaml", &service("c", "10.0.0.3"));
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        let r = next(&mut s.rx).await;
-        s.ack(&r.type_url, &r, &[]).await;
-        seen.push((r.type_url.clone(), sotw_names(&r)));
-    }
+    let seen = s.take_acked(3).await;
     nothing(&mut s.rx, 300).await;
     const C: &str = "outbound|80||c.ns.svc.cluster.local";
     let lds_after = vec![
@@ -844,12 +850,12 @@ async fn sotw_after_a_reconnect_still_drops_a_cluster_last() {
     nothing(&mut s.rx, 300).await;
 
     h.write("b.yaml", &service("c", "10.0.0.3"));
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        let r = next(&mut s.rx).await;
-        s.ack(&r.type_url, &r, &[]).await;
-        seen.push((r.type_url.clone(), sotw_names(&r).len()));
-    }
+    let seen: Vec<(String, usize)> = s
+        .take_acked(3)
+        .await
+        .into_iter()
+        .map(|(t, names)| (t, names.len()))
+        .collect();
     assert_eq!(
         seen,
         [
