@@ -905,6 +905,30 @@ spec:
         "{copy}"
     );
     assert_eq!(Backend::get(&primary.requests), 2);
+    // A client speaking HTTP/2 is mirrored too, over the mirror cluster's own protocol.
+    let out = curl(
+        mesh.bind,
+        "/h2",
+        1,
+        false,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "Host: mirrored.shop",
+            "-d",
+            "abc",
+        ],
+    );
+    assert!(
+        out.starts_with("HTTP/2 200") && out.ends_with("primary"),
+        "{out}"
+    );
+    let copy = copies.recv_timeout(Duration::from_secs(5)).expect("a copy");
+    assert!(
+        copy.to_ascii_lowercase().starts_with("post /h2 http/1.1"),
+        "{copy}"
+    );
+    assert!(copy.ends_with("abc"), "{copy}");
 }
 
 #[test]
