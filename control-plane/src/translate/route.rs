@@ -76,16 +76,12 @@ fn routes(
     flat.sort_by_key(|(_, m)| std::cmp::Reverse(m.precedence()));
     let mut out = Vec::new();
     for (rule, m) in flat {
-        let forward = rule
-            .redirect
-            .is_none()
-            .then(|| action(rule, policy, protocol));
+        let forward = action(rule, policy, protocol);
         for xds_match in matches(m) {
             let path = xds_match.path_specifier.as_ref();
-            let action = match (&rule.redirect, &forward) {
-                (Some(r), _) => route::Action::Redirect(redirect(r, path, port)),
-                (None, Some(a)) => route::Action::Route(rewritten(a, rule.rewrite.as_ref(), path)),
-                (None, None) => unreachable!("a rule without a redirect forwards"),
+            let action = match &rule.redirect {
+                Some(r) => route::Action::Redirect(redirect(r, path, port)),
+                None => route::Action::Route(rewritten(&forward, rule.rewrite.as_ref(), path)),
             };
             out.push(Route {
                 name: rule.origin.clone(),
