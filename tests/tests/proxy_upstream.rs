@@ -822,6 +822,18 @@ spec:
     assert!(seen("the followed redirect").starts_with("get /there http/1.1"));
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
 
+    // An HTTP/1.0 request without Host leaves a redirect nowhere to send the client: 400.
+    {
+        use std::io::Read;
+        let mut c = TcpStream::connect(mesh.bind).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /here/x HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.0 400"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("location:"), "{out}");
+    }
+
     // Untouched paths keep theirs (the fast path carries them).
     curl(mesh.bind, "/other", 1, false, &[]);
     assert!(seen("/other").starts_with("get /other http/1.1"));
