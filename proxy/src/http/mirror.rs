@@ -60,7 +60,7 @@ impl Body for RequestBody {
         match self {
             Self::Client(b) => b.is_end_stream(),
             Self::Teed(t) => t.inner.is_end_stream(),
-            Self::Copy(c) => c.end,
+            Self::Copy(c) => c.rx.is_none(),
         }
     }
 
@@ -97,10 +97,9 @@ impl Tee {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if copy_frame(frame).is_some() {
+                if frame.is_data() || frame.is_trailers() {
                     self.outlets.retain(|o| {
-                        let copy = copy_frame(frame).expect("checked above");
-                        let sent = o.tx.try_send(copy).is_ok();
+                        let sent = copy_frame(frame).is_some_and(|c| o.tx.try_send(c).is_ok());
                         if !sent {
                             o.dropped.store(true, Ordering::Relaxed);
                         }
@@ -127,7 +126,6 @@ pub struct CopyBody {
     rx: Option<mpsc::Receiver<Frame<Bytes>>>,
     dropped: Arc<AtomicBool>,
     size: SizeHint,
-    end: bool,
 }
 
 impl CopyBody {
@@ -139,7 +137,6 @@ impl CopyBody {
             Poll::Ready(Some(f)) => Poll::Ready(Some(Ok(f))),
             Poll::Ready(None) => {
                 self.rx = None;
-                self.end = true;
                 if self.dropped.load(Ordering::Relaxed) {
                     Poll::Ready(Some(Err("mirror fell behind: copy abandoned".into())))
                 } else {
@@ -177,7 +174,6 @@ pub fn spawn(
                 rx: None,
                 dropped: Arc::default(),
                 size: SizeHint::with_exact(0),
-                end: true,
             }
         } else {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -190,7 +186,6 @@ pub fn spawn(
                 rx: Some(rx),
                 dropped,
                 size: body.size_hint(),
-                end: false,
             }
         };
         let Some(req) = copy_of(parts, m.dial.http2, RequestBody::Copy(copy)) else {
