@@ -38,6 +38,18 @@ fn answer(path: &str) -> (&'static [u8], bool) {
             true,
         ),
         "/no-content" => (b"HTTP/1.1 204 No Content\r\nx-done: 1\r\n\r\n", false),
+        "/no-reason" => (b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nok", false),
+        // Framed twice (a smuggling shape): chunked wins, and the length is not forwarded.
+        "/both-framings" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            false,
+        ),
+        // A transfer coding the proxy does not decode.
+        "/gzip-coded" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            false,
+        ),
+        "/http10" => (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
         "/head" => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
         // Closes without saying so, as a server whose keep-alive timeout just ran out.
         "/close-silently" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
@@ -287,13 +299,38 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
             &["/two-lengths"],
             &[],
             &["x-weft-reason"],
-            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UR\nupstream reset\n",
+            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UPE\nupstream protocol error\n",
         ),
         (
             &["/not-http"],
             &[],
             &["x-weft-reason"],
-            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UR\nupstream reset\n",
+            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UPE\nupstream protocol error\n",
+        ),
+        (
+            &["/gzip-coded"],
+            &[],
+            &["x-weft-reason"],
+            "exit 0\nHTTP/1.1 502 Bad Gateway\nx-weft-reason: UPE\nupstream protocol error\n",
+        ),
+        (
+            &["/both-framings", "/chunked"],
+            &[],
+            &["content-length"],
+            "exit 0\nHTTP/1.1 200 OK\nhelloHTTP/1.1 200 OK\nhello world\n",
+        ),
+        // This hop's version, whatever the upstream's.
+        (
+            &["/http10", "/http10"],
+            &[],
+            &["content-length"],
+            "exit 0\nHTTP/1.1 200 OK\ncontent-length: 2\nokHTTP/1.1 200 OK\ncontent-length: 2\nok\n",
+        ),
+        (
+            &["/no-reason"],
+            &[],
+            &["content-length"],
+            "exit 0\nHTTP/1.1 200\ncontent-length: 2\nok\n",
         ),
         (
             &["/no-content"],
@@ -750,5 +787,110 @@ fn a_random_mix_of_requests_and_responses_reads_the_same_through_both_paths() {
             assert!(through_fast.contains(seen), "{seen} in {through_fast}");
         }
         assert_eq!(through_fast, through_hyper, "seed {seed}");
+    }
+}
+
+#[test]
+fn http10_keep_alive_is_kept_only_for_bodies_with_a_length() {
+    // ApacheBench's `ab -k`: HTTP/1.0 with `Connection: keep-alive`, which only a body of known
+    // length can honour. A chunked upstream answer goes to it as an HTTP/1.0 body read until
+    // close, without a keep-alive the client would trust.
+    let upstream = scripted_upstream();
+    for (path, sidecar) in [
+        ("fast path", mesh(upstream, true)),
+        ("hyper", mesh(upstream, false)),
+    ] {
+        let began = std::time::Instant::now();
+        let out = exchange(
+            sidecar.bind,
+            "GET /chunked HTTP/1.0\r\nHost: up\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        );
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(4),
+            "{path}: not closed"
+        );
+        assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{path}: {out}");
+        assert!(
+            !out.to_ascii_lowercase().contains("keep-alive"),
+            "{path}: {out}"
+        );
+        assert!(out.ends_with("\r\n\r\nhello world"), "{path}: {out}");
+
+        let began = std::time::Instant::now();
+        let out = exchange(
+            sidecar.bind,
+            "GET /a HTTP/1.0\r\nHost: up\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\nHost: up\r\n\r\n",
+            false,
+        );
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(4),
+            "{path}: not closed"
+        );
+        let (first, second) = out.split_once("default").expect("an answer");
+        assert!(
+            first
+                .to_ascii_lowercase()
+                .contains("connection: keep-alive"),
+            "{path}: {out}"
+        );
+        assert!(second.ends_with("default"), "{path}: {out}");
+        assert!(
+            !second.to_ascii_lowercase().contains("keep-alive"),
+            "{path}: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_request_body_in_a_coding_other_than_chunked_is_refused_with_501() {
+    let upstream = scripted_upstream();
+    for (path, sidecar) in [
+        ("fast path", mesh(upstream, true)),
+        ("hyper", mesh(upstream, false)),
+    ] {
+        let out = exchange(
+            sidecar.bind,
+            "POST /count HTTP/1.1\r\nHost: up\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            false,
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+            "{path}: {out}"
+        );
+        assert!(out.contains("x-weft-reason: DPE"), "{path}: {out}");
+        assert!(out.contains("connection: close"), "{path}: {out}");
+    }
+}
+
+#[test]
+fn an_h2c_upgrade_offer_is_answered_over_http1_and_not_passed_on() {
+    // `curl --http2` over cleartext offers `Upgrade: h2c` with `HTTP2-Settings`; as Envoy does,
+    // the proxy serves the request as HTTP/1.1 and the upstream sees no offer.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for mut s in server.incoming().flatten() {
+            while let Some((_, head)) = read_head(&mut s) {
+                let _ = tx.send(head);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+        }
+    });
+    let sidecar = mesh(upstream, true);
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--http2", "--max-time", "5", "-H", "Host: up"])
+        .arg(format!("http://{}/h2c", sidecar.bind))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+    let head = rx.recv().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /h2c http/1.1\r\n"), "{head}");
+    for gone in ["upgrade", "http2-settings", "connection:"] {
+        assert!(!head.contains(gone), "{gone} in {head}");
     }
 }

@@ -2,9 +2,12 @@
 
 use http::HeaderMap;
 use http::header::Entry;
-use http::header::{CONNECTION, HeaderName, TE, UPGRADE};
+use http::header::{CONNECTION, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` plus `Upgrade: <protocol>`).
+/// An offer of `h2c` alone (what `curl --http2` sends over cleartext) is not taken up: as in Envoy,
+/// the request is served as HTTP/1.1 and its upstream never sees the offer, whose
+/// `HTTP2-Settings` is hop-by-hop and would be gone.
 pub fn upgrade(headers: &HeaderMap) -> Option<http::HeaderValue> {
     let asks = headers
         .get_all(CONNECTION)
@@ -12,7 +15,28 @@ pub fn upgrade(headers: &HeaderMap) -> Option<http::HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+    let protocol = headers.get(UPGRADE).filter(|_| asks)?;
+    let h2c = protocol
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"h2c");
+    (!h2c).then(|| protocol.clone())
+}
+
+/// Whether a message's `Transfer-Encoding` is anything but one `chunked`. The HTTP library
+/// takes the last chunked off and lets the rest through, and the proxy, which does not decode
+/// them, would forward the bytes without saying how they are coded.
+pub fn other_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    match codings.next() {
+        None => false,
+        Some(first) => !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some(),
+    }
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -94,6 +118,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn websocket_is_an_upgrade_and_h2c_is_not() {
+        let ws = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(upgrade(&ws).unwrap(), "websocket");
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ]);
+        assert!(upgrade(&h2c).is_none());
+        // `Upgrade` without `Connection: upgrade` asks for nothing.
+        assert!(upgrade(&map(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn codings_other_than_chunked_are_found_in_any_transfer_encoding_line() {
+        let cases: &[(&[(&'static str, &'static str)], bool)] = &[
+            (&[], false),
+            (&[("transfer-encoding", "chunked")], false),
+            (&[("transfer-encoding", "Chunked")], false),
+            (&[("transfer-encoding", "gzip, chunked")], true),
+            (
+                &[
+                    ("transfer-encoding", "gzip"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                true,
+            ),
+            (&[("transfer-encoding", "identity")], true),
+            (&[("transfer-encoding", "chunked, chunked")], true),
+        ];
+        for (pairs, other) in cases {
+            assert_eq!(other_transfer_coding(&map(pairs)), *other, "{pairs:?}");
+        }
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {

@@ -136,9 +136,10 @@ fn local_status(flag: Flag) -> StatusCode {
         Flag::NoCluster | Flag::NoHealthyUpstream | Flag::UpstreamConnectFailure => {
             StatusCode::SERVICE_UNAVAILABLE
         }
-        Flag::UpstreamReset => StatusCode::BAD_GATEWAY,
+        Flag::UpstreamReset | Flag::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
         Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
+        Flag::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         // Nobody is left to answer; nginx's "client closed request", for logs only.
         Flag::DownstreamClosed => StatusCode::from_u16(499).expect("valid status"),
     }
@@ -217,7 +218,10 @@ fn local_codes(flag: Flag, protocol: Protocol) -> (u16, Option<u8>) {
 fn local_reply(flag: Flag, protocol: Protocol) -> Response<Body> {
     let status = local_status(flag);
     let mut reply = Response::builder().header("x-weft-reason", flag.as_str());
-    if flag == Flag::DownstreamProtocolError {
+    if matches!(
+        flag,
+        Flag::DownstreamProtocolError | Flag::UnsupportedTransferCoding
+    ) {
         // A client that broke HTTP once is not trusted with the rest of the connection.
         reply = reply.header(http::header::CONNECTION, "close");
     }
@@ -485,6 +489,11 @@ impl Proxy {
         {
             return Err((Flag::DownstreamProtocolError, None));
         }
+        // RFC 9112 §6.1's 501 for a body coded in a way the proxy cannot relay (Envoy's too).
+        if headers::other_transfer_coding(&parts.headers) {
+            return Err((Flag::UnsupportedTransferCoding, None));
+        }
+        let client_version = parts.version;
         let host = match uri_authority {
             Some(_) => None,
             None => first_host.cloned(),
@@ -631,6 +640,7 @@ impl Proxy {
                         guard.failed();
                         Flag::UpstreamConnectFailure
                     }
+                    pool::SendError::Http(e) if e.is_parse() => Flag::UpstreamProtocolError,
                     pool::SendError::Http(_) => Flag::UpstreamReset,
                 };
                 return Err((reason, Some(endpoint.stats.clone())));
@@ -648,10 +658,33 @@ impl Proxy {
             return Ok(switch_protocols(resp, downstream_upgrade, guard));
         }
         let (mut parts, body) = resp.into_parts();
+        if headers::other_transfer_coding(&parts.headers) {
+            // Chunked is decoded here and sent on in this hop's own framing; any other coding
+            // would reach the client without its name.
+            return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
+        }
+        let mut conn = conn;
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && parts.headers.remove(http::header::CONTENT_LENGTH).is_some()
+        {
+            // RFC 9112 §6.3: the length is not forwarded, and a connection that framed a message
+            // twice (a smuggling shape) carries no other.
+            conn = None;
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(e) = &edits {
             e.response.apply(&mut parts.headers);
         }
+        // This hop's version, not the upstream's (RFC 9110 §2.5). An HTTP/1.0 client can only be
+        // sent a body of unknown length by closing after it, which HTTP/1.0 says and keep-alive
+        // would not: hyper closes when the response is an HTTP/1.0 one.
+        parts.version = match client_version {
+            Version::HTTP_10 if hyper::body::Body::size_hint(&body).exact().is_none() => {
+                Version::HTTP_10
+            }
+            Version::HTTP_10 | Version::HTTP_11 => Version::HTTP_11,
+            v => v,
+        };
         let body = UpstreamBody {
             inner: body,
             guard,

@@ -30,8 +30,11 @@ pub enum Flag {
     NoHealthyUpstream,
     /// Connecting upstream failed.
     UpstreamConnectFailure,
-    /// The upstream reset or broke the protocol.
+    /// The upstream reset the connection or closed it before answering.
     UpstreamReset,
+    /// The upstream's response was not HTTP the proxy can forward (bad head, bad framing, a
+    /// transfer coding it cannot relay).
+    UpstreamProtocolError,
     /// The route's timeout expired.
     UpstreamTimeout,
     /// The client went away before the response was done.
@@ -39,6 +42,9 @@ pub enum Flag {
     /// The request broke HTTP in a way the server library lets through (a missing or
     /// duplicated `Host`).
     DownstreamProtocolError,
+    /// The request's body came in a transfer coding other than chunked (RFC 9112 §6.1's 501);
+    /// Envoy counts it as `DPE` too.
+    UnsupportedTransferCoding,
 }
 
 impl Flag {
@@ -50,9 +56,10 @@ impl Flag {
             Self::NoHealthyUpstream => "UH",
             Self::UpstreamConnectFailure => "UF",
             Self::UpstreamReset => "UR",
+            Self::UpstreamProtocolError => "UPE",
             Self::UpstreamTimeout => "UT",
             Self::DownstreamClosed => "DC",
-            Self::DownstreamProtocolError => "DPE",
+            Self::DownstreamProtocolError | Self::UnsupportedTransferCoding => "DPE",
         }
     }
 
@@ -64,9 +71,11 @@ impl Flag {
             Self::NoHealthyUpstream => "no healthy upstream",
             Self::UpstreamConnectFailure => "upstream connect failure",
             Self::UpstreamReset => "upstream reset",
+            Self::UpstreamProtocolError => "upstream protocol error",
             Self::UpstreamTimeout => "upstream request timeout",
             Self::DownstreamClosed => "downstream closed",
-            Self::DownstreamProtocolError => "bad request: HTTP/1.1 needs exactly one host header",
+            Self::DownstreamProtocolError => "bad request",
+            Self::UnsupportedTransferCoding => "transfer coding not implemented",
         }
     }
 }

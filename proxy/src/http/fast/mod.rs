@@ -108,6 +108,8 @@ enum NoHead {
     Stale,
     /// It answered with something that is not HTTP the proxy can forward.
     Broken(&'static str),
+    /// It closed partway through its head.
+    Cut,
     /// The route's timeout passed.
     Timeout,
     /// The client went away.
@@ -415,6 +417,10 @@ impl Conn<'_> {
                 }
                 Err(NoHead::Broken(why)) => {
                     tracing::debug!(endpoint = %endpoint.addr, "upstream error: {why}");
+                    Flag::UpstreamProtocolError
+                }
+                Err(NoHead::Cut) => {
+                    tracing::debug!(endpoint = %endpoint.addr, "upstream closed mid-head");
                     Flag::UpstreamReset
                 }
             };
@@ -426,7 +432,9 @@ impl Conn<'_> {
         let mut body = Left::new(resp.framing);
         let Ok(first) = body.feed(&self.upbuf[resp.len..]) else {
             tracing::debug!(endpoint = %endpoint.addr, "upstream sent malformed chunked coding");
-            return self.reply(req, Flag::UpstreamReset, &endpoint.stats).await;
+            return self
+                .reply(req, Flag::UpstreamProtocolError, &endpoint.stats)
+                .await;
         };
         let close =
             req.close || resp.framing == Framing::UntilClose || self.proxy.drain.is_draining();
@@ -539,7 +547,7 @@ impl Conn<'_> {
                 read = upstream.read_buf(&mut self.upbuf) => match read {
                     Ok(n) if n > 0 => heard = true,
                     _ if !heard => return Err(NoHead::Stale),
-                    _ => return Err(NoHead::Broken("closed mid-head")),
+                    _ => return Err(NoHead::Cut),
                 },
                 ready = self.client.readable(), if watching => {
                     watching = ready.is_ok() && self.client_readable(req)?;
@@ -610,7 +618,7 @@ impl Conn<'_> {
             }
             let Ok(fed) = body.feed(&self.upbuf) else {
                 tracing::debug!("upstream sent malformed chunked coding");
-                count(stats, code, Some(Flag::UpstreamReset), started);
+                count(stats, code, Some(Flag::UpstreamProtocolError), started);
                 return self.abort(resp.framing);
             };
             (take, done) = fed;

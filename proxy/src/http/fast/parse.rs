@@ -305,7 +305,12 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
         200..=999 => {}
         _ => return Err("invalid status code"),
     }
-    let reason = range(buf, resp.reason.unwrap_or_default().as_bytes());
+    // A status line may end after the code (`HTTP/1.1 200`): httparse then hands back a static
+    // empty reason, which is no part of `buf`.
+    let reason = match resp.reason {
+        Some(r) if !r.is_empty() => range(buf, r.as_bytes()),
+        _ => 0..0,
+    };
     // HTTP/1.0 closes unless told otherwise; it is simplest not to reuse it at all.
     let mut reusable = version == 1;
     let (mut length, mut chunked, mut transfer_encoded) = (None::<u64>, false, false);
@@ -326,13 +331,16 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
             Name::HopByHop | Name::Te | Name::Upgrade => continue,
             Name::TransferEncoding => {
                 transfer_encoded = true;
-                // Only the last coding says how the body ends.
-                chunked = tokens(value)
-                    .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                // Chunked once, and nothing else, as Envoy insists: hyper's side cannot relay
+                // other codings, and a body they would frame by closing is a guess.
+                for t in tokens(value) {
+                    if chunked || !t.eq_ignore_ascii_case(b"chunked") {
+                        return Err("unsupported transfer coding");
+                    }
+                    chunked = true;
+                }
                 if !chunked {
-                    // Read until close and forwarded so: no coding is left to announce (as hyper).
-                    continue;
+                    return Err("unsupported transfer coding");
                 }
             }
             Name::ContentLength => {
@@ -363,7 +371,9 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     }
     let restate = !transfer_encoded && (lengths > 1 || listed);
     if transfer_encoded && length.is_some() || restate {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded.
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded;
+        // a connection that framed a message twice (a smuggling shape) carries no other.
+        reusable &= !transfer_encoded;
         kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::ContentLength);
     }
     if named {
@@ -373,8 +383,6 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
         Framing::Empty
     } else if chunked {
         Framing::Chunked
-    } else if transfer_encoded {
-        Framing::UntilClose
     } else if let Some(n) = length {
         Framing::Length(n)
     } else {
@@ -612,15 +620,16 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
                 false,
                 Framing::Chunked,
-                true,
+                false,
                 &["Transfer-Encoding"],
             ),
+            // No reason phrase.
             (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\n",
                 false,
-                Framing::UntilClose,
-                false,
-                &[],
+                Framing::Length(2),
+                true,
+                &["Content-Length"],
             ),
             (
                 "HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
@@ -679,6 +688,7 @@ mod tests {
             };
             assert_eq!((h.framing, h.reusable), (*framing, *reusable), "{resp:?}");
             assert_eq!(kept_names(resp.as_bytes(), &kept), *names, "{resp:?}");
+            assert!(resp.as_bytes().get(h.reason.clone()).is_some(), "{resp:?}");
         }
     }
 
@@ -690,6 +700,11 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTP/1.1 000 Zero\r\ncontent-length: 0\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
