@@ -865,3 +865,108 @@ async fn sotw_after_a_reconnect_still_drops_a_cluster_last() {
         ]
     );
 }
+
+/// A Listener from a response, decoded.
+fn listener(
+    a: &weft_proto::google::protobuf::Any,
+) -> weft_proto::xds::config::listener::v3::Listener {
+    use prost::Message;
+    weft_proto::xds::config::listener::v3::Listener::decode(&a.value[..]).unwrap()
+}
+
+fn ip_of(l: &weft_proto::xds::config::listener::v3::Listener) -> String {
+    use weft_proto::xds::config::core::v3::address::Address;
+    match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(Address::SocketAddress(sa)) => sa.address.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn envoy_gets_listeners_with_filter_chains_and_grpc_gets_api_listeners() {
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
+    let with_agent = |id: &str, agent: &str| {
+        Some(Node {
+            id: id.into(),
+            user_agent_name: agent.into(),
+            ..Default::default()
+        })
+    };
+    // Envoy, as a sidecar: the wildcard over Delta.
+    let mut envoy = Delta::open(
+        &h,
+        DeltaDiscoveryRequest {
+            node: with_agent("envoy-1", "envoy"),
+            type_url: LDS.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let lds = next(&mut envoy.rx).await;
+    let a = lds
+        .resources
+        .iter()
+        .find(|r| r.name == "a.ns.svc.cluster.local:80")
+        .expect("a's listener");
+    let l = listener(a.resource.as_ref().unwrap());
+    assert!(l.api_listener.is_none(), "{l:?}");
+    assert_eq!(
+        l.filter_chains[0].filters[0].name,
+        "envoy.filters.network.http_connection_manager"
+    );
+    assert_eq!(ip_of(&l), "10.0.0.1");
+    envoy.ack(&lds).await;
+
+    // gRPC's proxyless client: state of the world, the listener it was given the name of.
+    let (tx, rx) = mpsc::channel(16);
+    let mut grpc = Sotw {
+        tx,
+        rx: h
+            .client()
+            .await
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner(),
+    };
+    grpc.send(DiscoveryRequest {
+        node: with_agent("grpc-1", "gRPC C-core linux"),
+        type_url: LDS.into(),
+        resource_names: vec!["a.ns.svc.cluster.local:80".into()],
+        ..Default::default()
+    })
+    .await;
+    let lds = next(&mut grpc.rx).await;
+    assert_eq!(lds.resources.len(), 1);
+    let l = listener(&lds.resources[0]);
+    assert!(
+        l.api_listener.is_some() && l.filter_chains.is_empty(),
+        "{l:?}"
+    );
+    assert_eq!(ip_of(&l), "10.0.0.1");
+    grpc.ack(LDS, &lds, &["a.ns.svc.cluster.local:80"]).await;
+
+    // A change to the Service reaches each in its own shape.
+    h.write("a.yaml", &service("a", "10.0.0.3"));
+    let lds = next(&mut grpc.rx).await;
+    let l = listener(&lds.resources[0]);
+    assert!(l.api_listener.is_some(), "{l:?}");
+    assert_eq!(ip_of(&l), "10.0.0.3");
+    let update = loop {
+        let r = next(&mut envoy.rx).await;
+        envoy.ack(&r).await;
+        if r.type_url == LDS {
+            break r;
+        }
+    };
+    let l = listener(update.resources[0].resource.as_ref().unwrap());
+    assert!(
+        l.api_listener.is_none() && !l.filter_chains.is_empty(),
+        "{l:?}"
+    );
+    assert_eq!(ip_of(&l), "10.0.0.3");
+}

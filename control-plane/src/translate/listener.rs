@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use weft_proto::google::protobuf::{BoolValue, UInt32Value};
 use weft_proto::xds::config::core::v3::{
-    Address, SocketAddress, address, socket_address::PortSpecifier,
+    Address, Metadata, SocketAddress, address, socket_address::PortSpecifier,
 };
 use weft_proto::xds::config::listener::v3::{
     AdditionalAddress, ApiListener, Filter, FilterChain, FilterChainMatch, Listener, filter,
@@ -116,68 +116,91 @@ fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
     svc.policy.as_ref().and_then(|p| p.limits.idle_timeout)
 }
 
-/// The listener of one Service port. Its addresses are the Service's cluster IPs, which is how
-/// weft-proxy maps a captured connection's original destination to the Service. HTTP (and
-/// undeclared) ports carry an `api_listener` whose routes come over RDS; TCP ports a `tcp_proxy`.
-/// `weft.protocol` metadata tells weft-proxy whether to sniff the protocol first.
+/// The listener of one Service port, in the shape Envoy (and weft-proxy) reads from LDS. Its
+/// addresses are the Service's cluster IPs, which is how a sidecar maps a captured connection's
+/// original destination to the Service; it is matched against captured traffic, never bound
+/// (Istio's per-Service outbound listeners do the same). HTTP (and undeclared) ports carry an
+/// HTTP connection manager whose routes come over RDS, TCP ports a `tcp_proxy`. `weft.protocol`
+/// metadata tells weft-proxy whether to sniff the protocol first.
 ///
 /// A headless Service has no cluster IP: clients address its pods, so its listener takes every
-/// endpoint's address, and `; destination=original` in its `weft.protocol` tells weft-proxy to keep each connection
-/// on the pod it was addressed to rather than balance it (a StatefulSet's clients pick their
-/// pod). A headless TCP port with no endpoints gets no listener: Envoy refuses one without an
-/// address.
+/// endpoint's address, and `; destination=original` in its `weft.protocol` tells weft-proxy to
+/// keep each connection on the pod it was addressed to rather than balance it (a StatefulSet's
+/// clients pick their pod). A port with no address gets no listener: Envoy refuses one.
 pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
     let name = service_listener_name(&svc.key, port.port);
-    let headless = svc.headless;
-    let targets: Vec<(IpAddr, u16)> = if headless {
+    let mut listener = addressed(svc, port)?;
+    let filter = if port.protocol.is_http() {
+        hcm_filter(&hcm(name.clone(), rds(&name)))
+    } else {
+        let cluster = cluster_name(&svc.key, port.port);
+        tcp_filter(name, cluster, tcp_idle_timeout(svc))
+    };
+    listener.filter_chains = vec![FilterChain {
+        filters: vec![filter],
+        ..Default::default()
+    }];
+    listener.bind_to_port = Some(BoolValue { value: false });
+    Some(listener)
+}
+
+/// The listener of one HTTP Service port as gRPC's proxyless clients ask for it (gRFC A27): an
+/// `api_listener` holding the connection manager, under the same `<host>:<port>` name. Envoy
+/// ignores listeners of this shape that come over LDS, so only gRPC clients are sent it.
+pub fn service_api(svc: &Service, port: &ServicePort) -> Option<Listener> {
+    if !port.protocol.is_http() {
+        return None;
+    }
+    let name = service_listener_name(&svc.key, port.port);
+    let mut listener = addressed(svc, port).unwrap_or_else(|| Listener {
+        name: name.clone(),
+        metadata: Some(protocol_metadata(svc, port)),
+        ..Default::default()
+    });
+    listener.api_listener = Some(ApiListener {
+        api_listener: Some(any(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            &hcm(name.clone(), rds(&name)),
+        )),
+    });
+    Some(listener)
+}
+
+/// A Service port's listener name, addresses and metadata; `None` when it has no address.
+fn addressed(svc: &Service, port: &ServicePort) -> Option<Listener> {
+    let targets: Vec<(IpAddr, u16)> = if svc.headless {
         let set: BTreeSet<(IpAddr, u16)> = port.endpoints.iter().map(|e| (e.ip, e.port)).collect();
         set.into_iter().collect()
     } else {
         svc.cluster_ips.iter().map(|ip| (*ip, port.port)).collect()
     };
-    if targets.is_empty() && !port.protocol.is_http() {
-        return None;
-    }
     let mut addrs = targets.iter().map(|(ip, p)| socket_address(*ip, *p));
-    let address = addrs.next();
+    let address = Some(addrs.next()?);
     let additional_addresses = addrs
         .map(|a| AdditionalAddress {
             address: Some(a),
             ..Default::default()
         })
         .collect();
-    let cluster = cluster_name(&svc.key, port.port);
-    let mut listener = Listener {
-        name: name.clone(),
+    Some(Listener {
+        name: service_listener_name(&svc.key, port.port),
         address,
         additional_addresses,
-        // One metadata key (protobuf maps encode in no fixed order, and a resource's version is
-        // the hash of its encoding): a headless listener's protocol says `; destination=original`.
-        metadata: Some(weft_metadata(
-            "protocol",
-            match headless {
-                true => format!("{}; destination=original", port.protocol.as_str()),
-                false => port.protocol.as_str().to_string(),
-            },
-        )),
+        metadata: Some(protocol_metadata(svc, port)),
         ..Default::default()
-    };
-    if port.protocol.is_http() {
-        listener.api_listener = Some(ApiListener {
-            api_listener: Some(any(
-                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                &hcm(name.clone(), rds(&name)),
-            )),
-        });
-    } else {
-        listener.filter_chains = vec![FilterChain {
-            filters: vec![tcp_filter(name, cluster, tcp_idle_timeout(svc))],
-            ..Default::default()
-        }];
-        // Matched against captured traffic, never bound (Istio's virtual listeners do the same).
-        listener.bind_to_port = Some(BoolValue { value: false });
-    }
-    Some(listener)
+    })
+}
+
+/// `weft.protocol`: one metadata key (protobuf maps encode in no fixed order, and a resource's
+/// version is the hash of its encoding), so a headless listener's says `; destination=original`.
+fn protocol_metadata(svc: &Service, port: &ServicePort) -> Metadata {
+    weft_metadata(
+        "protocol",
+        match svc.headless {
+            true => format!("{}; destination=original", port.protocol.as_str()),
+            false => port.protocol.as_str().to_string(),
+        },
+    )
 }
 
 /// The proxy's inbound listener: one filter chain per app port, forwarding to the app on the same

@@ -110,16 +110,74 @@ impl Resource {
     }
 }
 
+/// Which shape of a Service's HTTP listeners an xDS client reads: the two cannot share one
+/// resource, since Envoy drops any listener with an `api_listener` that comes over LDS, and
+/// gRPC's proxyless clients read nothing else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Client {
+    /// Envoy, weft-proxy and any client not known to be gRPC: listeners at addresses, with
+    /// filter chains.
+    #[default]
+    Envoy,
+    /// gRPC's proxyless clients: `api_listener`s.
+    Grpc,
+}
+
+impl Client {
+    /// Tells a client by what its first request says: gRPC names itself in `user_agent_name`
+    /// (`gRPC C-core ...`, `gRPC Go`, `gRPC Java`) and Istio's proxyless bootstrap in the
+    /// `GENERATOR` metadata; a client that says neither is taken for gRPC only if it opens with
+    /// a Listener request naming resources, never with the wildcard a sidecar asks for.
+    pub fn of(
+        node: Option<&weft_proto::xds::config::core::v3::Node>,
+        first: ResourceType,
+        wildcard: bool,
+    ) -> Self {
+        let agent = node.map_or("", |n| n.user_agent_name.as_str());
+        let generator = node
+            .and_then(|n| n.metadata.as_ref())
+            .and_then(|m| m.fields.get("GENERATOR"))
+            .and_then(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.as_str()),
+                _ => None,
+            });
+        let grpc = agent
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("grpc "))
+            || generator == Some("grpc")
+            || (agent.is_empty() && first == ResourceType::Listener && !wildcard);
+        if grpc { Self::Grpc } else { Self::Envoy }
+    }
+}
+
 /// Everything translated from one Service.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceResources {
-    /// Resources of every type.
+    /// Resources of every type, as every client but gRPC's reads them.
     pub resources: Vec<Arc<Resource>>,
+    /// The HTTP listeners as gRPC's clients read them, by the same names.
+    pub grpc_listeners: Vec<Arc<Resource>>,
+}
+
+impl ServiceResources {
+    /// The resources a client of this kind is sent.
+    pub fn for_client(&self, client: Client) -> impl Iterator<Item = &Arc<Resource>> {
+        let variants: &[Arc<Resource>] = match client {
+            Client::Envoy => &[],
+            Client::Grpc => &self.grpc_listeners,
+        };
+        self.resources
+            .iter()
+            .filter(move |r| {
+                r.kind != ResourceType::Listener || !variants.iter().any(|v| v.name == r.name)
+            })
+            .chain(variants)
+    }
 }
 
 /// Translates one Service: per port a cluster, its endpoints, a listener and a route configuration.
 pub fn service(svc: &Service) -> ServiceResources {
-    let mut resources = Vec::new();
+    let (mut resources, mut grpc_listeners) = (Vec::new(), Vec::new());
     for port in &svc.ports {
         let name = cluster_name(&svc.key, port.port);
         resources.push(Resource::new(
@@ -140,6 +198,13 @@ pub fn service(svc: &Service) -> ServiceResources {
                 &l,
             ));
         }
+        if let Some(l) = listener::service_api(svc, port) {
+            grpc_listeners.push(Resource::new(
+                ResourceType::Listener,
+                listener_name.clone(),
+                &l,
+            ));
+        }
         if port.protocol.is_http() {
             resources.push(Resource::new(
                 ResourceType::Route,
@@ -148,7 +213,10 @@ pub fn service(svc: &Service) -> ServiceResources {
             ));
         }
     }
-    ServiceResources { resources }
+    ServiceResources {
+        resources,
+        grpc_listeners,
+    }
 }
 
 /// Resources only one proxy gets: its inbound side and the listeners its `Sidecar` asks for.
@@ -232,6 +300,15 @@ pub fn for_node(
     mesh: &Mesh,
     node_id: &str,
 ) -> BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>> {
+    for_client(mesh, node_id, Client::Envoy)
+}
+
+/// [`for_node`] for a client of a given kind.
+pub fn for_client(
+    mesh: &Mesh,
+    node_id: &str,
+    client: Client,
+) -> BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>> {
     let workload = node_workload(mesh, node_id);
     let visible = visible_services(
         mesh,
@@ -242,7 +319,10 @@ pub fn for_node(
         .services
         .iter()
         .filter(|(k, _)| visible.as_ref().is_none_or(|v| v.contains(k)));
-    let shared = services.flat_map(|(_, s)| service(s).resources);
+    let shared = services.flat_map(|(_, s)| {
+        let res = service(s);
+        res.for_client(client).cloned().collect::<Vec<_>>()
+    });
     let own = workload
         .map(|w| node_resources(mesh, w))
         .unwrap_or_default();

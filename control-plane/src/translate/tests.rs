@@ -3,10 +3,14 @@
 use std::path::Path;
 
 use prost::Message;
+use weft_proto::google::protobuf::BoolValue;
 use weft_proto::xds::config::cluster::v3::Cluster;
 use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
-use weft_proto::xds::config::listener::v3::Listener;
+use weft_proto::xds::config::listener::v3::{Listener, filter};
 use weft_proto::xds::config::route::v3::{RouteConfiguration, route, route_action, route_match};
+use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
 
 use super::*;
 use crate::registry::{self, Objects};
@@ -83,21 +87,99 @@ fn every_service_port_gets_cluster_endpoints_listener_and_routes() {
     assert!(!names(&res, ResourceType::Listener).contains(&"inbound"));
 }
 
-#[test]
-fn http_listener_is_an_api_listener_at_the_cluster_ip() {
-    let res = for_node(&shop(), "x");
-    let l: Listener = get(
-        &res,
-        ResourceType::Listener,
-        "greeter.shop.svc.cluster.local:50051",
-    );
-    assert!(l.api_listener.is_some());
-    let Some(weft_proto::xds::config::core::v3::address::Address::SocketAddress(sa)) =
-        l.address.and_then(|a| a.address)
-    else {
-        panic!("no socket address")
+/// The listener's HTTP connection manager and where it sits, for Envoy's shape and gRPC's.
+fn hcm_of(l: &Listener) -> (HttpConnectionManager, Option<String>) {
+    let any = match &l.api_listener {
+        Some(api) => api.api_listener.clone().unwrap(),
+        None => match l.filter_chains[0].filters[0].config_type.clone() {
+            Some(filter::ConfigType::TypedConfig(any)) => any,
+            other => panic!("{other:?}"),
+        },
     };
-    assert_eq!(sa.address, "127.10.0.5");
+    let addr = match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(weft_proto::xds::config::core::v3::address::Address::SocketAddress(sa)) => {
+            Some(sa.address.clone())
+        }
+        _ => None,
+    };
+    (HttpConnectionManager::decode(&any.value[..]).unwrap(), addr)
+}
+
+#[test]
+fn http_listener_is_at_the_cluster_ip_with_filter_chains_for_envoy_and_an_api_listener_for_grpc() {
+    let name = "greeter.shop.svc.cluster.local:50051";
+    let envoy: Listener = get(&for_node(&shop(), "x"), ResourceType::Listener, name);
+    // Envoy drops LDS listeners with an `api_listener`; this one it binds nothing for and
+    // matches captured connections to.
+    assert!(envoy.api_listener.is_none());
+    assert_eq!(envoy.bind_to_port, Some(BoolValue { value: false }));
+    assert_eq!(
+        envoy.filter_chains[0].filters[0].name,
+        "envoy.filters.network.http_connection_manager"
+    );
+    let grpc: Listener = get(
+        &for_client(&shop(), "x", Client::Grpc),
+        ResourceType::Listener,
+        name,
+    );
+    assert!(grpc.api_listener.is_some() && grpc.filter_chains.is_empty());
+    for l in [&envoy, &grpc] {
+        let (hcm, addr) = hcm_of(l);
+        assert_eq!(addr.as_deref(), Some("127.10.0.5"));
+        let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
+            panic!("routes over RDS")
+        };
+        assert_eq!(rds.route_config_name, name);
+        assert_eq!(
+            hcm.http_filters.last().unwrap().name,
+            "envoy.filters.http.router"
+        );
+    }
+    // TCP listeners are the same for both.
+    let tcp = "db.shop.svc.cluster.local:5432";
+    assert_eq!(
+        for_node(&shop(), "x")[&ResourceType::Listener][tcp],
+        for_client(&shop(), "x", Client::Grpc)[&ResourceType::Listener][tcp]
+    );
+}
+
+#[test]
+fn clients_are_told_apart_by_user_agent_generator_or_first_listener_request() {
+    use weft_proto::xds::config::core::v3::Node;
+    let agent = |a: &str| Node {
+        user_agent_name: a.into(),
+        ..Default::default()
+    };
+    let istio_grpc = Node {
+        metadata: Some(weft_proto::google::protobuf::Struct {
+            fields: [(
+                "GENERATOR".to_string(),
+                weft_proto::google::protobuf::Value {
+                    kind: Some(weft_proto::google::protobuf::value::Kind::StringValue(
+                        "grpc".into(),
+                    )),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    let (l, c) = (ResourceType::Listener, ResourceType::Cluster);
+    let cases = [
+        (Some(agent("gRPC C-core linux")), l, false, Client::Grpc),
+        (Some(agent("gRPC Go")), c, true, Client::Grpc),
+        (Some(agent("envoy")), l, false, Client::Envoy),
+        (Some(agent("weft-proxy")), l, true, Client::Envoy),
+        (Some(istio_grpc), l, true, Client::Grpc),
+        // Says nothing: a named Listener request first is what gRPC does, the wildcard what a
+        // sidecar does.
+        (None, l, false, Client::Grpc),
+        (None, l, true, Client::Envoy),
+        (Some(Node::default()), c, false, Client::Envoy),
+    ];
+    for (node, first, wildcard, want) in cases {
+        assert_eq!(Client::of(node.as_ref(), first, wildcard), want, "{node:?}");
+    }
 }
 
 #[test]
@@ -583,8 +665,15 @@ endpoints: [{addresses: [10.1.0.6]}, {addresses: [10.1.0.5]}, {addresses: [10.1.
             "tcp; destination=original".into()
         ))
     );
-    // The HTTP port has no endpoints: an API listener without an address, as before.
-    let http: Listener = get(&res, ResourceType::Listener, "db.ns.svc.cluster.local:8080");
+    // The HTTP port has no endpoints: no listener Envoy would refuse, and gRPC's API listener
+    // without an address, as before.
+    assert!(!names(&res, ResourceType::Listener).contains(&"db.ns.svc.cluster.local:8080"));
+    let grpc = for_client(&m, "x", Client::Grpc);
+    let http: Listener = get(
+        &grpc,
+        ResourceType::Listener,
+        "db.ns.svc.cluster.local:8080",
+    );
     assert!(http.address.is_none() && http.api_listener.is_some());
 
     let empty = mesh(

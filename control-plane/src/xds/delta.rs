@@ -17,7 +17,7 @@ use weft_proto::xds::service::discovery::v3::{
 
 use super::view::NodeView;
 use super::{StreamCtx, Subscription};
-use crate::translate::{Resource, ResourceType};
+use crate::translate::{Client, Resource, ResourceType};
 
 /// Encoded resource bytes per response, well under gRPC's default 4 MiB receive limit.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -115,6 +115,11 @@ impl Stream {
         if self.node.is_none() {
             let node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
             self.node = Some(node.clone());
+            if let Some(first) = ResourceType::from_type_url(&req.type_url) {
+                let wildcard = req.resource_names_subscribe.is_empty()
+                    || req.resource_names_subscribe.iter().any(|n| n == "*");
+                self.view = NodeView::new(Client::of(req.node.as_ref(), first, wildcard));
+            }
             let snap = snapshots.borrow_and_update().clone();
             if let Some(snap) = snap {
                 self.view.update(&snap, &node);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::model::{Key, Mesh};
-use crate::translate::{self, Resource, ServiceResources};
+use crate::translate::{self, Client, Resource, ResourceType, ServiceResources};
 
 /// One published state of the mesh.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub services: HashMap<Key, Arc<ServiceResources>>,
     /// Every Service resource by type and name, shared by the nodes that see all Services.
     pub index: [HashMap<String, Arc<Resource>>; 4],
+    /// The listener index as gRPC's clients read it (`api_listener`s for HTTP ports).
+    pub grpc_listeners: HashMap<String, Arc<Resource>>,
     /// Services added, changed or removed since generation - 1; `None` when unknown (the first).
     pub changed: Option<HashSet<Key>>,
     /// Whether anything per-proxy (workloads, Sidecars) changed since generation - 1.
@@ -62,14 +64,29 @@ impl Snapshot {
         for r in services.values().flat_map(|s| &s.resources) {
             index[r.kind.index()].insert(r.name.clone(), r.clone());
         }
+        let mut grpc_listeners = index[ResourceType::Listener.index()].clone();
+        for r in services.values().flat_map(|s| &s.grpc_listeners) {
+            grpc_listeners.insert(r.name.clone(), r.clone());
+        }
         Self {
             generation: prev.map_or(1, |p| p.generation + 1),
             index,
+            grpc_listeners,
             changed: prev.map(|_| changed),
             nodes_changed,
             services,
             mesh,
             published: Instant::now(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The shared index of one resource type, as a client of this kind reads it.
+    pub fn index_for(&self, client: Client, kind: ResourceType) -> &HashMap<String, Arc<Resource>> {
+        match (client, kind) {
+            (Client::Grpc, ResourceType::Listener) => &self.grpc_listeners,
+            _ => &self.index[kind.index()],
         }
     }
 }

@@ -19,7 +19,7 @@ use weft_proto::xds::service::discovery::v3::{DiscoveryRequest, DiscoveryRespons
 
 use super::view::{Changed, NodeView};
 use super::{StreamCtx, Subscription, digest};
-use crate::translate::{Resource, ResourceType};
+use crate::translate::{Client, Resource, ResourceType};
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -99,6 +99,11 @@ impl Stream {
         if self.node.is_none() {
             let node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
             self.node = Some(node.clone());
+            if let Some(first) = ResourceType::from_type_url(&req.type_url) {
+                let wildcard =
+                    req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*");
+                self.view = NodeView::new(Client::of(req.node.as_ref(), first, wildcard));
+            }
             let snap = snapshots.borrow_and_update().clone();
             if let Some(snap) = snap {
                 self.view.update(&snap, &node);

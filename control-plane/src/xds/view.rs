@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::snapshot::Snapshot;
 use crate::model::{Key, SidecarScope, Workload};
-use crate::translate::{self, Resource, ResourceType};
+use crate::translate::{self, Client, Resource, ResourceType};
 
 /// Resource names that changed in one update, per type.
 pub type Changed = [HashSet<String>; 4];
@@ -18,6 +18,8 @@ pub type Changed = [HashSet<String>; 4];
 /// The resources one node sees, by type and name.
 #[derive(Debug, Default)]
 pub struct NodeView {
+    /// The listener shape this node reads.
+    client: Client,
     snapshot: Option<Arc<Snapshot>>,
     workload: Option<Arc<Workload>>,
     scope: Option<Arc<SidecarScope>>,
@@ -29,6 +31,14 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// An empty view for a client of this kind.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            ..Default::default()
+        }
+    }
+
     fn shared(&self) -> Option<&Snapshot> {
         self.snapshot.as_deref().filter(|_| self.visible.is_none())
     }
@@ -38,17 +48,16 @@ impl NodeView {
         let i = kind.index();
         self.resources[i]
             .get(name)
-            .or_else(|| self.shared()?.index[i].get(name))
+            .or_else(|| self.shared()?.index_for(self.client, kind).get(name))
     }
 
     /// Every resource of a type this node sees.
     pub fn iter(&self, kind: ResourceType) -> impl Iterator<Item = (&String, &Arc<Resource>)> {
-        let i = kind.index();
         let shared = self
             .shared()
             .into_iter()
-            .flat_map(move |s| s.index[i].iter());
-        self.resources[i].iter().chain(shared)
+            .flat_map(move |s| s.index_for(self.client, kind).iter());
+        self.resources[kind.index()].iter().chain(shared)
     }
 
     /// Generation of the snapshot applied last (0 before the first).
@@ -101,17 +110,18 @@ impl NodeView {
                 } else {
                     (&mut old_shared, &mut new_shared)
                 };
+                let client = self.client;
                 o.extend(
                     prev.services
                         .get(key)
                         .into_iter()
-                        .flat_map(|s| s.resources.iter().cloned()),
+                        .flat_map(|s| s.for_client(client).cloned()),
                 );
                 n.extend(
                     snap.services
                         .get(key)
                         .into_iter()
-                        .flat_map(|s| s.resources.iter().cloned()),
+                        .flat_map(|s| s.for_client(client).cloned()),
                 );
             }
             self.replace(&old, &new, &mut changed);
@@ -123,7 +133,7 @@ impl NodeView {
                 snap.services
                     .iter()
                     .filter(|(k, _)| v.contains(*k))
-                    .flat_map(|(_, s)| s.resources.iter())
+                    .flat_map(|(_, s)| s.for_client(self.client))
             });
             for r in scoped.into_iter().flatten().chain(own.iter()) {
                 fresh[r.kind.index()].insert(r.name.clone(), r.clone());
