@@ -2,7 +2,7 @@
 
 use http::HeaderMap;
 use http::header::Entry;
-use http::header::{CONNECTION, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, COOKIE, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` plus `Upgrade: <protocol>`).
 /// An offer of `h2c` alone (what `curl --http2` sends over cleartext) is not taken up: as in Envoy,
@@ -36,6 +36,25 @@ pub fn other_transfer_coding(headers: &HeaderMap) -> bool {
     match codings.next() {
         None => false,
         Some(first) => !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some(),
+    }
+}
+
+/// Joins the `cookie` fields an HTTP/2 client may split one cookie list into (RFC 9113 §8.2.3)
+/// into the single field HTTP/1.1 allows, as the RFC asks of a hop to HTTP/1.1: servers that
+/// join repeated fields with commas would read the cookies wrong.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(COOKIE)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
     }
 }
 
@@ -139,6 +158,19 @@ mod tests {
         assert!(upgrade(&h2c).is_none());
         // `Upgrade` without `Connection: upgrade` asks for nothing.
         assert!(upgrade(&map(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn split_cookies_are_joined_in_order_and_a_single_one_is_untouched() {
+        let mut h = map(&[("cookie", "a=1"), ("x", "y"), ("cookie", "b=2; c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(
+            h.get_all(COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1; b=2; c=3"]
+        );
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one.get(COOKIE).unwrap(), "a=1");
     }
 
     #[test]

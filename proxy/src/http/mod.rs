@@ -581,6 +581,9 @@ impl Proxy {
             uri.authority = Some(target);
         } else {
             parts.version = Version::HTTP_11;
+            if client_version == Version::HTTP_2 {
+                headers::join_cookies(&mut parts.headers);
+            }
             // The authority the request was routed by is the one the upstream sees: an
             // absolute-form URI wins over a conflicting Host header (RFC 9112 §3.2.2). HTTP/1.1
             // requires one, so a request without any (HTTP/1.0) names the endpoint.

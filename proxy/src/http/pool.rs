@@ -258,11 +258,12 @@ async fn dial_h2(
     dial: Dial,
 ) -> Result<http2::SendRequest<RequestBody>, SendError> {
     let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
-    // Pings find a connection that died silently before every request to the endpoint hangs on it.
+    // No keep-alive pings, as Envoy sends none unless configured: gRPC servers count a ping
+    // that comes within 5 minutes of the last with no data sent between as abuse and close
+    // the connection (GOAWAY `too_many_pings`), which would take down every call on it when one
+    // call waits quietly. A silently dead connection is bounded by the route's timeout.
     let (send, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
         .max_header_list_size(super::MAX_HEADER_BYTES as u32)
         .handshake(io)
         .await

@@ -22,6 +22,8 @@ use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource, Routes};
 
+/// HTTP/2 streams a client may open at once on one connection (Envoy's default, 2^31 - 1).
+const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
 /// sniffed (waiting at most `detect_timeout` for the client's first bytes, so server-first
 /// protocols work), and what is not HTTP goes as opaque TCP to `tcp_cluster`. `None`: nothing can
@@ -136,8 +138,12 @@ pub async fn serve_connection(
     let result = match server {
         Server::Http2(stream) => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
+            // Envoy's limit on concurrent streams, not hyper's 200: a gRPC channel carries
+            // every call of an app to a Service over one connection, and the app without the
+            // mesh was not limited.
             builder
                 .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
                 .max_header_list_size(crate::http::MAX_HEADER_BYTES as u32);
             // An HTTP/2 connection that carries nothing for the idle timeout is closed as a
             // drain closes it (GOAWAY; streams still open finish first), as Envoy's
