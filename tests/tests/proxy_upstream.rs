@@ -744,6 +744,55 @@ spec:
 }
 
 #[test]
+fn a_backend_refs_header_modifiers_apply_to_its_requests_before_the_rules() {
+    let (upstream, rx) = recording_upstream();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hdr, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: hdr, port: 80}]
+  rules:
+    - filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-rule, value: r}], remove: [x-drop]}
+      backendRefs:
+        - name: hdr
+          port: 80
+          filters:
+            - type: RequestHeaderModifier
+              requestHeaderModifier: {set: [{name: x-backend, value: b}, {name: x-drop, value: "1"}]}
+            - type: ResponseHeaderModifier
+              responseHeaderModifier: {add: [{name: x-via, value: b}]}
+"#;
+    // Both paths: the fast path hands requests with edits to hyper.
+    for fast in ["true", "false"] {
+        let mesh = one_service(
+            "hdr",
+            80,
+            "http",
+            &[upstream.port()],
+            route,
+            &["--http1-fast-path", fast],
+        );
+        let out = curl(mesh.bind, "/", 1, false, &[]);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.to_ascii_lowercase().contains("x-via: b"), "{out}");
+        let seen = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            seen.contains("x-backend: b") && seen.contains("x-rule: r"),
+            "{seen}"
+        );
+        // The rule's removal comes after the backend's set, as Envoy orders them.
+        assert!(!seen.contains("x-drop"), "{seen}");
+    }
+}
+
+#[test]
 fn httproute_url_rewrites_and_redirects_as_curl_sees_them() {
     let (upstream, rx) = recording_upstream();
     let route = r#"

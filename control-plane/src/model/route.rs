@@ -86,6 +86,13 @@ pub struct HeaderEdits {
     pub remove: Vec<String>,
 }
 
+impl HeaderEdits {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
 /// A weighted Service port a rule sends to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
@@ -95,6 +102,11 @@ pub struct Backend {
     pub port: u16,
     /// Relative weight (0 disables the backend).
     pub weight: u32,
+    /// Header edits of the requests sent to this backend (its `RequestHeaderModifier`), made
+    /// before the rule's.
+    pub request_headers: HeaderEdits,
+    /// Header edits of the responses from it (its `ResponseHeaderModifier`).
+    pub response_headers: HeaderEdits,
 }
 
 /// Conditions a request must all meet.

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersRequestMirror,
-    HttpRouteRulesFiltersRequestRedirect, HttpRouteRulesFiltersRequestRedirectPathType,
-    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefsFiltersType,
+    HttpRouteRulesFiltersRequestMirror, HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
@@ -633,6 +633,15 @@ macro_rules! header_edits {
     };
 }
 
+/// The filters a backendRef may carry that weft applies: header modifiers, as Istio does.
+fn backend_modifier(t: &HttpRouteRulesBackendRefsFiltersType) -> bool {
+    matches!(
+        t,
+        HttpRouteRulesBackendRefsFiltersType::RequestHeaderModifier
+            | HttpRouteRulesBackendRefsFiltersType::ResponseHeaderModifier
+    )
+}
+
 fn route_rule(
     (kind, key): (&str, &Key),
     rule: &HttpRouteRules,
@@ -701,6 +710,7 @@ fn route_rule(
             .iter()
             .flatten()
             .flat_map(|br| br.filters.iter().flatten())
+            .filter(|f| !backend_modifier(&f.r#type))
             .map(|f| format!("{:?} on a backendRef", f.r#type)),
     );
     if !unapplied.is_empty() {
@@ -749,11 +759,25 @@ fn route_rule(
             continue;
         };
         match services.get(&svc_key) {
-            Some(s) if s.port(port).is_some() => backends.push(Backend {
-                service: svc_key,
-                port,
-                weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
-            }),
+            Some(s) if s.port(port).is_some() => {
+                let (mut request_headers, mut response_headers) =
+                    (HeaderEdits::default(), HeaderEdits::default());
+                for f in br.filters.iter().flatten() {
+                    if let Some(m) = &f.request_header_modifier {
+                        request_headers = allowed_edits(b, (kind, key), header_edits!(m));
+                    }
+                    if let Some(m) = &f.response_header_modifier {
+                        response_headers = allowed_edits(b, (kind, key), header_edits!(m));
+                    }
+                }
+                backends.push(Backend {
+                    service: svc_key,
+                    port,
+                    weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
+                    request_headers,
+                    response_headers,
+                })
+            }
             Some(_) => b.warn(
                 kind,
                 key,

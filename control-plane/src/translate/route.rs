@@ -36,6 +36,8 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
                 service: svc.key.clone(),
                 port: port.port,
                 weight: 1,
+                request_headers: Default::default(),
+                response_headers: Default::default(),
             }],
             timeout: None,
             backend_timeout: None,
@@ -277,14 +279,23 @@ fn action(
     protocol: Protocol,
 ) -> RouteAction {
     let live: Vec<&Backend> = rule.backends.iter().filter(|b| b.weight > 0).collect();
+    let plain = |b: &Backend| b.request_headers.is_empty() && b.response_headers.is_empty();
+    // A backend's own header edits ride on its weighted cluster (which Envoy applies before the
+    // route's), so a single backend with edits is a weighted cluster of one.
     let cluster_specifier = match live.as_slice() {
-        [one] => route_action::ClusterSpecifier::Cluster(cluster_name(&one.service, one.port)),
+        [one] if plain(one) => {
+            route_action::ClusterSpecifier::Cluster(cluster_name(&one.service, one.port))
+        }
         _ => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: live
                 .iter()
                 .map(|b| weighted_cluster::ClusterWeight {
                     name: cluster_name(&b.service, b.port),
                     weight: Some(UInt32Value { value: b.weight }),
+                    request_headers_to_add: headers_to_add(&b.request_headers),
+                    request_headers_to_remove: b.request_headers.remove.clone(),
+                    response_headers_to_add: headers_to_add(&b.response_headers),
+                    response_headers_to_remove: b.response_headers.remove.clone(),
                     ..Default::default()
                 })
                 .collect(),

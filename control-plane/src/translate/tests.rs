@@ -7,7 +7,9 @@ use weft_proto::google::protobuf::BoolValue;
 use weft_proto::xds::config::cluster::v3::Cluster;
 use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use weft_proto::xds::config::listener::v3::{Listener, filter};
-use weft_proto::xds::config::route::v3::{RouteConfiguration, route, route_action, route_match};
+use weft_proto::xds::config::route::v3::{
+    RouteAction, RouteConfiguration, route, route_action, route_match,
+};
 use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
@@ -825,4 +827,50 @@ status: {podIP: 10.1.0.9}
     let res = for_node(&m, "job-0.ns");
     assert!(names(&res, ResourceType::Listener).is_empty());
     assert!(names(&res, ResourceType::Cluster).is_empty());
+}
+
+#[test]
+fn a_backends_header_modifiers_ride_on_its_weighted_cluster() {
+    let m = api_routed(
+        "
+    - matches: [{path: {type: PathPrefix, value: /split}}]
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-rule, value: r}]}}]
+      backendRefs:
+        - {name: api, port: 80, weight: 1, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-backend, value: a}], remove: [x-drop]}}, {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-via, value: a}]}}]}
+        - {name: api, port: 80, weight: 1}
+    - backendRefs:
+        - {name: api, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-one, value: '1'}]}}]}
+",
+    );
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let action = |i: usize| match &rc.virtual_hosts[0].routes[i].action {
+        Some(route::Action::Route(a)) => a.clone(),
+        other => panic!("{other:?}"),
+    };
+    let clusters = |a: RouteAction| match a.cluster_specifier {
+        Some(route_action::ClusterSpecifier::WeightedClusters(w)) => w.clusters,
+        other => panic!("not weighted: {other:?}"),
+    };
+    let keys = |h: &[weft_proto::xds::config::core::v3::HeaderValueOption]| -> Vec<String> {
+        h.iter()
+            .map(|o| o.header.as_ref().unwrap().key.clone())
+            .collect()
+    };
+    // The split (two routes: exact `/split` and prefix `/split/`): the rule's edits on the
+    // route, the backend's on its cluster.
+    let split = clusters(action(0));
+    assert_eq!(keys(&split[0].request_headers_to_add), ["x-backend"]);
+    assert_eq!(split[0].request_headers_to_remove, ["x-drop"]);
+    assert_eq!(keys(&split[0].response_headers_to_add), ["x-via"]);
+    assert!(split[1].request_headers_to_add.is_empty());
+    assert_eq!(
+        keys(&rc.virtual_hosts[0].routes[0].request_headers_to_add),
+        ["x-rule"]
+    );
+    // One backend with edits of its own: a weighted cluster of one.
+    let last = rc.virtual_hosts[0].routes.len() - 1;
+    let one = clusters(action(last));
+    assert_eq!(one.len(), 1);
+    assert_eq!(keys(&one[0].request_headers_to_add), ["x-one"]);
 }

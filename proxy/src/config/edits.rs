@@ -46,6 +46,26 @@ impl Edits {
         self.remove.is_empty() && self.put.is_empty()
     }
 
+    /// These edits followed by `later`'s, as one set: applying it is applying both in turn. A
+    /// header `later` removes loses what these put (it would be removed after), and is removed
+    /// first instead, so removals still come before puts.
+    pub fn then(&self, later: &Edits) -> Edits {
+        let mut remove = self.remove.clone();
+        for n in &later.remove {
+            if !remove.contains(n) {
+                remove.push(n.clone());
+            }
+        }
+        let mut put: Vec<Put> = self
+            .put
+            .iter()
+            .filter(|p| !later.remove.contains(&p.name))
+            .cloned()
+            .collect();
+        put.extend(later.put.iter().cloned());
+        Edits { remove, put }
+    }
+
     /// Applies the edits to `headers`.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
@@ -81,6 +101,22 @@ pub struct HeaderEdits {
     pub request: Edits,
     /// To the response going back.
     pub response: Edits,
+}
+
+impl HeaderEdits {
+    /// Whether there is nothing to do either way.
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// These edits followed by `later`'s, both ways (Envoy applies a weighted cluster's before
+    /// its route's).
+    pub fn then(&self, later: &HeaderEdits) -> HeaderEdits {
+        HeaderEdits {
+            request: self.request.then(&later.request),
+            response: self.response.then(&later.response),
+        }
+    }
 }
 
 impl Serialize for Edits {
@@ -147,5 +183,55 @@ mod tests {
         assert_eq!(all("d"), ["2"]);
         assert!(all("e").is_empty());
         assert_eq!(all("gone"), ["back"]);
+    }
+
+    #[test]
+    fn edits_then_edits_is_the_same_as_applying_both_in_turn() {
+        let names = ["a", "b", "c"];
+        let puts = |v: &'static str| {
+            [
+                put("a", v, Append::AppendIfExistsOrAdd),
+                put("b", v, Append::OverwriteIfExistsOrAdd),
+                put("c", v, Append::AddIfAbsent),
+                put("b", v, Append::OverwriteIfExists),
+            ]
+        };
+        // Every split of removals and puts between the two sets, over a few starting maps.
+        for mask in 0u32..(1 << 14) {
+            let pick = |bits: u32, from: &[Put]| -> Vec<Put> {
+                from.iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            };
+            let rm = |bits: u32| -> Vec<HeaderName> {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, n)| HeaderName::from_static(n))
+                    .collect()
+            };
+            let first = Edits {
+                remove: rm(mask & 0b111),
+                put: pick(mask >> 3 & 0b1111, &puts("1")),
+            };
+            let later = Edits {
+                remove: rm(mask >> 7 & 0b111),
+                put: pick(mask >> 10 & 0b1111, &puts("2")),
+            };
+            for start in [&[][..], &["a"][..], &["b", "c"][..]] {
+                let mut h = HeaderMap::new();
+                for n in start {
+                    h.append(*n, HeaderValue::from_static("0"));
+                }
+                let mut both = h.clone();
+                first.apply(&mut both);
+                later.apply(&mut both);
+                first.then(&later).apply(&mut h);
+                assert_eq!(h, both, "{first:?} then {later:?} on {start:?}");
+            }
+        }
     }
 }

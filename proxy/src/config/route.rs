@@ -79,6 +79,10 @@ pub struct WeightedCluster {
     pub name: String,
     /// Relative weight.
     pub weight: u32,
+    /// Header edits of requests sent to it and their responses: its own (a Gateway API
+    /// backendRef's filters) and then the route's, composed at config time; `None` for none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edits: Option<Arc<HeaderEdits>>,
 }
 
 /// Path condition.
@@ -325,26 +329,24 @@ impl Route {
     }
 
     /// Picks a target cluster by weight.
-    pub fn pick_cluster(&self) -> Option<&str> {
+    pub fn pick_cluster(&self) -> Option<&WeightedCluster> {
         match self.clusters.as_slice() {
             [] => None,
-            [one] => Some(&one.name),
+            [one] => Some(one),
             many => {
                 let total: u64 = many.iter().map(|c| u64::from(c.weight)).sum();
                 if total == 0 {
                     return None;
                 }
                 let mut n = fastrand::u64(0..total);
-                many.iter()
-                    .find(|c| {
-                        if n < u64::from(c.weight) {
-                            true
-                        } else {
-                            n -= u64::from(c.weight);
-                            false
-                        }
-                    })
-                    .map(|c| c.name.as_str())
+                many.iter().find(|c| {
+                    if n < u64::from(c.weight) {
+                        true
+                    } else {
+                        n -= u64::from(c.weight);
+                        false
+                    }
+                })
             }
         }
     }
@@ -371,6 +373,7 @@ mod tests {
             clusters: vec![WeightedCluster {
                 name: "c".into(),
                 weight: 1,
+                edits: None,
             }],
             timeout: None,
             edits: None,
@@ -562,20 +565,23 @@ mod tests {
                 WeightedCluster {
                     name: "a".into(),
                     weight: 3,
+                    edits: None,
                 },
                 WeightedCluster {
                     name: "b".into(),
                     weight: 1,
+                    edits: None,
                 },
                 WeightedCluster {
                     name: "off".into(),
                     weight: 0,
+                    edits: None,
                 },
             ],
             ..route(PathMatch::Prefix("/".into()), vec![], vec![])
         };
         let a = (0..10_000)
-            .filter(|_| r.pick_cluster() == Some("a"))
+            .filter(|_| r.pick_cluster().map(|c| c.name.as_str()) == Some("a"))
             .count();
         // 7,500 expected, sd ~43.
         assert!((7_250..=7_750).contains(&a), "{a}");

@@ -365,7 +365,8 @@ impl Proxy {
         if let Some(r) = &route.redirect {
             return Ok(Decision::Redirect(r.clone(), route.edits.clone()));
         }
-        let cluster_name = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
+        let picked = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
+        let cluster_name = picked.name.as_str();
         let cluster = config
             .clusters
             .get(cluster_name)
@@ -398,7 +399,7 @@ impl Proxy {
             endpoint,
             dial,
             timeout: route.timeout,
-            edits: route.edits.clone(),
+            edits: picked.edits.clone(),
             rewrite: route.rewrite.clone(),
             mirrors,
         }))

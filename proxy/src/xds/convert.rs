@@ -759,6 +759,49 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
     Ok(out)
 }
 
+/// One of a route's weighted clusters, with its header edits (Envoy applies them before the
+/// route's) composed with the route's `edits`.
+fn weighted_cluster(
+    ctx: &Ctx<'_>,
+    field: &str,
+    c: &xr::weighted_cluster::ClusterWeight,
+    route: Option<&Arc<HeaderEdits>>,
+) -> Result<WeightedCluster, Invalid> {
+    refuse(
+        ctx,
+        field,
+        [
+            ("cluster_header", !c.cluster_header.is_empty()),
+            ("metadata_match", c.metadata_match.is_some()),
+            ("host_rewrite_specifier", c.host_rewrite_specifier.is_some()),
+        ],
+    )?;
+    let own = HeaderEdits {
+        request: edits(
+            ctx,
+            &format!("{field}.request_headers"),
+            &c.request_headers_to_add,
+            &c.request_headers_to_remove,
+        )?,
+        response: edits(
+            ctx,
+            &format!("{field}.response_headers"),
+            &c.response_headers_to_add,
+            &c.response_headers_to_remove,
+        )?,
+    };
+    let edits = match route {
+        _ if own.is_empty() => route.cloned(),
+        None => Some(Arc::new(own)),
+        Some(r) => Some(Arc::new(own.then(r))),
+    };
+    Ok(WeightedCluster {
+        name: c.name.clone(),
+        weight: c.weight.map_or(0, |w| w.value),
+        edits,
+    })
+}
+
 /// A route action: clusters, timeout and rewrites, into `out`.
 fn forward(
     ctx: &Ctx<'_>,
@@ -783,15 +826,21 @@ fn forward(
         Some(route_action::ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
             name: c.clone(),
             weight: 1,
+            edits: out.edits.clone(),
         }],
         Some(route_action::ClusterSpecifier::WeightedClusters(w)) => w
             .clusters
             .iter()
-            .map(|c| WeightedCluster {
-                name: c.name.clone(),
-                weight: c.weight.map_or(0, |w| w.value),
+            .enumerate()
+            .map(|(i, c)| {
+                weighted_cluster(
+                    ctx,
+                    &format!("{field}.weighted_clusters.clusters[{i}]"),
+                    c,
+                    out.edits.as_ref(),
+                )
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         _ => {
             return Err(ctx.err(
                 format!("{field}.cluster_specifier"),
@@ -1342,6 +1391,70 @@ mod tests {
             let err = route_config(edit).expect_err(field);
             assert!(err.field.starts_with(field), "{field}: {err:?}");
         }
+    }
+
+    #[test]
+    fn a_weighted_clusters_header_edits_come_before_its_routes() {
+        fn weighted(rc: &mut xr::RouteConfiguration) {
+            let r = first_route(rc);
+            r.request_headers_to_add.push(header("x-route", "r", 2));
+            r.request_headers_to_remove.push("x-b".into());
+            let b = xr::weighted_cluster::ClusterWeight {
+                name: "b".into(),
+                weight: Some(weft_proto::google::protobuf::UInt32Value { value: 1 }),
+                request_headers_to_add: vec![header("x-b", "1", 2), header("x-backend", "b", 2)],
+                response_headers_to_add: vec![header("x-served-by", "b", 2)],
+                ..Default::default()
+            };
+            let a = xr::weighted_cluster::ClusterWeight {
+                name: "a".into(),
+                weight: Some(weft_proto::google::protobuf::UInt32Value { value: 1 }),
+                ..Default::default()
+            };
+            first_action(rc).cluster_specifier = Some(
+                route_action::ClusterSpecifier::WeightedClusters(xr::WeightedCluster {
+                    clusters: vec![a, b],
+                    ..Default::default()
+                }),
+            );
+        }
+        let rt = route_config(weighted).unwrap();
+        let route = &rt.virtual_hosts[0].routes[0];
+        let (a, b) = (&route.clusters[0], &route.clusters[1]);
+        // No edits of its own: the route's, shared.
+        assert!(Arc::ptr_eq(
+            a.edits.as_ref().unwrap(),
+            route.edits.as_ref().unwrap()
+        ));
+        let mut h = http::HeaderMap::new();
+        b.edits.as_ref().unwrap().request.apply(&mut h);
+        // The route removes `x-b` after the cluster put it, as Envoy orders them.
+        let shown: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(shown, [("x-backend", "b"), ("x-route", "r")]);
+        let mut h = http::HeaderMap::new();
+        b.edits.as_ref().unwrap().response.apply(&mut h);
+        assert_eq!(h["x-served-by"], "b");
+
+        let bad = |rc: &mut xr::RouteConfiguration| {
+            weighted(rc);
+            if let Some(route_action::ClusterSpecifier::WeightedClusters(w)) =
+                &mut first_action(rc).cluster_specifier
+            {
+                w.clusters[1].host_rewrite_specifier = Some(
+                    xr::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(
+                        "x".into(),
+                    ),
+                );
+            }
+        };
+        let err = route_config(bad).unwrap_err();
+        assert_eq!(
+            err.field,
+            "virtual_hosts[0].routes[0].route.weighted_clusters.clusters[1].host_rewrite_specifier"
+        );
     }
 
     fn redirect_route(rc: &mut xr::RouteConfiguration, r: xr::RedirectAction) {

@@ -70,13 +70,15 @@ spec: {parentRefs: [{kind: Service, name: api}], rules: [{filters: [\
 {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Env, value: canary}, {name: Host, value: evil}], add: [{name: x-a, value: '1'}], remove: [X-Debug]}}, \
 {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-served, value: weft}]}}, \
 {type: RequestMirror, requestMirror: {backendRef: {name: api, port: 80}}}], \
-backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [z]}}]}]}]}\n";
+backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [Z]}}, \
+{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-backend, value: api}]}}, \
+{type: URLRewrite, urlRewrite: {hostname: other}}]}]}]}\n";
     let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
     assert_eq!(
         warnings,
         [
             "HTTPRoute ns/r: a header modifier may not change host: ignored",
-            "HTTPRoute ns/r: filters are not supported yet and are not applied: ResponseHeaderModifier on a backendRef"
+            "HTTPRoute ns/r: filters are not supported yet and are not applied: UrlRewrite on a backendRef"
         ]
     );
     let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
@@ -92,6 +94,10 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
         per_million: 1_000_000,
     };
     assert_eq!(routes[0].mirrors, [mirror]);
+    // A backendRef's own header modifiers are its own.
+    let backend = &routes[0].backends[0];
+    assert_eq!(backend.request_headers.set, [pair("x-backend", "api")]);
+    assert_eq!(backend.response_headers.remove, ["z"]);
 }
 
 /// A mirror's share comes from `percent` or `fraction`; one that names nothing real is said and
