@@ -970,3 +970,84 @@ async fn envoy_gets_listeners_with_filter_chains_and_grpc_gets_api_listeners() {
     );
     assert_eq!(ip_of(&l), "10.0.0.3");
 }
+
+const POLICY: &str = "apiVersion: weft.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: a, namespace: ns}\n\
+spec: {targetRefs: [{kind: Service, name: a}], loadBalancer: RoundRobin}\n";
+
+/// The protocol's note on EDS: a Cluster Envoy gets anew warms until its endpoints come again,
+/// changed or not, so a policy change (a new Cluster, the same endpoints) sends both.
+#[tokio::test]
+async fn an_updated_cluster_is_followed_by_its_endpoints_on_delta() {
+    let (h, mut d) = two_services_on_delta().await;
+    let cds = next(&mut d.rx).await;
+    d.ack(&cds).await;
+    d.subscribe_eds_a_and_b().await;
+    h.write("policy.yaml", POLICY);
+    let cds = next(&mut d.rx).await;
+    assert_eq!(cds.type_url, CDS);
+    assert_eq!(delta_versions(&cds).keys().collect::<Vec<_>>(), [A]);
+    d.ack(&cds).await;
+    let eds = next(&mut d.rx).await;
+    assert_eq!(eds.type_url, EDS);
+    assert_eq!(delta_versions(&eds).keys().collect::<Vec<_>>(), [A]);
+    d.ack(&eds).await;
+    nothing(&mut d.rx, 300).await;
+
+    // A name asked for again is sent again, though the client holds it.
+    d.send(DeltaDiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names_subscribe: vec![B.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = next(&mut d.rx).await;
+    assert_eq!(delta_versions(&eds).keys().collect::<Vec<_>>(), [B]);
+}
+
+#[tokio::test]
+async fn an_updated_cluster_is_followed_by_its_endpoints_on_sotw() {
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
+    let mut s = Sotw::open(&h, "envoy-1").await;
+    let cds = next(&mut s.rx).await;
+    s.ack(CDS, &cds, &[]).await;
+    s.send(DiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names: vec![A.into(), B.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = next(&mut s.rx).await;
+    s.ack(EDS, &eds, &[A, B]).await;
+    h.write("policy.yaml", POLICY);
+    let cds2 = next(&mut s.rx).await;
+    assert_eq!(cds2.type_url, CDS);
+    s.ack(CDS, &cds2, &[]).await;
+    let eds2 = next(&mut s.rx).await;
+    assert_eq!(eds2.type_url, EDS);
+    // The same assignments (the same version), under a new nonce.
+    assert_eq!(eds2.version_info, eds.version_info);
+    assert_ne!(eds2.nonce, eds.nonce);
+    assert_eq!(sotw_names(&eds2), [A, B]);
+}
+
+#[tokio::test]
+async fn sotw_an_empty_list_after_names_is_no_longer_the_wildcard() {
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+    ])
+    .await;
+    let mut s = Sotw::open(&h, "client-1").await;
+    let cds = next(&mut s.rx).await;
+    assert_eq!(sotw_names(&cds).len(), 2);
+    s.ack(CDS, &cds, &[A]).await;
+    let one = next(&mut s.rx).await;
+    assert_eq!(sotw_names(&one), [A]);
+    s.ack(CDS, &one, &[]).await;
+    let none = next(&mut s.rx).await;
+    assert!(sotw_names(&none).is_empty(), "{:?}", sotw_names(&none));
+}

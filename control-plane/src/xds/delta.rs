@@ -172,11 +172,14 @@ impl Stream {
                 all = true;
             }
             Some(sub) => {
+                // A name asked for again is sent again, held or not: the client may have
+                // dropped it (the xDS protocol's "must still provide those resources").
                 for n in &req.resource_names_subscribe {
                     if n == "*" {
                         all |= !sub.wildcard;
                         sub.wildcard = true;
-                    } else if sub.names.insert(n.clone()) {
+                    } else {
+                        sub.names.insert(n.clone());
                         candidates.insert(n.clone());
                     }
                 }
@@ -197,12 +200,13 @@ impl Stream {
             self.ctx.record_subscription(t, sub);
         }
         if all {
-            return self.push(t, None, None, Part::Both).await;
+            return self.push(t, None, None, Part::Both, &candidates).await;
         }
         if candidates.is_empty() {
             return true;
         }
-        self.push(t, Some(&candidates), None, Part::Both).await
+        self.push(t, Some(&candidates), None, Part::Both, &candidates)
+            .await
     }
 
     async fn on_snapshot(&mut self, snap: Option<Arc<super::Snapshot>>) -> bool {
@@ -221,19 +225,39 @@ impl Stream {
             .chain(REMOVAL_ORDER.map(|t| (t, Part::Removals)));
         // Every name of a type whose first answer is owed, else the changed ones; decided once,
         // so both parts look at the same names.
-        let names: Vec<Option<BTreeSet<String>>> = ResourceType::ALL
+        let mut names: Vec<Option<BTreeSet<String>>> = ResourceType::ALL
             .iter()
             .map(|t| {
                 (!self.types[t.index()].owes_first)
                     .then(|| changed[t.index()].iter().cloned().collect())
             })
             .collect();
+        // A Cluster Envoy gets anew warms until its endpoints come again, changed or not (the
+        // xDS protocol's note on EDS): each updated cluster's assignment is sent after it.
+        let eds = ResourceType::Endpoint.index();
+        let warming: BTreeSet<String> = changed[ResourceType::Cluster.index()]
+            .iter()
+            .filter(|n| self.view.get(ResourceType::Cluster, n).is_some())
+            .cloned()
+            .collect();
+        if let Some(n) = &mut names[eds] {
+            n.extend(warming.iter().cloned());
+        }
+        let none = BTreeSet::new();
         for (t, part) in parts {
             if self.types[t.index()].sub.is_none() {
                 continue;
             }
+            let forced = if t == ResourceType::Endpoint {
+                &warming
+            } else {
+                &none
+            };
             let names = names[t.index()].as_ref();
-            if !self.push(t, names, Some(snap.published), part).await {
+            if !self
+                .push(t, names, Some(snap.published), part, forced)
+                .await
+            {
                 return false;
             }
         }
@@ -241,13 +265,14 @@ impl Stream {
     }
 
     /// Sends what differs between the view and the client for `names` (all names when `None`):
-    /// the `part` of it asked for.
+    /// the `part` of it asked for. Names in `forced` are sent even if the client holds them.
     async fn push(
         &mut self,
         t: ResourceType,
         names: Option<&BTreeSet<String>>,
         published: Option<Instant>,
         part: Part,
+        forced: &BTreeSet<String>,
     ) -> bool {
         if self.view.generation() == 0 {
             return true; // no snapshot yet: the first one answers
@@ -281,7 +306,7 @@ impl Stream {
                 None if part == Part::Updates => {}
                 Some(r) => {
                     st.told_absent.remove(&name);
-                    if st.known.get(&name) != Some(&r.version) {
+                    if st.known.get(&name) != Some(&r.version) || forced.contains(&name) {
                         st.known.insert(name, r.version.clone());
                         resources.push(r);
                     }

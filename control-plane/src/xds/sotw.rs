@@ -151,6 +151,9 @@ impl Stream {
             .collect();
         if first {
             st.legacy_wildcard = req.resource_names.is_empty();
+        } else if !req.resource_names.is_empty() {
+            // Once names are asked for, an empty list means none (the protocol's example).
+            st.legacy_wildcard = false;
         }
         let wildcard = req.resource_names.iter().any(|n| n == "*")
             || (req.resource_names.is_empty() && st.legacy_wildcard);
@@ -163,7 +166,7 @@ impl Stream {
         self.ctx.record_subscription(t, &sub);
         st.sub = Some(sub);
         if changed || first {
-            return self.respond(t, None, &[]).await;
+            return self.respond(t, None, &[], false).await;
         }
         true
     }
@@ -176,11 +179,18 @@ impl Stream {
         let changed: Changed = self.view.update(&snap, &node);
         self.ctx.set_node(&node, snap.generation);
         let mut dropped_clusters = false;
+        // A Cluster Envoy gets anew warms until its endpoints come again, changed or not (the
+        // xDS protocol's note on EDS): an updated cluster's assignments go out after it.
+        let warming: Vec<&String> = changed[ResourceType::Cluster.index()]
+            .iter()
+            .filter(|n| self.view.get(ResourceType::Cluster, n).is_some())
+            .collect();
         for t in ResourceType::ALL {
             let Some(sub) = &self.types[t.index()].sub else {
                 continue;
             };
-            let touched = first || changed[t.index()].iter().any(|n| sub.contains(n));
+            let warms = t == ResourceType::Endpoint && warming.iter().any(|n| sub.contains(n));
+            let touched = first || warms || changed[t.index()].iter().any(|n| sub.contains(n));
             if !touched {
                 continue;
             }
@@ -189,14 +199,17 @@ impl Stream {
                 _ => Vec::new(),
             };
             dropped_clusters |= !retained.is_empty();
-            if !self.respond(t, Some(snap.published), &retained).await {
+            if !self
+                .respond(t, Some(snap.published), &retained, warms)
+                .await
+            {
                 return false;
             }
         }
         // Listeners and routes have moved off the dropped clusters: now they can go.
         !dropped_clusters
             || self
-                .respond(ResourceType::Cluster, Some(snap.published), &[])
+                .respond(ResourceType::Cluster, Some(snap.published), &[], false)
                 .await
     }
 
@@ -211,12 +224,13 @@ impl Stream {
     }
 
     /// Sends the client's current set of `t`, plus `retained` (resources it is to keep a little
-    /// longer), if that differs from what it has.
+    /// longer), if that differs from what it has, or anyway when `force`d.
     async fn respond(
         &mut self,
         t: ResourceType,
         published: Option<Instant>,
         retained: &[Arc<Resource>],
+        force: bool,
     ) -> bool {
         if self.view.generation() == 0 {
             return true; // nothing known yet; the first snapshot will answer
@@ -246,7 +260,7 @@ impl Stream {
             sub.names.hash(&mut h);
             version = format!("{:016x}", h.finish());
         }
-        if st.version.as_deref() == Some(version.as_str()) {
+        if !force && st.version.as_deref() == Some(version.as_str()) {
             // A reconnecting client said it holds this version: it holds these resources, which
             // a later removal must know to keep them until listeners have moved off.
             if st.sent.is_empty() {
