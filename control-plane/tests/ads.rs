@@ -35,6 +35,15 @@ struct Harness {
 }
 
 impl Harness {
+    /// Services a (10.0.0.1) and b (10.0.0.2), one HTTP port each.
+    async fn two_services() -> Self {
+        Self::start(&[
+            ("a.yaml", service("a", "10.0.0.1")),
+            ("b.yaml", service("b", "10.0.0.2")),
+        ])
+        .await
+    }
+
     async fn start(files: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
@@ -191,11 +200,7 @@ const B: &str = "outbound|80||b.ns.svc.cluster.local";
 
 #[tokio::test]
 async fn sotw_fetch_ack_update_and_removal() {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
+    let h = Harness::two_services().await;
     let mut s = Sotw::open(&h, "client-1").await;
     let cds = next(&mut s.rx).await;
     assert_eq!(cds.type_url, CDS);
@@ -428,11 +433,7 @@ fn delta_versions(r: &DeltaDiscoveryResponse) -> BTreeMap<String, String> {
 
 /// A control plane with Services a and b, and a Delta stream that has asked for clusters.
 async fn two_services_on_delta() -> (Harness, Delta) {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
+    let h = Harness::two_services().await;
     let d = Delta::open(
         &h,
         DeltaDiscoveryRequest {
@@ -774,11 +775,7 @@ async fn delta_pushes_additions_before_removals_and_listeners_before_clusters() 
 /// Services a and b, and a state-of-the-world stream of `node` that has received, and ACKed,
 /// every cluster and every listener (wildcard CDS and LDS).
 async fn two_services_on_sotw(node: &str) -> (Harness, Sotw, DiscoveryResponse, DiscoveryResponse) {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
+    let h = Harness::two_services().await;
     let mut s = Sotw::open(&h, node).await;
     let cds = next(&mut s.rx).await;
     s.ack(CDS, &cds, &[]).await;
@@ -884,11 +881,7 @@ fn ip_of(l: &weft_proto::xds::config::listener::v3::Listener) -> String {
 
 #[tokio::test]
 async fn envoy_gets_listeners_with_filter_chains_and_grpc_gets_api_listeners() {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
+    let h = Harness::two_services().await;
     let with_agent = |id: &str, agent: &str| {
         Some(Node {
             id: id.into(),
@@ -1006,11 +999,7 @@ async fn an_updated_cluster_is_followed_by_its_endpoints_on_delta() {
 
 #[tokio::test]
 async fn an_updated_cluster_is_followed_by_its_endpoints_on_sotw() {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
+    let h = Harness::two_services().await;
     let mut s = Sotw::open(&h, "envoy-1").await;
     let cds = next(&mut s.rx).await;
     s.ack(CDS, &cds, &[]).await;
@@ -1036,11 +1025,7 @@ async fn an_updated_cluster_is_followed_by_its_endpoints_on_sotw() {
 
 #[tokio::test]
 async fn sotw_an_empty_list_after_names_is_no_longer_the_wildcard() {
-    let h = Harness::start(&[
-        ("a.yaml", service("a", "10.0.0.1")),
-        ("b.yaml", service("b", "10.0.0.2")),
-    ])
-    .await;
+    let h = Harness::two_services().await;
     let mut s = Sotw::open(&h, "client-1").await;
     let cds = next(&mut s.rx).await;
     assert_eq!(sotw_names(&cds).len(), 2);

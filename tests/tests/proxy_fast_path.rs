@@ -214,6 +214,33 @@ fn shaped(shape: &str, method: &str, got: usize) -> (Vec<u8>, bool) {
     (out, false)
 }
 
+/// An upstream that gives each request it gets (head and `Content-Length` body, as sent) to the
+/// receiver, and answers `answer`.
+fn recorder(answer: &'static [u8]) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for mut s in server.incoming().flatten() {
+            while let Some((_, head)) = read_head(&mut s) {
+                let length = head
+                    .split("\r\n")
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                let _ = s.read_exact(&mut body);
+                let _ = tx.send(head + &String::from_utf8_lossy(&body));
+                let _ = s.write_all(answer);
+            }
+        }
+    });
+    (upstream, rx)
+}
+
 fn mesh(upstream: SocketAddr, fast: bool) -> OneService {
     let flag = if fast { "true" } else { "false" };
     one_service(
@@ -452,19 +479,7 @@ fn chunked_trailers_pass_through_the_fast_path() {
 #[test]
 fn the_fast_path_forwards_the_head_it_was_given_less_hop_by_hop_headers() {
     // A recording upstream: the exact head the sidecar sends.
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for mut s in server.incoming().flatten() {
-            while let Some((_, head)) = read_head(&mut s) {
-                let mut body = vec![0u8; if head.starts_with("POST") { 3 } else { 0 }];
-                let _ = s.read_exact(&mut body);
-                let _ = tx.send(head + &String::from_utf8_lossy(&body));
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-            }
-        }
-    });
+    let (upstream, rx) = recorder(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
     let fast = mesh(upstream, true);
     let mut c = TcpStream::connect(fast.bind).unwrap();
     c.write_all(
@@ -867,17 +882,7 @@ fn a_request_body_in_a_coding_other_than_chunked_is_refused_with_501() {
 fn an_h2c_upgrade_offer_is_answered_over_http1_and_not_passed_on() {
     // `curl --http2` over cleartext offers `Upgrade: h2c` with `HTTP2-Settings`; as Envoy does,
     // the proxy serves the request as HTTP/1.1 and the upstream sees no offer.
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for mut s in server.incoming().flatten() {
-            while let Some((_, head)) = read_head(&mut s) {
-                let _ = tx.send(head);
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-            }
-        }
-    });
+    let (upstream, rx) = recorder(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     let sidecar = mesh(upstream, true);
     let out = Command::new("curl")
         .args(["-sS", "-i", "--http2", "--max-time", "5", "-H", "Host: up"])
