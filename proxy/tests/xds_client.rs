@@ -636,3 +636,34 @@ async fn a_change_to_one_cluster_leaves_the_other_endpoint_sets_as_they_were() {
     ));
     assert!(Arc::ptr_eq(&set(&after, "e2"), &set(&rebuilt, "e2")));
 }
+
+#[tokio::test]
+async fn a_name_twice_or_a_resource_of_another_type_is_nacked_and_the_rest_applies() {
+    let (store, mut reqs, reply) = connected_client().await;
+    assert_eq!(next(&mut reqs).await.type_url, CDS);
+    assert_eq!(next(&mut reqs).await.type_url, LDS);
+    reply
+        .send(Ok(response(
+            CDS,
+            "n1",
+            vec![
+                resource("c1", "v1", CDS, &static_cluster("c1")),
+                resource("c1", "v2", CDS, &static_cluster("c1")),
+                // A ClusterLoadAssignment's type in a CDS response.
+                resource("c2", "v1", EDS, &static_cluster("c2")),
+                resource("c3", "v1", CDS, &static_cluster("c3")),
+            ],
+        )))
+        .await
+        .unwrap();
+    let nack = next(&mut reqs).await;
+    assert_eq!(nack.response_nonce, "n1");
+    let msg = nack.error_detail.expect("NACK").message;
+    assert!(msg.contains("c1: name: sent twice"), "{msg}");
+    assert!(msg.contains("c2: resource.type_url"), "{msg}");
+    reply.send(Ok(response(LDS, "n2", vec![]))).await.unwrap();
+    eventually("ready", || store.is_ready()).await;
+    let config = store.load();
+    assert!(config.clusters.contains_key("c1") && config.clusters.contains_key("c3"));
+    assert!(!config.clusters.contains_key("c2"));
+}

@@ -335,14 +335,29 @@ impl Client {
             convert: impl Fn(&M) -> Result<T, Invalid>,
         ) -> Vec<Invalid> {
             let mut errors = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for r in &resp.resources {
+                let invalid = |field: &str, reason: String| Invalid {
+                    resource: r.name.clone(),
+                    field: field.into(),
+                    reason,
+                };
+                // As Envoy: a name twice in one response, or a resource of another type, is
+                // refused rather than applied by guess.
+                if !seen.insert(r.name.as_str()) {
+                    errors.push(invalid("name", "sent twice in one response".into()));
+                    continue;
+                }
                 let decoded = r
                     .resource
                     .as_ref()
-                    .ok_or_else(|| Invalid {
-                        resource: r.name.clone(),
-                        field: "resource".into(),
-                        reason: "missing".into(),
+                    .ok_or_else(|| invalid("resource", "missing".into()))
+                    .and_then(|any| match any.type_url == resp.type_url {
+                        true => Ok(any),
+                        false => Err(invalid(
+                            "resource.type_url",
+                            format!("{} in a {} response", any.type_url, resp.type_url),
+                        )),
                     })
                     .and_then(|any| {
                         M::decode(&any.value[..]).map_err(|e| Invalid {
