@@ -232,15 +232,9 @@ impl Stream {
                     .then(|| changed[t.index()].iter().cloned().collect())
             })
             .collect();
-        // A Cluster Envoy gets anew warms until its endpoints come again, changed or not (the
-        // xDS protocol's note on EDS): each updated cluster's assignment is sent after it.
-        let eds = ResourceType::Endpoint.index();
-        let warming: BTreeSet<String> = changed[ResourceType::Cluster.index()]
-            .iter()
-            .filter(|n| self.view.get(ResourceType::Cluster, n).is_some())
-            .cloned()
-            .collect();
-        if let Some(n) = &mut names[eds] {
+        // Each updated cluster's assignment is sent after it, changed or not.
+        let warming = self.view.updated_clusters(&changed);
+        if let Some(n) = &mut names[ResourceType::Endpoint.index()] {
             n.extend(warming.iter().cloned());
         }
         let none = BTreeSet::new();

@@ -23,7 +23,8 @@ pub struct Snapshot {
     pub services: HashMap<Key, Arc<ServiceResources>>,
     /// Every Service resource by type and name, shared by the nodes that see all Services.
     pub index: [HashMap<String, Arc<Resource>>; 4],
-    /// The listener index as gRPC's clients read it (`api_listener`s for HTTP ports).
+    /// The listeners gRPC's clients read in place of `index`'s (`api_listener`s for HTTP ports),
+    /// by name: only the differences, so a snapshot does not hold the listener index twice.
     pub grpc_listeners: HashMap<String, Arc<Resource>>,
     /// Services added, changed or removed since generation - 1; `None` when unknown (the first).
     pub changed: Option<HashSet<Key>>,
@@ -64,10 +65,11 @@ impl Snapshot {
         for r in services.values().flat_map(|s| &s.resources) {
             index[r.kind.index()].insert(r.name.clone(), r.clone());
         }
-        let mut grpc_listeners = index[ResourceType::Listener.index()].clone();
-        for r in services.values().flat_map(|s| &s.grpc_listeners) {
-            grpc_listeners.insert(r.name.clone(), r.clone());
-        }
+        let grpc_listeners = services
+            .values()
+            .flat_map(|s| &s.grpc_listeners)
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
         Self {
             generation: prev.map_or(1, |p| p.generation + 1),
             index,
@@ -82,12 +84,38 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// The shared index of one resource type, as a client of this kind reads it.
-    pub fn index_for(&self, client: Client, kind: ResourceType) -> &HashMap<String, Arc<Resource>> {
-        match (client, kind) {
-            (Client::Grpc, ResourceType::Listener) => &self.grpc_listeners,
-            _ => &self.index[kind.index()],
-        }
+    /// What a client of this kind reads in place of the shared index's resources of `kind`.
+    fn overrides(
+        &self,
+        client: Client,
+        kind: ResourceType,
+    ) -> Option<&HashMap<String, Arc<Resource>>> {
+        (client == Client::Grpc && kind == ResourceType::Listener).then_some(&self.grpc_listeners)
+    }
+
+    /// A shared resource, as a client of this kind reads it.
+    pub fn get(&self, client: Client, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        self.overrides(client, kind)
+            .and_then(|o| o.get(name))
+            .or_else(|| self.index[kind.index()].get(name))
+    }
+
+    /// Every shared resource of `kind`, as a client of this kind reads it.
+    pub fn iter(
+        &self,
+        client: Client,
+        kind: ResourceType,
+    ) -> impl Iterator<Item = (&String, &Arc<Resource>)> {
+        let over = self.overrides(client, kind);
+        let base = &self.index[kind.index()];
+        let replaced = base
+            .iter()
+            .map(move |(n, r)| (n, over.and_then(|o| o.get(n)).unwrap_or(r)));
+        let added = over
+            .into_iter()
+            .flatten()
+            .filter(move |(n, _)| !base.contains_key(*n));
+        replaced.chain(added)
     }
 }
 

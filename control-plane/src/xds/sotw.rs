@@ -179,12 +179,8 @@ impl Stream {
         let changed: Changed = self.view.update(&snap, &node);
         self.ctx.set_node(&node, snap.generation);
         let mut dropped_clusters = false;
-        // A Cluster Envoy gets anew warms until its endpoints come again, changed or not (the
-        // xDS protocol's note on EDS): an updated cluster's assignments go out after it.
-        let warming: Vec<&String> = changed[ResourceType::Cluster.index()]
-            .iter()
-            .filter(|n| self.view.get(ResourceType::Cluster, n).is_some())
-            .collect();
+        // Each updated cluster's assignment goes out after it, changed or not.
+        let warming = self.view.updated_clusters(&changed);
         for t in ResourceType::ALL {
             let Some(sub) = &self.types[t.index()].sub else {
                 continue;

@@ -48,7 +48,7 @@ impl NodeView {
         let i = kind.index();
         self.resources[i]
             .get(name)
-            .or_else(|| self.shared()?.index_for(self.client, kind).get(name))
+            .or_else(|| self.shared()?.get(self.client, kind, name))
     }
 
     /// Every resource of a type this node sees.
@@ -56,8 +56,18 @@ impl NodeView {
         let shared = self
             .shared()
             .into_iter()
-            .flat_map(move |s| s.index_for(self.client, kind).iter());
+            .flat_map(move |s| s.iter(self.client, kind));
         self.resources[kind.index()].iter().chain(shared)
+    }
+
+    /// The clusters an update changed that the node still has: a new version of each, which
+    /// Envoy keeps warming until its endpoints are sent again (the xDS protocol's note on EDS).
+    pub fn updated_clusters(&self, changed: &Changed) -> BTreeSet<String> {
+        changed[ResourceType::Cluster.index()]
+            .iter()
+            .filter(|n| self.get(ResourceType::Cluster, n).is_some())
+            .cloned()
+            .collect()
     }
 
     /// Generation of the snapshot applied last (0 before the first).

@@ -630,7 +630,7 @@ impl Proxy {
             None => fut.await,
         };
         unanswered.armed = false;
-        let (resp, conn) = match result {
+        let (resp, mut conn) = match result {
             Ok(answered) => {
                 guard.answered();
                 answered
@@ -667,7 +667,6 @@ impl Proxy {
             // would reach the client without its name.
             return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
         }
-        let mut conn = conn;
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING)
             && parts.headers.remove(http::header::CONTENT_LENGTH).is_some()
         {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-
-use super::mirror::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use super::mirror::RequestBody;
 
 /// Why a request could not be sent upstream.
 #[derive(Debug, thiserror::Error)]

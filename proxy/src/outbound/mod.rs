@@ -24,6 +24,7 @@ use crate::http::{Proxy, RouteSource, Routes};
 
 /// HTTP/2 streams a client may open at once on one connection (Envoy's default, 2^31 - 1).
 const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
+
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
 /// sniffed (waiting at most `detect_timeout` for the client's first bytes, so server-first
 /// protocols work), and what is not HTTP goes as opaque TCP to `tcp_cluster`. `None`: nothing can

@@ -360,11 +360,8 @@ impl Client {
                         )),
                     })
                     .and_then(|any| {
-                        M::decode(&any.value[..]).map_err(|e| Invalid {
-                            resource: r.name.clone(),
-                            field: "resource".into(),
-                            reason: format!("cannot decode: {e}"),
-                        })
+                        M::decode(&any.value[..])
+                            .map_err(|e| invalid("resource", format!("cannot decode: {e}")))
                     })
                     .and_then(|m| convert(&m));
                 match decoded {

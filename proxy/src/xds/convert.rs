@@ -629,17 +629,11 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             ("match.dynamic_metadata", !m.dynamic_metadata.is_empty()),
         ],
     )?;
-    let request = edits(
+    let edits = header_edits(
         ctx,
-        &format!("{field}.request_headers"),
-        &r.request_headers_to_add,
-        &r.request_headers_to_remove,
-    )?;
-    let response = edits(
-        ctx,
-        &format!("{field}.response_headers"),
-        &r.response_headers_to_add,
-        &r.response_headers_to_remove,
+        field,
+        [&r.request_headers_to_add, &r.response_headers_to_add],
+        [&r.request_headers_to_remove, &r.response_headers_to_remove],
     )?;
     if m.case_sensitive.is_some_and(|c| !c.value) {
         return Err(ctx.err(
@@ -705,8 +699,7 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             value,
         });
     }
-    let edits = (!request.is_empty() || !response.is_empty())
-        .then(|| Arc::new(HeaderEdits { request, response }));
+    let edits = (!edits.is_empty()).then(|| Arc::new(edits));
     let matched = match &path {
         PathMatch::Prefix(p) | PathMatch::Exact(p) | PathMatch::Segments(p) => Some(p.as_str()),
         PathMatch::Regex(_) => None,
@@ -776,20 +769,12 @@ fn weighted_cluster(
             ("host_rewrite_specifier", c.host_rewrite_specifier.is_some()),
         ],
     )?;
-    let own = HeaderEdits {
-        request: edits(
-            ctx,
-            &format!("{field}.request_headers"),
-            &c.request_headers_to_add,
-            &c.request_headers_to_remove,
-        )?,
-        response: edits(
-            ctx,
-            &format!("{field}.response_headers"),
-            &c.response_headers_to_add,
-            &c.response_headers_to_remove,
-        )?,
-    };
+    let own = header_edits(
+        ctx,
+        field,
+        [&c.request_headers_to_add, &c.response_headers_to_add],
+        [&c.request_headers_to_remove, &c.response_headers_to_remove],
+    )?;
     let edits = match route {
         _ if own.is_empty() => route.cloned(),
         None => Some(Arc::new(own)),
@@ -1081,6 +1066,30 @@ fn re2_substitution(s: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// The header edits of a route or a weighted cluster, both ways: (request, response) additions
+/// and removals, Envoy's `request_headers_*` and `response_headers_*`.
+fn header_edits(
+    ctx: &Ctx<'_>,
+    field: &str,
+    [request_add, response_add]: [&[weft_proto::xds::config::core::v3::HeaderValueOption]; 2],
+    [request_remove, response_remove]: [&[String]; 2],
+) -> Result<HeaderEdits, Invalid> {
+    Ok(HeaderEdits {
+        request: edits(
+            ctx,
+            &format!("{field}.request_headers"),
+            request_add,
+            request_remove,
+        )?,
+        response: edits(
+            ctx,
+            &format!("{field}.response_headers"),
+            response_add,
+            response_remove,
+        )?,
+    })
 }
 
 /// A route's header edits of one direction (`<field>_to_add`, `<field>_to_remove`), checked: names and values valid, none the proxy

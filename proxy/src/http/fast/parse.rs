@@ -313,7 +313,7 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     };
     // HTTP/1.0 closes unless told otherwise; it is simplest not to reuse it at all.
     let mut reusable = version == 1;
-    let (mut length, mut chunked, mut transfer_encoded) = (None::<u64>, false, false);
+    let (mut length, mut chunked) = (None::<u64>, false);
     let (mut named, mut lengths, mut listed) = (false, 0, false);
     for h in resp.headers.iter() {
         let value = h.value.trim_ascii();
@@ -330,7 +330,6 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
             }
             Name::HopByHop | Name::Te | Name::Upgrade => continue,
             Name::TransferEncoding => {
-                transfer_encoded = true;
                 // Chunked once, and nothing else, as Envoy insists: hyper's side cannot relay
                 // other codings, and a body they would frame by closing is a guess.
                 for t in tokens(value) {
@@ -365,15 +364,15 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
             value: range(buf, value),
         });
     }
-    if transfer_encoded && version == 0 {
+    if chunked && version == 0 {
         // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
         return Err("transfer-encoding in an HTTP/1.0 response");
     }
-    let restate = !transfer_encoded && (lengths > 1 || listed);
-    if transfer_encoded && length.is_some() || restate {
+    let restate = !chunked && (lengths > 1 || listed);
+    if chunked && length.is_some() || restate {
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded;
         // a connection that framed a message twice (a smuggling shape) carries no other.
-        reusable &= !transfer_encoded;
+        reusable &= !chunked;
         kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::ContentLength);
     }
     if named {
