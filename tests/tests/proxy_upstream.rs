@@ -1039,3 +1039,56 @@ spec:
     assert!(out.contains("x-weft-reason: uf"), "{out}");
     assert!(out.contains("x-served-by: weft"), "{out}");
 }
+
+/// Gateway API's failure rules as curl sees them: a backendRef to a Service that does not exist
+/// keeps its share of the split, answered 500 (not sent to the other backend); a rule with a
+/// filter weft cannot apply answers 500 and forwards nothing (an auth filter fails closed); a
+/// rule without backendRefs sends to the Service it is attached to.
+#[test]
+fn unresolved_backends_get_their_share_of_500s_and_a_filter_weft_cannot_apply_refuses_its_rule() {
+    let upstream = backend("fail");
+    let seen = || Backend::get(&upstream.requests);
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: fail, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: fail, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /split}}]
+      backendRefs: [{name: fail, port: 80}, {name: gone, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /auth}}]
+      filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
+      backendRefs: [{name: fail, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /parent}}]
+"#;
+    for fast in ["true", "false"] {
+        let mesh = one_service(
+            "fail",
+            80,
+            "http",
+            &[upstream.addr.port()],
+            route,
+            &["--http1-fast-path", fast],
+        );
+        let before = seen();
+        let out = curl(mesh.bind, "/split", 200, false, &[]);
+        let (ok, failed) = (
+            out.matches("HTTP/1.1 200").count(),
+            out.matches("HTTP/1.1 500").count(),
+        );
+        // Binomial(200, 1/2): 60..=140 is more than five standard deviations either way.
+        assert_eq!(ok + failed, 200, "{out}");
+        assert!((60..=140).contains(&failed), "{ok} ok, {failed} 500");
+        assert!(out.contains("x-weft-reason: NC"), "{out}");
+        assert_eq!(seen() - before, ok);
+        let out = curl(mesh.bind, "/auth", 1, false, &[]);
+        assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+        assert!(out.contains("ExtensionRef"), "{out}");
+        assert_eq!(seen() - before, ok, "the refused request was forwarded");
+        let out = curl(mesh.bind, "/parent", 1, false, &[]);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert_eq!(seen() - before, ok + 1);
+    }
+}

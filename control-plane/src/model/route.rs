@@ -29,6 +29,13 @@ pub struct RouteRule {
     pub redirect: Option<Redirect>,
     /// Where copies of its requests also go (RequestMirror).
     pub mirrors: Vec<Mirror>,
+    /// Why the rule answers every request with `failure_status` instead of forwarding it: a
+    /// filter weft cannot apply, which Gateway API says must not be skipped, or no backend with
+    /// weight. `None` for a rule that forwards.
+    pub refused: Option<String>,
+    /// What a request the rule cannot forward gets (a refused rule's, or an unresolved backend's
+    /// share): Gateway API's 500 for an HTTPRoute, 503 for a GRPCRoute (gRPC's `UNAVAILABLE`).
+    pub failure_status: u16,
 }
 
 /// A RequestMirror filter: a Service port that gets a copy of a share of the requests.
@@ -107,6 +114,24 @@ pub struct Backend {
     pub request_headers: HeaderEdits,
     /// Header edits of the responses from it (its `ResponseHeaderModifier`).
     pub response_headers: HeaderEdits,
+    /// The backendRef names no Service port that exists (or no Service at all): its share of
+    /// the requests gets the rule's `failure_status`, as Gateway API asks, rather than going to
+    /// the other backends.
+    pub unresolved: bool,
+}
+
+impl Backend {
+    /// All of a Service port's requests, with no edits of its own.
+    pub fn to(service: Key, port: u16) -> Self {
+        Self {
+            service,
+            port,
+            weight: 1,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            unresolved: false,
+        }
+    }
 }
 
 /// Conditions a request must all meet.

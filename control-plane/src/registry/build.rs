@@ -582,7 +582,15 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                     None => port.protocol.is_http(),
                 };
                 if wanted {
-                    port.routes.extend(rules.iter().cloned());
+                    let parent_port = port.port;
+                    port.routes.extend(rules.iter().cloned().map(|mut r| {
+                        // GAMMA: a rule without backendRefs sends to the Service it is on.
+                        if r.backends.is_empty() && r.redirect.is_none() {
+                            r.backends
+                                .push(Backend::to(parent_key.clone(), parent_port));
+                        }
+                        r
+                    }));
                     attached = true;
                 }
             }
@@ -649,6 +657,7 @@ fn route_rule(
     services: &BTreeMap<Key, Service>,
     b: &mut Builder,
 ) -> Result<RouteRule, String> {
+    let failure_status = if kind == "GRPCRoute" { 503 } else { 500 };
     let matches = match rule.matches.as_deref() {
         None | Some([]) => vec![RouteMatch {
             path: Some(PathMatch::Prefix("/".into())),
@@ -656,8 +665,8 @@ fn route_rule(
         }],
         Some(ms) => ms.iter().map(route_match).collect::<Result<_, _>>()?,
     };
-    // Header modifiers, URL rewrites and redirects of the rule apply; other filters, and filters
-    // of single backends, are not applied yet: said rather than silently ignored.
+    // Header modifiers, mirrors, URL rewrites and redirects of the rule apply, and header
+    // modifiers of single backends; any other filter refuses the rule (below).
     let (mut request_headers, mut response_headers) =
         (HeaderEdits::default(), HeaderEdits::default());
     let (mut rewrite, mut redirect) = (None, None);
@@ -713,15 +722,17 @@ fn route_rule(
             .filter(|f| !backend_modifier(&f.r#type))
             .map(|f| format!("{:?} on a backendRef", f.r#type)),
     );
+    // Gateway API: a filter that cannot be applied must not be skipped; the requests it would
+    // have handled get an error instead (an auth filter fails closed).
+    let mut refused = None;
     if !unapplied.is_empty() {
+        let why = format!("unsupported filters: {}", unapplied.join(", "));
         b.warn(
             kind,
             key,
-            format!(
-                "filters are not supported yet and are not applied: {}",
-                unapplied.join(", ")
-            ),
+            format!("{why}; the rule answers {failure_status} instead of forwarding"),
         );
+        refused = Some(why);
     }
     if rewrite.is_some() && redirect.is_some() {
         return Err("URLRewrite and RequestRedirect cannot both be in one rule".into());
@@ -743,55 +754,60 @@ fn route_rule(
     if redirect.is_some() && rule.backend_refs.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err("RequestRedirect cannot be used with backendRefs".into());
     }
+    // A backendRef that does not resolve keeps its weight: Gateway API gives its share of the
+    // requests a 500 rather than sending it to the other backends. No backendRefs at all (and no
+    // redirect) leaves `backends` empty: the rule then sends to the Service it is attached to.
     let mut backends = Vec::new();
     for br in rule.backend_refs.iter().flatten() {
-        if !is_service_ref(br.group.as_deref(), br.kind.as_deref()) {
+        let svc_key = Key::new(br.namespace.as_deref().unwrap_or(&key.namespace), &br.name);
+        let port = br.port.and_then(|p| u16::try_from(p).ok());
+        let unresolved = if !is_service_ref(br.group.as_deref(), br.kind.as_deref()) {
+            Some(format!(
+                "backendRef {}: only Services are supported",
+                br.name
+            ))
+        } else {
+            match (services.get(&svc_key), port) {
+                (_, None) => Some(format!("backendRef {svc_key} has no port")),
+                (Some(s), Some(p)) if s.port(p).is_some() => None,
+                (Some(_), Some(p)) => Some(format!("backendRef {svc_key} has no port {p}")),
+                (None, _) => Some(format!("backendRef Service {svc_key} does not exist")),
+            }
+        };
+        if let Some(why) = &unresolved {
             b.warn(
                 kind,
                 key,
-                format!("backendRef {}: only Services are supported", br.name),
+                format!("{why}; its share of requests gets {failure_status}"),
             );
-            continue;
         }
-        let svc_key = Key::new(br.namespace.as_deref().unwrap_or(&key.namespace), &br.name);
-        let Some(port) = br.port.and_then(|p| u16::try_from(p).ok()) else {
-            b.warn(kind, key, format!("backendRef {svc_key} has no port"));
-            continue;
-        };
-        match services.get(&svc_key) {
-            Some(s) if s.port(port).is_some() => {
-                let (mut request_headers, mut response_headers) =
-                    (HeaderEdits::default(), HeaderEdits::default());
-                for f in br.filters.iter().flatten() {
-                    if let Some(m) = &f.request_header_modifier {
-                        request_headers = allowed_edits(b, (kind, key), header_edits!(m));
-                    }
-                    if let Some(m) = &f.response_header_modifier {
-                        response_headers = allowed_edits(b, (kind, key), header_edits!(m));
-                    }
-                }
-                backends.push(Backend {
-                    service: svc_key,
-                    port,
-                    weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
-                    request_headers,
-                    response_headers,
-                })
+        let (mut request_headers, mut response_headers) =
+            (HeaderEdits::default(), HeaderEdits::default());
+        for f in br.filters.iter().flatten() {
+            if let Some(m) = &f.request_header_modifier {
+                request_headers = allowed_edits(b, (kind, key), header_edits!(m));
             }
-            Some(_) => b.warn(
-                kind,
-                key,
-                format!("backendRef {svc_key} has no port {port}"),
-            ),
-            None => b.warn(
-                kind,
-                key,
-                format!("backendRef Service {svc_key} does not exist"),
-            ),
+            if let Some(m) = &f.response_header_modifier {
+                response_headers = allowed_edits(b, (kind, key), header_edits!(m));
+            }
         }
+        backends.push(Backend {
+            service: svc_key,
+            port: port.unwrap_or_default(),
+            weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
+            request_headers,
+            response_headers,
+            unresolved: unresolved.is_some(),
+        });
     }
-    if redirect.is_none() && backends.iter().all(|b| b.weight == 0) {
-        return Err("no usable backendRef".into());
+    if redirect.is_none() && !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+        let why = "every backendRef has weight 0".to_string();
+        b.warn(
+            kind,
+            key,
+            format!("{why}; the rule answers {failure_status}"),
+        );
+        refused.get_or_insert(why);
     }
     let timeouts = rule.timeouts.as_ref();
     Ok(RouteRule {
@@ -829,6 +845,8 @@ fn route_rule(
         rewrite,
         redirect,
         mirrors,
+        refused,
+        failure_status,
     })
 }
 

@@ -2,12 +2,14 @@
 
 use weft_proto::google::protobuf::UInt32Value;
 use weft_proto::xds::config::core::v3::header_value_option::HeaderAppendAction;
+use weft_proto::xds::config::core::v3::{DataSource, data_source};
 use weft_proto::xds::config::core::v3::{HeaderValue, HeaderValueOption};
+use weft_proto::xds::config::route::v3::route_action::ClusterNotFoundResponseCode;
 use weft_proto::xds::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
-    RouteConfiguration, RouteMatch as XdsRouteMatch, VirtualHost, WeightedCluster, header_matcher,
-    query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
-    weighted_cluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch as XdsRouteMatch, VirtualHost, WeightedCluster,
+    header_matcher, query_parameter_matcher, redirect_action, retry_policy, route, route_action,
+    route_match, weighted_cluster,
 };
 use weft_proto::xds::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
@@ -32,13 +34,7 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
                 path: Some(PathMatch::Prefix("/".into())),
                 ..Default::default()
             }],
-            backends: vec![Backend {
-                service: svc.key.clone(),
-                port: port.port,
-                weight: 1,
-                request_headers: Default::default(),
-                response_headers: Default::default(),
-            }],
+            backends: vec![Backend::to(svc.key.clone(), port.port)],
             timeout: None,
             backend_timeout: None,
             retry: None,
@@ -47,6 +43,8 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
             rewrite: None,
             redirect: None,
             mirrors: Vec::new(),
+            refused: None,
+            failure_status: 500,
         };
         routes(&[default], &policy, (port.protocol, port.port))
     } else {
@@ -81,9 +79,19 @@ fn routes(
         let forward = action(rule, policy, protocol);
         for xds_match in matches(m) {
             let path = xds_match.path_specifier.as_ref();
-            let action = match &rule.redirect {
-                Some(r) => route::Action::Redirect(redirect(r, path, port)),
-                None => route::Action::Route(rewritten(&forward, rule.rewrite.as_ref(), path)),
+            let action = match (&rule.refused, &rule.redirect) {
+                (Some(why), _) => route::Action::DirectResponse(DirectResponseAction {
+                    status: u32::from(rule.failure_status),
+                    body: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(format!("{why}\n"))),
+                        ..Default::default()
+                    }),
+                    body_format: None,
+                }),
+                (None, Some(r)) => route::Action::Redirect(redirect(r, path, port)),
+                (None, None) => {
+                    route::Action::Route(rewritten(&forward, rule.rewrite.as_ref(), path))
+                }
             };
             out.push(Route {
                 name: rule.origin.clone(),
@@ -280,17 +288,25 @@ fn action(
 ) -> RouteAction {
     let live: Vec<&Backend> = rule.backends.iter().filter(|b| b.weight > 0).collect();
     let plain = |b: &Backend| b.request_headers.is_empty() && b.response_headers.is_empty();
+    // An unresolved backend is a cluster no client has: Envoy answers its share with
+    // `cluster_not_found_response_code`, which carries the rule's failure status.
+    let target = |b: &Backend| match b.unresolved {
+        false => cluster_name(&b.service, b.port),
+        true => unresolved_cluster_name(b),
+    };
+    let not_found = match (live.iter().any(|b| b.unresolved), rule.failure_status) {
+        (false, _) | (true, 503) => ClusterNotFoundResponseCode::ServiceUnavailable,
+        (true, _) => ClusterNotFoundResponseCode::InternalServerError,
+    };
     // A backend's own header edits ride on its weighted cluster (which Envoy applies before the
     // route's), so a single backend with edits is a weighted cluster of one.
     let cluster_specifier = match live.as_slice() {
-        [one] if plain(one) => {
-            route_action::ClusterSpecifier::Cluster(cluster_name(&one.service, one.port))
-        }
+        [one] if plain(one) => route_action::ClusterSpecifier::Cluster(target(one)),
         _ => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: live
                 .iter()
                 .map(|b| weighted_cluster::ClusterWeight {
-                    name: cluster_name(&b.service, b.port),
+                    name: target(b),
                     weight: Some(UInt32Value { value: b.weight }),
                     request_headers_to_add: headers_to_add(&b.request_headers),
                     request_headers_to_remove: b.request_headers.remove.clone(),
@@ -306,6 +322,7 @@ fn action(
     let retry = rule.retry.as_ref().or(policy.retry.as_ref());
     RouteAction {
         cluster_specifier: Some(cluster_specifier),
+        cluster_not_found_response_code: not_found as i32,
         // Zero disables Envoy's 15 s default, which would cut long streams (gRPC, WebSocket).
         timeout: Some(duration(timeout.unwrap_or_default())),
         max_stream_duration: timeout.map(|t| route_action::MaxStreamDuration {
@@ -318,6 +335,12 @@ fn action(
         request_mirror_policies: rule.mirrors.iter().map(mirror_policy).collect(),
         ..Default::default()
     }
+}
+
+/// The name an unresolved backendRef's share is sent to: never a cluster (`|` and `=` are not
+/// in Kubernetes names), so every client answers it as a cluster not found.
+fn unresolved_cluster_name(b: &Backend) -> String {
+    format!("unresolved|{}|{}", b.service, b.port)
 }
 
 /// A RequestMirror as Envoy's mirror policy; a share below all of them as a static fraction.

@@ -431,7 +431,11 @@ spec: {{clusterIP: 10.0.0.1, ports: [{{name: {port_name}, port: {port}}}]}}\n---
 
 /// A mesh of Service `api` and an HTTPRoute on it with `rules` (YAML list items).
 fn api_routed(rules: &str) -> Mesh {
-    mesh(&format!(
+    mesh(&api_routes(rules))
+}
+
+fn api_routes(rules: &str) -> String {
+    format!(
         "
 apiVersion: v1
 kind: Service
@@ -445,7 +449,7 @@ spec:
   parentRefs: [{{kind: Service, name: api}}]
   rules:
 {rules}"
-    ))
+    )
 }
 
 #[test]
@@ -873,4 +877,72 @@ fn a_backends_header_modifiers_ride_on_its_weighted_cluster() {
     let one = clusters(action(last));
     assert_eq!(one.len(), 1);
     assert_eq!(keys(&one[0].request_headers_to_add), ["x-one"]);
+}
+
+/// Gateway API's 500s as Envoy expresses them: a refused rule is a `direct_response`; an
+/// unresolved backend's share goes to a cluster no client has, answered with
+/// `cluster_not_found_response_code`.
+#[test]
+fn unresolved_backends_and_refused_rules_answer_500() {
+    let yaml = api_routes(
+        "
+    - matches: [{path: {type: PathPrefix, value: /split}}]
+      backendRefs: [{name: api, port: 80}, {name: gone, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /auth}}]
+      filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
+      backendRefs: [{name: api, port: 80}]
+    - backendRefs: [{name: api, port: 80}]
+",
+    );
+    let mut objects = Objects::default();
+    let mut warnings = Vec::new();
+    registry::file::load_text(Path::new("t.yaml"), &yaml, &mut objects, &mut warnings).unwrap();
+    let (m, warnings) = registry::build(&objects, TD);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let by_path = |p: &str| {
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .find(|r| {
+                r.r#match.as_ref().unwrap().path_specifier
+                    == Some(route_match::PathSpecifier::Path(p.into()))
+            })
+            .and_then(|r| r.action.clone())
+            .unwrap_or_else(|| panic!("no route for {p}"))
+    };
+    let route::Action::Route(split) = by_path("/split") else {
+        panic!("split is not forwarded")
+    };
+    assert_eq!(
+        split.cluster_not_found_response_code,
+        route_action::ClusterNotFoundResponseCode::InternalServerError as i32
+    );
+    let Some(route_action::ClusterSpecifier::WeightedClusters(w)) = split.cluster_specifier else {
+        panic!("not weighted")
+    };
+    let names: Vec<&str> = w.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "outbound|80||api.ns.svc.cluster.local",
+            "unresolved|ns/gone|80"
+        ]
+    );
+    assert!(
+        !names[1..]
+            .iter()
+            .any(|n| res[&ResourceType::Cluster].contains_key(*n))
+    );
+    let route::Action::DirectResponse(d) = by_path("/auth") else {
+        panic!("auth is not refused")
+    };
+    assert_eq!(d.status, 500);
+    // A rule that resolves keeps Envoy's default.
+    let last = rc.virtual_hosts[0].routes.last().unwrap();
+    let Some(route::Action::Route(plain)) = &last.action else {
+        panic!("{last:?}")
+    };
+    assert_eq!(plain.cluster_not_found_response_code, 0);
 }

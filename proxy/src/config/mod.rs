@@ -77,6 +77,19 @@ pub enum Handler {
 /// Envoy's `tcp_proxy` default idle timeout: an hour.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// A status code as its number, for `/config_dump`.
+pub(crate) fn status_code<S: serde::Serializer>(
+    c: &http::StatusCode,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(c.as_u16())
+}
+
+/// Bytes as text (invalid UTF-8 replaced), for `/config_dump`.
+pub(crate) fn lossy_text<S: serde::Serializer>(b: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
 /// An optional duration as milliseconds (`null` for none), for `/config_dump`.
 pub(crate) fn optional_ms<S: serde::Serializer>(
     d: &Option<Duration>,

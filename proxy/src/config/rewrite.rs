@@ -112,12 +112,8 @@ pub struct Redirect {
     /// Drops the query.
     pub strip_query: bool,
     /// 301, 302, 303, 307 or 308.
-    #[serde(serialize_with = "status_code")]
+    #[serde(serialize_with = "super::status_code")]
     pub status: StatusCode,
-}
-
-fn status_code<S: serde::Serializer>(c: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u16(c.as_u16())
 }
 
 impl Redirect {

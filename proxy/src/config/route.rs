@@ -54,6 +54,26 @@ pub struct Route {
     /// Clusters a copy of each request also goes to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorPolicy>,
+    /// Answered with this instead of forwarded (Envoy's `direct_response`; `clusters` is then
+    /// empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectResponse>,
+    /// The status a request gets when the cluster drawn for it does not exist (Envoy's
+    /// `cluster_not_found_response_code`): 503, or the 500 Gateway API gives the share of a
+    /// backend that does not resolve.
+    #[serde(serialize_with = "super::status_code")]
+    pub cluster_not_found: http::StatusCode,
+}
+
+/// An answer a route gives itself.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DirectResponse {
+    /// Status.
+    #[serde(serialize_with = "super::status_code")]
+    pub status: http::StatusCode,
+    /// Body, sent as `text/plain`; empty for none.
+    #[serde(serialize_with = "super::lossy_text")]
+    pub body: bytes::Bytes,
 }
 
 /// A cluster that gets copies of a route's requests.
@@ -380,6 +400,8 @@ mod tests {
             rewrite: None,
             redirect: None,
             mirrors: Vec::new(),
+            direct: None,
+            cluster_not_found: http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -172,6 +172,18 @@ enum Decision {
     Forward(Target),
     /// Answer it with a redirect, and the route's header edits.
     Redirect(Arc<Redirect>, Option<Arc<HeaderEdits>>),
+    /// Answer it with this status and body (a route's `direct_response`, or a cluster that does
+    /// not exist, named by its flag), and the route's header edits.
+    Direct(Direct, Option<Arc<HeaderEdits>>),
+}
+
+/// An answer the proxy gives itself.
+#[derive(Debug)]
+struct Direct {
+    status: StatusCode,
+    body: Bytes,
+    /// Why, when it is a failure.
+    flag: Option<Flag>,
 }
 
 /// Where a request goes.
@@ -204,8 +216,7 @@ fn local_grpc_status(status: StatusCode) -> u8 {
 }
 
 /// The status and `grpc-status` a local reply is counted with: a gRPC client's is HTTP 200.
-fn local_codes(flag: Flag, protocol: Protocol) -> (u16, Option<u8>) {
-    let status = local_status(flag);
+fn local_codes(status: StatusCode, protocol: Protocol) -> (u16, Option<u8>) {
     match protocol {
         Protocol::Grpc => (200, Some(local_grpc_status(status))),
         Protocol::Http => (status.as_u16(), None),
@@ -216,30 +227,45 @@ fn local_codes(flag: Flag, protocol: Protocol) -> (u16, Option<u8>) {
 /// `grpc-status`, `grpc-message`), which its library turns into a status code and message; anyone
 /// else gets the HTTP status and a line of text.
 fn local_reply(flag: Flag, protocol: Protocol) -> Response<Body> {
-    let status = local_status(flag);
-    let mut reply = Response::builder().header("x-weft-reason", flag.as_str());
-    if matches!(
-        flag,
-        Flag::DownstreamProtocolError | Flag::UnsupportedTransferCoding
-    ) {
-        // A client that broke HTTP once is not trusted with the rest of the connection.
-        reply = reply.header(http::header::CONNECTION, "close");
+    let direct = Direct {
+        status: local_status(flag),
+        body: Bytes::from_static(flag.describe().as_bytes()),
+        flag: Some(flag),
+    };
+    answer(&direct, protocol)
+}
+
+/// An answer of the proxy's own, as [`local_reply`] describes it.
+fn answer(direct: &Direct, protocol: Protocol) -> Response<Body> {
+    let mut reply = Response::builder();
+    if let Some(flag) = direct.flag {
+        reply = reply.header("x-weft-reason", flag.as_str());
+        if matches!(
+            flag,
+            Flag::DownstreamProtocolError | Flag::UnsupportedTransferCoding
+        ) {
+            // A client that broke HTTP once is not trusted with the rest of the connection.
+            reply = reply.header(http::header::CONNECTION, "close");
+        }
     }
     if protocol == Protocol::Grpc {
-        let grpc = local_grpc_status(status);
+        let grpc = local_grpc_status(direct.status);
+        let message = String::from_utf8_lossy(direct.body.trim_ascii_end());
+        let message = HeaderValue::try_from(message.as_ref())
+            .unwrap_or_else(|_| HeaderValue::from_static("local reply"));
         return reply
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(GRPC_STATUS, u16::from(grpc))
-            .header("grpc-message", flag.describe())
+            .header("grpc-message", message)
             .body(Body::Local(Full::new(Bytes::new())))
             .expect("static parts are valid");
     }
+    if !direct.body.is_empty() {
+        reply = reply.header(http::header::CONTENT_TYPE, "text/plain");
+    }
     reply
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(Body::Local(Full::new(Bytes::from_static(
-            flag.describe().as_bytes(),
-        ))))
+        .status(direct.status)
+        .body(Body::Local(Full::new(direct.body.clone())))
         .expect("static parts are valid")
 }
 
@@ -365,12 +391,24 @@ impl Proxy {
         if let Some(r) = &route.redirect {
             return Ok(Decision::Redirect(r.clone(), route.edits.clone()));
         }
+        if let Some(d) = &route.direct {
+            let direct = Direct {
+                status: d.status,
+                body: d.body.clone(),
+                flag: None,
+            };
+            return Ok(Decision::Direct(direct, route.edits.clone()));
+        }
         let picked = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
         let cluster_name = picked.name.as_str();
-        let cluster = config
-            .clusters
-            .get(cluster_name)
-            .ok_or((Flag::NoCluster, None))?;
+        let Some(cluster) = config.clusters.get(cluster_name) else {
+            let direct = Direct {
+                status: route.cluster_not_found,
+                body: Bytes::from_static(Flag::NoCluster.describe().as_bytes()),
+                flag: Some(Flag::NoCluster),
+            };
+            return Ok(Decision::Direct(direct, picked.edits.clone()));
+        };
         let endpoints = config
             .endpoints
             .get(cluster_name)
@@ -440,6 +478,33 @@ impl Proxy {
         reply
     }
 
+    /// A route's own answer, or a failure's that a route decided the status of: logged (a
+    /// failure) and counted as a response without a destination.
+    fn direct(
+        &self,
+        direct: &Direct,
+        edits: Option<&HeaderEdits>,
+        (method, authority, path): (&str, &str, &str),
+        (protocol, started): (Protocol, Instant),
+    ) -> Response<Body> {
+        let mut reply = answer(direct, protocol);
+        if let Some(e) = edits {
+            e.response.apply(reply.headers_mut());
+        }
+        if let Some(flag) = direct.flag {
+            tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", direct.status.as_u16());
+        }
+        let (code, grpc_status) = local_codes(direct.status, protocol);
+        let outcome = Outcome {
+            protocol,
+            code,
+            grpc_status,
+            flag: direct.flag,
+        };
+        self.metrics.unrouted().record(outcome, started.elapsed());
+        reply
+    }
+
     /// Logs and counts a failure the proxy answers itself; returns the status and `grpc-status`
     /// it is counted with.
     fn count_local(
@@ -449,7 +514,7 @@ impl Proxy {
         (method, authority, path): (&str, &str, &str),
         started: Instant,
     ) {
-        let (code, grpc_status) = local_codes(*flag, protocol);
+        let (code, grpc_status) = local_codes(local_status(*flag), protocol);
         tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", local_status(*flag).as_u16());
         let outcome = Outcome {
             protocol,
@@ -517,6 +582,10 @@ impl Proxy {
                 let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let seen = (&*r, edits.as_deref());
                 return Ok(self.redirect(seen, authority, pq, (protocol, started)));
+            }
+            Decision::Direct(d, edits) => {
+                let seen = (parts.method.as_str(), authority, parts.uri.path());
+                return Ok(self.direct(&d, edits.as_deref(), seen, (protocol, started)));
             }
         };
 

@@ -27,7 +27,7 @@ use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
 use crate::config::edits::{Append, Edits, HeaderEdits, Put};
 use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
-use crate::config::route::MirrorPolicy;
+use crate::config::route::{DirectResponse, MirrorPolicy};
 use crate::config::{
     Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
     Protocol, QueryMatch, Route, RouteTable, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
@@ -727,6 +727,8 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
         rewrite: None,
         redirect: None,
         mirrors: Vec::new(),
+        direct: None,
+        cluster_not_found: http::StatusCode::SERVICE_UNAVAILABLE,
     };
     match &r.action {
         Some(route::Action::Route(action)) => {
@@ -742,14 +744,53 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
             let f = format!("{field}.redirect");
             out.redirect = Some(Arc::new(redirect(ctx, &f, action, &prefix_rewrite)?));
         }
+        Some(route::Action::DirectResponse(d)) => {
+            out.direct = Some(direct_response(
+                ctx,
+                &format!("{field}.direct_response"),
+                d,
+            )?);
+        }
         _ => {
             return Err(ctx.err(
                 format!("{field}.action"),
-                "only route and redirect actions are supported",
+                "only route, redirect and direct_response actions are supported",
             ));
         }
     }
     Ok(out)
+}
+
+/// A `direct_response`: a status Envoy accepts (100-599) and an inline body.
+fn direct_response(
+    ctx: &Ctx<'_>,
+    field: &str,
+    d: &xr::DirectResponseAction,
+) -> Result<DirectResponse, Invalid> {
+    use weft_proto::xds::config::core::v3::data_source::Specifier;
+    refuse(ctx, field, [("body_format", d.body_format.is_some())])?;
+    let status = u16::try_from(d.status)
+        .ok()
+        .filter(|s| (100..600).contains(s))
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .ok_or_else(|| {
+            ctx.err(
+                format!("{field}.status"),
+                format!("bad status {}", d.status),
+            )
+        })?;
+    let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+        None => bytes::Bytes::new(),
+        Some(Specifier::InlineString(s)) => bytes::Bytes::from(s.clone()),
+        Some(Specifier::InlineBytes(b)) => bytes::Bytes::from(b.clone()),
+        Some(_) => {
+            return Err(ctx.err(
+                format!("{field}.body"),
+                "only an inline string or bytes is supported",
+            ));
+        }
+    };
+    Ok(DirectResponse { status, body })
 }
 
 /// One of a route's weighted clusters, with its header edits (Envoy applies them before the
@@ -807,6 +848,18 @@ fn forward(
             ),
         ],
     )?;
+    use route_action::ClusterNotFoundResponseCode as NotFound;
+    out.cluster_not_found = match NotFound::try_from(action.cluster_not_found_response_code) {
+        Ok(NotFound::ServiceUnavailable) => http::StatusCode::SERVICE_UNAVAILABLE,
+        Ok(NotFound::NotFound) => http::StatusCode::NOT_FOUND,
+        Ok(NotFound::InternalServerError) => http::StatusCode::INTERNAL_SERVER_ERROR,
+        Err(_) => {
+            return Err(ctx.err(
+                format!("{field}.cluster_not_found_response_code"),
+                format!("unknown code {}", action.cluster_not_found_response_code),
+            ));
+        }
+    };
     out.clusters = match &action.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
             name: c.clone(),
@@ -1221,7 +1274,7 @@ mod tests {
 
     type Edit = fn(&mut xr::RouteConfiguration);
 
-    fn route_config(edit: Edit) -> Result<RouteTable, Invalid> {
+    fn route_config(edit: impl FnOnce(&mut xr::RouteConfiguration)) -> Result<RouteTable, Invalid> {
         let mut rc = xr::RouteConfiguration {
             name: "rc".into(),
             virtual_hosts: vec![xr::VirtualHost {
@@ -1463,6 +1516,70 @@ mod tests {
         assert_eq!(
             err.field,
             "virtual_hosts[0].routes[0].route.weighted_clusters.clusters[1].host_rewrite_specifier"
+        );
+    }
+
+    #[test]
+    fn direct_responses_and_the_cluster_not_found_code_are_read_and_bad_ones_refused() {
+        use weft_proto::xds::config::core::v3::{DataSource, data_source::Specifier};
+        let direct = |status: u32, body: Option<Specifier>| {
+            move |rc: &mut xr::RouteConfiguration| {
+                first_route(rc).action =
+                    Some(route::Action::DirectResponse(xr::DirectResponseAction {
+                        status,
+                        body: body.clone().map(|s| DataSource {
+                            specifier: Some(s),
+                            ..Default::default()
+                        }),
+                        body_format: None,
+                    }));
+            }
+        };
+        let rt = route_config(direct(500, Some(Specifier::InlineString("no".into())))).unwrap();
+        let want = DirectResponse {
+            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+            body: bytes::Bytes::from_static(b"no"),
+        };
+        assert_eq!(rt.virtual_hosts[0].routes[0].direct, Some(want));
+        assert!(rt.virtual_hosts[0].routes[0].clusters.is_empty());
+        let plain = route_config(direct(204, None)).unwrap();
+        assert!(
+            plain.virtual_hosts[0].routes[0]
+                .direct
+                .as_ref()
+                .unwrap()
+                .body
+                .is_empty()
+        );
+        for (status, body, field) in [
+            (99, None, "status"),
+            (600, None, "status"),
+            (200, Some(Specifier::Filename("/etc/passwd".into())), "body"),
+        ] {
+            let err = route_config(direct(status, body)).unwrap_err();
+            assert_eq!(
+                err.field,
+                format!("virtual_hosts[0].routes[0].direct_response.{field}")
+            );
+        }
+
+        let code = |c: i32| {
+            move |rc: &mut xr::RouteConfiguration| {
+                first_action(rc).cluster_not_found_response_code = c;
+            }
+        };
+        let statuses: Vec<u16> = [0, 1, 2]
+            .map(|c| {
+                route_config(code(c)).unwrap().virtual_hosts[0].routes[0]
+                    .cluster_not_found
+                    .as_u16()
+            })
+            .into();
+        assert_eq!(statuses, [503, 404, 500]);
+        let err = route_config(code(7)).unwrap_err();
+        assert_eq!(
+            err.field,
+            "virtual_hosts[0].routes[0].route.cluster_not_found_response_code"
         );
     }
 

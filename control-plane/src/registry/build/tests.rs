@@ -32,11 +32,6 @@ spec: {parentRefs: [{kind: Service, name: api, port: 81}], rules: [{backendRefs:
         ),
         (
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
-spec: {parentRefs: [{kind: Service, name: api}], rules: [{backendRefs: [{name: gone, port: 80}]}]}\n",
-            "HTTPRoute ns/r: backendRef Service ns/gone does not exist",
-        ),
-        (
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
 spec: {parentRefs: [{kind: Service, name: api}], rules: [{matches: [{path: {type: RegularExpression, value: '(['}}], backendRefs: [{name: api, port: 80}]}]}\n",
             "HTTPRoute ns/r: rule 0 dropped: invalid regular expression",
         ),
@@ -63,8 +58,59 @@ spec: {targetRefs: [{kind: Service, name: nope}], timeout: 'ten seconds'}\n",
     }
 }
 
+/// Gateway API: a backendRef that does not resolve keeps its share, which gets 500 (503 on a
+/// GRPCRoute); a rule whose backends all have weight 0 answers it outright; a rule with no
+/// backendRefs sends to the Service it is attached to.
 #[test]
-fn header_modifiers_apply_and_other_filters_are_said_and_the_rule_kept() {
+fn unresolved_backends_keep_their_share_and_a_rule_without_backends_goes_to_its_parent() {
+    let route = |kind: &str, rules: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: r, namespace: ns}}\n\
+spec: {{parentRefs: [{{kind: Service, name: api}}], rules: {rules}}}\n"
+        )
+    };
+    let http = route(
+        "HTTPRoute",
+        "[{backendRefs: [{name: api, port: 80}, {name: gone, port: 80}, {name: api, port: 81}, \
+{kind: Bucket, group: example.com, name: b, port: 1}]}, \
+{matches: [{path: {type: PathPrefix, value: /zero}}], backendRefs: [{name: api, port: 80, weight: 0}]}, \
+{matches: [{path: {type: PathPrefix, value: /none}}]}]",
+    );
+    let (mesh, warnings) = build_yaml(&format!("{API}---\n{http}"));
+    for want in [
+        "HTTPRoute ns/r: backendRef Service ns/gone does not exist; its share of requests gets 500",
+        "HTTPRoute ns/r: backendRef ns/api has no port 81; its share of requests gets 500",
+        "HTTPRoute ns/r: backendRef b: only Services are supported; its share of requests gets 500",
+        "HTTPRoute ns/r: every backendRef has weight 0; the rule answers 500",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w == want),
+            "want {want:?}, got {warnings:?}"
+        );
+    }
+    let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
+    assert_eq!(routes.len(), 3);
+    let unresolved: Vec<bool> = routes[0].backends.iter().map(|b| b.unresolved).collect();
+    assert_eq!(unresolved, [false, true, true, true]);
+    assert_eq!(
+        (routes[0].refused.as_deref(), routes[0].failure_status),
+        (None, 500)
+    );
+    assert_eq!(
+        routes[1].refused.as_deref(),
+        Some("every backendRef has weight 0")
+    );
+    assert_eq!(routes[2].backends, [Backend::to(Key::new("ns", "api"), 80)]);
+
+    let grpc = route("GRPCRoute", "[{backendRefs: [{name: gone, port: 80}]}]");
+    let (mesh, _) = build_yaml(&format!("{API}---\n{grpc}"));
+    let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
+    assert_eq!(routes[0].failure_status, 503);
+    assert!(routes[0].backends[0].unresolved);
+}
+
+#[test]
+fn header_modifiers_apply_and_a_filter_weft_cannot_apply_refuses_the_rule() {
     let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
 spec: {parentRefs: [{kind: Service, name: api}], rules: [{filters: [\
 {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Env, value: canary}, {name: Host, value: evil}], add: [{name: x-a, value: '1'}], remove: [X-Debug]}}, \
@@ -78,11 +124,15 @@ backendRefs: [{name: api, port: 80, filters: [{type: ResponseHeaderModifier, res
         warnings,
         [
             "HTTPRoute ns/r: a header modifier may not change host: ignored",
-            "HTTPRoute ns/r: filters are not supported yet and are not applied: UrlRewrite on a backendRef"
+            "HTTPRoute ns/r: unsupported filters: UrlRewrite on a backendRef; the rule answers 500 instead of forwarding"
         ]
     );
     let routes = &mesh.services[&Key::new("ns", "api")].ports[0].routes;
     assert_eq!(routes.len(), 1);
+    assert_eq!(
+        routes[0].refused.as_deref(),
+        Some("unsupported filters: UrlRewrite on a backendRef")
+    );
     let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
     assert_eq!(routes[0].request_headers.set, [pair("x-env", "canary")]);
     assert_eq!(routes[0].request_headers.add, [pair("x-a", "1")]);
