@@ -24,6 +24,10 @@ use crate::metrics::{DestStats, Metrics};
 const EWMA_ALPHA: f64 = 0.3;
 /// Latency assumed for an endpoint before its first response (1 ms, in nanoseconds).
 const EWMA_START_NS: u64 = 1_000_000;
+/// How fast an endpoint's latency estimate fades toward zero while it gets no new sample (it
+/// falls by `e` every 10 s, Linkerd's peak-EWMA decay): one slow answer must not keep an
+/// endpoint that the balancer then never picks, and so never measures again, out for good.
+const EWMA_DECAY_MS: f64 = 10_000.0;
 /// First back-off after a transport failure, and the longest, in milliseconds.
 const BACKOFF_MS: (u64, u64) = (1_000, 30_000);
 
@@ -52,9 +56,12 @@ pub struct Endpoint {
     /// Requests in flight.
     #[serde(serialize_with = "load")]
     in_flight: AtomicUsize,
-    /// Latency EWMA in nanoseconds.
+    /// Latency EWMA in nanoseconds, as of its last sample.
     #[serde(serialize_with = "load64")]
     ewma_ns: AtomicU64,
+    /// When (`clock_ms`) the last latency sample came.
+    #[serde(skip)]
+    sampled_at_ms: AtomicU64,
     /// Requests sent, ever.
     #[serde(serialize_with = "load64")]
     requests: AtomicU64,
@@ -92,6 +99,7 @@ impl Endpoint {
             stats,
             in_flight: AtomicUsize::new(0),
             ewma_ns: AtomicU64::new(EWMA_START_NS),
+            sampled_at_ms: AtomicU64::new(clock_ms()),
             requests: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
             failing_until: AtomicU64::new(0),
@@ -112,6 +120,7 @@ impl Endpoint {
             endpoint: self.clone(),
             started: Instant::now(),
             failed: false,
+            measured: false,
         }
     }
 
@@ -128,27 +137,39 @@ impl Endpoint {
         until != 0 && now_ms < until
     }
 
-    fn cost(&self) -> f64 {
-        (self.in_flight.load(Ordering::Relaxed) + 1) as f64
-            * self.ewma_ns.load(Ordering::Relaxed) as f64
+    /// Requests in flight (plus the one being placed) times the latency estimate, faded by the
+    /// time since its last sample.
+    fn cost_at(&self, now_ms: u64) -> f64 {
+        let idle_ms = now_ms.saturating_sub(self.sampled_at_ms.load(Ordering::Relaxed));
+        let estimate =
+            self.ewma_ns.load(Ordering::Relaxed) as f64 * (-(idle_ms as f64) / EWMA_DECAY_MS).exp();
+        (self.in_flight.load(Ordering::Relaxed) + 1) as f64 * estimate
     }
 
     fn observe(&self, latency: Duration) {
+        let now_ms = clock_ms();
+        let idle_ms = now_ms.saturating_sub(self.sampled_at_ms.swap(now_ms, Ordering::Relaxed));
+        let fade = (-(idle_ms as f64) / EWMA_DECAY_MS).exp();
         let sample = latency.as_nanos().min(u128::from(u64::MAX)) as f64;
         let _ = self
             .ewma_ns
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some((EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * old as f64) as u64)
+                let old = old as f64 * fade;
+                Some((EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * old) as u64)
             });
     }
 }
 
-/// A request in flight to an endpoint; dropping it records the latency.
+/// A request in flight to an endpoint. Its latency is recorded when the endpoint answers (the
+/// response head, or a TCP connection made), as Linkerd measures it, so a long stream, download
+/// or WebSocket does not read as a slow endpoint; a request that ends unanswered (timed out,
+/// cancelled) records its time when dropped.
 #[derive(Debug)]
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     started: Instant,
     failed: bool,
+    measured: bool,
 }
 
 impl InFlight {
@@ -170,10 +191,14 @@ impl InFlight {
             .store(clock_ms() + backoff, Ordering::Relaxed);
     }
 
-    /// The endpoint answered: whatever it failed before is forgiven. Two loads when it had not
-    /// failed; each field is cleared on its own, so a failure racing this answer leaves no stale
-    /// count behind.
-    pub fn answered(&self) {
+    /// The endpoint answered: its latency is recorded, once, and whatever it failed before is
+    /// forgiven. Two loads when it had not failed; each field is cleared on its own, so a
+    /// failure racing this answer leaves no stale count behind.
+    pub fn answered(&mut self) {
+        if !self.measured {
+            self.measured = true;
+            self.endpoint.observe(self.started.elapsed());
+        }
         let ep = &self.endpoint;
         if ep.consecutive_failures.load(Ordering::Relaxed) != 0 {
             ep.consecutive_failures.store(0, Ordering::Relaxed);
@@ -188,7 +213,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         // A failure's latency says nothing about how fast the endpoint serves.
-        if !self.failed {
+        if !self.failed && !self.measured {
             self.endpoint.observe(self.started.elapsed());
         }
     }
@@ -350,7 +375,8 @@ impl EndpointSet {
                 if b >= a {
                     b += 1;
                 }
-                if list[b].cost() < list[a].cost() {
+                let now = clock_ms();
+                if list[b].cost_at(now) < list[a].cost_at(now) {
                     b
                 } else {
                     a
@@ -463,6 +489,44 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(set.pick().unwrap().addr.port(), 1001);
         }
+    }
+
+    /// A request's latency is taken when the endpoint answers, so a stream held open afterwards
+    /// (a WebSocket, a download) does not make the endpoint look slow.
+    #[test]
+    fn latency_is_measured_to_the_answer_not_to_the_end_of_the_stream() {
+        let set = EndpointSet::new("c", &cfgs(1), LbPolicy::LeastRequest, None, &metrics());
+        let ep = &set.endpoints[0];
+        let mut guard = ep.start();
+        guard.answered();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(guard);
+        assert!(ep.ewma_ns.load(Ordering::Relaxed) < 10_000_000);
+        // Unanswered (timed out, cancelled), the whole wait counts.
+        let guard = ep.start();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(guard);
+        assert!(ep.ewma_ns.load(Ordering::Relaxed) > 10_000_000);
+    }
+
+    /// One very slow answer keeps an endpoint out only while it is fresh: the estimate fades,
+    /// the endpoint is tried again and measured anew.
+    #[test]
+    fn a_slow_endpoints_estimate_fades_so_it_is_tried_again() {
+        let set = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
+        let (slow, fast) = (&set.endpoints[0], &set.endpoints[1]);
+        slow.observe(Duration::from_secs(60));
+        fast.observe(Duration::from_millis(1));
+        let to_slow = (0..1000)
+            .filter(|_| set.pick().unwrap().addr.port() == 1000)
+            .count();
+        assert_eq!(to_slow, 0);
+        // Two minutes on, the fast endpoint measured all along: 18 s of estimate has faded
+        // below its 1 ms.
+        let later = clock_ms() + 120_000;
+        fast.sampled_at_ms.store(later, Ordering::Relaxed);
+        assert!(slow.cost_at(later) < fast.cost_at(later));
+        assert!(slow.cost_at(later - 60_000) > fast.cost_at(later));
     }
 
     #[test]
