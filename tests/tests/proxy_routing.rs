@@ -304,11 +304,20 @@ fn metrics_count_each_version_and_flag_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The health port is reachable from outside the pod: no config there.
+    // The health port is reachable from outside the pod: no config there, and a client that
+    // sends nothing is let go after 10 s, not held for good.
     assert_eq!(
         weft_e2e::http_get(proxy.health, "/config_dump").unwrap().0,
         404
     );
+    let mut silent = std::net::TcpStream::connect(proxy.health).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut silent, &mut byte).unwrap(), 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 #[test]

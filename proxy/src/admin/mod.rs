@@ -4,13 +4,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::config::Store;
@@ -104,14 +105,23 @@ impl Admin {
     }
 }
 
+/// How long an admin or health client may take to send a request head, and may leave a
+/// keep-alive connection idle.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Binds `addr` and serves the admin endpoints on it; returns the bound address.
 pub async fn bind(addr: SocketAddr, admin: Admin) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(%local, "admin accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let admin = admin.clone();
             tokio::spawn(async move {
@@ -119,7 +129,12 @@ pub async fn bind(addr: SocketAddr, admin: Admin) -> std::io::Result<SocketAddr>
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.handle(&req)) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                // The health port is open to the pod network: a client that sends nothing, or
+                // holds a connection idle, is let go rather than kept for good. HTTP/1.1 only, as
+                // Envoy's admin: kubelet, Prometheus and curl speak it.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(ADMIN_HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });

@@ -102,9 +102,15 @@ pub async fn accept_redirected<F, Fut>(
             a = listener.accept() => a,
             () = proxy.drain.stopped() => return,
         };
-        let Ok((stream, peer)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors (EMFILE), most likely: said, and retried after a pause
+                // rather than in a loop that spins while the queued connection waits.
+                tracing::warn!("capture accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         match redirected_dst(&stream, &own_ports) {
             Some(dst) => {
