@@ -90,11 +90,19 @@ fn request_line(buf: &[u8]) -> Option<Detected> {
     })
 }
 
+/// The longest wait between two looks at a prefix that has not decided yet.
+const MAX_PAUSE: Duration = Duration::from_millis(32);
+
 /// Peeks at `stream` until its protocol is known or `timeout` passes.
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let deadline = Instant::now() + timeout;
     // Room for the request line of an uncommon method (the common ones need 8 bytes).
     let mut buf = [0u8; 256];
+    // A peek leaves the socket readable, so the rest of a prefix can only be waited for by
+    // looking again: soon (most prefixes split across two segments complete within a
+    // millisecond), then less and less often, so a client that sends one byte and stalls costs
+    // a few dozen wake-ups a second, not a thousand.
+    let mut pause = Duration::from_millis(1);
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) => n,
@@ -110,7 +118,8 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
             return Detected::Opaque;
         }
         // Part of a prefix has arrived; give the rest a moment.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 

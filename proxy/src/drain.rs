@@ -1,8 +1,10 @@
 //! Graceful drain, in two steps. Draining (`POST /drain`, a preStop hook): `/ready` turns 503 so
 //! the endpoint leaves load balancers, and HTTP connections are told to close after their current
 //! request, but listeners keep accepting: the app still runs, and peers still send until they see
-//! the endpoint gone. Stopping (SIGTERM, which drains first if nothing did): listeners stop
-//! accepting, and the proxy exits once connections are done or the drain timeout passes.
+//! the endpoint gone. Stopping (SIGTERM, which drains first if nothing did): inbound listeners
+//! stop accepting, and the proxy exits once every connection (inbound, outbound, passthrough and
+//! upgraded tunnels alike) is done or the drain timeout passes. Outbound listeners accept until
+//! the exit, as Istio's do: an app that is itself shutting down still reaches its upstreams.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -49,7 +51,7 @@ impl Drain {
         let _ = rx.wait_for(|d| *d).await;
     }
 
-    /// Resolves once the proxy stops: listeners stop accepting.
+    /// Resolves once the proxy stops: inbound listeners stop accepting.
     pub async fn stopped(&self) {
         let mut rx = self.stopped.subscribe();
         let _ = rx.wait_for(|d| *d).await;

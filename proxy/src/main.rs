@@ -203,8 +203,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let own_ports = vec![
         args.outbound_capture_addr.port(),
         args.inbound_capture_addr.port(),
-        admin_addr.port(),
-        health_addr.port(),
     ];
     let capture = outbound::capture::Capture {
         policy: args.outbound_policy,

@@ -179,6 +179,8 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     // On a port no Service or container declares: inbound traffic passes through to it.
     let _undeclared = backend(&pod, &["http", "10.1.0.5", "9999", "undeclared-app"]);
     let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
+    // Another pod's server on a port a sidecar also uses (Prometheus scraping its 15020).
+    let _other_15020 = backend(&client, &["http", "10.1.0.9", "15020", "other-pod-15020"]);
     // The pods of the headless Service `peers`, as a StatefulSet's would be.
     let _peer_a = backend(&client, &["http", "10.1.0.9", "7100", "peer-a"]);
     let _peer_b = backend(&client, &["http", "10.1.0.10", "7100", "peer-b"]);
@@ -313,4 +315,7 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
             "{service}: {scrape}"
         );
     }
+    // Port 15020 of another pod is that pod's: passed through, not refused as a loop.
+    let out = pod.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.9:15020/"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "other-pod-15020");
 }

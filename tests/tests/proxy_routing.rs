@@ -466,7 +466,7 @@ fn one_backend() -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
 }
 
 #[test]
-fn sigterm_drains_requests_in_flight_then_exits() {
+fn sigterm_drains_requests_in_flight_serves_outbound_until_exit_then_exits() {
     let (_dir, _cp, mut proxy, bind) = one_backend();
 
     let in_flight = std::thread::spawn(move || {
@@ -491,13 +491,20 @@ fn sigterm_drains_requests_in_flight_then_exits() {
             .success()
     );
     std::thread::sleep(Duration::from_millis(200));
-    // No new connections once draining, and not ready: the endpoint leaves load balancers.
-    assert!(
-        TcpStream::connect_timeout(&bind, Duration::from_millis(500)).is_err(),
-        "still accepting"
-    );
+    // Not ready: the endpoint leaves load balancers.
     let ready = weft_e2e::http_get(proxy.health, "/ready").unwrap();
     assert_eq!((ready.0, ready.1.as_str()), (503, "draining\n"));
+    // This is an outbound listener: the app, perhaps shutting down itself, still reaches its
+    // upstreams while the proxy drains (as in Istio), one request per connection.
+    let mut late = Conn::open(bind);
+    let (status, headers, body) = late.get("/api/x", "");
+    assert_eq!((status, body.as_str()), (200, "v1"));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v == "close"),
+        "{headers:?}"
+    );
     let ((status, _, body), closed) = in_flight.join().unwrap();
     assert_eq!((status, body.as_str()), (200, "v1"));
     assert!(closed, "connection not closed after the drained request");
@@ -553,7 +560,7 @@ fn post_drain_turns_unready_and_closes_connections_but_keeps_accepting_until_sig
     );
     assert!(proxy.proc.0.try_wait().unwrap().is_none());
 
-    // SIGTERM stops accepting and exits.
+    // SIGTERM exits once nothing is open.
     let pid = proxy.proc.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -574,7 +581,7 @@ fn post_drain_turns_unready_and_closes_connections_but_keeps_accepting_until_sig
 }
 
 #[test]
-fn websocket_upgrade_is_carried_end_to_end() {
+fn websocket_upgrade_is_carried_end_to_end_and_drained_on_sigterm() {
     let ws_port = free_port();
     let mut ws = weft_e2e::Proc::spawn(
         Command::new("python3")
@@ -587,7 +594,7 @@ fn websocket_upgrade_is_carried_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &mesh(ws_addr, ws_addr, bind, (1, 0)));
     let cp = ControlPlane::start(dir.path());
-    let _proxy = Sidecar::start(cp.xds, "web-0.shop");
+    let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
     let script = "import sys\nfrom websockets.sync.client import connect\n\
         with connect(f'ws://{sys.argv[1]}/api/ws') as c:\n\
@@ -598,6 +605,39 @@ fn websocket_upgrade_is_carried_end_to_end() {
         weft_e2e::python_script(script, &[&bind.to_string()]),
         "echo:one\necho:two\necho:three\n"
     );
+
+    // A tunnel open when SIGTERM comes is drained like a request in flight: it keeps working,
+    // and the proxy exits once it closes (it outlives the HTTP connection it came from).
+    let script = "import sys, time\nfrom websockets.sync.client import connect\n\
+        with connect(f'ws://{sys.argv[1]}/api/ws') as c:\n\
+        \x20   for m in ['before', 'during']:\n\
+        \x20       c.send(m)\n\
+        \x20       print(c.recv(), flush=True)\n\
+        \x20       time.sleep(1)\n";
+    let mut tunnel = weft_e2e::Proc::spawn(
+        weft_e2e::python()
+            .arg("-c")
+            .arg(script)
+            .arg(bind.to_string()),
+    );
+    assert_eq!(tunnel.read_line().trim(), "echo:before");
+    let pid = proxy.proc.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(tunnel.read_line().trim(), "echo:during");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while proxy.proc.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit once the tunnel closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -295,7 +295,7 @@ fn requests_queued_behind_a_failed_http2_dial_fail_with_it() {
 }
 
 #[test]
-fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
+fn tcp_bytes_are_counted_as_they_flow_and_an_upstream_reset_is_passed_on() {
     use std::io::Read;
     // Reads the client's hello, answers 1,000 bytes, then closes with a reset.
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -363,6 +363,11 @@ fn tcp_bytes_are_counted_as_they_flow_and_when_the_upstream_resets() {
     );
     assert_eq!(delta(&after, "weft_tcp_sent_bytes_total"), 1000, "{after}");
     assert_eq!(delta(&after, "weft_tcp_received_bytes_total"), 5, "{after}");
+    // The upstream's reset reaches the client as a reset, not as a clean end of the stream.
+    let err = c
+        .read(&mut got)
+        .expect_err("the reset reached the client as a clean end");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
 #[test]

@@ -274,11 +274,12 @@ fn answer(direct: &Direct, protocol: Protocol) -> Response<Body> {
 fn switch_protocols(
     mut resp: Response<Incoming>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
-    guard: crate::balance::InFlight,
+    (guard, open): (crate::balance::InFlight, crate::drain::Open),
 ) -> Response<Body> {
     let upstream = hyper::upgrade::on(&mut resp);
+    // The tunnel outlives the HTTP connection it came from: a drain waits for it too.
     tokio::spawn(async move {
-        let _guard = guard;
+        let (_guard, _open) = (guard, open);
         let Some(downstream) = downstream else { return };
         match tokio::try_join!(downstream, upstream) {
             Ok((down, up)) => {
@@ -728,7 +729,8 @@ impl Proxy {
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             endpoint.stats.record(outcome, started.elapsed());
-            return Ok(switch_protocols(resp, downstream_upgrade, guard));
+            let open = self.drain.open();
+            return Ok(switch_protocols(resp, downstream_upgrade, (guard, open)));
         }
         let (mut parts, body) = resp.into_parts();
         if headers::other_transfer_coding(&parts.headers) {

@@ -2,24 +2,23 @@
 //! app, handled by the inbound listener's chain for the original port, or passed to the app as
 //! plain TCP when no chain names the port.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::config::Store;
 use crate::http::Proxy;
-use crate::outbound::capture::accept_redirected;
+use crate::outbound::capture::{Direction, accept_redirected};
 use crate::outbound::{choose, serve_connection};
 
 /// Name of the listener the control plane sends for the inbound side.
 pub const INBOUND_LISTENER: &str = "inbound";
 
-/// Accepts redirected inbound connections until the proxy drains.
+/// Accepts redirected inbound connections until the proxy stops.
 pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_ports: Vec<u16>) {
     accept_redirected(
         listener,
-        &proxy.clone(),
+        (&proxy.clone(), Direction::Inbound),
         own_ports.into(),
         move |stream, dst| {
             let (store, proxy) = (store.clone(), proxy.clone());
@@ -31,7 +30,10 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                         .map(|c| (c.protocol, c.handler.clone()))
                 });
                 let Some((protocol, handler)) = chain else {
-                    return passthrough(stream, dst, &proxy).await;
+                    // To where it was headed (the pod's own address), never to loopback, so
+                    // sockets the app keeps on localhost stay private, as in Istio since 1.10.
+                    let stats = &proxy.metrics().passthrough(true).tcp;
+                    return crate::tcp::passthrough(stream, dst, stats).await;
                 };
                 // An undeclared port that turns out not to be HTTP goes to the app as opaque TCP.
                 let tcp_cluster = Some(weft_proto::names::inbound_cluster(dst.port()));
@@ -45,14 +47,4 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
         },
     )
     .await;
-}
-
-/// A port no chain names goes to where it was headed (the pod's own address), never to loopback,
-/// so sockets the app keeps on localhost stay private, as in Istio since 1.10.
-async fn passthrough(client: TcpStream, dst: SocketAddr, proxy: &Proxy) {
-    if let Ok(upstream) = TcpStream::connect(dst).await {
-        let stats = &proxy.metrics().passthrough(true).tcp;
-        let idle = Some(crate::config::TCP_IDLE_TIMEOUT);
-        let _ = crate::tcp::carry(client, upstream, stats, idle).await;
-    }
 }

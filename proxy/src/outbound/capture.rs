@@ -72,35 +72,55 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
 pub struct Capture {
     /// Unknown destinations.
     pub policy: OutboundPolicy,
-    /// Ports the proxy itself listens on: a destination on one of them is refused, or the proxy
-    /// would forward to itself forever.
+    /// The capture ports: a destination on one of them at this host's address is refused, or
+    /// the proxy could forward to itself forever.
     pub own_ports: Vec<u16>,
 }
 
 /// The original destination of a redirected connection, or `None` when the connection was not
-/// redirected (it came straight to the capture port) or is headed for one of the proxy's own
-/// ports — both would make the proxy connect to itself.
+/// redirected (it came straight to the capture port) or is headed for a capture port of this
+/// host — both would make the proxy connect to itself. The same port on another pod is that
+/// pod's business, and the proxy's other ports (a kubelet probe to 15020) are served, not loops.
 pub fn redirected_dst(stream: &TcpStream, own_ports: &[u16]) -> Option<SocketAddr> {
     let dst = original_dst(stream).ok()?;
     let local = stream.local_addr().ok()?;
-    (dst != local && !own_ports.contains(&dst.port())).then_some(dst)
+    let here = dst.ip().is_loopback() || dst.ip().is_unspecified() || dst.ip() == local.ip();
+    (dst != local && !(here && own_ports.contains(&dst.port()))).then_some(dst)
 }
 
-/// Accepts redirected connections until the proxy drains, and spawns `handle` for each with its
-/// original destination. Shared by the outbound and inbound capture listeners.
+/// Which traffic a capture listener carries, which decides when it stops accepting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// To the local app: accepted until the proxy stops, so peers move elsewhere.
+    Inbound,
+    /// From the local app: accepted for as long as the proxy runs, as Istio keeps outbound
+    /// working through a drain, so an app still shutting down reaches its upstreams.
+    Outbound,
+}
+
+/// Accepts redirected connections, and spawns `handle` for each with its original destination,
+/// counted as open until it ends (a drain waits for it). Shared by the outbound and inbound
+/// capture listeners.
 pub async fn accept_redirected<F, Fut>(
     listener: TcpListener,
-    proxy: &Proxy,
+    (proxy, direction): (&Proxy, Direction),
     own_ports: Arc<[u16]>,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let stopped = async {
+        match direction {
+            Direction::Inbound => proxy.drain.stopped().await,
+            Direction::Outbound => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopped);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = proxy.drain.stopped() => return,
+            () = &mut stopped => return,
         };
         let (stream, peer) = match accepted {
             Ok(s) => s,
@@ -114,7 +134,11 @@ pub async fn accept_redirected<F, Fut>(
         };
         match redirected_dst(&stream, &own_ports) {
             Some(dst) => {
-                tokio::spawn(handle(stream, dst));
+                let (open, serve) = (proxy.drain.open(), handle(stream, dst));
+                tokio::spawn(async move {
+                    let _open = open;
+                    serve.await
+                });
             }
             None => {
                 tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed")
@@ -123,10 +147,11 @@ pub async fn accept_redirected<F, Fut>(
     }
 }
 
-/// Accepts redirected outbound connections until the proxy drains.
+/// Accepts redirected outbound connections for as long as the proxy runs.
 pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture: Capture) {
     let own_ports: Arc<[u16]> = capture.own_ports.clone().into();
-    accept_redirected(listener, &proxy.clone(), own_ports, move |stream, dst| {
+    let outbound = (&proxy.clone(), Direction::Outbound);
+    accept_redirected(listener, outbound, own_ports, move |stream, dst| {
         handle(stream, dst, store.clone(), proxy.clone(), capture.clone())
     })
     .await;
@@ -142,7 +167,10 @@ async fn handle(
     let listener = store.load().listener_for(dst).cloned();
     let Some(listener) = listener else {
         match capture.policy {
-            OutboundPolicy::AllowAny => passthrough(stream, dst, &proxy).await,
+            OutboundPolicy::AllowAny => {
+                let stats = &proxy.metrics().passthrough(false).tcp;
+                crate::tcp::passthrough(stream, dst, stats).await;
+            }
             OutboundPolicy::RegistryOnly => {
                 tracing::info!(%dst, flags = "NR", "unknown destination refused")
             }
@@ -168,17 +196,5 @@ async fn handle(
     .await
     {
         super::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
-    }
-}
-
-/// Forwards to where the app was going, untouched.
-async fn passthrough(client: TcpStream, dst: SocketAddr, proxy: &Proxy) {
-    match TcpStream::connect(dst).await {
-        Ok(upstream) => {
-            let stats = &proxy.metrics().passthrough(false).tcp;
-            let idle = Some(crate::config::TCP_IDLE_TIMEOUT);
-            let _ = crate::tcp::carry(client, upstream, stats, idle).await;
-        }
-        Err(e) => tracing::debug!(%dst, "passthrough connect failed: {e}"),
     }
 }

@@ -71,7 +71,6 @@ pub async fn serve_connection(
     stream: TcpStream,
     (detected, pinned): (Option<Detected>, Option<(SocketAddr, String)>),
 ) {
-    let _open = proxy.drain.open();
     let drain = proxy.drain.clone();
     let _ = stream.set_nodelay(true);
     let source = match handler {
@@ -223,13 +222,11 @@ where
     }
 }
 
+/// Accepts on an explicit (outbound) listener for as long as the proxy runs: an app still
+/// shutting down while the proxy drains keeps reaching its upstreams, as in Istio.
 async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, proxy: Proxy) {
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = proxy.drain.stopped() => return,
-        };
-        let (stream, _) = match accepted {
+        let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(listener = name, "accept failed: {e}");
@@ -253,7 +250,9 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
             _ => None,
         };
         let (store, proxy) = (store.clone(), proxy.clone());
+        let open = proxy.drain.open();
         tokio::spawn(async move {
+            let _open = open;
             let detect_timeout = proxy.detect_timeout;
             if let Some((handler, detected)) =
                 choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await

@@ -88,6 +88,37 @@ pub async fn carry(
         },
         None => copy.await.map(|_| ()),
     };
+    if result.is_err() {
+        // One side reset (or failed): the other gets a reset too, not a clean end, so a
+        // close-delimited stream that broke off is not taken for complete (as Envoy does).
+        let _ = client.inner.set_zero_linger();
+        let _ = upstream.inner.set_zero_linger();
+    }
     tcp.close();
     result
+}
+
+/// How long a passthrough connection may take to connect: Istio's default `connectTimeout`.
+/// The app's own connect already succeeded (to the capture port), so its timeout cannot help.
+const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Carries a connection to where it was headed (a destination the mesh does not know, or an
+/// inbound port no chain names), untouched, counted into `tcp`.
+pub async fn passthrough(client: TcpStream, dst: std::net::SocketAddr, tcp: &TcpStats) {
+    let upstream =
+        match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(%dst, flags = "UF", "passthrough connect failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%dst, flags = "UF", "passthrough connect timed out");
+                return;
+            }
+        };
+    let _ = upstream.set_nodelay(true);
+    if let Err(e) = carry(client, upstream, tcp, Some(crate::config::TCP_IDLE_TIMEOUT)).await {
+        tracing::debug!(%dst, "passthrough ended: {e}");
+    }
 }
