@@ -13,7 +13,8 @@ pub struct RouteRule {
     pub matches: Vec<RouteMatch>,
     /// Weighted targets; weights need not sum to anything.
     pub backends: Vec<Backend>,
-    /// Whole-request timeout, retries included.
+    /// Whole-request timeout, retries included; zero (Gateway API's `0s`) is none, whatever a
+    /// TrafficPolicy says.
     pub timeout: Option<Duration>,
     /// Per-attempt timeout.
     pub backend_timeout: Option<Duration>,

@@ -820,8 +820,7 @@ fn route_rule(
             key,
             "timeouts.request",
             timeouts.and_then(|t| t.request.as_deref()),
-        )
-        .filter(|d| !d.is_zero()),
+        ),
         backend_timeout: duration(
             b,
             kind,
@@ -1061,10 +1060,14 @@ fn route_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
             })
         }
     };
+    // Gateway API: of matches on one header (names case-insensitive) or one query parameter
+    // (case-sensitive), only the first counts.
+    let mut seen = std::collections::HashSet::new();
     let headers = m
         .headers
         .iter()
         .flatten()
+        .filter(|h| seen.insert(h.name.to_ascii_lowercase()))
         .map(|h| {
             Ok(HeaderMatch {
                 name: h.name.to_ascii_lowercase(),
@@ -1075,10 +1078,12 @@ fn route_match(m: &HttpRouteRulesMatches) -> Result<RouteMatch, String> {
             })
         })
         .collect::<Result<_, String>>()?;
+    let mut seen = std::collections::HashSet::new();
     let query = m
         .query_params
         .iter()
         .flatten()
+        .filter(|q| seen.insert(q.name.as_str()))
         .map(|q| {
             Ok(QueryMatch {
                 name: q.name.clone(),

@@ -318,8 +318,18 @@ fn action(
             ..Default::default()
         }),
     };
-    let timeout = rule.timeout.or(policy.timeout);
-    let retry = rule.retry.as_ref().or(policy.retry.as_ref());
+    let retry = rule
+        .retry
+        .as_ref()
+        .or(policy.retry.as_ref())
+        .filter(|r| r.attempts > 0);
+    let timeout = rule.timeout.or(policy.timeout).filter(|t| !t.is_zero());
+    // Without retries the one attempt is the whole request: a backend timeout bounds it, for
+    // clients that read no per-try timeout outside a retry policy.
+    let timeout = match (retry, rule.backend_timeout) {
+        (None, Some(per_try)) => Some(timeout.map_or(per_try, |t| t.min(per_try))),
+        _ => timeout,
+    };
     RouteAction {
         cluster_specifier: Some(cluster_specifier),
         cluster_not_found_response_code: not_found as i32,
@@ -329,9 +339,7 @@ fn action(
             max_stream_duration: Some(duration(t)),
             ..Default::default()
         }),
-        retry_policy: retry
-            .filter(|r| r.attempts > 0)
-            .map(|r| retry_policy(r, rule.backend_timeout, protocol)),
+        retry_policy: retry.map(|r| retry_policy(r, rule.backend_timeout, protocol)),
         request_mirror_policies: rule.mirrors.iter().map(mirror_policy).collect(),
         ..Default::default()
     }

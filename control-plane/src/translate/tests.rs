@@ -946,3 +946,60 @@ fn unresolved_backends_and_refused_rules_answer_500() {
     };
     assert_eq!(plain.cluster_not_found_response_code, 0);
 }
+
+/// Gateway API timeouts: `0s` disables the request timeout (a TrafficPolicy's too); without
+/// retries, `backendRequest` bounds the one attempt; with them it is the per-try timeout.
+#[test]
+fn request_and_backend_timeouts() {
+    let policy = "
+---
+apiVersion: weft.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: tp, namespace: ns}
+spec: {targetRefs: [{kind: Service, name: api}], timeout: 30s}
+";
+    let m = mesh(&format!(
+        "{}{policy}",
+        api_routes(
+            "
+    - matches: [{path: {type: Exact, value: /off}}]
+      timeouts: {request: 0s}
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: Exact, value: /backend}}]
+      timeouts: {request: 10s, backendRequest: 2s}
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: Exact, value: /retried}}]
+      timeouts: {request: 10s, backendRequest: 2s}
+      retry: {attempts: 2}
+      backendRefs: [{name: api, port: 80}]
+    - matches: [{path: {type: Exact, value: /policy}}]
+      backendRefs: [{name: api, port: 80}]
+"
+        )
+    ));
+    let res = for_node(&m, "x");
+    let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+    let action = |p: &str| {
+        let r = rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .find(|r| {
+                r.r#match.as_ref().unwrap().path_specifier
+                    == Some(route_match::PathSpecifier::Path(p.into()))
+            })
+            .unwrap();
+        match &r.action {
+            Some(route::Action::Route(a)) => a.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let secs = |a: &RouteAction| a.timeout.unwrap().seconds;
+    assert_eq!(secs(&action("/off")), 0);
+    assert!(action("/off").max_stream_duration.is_none());
+    assert_eq!(secs(&action("/backend")), 2);
+    let retried = action("/retried");
+    assert_eq!(secs(&retried), 10);
+    let per_try = retried.retry_policy.unwrap().per_try_timeout.unwrap();
+    assert_eq!(per_try.seconds, 2);
+    assert_eq!(secs(&action("/policy")), 30);
+}

@@ -428,3 +428,32 @@ status: {podIP: 10.1.0.9}\n";
     assert_eq!(w.ports[0].protocol, Protocol::Grpc);
     assert_eq!(w.ips, ["10.1.0.9".parse::<IpAddr>().unwrap()]);
 }
+
+/// Gateway API: of several matches on one header name (case-insensitive) or query parameter
+/// (case-sensitive), only the first counts.
+#[test]
+fn only_the_first_match_on_a_header_or_query_parameter_counts() {
+    let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{matches: [{\
+headers: [{name: x-env, value: prod}, {name: X-Env, value: canary}, {name: x-other, value: a}], \
+queryParams: [{name: v, value: '1'}, {name: v, value: '2'}, {name: V, value: '3'}]}], \
+backendRefs: [{name: api, port: 80}]}]}\n";
+    let (mesh, warnings) = build_yaml(&format!("{API}---\n{doc}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let m = &mesh.services[&Key::new("ns", "api")].ports[0].routes[0].matches[0];
+    let headers: Vec<&str> = m.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(headers, ["x-env", "x-other"]);
+    assert_eq!(m.headers[0].value, StringMatch::Exact("prod".into()));
+    let query: Vec<(&str, &StringMatch)> = m
+        .query
+        .iter()
+        .map(|q| (q.name.as_str(), &q.value))
+        .collect();
+    assert_eq!(
+        query,
+        [
+            ("v", &StringMatch::Exact("1".into())),
+            ("V", &StringMatch::Exact("3".into()))
+        ]
+    );
+}
