@@ -55,7 +55,7 @@ const MESH: &str = r#"
 apiVersion: v1
 kind: Pod
 metadata: {name: web-0, namespace: shop, labels: {app: web}}
-spec: {serviceAccountName: web, containers: [{name: web, ports: [{name: http, containerPort: 8080}]}]}
+spec: {serviceAccountName: web, containers: [{name: web, ports: [{name: http, containerPort: 8080}, {name: http-admin, containerPort: 8081}]}]}
 status: {podIP: 10.1.0.5}
 ---
 apiVersion: v1
@@ -175,7 +175,11 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let _reviews = backend(&pod, &["http", "127.0.0.1", "18081", "reviews"]);
     let _db = backend(&pod, &["banner", "127.0.0.1", "13306", "db-banner"]);
-    let _app = backend(&pod, &["http", "127.0.0.1", "8080", "web-app"]);
+    // The app on the pod's addresses, where inbound traffic goes (Istio since 1.10), and a port
+    // it keeps on localhost, which must stay private.
+    let _app = backend(&pod, &["http", "10.1.0.5", "8080", "web-app"]);
+    let _app6 = backend(&pod, &["http", "fd00:1::5", "8080", "web-app"]);
+    let _private = backend(&pod, &["http", "127.0.0.1", "8081", "private"]);
     // On a port no Service or container declares: inbound traffic passes through to it.
     let _undeclared = backend(&pod, &["http", "10.1.0.5", "9999", "undeclared-app"]);
     let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
@@ -299,6 +303,17 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
             "{url}: {text}"
         );
     }
+    // A port the app keeps on localhost is not reachable from outside through the sidecar.
+    let out = client.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "--max-time",
+        "5",
+        "http://10.1.0.5:8081/",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     // A port nothing declares: passed through to the pod's own address, untouched.
     let out = client.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.5:9999/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "undeclared-app");

@@ -185,14 +185,28 @@ fn http_protocol_options(
     options
 }
 
-/// The local app on one port, reached over loopback.
-pub fn inbound(port: &WorkloadPort) -> Cluster {
-    let addr = Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: "127.0.0.1".into(),
-            port_specifier: Some(PortSpecifier::PortValue(u32::from(port.port))),
+/// The local app on one port, at the pod's own addresses (loopback only when it has none): as
+/// in Istio since 1.10, so an app bound to the pod IP is reached and one that keeps a port on
+/// localhost keeps it private. A sidecar sends each connection to the address it was headed for.
+pub fn inbound(port: &WorkloadPort, pod_ips: &[std::net::IpAddr]) -> Cluster {
+    let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let ips = if pod_ips.is_empty() {
+        &loopback[..]
+    } else {
+        pod_ips
+    };
+    let endpoint = |ip: &std::net::IpAddr| LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: ip.to_string(),
+                    port_specifier: Some(PortSpecifier::PortValue(u32::from(port.port))),
+                    ..Default::default()
+                })),
+            }),
             ..Default::default()
         })),
+        ..Default::default()
     };
     let name = inbound_cluster_name(port.port);
     Cluster {
@@ -202,13 +216,7 @@ pub fn inbound(port: &WorkloadPort) -> Cluster {
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name,
             endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(addr),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
+                lb_endpoints: ips.iter().map(endpoint).collect(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -237,10 +245,11 @@ mod tests {
             (Protocol::Tcp, None),
         ];
         for (protocol, want) in cases {
-            let inbound = inbound(&WorkloadPort {
+            let port = WorkloadPort {
                 port: 8080,
                 protocol,
-            });
+            };
+            let inbound = inbound(&port, &[]);
             let got = inbound
                 .typed_extension_protocol_options
                 .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")

@@ -235,7 +235,7 @@ pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
         out.push(Resource::new(
             ResourceType::Cluster,
             inbound_cluster_name(port.port),
-            &cluster::inbound(port),
+            &cluster::inbound(port, &workload.ips),
         ));
     }
     if let Some(scope) = mesh.scope_for(workload) {

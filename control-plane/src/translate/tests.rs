@@ -339,6 +339,21 @@ fn sidecar_scope_limits_services_but_keeps_canary_backends() {
     let lds = names(&res, ResourceType::Listener);
     assert!(lds.contains(&"inbound"));
     assert!(lds.contains(&"outbound|127.0.0.1:19080"));
+    // The local app is reached at the pod's address, not loopback (Istio since 1.10).
+    let inbound: Cluster = get(&res, ResourceType::Cluster, "inbound|8080||");
+    let addrs: Vec<String> = inbound.load_assignment.unwrap().endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|e| match &e.host_identifier {
+            Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => format!("{:?}", ep.address),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(addrs.len(), 1);
+    assert!(
+        addrs[0].contains("\"127.20.0.1\"") && addrs[0].contains("8080"),
+        "{addrs:?}"
+    );
     // Istio-style node ids name the same workload.
     let istio = for_node(&m, "sidecar~127.20.0.1~web-0.shop~shop.svc.cluster.local");
     assert_eq!(

@@ -36,12 +36,22 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     return crate::tcp::passthrough(stream, dst, stats).await;
                 };
                 // An undeclared port that turns out not to be HTTP goes to the app as opaque TCP.
-                let tcp_cluster = Some(weft_proto::names::inbound_cluster(dst.port()));
+                let cluster = weft_proto::names::inbound_cluster(dst.port());
+                // To the pod address the connection was headed for (the inbound cluster has
+                // one per address family), as Istio's original-destination inbound does; to
+                // the cluster's own endpoint when it lists no such address (loopback, for a
+                // workload whose IPs the control plane does not know).
+                let known = store
+                    .load()
+                    .endpoints
+                    .get(&cluster)
+                    .is_some_and(|set| set.get(dst).is_some());
+                let pinned = known.then(|| (dst, cluster.clone()));
                 let detect_timeout = proxy.detect_timeout;
                 if let Some((handler, detected)) =
-                    choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await
+                    choose(&stream, protocol, handler, Some(cluster), detect_timeout).await
                 {
-                    serve_connection(store, proxy, handler, stream, (detected, None)).await;
+                    serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
                 }
             }
         },
