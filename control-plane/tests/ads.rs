@@ -1036,3 +1036,75 @@ async fn sotw_an_empty_list_after_names_is_no_longer_the_wildcard() {
     let none = next(&mut s.rx).await;
     assert!(sotw_names(&none).is_empty(), "{:?}", sotw_names(&none));
 }
+
+const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The first route's cluster in a Delta RDS response of one RouteConfiguration.
+fn first_cluster(r: &DeltaDiscoveryResponse) -> String {
+    use prost::Message;
+    use weft_proto::xds::config::route::v3::{RouteConfiguration, route, route_action};
+    let rc =
+        RouteConfiguration::decode(&r.resources[0].resource.as_ref().unwrap().value[..]).unwrap();
+    match &rc.virtual_hosts[0].routes[0].action {
+        Some(route::Action::Route(a)) => match &a.cluster_specifier {
+            Some(route_action::ClusterSpecifier::Cluster(c)) => c.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// GEP-1294: an HTTPRoute in another namespace than its Service is a consumer route: clients in
+/// that namespace get it (ahead of the producer's routes), and nobody else does, so one
+/// namespace cannot redirect another's traffic. Edits reach the consumer's proxies.
+#[tokio::test]
+async fn a_consumer_route_reaches_only_its_namespaces_proxies() {
+    let pod = |name: &str, ns: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+spec: {{containers: [{{name: app}}]}}\nstatus: {{podIP: {ip}}}\n"
+        )
+    };
+    let route = |backend: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+metadata: {{name: to-b, namespace: consumer}}\n\
+spec: {{parentRefs: [{{kind: Service, name: a, namespace: ns, port: 80}}], \
+rules: [{{backendRefs: [{{name: {backend}, namespace: ns, port: 80}}]}}]}}\n"
+        )
+    };
+    let h = Harness::start(&[
+        ("a.yaml", service("a", "10.0.0.1")),
+        ("b.yaml", service("b", "10.0.0.2")),
+        (
+            "pods.yaml",
+            format!(
+                "{}---\n{}",
+                pod("c-0", "consumer", "10.2.0.1"),
+                pod("o-0", "other", "10.3.0.1")
+            ),
+        ),
+        ("route.yaml", route("b")),
+    ])
+    .await;
+    let rds = |id: &str| DeltaDiscoveryRequest {
+        node: node(id),
+        type_url: RDS.into(),
+        resource_names_subscribe: vec!["a.ns.svc.cluster.local:80".into()],
+        ..Default::default()
+    };
+    let mut consumer = Delta::open(&h, rds("c-0.consumer")).await;
+    let mut other = Delta::open(&h, rds("o-0.other")).await;
+    let (c, o) = (next(&mut consumer.rx).await, next(&mut other.rx).await);
+    assert_eq!(first_cluster(&c), "outbound|80||b.ns.svc.cluster.local");
+    assert_eq!(first_cluster(&o), "outbound|80||a.ns.svc.cluster.local");
+    consumer.ack(&c).await;
+    other.ack(&o).await;
+
+    // The consumer's route changes: its proxies follow; the others hear nothing.
+    h.write("route.yaml", &route("a"));
+    let c2 = next(&mut consumer.rx).await;
+    assert_eq!(first_cluster(&c2), "outbound|80||a.ns.svc.cluster.local");
+    assert_ne!(c2.resources[0].version, c.resources[0].version);
+    nothing(&mut other.rx, 300).await;
+}

@@ -102,6 +102,7 @@ fn mesh(a: &Args) -> Mesh {
                     protocol: Protocol::Http1,
                     endpoints,
                     routes: Vec::new(),
+                    consumer_routes: Default::default(),
                 }],
                 policy: None,
             }),
@@ -145,6 +146,7 @@ fn mesh(a: &Args) -> Mesh {
         services,
         workloads,
         sidecars,
+        consumers: Default::default(),
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Mesh {
     pub workloads: BTreeMap<Key, Arc<Workload>>,
     /// Config scopes, each selecting workloads.
     pub sidecars: Vec<Arc<SidecarScope>>,
+    /// The Services that have consumer routes, by the namespace of those routes: what a proxy in
+    /// that namespace gets its own route configurations for.
+    pub consumers: BTreeMap<String, Vec<Key>>,
 }
 
 impl Mesh {
@@ -118,9 +121,14 @@ pub struct ServicePort {
     pub protocol: Protocol,
     /// Endpoints that may receive traffic, in a stable order.
     pub endpoints: Vec<Endpoint>,
-    /// HTTPRoute rules attached to this port, highest precedence first. Empty means "send everything
-    /// to this Service"; non-empty means unmatched requests get 404, as GAMMA specifies.
+    /// Producer routes: rules of HTTPRoutes in the Service's own namespace attached to this port,
+    /// for every client. Empty means "send everything to this Service"; non-empty means unmatched
+    /// requests get 404, as GAMMA specifies.
     pub routes: Vec<RouteRule>,
+    /// Consumer routes, by the namespace of their HTTPRoute: they apply only to clients in that
+    /// namespace (GEP-1294), ahead of the producer routes, so no namespace can change another's
+    /// traffic to a Service.
+    pub consumer_routes: BTreeMap<String, Vec<RouteRule>>,
 }
 
 /// Whether an endpoint should receive new requests.

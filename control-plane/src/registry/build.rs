@@ -66,6 +66,20 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
     attach_routes(objects, &mut services, &mut b);
     set_workload_protocols(&services, &mut workloads);
     let sidecars = sidecars(objects, &mut b);
+    let mut consumers: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    for svc in services.values() {
+        let namespaces: std::collections::BTreeSet<&String> = svc
+            .ports
+            .iter()
+            .flat_map(|p| p.consumer_routes.keys())
+            .collect();
+        for ns in namespaces {
+            consumers
+                .entry(ns.clone())
+                .or_default()
+                .push(svc.key.clone());
+        }
+    }
     let mesh = Mesh {
         trust_domain: trust_domain.to_string(),
         services: services
@@ -77,6 +91,7 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
             .map(|(k, w)| (k, Arc::new(w)))
             .collect(),
         sidecars: sidecars.into_iter().map(Arc::new).collect(),
+        consumers,
     };
     (mesh, b.warnings)
 }
@@ -236,6 +251,7 @@ fn services(
                 name,
                 port,
                 routes: Vec::new(),
+                consumer_routes: BTreeMap::new(),
             });
         }
         out.insert(
@@ -583,7 +599,15 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                 };
                 if wanted {
                     let parent_port = port.port;
-                    port.routes.extend(rules.iter().cloned().map(|mut r| {
+                    // A route from another namespace is that namespace's consumer route.
+                    let routes = if key.namespace == parent_key.namespace {
+                        &mut port.routes
+                    } else {
+                        port.consumer_routes
+                            .entry(key.namespace.clone())
+                            .or_default()
+                    };
+                    routes.extend(rules.iter().cloned().map(|mut r| {
                         // GAMMA: a rule without backendRefs sends to the Service it is on.
                         if r.backends.is_empty() && r.redirect.is_none() {
                             r.backends

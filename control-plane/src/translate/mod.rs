@@ -238,6 +238,26 @@ pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
             &cluster::inbound(port, &workload.ips),
         ));
     }
+    // Consumer routes of the workload's namespace: its own version of those route
+    // configurations, which stands in for the shared one.
+    let scope = mesh.scope_for(workload);
+    let ns = &workload.key.namespace;
+    let consumed = mesh
+        .consumers
+        .get(ns)
+        .into_iter()
+        .flatten()
+        .filter(|k| scope.is_none_or(|sc| sc.hosts.is_empty() || sc.allows(k)))
+        .filter_map(|k| mesh.services.get(k))
+        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
+        .filter(|(_, p)| p.protocol.is_http() && p.consumer_routes.contains_key(ns));
+    for (svc, port) in consumed {
+        out.push(Resource::new(
+            ResourceType::Route,
+            listener::service_listener_name(&svc.key, port.port),
+            &route::for_consumers(svc, port, &workload.key.namespace),
+        ));
+    }
     if let Some(scope) = mesh.scope_for(workload) {
         for l in &scope.listeners {
             let Some(svc) = mesh.services.get(&l.service) else {
@@ -272,7 +292,11 @@ pub fn visible_services(mesh: &Mesh, scope: Option<&SidecarScope>) -> Option<BTr
         let Some(svc) = mesh.services.get(&key) else {
             continue;
         };
-        for b in svc.ports.iter().flat_map(|p| &p.routes).flat_map(|r| {
+        let rules = svc
+            .ports
+            .iter()
+            .flat_map(|p| p.routes.iter().chain(p.consumer_routes.values().flatten()));
+        for b in rules.flat_map(|r| {
             let mirrors = r.mirrors.iter().map(|m| &m.service);
             r.backends.iter().map(|b| &b.service).chain(mirrors)
         }) {

@@ -25,9 +25,25 @@ use crate::model::{
 /// the configuration already belongs to one Service, and clients address it by IP, short name or
 /// FQDN alike.
 pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
+    route_config(svc, port, &[])
+}
+
+/// The route configuration clients in `namespace` get for one Service port when that namespace
+/// has consumer routes on it: the same name, its consumer routes first (they take precedence
+/// over the producer's, GEP-1294), then the producer routes.
+pub fn for_consumers(svc: &Service, port: &ServicePort, namespace: &str) -> RouteConfiguration {
+    let consumer = port
+        .consumer_routes
+        .get(namespace)
+        .map_or(&[][..], Vec::as_slice);
+    route_config(svc, port, consumer)
+}
+
+fn route_config(svc: &Service, port: &ServicePort, consumer: &[RouteRule]) -> RouteConfiguration {
     let name = super::listener::service_listener_name(&svc.key, port.port);
     let policy = svc.policy.clone().unwrap_or_default();
-    let routes = if port.routes.is_empty() {
+    let first = routes(consumer, &policy, (port.protocol, port.port));
+    let producer = if port.routes.is_empty() && consumer.is_empty() {
         let default = RouteRule {
             origin: "default".into(),
             matches: vec![RouteMatch {
@@ -50,6 +66,7 @@ pub fn service(svc: &Service, port: &ServicePort) -> RouteConfiguration {
     } else {
         routes(&port.routes, &policy, (port.protocol, port.port))
     };
+    let routes = first.into_iter().chain(producer).collect();
     RouteConfiguration {
         name: name.clone(),
         virtual_hosts: vec![VirtualHost {

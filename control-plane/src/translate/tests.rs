@@ -1018,3 +1018,65 @@ spec: {targetRefs: [{kind: Service, name: api}], timeout: 30s}
     assert_eq!(per_try.seconds, 2);
     assert_eq!(secs(&action("/policy")), 30);
 }
+
+/// GEP-1294: a route from another namespace (a consumer route) is only its namespace's: a
+/// proxy there gets the Service's route configuration with it first, then the producer's
+/// routes; a proxy elsewhere gets the producer's alone.
+#[test]
+fn consumer_routes_apply_only_in_their_namespace_ahead_of_the_producers() {
+    let yaml = "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: canary, namespace: ns}
+spec: {clusterIP: 10.0.0.2, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c-0, namespace: consumer}
+spec: {containers: [{name: app}]}
+status: {podIP: 10.2.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: o-0, namespace: other}
+spec: {containers: [{name: app}]}
+status: {podIP: 10.3.0.1}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: producer, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api, port: 80}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /v1}}], backendRefs: [{name: api, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mine, namespace: consumer}
+spec:
+  parentRefs: [{kind: Service, name: api, namespace: ns, port: 80}]
+  rules: [{backendRefs: [{name: canary, namespace: ns, port: 80}]}]
+";
+    let m = mesh(yaml);
+    assert_eq!(m.consumers["consumer"], [Key::new("ns", "api")]);
+    let route_names = |node: &str| -> Vec<String> {
+        let res = for_node(&m, node);
+        let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    // The consumer's catch-all first, then the producer's /v1 (exact and prefix).
+    assert_eq!(
+        route_names("c-0.consumer"),
+        ["consumer/mine#0", "ns/producer#0", "ns/producer#0"]
+    );
+    assert_eq!(route_names("o-0.other"), ["ns/producer#0", "ns/producer#0"]);
+    assert_eq!(route_names("unknown"), ["ns/producer#0", "ns/producer#0"]);
+}

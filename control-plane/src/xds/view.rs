@@ -51,13 +51,16 @@ impl NodeView {
             .or_else(|| self.shared()?.get(self.client, kind, name))
     }
 
-    /// Every resource of a type this node sees.
+    /// Every resource of a type this node sees; its own stand in for shared ones of the same
+    /// name (a namespace's consumer routes).
     pub fn iter(&self, kind: ResourceType) -> impl Iterator<Item = (&String, &Arc<Resource>)> {
+        let own = &self.resources[kind.index()];
         let shared = self
             .shared()
             .into_iter()
-            .flat_map(move |s| s.iter(self.client, kind));
-        self.resources[kind.index()].iter().chain(shared)
+            .flat_map(move |s| s.iter(self.client, kind))
+            .filter(move |(n, _)| !own.contains_key(*n));
+        own.iter().chain(shared)
     }
 
     /// The clusters an update changed that the node still has: a new version of each, which
@@ -107,8 +110,8 @@ impl NodeView {
         if incremental {
             let prev = self.snapshot.clone().expect("checked above");
             let keys = snap.changed.as_ref().expect("checked above");
-            let mut old: Vec<Arc<Resource>> = std::mem::take(&mut self.own);
-            let mut new: Vec<Arc<Resource>> = own.clone();
+            let mut old: Vec<Arc<Resource>> = Vec::new();
+            let mut new: Vec<Arc<Resource>> = Vec::new();
             let mut old_shared = Vec::new();
             let mut new_shared = Vec::new();
             for key in keys {
@@ -134,6 +137,9 @@ impl NodeView {
                         .flat_map(|s| s.for_client(client).cloned()),
                 );
             }
+            // The node's own last: they stand in for Service resources of the same name.
+            old.append(&mut self.own);
+            new.extend(own.iter().cloned());
             self.replace(&old, &new, &mut changed);
             diff(&old_shared, &new_shared, &mut changed);
         } else {
