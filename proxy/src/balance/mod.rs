@@ -33,8 +33,23 @@ const BACKOFF_MS: (u64, u64) = (1_000, 30_000);
 
 /// Milliseconds on a process-wide monotonic clock; read only where an endpoint has failed.
 fn clock_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// `at` on the [`clock_ms`] clock.
+fn ms_at(at: Instant) -> u64 {
     static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-    EPOCH.elapsed().as_millis() as u64 + 1
+    at.saturating_duration_since(*EPOCH).as_millis() as u64 + 1
+}
+
+/// How much of a latency estimate is left after `idle_ms` without a sample; no work for the
+/// common case of an endpoint measured this millisecond.
+fn fade(idle_ms: u64) -> f64 {
+    if idle_ms == 0 {
+        1.0
+    } else {
+        (-(idle_ms as f64) / EWMA_DECAY_MS).exp()
+    }
 }
 
 fn health<S: serde::Serializer>(until: &AtomicU64, s: S) -> Result<S::Ok, S::Error> {
@@ -141,15 +156,19 @@ impl Endpoint {
     /// time since its last sample.
     fn cost_at(&self, now_ms: u64) -> f64 {
         let idle_ms = now_ms.saturating_sub(self.sampled_at_ms.load(Ordering::Relaxed));
-        let estimate =
-            self.ewma_ns.load(Ordering::Relaxed) as f64 * (-(idle_ms as f64) / EWMA_DECAY_MS).exp();
+        let estimate = self.ewma_ns.load(Ordering::Relaxed) as f64 * fade(idle_ms);
         (self.in_flight.load(Ordering::Relaxed) + 1) as f64 * estimate
     }
 
-    fn observe(&self, latency: Duration) {
-        let now_ms = clock_ms();
+    /// Adds the latency of a request started at `started` and answered now.
+    fn observe_since(&self, started: Instant) {
+        let now = Instant::now();
+        self.observe(now.saturating_duration_since(started), ms_at(now));
+    }
+
+    fn observe(&self, latency: Duration, now_ms: u64) {
         let idle_ms = now_ms.saturating_sub(self.sampled_at_ms.swap(now_ms, Ordering::Relaxed));
-        let fade = (-(idle_ms as f64) / EWMA_DECAY_MS).exp();
+        let fade = fade(idle_ms);
         let sample = latency.as_nanos().min(u128::from(u64::MAX)) as f64;
         let _ = self
             .ewma_ns
@@ -197,7 +216,7 @@ impl InFlight {
     pub fn answered(&mut self) {
         if !self.measured {
             self.measured = true;
-            self.endpoint.observe(self.started.elapsed());
+            self.endpoint.observe_since(self.started);
         }
         let ep = &self.endpoint;
         if ep.consecutive_failures.load(Ordering::Relaxed) != 0 {
@@ -214,7 +233,7 @@ impl Drop for InFlight {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         // A failure's latency says nothing about how fast the endpoint serves.
         if !self.failed && !self.measured {
-            self.endpoint.observe(self.started.elapsed());
+            self.endpoint.observe_since(self.started);
         }
     }
 }
@@ -515,8 +534,8 @@ mod tests {
     fn a_slow_endpoints_estimate_fades_so_it_is_tried_again() {
         let set = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
         let (slow, fast) = (&set.endpoints[0], &set.endpoints[1]);
-        slow.observe(Duration::from_secs(60));
-        fast.observe(Duration::from_millis(1));
+        slow.observe(Duration::from_secs(60), clock_ms());
+        fast.observe(Duration::from_millis(1), clock_ms());
         let to_slow = (0..1000)
             .filter(|_| set.pick().unwrap().addr.port() == 1000)
             .count();
