@@ -1097,3 +1097,48 @@ spec:
         assert_eq!(seen() - before, ok + 1);
     }
 }
+
+/// Paths are routed and forwarded without dot segments (Envoy's `normalize_path`, which the
+/// control plane turns on as Istio does): `/public/../admin` is `/admin`, never a way past the
+/// rule for `/admin`.
+#[test]
+fn dot_segments_are_removed_before_a_request_is_routed() {
+    let (upstream, rx) = recording_upstream();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: paths, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: paths, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /public}}]
+      backendRefs: [{name: paths, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /admin}}]
+      filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
+      backendRefs: [{name: paths, port: 80}]
+"#;
+    for fast in ["true", "false"] {
+        let mesh = one_service(
+            "paths",
+            80,
+            "http",
+            &[upstream.port()],
+            route,
+            &["--http1-fast-path", fast],
+        );
+        let out = curl(mesh.bind, "/public/../admin", 1, false, &["--path-as-is"]);
+        assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+        let out = curl(
+            mesh.bind,
+            "/public/./a/%2e%2e/b?q=1",
+            1,
+            false,
+            &["--path-as-is"],
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(seen.starts_with("GET /public/b?q=1 HTTP/1.1"), "{seen}");
+        assert!(rx.try_recv().is_err(), "the /admin request was forwarded");
+    }
+}

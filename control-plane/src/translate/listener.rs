@@ -70,6 +70,8 @@ fn hcm(
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(routes),
         http_filters: vec![router()],
+        // Istio's default (`BASE`): `/public/../admin` is routed as `/admin`.
+        normalize_path: Some(BoolValue { value: true }),
         ..Default::default()
     }
 }

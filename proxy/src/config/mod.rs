@@ -61,9 +61,16 @@ pub enum Handler {
     Http {
         /// RouteConfiguration name.
         route_config: String,
+        /// Dot segments are removed from paths before routing (Envoy's `normalize_path`).
+        normalize_path: bool,
     },
     /// HTTP, routed by a table carried in the listener itself.
-    HttpInline(Arc<RouteTable>),
+    HttpInline {
+        /// The table.
+        table: Arc<RouteTable>,
+        /// As for [`Handler::Http`].
+        normalize_path: bool,
+    },
     /// Opaque TCP to a cluster.
     Tcp {
         /// Cluster name.

@@ -9,6 +9,7 @@
 pub mod fast;
 mod headers;
 pub mod mirror;
+pub mod path;
 pub mod pool;
 
 use std::convert::Infallible;
@@ -109,6 +110,8 @@ pub struct RouteSource {
     /// pick: the pod a client addressed through a headless Service. Routes to other clusters
     /// (an HTTPRoute's backends) balance as usual.
     pub pinned: Option<(std::net::SocketAddr, String)>,
+    /// Dot segments are removed from a request's path before it is routed and forwarded.
+    pub normalize_path: bool,
 }
 
 /// Where a listener's routes come from.
@@ -127,6 +130,21 @@ fn routed_authority<'a>(uri: Option<&'a Authority>, host: Option<&'a HeaderValue
         (None, Some(h)) => h.to_str().unwrap_or_default(),
         (None, None) => "",
     }
+}
+
+/// Removes dot segments from `uri`'s path, keeping its query; `Err` when the result is no URI.
+fn normalize(uri: &mut http::Uri) -> Result<(), ()> {
+    let Some(path) = path::normalized(uri.path()) else {
+        return Ok(());
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| ())?);
+    *uri = http::Uri::from_parts(parts).map_err(|_| ())?;
+    Ok(())
 }
 
 /// The status the proxy answers with itself for a failure it names by its `response_flags` flag.
@@ -542,6 +560,10 @@ impl Proxy {
         // routes never do: as in Envoy, it matches no route.
         if parts.method == http::Method::CONNECT {
             return Err((Flag::NoRoute, None));
+        }
+        // Routed and forwarded without dot segments (the fast path leaves such paths to here).
+        if source.normalize_path && routed.is_none() {
+            normalize(&mut parts.uri).map_err(|()| (Flag::DownstreamProtocolError, None))?;
         }
         // Clones share the request's buffer: routing reads the authority without copying it.
         let uri_authority = parts.uri.authority().cloned();

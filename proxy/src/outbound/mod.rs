@@ -84,13 +84,21 @@ pub async fn serve_connection(
             }
             return;
         }
-        Handler::Http { route_config } => RouteSource {
+        Handler::Http {
+            route_config,
+            normalize_path,
+        } => RouteSource {
             routes: Routes::Named(route_config),
             pinned,
+            normalize_path,
         },
-        Handler::HttpInline(t) => RouteSource {
-            routes: Routes::Inline(t),
+        Handler::HttpInline {
+            table,
+            normalize_path,
+        } => RouteSource {
+            routes: Routes::Inline(table),
             pinned,
+            normalize_path,
         },
     };
     let header_timeout = proxy.header_timeout;
@@ -244,7 +252,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
         };
         // An undeclared port that turns out not to be HTTP goes to the Service port's cluster.
         let tcp_cluster = match &handler {
-            Handler::Http { route_config } => {
+            Handler::Http { route_config, .. } => {
                 weft_proto::names::cluster_of_service_listener(route_config)
             }
             _ => None,

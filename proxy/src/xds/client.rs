@@ -91,7 +91,7 @@ impl Held {
             .values()
             .flat_map(|(_, l)| l.handler.iter().chain(l.by_port.iter().map(|c| &c.handler)))
             .filter_map(|h| match h {
-                Handler::Http { route_config } => Some(route_config.clone()),
+                Handler::Http { route_config, .. } => Some(route_config.clone()),
                 _ => None,
             })
             .collect()

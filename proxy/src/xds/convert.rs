@@ -141,6 +141,7 @@ fn hcm_handler(
             ));
         }
     }
+    let normalize_path = hcm.normalize_path.is_some_and(|b| b.value);
     match &hcm.route_specifier {
         Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
             if !over_ads(rds.config_source.as_ref()) {
@@ -151,11 +152,13 @@ fn hcm_handler(
             }
             Ok(Handler::Http {
                 route_config: rds.route_config_name.clone(),
+                normalize_path,
             })
         }
-        Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
-            Ok(Handler::HttpInline(Arc::new(RouteTable::try_from(rc)?)))
-        }
+        Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) => Ok(Handler::HttpInline {
+            table: Arc::new(RouteTable::try_from(rc)?),
+            normalize_path,
+        }),
         _ => Err(ctx.err(
             format!("{field}.route_specifier"),
             "needs rds or route_config",

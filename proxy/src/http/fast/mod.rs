@@ -258,6 +258,11 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
                 head: &head,
                 headers: &conn.spans,
             };
+            if source.normalize_path && crate::http::path::needs_normalizing(view.path()) {
+                // Rare: hyper's path rewrites it, then routes.
+                let io = Prefixed::new(conn.client, conn.inbuf);
+                return Served::Handoff(io, None);
+            }
             proxy.target(source, view.str(&head.host), &view, false)
         };
         let target = match target {
