@@ -5,7 +5,8 @@
 /// Whether `path` has a dot segment (`.` or `..`, plain or percent-encoded) to remove. Cheap
 /// enough for every request: most paths have no `.` after a `/`.
 pub fn needs_normalizing(path: &str) -> bool {
-    path.split('/').skip(1).any(|s| dots(s).is_some())
+    (path.contains("/.") || path.contains("/%2"))
+        && path.split('/').skip(1).any(|s| dots(s).is_some())
 }
 
 /// `path` without dot segments; `None` when it has none (or is not origin-form).
