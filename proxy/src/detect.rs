@@ -118,7 +118,7 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
             return Detected::Opaque;
         }
         // Part of a prefix has arrived; give the rest a moment.
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
 }

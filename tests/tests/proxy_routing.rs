@@ -452,6 +452,10 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
+/// A drain timeout no test waits for: a proxy that exits within seconds of SIGTERM exited because
+/// nothing was left open, not because the drain gave up.
+const LONG_DRAIN: [&str; 2] = ["--drain-timeout-ms", "60000"];
+
 /// The mesh with one backend (`v1`) behind both versions, its control plane and sidecar, and
 /// where the sidecar listens; for tests of the sidecar's own life.
 fn one_backend() -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
@@ -460,7 +464,7 @@ fn one_backend() -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &mesh(v, v, bind, (1, 1)));
     let cp = ControlPlane::start(dir.path());
-    let proxy = Sidecar::start(cp.xds, "web-0.shop");
+    let proxy = Sidecar::start_with(cp.xds, "web-0.shop", &LONG_DRAIN);
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
     (dir, cp, proxy, bind)
 }
@@ -508,7 +512,7 @@ fn sigterm_drains_requests_in_flight_serves_outbound_until_exit_then_exits() {
     let ((status, _, body), closed) = in_flight.join().unwrap();
     assert_eq!((status, body.as_str()), (200, "v1"));
     assert!(closed, "connection not closed after the drained request");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
     loop {
         if let Some(status) = proxy.proc.0.try_wait().unwrap() {
             assert!(status.success(), "{status:?}");
@@ -569,7 +573,7 @@ fn post_drain_turns_unready_and_closes_connections_but_keeps_accepting_until_sig
             .unwrap()
             .success()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while proxy.proc.0.try_wait().unwrap().is_none() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -594,7 +598,7 @@ fn websocket_upgrade_is_carried_end_to_end_and_drained_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &mesh(ws_addr, ws_addr, bind, (1, 0)));
     let cp = ControlPlane::start(dir.path());
-    let mut proxy = Sidecar::start(cp.xds, "web-0.shop");
+    let mut proxy = Sidecar::start_with(cp.xds, "web-0.shop", &LONG_DRAIN);
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
     let script = "import sys\nfrom websockets.sync.client import connect\n\
         with connect(f'ws://{sys.argv[1]}/api/ws') as c:\n\
@@ -630,7 +634,7 @@ fn websocket_upgrade_is_carried_end_to_end_and_drained_on_sigterm() {
             .success()
     );
     assert_eq!(tunnel.read_line().trim(), "echo:during");
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while proxy.proc.0.try_wait().unwrap().is_none() {
         assert!(
             std::time::Instant::now() < deadline,

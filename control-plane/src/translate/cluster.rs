@@ -185,16 +185,14 @@ fn http_protocol_options(
     options
 }
 
-/// The local app on one port, at the pod's own addresses (loopback only when it has none): as
+/// The local app on one port, at the pod's primary address (loopback only when it has none): as
 /// in Istio since 1.10, so an app bound to the pod IP is reached and one that keeps a port on
-/// localhost keeps it private. A sidecar sends each connection to the address it was headed for.
+/// localhost keeps it private. One address, not one per family: a client that balances over the
+/// endpoints (Envoy) would otherwise send half of them to the IPv6 address of a dual-stack pod
+/// whose app listens on `0.0.0.0`.
 pub fn inbound(port: &WorkloadPort, pod_ips: &[std::net::IpAddr]) -> Cluster {
-    let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
-    let ips = if pod_ips.is_empty() {
-        &loopback[..]
-    } else {
-        pod_ips
-    };
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let ips = [pod_ips.first().copied().unwrap_or(loopback)];
     let endpoint = |ip: &std::net::IpAddr| LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
             address: Some(Address {

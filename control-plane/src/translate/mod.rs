@@ -157,6 +157,9 @@ pub struct ServiceResources {
     pub resources: Vec<Arc<Resource>>,
     /// The HTTP listeners as gRPC's clients read them, by the same names.
     pub grpc_listeners: Vec<Arc<Resource>>,
+    /// By namespace: the route configurations proxies there read instead of the shared ones,
+    /// because that namespace has consumer routes on the Service.
+    pub consumer_routes: BTreeMap<String, Vec<Arc<Resource>>>,
 }
 
 impl ServiceResources {
@@ -178,6 +181,7 @@ impl ServiceResources {
 /// Translates one Service: per port a cluster, its endpoints, a listener and a route configuration.
 pub fn service(svc: &Service) -> ServiceResources {
     let (mut resources, mut grpc_listeners) = (Vec::new(), Vec::new());
+    let mut consumer_routes: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
     for port in &svc.ports {
         let name = cluster_name(&svc.key, port.port);
         resources.push(Resource::new(
@@ -206,6 +210,16 @@ pub fn service(svc: &Service) -> ServiceResources {
             ));
         }
         if port.protocol.is_http() {
+            for ns in port.consumer_routes.keys() {
+                consumer_routes
+                    .entry(ns.clone())
+                    .or_default()
+                    .push(Resource::new(
+                        ResourceType::Route,
+                        listener_name.clone(),
+                        &route::for_consumers(svc, port, ns),
+                    ));
+            }
             resources.push(Resource::new(
                 ResourceType::Route,
                 listener_name,
@@ -216,7 +230,29 @@ pub fn service(svc: &Service) -> ServiceResources {
     ServiceResources {
         resources,
         grpc_listeners,
+        consumer_routes,
     }
+}
+
+/// The route configurations a workload reads in place of the shared ones: those of the Services
+/// it can reach (`visible`, `None` for all) on which its namespace has consumer routes, each
+/// translated once per Service (`translated` finds it).
+pub fn consumer_resources<'a>(
+    mesh: &Mesh,
+    workload: &Workload,
+    visible: Option<&BTreeSet<Key>>,
+    translated: impl Fn(&Key) -> Option<&'a ServiceResources>,
+) -> Vec<Arc<Resource>> {
+    let ns = &workload.key.namespace;
+    mesh.consumers
+        .get(ns)
+        .into_iter()
+        .flatten()
+        .filter(|k| visible.is_none_or(|v| v.contains(*k)))
+        .filter_map(|k| translated(k)?.consumer_routes.get(ns))
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// Resources only one proxy gets: its inbound side and the listeners its `Sidecar` asks for.
@@ -236,26 +272,6 @@ pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
             ResourceType::Cluster,
             inbound_cluster_name(port.port),
             &cluster::inbound(port, &workload.ips),
-        ));
-    }
-    // Consumer routes of the workload's namespace: its own version of those route
-    // configurations, which stands in for the shared one.
-    let scope = mesh.scope_for(workload);
-    let ns = &workload.key.namespace;
-    let consumed = mesh
-        .consumers
-        .get(ns)
-        .into_iter()
-        .flatten()
-        .filter(|k| scope.is_none_or(|sc| sc.hosts.is_empty() || sc.allows(k)))
-        .filter_map(|k| mesh.services.get(k))
-        .flat_map(|s| s.ports.iter().map(move |p| (s, p)))
-        .filter(|(_, p)| p.protocol.is_http() && p.consumer_routes.contains_key(ns));
-    for (svc, port) in consumed {
-        out.push(Resource::new(
-            ResourceType::Route,
-            listener::service_listener_name(&svc.key, port.port),
-            &route::for_consumers(svc, port, &workload.key.namespace),
         ));
     }
     if let Some(scope) = mesh.scope_for(workload) {
@@ -292,10 +308,11 @@ pub fn visible_services(mesh: &Mesh, scope: Option<&SidecarScope>) -> Option<BTr
         let Some(svc) = mesh.services.get(&key) else {
             continue;
         };
-        let rules = svc
-            .ports
-            .iter()
-            .flat_map(|p| p.routes.iter().chain(p.consumer_routes.values().flatten()));
+        // Consumer routes count only for the scope's own namespace: they are its proxies'.
+        let rules = svc.ports.iter().flat_map(|p| {
+            let consumer = p.consumer_routes.get(&scope.key.namespace);
+            p.routes.iter().chain(consumer.into_iter().flatten())
+        });
         for b in rules.flat_map(|r| {
             let mirrors = r.mirrors.iter().map(|m| &m.service);
             r.backends.iter().map(|b| &b.service).chain(mirrors)
@@ -339,16 +356,23 @@ pub fn for_client(
         workload.and_then(|w| mesh.scope_for(w)).map(Arc::as_ref),
     );
     let mut out: BTreeMap<ResourceType, BTreeMap<String, Arc<Resource>>> = BTreeMap::new();
-    let services = mesh
+    let translated: BTreeMap<&Key, ServiceResources> = mesh
         .services
         .iter()
-        .filter(|(k, _)| visible.as_ref().is_none_or(|v| v.contains(k)));
-    let shared = services.flat_map(|(_, s)| {
-        let res = service(s);
-        res.for_client(client).cloned().collect::<Vec<_>>()
-    });
+        .filter(|(k, _)| visible.as_ref().is_none_or(|v| v.contains(k)))
+        .map(|(k, s)| (k, service(s)))
+        .collect();
+    let shared = translated
+        .values()
+        .flat_map(|res| res.for_client(client).cloned());
     let own = workload
-        .map(|w| node_resources(mesh, w))
+        .map(|w| {
+            let mut own = node_resources(mesh, w);
+            own.extend(consumer_resources(mesh, w, visible.as_ref(), |k| {
+                translated.get(k)
+            }));
+            own
+        })
         .unwrap_or_default();
     for r in shared.chain(own) {
         out.entry(r.kind).or_default().insert(r.name.clone(), r);

@@ -93,9 +93,21 @@ impl NodeView {
         let workload = translate::node_workload(mesh, node_id).cloned();
         let scope = workload.as_ref().and_then(|w| mesh.scope_for(w)).cloned();
         let visible = translate::visible_services(mesh, scope.as_deref());
+        // The node's own: its inbound side and listeners, and the route configurations its
+        // namespace's consumer routes make (translated once per Service, in the snapshot).
         let own = workload
             .as_ref()
-            .map(|w| translate::node_resources(mesh, w))
+            .map(|w| {
+                let mut own = translate::node_resources(mesh, w);
+                let translated = |k: &Key| snap.services.get(k).map(Arc::as_ref);
+                own.extend(translate::consumer_resources(
+                    mesh,
+                    w,
+                    visible.as_ref(),
+                    translated,
+                ));
+                own
+            })
             .unwrap_or_default();
         let incremental = match (&self.snapshot, &snap.changed) {
             (Some(prev), Some(_)) => {

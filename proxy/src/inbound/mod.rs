@@ -37,9 +37,9 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                 };
                 // An undeclared port that turns out not to be HTTP goes to the app as opaque TCP.
                 let cluster = weft_proto::names::inbound_cluster(dst.port());
-                // To the pod address the connection was headed for (the inbound cluster has
-                // one per address family), as Istio's original-destination inbound does; to
-                // the cluster's own endpoint when it lists no such address (loopback, for a
+                // To the pod address the connection was headed for when the inbound cluster
+                // lists it, as Istio's original-destination inbound does; else to the
+                // cluster's own endpoint (the pod's primary address, or loopback for a
                 // workload whose IPs the control plane does not know).
                 let known = store
                     .load()

@@ -764,7 +764,7 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
     Ok(out)
 }
 
-/// A `direct_response`: a status Envoy accepts (100-599) and an inline body.
+/// A `direct_response`: a status Envoy accepts (200-599) and an inline body.
 fn direct_response(
     ctx: &Ctx<'_>,
     field: &str,
@@ -774,7 +774,7 @@ fn direct_response(
     refuse(ctx, field, [("body_format", d.body_format.is_some())])?;
     let status = u16::try_from(d.status)
         .ok()
-        .filter(|s| (100..600).contains(s))
+        .filter(|s| (200..600).contains(s))
         .and_then(|s| http::StatusCode::from_u16(s).ok())
         .ok_or_else(|| {
             ctx.err(
@@ -1556,6 +1556,7 @@ mod tests {
         );
         for (status, body, field) in [
             (99, None, "status"),
+            (101, None, "status"),
             (600, None, "status"),
             (200, Some(Specifier::Filename("/etc/passwd".into())), "body"),
         ] {
