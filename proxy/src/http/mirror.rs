@@ -36,6 +36,8 @@ pub enum RequestBody {
     Teed(Tee),
     /// A mirror's copy.
     Copy(CopyBody),
+    /// None: a bodiless request sent again.
+    Empty,
 }
 
 impl From<Incoming> for RequestBody {
@@ -53,6 +55,7 @@ impl Body for RequestBody {
             Self::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Teed(t) => Pin::new(t).poll_frame(cx),
             Self::Copy(c) => Pin::new(c).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
         }
     }
 
@@ -61,6 +64,7 @@ impl Body for RequestBody {
             Self::Client(b) => b.is_end_stream(),
             Self::Teed(t) => t.inner.is_end_stream(),
             Self::Copy(c) => c.rx.is_none(),
+            Self::Empty => true,
         }
     }
 
@@ -69,6 +73,7 @@ impl Body for RequestBody {
             Self::Client(b) => b.size_hint(),
             Self::Teed(t) => t.inner.size_hint(),
             Self::Copy(c) => c.size,
+            Self::Empty => SizeHint::with_exact(0),
         }
     }
 }

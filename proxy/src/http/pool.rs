@@ -56,6 +56,46 @@ pub struct Pool {
     h2_failed: Mutex<Option<Instant>>,
 }
 
+/// Whether a request may be sent again after a connection closed under it: idempotent, without a
+/// body, and no protocol switch (whose handle cannot be copied).
+fn resendable(req: &Request<RequestBody>) -> bool {
+    use hyper::body::Body as _;
+    matches!(
+        *req.method(),
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    ) && req.body().is_end_stream()
+        && !req.headers().contains_key(http::header::UPGRADE)
+}
+
+/// Whether the connection ended under a request before any answer: closed (end of stream) or
+/// reset (the peer had closed, and our request drew its RST).
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    let reset = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        });
+    e.is_incomplete_message() || reset
+}
+
+/// A copy of a bodiless request's head, to send again.
+fn head_again(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 impl Pool {
     /// Sends `req` to `addr`; for HTTP/1.1 also returns the connection, to be given back with
     /// [`Pool::put_back`] when the response body has been read to its end.
@@ -70,13 +110,18 @@ impl Pool {
         }
         let mut req = req;
         // A pooled connection the peer closed meanwhile hands the request back unsent: retry it
-        // once on a new connection (what hyper's own pool does for "canceled" requests).
+        // once on a new connection (what hyper's own pool does for "canceled" requests). One it
+        // closed after the request went out, before any answer (a keep-alive timeout racing the
+        // request), gets a bodiless idempotent request again, as the fast path, nginx and Go's
+        // client do.
         if let Some(mut conn) = self.take_h1() {
+            let again = resendable(&req).then(|| head_again(&req));
             match conn.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(conn))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) => req = unsent,
+                    (None, Some(copy)) if closed_before_answer(e.error()) => req = copy,
+                    (None, _) => return Err(e.into_error().into()),
                 },
             }
         }
