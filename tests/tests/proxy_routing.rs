@@ -456,6 +456,27 @@ fn malformed_and_smuggling_requests_are_refused_before_the_upstream() {
 /// nothing was left open, not because the drain gave up.
 const LONG_DRAIN: [&str; 2] = ["--drain-timeout-ms", "60000"];
 
+/// Sends the sidecar SIGTERM.
+fn sigterm(proxy: &Sidecar) {
+    let pid = proxy.proc.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
+/// Waits for the sidecar to exit with success, at most 3 s (well within [`LONG_DRAIN`]): `why`
+/// says what should have let it.
+fn exits_cleanly(proxy: &mut Sidecar, why: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(status) = proxy.proc.0.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The mesh with one backend (`v1`) behind both versions, its control plane and sidecar, and
 /// where the sidecar listens; for tests of the sidecar's own life.
 fn one_backend() -> (tempfile::TempDir, ControlPlane, Sidecar, SocketAddr) {
@@ -486,14 +507,7 @@ fn sigterm_drains_requests_in_flight_serves_outbound_until_exit_then_exits() {
         (resp, closed)
     });
     std::thread::sleep(Duration::from_millis(300));
-    let pid = proxy.proc.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&proxy);
     std::thread::sleep(Duration::from_millis(200));
     // Not ready: the endpoint leaves load balancers.
     let ready = weft_e2e::http_get(proxy.health, "/ready").unwrap();
@@ -512,18 +526,7 @@ fn sigterm_drains_requests_in_flight_serves_outbound_until_exit_then_exits() {
     let ((status, _, body), closed) = in_flight.join().unwrap();
     assert_eq!((status, body.as_str()), (200, "v1"));
     assert!(closed, "connection not closed after the drained request");
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        if let Some(status) = proxy.proc.0.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "proxy did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    exits_cleanly(&mut proxy, "proxy did not exit after draining");
 }
 
 #[test]
@@ -565,22 +568,8 @@ fn post_drain_turns_unready_and_closes_connections_but_keeps_accepting_until_sig
     assert!(proxy.proc.0.try_wait().unwrap().is_none());
 
     // SIGTERM exits once nothing is open.
-    let pid = proxy.proc.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while proxy.proc.0.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm(&proxy);
+    exits_cleanly(&mut proxy, "no exit after SIGTERM");
     assert!(TcpStream::connect_timeout(&bind, Duration::from_millis(500)).is_err());
 }
 
@@ -625,23 +614,9 @@ fn websocket_upgrade_is_carried_end_to_end_and_drained_on_sigterm() {
             .arg(bind.to_string()),
     );
     assert_eq!(tunnel.read_line().trim(), "echo:before");
-    let pid = proxy.proc.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&proxy);
     assert_eq!(tunnel.read_line().trim(), "echo:during");
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while proxy.proc.0.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit once the tunnel closed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    exits_cleanly(&mut proxy, "no exit once the tunnel closed");
 }
 
 #[test]

@@ -748,6 +748,26 @@ spec:
     assert!(!seen.contains("x-debug"), "{seen}");
 }
 
+/// [`one_service`] with `route` for Service `name` (port 80, HTTP) and one endpoint at
+/// `upstream_port`: once with the HTTP/1 fast path, once with hyper's alone, each started as the
+/// loop reaches it.
+fn on_both_http1_paths<'a>(
+    name: &'a str,
+    upstream_port: u16,
+    route: &'a str,
+) -> impl Iterator<Item = weft_e2e::OneService> + 'a {
+    ["true", "false"].into_iter().map(move |fast| {
+        one_service(
+            name,
+            80,
+            "http",
+            &[upstream_port],
+            route,
+            &["--http1-fast-path", fast],
+        )
+    })
+}
+
 #[test]
 fn a_backend_refs_header_modifiers_apply_to_its_requests_before_the_rules() {
     let (upstream, rx) = recording_upstream();
@@ -772,15 +792,7 @@ spec:
               responseHeaderModifier: {add: [{name: x-via, value: b}]}
 "#;
     // Both paths: the fast path hands requests with edits to hyper.
-    for fast in ["true", "false"] {
-        let mesh = one_service(
-            "hdr",
-            80,
-            "http",
-            &[upstream.port()],
-            route,
-            &["--http1-fast-path", fast],
-        );
+    for mesh in on_both_http1_paths("hdr", upstream.port(), route) {
         let out = curl(mesh.bind, "/", 1, false, &[]);
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         assert!(out.to_ascii_lowercase().contains("x-via: b"), "{out}");
@@ -1068,15 +1080,7 @@ spec:
       backendRefs: [{name: fail, port: 80}]
     - matches: [{path: {type: PathPrefix, value: /parent}}]
 "#;
-    for fast in ["true", "false"] {
-        let mesh = one_service(
-            "fail",
-            80,
-            "http",
-            &[upstream.addr.port()],
-            route,
-            &["--http1-fast-path", fast],
-        );
+    for mesh in on_both_http1_paths("fail", upstream.addr.port(), route) {
         let before = seen();
         let out = curl(mesh.bind, "/split", 200, false, &[]);
         let (ok, failed) = (
@@ -1118,15 +1122,7 @@ spec:
       filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
       backendRefs: [{name: paths, port: 80}]
 "#;
-    for fast in ["true", "false"] {
-        let mesh = one_service(
-            "paths",
-            80,
-            "http",
-            &[upstream.port()],
-            route,
-            &["--http1-fast-path", fast],
-        );
+    for mesh in on_both_http1_paths("paths", upstream.port(), route) {
         let out = curl(mesh.bind, "/public/../admin", 1, false, &["--path-as-is"]);
         assert!(out.starts_with("HTTP/1.1 500"), "{out}");
         let out = curl(

@@ -445,6 +445,19 @@ spec: {{clusterIP: 10.0.0.1, ports: [{{name: {port_name}, port: {port}}}]}}\n---
 }
 
 /// A mesh of Service `api` and an HTTPRoute on it with `rules` (YAML list items).
+/// The action of the route that matches exactly `path`.
+fn action_for_path(rc: &RouteConfiguration, path: &str) -> route::Action {
+    rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .find(|r| {
+            r.r#match.as_ref().unwrap().path_specifier
+                == Some(route_match::PathSpecifier::Path(path.into()))
+        })
+        .and_then(|r| r.action.clone())
+        .unwrap_or_else(|| panic!("no route for {path}"))
+}
+
 fn api_routed(rules: &str) -> Mesh {
     mesh(&api_routes(rules))
 }
@@ -916,17 +929,7 @@ fn unresolved_backends_and_refused_rules_answer_500() {
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     let res = for_node(&m, "x");
     let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
-    let by_path = |p: &str| {
-        rc.virtual_hosts[0]
-            .routes
-            .iter()
-            .find(|r| {
-                r.r#match.as_ref().unwrap().path_specifier
-                    == Some(route_match::PathSpecifier::Path(p.into()))
-            })
-            .and_then(|r| r.action.clone())
-            .unwrap_or_else(|| panic!("no route for {p}"))
-    };
+    let by_path = |p: &str| action_for_path(&rc, p);
     let route::Action::Route(split) = by_path("/split") else {
         panic!("split is not forwarded")
     };
@@ -994,19 +997,9 @@ spec: {targetRefs: [{kind: Service, name: api}], timeout: 30s}
     ));
     let res = for_node(&m, "x");
     let rc: RouteConfiguration = get(&res, ResourceType::Route, "api.ns.svc.cluster.local:80");
-    let action = |p: &str| {
-        let r = rc.virtual_hosts[0]
-            .routes
-            .iter()
-            .find(|r| {
-                r.r#match.as_ref().unwrap().path_specifier
-                    == Some(route_match::PathSpecifier::Path(p.into()))
-            })
-            .unwrap();
-        match &r.action {
-            Some(route::Action::Route(a)) => a.clone(),
-            other => panic!("{other:?}"),
-        }
+    let action = |p: &str| match action_for_path(&rc, p) {
+        route::Action::Route(a) => a,
+        other => panic!("{other:?}"),
     };
     let secs = |a: &RouteAction| a.timeout.unwrap().seconds;
     assert_eq!(secs(&action("/off")), 0);

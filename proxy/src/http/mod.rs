@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 
 use crate::config::edits::HeaderEdits;
 use crate::config::rewrite::{Redirect, Rewrite};
-use crate::config::route::RequestView;
+use crate::config::route::{DirectResponse, RequestView};
 use crate::config::{RouteTable, Store, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
 
@@ -192,16 +192,7 @@ enum Decision {
     Redirect(Arc<Redirect>, Option<Arc<HeaderEdits>>),
     /// Answer it with this status and body (a route's `direct_response`, or a cluster that does
     /// not exist, named by its flag), and the route's header edits.
-    Direct(Direct, Option<Arc<HeaderEdits>>),
-}
-
-/// An answer the proxy gives itself.
-#[derive(Debug)]
-struct Direct {
-    status: StatusCode,
-    body: Bytes,
-    /// Why, when it is a failure.
-    flag: Option<Flag>,
+    Direct(DirectResponse, Option<Flag>, Option<Arc<HeaderEdits>>),
 }
 
 /// Where a request goes.
@@ -245,18 +236,18 @@ fn local_codes(status: StatusCode, protocol: Protocol) -> (u16, Option<u8>) {
 /// `grpc-status`, `grpc-message`), which its library turns into a status code and message; anyone
 /// else gets the HTTP status and a line of text.
 fn local_reply(flag: Flag, protocol: Protocol) -> Response<Body> {
-    let direct = Direct {
+    let direct = DirectResponse {
         status: local_status(flag),
         body: Bytes::from_static(flag.describe().as_bytes()),
-        flag: Some(flag),
     };
-    answer(&direct, protocol)
+    answer(&direct, Some(flag), protocol)
 }
 
-/// An answer of the proxy's own, as [`local_reply`] describes it.
-fn answer(direct: &Direct, protocol: Protocol) -> Response<Body> {
+/// An answer of the proxy's own, as [`local_reply`] describes it; `flag` says why, when it is a
+/// failure.
+fn answer(direct: &DirectResponse, flag: Option<Flag>, protocol: Protocol) -> Response<Body> {
     let mut reply = Response::builder();
-    if let Some(flag) = direct.flag {
+    if let Some(flag) = flag {
         reply = reply.header("x-weft-reason", flag.as_str());
         if matches!(
             flag,
@@ -411,22 +402,17 @@ impl Proxy {
             return Ok(Decision::Redirect(r.clone(), route.edits.clone()));
         }
         if let Some(d) = &route.direct {
-            let direct = Direct {
-                status: d.status,
-                body: d.body.clone(),
-                flag: None,
-            };
-            return Ok(Decision::Direct(direct, route.edits.clone()));
+            return Ok(Decision::Direct(d.clone(), None, route.edits.clone()));
         }
         let picked = route.pick_cluster().ok_or((Flag::NoCluster, None))?;
         let cluster_name = picked.name.as_str();
         let Some(cluster) = config.clusters.get(cluster_name) else {
-            let direct = Direct {
+            let direct = DirectResponse {
                 status: route.cluster_not_found,
                 body: Bytes::from_static(Flag::NoCluster.describe().as_bytes()),
-                flag: Some(Flag::NoCluster),
             };
-            return Ok(Decision::Direct(direct, picked.edits.clone()));
+            let flag = Some(Flag::NoCluster);
+            return Ok(Decision::Direct(direct, flag, picked.edits.clone()));
         };
         let endpoints = config
             .endpoints
@@ -501,16 +487,16 @@ impl Proxy {
     /// failure) and counted as a response without a destination.
     fn direct(
         &self,
-        direct: &Direct,
+        (direct, flag): (&DirectResponse, Option<Flag>),
         edits: Option<&HeaderEdits>,
         (method, authority, path): (&str, &str, &str),
         (protocol, started): (Protocol, Instant),
     ) -> Response<Body> {
-        let mut reply = answer(direct, protocol);
+        let mut reply = answer(direct, flag, protocol);
         if let Some(e) = edits {
             e.response.apply(reply.headers_mut());
         }
-        if let Some(flag) = direct.flag {
+        if let Some(flag) = flag {
             tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", direct.status.as_u16());
         }
         let (code, grpc_status) = local_codes(direct.status, protocol);
@@ -518,7 +504,7 @@ impl Proxy {
             protocol,
             code,
             grpc_status,
-            flag: direct.flag,
+            flag,
         };
         self.metrics.unrouted().record(outcome, started.elapsed());
         reply
@@ -606,9 +592,10 @@ impl Proxy {
                 let seen = (&*r, edits.as_deref());
                 return Ok(self.redirect(seen, authority, pq, (protocol, started)));
             }
-            Decision::Direct(d, edits) => {
+            Decision::Direct(d, flag, edits) => {
                 let seen = (parts.method.as_str(), authority, parts.uri.path());
-                return Ok(self.direct(&d, edits.as_deref(), seen, (protocol, started)));
+                let answer = (&d, flag);
+                return Ok(self.direct(answer, edits.as_deref(), seen, (protocol, started)));
             }
         };
 
