@@ -116,13 +116,15 @@ fn backend(ns: &Netns, args: &[&str]) -> Proc {
     p
 }
 
-#[test]
-fn iptables_capture_outbound_inbound_detection_and_passthrough() {
-    let pod = Netns::new("pod");
-    let client = Netns::new("cli");
+/// A pod's network namespace (10.1.0.5, fd00:1::5, a route for the Service range, Istio-style
+/// capture rules) and a client namespace on the other end of a veth pair (10.1.0.9, 10.1.0.10,
+/// fd00:1::9). `tag` (a letter) keeps the names of tests running at once apart.
+fn pod_and_client(tag: &str) -> (Netns, Netns) {
+    let pod = Netns::new(&format!("pod{tag}"));
+    let client = Netns::new(&format!("cli{tag}"));
     // The pod's address and the Service range, as a CNI and kube-proxy would provide.
-    let veth_pod = format!("vp{}", std::process::id() % 100_000);
-    let veth_cli = format!("vc{}", std::process::id() % 100_000);
+    let veth_pod = format!("vp{tag}{}", std::process::id() % 100_000);
+    let veth_cli = format!("vc{tag}{}", std::process::id() % 100_000);
     run(&[
         "ip", "link", "add", &veth_pod, "netns", &pod.0, "type", "veth", "peer", "name", &veth_cli,
         "netns", &client.0,
@@ -171,46 +173,42 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
         }
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
-    let _reviews = backend(&pod, &["http", "127.0.0.1", "18081", "reviews"]);
-    let _db = backend(&pod, &["banner", "127.0.0.1", "13306", "db-banner"]);
-    // The app on the pod's address, where inbound traffic goes (Istio since 1.10; over IPv6 too,
-    // to the primary address), and a port it keeps on localhost, which must stay private.
-    let _app = backend(&pod, &["http", "10.1.0.5", "8080", "web-app"]);
-    let _private = backend(&pod, &["http", "127.0.0.1", "8081", "private"]);
-    // On a port no Service or container declares: inbound traffic passes through to it.
-    let _undeclared = backend(&pod, &["http", "10.1.0.5", "9999", "undeclared-app"]);
-    let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
-    // Another pod's server on a port a sidecar also uses (Prometheus scraping its 15020).
-    let _other_15020 = backend(&client, &["http", "10.1.0.9", "15020", "other-pod-15020"]);
-    // The pods of the headless Service `peers`, as a StatefulSet's would be.
-    let _peer_a = backend(&client, &["http", "10.1.0.9", "7100", "peer-a"]);
-    let _peer_b = backend(&client, &["http", "10.1.0.10", "7100", "peer-b"]);
-    let _peer_a_tcp = backend(&client, &["banner", "10.1.0.9", "7300", "db-a"]);
-    let _peer_b_tcp = backend(&client, &["banner", "10.1.0.10", "7300", "db-b"]);
+    (pod, client)
+}
 
+/// `weft serve` on a registry of `mesh` and weft-proxy as UID 1337, with `proxy_args`, both in
+/// `pod`, once the proxy is ready. The registry directory goes with them.
+fn mesh_in(pod: &Netns, mesh: &str, proxy_args: &[&str]) -> (Proc, Proc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
     let weft = bin("weft");
-    let _cp = Proc::spawn(&mut pod.exec(&[
+    let cp = Proc::spawn(&mut pod.exec(&[
         weft.to_str().unwrap(),
         "serve",
         "--registry",
         dir.path().to_str().unwrap(),
     ]));
     let proxy_bin = bin("weft-proxy");
-    let _proxy = Proc::spawn(&mut pod.exec(&[
-        "setpriv",
-        "--reuid",
-        "1337",
-        "--regid",
-        "1337",
-        "--clear-groups",
-        proxy_bin.to_str().unwrap(),
-        "--node-id",
-        "web-0.shop",
-        "--health-addr",
-        "127.0.0.1:15020",
-    ]));
+    let proxy = Proc::spawn(
+        &mut pod.exec(
+            &[
+                "setpriv",
+                "--reuid",
+                "1337",
+                "--regid",
+                "1337",
+                "--clear-groups",
+                proxy_bin.to_str().unwrap(),
+                "--node-id",
+                "web-0.shop",
+                "--health-addr",
+                "127.0.0.1:15020",
+            ]
+            .into_iter()
+            .chain(proxy_args.iter().copied())
+            .collect::<Vec<_>>(),
+        ),
+    );
     // Wait for the proxy's readiness from inside the namespace.
     let mut ready = false;
     for _ in 0..200 {
@@ -233,6 +231,30 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ready, "weft-proxy never became ready");
+    (cp, proxy, dir)
+}
+
+#[test]
+fn iptables_capture_outbound_inbound_detection_and_passthrough() {
+    let (pod, client) = pod_and_client("a");
+    let _reviews = backend(&pod, &["http", "127.0.0.1", "18081", "reviews"]);
+    let _db = backend(&pod, &["banner", "127.0.0.1", "13306", "db-banner"]);
+    // The app on the pod's address, where inbound traffic goes (Istio since 1.10; over IPv6 too,
+    // to the primary address), and a port it keeps on localhost, which must stay private.
+    let _app = backend(&pod, &["http", "10.1.0.5", "8080", "web-app"]);
+    let _private = backend(&pod, &["http", "127.0.0.1", "8081", "private"]);
+    // On a port no Service or container declares: inbound traffic passes through to it.
+    let _undeclared = backend(&pod, &["http", "10.1.0.5", "9999", "undeclared-app"]);
+    let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
+    // Another pod's server on a port a sidecar also uses (Prometheus scraping its 15020).
+    let _other_15020 = backend(&client, &["http", "10.1.0.9", "15020", "other-pod-15020"]);
+    // The pods of the headless Service `peers`, as a StatefulSet's would be.
+    let _peer_a = backend(&client, &["http", "10.1.0.9", "7100", "peer-a"]);
+    let _peer_b = backend(&client, &["http", "10.1.0.10", "7100", "peer-b"]);
+    let _peer_a_tcp = backend(&client, &["banner", "10.1.0.9", "7300", "db-a"]);
+    let _peer_b_tcp = backend(&client, &["banner", "10.1.0.10", "7300", "db-b"]);
+
+    let _mesh = mesh_in(&pod, MESH, &[]);
 
     // Outbound HTTP to a Service's cluster IP, captured and routed; the same at its IPv6 cluster
     // IP (ip6tables redirect, IPv6 original destination).
@@ -332,4 +354,81 @@ fn iptables_capture_outbound_inbound_detection_and_passthrough() {
     // Port 15020 of another pod is that pod's: passed through, not refused as a loop.
     let out = pod.run(&["curl", "-sS", "--max-time", "5", "http://10.1.0.9:15020/"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "other-pod-15020");
+}
+
+/// Under `--outbound-policy registry-only` a destination the mesh does not know is refused as
+/// Istio's REGISTRY_ONLY refuses it: HTTP gets a 502 that says why, anything else a reset, and
+/// both are counted against `BlackHoleCluster`; nothing reaches the destination, and Services
+/// the mesh knows work as before.
+#[test]
+fn registry_only_answers_http_to_unknown_destinations_with_502_and_resets_the_rest() {
+    let (pod, client) = pod_and_client("b");
+    let _reviews = backend(&pod, &["http", "127.0.0.1", "18081", "reviews"]);
+    let _elsewhere = backend(&client, &["http", "10.1.0.9", "7000", "outside-the-mesh"]);
+    let _elsewhere_tcp = backend(&client, &["banner", "10.1.0.9", "7400", "outside-db"]);
+    let _mesh = mesh_in(&pod, MESH, &["--outbound-policy", "registry-only"]);
+
+    let out = pod.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "--max-time",
+        "5",
+        "http://10.96.0.20:9080/x",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("reviews"),
+        "{text}"
+    );
+
+    // Two requests on one connection, both refused: the connection stays usable, as a 502
+    // from Istio's block_all virtual host does.
+    let url = "http://10.1.0.9:7000/";
+    let out = pod.run(&["curl", "-sS", "-i", "--max-time", "5", url, url]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.matches("HTTP/1.1 502").count(), 2, "{text}");
+    assert!(text.contains("x-weft-reason: NR"), "{text}");
+    assert!(!text.contains("outside-the-mesh"), "{text}");
+    // HTTP/2 with prior knowledge (a gRPC client's way) is refused the same.
+    let out = pod.run(&[
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{http_version}",
+        "--max-time",
+        "5",
+        "--http2-prior-knowledge",
+        url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502 2");
+
+    // A server-first protocol never sees the client: after detection, the connection is reset.
+    let probe = "import socket\ns=socket.create_connection(('10.1.0.9',7400),timeout=5)\n\
+                 try:\n print(repr(s.recv(100)))\nexcept ConnectionResetError:\n print('reset')";
+    let out = pod.run(&["python3", "-c", probe]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "reset\n");
+
+    let out = pod.run(&["curl", "-sS", "http://127.0.0.1:15020/metrics"]);
+    let scrape = String::from_utf8_lossy(&out.stdout).to_string();
+    let counted = |metric: &str, service: &str, extra: &str| -> u64 {
+        let service = format!("destination_service=\"{service}\"");
+        scrape
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains(&service) && l.contains(extra))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let requests = "weft_requests_total{";
+    let connections = "weft_tcp_connections_opened_total{";
+    let status = "response_code=\"502\"";
+    assert_eq!(counted(requests, "BlackHoleCluster", status), 3, "{scrape}");
+    assert_eq!(counted(connections, "BlackHoleCluster", ""), 1, "{scrape}");
+    assert_eq!(
+        counted(connections, "PassthroughCluster", ""),
+        0,
+        "{scrape}"
+    );
 }

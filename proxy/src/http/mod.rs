@@ -121,6 +121,9 @@ pub enum Routes {
     Named(String),
     /// A table carried in the listener.
     Inline(Arc<RouteTable>),
+    /// None: the connection goes somewhere the mesh does not know and the policy is
+    /// registry-only, so every request is refused (Istio's `block_all` virtual host).
+    Blocked,
 }
 
 /// The authority a request is routed by: an absolute-form URI's, else its `Host` (RFC 9112 §3.2.2).
@@ -154,7 +157,10 @@ fn local_status(flag: Flag) -> StatusCode {
         Flag::NoCluster | Flag::NoHealthyUpstream | Flag::UpstreamConnectFailure => {
             StatusCode::SERVICE_UNAVAILABLE
         }
-        Flag::UpstreamReset | Flag::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
+        // Istio answers 502 where REGISTRY_ONLY blocks an HTTP request.
+        Flag::UpstreamReset | Flag::UpstreamProtocolError | Flag::Unregistered => {
+            StatusCode::BAD_GATEWAY
+        }
         Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
         Flag::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -396,6 +402,9 @@ impl Proxy {
         let table = match &source.routes {
             Routes::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
             Routes::Inline(t) => t,
+            Routes::Blocked => {
+                return Err((Flag::Unregistered, Some(self.metrics.blackhole().clone())));
+            }
         };
         let route = table.find(authority, req).ok_or((Flag::NoRoute, None))?;
         if let Some(r) = &route.redirect {

@@ -80,12 +80,14 @@ impl Metrics {
                 Arc::new(DestStats::new(Vec::new())),
                 Arc::new(DestStats::new(Vec::new())),
             ],
+            blackhole: Arc::new(DestStats::new(Vec::new())),
             node,
             dests: Mutex::default(),
         };
         requests.unrouted = requests.shared(labels(&requests.node, None, None));
         requests.passthrough = [PASSTHROUGH, INBOUND_PASSTHROUGH]
             .map(|name| requests.shared(labels(&requests.node, Some(name), None)));
+        requests.blackhole = requests.shared(labels(&requests.node, Some(BLACKHOLE), None));
         let requests = Arc::new(requests);
         let xds = XdsMetrics::default();
         let mut registry = Registry::default();
@@ -147,6 +149,13 @@ impl Metrics {
         &self.requests.passthrough[usize::from(inbound)]
     }
 
+    /// Where traffic refused under the registry-only policy is counted: Istio's
+    /// `BlackHoleCluster`, so an app calling something the mesh does not know shows up on a
+    /// dashboard, not only in a log line.
+    pub fn blackhole(&self) -> &Arc<DestStats> {
+        &self.requests.blackhole
+    }
+
     /// Every metric, as OpenMetrics text or (`openmetrics: false`) in the classic Prometheus
     /// text format, which older tools such as promtool read.
     pub fn render(&self, openmetrics: bool) -> String {
@@ -174,12 +183,15 @@ struct Requests {
     unrouted: Arc<DestStats>,
     /// Outbound, then inbound passthrough.
     passthrough: [Arc<DestStats>; 2],
+    blackhole: Arc<DestStats>,
 }
 
 /// Destination of connections passed through to where they were going.
 const PASSTHROUGH: &str = "PassthroughCluster";
 /// Destination of inbound connections to ports no chain names.
 const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+/// Destination of outbound traffic refused because the mesh does not know where it goes.
+const BLACKHOLE: &str = "BlackHoleCluster";
 
 impl Requests {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DestKey, Weak<DestStats>>> {
@@ -353,7 +365,7 @@ impl DestStats {
 fn labels(node: &Node, cluster: Option<&str>, workload: Option<(&str, &str)>) -> DestKey {
     let unknown = || "unknown".to_string();
     let inbound = cluster.is_some_and(|c| c.starts_with("inbound|") || c == INBOUND_PASSTHROUGH);
-    let passthrough = cluster.filter(|c| *c == PASSTHROUGH || *c == INBOUND_PASSTHROUGH);
+    let passthrough = cluster.filter(|c| [PASSTHROUGH, INBOUND_PASSTHROUGH, BLACKHOLE].contains(c));
     let service = match passthrough {
         Some(name) => Some(name.to_string()),
         None => cluster

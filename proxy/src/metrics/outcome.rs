@@ -24,6 +24,9 @@ impl Protocol {
 pub enum Flag {
     /// No route matched.
     NoRoute,
+    /// The destination is not in the mesh and the policy is registry-only (Envoy's `NR` for a
+    /// connection no filter chain matched).
+    Unregistered,
     /// No such cluster.
     NoCluster,
     /// No healthy endpoint.
@@ -51,7 +54,7 @@ impl Flag {
     /// Envoy's flag, which dashboards and logs already use.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::NoRoute => "NR",
+            Self::NoRoute | Self::Unregistered => "NR",
             Self::NoCluster => "NC",
             Self::NoHealthyUpstream => "UH",
             Self::UpstreamConnectFailure => "UF",
@@ -67,6 +70,7 @@ impl Flag {
     pub fn describe(self) -> &'static str {
         match self {
             Self::NoRoute => "no route",
+            Self::Unregistered => "destination not in the mesh registry",
             Self::NoCluster => "no cluster",
             Self::NoHealthyUpstream => "no healthy upstream",
             Self::UpstreamConnectFailure => "upstream connect failure",

@@ -11,14 +11,15 @@ use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Store;
-use crate::http::Proxy;
+use crate::detect::Detected;
+use crate::http::{Proxy, RouteSource, Routes};
 
 /// What to do with traffic to destinations the mesh does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutboundPolicy {
     /// Forward as plain TCP to where the app was going.
     AllowAny,
-    /// Close the connection.
+    /// Refuse it: HTTP requests get 502, anything else a reset (Istio's REGISTRY_ONLY).
     RegistryOnly,
 }
 
@@ -171,9 +172,7 @@ async fn handle(
                 let stats = &proxy.metrics().passthrough(false).tcp;
                 crate::tcp::passthrough(stream, dst, stats).await;
             }
-            OutboundPolicy::RegistryOnly => {
-                tracing::info!(%dst, flags = "NR", "unknown destination refused")
-            }
+            OutboundPolicy::RegistryOnly => refuse(stream, dst, proxy).await,
         }
         return;
     };
@@ -196,5 +195,31 @@ async fn handle(
     .await
     {
         super::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
+    }
+}
+
+/// Refuses a connection to a destination the mesh does not know, as Istio's REGISTRY_ONLY does:
+/// an HTTP client gets a 502 for each request, which says why, where a bare close would look
+/// like a crashed server; anything else (TLS, a server-first protocol) is reset. Both are counted
+/// against `BlackHoleCluster`.
+async fn refuse(stream: TcpStream, dst: SocketAddr, proxy: Proxy) {
+    tracing::info!(%dst, flags = "NR", "destination not in the mesh registry: refused");
+    match crate::detect::detect(&stream, proxy.detect_timeout).await {
+        d @ (Detected::Http1 | Detected::Http2) => {
+            let _ = stream.set_nodelay(true);
+            let source = RouteSource {
+                routes: Routes::Blocked,
+                pinned: None,
+                normalize_path: false,
+            };
+            super::serve_http(proxy, source, stream, Some(d)).await;
+        }
+        Detected::Tls | Detected::Opaque => {
+            let tcp = &proxy.metrics().blackhole().tcp;
+            tcp.open();
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            tcp.close();
+        }
     }
 }

@@ -71,7 +71,6 @@ pub async fn serve_connection(
     stream: TcpStream,
     (detected, pinned): (Option<Detected>, Option<(SocketAddr, String)>),
 ) {
-    let drain = proxy.drain.clone();
     let _ = stream.set_nodelay(true);
     let source = match handler {
         Handler::Tcp {
@@ -101,6 +100,18 @@ pub async fn serve_connection(
             normalize_path,
         },
     };
+    serve_http(proxy, source, stream, detected).await;
+}
+
+/// Serves an HTTP connection whose requests are routed by `source`; `detected` as for
+/// [`serve_connection`].
+pub async fn serve_http(
+    proxy: Proxy,
+    source: RouteSource,
+    stream: TcpStream,
+    detected: Option<Detected>,
+) {
+    let drain = proxy.drain.clone();
     let header_timeout = proxy.header_timeout;
     let http2 = match detected {
         Some(d) => d == Detected::Http2,
