@@ -611,29 +611,37 @@ kind: TrafficPolicy
 metadata: {name: echo, namespace: shop}
 spec: {targetRefs: [{kind: Service, name: echo}], connectionPool: {idleTimeout: 1s}}
 ";
-    let mesh = one_service("echo", 7001, "tcp", &[upstream.port()], policy, &[]);
-    let bind = mesh.bind;
-    let c = TcpStream::connect(bind).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-    let mut r = BufReader::new(c.try_clone().unwrap());
-    // Busy for 2 s, a line every 300 ms: twice the idle timeout, and still open.
-    for i in 0..7 {
-        (&c).write_all(format!("ping {i}\n").as_bytes()).unwrap();
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert_eq!(line, format!("ping {i}\n"));
-        std::thread::sleep(Duration::from_millis(300));
+    // A declared TCP port, and one left to detection (`db`: no protocol prefix) whose client
+    // turns out not to speak HTTP: its listener's TCP chain carries the same timeout.
+    for port_name in ["tcp", "db"] {
+        let mesh = one_service("echo", 7001, port_name, &[upstream.port()], policy, &[]);
+        let bind = mesh.bind;
+        let c = TcpStream::connect(bind).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        // Busy for 2 s, a line every 300 ms: twice the idle timeout, and still open.
+        for i in 0..7 {
+            (&c).write_all(format!("ping {i}\n").as_bytes()).unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert_eq!(line, format!("ping {i}\n"), "{port_name}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // Then quiet: the proxy closes it between 1 and 1.5 s after the last byte (it looks
+        // four times per timeout); the last byte was 300 ms before this point.
+        let quiet = Instant::now();
+        let mut rest = Vec::new();
+        assert_eq!(
+            r.read_to_end(&mut rest).unwrap(),
+            0,
+            "{port_name}: closed without data"
+        );
+        let waited = quiet.elapsed();
+        assert!(
+            waited >= Duration::from_millis(600) && waited < Duration::from_secs(4),
+            "{port_name}: {waited:?}"
+        );
     }
-    // Then quiet: the proxy closes it between 1 and 1.5 s after the last byte (it looks four
-    // times per timeout); the last byte was 300 ms before this point.
-    let quiet = Instant::now();
-    let mut rest = Vec::new();
-    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "closed without data");
-    let waited = quiet.elapsed();
-    assert!(
-        waited >= Duration::from_millis(600) && waited < Duration::from_secs(4),
-        "{waited:?}"
-    );
 }
 
 #[test]

@@ -10,20 +10,22 @@ use weft_proto::xds::config::core::v3::{
     Address, Metadata, SocketAddress, address, socket_address::PortSpecifier,
 };
 use weft_proto::xds::config::listener::v3::{
-    AdditionalAddress, ApiListener, Filter, FilterChain, FilterChainMatch, Listener, filter,
+    AdditionalAddress, ApiListener, Filter, FilterChain, FilterChainMatch, Listener,
+    ListenerFilter, filter, listener_filter,
 };
 use weft_proto::xds::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
     route_match,
 };
 use weft_proto::xds::extensions::filters::http::router::v3::Router;
+use weft_proto::xds::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_metadata};
-use crate::model::{Key, Service, ServicePort, Workload, fqdn};
+use crate::model::{Key, Protocol, Service, ServicePort, Workload, fqdn};
 
 /// Name of the per-proxy inbound listener.
 pub const INBOUND_NAME: &str = "inbound";
@@ -132,18 +134,69 @@ fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
 pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
     let name = service_listener_name(&svc.key, port.port);
     let mut listener = addressed(svc, port)?;
-    let filter = if port.protocol.is_http() {
-        hcm_filter(&hcm(name.clone(), rds(&name)))
-    } else {
-        let cluster = cluster_name(&svc.key, port.port);
-        tcp_filter(name, cluster, tcp_idle_timeout(svc))
-    };
-    listener.filter_chains = vec![FilterChain {
-        filters: vec![filter],
-        ..Default::default()
-    }];
+    let cluster = cluster_name(&svc.key, port.port);
+    listener.filter_chains = port_chains(
+        port.protocol,
+        || hcm_filter(&hcm(name.clone(), rds(&name))),
+        || tcp_filter(name.clone(), cluster, tcp_idle_timeout(svc)),
+        FilterChain::default(),
+    );
+    sniff_if_detecting(&mut listener, port.protocol == Protocol::Detect);
     listener.bind_to_port = Some(BoolValue { value: false });
     Some(listener)
+}
+
+/// What HTTP sniffing (Envoy's `http_inspector`, weft-proxy's own detection) reports of a plain
+/// HTTP connection; Istio matches its HTTP chains on the same.
+const HTTP_APPLICATION_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// A port's filter chains, each from `base` (its match and name): an HTTP port's connection
+/// manager, a TCP port's `tcp_proxy`, and for a port left to detection both, as Envoy's protocol
+/// sniffing reads them: the connection manager for connections sniffed as HTTP, the `tcp_proxy`
+/// (with the Service's idle timeout) for the rest, server-first protocols and TLS included.
+fn port_chains(
+    protocol: Protocol,
+    http: impl FnOnce() -> Filter,
+    tcp: impl FnOnce() -> Filter,
+    base: FilterChain,
+) -> Vec<FilterChain> {
+    let chain = |filter| FilterChain {
+        filters: vec![filter],
+        ..base.clone()
+    };
+    match protocol {
+        Protocol::Tcp => vec![chain(tcp())],
+        Protocol::Detect => {
+            let mut sniffed = chain(http());
+            let matched = sniffed.filter_chain_match.get_or_insert_default();
+            matched.application_protocols = HTTP_APPLICATION_PROTOCOLS.map(String::from).to_vec();
+            vec![sniffed, chain(tcp())]
+        }
+        _ => vec![chain(http())],
+    }
+}
+
+/// How long a listener waits for a client's first bytes before it stops sniffing: weft-proxy's
+/// default, which server-first protocols (MySQL, SMTP) wait out once per connection.
+const SNIFF_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Gives a listener with a port left to detection the inspector that sniffs HTTP, and lets a
+/// connection that sends nothing go on to the TCP chain after [`SNIFF_TIMEOUT`] rather than be
+/// closed (Envoy's default), as Istio's protocol detection does.
+fn sniff_if_detecting(listener: &mut Listener, detecting: bool) {
+    if !detecting {
+        return;
+    }
+    listener.listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.http_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+            &HttpInspector::default(),
+        ))),
+        ..Default::default()
+    }];
+    listener.listener_filters_timeout = Some(duration(SNIFF_TIMEOUT));
+    listener.continue_on_listener_filters_timeout = true;
 }
 
 /// The listener of one HTTP Service port as gRPC's proxyless clients ask for it (gRFC A27): an
@@ -211,9 +264,9 @@ pub fn inbound(workload: &Workload) -> Listener {
     let filter_chains = workload
         .ports
         .iter()
-        .map(|p| {
+        .flat_map(|p| {
             let cluster = inbound_cluster_name(p.port);
-            let filter = if p.protocol.is_http() {
+            let http = || {
                 let route_config = RouteConfiguration {
                     name: cluster.clone(),
                     virtual_hosts: vec![VirtualHost {
@@ -243,24 +296,27 @@ pub fn inbound(workload: &Workload) -> Listener {
                     cluster.clone(),
                     http_connection_manager::RouteSpecifier::RouteConfig(route_config),
                 ))
-            } else {
-                tcp_filter(cluster.clone(), cluster.clone(), None)
             };
-            FilterChain {
-                name: cluster,
+            let tcp = || tcp_filter(cluster.clone(), cluster.clone(), None);
+            let base = FilterChain {
+                name: cluster.clone(),
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: Some(UInt32Value {
                         value: u32::from(p.port),
                     }),
                     ..Default::default()
                 }),
-                filters: vec![filter],
                 metadata: Some(weft_metadata("protocol", p.protocol.as_str().into())),
                 ..Default::default()
-            }
+            };
+            port_chains(p.protocol, http, tcp, base)
         })
         .collect();
-    Listener {
+    let detecting = workload
+        .ports
+        .iter()
+        .any(|p| p.protocol == Protocol::Detect);
+    let mut listener = Listener {
         name: INBOUND_NAME.into(),
         address: Some(socket_address(
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -268,29 +324,27 @@ pub fn inbound(workload: &Workload) -> Listener {
         )),
         filter_chains,
         ..Default::default()
-    }
+    };
+    sniff_if_detecting(&mut listener, detecting);
+    listener
 }
 
 /// A listener the proxy binds itself (hosts without iptables), forwarding to one Service port.
 pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort) -> Listener {
     let target = service_listener_name(&svc.key, port.port);
-    let filter = if port.protocol.is_http() {
-        hcm_filter(&hcm(target.clone(), rds(&target)))
-    } else {
-        tcp_filter(
-            target,
-            cluster_name(&svc.key, port.port),
-            tcp_idle_timeout(svc),
-        )
-    };
-    Listener {
+    let cluster = cluster_name(&svc.key, port.port);
+    let mut listener = Listener {
         name: explicit_name(bind),
         address: Some(socket_address(bind.ip(), bind.port())),
-        filter_chains: vec![FilterChain {
-            filters: vec![filter],
-            ..Default::default()
-        }],
+        filter_chains: port_chains(
+            port.protocol,
+            || hcm_filter(&hcm(target.clone(), rds(&target))),
+            || tcp_filter(target.clone(), cluster, tcp_idle_timeout(svc)),
+            FilterChain::default(),
+        ),
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
         ..Default::default()
-    }
+    };
+    sniff_if_detecting(&mut listener, port.protocol == Protocol::Detect);
+    listener
 }

@@ -13,6 +13,7 @@ use weft_proto::xds::config::route::v3::{
 use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
+use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use super::*;
 use crate::registry::{self, Objects};
@@ -1072,4 +1073,108 @@ spec:
     );
     assert_eq!(route_names("o-0.other"), ["ns/producer#0", "ns/producer#0"]);
     assert_eq!(route_names("unknown"), ["ns/producer#0", "ns/producer#0"]);
+}
+
+/// The filter chains of a listener: (destination port, application protocols, filter name).
+fn chains(l: &Listener) -> Vec<(Option<u32>, Vec<String>, &str)> {
+    l.filter_chains
+        .iter()
+        .map(|c| {
+            let m = c.filter_chain_match.clone().unwrap_or_default();
+            let port = m.destination_port.map(|p| p.value);
+            (port, m.application_protocols, c.filters[0].name.as_str())
+        })
+        .collect()
+}
+
+/// A port left to detection gets Envoy's protocol sniffing: the connection manager for what
+/// `http_inspector` sniffs as HTTP, a `tcp_proxy` with the Service's idle timeout for the rest,
+/// and connections that send nothing (server-first protocols) go on to it after 100 ms. Declared
+/// ports keep one chain and no inspector.
+#[test]
+fn a_port_left_to_detection_gets_a_sniffed_http_chain_and_a_tcp_fallback() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Pod
+metadata: {name: c-0, namespace: ns, labels: {app: c}}
+spec: {containers: [{name: c, ports: [{name: web, containerPort: 8080}, {name: http, containerPort: 8081}]}]}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.96.0.1, ports: [{name: web, port: 80}, {name: http-admin, port: 81}]}
+---
+apiVersion: weft.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: tp, namespace: ns}
+spec: {targetRefs: [{kind: Service, name: api}], connectionPool: {idleTimeout: 5s}}
+",
+    );
+    let res = for_node(&m, "c-0.ns");
+    let hcm = "envoy.filters.network.http_connection_manager";
+    let tcp = "envoy.filters.network.tcp_proxy";
+    let sniffed = || vec!["http/1.0".to_string(), "http/1.1".into(), "h2c".into()];
+    let inspected = |l: &Listener| {
+        let names: Vec<String> = l.listener_filters.iter().map(|f| f.name.clone()).collect();
+        (
+            names,
+            l.listener_filters_timeout,
+            l.continue_on_listener_filters_timeout,
+        )
+    };
+    let timeout = Some(super::duration(std::time::Duration::from_millis(100)));
+
+    let detect: Listener = get(&res, ResourceType::Listener, "api.ns.svc.cluster.local:80");
+    assert_eq!(
+        chains(&detect),
+        [(None, sniffed(), hcm), (None, vec![], tcp)]
+    );
+    assert_eq!(
+        inspected(&detect),
+        (
+            vec!["envoy.filters.listener.http_inspector".to_string()],
+            timeout,
+            true
+        )
+    );
+    let Some(filter::ConfigType::TypedConfig(any)) =
+        &detect.filter_chains[1].filters[0].config_type
+    else {
+        panic!()
+    };
+    let proxy = TcpProxy::decode(&any.value[..]).unwrap();
+    assert_eq!(
+        proxy.idle_timeout,
+        Some(super::duration(std::time::Duration::from_secs(5)))
+    );
+    assert_eq!(
+        proxy.cluster_specifier,
+        Some(tcp_proxy::ClusterSpecifier::Cluster(
+            "outbound|80||api.ns.svc.cluster.local".into()
+        ))
+    );
+
+    let declared: Listener = get(&res, ResourceType::Listener, "api.ns.svc.cluster.local:81");
+    assert_eq!(chains(&declared), [(None, vec![], hcm)]);
+    assert_eq!(inspected(&declared), (Vec::<String>::new(), None, false));
+
+    let inbound: Listener = get(&res, ResourceType::Listener, "inbound");
+    assert_eq!(
+        chains(&inbound),
+        [
+            (Some(8080), sniffed(), hcm),
+            (Some(8080), vec![], tcp),
+            (Some(8081), vec![], hcm)
+        ]
+    );
+    assert_eq!(
+        inspected(&inbound),
+        (
+            vec!["envoy.filters.listener.http_inspector".to_string()],
+            timeout,
+            true
+        )
+    );
 }

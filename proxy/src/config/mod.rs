@@ -84,6 +84,17 @@ pub enum Handler {
 /// Envoy's `tcp_proxy` default idle timeout: an hour.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+impl Handler {
+    /// Opaque TCP to `cluster` with Envoy's defaults: what a port left to detection falls back
+    /// to when its listener names no chain for it.
+    pub fn tcp_to(cluster: String) -> Self {
+        Self::Tcp {
+            cluster,
+            idle_timeout: Some(TCP_IDLE_TIMEOUT),
+        }
+    }
+}
+
 /// A status code as its number, for `/config_dump`.
 pub(crate) fn status_code<S: serde::Serializer>(
     c: &http::StatusCode,
@@ -120,6 +131,10 @@ pub struct Listener {
     pub protocol: Protocol,
     /// The default handler.
     pub handler: Option<Handler>,
+    /// What serves a connection detection finds is not HTTP (the chain beside one matched on
+    /// sniffed HTTP application protocols); `None`: the Service port's cluster as opaque TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Handler>,
     /// Per destination port handlers (the inbound listener).
     pub by_port: Vec<PortChain>,
     /// Whether the proxy binds `addresses` itself (explicit outbound listeners); Service listeners
@@ -139,6 +154,9 @@ pub struct PortChain {
     pub protocol: Protocol,
     /// What serves it.
     pub handler: Handler,
+    /// As [`Listener::fallback`], for this port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Handler>,
 }
 
 /// Load-balancing algorithm.
@@ -300,6 +318,7 @@ mod tests {
                 addresses: Vec::new(),
                 protocol: Protocol::default(),
                 handler: None,
+                fallback: None,
                 by_port: Vec::new(),
                 bind: false,
                 original_dst: false,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Store;
+use crate::config::{Handler, Store};
 use crate::http::Proxy;
 use crate::outbound::capture::{Direction, accept_redirected};
 use crate::outbound::{choose, serve_connection};
@@ -27,16 +27,18 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     l.by_port
                         .iter()
                         .find(|c| c.port == dst.port())
-                        .map(|c| (c.protocol, c.handler.clone()))
+                        .map(|c| (c.protocol, c.handler.clone(), c.fallback.clone()))
                 });
-                let Some((protocol, handler)) = chain else {
+                let Some((protocol, handler, fallback)) = chain else {
                     // To where it was headed (the pod's own address), never to loopback, so
                     // sockets the app keeps on localhost stay private, as in Istio since 1.10.
                     let stats = &proxy.metrics().passthrough(true).tcp;
                     return crate::tcp::passthrough(stream, dst, stats).await;
                 };
-                // An undeclared port that turns out not to be HTTP goes to the app as opaque TCP.
                 let cluster = weft_proto::names::inbound_cluster(dst.port());
+                // An undeclared port that turns out not to be HTTP goes to the app as its chain
+                // for that says, else as opaque TCP.
+                let fallback = fallback.unwrap_or_else(|| Handler::tcp_to(cluster.clone()));
                 // To the pod address the connection was headed for when the inbound cluster
                 // lists it, as Istio's original-destination inbound does; else to the
                 // cluster's own endpoint (the pod's primary address, or loopback for a
@@ -49,7 +51,7 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                 let pinned = known.then(|| (dst, cluster.clone()));
                 let detect_timeout = proxy.detect_timeout;
                 if let Some((handler, detected)) =
-                    choose(&stream, protocol, handler, Some(cluster), detect_timeout).await
+                    choose(&stream, protocol, handler, Some(fallback), detect_timeout).await
                 {
                     serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
                 }

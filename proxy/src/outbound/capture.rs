@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Store;
+use crate::config::{Handler, Store};
 use crate::detect::Detected;
 use crate::http::{Proxy, RouteSource, Routes};
 
@@ -184,12 +184,13 @@ async fn handle(
         (Some(own), true) => Some((dst, own.clone())),
         _ => None,
     };
+    let fallback = (listener.fallback.clone()).or_else(|| tcp_cluster.map(Handler::tcp_to));
     let detect_timeout = proxy.detect_timeout;
     if let Some((handler, detected)) = super::choose(
         &stream,
         listener.protocol,
         handler,
-        tcp_cluster,
+        fallback,
         detect_timeout,
     )
     .await

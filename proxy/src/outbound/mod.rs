@@ -27,35 +27,23 @@ const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
 
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
 /// sniffed (waiting at most `detect_timeout` for the client's first bytes, so server-first
-/// protocols work), and what is not HTTP goes as opaque TCP to `tcp_cluster`. `None`: nothing can
-/// serve it, close it.
+/// protocols work), and what is not HTTP goes to `fallback` (the listener's chain for it, else
+/// opaque TCP to the port's cluster). `None`: nothing can serve it, close it.
 pub async fn choose(
     stream: &TcpStream,
     protocol: Protocol,
     handler: Handler,
-    tcp_cluster: Option<String>,
+    fallback: Option<Handler>,
     detect_timeout: Duration,
 ) -> Option<(Handler, Option<Detected>)> {
-    let tcp = |cluster: Option<String>| {
-        cluster.map(|cluster| {
-            let idle_timeout = Some(crate::config::TCP_IDLE_TIMEOUT);
-            (
-                Handler::Tcp {
-                    cluster,
-                    idle_timeout,
-                },
-                None,
-            )
-        })
-    };
     match (protocol, &handler) {
         (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
             Some((handler, None))
         }
-        (Protocol::Tcp, _) => tcp(tcp_cluster),
+        (Protocol::Tcp, _) => Some((fallback?, None)),
         (Protocol::Detect, _) => match detect(stream, detect_timeout).await {
             d @ (Detected::Http1 | Detected::Http2) => Some((handler, Some(d))),
-            Detected::Tls | Detected::Opaque => tcp(tcp_cluster),
+            Detected::Tls | Detected::Opaque => Some((fallback?, None)),
         },
     }
 }
@@ -257,24 +245,25 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
             .load()
             .listeners
             .get(&name)
-            .and_then(|l| Some((l.protocol, l.handler.clone()?)));
-        let Some((protocol, handler)) = chosen else {
+            .and_then(|l| Some((l.protocol, l.handler.clone()?, l.fallback.clone())));
+        let Some((protocol, handler, fallback)) = chosen else {
             continue; // removed since; drop the connection
         };
-        // An undeclared port that turns out not to be HTTP goes to the Service port's cluster.
-        let tcp_cluster = match &handler {
+        // An undeclared port that turns out not to be HTTP goes to its listener's chain for
+        // that, else to the Service port's cluster.
+        let fallback = fallback.or_else(|| match &handler {
             Handler::Http { route_config, .. } => {
-                weft_proto::names::cluster_of_service_listener(route_config)
+                weft_proto::names::cluster_of_service_listener(route_config).map(Handler::tcp_to)
             }
             _ => None,
-        };
+        });
         let (store, proxy) = (store.clone(), proxy.clone());
         let open = proxy.drain.open();
         tokio::spawn(async move {
             let _open = open;
             let detect_timeout = proxy.detect_timeout;
             if let Some((handler, detected)) =
-                choose(&stream, protocol, handler, tcp_cluster, detect_timeout).await
+                choose(&stream, protocol, handler, fallback, detect_timeout).await
             {
                 serve_connection(store, proxy, handler, stream, (detected, None)).await;
             }

@@ -89,7 +89,11 @@ impl Held {
     fn wanted_rds(&self) -> BTreeSet<String> {
         self.listeners
             .values()
-            .flat_map(|(_, l)| l.handler.iter().chain(l.by_port.iter().map(|c| &c.handler)))
+            .flat_map(|(_, l)| {
+                let chains = l.by_port.iter();
+                let handlers = chains.flat_map(|c| std::iter::once(&c.handler).chain(&c.fallback));
+                l.handler.iter().chain(&l.fallback).chain(handlers)
+            })
             .filter_map(|h| match h {
                 Handler::Http { route_config, .. } => Some(route_config.clone()),
                 _ => None,

@@ -298,61 +298,73 @@ impl TryFrom<&xl::Listener> for Listener {
         }
         let (protocol, original_dst) =
             protocol_and_destination(&ctx, "metadata", l.metadata.as_ref())?;
-        let mut handler = None;
-        let mut by_port = Vec::new();
+        // Per destination port (`None`: the default chain), the chain matched on sniffed HTTP
+        // and the one for everything else, as Envoy's protocol sniffing lays them out.
+        let mut slots: Vec<(Option<u16>, Protocol, Slot)> = Vec::new();
         if let Some(api) = &l.api_listener {
             let any = api
                 .api_listener
                 .as_ref()
                 .ok_or_else(|| ctx.err("api_listener.api_listener", "missing"))?;
             let hcm: HttpConnectionManager = ctx.unpack("api_listener.api_listener", any, HCM)?;
-            handler = Some(hcm_handler(&ctx, "api_listener", &hcm)?);
+            let h = hcm_handler(&ctx, "api_listener", &hcm)?;
+            slots.push((None, protocol, Slot::plain(h)));
         }
         for (i, chain) in l.filter_chains.iter().enumerate() {
             let field = format!("filter_chains[{i}]");
             let h = filter_handler(&ctx, &field, chain)?;
-            if let Some(m) = &chain.filter_chain_match {
-                let only_port = xl::FilterChainMatch {
-                    destination_port: m.destination_port,
-                    ..Default::default()
-                };
-                if *m != only_port {
+            let (port, sniffed) = chain_match(&ctx, &field, chain.filter_chain_match.as_ref())?;
+            let kind = if sniffed { "sniffed HTTP" } else { "other" };
+            let taken = |what: &str| match port {
+                Some(p) => ctx.err(
+                    format!("{field}.filter_chain_match"),
+                    format!("port {p} has two filter chains for {what} connections"),
+                ),
+                None => ctx.err(
+                    field.clone(),
+                    format!("two default filter chains for {what} connections"),
+                ),
+            };
+            let chain_protocol = match port {
+                Some(_) => protocol_of_chain(&ctx, &field, chain)?,
+                None => protocol,
+            };
+            let slot = match slots.iter_mut().find(|(p, ..)| *p == port) {
+                Some((_, p, _)) if *p != chain_protocol => {
                     return Err(ctx.err(
-                        format!("{field}.filter_chain_match"),
-                        "only destination_port is supported",
+                        format!("{field}.metadata.weft.protocol"),
+                        "differs from the other chain of its port",
                     ));
                 }
+                Some((_, _, slot)) => slot,
+                None => {
+                    slots.push((port, chain_protocol, Slot::default()));
+                    &mut slots.last_mut().expect("pushed").2
+                }
+            };
+            let place = if sniffed {
+                &mut slot.http
+            } else {
+                &mut slot.other
+            };
+            if place.is_some() {
+                return Err(taken(kind));
             }
-            match chain
-                .filter_chain_match
-                .as_ref()
-                .and_then(|m| m.destination_port)
-            {
-                Some(p)
-                    if by_port
-                        .iter()
-                        .any(|c: &PortChain| u32::from(c.port) == p.value) =>
-                {
-                    return Err(ctx.err(
-                        format!("{field}.filter_chain_match.destination_port"),
-                        format!("port {} has two filter chains", p.value),
-                    ));
-                }
-                Some(p) => {
-                    let port = u16::try_from(p.value).map_err(|_| {
-                        ctx.err(
-                            format!("{field}.filter_chain_match.destination_port"),
-                            "out of range",
-                        )
-                    })?;
-                    by_port.push(PortChain {
-                        port,
-                        protocol: protocol_of_chain(&ctx, &field, chain)?,
-                        handler: h,
-                    });
-                }
-                None if handler.is_none() => handler = Some(h),
-                None => return Err(ctx.err(field, "more than one default filter chain")),
+            *place = Some(h);
+        }
+        let mut handler = None;
+        let mut fallback = None;
+        let mut by_port = Vec::new();
+        for (port, chain_protocol, slot) in slots {
+            let (h, f) = slot.split();
+            match port {
+                Some(port) => by_port.push(PortChain {
+                    port,
+                    protocol: chain_protocol,
+                    handler: h,
+                    fallback: f,
+                }),
+                None => (handler, fallback) = (Some(h), f),
             }
         }
         if handler.is_none() && by_port.is_empty() {
@@ -366,11 +378,86 @@ impl TryFrom<&xl::Listener> for Listener {
             addresses,
             protocol,
             handler,
+            fallback,
             by_port,
             bind,
             original_dst,
         })
     }
+}
+
+/// A port's chains: the one for connections sniffed as HTTP and the one for the rest.
+#[derive(Default)]
+struct Slot {
+    http: Option<Handler>,
+    other: Option<Handler>,
+}
+
+impl Slot {
+    fn plain(h: Handler) -> Self {
+        Self {
+            http: None,
+            other: Some(h),
+        }
+    }
+
+    /// The handler, and what serves connections that are not HTTP when a separate chain says.
+    fn split(self) -> (Handler, Option<Handler>) {
+        match (self.http, self.other) {
+            (Some(http), other) => (http, other),
+            (None, Some(other)) => (other, None),
+            (None, None) => unreachable!("a slot is made with a chain"),
+        }
+    }
+}
+
+/// What sniffing reports of plain HTTP (Envoy's `http_inspector`); a chain matched on these
+/// serves the connections weft-proxy detects as HTTP.
+const SNIFFED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// A chain's destination port, and whether it is matched on sniffed HTTP application protocols.
+/// Any other condition would be silently ignored, so it is refused by name.
+fn chain_match(
+    ctx: &Ctx<'_>,
+    field: &str,
+    m: Option<&xl::FilterChainMatch>,
+) -> Result<(Option<u16>, bool), Invalid> {
+    let Some(m) = m else {
+        return Ok((None, false));
+    };
+    let supported = xl::FilterChainMatch {
+        destination_port: m.destination_port,
+        application_protocols: m.application_protocols.clone(),
+        ..Default::default()
+    };
+    if *m != supported {
+        return Err(ctx.err(
+            format!("{field}.filter_chain_match"),
+            "only destination_port and application_protocols are supported",
+        ));
+    }
+    if let Some(p) = m
+        .application_protocols
+        .iter()
+        .find(|p| !SNIFFED_HTTP.contains(&p.as_str()))
+    {
+        return Err(ctx.err(
+            format!("{field}.filter_chain_match.application_protocols"),
+            format!("{p:?} is not sniffed; only http/1.0, http/1.1 and h2c are"),
+        ));
+    }
+    let port = m
+        .destination_port
+        .map(|p| {
+            u16::try_from(p.value).map_err(|_| {
+                ctx.err(
+                    format!("{field}.filter_chain_match.destination_port"),
+                    "out of range",
+                )
+            })
+        })
+        .transpose()?;
+    Ok((port, !m.application_protocols.is_empty()))
 }
 
 // === Cluster ===
@@ -1838,6 +1925,125 @@ mod tests {
         };
         let c = Cluster::try_from(&blackhole).unwrap();
         assert_eq!((c.eds, c.static_endpoints), (None, Some(vec![])));
+    }
+
+    /// A listener laid out for Envoy's protocol sniffing: per port (or by default) a chain matched
+    /// on sniffed HTTP and a plain one, which serves what is not HTTP.
+    #[test]
+    fn a_sniffed_http_chain_and_its_fallback_are_read_per_port_and_other_matches_refused() {
+        use weft_proto::google::protobuf::UInt32Value;
+        use weft_proto::xds::config::core::v3::{AggregatedConfigSource, ConfigSource};
+        use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::Rds;
+        let filter = |type_name: &str, value: Vec<u8>| xl::Filter {
+            name: type_name.into(),
+            config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                type_url: format!("type.googleapis.com/{type_name}"),
+                value,
+            })),
+        };
+        let tcp = |idle: u64| {
+            let proxy = TcpProxy {
+                cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+                idle_timeout: Some(weft_proto::google::protobuf::Duration {
+                    seconds: i64::try_from(idle).unwrap(),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            };
+            filter(TCP_PROXY, proxy.encode_to_vec())
+        };
+        let hcm = || {
+            let rds = Rds {
+                config_source: Some(ConfigSource {
+                    config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                        AggregatedConfigSource {},
+                    )),
+                    ..Default::default()
+                }),
+                route_config_name: "r".into(),
+            };
+            let hcm = HttpConnectionManager {
+                route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(rds)),
+                ..Default::default()
+            };
+            filter(HCM, hcm.encode_to_vec())
+        };
+        let chain = |port: Option<u32>, protocols: &[&str], f: xl::Filter| xl::FilterChain {
+            filter_chain_match: Some(xl::FilterChainMatch {
+                destination_port: port.map(|value| UInt32Value { value }),
+                application_protocols: protocols.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            }),
+            filters: vec![f],
+            ..Default::default()
+        };
+        let listener = |chains| xl::Listener {
+            name: "l".into(),
+            filter_chains: chains,
+            ..Default::default()
+        };
+        let http = Handler::Http {
+            route_config: "r".into(),
+            normalize_path: false,
+        };
+        let tcp_handler = |secs| Handler::Tcp {
+            cluster: "c".into(),
+            idle_timeout: Some(Duration::from_secs(secs)),
+        };
+
+        // The fallback may come first; what it matches, not where it is, decides.
+        let l = Listener::try_from(&listener(vec![
+            chain(None, &[], tcp(5)),
+            chain(None, &SNIFFED_HTTP, hcm()),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (l.handler, l.fallback),
+            (Some(http.clone()), Some(tcp_handler(5)))
+        );
+
+        let l = Listener::try_from(&listener(vec![
+            chain(Some(8080), &["http/1.1", "h2c"], hcm()),
+            chain(Some(8080), &[], tcp(7)),
+            chain(Some(8081), &[], tcp(9)),
+        ]))
+        .unwrap();
+        let ports: Vec<_> = l
+            .by_port
+            .iter()
+            .map(|c| (c.port, &c.handler, &c.fallback))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (8080, &http, &Some(tcp_handler(7))),
+                (8081, &tcp_handler(9), &None)
+            ]
+        );
+
+        let refused = |chains| Listener::try_from(&listener(chains)).unwrap_err().field;
+        // Istio's own ALPN values are not something weft-proxy sniffs.
+        assert_eq!(
+            refused(vec![chain(None, &["istio-http/1.1"], hcm())]),
+            "filter_chains[0].filter_chain_match.application_protocols"
+        );
+        assert_eq!(
+            refused(vec![
+                chain(Some(80), &["http/1.1"], hcm()),
+                chain(Some(80), &["h2c"], hcm())
+            ]),
+            "filter_chains[1].filter_chain_match"
+        );
+        let mut by_transport = chain(None, &[], tcp(1));
+        by_transport
+            .filter_chain_match
+            .as_mut()
+            .unwrap()
+            .transport_protocol = "tls".into();
+        assert_eq!(
+            refused(vec![by_transport]),
+            "filter_chains[0].filter_chain_match"
+        );
     }
 
     #[test]
