@@ -573,16 +573,33 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
             *kind,
         )
     });
+    // GEP-1426: where a GRPCRoute and an HTTPRoute attach to the same Service port, the
+    // GRPCRoute is kept and the HTTPRoute ignored, as Linkerd does.
+    let grpc_parents: Vec<(Key, Option<i32>, &Key)> = grpc
+        .iter()
+        .flat_map(|(key, route)| {
+            service_parents(key, route).map(move |(parent, port)| (parent, port, *key))
+        })
+        .collect();
     for (kind, key, route) in routes {
         let rules = route_rules((kind, key), route, services, b);
-        for parent in route.spec.parent_refs.iter().flatten() {
-            if !is_service_ref(parent.group.as_deref(), parent.kind.as_deref()) {
-                continue; // attached to a Gateway: not the mesh's business
+        for (parent_key, parent_port) in service_parents(key, route) {
+            let conflict = grpc_parents.iter().find(|(k, p, _)| {
+                kind == "HTTPRoute"
+                    && *k == parent_key
+                    && (p.is_none() || parent_port.is_none() || *p == parent_port)
+            });
+            if let Some((_, _, grpc_key)) = conflict {
+                b.warn(
+                    kind,
+                    key,
+                    format!(
+                        "not attached to Service {parent_key}: GRPCRoute {grpc_key} is, and \
+                         takes precedence (GEP-1426)"
+                    ),
+                );
+                continue;
             }
-            let parent_key = Key::new(
-                parent.namespace.as_deref().unwrap_or(&key.namespace),
-                &parent.name,
-            );
             let Some(svc) = services.get_mut(&parent_key) else {
                 b.warn(
                     kind,
@@ -593,7 +610,7 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
             };
             let mut attached = false;
             for port in &mut svc.ports {
-                let wanted = match parent.port {
+                let wanted = match parent_port {
                     Some(p) => i32::from(port.port) == p,
                     None => port.protocol.is_http(),
                 };
@@ -624,12 +641,30 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                     key,
                     format!(
                         "parent Service {parent_key} has no {} port",
-                        parent.port.map_or("HTTP".to_string(), |p| p.to_string())
+                        parent_port.map_or("HTTP".to_string(), |p| p.to_string())
                     ),
                 );
             }
         }
     }
+}
+
+/// The Services (and ports, if named) a route attaches to; parents of other kinds (Gateways)
+/// are not the mesh's business.
+fn service_parents<'a>(
+    key: &'a Key,
+    route: &'a HttpRoute,
+) -> impl Iterator<Item = (Key, Option<i32>)> + 'a {
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .filter(|p| is_service_ref(p.group.as_deref(), p.kind.as_deref()))
+        .map(move |p| {
+            let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
+            (Key::new(namespace, &p.name), p.port)
+        })
 }
 
 fn route_rules(

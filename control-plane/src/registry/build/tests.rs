@@ -457,3 +457,60 @@ backendRefs: [{name: api, port: 80}]}]}\n";
         ]
     );
 }
+
+/// GEP-1426: a GRPCRoute and an HTTPRoute on the same Service port: the GRPCRoute is kept, the
+/// HTTPRoute ignored and said; on another port (or another Service) both apply.
+#[test]
+fn a_grpcroute_takes_precedence_over_an_httproute_on_the_same_parent() {
+    let svc = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: grpc, port: 80}, {name: http, port: 81}]}
+";
+    let route = |kind: &str, name: &str, port: Option<u16>| {
+        let port = port.map_or(String::new(), |p| format!(", port: {p}"));
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: ns}}\n\
+spec: {{parentRefs: [{{kind: Service, name: api{port}}}], rules: [{{backendRefs: [{{name: api, port: 81}}]}}]}}\n"
+        )
+    };
+    let origins = |mesh: &Mesh, port: usize| -> Vec<String> {
+        mesh.services[&Key::new("ns", "api")].ports[port]
+            .routes
+            .iter()
+            .map(|r| r.origin.clone())
+            .collect()
+    };
+    let (mesh, warnings) = build_yaml(&format!(
+        "{svc}{}{}",
+        route("GRPCRoute", "g", Some(80)),
+        route("HTTPRoute", "h", Some(80))
+    ));
+    assert_eq!(
+        warnings,
+        [
+            "HTTPRoute ns/h: not attached to Service ns/api: GRPCRoute ns/g is, and takes precedence (GEP-1426)"
+        ]
+    );
+    assert_eq!(origins(&mesh, 0), ["ns/g#0"]);
+
+    // Without a port the GRPCRoute holds every HTTP port of the Service.
+    let (mesh, warnings) = build_yaml(&format!(
+        "{svc}{}{}",
+        route("GRPCRoute", "g", None),
+        route("HTTPRoute", "h", Some(81))
+    ));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(origins(&mesh, 1).iter().all(|o| o != "ns/h#0"));
+
+    let (mesh, warnings) = build_yaml(&format!(
+        "{svc}{}{}",
+        route("GRPCRoute", "g", Some(80)),
+        route("HTTPRoute", "h", Some(81))
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        (origins(&mesh, 0), origins(&mesh, 1)),
+        (vec!["ns/g#0".to_string()], vec!["ns/h#0".to_string()])
+    );
+}
