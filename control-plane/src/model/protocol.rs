@@ -34,12 +34,14 @@ impl Protocol {
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s.to_ascii_lowercase().as_str() {
-            "http" | "http1" | "kubernetes.io/ws" | "kubernetes.io/wss" => Self::Http1,
+            "http" | "http1" | "kubernetes.io/ws" => Self::Http1,
             "http2" | "h2c" | "kubernetes.io/h2c" => Self::Http2,
             // gRPC-Web is carried over HTTP/1.1 by browsers, and most apps serve it so.
             "grpc-web" => Self::Http1,
             "grpc" => Self::Grpc,
-            "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "postgres" => Self::Tcp,
+            // WebSocket over TLS is TLS on the wire: opaque to the proxy, as `https` is.
+            "tcp" | "tls" | "https" | "kubernetes.io/wss" | "mongo" | "mysql" | "redis"
+            | "postgres" => Self::Tcp,
             _ => return None,
         })
     }
@@ -86,6 +88,8 @@ mod tests {
             (None, "", Detect),
             (None, "web", Detect),
             (Some("kubernetes.io/h2c"), "web", Http2),
+            (Some("kubernetes.io/ws"), "web", Http1),
+            (Some("kubernetes.io/wss"), "http-web", Tcp),
             (Some("grpc"), "tcp-x", Grpc),
             (Some("unknown"), "http", Http1),
             (Some("TCP"), "http", Tcp),

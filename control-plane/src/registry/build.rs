@@ -66,6 +66,22 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
     attach_routes(objects, &mut services, &mut b);
     set_workload_protocols(&services, &mut workloads);
     let sidecars = sidecars(objects, &mut b);
+    // Read and checked, but nothing enforces them yet (the identity and authorization work):
+    // said once per object, so nobody takes a STRICT mode or a deny rule for applied.
+    for key in objects.authorization_policies.keys() {
+        b.warn(
+            "AuthorizationPolicy",
+            key,
+            "not enforced yet: weft does not apply authorization policies",
+        );
+    }
+    for key in objects.mesh_tls.keys() {
+        b.warn(
+            "MeshTLS",
+            key,
+            "not enforced yet: weft does not set up mutual TLS between proxies",
+        );
+    }
     let mut consumers: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for svc in services.values() {
         let namespaces: std::collections::BTreeSet<&String> = svc
@@ -469,6 +485,14 @@ fn is_service_ref(group: Option<&str>, kind: Option<&str>) -> bool {
     matches!(group, None | Some("" | "core")) && kind.unwrap_or("Service") == "Service"
 }
 
+/// A parentRef written `{kind: Service, name: ...}` without a group: the Gateway API CRD
+/// fills in its default group, `gateway.networking.k8s.io`, which has no Service kind. Read as
+/// the core Service the user meant, as file mode reads it before any defaulting, so a route
+/// works the same from a file and from the API server; the route is told to say `group: ""`.
+fn is_defaulted_service_ref(group: Option<&str>, kind: Option<&str>) -> bool {
+    group == Some("gateway.networking.k8s.io") && kind == Some("Service")
+}
+
 fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
     for (key, tp) in &objects.traffic_policies {
         let spec = &tp.spec;
@@ -574,32 +598,28 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
         )
     });
     // GEP-1426: where a GRPCRoute and an HTTPRoute attach to the same Service port, the
-    // GRPCRoute is kept and the HTTPRoute ignored, as Linkerd does.
-    let grpc_parents: Vec<(Key, Option<i32>, &Key)> = grpc
+    // GRPCRoute is kept and the HTTPRoute ignored there, as Linkerd does.
+    let grpc_parents: Vec<(Parent, &Key)> = grpc
         .iter()
-        .flat_map(|(key, route)| {
-            service_parents(key, route).map(move |(parent, port)| (parent, port, *key))
-        })
+        .flat_map(|(key, route)| service_parents(key, route).map(move |parent| (parent, *key)))
         .collect();
     for (kind, key, route) in routes {
         let rules = route_rules((kind, key), route, services, b);
-        for (parent_key, parent_port) in service_parents(key, route) {
-            let conflict = grpc_parents.iter().find(|(k, p, _)| {
-                kind == "HTTPRoute"
-                    && *k == parent_key
-                    && (p.is_none() || parent_port.is_none() || *p == parent_port)
-            });
-            if let Some((_, _, grpc_key)) = conflict {
-                b.warn(
-                    kind,
-                    key,
-                    format!(
-                        "not attached to Service {parent_key}: GRPCRoute {grpc_key} is, and \
-                         takes precedence (GEP-1426)"
-                    ),
-                );
-                continue;
-            }
+        let parents = route.spec.parent_refs.iter().flatten();
+        for p in parents.filter(|p| is_defaulted_service_ref(p.group.as_deref(), p.kind.as_deref()))
+        {
+            b.warn(
+                kind,
+                key,
+                format!(
+                    "parentRef to Service {} has group gateway.networking.k8s.io (the default \
+                     when none is written): read as the core Service; write group: \"\"",
+                    p.name
+                ),
+            );
+        }
+        for parent in service_parents(key, route) {
+            let parent_key = parent.service.clone();
             let Some(svc) = services.get_mut(&parent_key) else {
                 b.warn(
                     kind,
@@ -610,60 +630,93 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
             };
             let mut attached = false;
             for port in &mut svc.ports {
-                let wanted = match parent_port {
-                    Some(p) => i32::from(port.port) == p,
-                    None => port.protocol.is_http(),
-                };
-                if wanted {
-                    let parent_port = port.port;
-                    // A route from another namespace is that namespace's consumer route.
-                    let routes = if key.namespace == parent_key.namespace {
-                        &mut port.routes
-                    } else {
-                        port.consumer_routes
-                            .entry(key.namespace.clone())
-                            .or_default()
-                    };
-                    routes.extend(rules.iter().cloned().map(|mut r| {
-                        // GAMMA: a rule without backendRefs sends to the Service it is on.
-                        if r.backends.is_empty() && r.redirect.is_none() {
-                            r.backends
-                                .push(Backend::to(parent_key.clone(), parent_port));
-                        }
-                        r
-                    }));
-                    attached = true;
+                if !parent.wants(port) {
+                    continue;
                 }
+                let held = grpc_parents
+                    .iter()
+                    .find(|(g, _)| g.service == parent_key && g.wants(port));
+                if let (Some((_, grpc_key)), "HTTPRoute") = (held, kind) {
+                    b.warn(
+                        kind,
+                        key,
+                        format!(
+                            "not attached to port {} of Service {parent_key}: GRPCRoute \
+                             {grpc_key} is, and takes precedence (GEP-1426)",
+                            port.port
+                        ),
+                    );
+                    attached = true;
+                    continue;
+                }
+                let parent_port = port.port;
+                // A route from another namespace is that namespace's consumer route.
+                let routes = if key.namespace == parent_key.namespace {
+                    &mut port.routes
+                } else {
+                    port.consumer_routes
+                        .entry(key.namespace.clone())
+                        .or_default()
+                };
+                routes.extend(rules.iter().cloned().map(|mut r| {
+                    // GAMMA: a rule without backendRefs sends to the Service it is on.
+                    if r.backends.is_empty() && r.redirect.is_none() {
+                        r.backends
+                            .push(Backend::to(parent_key.clone(), parent_port));
+                    }
+                    r
+                }));
+                attached = true;
             }
             if !attached {
+                let which = match (parent.port, &parent.section) {
+                    (Some(p), _) => p.to_string(),
+                    (None, Some(name)) => format!("{name:?}"),
+                    (None, None) => "HTTP".to_string(),
+                };
                 b.warn(
                     kind,
                     key,
-                    format!(
-                        "parent Service {parent_key} has no {} port",
-                        parent_port.map_or("HTTP".to_string(), |p| p.to_string())
-                    ),
+                    format!("parent Service {parent_key} has no {which} port"),
                 );
             }
         }
     }
 }
 
-/// The Services (and ports, if named) a route attaches to; parents of other kinds (Gateways)
-/// are not the mesh's business.
-fn service_parents<'a>(
-    key: &'a Key,
-    route: &'a HttpRoute,
-) -> impl Iterator<Item = (Key, Option<i32>)> + 'a {
+/// A Service a route attaches to, and which of its ports: by number, by name (`sectionName`),
+/// both, or (neither) every HTTP port.
+struct Parent {
+    service: Key,
+    port: Option<i32>,
+    section: Option<String>,
+}
+
+impl Parent {
+    fn wants(&self, port: &ServicePort) -> bool {
+        let named = self.port.is_some() || self.section.is_some();
+        self.port.is_none_or(|p| i32::from(port.port) == p)
+            && self.section.as_ref().is_none_or(|s| *s == port.name)
+            && (named || port.protocol.is_http())
+    }
+}
+
+/// The Services a route attaches to; parents of other kinds (Gateways) are not the mesh's
+/// business.
+fn service_parents<'a>(key: &'a Key, route: &'a HttpRoute) -> impl Iterator<Item = Parent> + 'a {
     route
         .spec
         .parent_refs
         .iter()
         .flatten()
-        .filter(|p| is_service_ref(p.group.as_deref(), p.kind.as_deref()))
-        .map(move |p| {
-            let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
-            (Key::new(namespace, &p.name), p.port)
+        .filter(|p| {
+            let (group, kind) = (p.group.as_deref(), p.kind.as_deref());
+            is_service_ref(group, kind) || is_defaulted_service_ref(group, kind)
+        })
+        .map(move |p| Parent {
+            service: Key::new(p.namespace.as_deref().unwrap_or(&key.namespace), &p.name),
+            port: p.port,
+            section: p.section_name.clone(),
         })
 }
 

@@ -181,24 +181,53 @@ fn parse_text(path: &Path, text: &str) -> Result<Vec<Doc>, LoadError> {
         if value.is_null() {
             continue; // empty document, comments only
         }
-        let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
-        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-            return Err(invalid(start, "document has no apiVersion and kind".into()));
-        };
-        match Object::from_document(&api_version, &kind, &doc, value) {
-            Ok(obj) => docs.push(Doc::Object(start, obj)),
-            Err(e @ ParseError::UnknownKind { .. }) => docs.push(Doc::Skipped(FileWarning {
-                path: path.to_path_buf(),
-                line: start,
-                reason: e.to_string(),
-            })),
-            Err(ParseError::Invalid { line, reason }) => {
-                let line = line.map_or(start, |l| start + l - 1);
-                return Err(invalid(line, format!("{kind}: {reason}")));
+        let kind = value
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        // `kubectl get -o yaml` of several objects: a `List` (or `ServiceList`, ...) of them.
+        if kind.ends_with("List") && value.get("items").is_some_and(|i| i.is_sequence()) {
+            let items = value.get("items").and_then(|i| i.as_sequence()).cloned();
+            for (i, item) in items.into_iter().flatten().enumerate() {
+                // The item on its own, for the line of an error within it; said at the list.
+                let text = serde_yaml::to_string(&item).unwrap_or_default();
+                parse_object((path, start), &text, item, &mut docs).map_err(|(_, reason)| {
+                    invalid(start, format!("{kind}: items[{i}]: {reason}"))
+                })?;
             }
+            continue;
         }
+        parse_object((path, start), &doc, value, &mut docs)
+            .map_err(|(line, reason)| invalid(line.map_or(start, |l| start + l - 1), reason))?;
     }
     Ok(docs)
+}
+
+/// One object's document (`doc`, parsed into `value`, starting at line `start` of `path`) into
+/// `docs`, or why not, with the line within `doc` when known. A kind weft does not read is kept
+/// as a warning.
+fn parse_object(
+    (path, start): (&Path, usize),
+    doc: &str,
+    value: serde_yaml::Value,
+    docs: &mut Vec<Doc>,
+) -> Result<(), (Option<usize>, String)> {
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+        return Err((None, "document has no apiVersion and kind".into()));
+    };
+    match Object::from_document(&api_version, &kind, doc, value) {
+        Ok(obj) => docs.push(Doc::Object(start, obj)),
+        Err(e @ ParseError::UnknownKind { .. }) => docs.push(Doc::Skipped(FileWarning {
+            path: path.to_path_buf(),
+            line: start,
+            reason: e.to_string(),
+        })),
+        Err(ParseError::Invalid { line, reason }) => {
+            return Err((line, format!("{kind}: {reason}")));
+        }
+    }
+    Ok(())
 }
 
 /// Sends `()` on `tx` whenever something in `dir` changes, coalescing bursts (an editor's

@@ -489,10 +489,22 @@ spec: {{parentRefs: [{{kind: Service, name: api{port}}}], rules: [{{backendRefs:
     assert_eq!(
         warnings,
         [
-            "HTTPRoute ns/h: not attached to Service ns/api: GRPCRoute ns/g is, and takes precedence (GEP-1426)"
+            "HTTPRoute ns/h: not attached to port 80 of Service ns/api: GRPCRoute ns/g is, and takes precedence (GEP-1426)"
         ]
     );
     assert_eq!(origins(&mesh, 0), ["ns/g#0"]);
+
+    // An HTTPRoute on every HTTP port loses only the one the GRPCRoute holds.
+    let (mesh, warnings) = build_yaml(&format!(
+        "{svc}{}{}",
+        route("GRPCRoute", "g", Some(80)),
+        route("HTTPRoute", "h", None)
+    ));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        (origins(&mesh, 0), origins(&mesh, 1)),
+        (vec!["ns/g#0".to_string()], vec!["ns/h#0".to_string()])
+    );
 
     // Without a port the GRPCRoute holds every HTTP port of the Service.
     let (mesh, warnings) = build_yaml(&format!(
@@ -513,4 +525,78 @@ spec: {{parentRefs: [{{kind: Service, name: api{port}}}], rules: [{{backendRefs:
         (origins(&mesh, 0), origins(&mesh, 1)),
         (vec!["ns/g#0".to_string()], vec!["ns/h#0".to_string()])
     );
+}
+
+/// `sectionName` picks a Service port by name, as `port` does by number; one naming no port
+/// attaches nowhere, and says so.
+#[test]
+fn a_parent_section_name_attaches_to_that_port_only() {
+    let svc = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}, {name: metrics, port: 9090}]}
+";
+    let route = |section: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: h, namespace: ns}}\n\
+spec: {{parentRefs: [{{group: \"\", kind: Service, name: api, sectionName: {section}}}], rules: [{{backendRefs: [{{name: api, port: 80}}]}}]}}\n"
+        )
+    };
+    let counts = |mesh: &Mesh| -> Vec<usize> {
+        mesh.services[&Key::new("ns", "api")]
+            .ports
+            .iter()
+            .map(|p| p.routes.len())
+            .collect()
+    };
+    let (mesh, warnings) = build_yaml(&format!("{svc}{}", route("http")));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(counts(&mesh), [1, 0]);
+    let (mesh, warnings) = build_yaml(&format!("{svc}{}", route("grpc")));
+    assert_eq!(
+        warnings,
+        ["HTTPRoute ns/h: parent Service ns/api has no \"grpc\" port"]
+    );
+    assert_eq!(counts(&mesh), [0, 0]);
+}
+
+/// Policies nothing enforces yet are said to be so, one warning each, rather than counted as
+/// read and silently not applied.
+#[test]
+fn authorization_policies_and_mesh_tls_say_they_are_not_enforced() {
+    let docs = "---
+apiVersion: weft.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: db-only-shop, namespace: ns}
+spec: {}
+---
+apiVersion: weft.io/v1alpha1
+kind: MeshTLS
+metadata: {name: strict, namespace: ns}
+spec: {mode: STRICT}
+";
+    let (_, warnings) = build_yaml(&format!("{API}{docs}"));
+    assert_eq!(
+        warnings,
+        [
+            "AuthorizationPolicy ns/db-only-shop: not enforced yet: weft does not apply authorization policies",
+            "MeshTLS ns/strict: not enforced yet: weft does not set up mutual TLS between proxies"
+        ]
+    );
+}
+
+/// A route written `parentRefs: [{kind: Service, name: api}]` reaches weft from the API server
+/// with the CRD's default group, `gateway.networking.k8s.io`: it still attaches to the Service,
+/// as the same YAML does from a file, and says how to write it.
+#[test]
+fn a_service_parent_with_the_gateway_api_default_group_still_attaches() {
+    let doc = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{group: gateway.networking.k8s.io, kind: Service, name: api}], rules: [{backendRefs: [{name: api, port: 80}]}]}\n";
+    let (mesh, warnings) = build_yaml(&format!("{API}{doc}"));
+    assert_eq!(
+        mesh.services[&Key::new("ns", "api")].ports[0].routes.len(),
+        1
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("write group: \"\""), "{warnings:?}");
 }

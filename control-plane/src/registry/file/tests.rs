@@ -140,3 +140,39 @@ fn an_invalid_field_is_located_although_the_document_is_parsed_once() {
     let err = load(text).unwrap_err().to_string();
     assert!(err.starts_with("mesh.yaml:5:"), "{err}");
 }
+
+/// `kubectl get svc,endpointslices,cm -o yaml > mesh.yaml` writes one `List` of the objects:
+/// each item loads as its own document would, an unknown kind among them is said, and an item
+/// that does not fit its kind fails the file, naming the item.
+#[test]
+fn a_kubectl_list_loads_its_items() {
+    let text = "apiVersion: v1
+kind: List
+metadata: {resourceVersion: \"\"}
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web, namespace: shop}
+  spec: {ports: [{name: http, port: 80}]}
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: web-a, namespace: shop, labels: {kubernetes.io/service-name: web}}
+  addressType: IPv4
+  endpoints: [{addresses: [10.1.0.1]}]
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: cm, namespace: shop}
+";
+    let (objects, warnings) = load(text).unwrap();
+    assert_eq!(objects.services.len(), 1);
+    assert_eq!(objects.endpoint_slices.len(), 1);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].to_string().contains("ConfigMap"),
+        "{warnings:?}"
+    );
+
+    let bad = text.replace("port: 80", "port: eighty");
+    let err = load(&bad).unwrap_err().to_string();
+    assert!(err.contains("List: items[0]: Service:"), "{err}");
+}
