@@ -83,9 +83,31 @@ impl Cache {
             path: dir.to_path_buf(),
             source,
         };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        // Hidden files are not the user's (macOS's `._mesh.yaml` beside a copied file, which is
+        // binary), nor are hidden directories (a ConfigMap mount's `..data`).
+        let entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        let mut warnings = Vec::new();
+        // Only the directory itself is read: a subdirectory's files would otherwise be missing
+        // from the mesh without a word.
+        let mut subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+        subdirs.sort();
+        for sub in subdirs {
+            warnings.push(FileWarning {
+                path: sub.clone(),
+                line: 0,
+                reason: "a subdirectory: not read (only the registry directory's own files are)"
+                    .into(),
+            });
+        }
+        let mut paths: Vec<PathBuf> = entries
+            .into_iter()
             .filter(|p| {
                 p.is_file()
                     && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
@@ -94,7 +116,6 @@ impl Cache {
         paths.sort();
         let mut files = HashMap::with_capacity(paths.len());
         let mut objects = Objects::default();
-        let mut warnings = Vec::new();
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
                 path: path.clone(),
@@ -174,10 +195,14 @@ fn parse_text(path: &Path, text: &str) -> Result<Vec<Doc>, LoadError> {
             line,
             reason,
         };
-        let value: serde_yaml::Value = serde_yaml::from_str(&doc).map_err(|e| {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(&doc).map_err(|e| {
             let line = e.location().map_or(start, |l| start + l.line() - 1);
             invalid(line, e.to_string())
         })?;
+        // `<<: *anchor` merge keys, which kubectl applies and serde_yaml leaves as a field.
+        value
+            .apply_merge()
+            .map_err(|e| invalid(start, e.to_string()))?;
         if value.is_null() {
             continue; // empty document, comments only
         }

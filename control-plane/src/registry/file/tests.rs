@@ -176,3 +176,55 @@ items:
     let err = load(&bad).unwrap_err().to_string();
     assert!(err.contains("List: items[0]: Service:"), "{err}");
 }
+
+/// Hidden files (macOS's binary `._` twins of copied files) are not read; a subdirectory is not
+/// read either, and says so rather than leaving its Services out without a word.
+#[test]
+fn hidden_files_are_skipped_and_a_subdirectory_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), SERVICE).unwrap();
+    std::fs::write(
+        dir.path().join("._mesh.yaml"),
+        [0x00, 0x05, 0x16, 0x07, 0xff, 0xfe],
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("shop")).unwrap();
+    std::fs::write(
+        dir.path().join("shop/more.yaml"),
+        SERVICE.replace("web", "api"),
+    )
+    .unwrap();
+    let (objects, warnings) = load_dir(dir.path()).unwrap();
+    assert_eq!(objects.services.len(), 1);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].path.ends_with("shop"), "{warnings:?}");
+    assert!(
+        warnings[0].reason.starts_with("a subdirectory: not read"),
+        "{warnings:?}"
+    );
+}
+
+/// YAML merge keys (`<<: *anchor`), which kubectl applies, are applied.
+#[test]
+fn merge_keys_are_applied() {
+    let text = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - &web {name: http, port: 80, targetPort: 8080}
+  - {<<: *web, name: http-alt, port: 81}
+";
+    let (objects, warnings) = load(text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let svc = &objects.services[&crate::model::Key::new("shop", "web")];
+    let ports = svc.spec.as_ref().unwrap().ports.as_ref().unwrap();
+    assert_eq!(
+        (ports[1].port, ports[1].name.as_deref()),
+        (81, Some("http-alt"))
+    );
+    assert_eq!(
+        ports[1].target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+    );
+}
