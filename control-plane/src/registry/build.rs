@@ -65,7 +65,7 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
     attach_policies(objects, &mut services, &mut b);
     attach_routes(objects, &mut services, &mut b);
     set_workload_protocols(&services, &mut workloads);
-    let sidecars = sidecars(objects, &mut b);
+    let sidecars = sidecars(objects, &services, &mut b);
     // Read and checked, but nothing enforces them yet (the identity and authorization work):
     // said once per object, so nobody takes a STRICT mode or a deny rule for applied.
     for key in objects.authorization_policies.keys() {
@@ -1257,7 +1257,11 @@ fn host_pattern(own_namespace: &str, host: &str) -> HostPattern {
     }
 }
 
-fn sidecars(objects: &Objects, b: &mut Builder) -> Vec<SidecarScope> {
+fn sidecars(
+    objects: &Objects,
+    services: &BTreeMap<Key, Service>,
+    b: &mut Builder,
+) -> Vec<SidecarScope> {
     let mut out = Vec::new();
     for (key, sc) in &objects.sidecars {
         let mut listeners = Vec::new();
@@ -1270,11 +1274,32 @@ fn sidecars(objects: &Objects, b: &mut Builder) -> Vec<SidecarScope> {
                 );
                 continue;
             };
+            // `name`, `name.ns`, `name.ns.svc` or the full `name.ns.svc.cluster.local`.
             let host = l.service.trim_end_matches(".svc.cluster.local");
+            let host = host.trim_end_matches(".svc");
             let (name, ns) = host.split_once('.').unwrap_or((host, &key.namespace));
+            let service = Key::new(ns, name);
+            match services.get(&service) {
+                None => b.warn(
+                    "Sidecar",
+                    key,
+                    format!(
+                        "outbound listener {bind}: no Service {service}; not bound until there is"
+                    ),
+                ),
+                Some(svc) if svc.port(l.port).is_none() => b.warn(
+                    "Sidecar",
+                    key,
+                    format!(
+                        "outbound listener {bind}: Service {service} has no port {}",
+                        l.port
+                    ),
+                ),
+                Some(_) => {}
+            }
             listeners.push(OutboundListener {
                 bind,
-                service: Key::new(ns, name),
+                service,
                 port: l.port,
             });
         }

@@ -600,3 +600,37 @@ spec: {parentRefs: [{group: gateway.networking.k8s.io, kind: Service, name: api}
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("write group: \"\""), "{warnings:?}");
 }
+
+/// An explicit outbound listener names its Service as users write hosts (`api`, `api.ns`,
+/// `api.ns.svc`, `api.ns.svc.cluster.local`); one naming no Service, or no port of it, says so
+/// instead of never being bound without a word.
+#[test]
+fn sidecar_outbound_listeners_take_every_host_form_and_say_what_they_miss() {
+    let sidecar = |service: &str, port: u16| {
+        format!(
+            "---\napiVersion: weft.io/v1alpha1\nkind: Sidecar\nmetadata: {{name: s, namespace: ns}}\n\
+spec: {{outboundListeners: [{{bind: \"127.0.0.1:19080\", service: \"{service}\", port: {port}}}]}}\n"
+        )
+    };
+    for host in ["api", "api.ns", "api.ns.svc", "api.ns.svc.cluster.local"] {
+        let (mesh, warnings) = build_yaml(&format!("{API}{}", sidecar(host, 80)));
+        assert!(warnings.is_empty(), "{host}: {warnings:?}");
+        assert_eq!(
+            mesh.sidecars[0].listeners[0].service,
+            Key::new("ns", "api"),
+            "{host}"
+        );
+    }
+    let (_, warnings) = build_yaml(&format!("{API}{}", sidecar("apo.ns", 80)));
+    assert_eq!(
+        warnings,
+        [
+            "Sidecar ns/s: outbound listener 127.0.0.1:19080: no Service ns/apo; not bound until there is"
+        ]
+    );
+    let (_, warnings) = build_yaml(&format!("{API}{}", sidecar("api", 81)));
+    assert_eq!(
+        warnings,
+        ["Sidecar ns/s: outbound listener 127.0.0.1:19080: Service ns/api has no port 81"]
+    );
+}
