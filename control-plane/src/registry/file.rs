@@ -241,8 +241,24 @@ fn parse_object(
     let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
         return Err((None, "document has no apiVersion and kind".into()));
     };
-    match Object::from_document(&api_version, &kind, doc, value) {
-        Ok(obj) => docs.push(Doc::Object(start, obj)),
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut ignored = Vec::new();
+    match Object::from_document(&api_version, &kind, doc, value, &mut ignored) {
+        Ok(obj) => {
+            docs.push(Doc::Object(start, obj));
+            docs.extend(ignored.into_iter().map(|field| {
+                Doc::Skipped(FileWarning {
+                    path: path.to_path_buf(),
+                    line: start,
+                    reason: format!("{kind} {name}: unknown field {field}: ignored"),
+                })
+            }));
+        }
         Err(e @ ParseError::UnknownKind { .. }) => docs.push(Doc::Skipped(FileWarning {
             path: path.to_path_buf(),
             line: start,

@@ -86,43 +86,72 @@ pub enum ParseError {
 /// `value` as a `K`. The value was parsed from `doc`; only when it does not fit `K` is `doc`
 /// parsed again, to say on which line (a value has no locations, and parsing twice every time
 /// doubled the cost of loading a large registry).
-fn typed<K: DeserializeOwned>(doc: &str, value: serde_yaml::Value) -> Result<Box<K>, ParseError> {
-    serde_yaml::from_value(value).map(Box::new).map_err(|e| {
-        let located = serde_yaml::from_str::<K>(doc).err();
-        ParseError::Invalid {
-            line: located
-                .as_ref()
-                .and_then(|l| l.location())
-                .map(|l| l.line()),
-            reason: located.map_or_else(|| e.to_string(), |l| l.to_string()),
+/// Fields `K` has no place for are added to `ignored` (by path, `spec.ports.0.targetport`):
+/// kubectl refuses them, so a misspelling must not pass without a word here.
+fn typed<K: DeserializeOwned>(
+    doc: &str,
+    value: serde_yaml::Value,
+    ignored: &mut Vec<String>,
+) -> Result<Box<K>, ParseError> {
+    let unknown = |path: serde_ignored::Path<'_>| {
+        // serde_ignored marks each optional value it passes through with a `?` segment.
+        let path = path.to_string();
+        let path = path
+            .split('.')
+            .filter(|s| *s != "?")
+            .collect::<Vec<_>>()
+            .join(".");
+        // kube's custom resources read their type from `apiVersion` and `kind` outside serde;
+        // `status` is the API server's to write, not the user's.
+        if !matches!(path.as_str(), "apiVersion" | "kind" | "status") {
+            ignored.push(path);
         }
-    })
+    };
+    serde_ignored::deserialize(value, unknown)
+        .map(Box::new)
+        .map_err(|e| {
+            let located = serde_yaml::from_str::<K>(doc).err();
+            ParseError::Invalid {
+                line: located
+                    .as_ref()
+                    .and_then(|l| l.location())
+                    .map(|l| l.line()),
+                reason: located.map_or_else(|| e.to_string(), |l| l.to_string()),
+            }
+        })
 }
 
 impl Object {
     /// Turns one YAML document, already parsed into `value`, into the object its `apiVersion`
-    /// and `kind` name.
+    /// and `kind` name; the paths of fields that kind does not have go to `ignored`.
     pub fn from_document(
         api_version: &str,
         kind: &str,
         doc: &str,
         value: serde_yaml::Value,
+        ignored: &mut Vec<String>,
     ) -> Result<Self, ParseError> {
         Ok(match (api_version, kind) {
-            ("v1", "Namespace") => Self::Namespace(typed(doc, value)?),
-            ("v1", "Service") => Self::Service(typed(doc, value)?),
-            ("v1", "Pod") => Self::Pod(typed(doc, value)?),
-            ("discovery.k8s.io/v1", "EndpointSlice") => Self::EndpointSlice(typed(doc, value)?),
+            ("v1", "Namespace") => Self::Namespace(typed(doc, value, ignored)?),
+            ("v1", "Service") => Self::Service(typed(doc, value, ignored)?),
+            ("v1", "Pod") => Self::Pod(typed(doc, value, ignored)?),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                Self::EndpointSlice(typed(doc, value, ignored)?)
+            }
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
-                Self::HttpRoute(typed(doc, value)?)
+                Self::HttpRoute(typed(doc, value, ignored)?)
             }
-            ("gateway.networking.k8s.io/v1", "GRPCRoute") => Self::GrpcRoute(typed(doc, value)?),
-            ("weft.io/v1alpha1", "TrafficPolicy") => Self::TrafficPolicy(typed(doc, value)?),
+            ("gateway.networking.k8s.io/v1", "GRPCRoute") => {
+                Self::GrpcRoute(typed(doc, value, ignored)?)
+            }
+            ("weft.io/v1alpha1", "TrafficPolicy") => {
+                Self::TrafficPolicy(typed(doc, value, ignored)?)
+            }
             ("weft.io/v1alpha1", "AuthorizationPolicy") => {
-                Self::AuthorizationPolicy(typed(doc, value)?)
+                Self::AuthorizationPolicy(typed(doc, value, ignored)?)
             }
-            ("weft.io/v1alpha1", "MeshTLS") => Self::MeshTls(typed(doc, value)?),
-            ("weft.io/v1alpha1", "Sidecar") => Self::Sidecar(typed(doc, value)?),
+            ("weft.io/v1alpha1", "MeshTLS") => Self::MeshTls(typed(doc, value, ignored)?),
+            ("weft.io/v1alpha1", "Sidecar") => Self::Sidecar(typed(doc, value, ignored)?),
             _ => {
                 return Err(ParseError::UnknownKind {
                     api_version: api_version.to_string(),

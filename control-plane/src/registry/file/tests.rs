@@ -228,3 +228,30 @@ spec:
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
     );
 }
+
+/// A field the kind does not have (a misspelling kubectl would refuse) loads the object and
+/// names the field, rather than leaving a setting out without a word.
+#[test]
+fn an_unknown_field_is_named() {
+    let text = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports: [{name: http, port: 80, targetport: 8080}]
+---
+apiVersion: weft.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: tp, namespace: shop}
+spec: {targetRefs: [{kind: Service, name: web}], connectionPool: {maxConnection: 10}}
+";
+    let (objects, warnings) = load(text).unwrap();
+    assert_eq!(objects.services.len(), 1);
+    let said: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        said,
+        [
+            "mesh.yaml:1: Service web: unknown field spec.ports.0.targetport: ignored",
+            "mesh.yaml:7: TrafficPolicy tp: unknown field spec.connectionPool.maxConnection: ignored"
+        ]
+    );
+}
