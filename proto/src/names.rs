@@ -31,6 +31,16 @@ pub fn inbound_cluster(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
+/// What sniffing reports of a plain HTTP connection (Envoy's `http_inspector`): the control
+/// plane matches a detected port's HTTP chain on these, and weft-proxy reads a chain matched on
+/// them as the one for connections it detects as HTTP.
+pub const SNIFFED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// How long, in milliseconds, a port left to detection waits for a client's first bytes before
+/// taking it for opaque TCP (server-first protocols send nothing): weft-proxy's default, and
+/// the `listener_filters_timeout` the control plane gives Envoy.
+pub const DETECT_TIMEOUT_MS: u64 = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;

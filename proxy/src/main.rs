@@ -62,7 +62,7 @@ struct Args {
     outbound_policy: outbound::capture::OutboundPolicy,
     /// Milliseconds to wait for a client's first bytes on a port of undeclared protocol before
     /// treating the connection as opaque TCP (server-first protocols send nothing).
-    #[arg(long, env = "WEFT_DETECT_TIMEOUT_MS", default_value_t = 100)]
+    #[arg(long, env = "WEFT_DETECT_TIMEOUT_MS", default_value_t = weft_proto::names::DETECT_TIMEOUT_MS)]
     detect_timeout_ms: u64,
     /// Milliseconds a client may take to send a request's headers before it is disconnected. The
     /// clock starts when an HTTP/1 connection waits for its next request, so this is also how long

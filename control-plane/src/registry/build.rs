@@ -605,21 +605,19 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
         .collect();
     for (kind, key, route) in routes {
         let rules = route_rules((kind, key), route, services, b);
-        let parents = route.spec.parent_refs.iter().flatten();
-        for p in parents.filter(|p| is_defaulted_service_ref(p.group.as_deref(), p.kind.as_deref()))
-        {
-            b.warn(
-                kind,
-                key,
-                format!(
-                    "parentRef to Service {} has group gateway.networking.k8s.io (the default \
-                     when none is written): read as the core Service; write group: \"\"",
-                    p.name
-                ),
-            );
-        }
         for parent in service_parents(key, route) {
             let parent_key = parent.service.clone();
+            if parent.defaulted_group {
+                b.warn(
+                    kind,
+                    key,
+                    format!(
+                        "parentRef to Service {} has group gateway.networking.k8s.io (the default \
+                         when none is written): read as the core Service; write group: \"\"",
+                        parent_key.name
+                    ),
+                );
+            }
             let Some(svc) = services.get_mut(&parent_key) else {
                 b.warn(
                     kind,
@@ -690,6 +688,9 @@ struct Parent {
     service: Key,
     port: Option<i32>,
     section: Option<String>,
+    /// Written without a group and defaulted to the Gateway API's (see
+    /// [`is_defaulted_service_ref`]).
+    defaulted_group: bool,
 }
 
 impl Parent {
@@ -709,14 +710,15 @@ fn service_parents<'a>(key: &'a Key, route: &'a HttpRoute) -> impl Iterator<Item
         .parent_refs
         .iter()
         .flatten()
-        .filter(|p| {
+        .filter_map(move |p| {
             let (group, kind) = (p.group.as_deref(), p.kind.as_deref());
-            is_service_ref(group, kind) || is_defaulted_service_ref(group, kind)
-        })
-        .map(move |p| Parent {
-            service: Key::new(p.namespace.as_deref().unwrap_or(&key.namespace), &p.name),
-            port: p.port,
-            section: p.section_name.clone(),
+            let defaulted_group = is_defaulted_service_ref(group, kind);
+            (is_service_ref(group, kind) || defaulted_group).then(|| Parent {
+                service: Key::new(p.namespace.as_deref().unwrap_or(&key.namespace), &p.name),
+                port: p.port,
+                section: p.section_name.clone(),
+                defaulted_group,
+            })
         })
 }
 

@@ -146,10 +146,6 @@ pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
     Some(listener)
 }
 
-/// What HTTP sniffing (Envoy's `http_inspector`, weft-proxy's own detection) reports of a plain
-/// HTTP connection; Istio matches its HTTP chains on the same.
-const HTTP_APPLICATION_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
-
 /// A port's filter chains, each from `base` (its match and name): an HTTP port's connection
 /// manager, a TCP port's `tcp_proxy`, and for a port left to detection both, as Envoy's protocol
 /// sniffing reads them: the connection manager for connections sniffed as HTTP, the `tcp_proxy`
@@ -169,20 +165,18 @@ fn port_chains(
         Protocol::Detect => {
             let mut sniffed = chain(http());
             let matched = sniffed.filter_chain_match.get_or_insert_default();
-            matched.application_protocols = HTTP_APPLICATION_PROTOCOLS.map(String::from).to_vec();
+            matched.application_protocols =
+                weft_proto::names::SNIFFED_HTTP.map(String::from).to_vec();
             vec![sniffed, chain(tcp())]
         }
         _ => vec![chain(http())],
     }
 }
 
-/// How long a listener waits for a client's first bytes before it stops sniffing: weft-proxy's
-/// default, which server-first protocols (MySQL, SMTP) wait out once per connection.
-const SNIFF_TIMEOUT: Duration = Duration::from_millis(100);
-
 /// Gives a listener with a port left to detection the inspector that sniffs HTTP, and lets a
-/// connection that sends nothing go on to the TCP chain after [`SNIFF_TIMEOUT`] rather than be
-/// closed (Envoy's default), as Istio's protocol detection does.
+/// connection that sends nothing go on to the TCP chain after weft-proxy's detection timeout
+/// ([`weft_proto::names::DETECT_TIMEOUT_MS`]) rather than be closed (Envoy's default), as
+/// Istio's protocol detection does.
 fn sniff_if_detecting(listener: &mut Listener, detecting: bool) {
     if !detecting {
         return;
@@ -195,7 +189,8 @@ fn sniff_if_detecting(listener: &mut Listener, detecting: bool) {
         ))),
         ..Default::default()
     }];
-    listener.listener_filters_timeout = Some(duration(SNIFF_TIMEOUT));
+    let timeout = Duration::from_millis(weft_proto::names::DETECT_TIMEOUT_MS);
+    listener.listener_filters_timeout = Some(duration(timeout));
     listener.continue_on_listener_filters_timeout = true;
 }
 

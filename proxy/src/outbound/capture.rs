@@ -184,7 +184,10 @@ async fn handle(
         (Some(own), true) => Some((dst, own.clone())),
         _ => None,
     };
-    let fallback = (listener.fallback.clone()).or_else(|| tcp_cluster.map(Handler::tcp_to));
+    let fallback = listener
+        .fallback
+        .clone()
+        .or_else(|| tcp_cluster.map(Handler::tcp_to));
     let detect_timeout = proxy.detect_timeout;
     if let Some((handler, detected)) = super::choose(
         &stream,

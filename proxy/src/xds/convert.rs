@@ -411,10 +411,6 @@ impl Slot {
     }
 }
 
-/// What sniffing reports of plain HTTP (Envoy's `http_inspector`); a chain matched on these
-/// serves the connections weft-proxy detects as HTTP.
-const SNIFFED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
-
 /// A chain's destination port, and whether it is matched on sniffed HTTP application protocols.
 /// Any other condition would be silently ignored, so it is refused by name.
 fn chain_match(
@@ -439,7 +435,7 @@ fn chain_match(
     if let Some(p) = m
         .application_protocols
         .iter()
-        .find(|p| !SNIFFED_HTTP.contains(&p.as_str()))
+        .find(|p| !weft_proto::names::SNIFFED_HTTP.contains(&p.as_str()))
     {
         return Err(ctx.err(
             format!("{field}.filter_chain_match.application_protocols"),
@@ -1994,7 +1990,7 @@ mod tests {
         // The fallback may come first; what it matches, not where it is, decides.
         let l = Listener::try_from(&listener(vec![
             chain(None, &[], tcp(5)),
-            chain(None, &SNIFFED_HTTP, hcm()),
+            chain(None, &weft_proto::names::SNIFFED_HTTP, hcm()),
         ]))
         .unwrap();
         assert_eq!(
