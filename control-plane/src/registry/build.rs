@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::Objects;
+use super::grant::Grants;
 use crate::crd::LoadBalancerKind;
 use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
@@ -493,6 +494,37 @@ fn is_defaulted_service_ref(group: Option<&str>, kind: Option<&str>) -> bool {
     group == Some("gateway.networking.k8s.io") && kind == Some("Service")
 }
 
+/// What a route's backendRefs (and mirrors) may resolve to: a port of a Service that exists, in
+/// the route's own namespace or in one whose ReferenceGrant lets the route in.
+struct Refs<'a> {
+    services: &'a BTreeMap<Key, Service>,
+    grants: &'a Grants<'a>,
+}
+
+impl Refs<'_> {
+    /// `port` of Service `svc`, or why a route of `kind` in namespace `from` cannot send there.
+    fn check(
+        &self,
+        (kind, from): (&str, &str),
+        svc: &Key,
+        port: Option<u16>,
+    ) -> Result<u16, String> {
+        let port = port.ok_or_else(|| format!("backendRef {svc} has no port"))?;
+        if !self.grants.permits(kind, from, svc) {
+            return Err(format!(
+                "backendRef {svc}: no ReferenceGrant in namespace {} lets {kind}s from namespace \
+                 {from} refer to it",
+                svc.namespace
+            ));
+        }
+        match self.services.get(svc) {
+            Some(s) if s.port(port).is_some() => Ok(port),
+            Some(_) => Err(format!("backendRef {svc} has no port {port}")),
+            None => Err(format!("backendRef Service {svc} does not exist")),
+        }
+    }
+}
+
 fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
     for (key, tp) in &objects.traffic_policies {
         let spec = &tp.spec;
@@ -574,6 +606,7 @@ fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: 
 }
 
 fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
+    let grants = Grants::new(objects);
     // GRPCRoutes are HTTPRoutes matching `/<service>/<method>` paths: read as such, so both kinds
     // share every check and the translation.
     let mut grpc = Vec::new();
@@ -604,7 +637,11 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
         .flat_map(|(key, route)| service_parents(key, route).map(move |parent| (parent, *key)))
         .collect();
     for (kind, key, route) in routes {
-        let rules = route_rules((kind, key), route, services, b);
+        let refs = Refs {
+            services,
+            grants: &grants,
+        };
+        let rules = route_rules((kind, key), route, &refs, b);
         for parent in service_parents(key, route) {
             let parent_key = parent.service.clone();
             if parent.defaulted_group {
@@ -725,13 +762,13 @@ fn service_parents<'a>(key: &'a Key, route: &'a HttpRoute) -> impl Iterator<Item
 fn route_rules(
     (kind, key): (&str, &Key),
     route: &HttpRoute,
-    services: &BTreeMap<Key, Service>,
+    refs: &Refs,
     b: &mut Builder,
 ) -> Vec<RouteRule> {
     let mut out = Vec::new();
     for (i, rule) in route.spec.rules.iter().flatten().enumerate() {
         let origin = format!("{key}#{i}");
-        match route_rule((kind, key), rule, &origin, services, b) {
+        match route_rule((kind, key), rule, &origin, refs, b) {
             Ok(r) => out.push(r),
             Err(why) => b.warn(kind, key, format!("rule {i} dropped: {why}")),
         }
@@ -768,7 +805,7 @@ fn route_rule(
     (kind, key): (&str, &Key),
     rule: &HttpRouteRules,
     origin: &str,
-    services: &BTreeMap<Key, Service>,
+    refs: &Refs,
     b: &mut Builder,
 ) -> Result<RouteRule, String> {
     let failure_status = if kind == "GRPCRoute" { 503 } else { 500 };
@@ -791,7 +828,7 @@ fn route_rule(
             HttpRouteRulesFiltersType::RequestMirror => {
                 if let Some(m) = &f.request_mirror {
                     // A mirror that cannot be resolved is said and left out; the rule stands.
-                    match request_mirror(key, m, services) {
+                    match request_mirror((kind, key), m, refs) {
                         Ok(m) => mirrors.push(m),
                         Err(why) => b.warn(kind, key, format!("RequestMirror ignored: {why}")),
                     }
@@ -881,12 +918,7 @@ fn route_rule(
                 br.name
             ))
         } else {
-            match (services.get(&svc_key), port) {
-                (_, None) => Some(format!("backendRef {svc_key} has no port")),
-                (Some(s), Some(p)) if s.port(p).is_some() => None,
-                (Some(_), Some(p)) => Some(format!("backendRef {svc_key} has no port {p}")),
-                (None, _) => Some(format!("backendRef Service {svc_key} does not exist")),
-            }
+            refs.check((kind, &key.namespace), &svc_key, port).err()
         };
         if let Some(why) = &unresolved {
             b.warn(
@@ -966,9 +998,9 @@ fn route_rule(
 /// A RequestMirror's Service port and share (`percent`, or `fraction` of a denominator that
 /// defaults to 100; every request without either).
 fn request_mirror(
-    key: &Key,
+    (kind, key): (&str, &Key),
     m: &HttpRouteRulesFiltersRequestMirror,
-    services: &BTreeMap<Key, Service>,
+    refs: &Refs,
 ) -> Result<Mirror, String> {
     let r = &m.backend_ref;
     if !is_service_ref(r.group.as_deref(), r.kind.as_deref()) {
@@ -978,15 +1010,11 @@ fn request_mirror(
         ));
     }
     let svc = Key::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name);
-    let port = r
-        .port
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| format!("backendRef {svc} has no port"))?;
-    match services.get(&svc) {
-        Some(s) if s.port(port).is_some() => {}
-        Some(_) => return Err(format!("Service {svc} has no port {port}")),
-        None => return Err(format!("Service {svc} does not exist")),
-    }
+    let port = refs.check(
+        (kind, &key.namespace),
+        &svc,
+        r.port.and_then(|p| u16::try_from(p).ok()),
+    )?;
     let per_million = match (m.percent, &m.fraction) {
         (None, None) => 1_000_000,
         (Some(p), None) if (0..=100).contains(&p) => p as u32 * 10_000,

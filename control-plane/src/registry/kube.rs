@@ -2,8 +2,8 @@
 //!
 //! Nothing is published until every kind's initial list is in (never a half-synced view). Watch
 //! errors, `410 Gone` included, are retried by kube-runtime's watcher, which re-lists; each error is
-//! logged and counted. Optional kinds whose CRD is not installed (Gateway API, weft.io) are read as
-//! empty, with a warning.
+//! logged and counted. Optional kinds whose CRD is not installed (Gateway API, weft.io), or that
+//! weft's role may not list, are read as empty, with a warning.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::experimental::tcproutes::TcpRoute;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
@@ -22,6 +23,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use super::grant::ReferenceGrant;
 use super::objects::key_of;
 use super::{MeshTx, Metrics, Objects, publish};
 use crate::crd::{AuthorizationPolicy, MeshTLS, Sidecar, TrafficPolicy};
@@ -37,6 +39,8 @@ struct Stores {
     pods: Reflected<Pod>,
     http_routes: Reflected<HttpRoute>,
     grpc_routes: Reflected<GrpcRoute>,
+    tcp_routes: Reflected<TcpRoute>,
+    reference_grants: Reflected<ReferenceGrant>,
     traffic_policies: Reflected<TrafficPolicy>,
     authorization_policies: Reflected<AuthorizationPolicy>,
     mesh_tls: Reflected<MeshTLS>,
@@ -55,6 +59,18 @@ where
                 target: "weft::registry",
                 "{} is not served by this cluster (CRD not installed?): read as empty",
                 K::kind(&())
+            );
+            false
+        }
+        // The cluster serves it, but weft's ClusterRole does not let it list the kind (a role
+        // from an older release): waiting for a list that cannot come would keep the whole mesh
+        // from ever being published.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::warn!(
+                target: "weft::registry",
+                "{} may not be listed (403: {}): read as empty; grant list and watch on it",
+                K::kind(&()),
+                status.message
             );
             false
         }
@@ -128,6 +144,8 @@ impl Stores {
             pods,
             http_routes,
             grpc_routes,
+            tcp_routes,
+            reference_grants,
             traffic_policies,
             authorization_policies,
             mesh_tls,
@@ -143,6 +161,8 @@ impl Stores {
         fill(&self.pods, &mut o.pods, "default");
         fill(&self.http_routes, &mut o.http_routes, "default");
         fill(&self.grpc_routes, &mut o.grpc_routes, "default");
+        fill(&self.tcp_routes, &mut o.tcp_routes, "default");
+        fill(&self.reference_grants, &mut o.reference_grants, "default");
         fill(&self.traffic_policies, &mut o.traffic_policies, "default");
         fill(
             &self.authorization_policies,
@@ -172,6 +192,8 @@ pub async fn run(
         pods: reflect(&client, false, &changes_tx, &metrics).await,
         http_routes: reflect(&client, true, &changes_tx, &metrics).await,
         grpc_routes: reflect(&client, true, &changes_tx, &metrics).await,
+        tcp_routes: reflect(&client, true, &changes_tx, &metrics).await,
+        reference_grants: reflect(&client, true, &changes_tx, &metrics).await,
         traffic_policies: reflect(&client, true, &changes_tx, &metrics).await,
         authorization_policies: reflect(&client, true, &changes_tx, &metrics).await,
         mesh_tls: reflect(&client, true, &changes_tx, &metrics).await,

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod file;
+pub mod grant;
 pub mod kube;
 mod objects;
 

@@ -774,6 +774,13 @@ kind: Service
 metadata: {name: shadow, namespace: other}
 spec: {clusterIP: 10.0.0.2, ports: [{name: http, port: 8080}]}
 ---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: mirrors, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ns}]
+  to: [{group: '', kind: Service, name: shadow}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: ns}
@@ -1054,6 +1061,13 @@ metadata: {name: mine, namespace: consumer}
 spec:
   parentRefs: [{kind: Service, name: api, namespace: ns, port: 80}]
   rules: [{backendRefs: [{name: canary, namespace: ns, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: consumers, namespace: ns}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: consumer}]
+  to: [{group: '', kind: Service}]
 ";
     let m = mesh(yaml);
     assert_eq!(m.consumers["consumer"], [Key::new("ns", "api")]);

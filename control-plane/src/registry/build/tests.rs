@@ -109,6 +109,83 @@ spec: {{parentRefs: [{{kind: Service, name: api}}], rules: {rules}}}\n"
     assert!(routes[0].backends[0].unresolved);
 }
 
+/// A backendRef or mirror into another namespace resolves only when a ReferenceGrant there lets
+/// routes of that kind and namespace in (to every Service, or to the one it names); otherwise
+/// it is unresolved, as a missing Service is.
+#[test]
+fn cross_namespace_references_need_a_reference_grant() {
+    const DB: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\n\
+spec: {clusterIP: 10.0.0.9, ports: [{name: http, port: 80}]}\n";
+    let grant = |version: &str, from: &str, to: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/{version}\nkind: ReferenceGrant\n\
+metadata: {{name: g, namespace: data}}\nspec: {{from: [{from}], to: [{to}]}}\n"
+        )
+    };
+    let from_ns = |kind: &str, ns: &str| {
+        format!("{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {ns}}}")
+    };
+    let http_ns = from_ns("HTTPRoute", "ns");
+    let cases: Vec<(String, bool)> = vec![
+        (String::new(), false),
+        (
+            grant("v1beta1", &http_ns, "{group: '', kind: Service}"),
+            true,
+        ),
+        (
+            grant("v1", &http_ns, "{group: '', kind: Service, name: db}"),
+            true,
+        ),
+        (
+            grant(
+                "v1beta1",
+                &http_ns,
+                "{group: '', kind: Service, name: other}",
+            ),
+            false,
+        ),
+        (
+            grant(
+                "v1beta1",
+                &from_ns("HTTPRoute", "elsewhere"),
+                "{group: '', kind: Service}",
+            ),
+            false,
+        ),
+        (
+            grant(
+                "v1beta1",
+                &from_ns("GRPCRoute", "ns"),
+                "{group: '', kind: Service}",
+            ),
+            false,
+        ),
+        (
+            grant("v1beta1", &http_ns, "{group: '', kind: Secret}"),
+            false,
+        ),
+    ];
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{\
+filters: [{type: RequestMirror, requestMirror: {backendRef: {name: db, namespace: data, port: 80}}}], \
+backendRefs: [{name: db, namespace: data, port: 80}]}]}\n";
+    let denied = "backendRef data/db: no ReferenceGrant in namespace data lets HTTPRoutes from namespace ns refer to it";
+    for (grant, permitted) in cases {
+        let (mesh, warnings) = build_yaml(&format!("{API}---\n{DB}---\n{route}---\n{grant}"));
+        let rule = &mesh.services[&Key::new("ns", "api")].ports[0].routes[0];
+        assert_eq!(rule.backends[0].unresolved, !permitted, "{grant}");
+        assert_eq!(rule.mirrors.len(), usize::from(permitted), "{grant}");
+        let want: Vec<String> = match permitted {
+            true => vec![],
+            false => vec![
+                format!("HTTPRoute ns/r: RequestMirror ignored: {denied}"),
+                format!("HTTPRoute ns/r: {denied}; its share of requests gets 500"),
+            ],
+        };
+        assert_eq!(warnings, want, "{grant}");
+    }
+}
+
 #[test]
 fn header_modifiers_apply_and_a_filter_weft_cannot_apply_refuses_the_rule() {
     let doc = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
@@ -180,7 +257,7 @@ backendRefs: [{{name: api, port: 80}}]}}]}}\n"
         (
             "{backendRef: {name: gone, port: 80}}",
             None,
-            "RequestMirror ignored: Service ns/gone does not exist",
+            "RequestMirror ignored: backendRef Service ns/gone does not exist",
         ),
         (
             "{backendRef: {name: api}}",
