@@ -103,6 +103,8 @@ fn mesh(a: &Args) -> Mesh {
                     endpoints,
                     routes: Vec::new(),
                     consumer_routes: Default::default(),
+                    tcp_route: None,
+                    consumer_tcp_routes: Default::default(),
                 }],
                 policy: None,
             }),

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use self::protocol::Protocol;
 pub use self::route::{
     Backend, HeaderEdits, HeaderMatch, Mirror, PathMatch, PathModifier, QueryMatch, Redirect,
-    RouteMatch, RouteRetry, RouteRule, StringMatch, UrlRewrite,
+    RouteMatch, RouteRetry, RouteRule, StringMatch, TcpRoute, UrlRewrite,
 };
 
 pub use weft_proto::names::CLUSTER_DOMAIN;
@@ -129,6 +129,27 @@ pub struct ServicePort {
     /// namespace (GEP-1294), ahead of the producer routes, so no namespace can change another's
     /// traffic to a Service.
     pub consumer_routes: BTreeMap<String, Vec<RouteRule>>,
+    /// The producer TCPRoute of an opaque (or undetected) port: where its connections go instead
+    /// of the Service's own endpoints.
+    pub tcp_route: Option<TcpRoute>,
+    /// Consumer TCPRoutes, by namespace, as [`Self::consumer_routes`].
+    pub consumer_tcp_routes: BTreeMap<String, TcpRoute>,
+}
+
+impl ServicePort {
+    /// The TCPRoute a client in `namespace` (any namespace: `None`) gets on this port.
+    pub fn tcp_route_for(&self, namespace: Option<&str>) -> Option<&TcpRoute> {
+        namespace
+            .and_then(|ns| self.consumer_tcp_routes.get(ns))
+            .or(self.tcp_route.as_ref())
+    }
+
+    /// The namespaces with consumer routes of either kind on this port.
+    pub fn consumer_namespaces(&self) -> impl Iterator<Item = &String> {
+        self.consumer_routes
+            .keys()
+            .chain(self.consumer_tcp_routes.keys())
+    }
 }
 
 /// Whether an endpoint should receive new requests.

@@ -52,6 +52,12 @@ impl Protocol {
         !matches!(self, Self::Tcp)
     }
 
+    /// Whether connections may be carried as opaque TCP (a TCP port, or one left to detection,
+    /// for what is not HTTP): what a TCPRoute can apply to.
+    pub fn carries_tcp(self) -> bool {
+        matches!(self, Self::Tcp | Self::Detect)
+    }
+
     /// Whether upstream connections should use HTTP/2.
     pub fn is_h2(self) -> bool {
         matches!(self, Self::Http2 | Self::Grpc)

@@ -135,6 +135,16 @@ impl Backend {
     }
 }
 
+/// A TCPRoute on a Service port: each connection goes to one of its backends, by weight. A
+/// backend that does not resolve keeps its share, and those connections are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpRoute {
+    /// `namespace/name` of the TCPRoute.
+    pub origin: String,
+    /// The weighted backends (no header edits: there are no headers).
+    pub backends: Vec<Backend>,
+}
+
 /// Conditions a request must all meet.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteMatch {

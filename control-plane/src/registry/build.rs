@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefsFiltersType,
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefsFiltersType,
     HttpRouteRulesFiltersRequestMirror, HttpRouteRulesFiltersRequestRedirect,
     HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
     HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
+use gateway_api::experimental::tcproutes::{TcpRoute as TcpRouteObject, TcpRouteParentRefs};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -25,7 +26,8 @@ use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
     LoadBalancer, Mesh, Mirror, OutboundListener, OutlierDetection, PathMatch, PathModifier,
     Protocol, QueryMatch, Redirect, RouteMatch, RouteRetry, RouteRule, Selector, Service,
-    ServicePort, SidecarScope, StringMatch, TrafficPolicy, UrlRewrite, Workload, WorkloadPort,
+    ServicePort, SidecarScope, StringMatch, TcpRoute, TrafficPolicy, UrlRewrite, Workload,
+    WorkloadPort,
 };
 
 /// Something in the input that weft ignored, and why.
@@ -65,6 +67,7 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
     let mut services = services(objects, &workloads, &mut b);
     attach_policies(objects, &mut services, &mut b);
     attach_routes(objects, &mut services, &mut b);
+    attach_tcp_routes(objects, &mut services, &mut b);
     set_workload_protocols(&services, &mut workloads);
     let sidecars = sidecars(objects, &services, &mut b);
     // Read and checked, but nothing enforces them yet (the identity and authorization work):
@@ -88,7 +91,7 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
         let namespaces: std::collections::BTreeSet<&String> = svc
             .ports
             .iter()
-            .flat_map(|p| p.consumer_routes.keys())
+            .flat_map(ServicePort::consumer_namespaces)
             .collect();
         for ns in namespaces {
             consumers
@@ -269,6 +272,8 @@ fn services(
                 port,
                 routes: Vec::new(),
                 consumer_routes: BTreeMap::new(),
+                tcp_route: None,
+                consumer_tcp_routes: BTreeMap::new(),
             });
         }
         out.insert(
@@ -642,19 +647,10 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
             grants: &grants,
         };
         let rules = route_rules((kind, key), route, &refs, b);
-        for parent in service_parents(key, route) {
+        let parent_refs = route.spec.parent_refs.iter().flatten();
+        let parents = parent_refs.map(|p| parent_ref(key, p.into()));
+        for parent in attachable((kind, key), parents, services, b) {
             let parent_key = parent.service.clone();
-            if parent.defaulted_group {
-                b.warn(
-                    kind,
-                    key,
-                    format!(
-                        "parentRef to Service {} has group gateway.networking.k8s.io (the default \
-                         when none is written): read as the core Service; write group: \"\"",
-                        parent_key.name
-                    ),
-                );
-            }
             let Some(svc) = services.get_mut(&parent_key) else {
                 b.warn(
                     kind,
@@ -719,6 +715,142 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
     }
 }
 
+/// TCPRoutes attached to Services: where the connections of their opaque ports (TCP, or left to
+/// detection and not HTTP) go. A port takes one TCPRoute, and one per consumer namespace: the
+/// oldest, as Gateway API orders conflicts; a TCPRoute has no matches to tell rules apart, so
+/// only its first rule applies.
+fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
+    const KIND: &str = "TCPRoute";
+    let grants = Grants::new(objects);
+    let mut routes: Vec<(&Key, &TcpRouteObject)> = objects.tcp_routes.iter().collect();
+    routes.sort_by_key(|(k, r)| (r.metadata.creation_timestamp.clone().map(|t| t.0), *k));
+    for (key, route) in routes {
+        let refs = Refs {
+            services,
+            grants: &grants,
+        };
+        let Some(tcp) = tcp_route(key, route, &refs, b) else {
+            continue;
+        };
+        let parent_refs = route.spec.parent_refs.iter().flatten();
+        let parents = parent_refs.map(|p| parent_ref(key, p.into()));
+        for parent in attachable((KIND, key), parents, services, b) {
+            let Some(svc) = services.get_mut(&parent.service) else {
+                let why = format!("parent Service {} does not exist", parent.service);
+                b.warn(KIND, key, why);
+                continue;
+            };
+            let named = parent.port.is_some() || parent.section.is_some();
+            let mut attached = false;
+            for port in &mut svc.ports {
+                let wanted = parent.port.is_none_or(|p| i32::from(port.port) == p)
+                    && parent.section.as_ref().is_none_or(|s| *s == port.name);
+                if !wanted || !(named || port.protocol.carries_tcp()) {
+                    continue;
+                }
+                attached = true;
+                if !port.protocol.carries_tcp() {
+                    let why = format!(
+                        "port {} of Service {} speaks {}: a TCPRoute does not apply to it",
+                        port.port,
+                        parent.service,
+                        port.protocol.as_str()
+                    );
+                    b.warn(KIND, key, why);
+                    continue;
+                }
+                // A route from another namespace is that namespace's consumer route.
+                let producer = key.namespace == parent.service.namespace;
+                let held = match producer {
+                    true => port.tcp_route.as_ref(),
+                    false => port.consumer_tcp_routes.get(&key.namespace),
+                };
+                if let Some(held) = held.filter(|h| h.origin != tcp.origin) {
+                    let why = format!(
+                        "not attached to port {} of Service {}: TCPRoute {} is, and is older",
+                        port.port, parent.service, held.origin
+                    );
+                    b.warn(KIND, key, why);
+                    continue;
+                }
+                match producer {
+                    true => port.tcp_route = Some(tcp.clone()),
+                    false => {
+                        let ns = key.namespace.clone();
+                        port.consumer_tcp_routes.insert(ns, tcp.clone());
+                    }
+                }
+            }
+            if !attached {
+                let which = match (parent.port, &parent.section) {
+                    (Some(p), _) => p.to_string(),
+                    (None, Some(name)) => format!("{name:?}"),
+                    (None, None) => "TCP".to_string(),
+                };
+                let why = format!("parent Service {} has no {which} port", parent.service);
+                b.warn(KIND, key, why);
+            }
+        }
+    }
+}
+
+/// A TCPRoute's first rule as weighted backends, each checked as an HTTPRoute's are; `None`
+/// (said) when it has no rule or no backendRef.
+fn tcp_route(key: &Key, route: &TcpRouteObject, refs: &Refs, b: &mut Builder) -> Option<TcpRoute> {
+    const KIND: &str = "TCPRoute";
+    let rules = &route.spec.rules;
+    if rules.len() > 1 {
+        let why = format!(
+            "only the first of its {} rules applies: TCPRoute rules have no matches",
+            rules.len()
+        );
+        b.warn(KIND, key, why);
+    }
+    let Some(rule) = rules.first().filter(|r| !r.backend_refs.is_empty()) else {
+        b.warn(KIND, key, "ignored: it needs a rule with a backendRef");
+        return None;
+    };
+    let mut backends = Vec::new();
+    for br in &rule.backend_refs {
+        let service = Key::new(br.namespace.as_deref().unwrap_or(&key.namespace), &br.name);
+        let port = br.port.and_then(|p| u16::try_from(p).ok());
+        let unresolved = if is_service_ref(br.group.as_deref(), br.kind.as_deref()) {
+            refs.check((KIND, &key.namespace), &service, port).err()
+        } else {
+            Some(format!(
+                "backendRef {}: only Services are supported",
+                br.name
+            ))
+        };
+        if let Some(why) = &unresolved {
+            b.warn(
+                KIND,
+                key,
+                format!("{why}; its share of connections is refused"),
+            );
+        }
+        backends.push(Backend {
+            service,
+            port: port.unwrap_or_default(),
+            weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            unresolved: unresolved.is_some(),
+        });
+    }
+    if backends.iter().all(|b| b.weight == 0) {
+        b.warn(
+            KIND,
+            key,
+            "every backendRef has weight 0; its connections are refused",
+        );
+    }
+    Some(TcpRoute {
+        origin: key.to_string(),
+        backends,
+    })
+}
+
 /// A Service a route attaches to, and which of its ports: by number, by name (`sectionName`),
 /// both, or (neither) every HTTP port.
 struct Parent {
@@ -742,21 +874,98 @@ impl Parent {
 /// The Services a route attaches to; parents of other kinds (Gateways) are not the mesh's
 /// business.
 fn service_parents<'a>(key: &'a Key, route: &'a HttpRoute) -> impl Iterator<Item = Parent> + 'a {
-    route
-        .spec
-        .parent_refs
-        .iter()
-        .flatten()
-        .filter_map(move |p| {
-            let (group, kind) = (p.group.as_deref(), p.kind.as_deref());
-            let defaulted_group = is_defaulted_service_ref(group, kind);
-            (is_service_ref(group, kind) || defaulted_group).then(|| Parent {
-                service: Key::new(p.namespace.as_deref().unwrap_or(&key.namespace), &p.name),
-                port: p.port,
-                section: p.section_name.clone(),
-                defaulted_group,
-            })
-        })
+    let refs = route.spec.parent_refs.iter().flatten();
+    refs.filter_map(move |p| parent_ref(key, p.into()).ok())
+}
+
+/// The fields of a parentRef, of whichever route kind.
+struct ParentFields<'a> {
+    group: Option<&'a str>,
+    kind: Option<&'a str>,
+    namespace: Option<&'a str>,
+    name: &'a str,
+    port: Option<i32>,
+    section: Option<&'a String>,
+}
+
+macro_rules! parent_fields {
+    ($($t:ty),*) => {$(
+        impl<'a> From<&'a $t> for ParentFields<'a> {
+            fn from(p: &'a $t) -> Self {
+                Self {
+                    group: p.group.as_deref(),
+                    kind: p.kind.as_deref(),
+                    namespace: p.namespace.as_deref(),
+                    name: &p.name,
+                    port: p.port,
+                    section: p.section_name.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+parent_fields!(HttpRouteParentRefs, TcpRouteParentRefs);
+
+/// The Service a parentRef of route `key` names, or, for any other kind, the Service it would
+/// name had it said `kind: Service`, when it said no kind at all: Gateway API's default kind is
+/// Gateway, which the mesh does not serve, but a user who wrote a Service's name most likely
+/// meant that Service (see [`attachable`]).
+fn parent_ref(key: &Key, p: ParentFields) -> Result<Parent, Option<Key>> {
+    let service = Key::new(p.namespace.unwrap_or(&key.namespace), p.name);
+    let defaulted_group = is_defaulted_service_ref(p.group, p.kind);
+    let core = matches!(p.group, None | Some("" | "core"));
+    match p.kind {
+        Some("Service") if core || defaulted_group => Ok(Parent {
+            service,
+            port: p.port,
+            section: p.section.cloned(),
+            defaulted_group,
+        }),
+        None if core || p.group == Some("gateway.networking.k8s.io") => Err(Some(service)),
+        _ => Err(None),
+    }
+}
+
+/// The Service parents of route `(kind, key)`, with a warning for each parentRef that names a
+/// Service only by default: its group (read as the core Service it meant), or its kind (read as
+/// the Gateway the spec says it is, so not attached; said when such a Service exists).
+fn attachable(
+    (kind, key): (&str, &Key),
+    parents: impl Iterator<Item = Result<Parent, Option<Key>>>,
+    services: &BTreeMap<Key, Service>,
+    b: &mut Builder,
+) -> Vec<Parent> {
+    let mut out = Vec::new();
+    for parent in parents {
+        match parent {
+            Ok(p) => {
+                if p.defaulted_group {
+                    b.warn(
+                        kind,
+                        key,
+                        format!(
+                            "parentRef to Service {} has group gateway.networking.k8s.io (the \
+                             default when none is written): read as the core Service; write \
+                             group: \"\"",
+                            p.service.name
+                        ),
+                    );
+                }
+                out.push(p);
+            }
+            Err(Some(svc)) if services.contains_key(&svc) => b.warn(
+                kind,
+                key,
+                format!(
+                    "parentRef {} has no kind, so it names a Gateway (the default), not Service \
+                     {svc}: not attached; write kind: Service and group: \"\"",
+                    svc.name
+                ),
+            ),
+            Err(_) => {}
+        }
+    }
+    out
 }
 
 fn route_rules(

@@ -24,8 +24,9 @@ use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::
 };
 use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
+use super::route::unresolved_cluster_name;
 use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_metadata};
-use crate::model::{Key, Protocol, Service, ServicePort, Workload, fqdn};
+use crate::model::{Backend, Key, Protocol, Service, ServicePort, Workload, fqdn};
 
 /// Name of the per-proxy inbound listener.
 pub const INBOUND_NAME: &str = "inbound";
@@ -100,18 +101,57 @@ fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
     )
 }
 
-/// A `tcp_proxy` to `cluster`; `idle_timeout` unset leaves Envoy's default (an hour).
-fn tcp_filter(stat_prefix: String, cluster: String, idle_timeout: Option<Duration>) -> Filter {
+/// A `tcp_proxy` to `clusters`; `idle_timeout` unset leaves Envoy's default (an hour).
+fn tcp_filter(
+    stat_prefix: String,
+    clusters: tcp_proxy::ClusterSpecifier,
+    idle_timeout: Option<Duration>,
+) -> Filter {
     network_filter(
         "envoy.filters.network.tcp_proxy",
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         &TcpProxy {
             stat_prefix,
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+            cluster_specifier: Some(clusters),
             idle_timeout: idle_timeout.map(duration),
             ..Default::default()
         },
     )
+}
+
+/// Where a Service port's opaque connections go: its own cluster, or the clusters of the
+/// TCPRoute a client in `namespace` (any: `None`) gets, by weight. A backend that does not
+/// resolve keeps its share under a cluster nobody has, so Envoy (and weft-proxy) close those
+/// connections; a backend of weight 0 is left out (Envoy's schema wants every weight at least
+/// 1), and a route whose every weight is 0 refuses every connection.
+fn tcp_targets(
+    svc: &Service,
+    port: &ServicePort,
+    namespace: Option<&str>,
+) -> tcp_proxy::ClusterSpecifier {
+    use tcp_proxy::weighted_cluster::ClusterWeight;
+    let Some(route) = port.tcp_route_for(namespace) else {
+        return tcp_proxy::ClusterSpecifier::Cluster(cluster_name(&svc.key, port.port));
+    };
+    let target = |b: &Backend| match b.unresolved {
+        false => cluster_name(&b.service, b.port),
+        true => unresolved_cluster_name(b),
+    };
+    let live: Vec<&Backend> = route.backends.iter().filter(|b| b.weight > 0).collect();
+    match live.as_slice() {
+        [one] => tcp_proxy::ClusterSpecifier::Cluster(target(one)),
+        [] => tcp_proxy::ClusterSpecifier::Cluster(format!("refused|{}", route.origin)),
+        many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|b| ClusterWeight {
+                    name: target(b),
+                    weight: b.weight,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    }
 }
 
 /// The Service's `TrafficPolicy` `connectionPool.idleTimeout`, which (as Istio's
@@ -131,14 +171,17 @@ fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
 /// endpoint's address, and `; destination=original` in its `weft.protocol` tells weft-proxy to
 /// keep each connection on the pod it was addressed to rather than balance it (a StatefulSet's
 /// clients pick their pod). A port with no address gets no listener: Envoy refuses one.
-pub fn service(svc: &Service, port: &ServicePort) -> Option<Listener> {
+///
+/// Opaque connections go where the port's TCPRoute sends them: the one of clients in `consumer`
+/// (the namespace of the proxies this variant is for), else the Service's own.
+pub fn service(svc: &Service, port: &ServicePort, consumer: Option<&str>) -> Option<Listener> {
     let name = service_listener_name(&svc.key, port.port);
     let mut listener = addressed(svc, port)?;
-    let cluster = cluster_name(&svc.key, port.port);
+    let tcp = tcp_targets(svc, port, consumer);
     listener.filter_chains = port_chains(
         port.protocol,
         || hcm_filter(&hcm(name.clone(), rds(&name))),
-        || tcp_filter(name.clone(), cluster, tcp_idle_timeout(svc)),
+        || tcp_filter(name.clone(), tcp, tcp_idle_timeout(svc)),
         FilterChain::default(),
     );
     sniff_if_detecting(&mut listener, port.protocol == Protocol::Detect);
@@ -292,7 +335,10 @@ pub fn inbound(workload: &Workload) -> Listener {
                     http_connection_manager::RouteSpecifier::RouteConfig(route_config),
                 ))
             };
-            let tcp = || tcp_filter(cluster.clone(), cluster.clone(), None);
+            let tcp = || {
+                let to = tcp_proxy::ClusterSpecifier::Cluster(cluster.clone());
+                tcp_filter(cluster.clone(), to, None)
+            };
             let base = FilterChain {
                 name: cluster.clone(),
                 filter_chain_match: Some(FilterChainMatch {
@@ -324,17 +370,18 @@ pub fn inbound(workload: &Workload) -> Listener {
     listener
 }
 
-/// A listener the proxy binds itself (hosts without iptables), forwarding to one Service port.
-pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort) -> Listener {
+/// A listener the proxy binds itself (hosts without iptables), forwarding to one Service port as
+/// a client in `namespace` (the proxy's) is routed.
+pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort, namespace: &str) -> Listener {
     let target = service_listener_name(&svc.key, port.port);
-    let cluster = cluster_name(&svc.key, port.port);
+    let tcp = tcp_targets(svc, port, Some(namespace));
     let mut listener = Listener {
         name: explicit_name(bind),
         address: Some(socket_address(bind.ip(), bind.port())),
         filter_chains: port_chains(
             port.protocol,
             || hcm_filter(&hcm(target.clone(), rds(&target))),
-            || tcp_filter(target.clone(), cluster, tcp_idle_timeout(svc)),
+            || tcp_filter(target.clone(), tcp, tcp_idle_timeout(svc)),
             FilterChain::default(),
         ),
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),

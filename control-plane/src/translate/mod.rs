@@ -157,9 +157,10 @@ pub struct ServiceResources {
     pub resources: Vec<Arc<Resource>>,
     /// The HTTP listeners as gRPC's clients read them, by the same names.
     pub grpc_listeners: Vec<Arc<Resource>>,
-    /// By namespace: the route configurations proxies there read instead of the shared ones,
-    /// because that namespace has consumer routes on the Service.
-    pub consumer_routes: BTreeMap<String, Vec<Arc<Resource>>>,
+    /// By namespace: the route configurations (and, for TCPRoutes, listeners) proxies there read
+    /// instead of the shared ones of the same names, because that namespace has consumer routes
+    /// on the Service.
+    pub consumer: BTreeMap<String, Vec<Arc<Resource>>>,
 }
 
 impl ServiceResources {
@@ -181,7 +182,7 @@ impl ServiceResources {
 /// Translates one Service: per port a cluster, its endpoints, a listener and a route configuration.
 pub fn service(svc: &Service) -> ServiceResources {
     let (mut resources, mut grpc_listeners) = (Vec::new(), Vec::new());
-    let mut consumer_routes: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
+    let mut consumer: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
     for port in &svc.ports {
         let name = cluster_name(&svc.key, port.port);
         resources.push(Resource::new(
@@ -195,12 +196,23 @@ pub fn service(svc: &Service) -> ServiceResources {
             &endpoint::load_assignment(svc, port),
         ));
         let listener_name = listener::service_listener_name(&svc.key, port.port);
-        if let Some(l) = listener::service(svc, port) {
+        if let Some(l) = listener::service(svc, port, None) {
             resources.push(Resource::new(
                 ResourceType::Listener,
                 listener_name.clone(),
                 &l,
             ));
+        }
+        // A consumer TCPRoute changes where the listener itself sends: its namespace gets a
+        // listener of its own.
+        for ns in port.consumer_tcp_routes.keys() {
+            if let Some(l) = listener::service(svc, port, Some(ns)) {
+                consumer.entry(ns.clone()).or_default().push(Resource::new(
+                    ResourceType::Listener,
+                    listener_name.clone(),
+                    &l,
+                ));
+            }
         }
         if let Some(l) = listener::service_api(svc, port) {
             grpc_listeners.push(Resource::new(
@@ -211,14 +223,11 @@ pub fn service(svc: &Service) -> ServiceResources {
         }
         if port.protocol.is_http() {
             for ns in port.consumer_routes.keys() {
-                consumer_routes
-                    .entry(ns.clone())
-                    .or_default()
-                    .push(Resource::new(
-                        ResourceType::Route,
-                        listener_name.clone(),
-                        &route::for_consumers(svc, port, ns),
-                    ));
+                consumer.entry(ns.clone()).or_default().push(Resource::new(
+                    ResourceType::Route,
+                    listener_name.clone(),
+                    &route::for_consumers(svc, port, ns),
+                ));
             }
             resources.push(Resource::new(
                 ResourceType::Route,
@@ -230,11 +239,11 @@ pub fn service(svc: &Service) -> ServiceResources {
     ServiceResources {
         resources,
         grpc_listeners,
-        consumer_routes,
+        consumer,
     }
 }
 
-/// The route configurations a workload reads in place of the shared ones: those of the Services
+/// The route configurations (and listeners) a workload reads in place of the shared ones: those of the Services
 /// it can reach (`visible`, `None` for all) on which its namespace has consumer routes, each
 /// translated once per Service (`translated` finds it).
 pub fn consumer_resources<'a>(
@@ -249,7 +258,7 @@ pub fn consumer_resources<'a>(
         .into_iter()
         .flatten()
         .filter(|k| visible.is_none_or(|v| v.contains(*k)))
-        .filter_map(|k| translated(k)?.consumer_routes.get(ns))
+        .filter_map(|k| translated(k)?.consumer.get(ns))
         .flatten()
         .cloned()
         .collect()
@@ -285,7 +294,7 @@ pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
             out.push(Resource::new(
                 ResourceType::Listener,
                 listener::explicit_name(l.bind),
-                &listener::explicit(l.bind, svc, port),
+                &listener::explicit(l.bind, svc, port, &workload.key.namespace),
             ));
         }
     }
@@ -309,14 +318,22 @@ pub fn visible_services(mesh: &Mesh, scope: Option<&SidecarScope>) -> Option<BTr
             continue;
         };
         // Consumer routes count only for the scope's own namespace: they are its proxies'.
+        let ns = &scope.key.namespace;
         let rules = svc.ports.iter().flat_map(|p| {
-            let consumer = p.consumer_routes.get(&scope.key.namespace);
+            let consumer = p.consumer_routes.get(ns);
             p.routes.iter().chain(consumer.into_iter().flatten())
         });
-        for b in rules.flat_map(|r| {
+        let http = rules.flat_map(|r| {
             let mirrors = r.mirrors.iter().map(|m| &m.service);
             r.backends.iter().map(|b| &b.service).chain(mirrors)
-        }) {
+        });
+        let tcp = svc.ports.iter().flat_map(|p| {
+            let route = p.tcp_route_for(Some(ns));
+            route
+                .into_iter()
+                .flat_map(|r| r.backends.iter().map(|b| &b.service))
+        });
+        for b in http.chain(tcp) {
             if seen.insert(b.clone()) {
                 queue.push(b.clone());
             }

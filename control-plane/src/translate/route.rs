@@ -364,7 +364,7 @@ fn action(
 
 /// The name an unresolved backendRef's share is sent to: never a cluster (`|` and `=` are not
 /// in Kubernetes names), so every client answers it as a cluster not found.
-fn unresolved_cluster_name(b: &Backend) -> String {
+pub(super) fn unresolved_cluster_name(b: &Backend) -> String {
     format!("unresolved|{}|{}", b.service, b.port)
 }
 

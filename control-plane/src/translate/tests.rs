@@ -1192,3 +1192,104 @@ spec: {targetRefs: [{kind: Service, name: api}], connectionPool: {idleTimeout: 5
         )
     );
 }
+
+/// A TCPRoute's split is the `tcp_proxy`'s weighted clusters (an unresolved backend under a
+/// cluster nobody has, weight-0 ones left out); a consumer TCPRoute gives its namespace's
+/// proxies a listener of their own under the same name, and its backends come along in a
+/// Sidecar's scope.
+#[test]
+fn tcp_routes_become_weighted_tcp_proxies_and_consumer_listeners() {
+    let m = mesh("
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: tcp-pg, port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db-v2, namespace: ns}
+spec: {clusterIP: 10.0.0.2, ports: [{name: tcp-pg, port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local, namespace: team}
+spec: {clusterIP: 10.0.0.3, ports: [{name: tcp-pg, port: 5432}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: canary, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: db}]
+  rules: [{backendRefs: [{name: db, port: 5432, weight: 90}, {name: db-v2, port: 5432, weight: 10}, {name: db-v2, port: 5432, weight: 0}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: mine, namespace: team}
+spec:
+  parentRefs: [{kind: Service, name: db, namespace: ns}]
+  rules: [{backendRefs: [{name: local, port: 5432}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: t-0, namespace: team}
+spec: {containers: [{name: app}]}
+status: {podIP: 10.2.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: o-0, namespace: other, labels: {app: o}}
+spec: {containers: [{name: app}]}
+status: {podIP: 10.3.0.1}
+---
+apiVersion: weft.io/v1alpha1
+kind: Sidecar
+metadata: {name: o, namespace: other}
+spec: {egress: [ns/db]}
+");
+    let specifier = |node: &str| {
+        let res = for_node(&m, node);
+        let l: Listener = get(&res, ResourceType::Listener, "db.ns.svc.cluster.local:5432");
+        let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+        else {
+            panic!()
+        };
+        let clusters = names(&res, ResourceType::Cluster)
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        (
+            TcpProxy::decode(&any.value[..]).unwrap().cluster_specifier,
+            clusters,
+        )
+    };
+    let (split, clusters) = specifier("o-0.other");
+    let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) = split else {
+        panic!("{split:?}")
+    };
+    let got: Vec<(&str, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("outbound|5432||db.ns.svc.cluster.local", 90),
+            ("outbound|5432||db-v2.ns.svc.cluster.local", 10)
+        ]
+    );
+    // The Sidecar names db alone; its canary comes along, the team's Service does not.
+    assert_eq!(
+        clusters,
+        [
+            "outbound|5432||db-v2.ns.svc.cluster.local",
+            "outbound|5432||db.ns.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        specifier("t-0.team").0,
+        Some(tcp_proxy::ClusterSpecifier::Cluster(
+            "outbound|5432||local.team.svc.cluster.local".into()
+        ))
+    );
+}

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 pub use self::route::{
     HeaderMatch, PathMatch, QueryMatch, Route, RouteTable, StringMatch, VirtualHost,
-    WeightedCluster,
+    WeightedCluster, pick_weighted,
 };
 
 /// What a port speaks, as the control plane declared it.
@@ -71,10 +71,11 @@ pub enum Handler {
         /// As for [`Handler::Http`].
         normalize_path: bool,
     },
-    /// Opaque TCP to a cluster.
+    /// Opaque TCP to a cluster, or to one of several by weight (a TCPRoute's split), picked
+    /// per connection.
     Tcp {
-        /// Cluster name.
-        cluster: String,
+        /// The clusters, with their weights (one, of weight 1, for a plain `cluster`).
+        clusters: Vec<WeightedCluster>,
         /// A connection with no bytes either way for this long is closed (`None`: never).
         #[serde(serialize_with = "optional_ms")]
         idle_timeout: Option<Duration>,
@@ -89,7 +90,11 @@ impl Handler {
     /// to when its listener names no chain for it.
     pub fn tcp_to(cluster: String) -> Self {
         Self::Tcp {
-            cluster,
+            clusters: vec![WeightedCluster {
+                name: cluster,
+                weight: 1,
+                edits: None,
+            }],
             idle_timeout: Some(TCP_IDLE_TIMEOUT),
         }
     }

@@ -92,6 +92,30 @@ impl MirrorPolicy {
     }
 }
 
+/// One of `clusters`, each as likely as its share of the weights; `None` when there is none, or
+/// every weight is 0.
+pub fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
+    match clusters {
+        [] => None,
+        [one] => Some(one),
+        many => {
+            let total: u64 = many.iter().map(|c| u64::from(c.weight)).sum();
+            if total == 0 {
+                return None;
+            }
+            let mut n = fastrand::u64(0..total);
+            many.iter().find(|c| {
+                if n < u64::from(c.weight) {
+                    true
+                } else {
+                    n -= u64::from(c.weight);
+                    false
+                }
+            })
+        }
+    }
+}
+
 /// A weighted target cluster.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WeightedCluster {
@@ -350,25 +374,7 @@ impl Route {
 
     /// Picks a target cluster by weight.
     pub fn pick_cluster(&self) -> Option<&WeightedCluster> {
-        match self.clusters.as_slice() {
-            [] => None,
-            [one] => Some(one),
-            many => {
-                let total: u64 = many.iter().map(|c| u64::from(c.weight)).sum();
-                if total == 0 {
-                    return None;
-                }
-                let mut n = fastrand::u64(0..total);
-                many.iter().find(|c| {
-                    if n < u64::from(c.weight) {
-                        true
-                    } else {
-                        n -= u64::from(c.weight);
-                        false
-                    }
-                })
-            }
-        }
+        pick_weighted(&self.clusters)
     }
 }
 

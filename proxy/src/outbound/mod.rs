@@ -62,11 +62,22 @@ pub async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let source = match handler {
         Handler::Tcp {
-            cluster,
+            clusters,
             idle_timeout,
         } => {
-            let to = (cluster.as_str(), pinned.map(|(addr, _)| addr));
-            if let Err(e) = crate::tcp::forward(&store, to, stream, idle_timeout).await {
+            let Some(cluster) = crate::config::pick_weighted(&clusters) else {
+                tracing::info!(flags = "NC", "every cluster has weight 0: closing");
+                return;
+            };
+            let cluster = cluster.name.as_str();
+            // Pinned to the pod it was addressed to only when it stays on the listener's own
+            // cluster: a split's other clusters balance over their own endpoints.
+            let pinned = pinned
+                .filter(|(_, own)| own == cluster)
+                .map(|(addr, _)| addr);
+            if let Err(e) =
+                crate::tcp::forward(&store, (cluster, pinned), stream, idle_timeout).await
+            {
                 tracing::debug!(cluster, "tcp forward ended: {e}");
             }
             return;

@@ -23,14 +23,18 @@ pub async fn forward(
     let (endpoint, timeout) = {
         let config = store.load();
         let set = config.endpoints.get(cluster);
-        let timeout = config.clusters.get(cluster).map(|c| c.connect_timeout);
+        let Some(timeout) = config.clusters.get(cluster).map(|c| c.connect_timeout) else {
+            // A TCPRoute backend that does not resolve: its share is refused, as Gateway API says.
+            tracing::info!(cluster, flags = "NC", "no such cluster: closing");
+            return Ok(());
+        };
         let endpoint = match pinned {
             Some(addr) => set.and_then(|s| s.get(addr)),
             None => set.and_then(|s| s.pick()).cloned(),
         };
-        match (endpoint, timeout) {
-            (Some(ep), Some(t)) => (ep, t),
-            _ => {
+        match endpoint {
+            Some(ep) => (ep, timeout),
+            None => {
                 tracing::info!(cluster, flags = "UH", "no endpoint: closing");
                 return Ok(());
             }

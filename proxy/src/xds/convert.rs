@@ -181,21 +181,49 @@ fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result
         hcm_handler(ctx, &f, &ctx.unpack::<HttpConnectionManager>(&f, any, HCM)?)
     } else {
         let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
-        match tcp.cluster_specifier {
+        let weighted = |name: String, weight: u32| WeightedCluster {
+            name,
+            weight,
+            edits: None,
+        };
+        let clusters = match tcp.cluster_specifier {
+            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => vec![weighted(cluster, 1)],
+            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
+                let mut clusters = Vec::with_capacity(w.clusters.len());
+                for (i, c) in w.clusters.into_iter().enumerate() {
+                    // Envoy's schema: every weight at least 1, every name set.
+                    if c.name.is_empty() || c.weight == 0 {
+                        return Err(ctx.err(
+                            format!("{f}.weighted_clusters.clusters[{i}]"),
+                            "needs a name and a weight of at least 1",
+                        ));
+                    }
+                    clusters.push(weighted(c.name, c.weight));
+                }
+                clusters
+            }
+            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(_)) => {
+                return Err(ctx.err(
+                    format!("{f}.weighted_clusters.clusters"),
+                    "needs at least one cluster",
+                ));
+            }
+            _ => {
+                return Err(ctx.err(
+                    format!("{f}.cluster_specifier"),
+                    "only cluster and weighted_clusters are supported",
+                ));
+            }
+        };
+        Ok(Handler::Tcp {
+            clusters,
             // Envoy: unset means an hour, zero means never.
-            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => Ok(Handler::Tcp {
-                cluster,
-                idle_timeout: match tcp.idle_timeout.as_ref().map(duration) {
-                    None => Some(TCP_IDLE_TIMEOUT),
-                    Some(Duration::ZERO) => None,
-                    Some(d) => Some(d),
-                },
-            }),
-            _ => Err(ctx.err(
-                format!("{f}.cluster_specifier"),
-                "only cluster is supported",
-            )),
-        }
+            idle_timeout: match tcp.idle_timeout.as_ref().map(duration) {
+                None => Some(TCP_IDLE_TIMEOUT),
+                Some(Duration::ZERO) => None,
+                Some(d) => Some(d),
+            },
+        })
     }
 }
 
@@ -1923,6 +1951,57 @@ mod tests {
         assert_eq!((c.eds, c.static_endpoints), (None, Some(vec![])));
     }
 
+    /// A `tcp_proxy` split over weighted clusters (a TCPRoute's) is read with its weights; a
+    /// weight of 0, a nameless cluster or an empty list is refused, naming the field.
+    #[test]
+    fn a_tcp_proxy_takes_weighted_clusters() {
+        use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::tcp_proxy::weighted_cluster::ClusterWeight;
+        let listener = |clusters: &[(&str, u32)]| {
+            let weighted = tcp_proxy::WeightedCluster {
+                clusters: clusters
+                    .iter()
+                    .map(|(name, weight)| ClusterWeight {
+                        name: (*name).into(),
+                        weight: *weight,
+                        ..Default::default()
+                    })
+                    .collect(),
+            };
+            let proxy = TcpProxy {
+                cluster_specifier: Some(tcp_proxy::ClusterSpecifier::WeightedClusters(weighted)),
+                ..Default::default()
+            };
+            xl::Listener {
+                name: "l".into(),
+                filter_chains: vec![xl::FilterChain {
+                    filters: vec![xl::Filter {
+                        name: "tcp".into(),
+                        config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                            type_url: format!("type.googleapis.com/{TCP_PROXY}"),
+                            value: proxy.encode_to_vec(),
+                        })),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        };
+        let l = Listener::try_from(&listener(&[("v1", 90), ("v2", 10)])).unwrap();
+        let Some(Handler::Tcp { clusters, .. }) = l.handler else {
+            panic!("{:?}", l.handler);
+        };
+        let got: Vec<(&str, u32)> = clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c.weight))
+            .collect();
+        assert_eq!(got, [("v1", 90), ("v2", 10)]);
+        let refused = |clusters| Listener::try_from(&listener(clusters)).unwrap_err().field;
+        let f = "filter_chains[0].filters[0].typed_config.weighted_clusters.clusters";
+        assert_eq!(refused(&[("v1", 1), ("v2", 0)]), format!("{f}[1]"));
+        assert_eq!(refused(&[("", 1)]), format!("{f}[0]"));
+        assert_eq!(refused(&[]), f);
+    }
+
     /// A listener laid out for Envoy's protocol sniffing: per port (or by default) a chain matched
     /// on sniffed HTTP and a plain one, which serves what is not HTTP.
     #[test]
@@ -1983,7 +2062,11 @@ mod tests {
             normalize_path: false,
         };
         let tcp_handler = |secs| Handler::Tcp {
-            cluster: "c".into(),
+            clusters: vec![WeightedCluster {
+                name: "c".into(),
+                weight: 1,
+                edits: None,
+            }],
             idle_timeout: Some(Duration::from_secs(secs)),
         };
 

@@ -711,3 +711,127 @@ spec: {{outboundListeners: [{{bind: \"127.0.0.1:19080\", service: \"{service}\",
         ["Sidecar ns/s: outbound listener 127.0.0.1:19080: Service ns/api has no port 81"]
     );
 }
+
+/// A TCPRoute on a Service's opaque ports: weighted backends (an unresolved one keeping its
+/// share), the oldest route per port, a consumer route per namespace, only the first rule, and
+/// a declared HTTP port left alone with a word.
+#[test]
+fn tcp_routes_split_opaque_ports_and_say_what_they_cannot_do() {
+    let svcs = "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: tcp-pg, port: 5432}, {name: http, port: 80}, {name: any, port: 7000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db-v2, namespace: ns}
+spec: {clusterIP: 10.0.0.2, ports: [{name: tcp-pg, port: 5432}]}
+";
+    let route = |name: &str, ns: &str, when: &str, parent: &str, rules: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n\
+metadata: {{name: {name}, namespace: {ns}, creationTimestamp: '{when}'}}\n\
+spec: {{parentRefs: [{parent}], rules: {rules}}}\n"
+        )
+    };
+    let split = "[{backendRefs: [{name: db, port: 5432, weight: 90}, {name: db-v2, port: 5432, weight: 10}, \
+{name: gone, port: 5432, weight: 5}]}]";
+    let yaml = format!(
+        "{svcs}{}{}{}{}",
+        route(
+            "canary",
+            "ns",
+            "2026-01-01T00:00:00Z",
+            "{kind: Service, name: db}",
+            split
+        ),
+        route(
+            "newer",
+            "ns",
+            "2026-02-01T00:00:00Z",
+            "{kind: Service, name: db, port: 5432}",
+            "[{backendRefs: [{name: db-v2, port: 5432}]}, {backendRefs: [{name: db, port: 5432}]}]"
+        ),
+        route(
+            "on-http",
+            "ns",
+            "2026-03-01T00:00:00Z",
+            "{kind: Service, name: db, port: 80}",
+            "[{backendRefs: [{name: db, port: 5432}]}]"
+        ),
+        route(
+            "mine",
+            "team",
+            "2026-04-01T00:00:00Z",
+            "{kind: Service, name: db, namespace: ns, sectionName: tcp-pg}",
+            "[{backendRefs: [{name: db-v2, namespace: ns, port: 5432, weight: 0}]}]"
+        ),
+    );
+    let (mesh, warnings) = build_yaml(&yaml);
+    let db = &mesh.services[&Key::new("ns", "db")];
+    let shares = |r: Option<&TcpRoute>| -> Vec<(String, u32, bool)> {
+        r.into_iter()
+            .flat_map(|r| &r.backends)
+            .map(|b| (b.service.to_string(), b.weight, b.unresolved))
+            .collect()
+    };
+    let want = [
+        ("ns/db".to_string(), 90, false),
+        ("ns/db-v2".to_string(), 10, false),
+        ("ns/gone".to_string(), 5, true),
+    ];
+    // Both opaque ports (TCP, and the one left to detection) take the route without a port.
+    assert_eq!(shares(db.ports[0].tcp_route.as_ref()), want);
+    assert_eq!(shares(db.ports[2].tcp_route.as_ref()), want);
+    assert_eq!(db.ports[1].tcp_route, None);
+    // The consumer's route is its namespace's alone; without a grant its backend is unresolved.
+    assert_eq!(
+        shares(db.ports[0].tcp_route_for(Some("team"))),
+        [("ns/db-v2".to_string(), 0, true)]
+    );
+    assert_eq!(shares(db.ports[0].tcp_route_for(Some("other"))), want);
+    assert_eq!(mesh.consumers["team"], [Key::new("ns", "db")]);
+    assert_eq!(
+        warnings,
+        [
+            "TCPRoute ns/canary: backendRef Service ns/gone does not exist; its share of connections is refused",
+            "TCPRoute ns/newer: only the first of its 2 rules applies: TCPRoute rules have no matches",
+            "TCPRoute ns/newer: not attached to port 5432 of Service ns/db: TCPRoute ns/canary is, and is older",
+            "TCPRoute ns/on-http: port 80 of Service ns/db speaks http: a TCPRoute does not apply to it",
+            "TCPRoute team/mine: backendRef ns/db-v2: no ReferenceGrant in namespace ns lets TCPRoutes from namespace team refer to it; its share of connections is refused",
+            "TCPRoute team/mine: every backendRef has weight 0; its connections are refused",
+        ]
+    );
+}
+
+/// Gateway API's default parentRef kind is Gateway: a route that names a Service without
+/// `kind: Service` is not attached to it, and says how to write it (a Gateway of another
+/// implementation, with no such Service, is nobody's business here).
+#[test]
+fn a_parent_ref_without_a_kind_names_a_gateway() {
+    let route = |parent: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: ns}}\n\
+spec: {{parentRefs: [{parent}], rules: [{{backendRefs: [{{name: api, port: 80}}]}}]}}\n"
+        )
+    };
+    let (mesh, warnings) = build_yaml(&format!("{API}{}", route("{name: api}")));
+    assert!(
+        mesh.services[&Key::new("ns", "api")].ports[0]
+            .routes
+            .is_empty()
+    );
+    assert_eq!(
+        warnings,
+        [
+            "HTTPRoute ns/r: parentRef api has no kind, so it names a Gateway (the default), not Service ns/api: not attached; write kind: Service and group: \"\""
+        ]
+    );
+    let (_, warnings) = build_yaml(&format!("{API}{}", route("{name: edge}")));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (_, warnings) = build_yaml(&format!(
+        "{API}{}",
+        route("{group: gateway.networking.k8s.io, kind: Gateway, name: api}")
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
