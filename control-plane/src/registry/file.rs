@@ -3,11 +3,12 @@
 //!
 //! A directory that fails to load leaves the last good Mesh in force; the error names file and line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::Objects;
@@ -271,31 +272,131 @@ fn parse_object(
     Ok(())
 }
 
+/// What one filesystem event means for a reload.
+enum Change {
+    /// A registry file's data changed: it may be half written until it is closed.
+    Writing(PathBuf),
+    /// A registry file opened for writing was closed: what was written is complete.
+    Closed(PathBuf),
+    /// Anything else in the directory (a create, remove or rename, a ConfigMap mount's `..data`
+    /// swap among them), or, `replaced`, the directory itself: a symlink swapped with
+    /// `ln -sfn`, a directory removed and made again, another renamed over it.
+    Other {
+        /// The directory itself was replaced.
+        replaced: bool,
+    },
+}
+
+/// How long a reload waits, at most, for the registry files being written to be closed: a
+/// writer that keeps its file open delays a reload no longer than this.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether `path` is a file [`load_dir`] reads: its data must be complete before a reload.
+fn is_registry_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    !name.is_some_and(|n| n.starts_with('.'))
+        && matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        )
+}
+
 /// Sends `()` on `tx` whenever something in `dir` changes, coalescing bursts (an editor's
-/// write-rename, `kubectl`-style bulk copies) into one signal after `quiet` without events.
-/// The returned watcher must be kept alive.
-pub fn watch(
-    dir: &Path,
-    quiet: Duration,
-    tx: mpsc::Sender<()>,
-) -> notify::Result<notify::RecommendedWatcher> {
+/// write-rename, `kubectl`-style bulk copies) into one signal after `quiet` without events,
+/// and waiting (up to [`CLOSE_WAIT`]) for the files being written to be closed, so that a slow
+/// writer's half-written file is not read as the mesh (a truncated file can be valid YAML that
+/// lacks half the Services). The directory is watched by its path: when another takes its
+/// place, that one is watched. Runs until `tx` is closed.
+pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Result<()> {
+    let dir = std::path::absolute(dir)?;
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
+    let own = dir.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = raw_tx.send(());
-        }
+        let Ok(ev) = ev else { return };
+        // The parent's watch reports all its entries: of those, only the directory counts.
+        let replaced = ev.paths.contains(&own);
+        let inside = ev.paths.iter().find(|p| p.parent() == Some(own.as_path()));
+        let change = match (ev.kind, inside) {
+            _ if replaced => Change::Other { replaced },
+            (_, None) => return,
+            (EventKind::Modify(ModifyKind::Data(_)), Some(p)) if is_registry_file(p) => {
+                Change::Writing(p.clone())
+            }
+            (EventKind::Access(AccessKind::Close(AccessMode::Write)), Some(p)) => {
+                Change::Closed(p.clone())
+            }
+            (EventKind::Access(_), _) => return,
+            _ => Change::Other { replaced },
+        };
+        let _ = raw_tx.send(change);
     })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // Where a replacement of the directory is seen (the directory's own watch follows the one
+    // that was there when it was added).
+    if let Some(parent) = dir.parent() {
+        watcher.watch(parent, RecursiveMode::NonRecursive)?;
+    }
+    let mut state = Watched {
+        dir,
+        watcher,
+        writing: HashSet::new(),
+    };
     tokio::spawn(async move {
-        while raw_rx.recv().await.is_some() {
-            // Debounce: wait until the directory has been quiet for `quiet`.
-            while let Ok(Some(())) = tokio::time::timeout(quiet, raw_rx.recv()).await {}
+        while let Some(change) = raw_rx.recv().await {
+            state.note(change);
+            let started = tokio::time::Instant::now();
+            // Debounce: wait until the directory has been quiet for `quiet`, and no file is
+            // still being written (or CLOSE_WAIT has passed).
+            loop {
+                match tokio::time::timeout(quiet, raw_rx.recv()).await {
+                    Ok(Some(change)) => state.note(change),
+                    Ok(None) => return,
+                    Err(_) if state.written(started) => break,
+                    Err(_) => {}
+                }
+            }
             if tx.send(()).await.is_err() {
                 return;
             }
         }
     });
-    Ok(watcher)
+    Ok(())
+}
+
+/// A watched directory, and its files being written.
+struct Watched {
+    dir: PathBuf,
+    watcher: notify::RecommendedWatcher,
+    writing: HashSet<PathBuf>,
+}
+
+impl Watched {
+    fn note(&mut self, change: Change) {
+        match change {
+            Change::Writing(p) => {
+                self.writing.insert(p);
+            }
+            Change::Closed(p) => {
+                self.writing.remove(&p);
+            }
+            Change::Other { replaced: false } => {}
+            Change::Other { replaced: true } => {
+                // If the new one is not there yet, the parent's watch sees it come.
+                let _ = self.watcher.unwatch(&self.dir);
+                let _ = self.watcher.watch(&self.dir, RecursiveMode::NonRecursive);
+                self.writing.clear();
+            }
+        }
+    }
+
+    /// Whether a reload may go ahead: nothing is being written, or the wait that `started` is
+    /// over (what is left is then forgotten: its writer may never close it).
+    fn written(&mut self, started: tokio::time::Instant) -> bool {
+        if started.elapsed() >= CLOSE_WAIT {
+            self.writing.clear();
+        }
+        self.writing.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub async fn run_file(
     tx: MeshTx,
 ) -> anyhow::Result<()> {
     let (changed_tx, mut changed_rx) = mpsc::channel(1);
-    let _watcher = file::watch(&dir, Duration::from_millis(100), changed_tx)?;
+    file::watch(&dir, Duration::from_millis(100), changed_tx)?;
     let mut cache = file::Cache::default();
     loop {
         match cache.load_dir(&dir) {

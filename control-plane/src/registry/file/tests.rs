@@ -255,3 +255,90 @@ spec: {targetRefs: [{kind: Service, name: web}], connectionPool: {maxConnection:
         ]
     );
 }
+
+/// Receives the watcher's next signal within `within`; `false` if none came.
+async fn signalled(rx: &mut mpsc::Receiver<()>, within: Duration) -> bool {
+    tokio::time::timeout(within, rx.recv()).await.is_ok()
+}
+
+/// A file written slowly (a pause longer than the debounce between two halves) is read only
+/// once it is closed: its first half alone is valid YAML that lacks a Service.
+#[tokio::test]
+async fn a_slow_writer_is_waited_for_until_it_closes_its_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    watch(dir.path(), Duration::from_millis(50), tx).unwrap();
+    let path = dir.path().join("mesh.yaml");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(SERVICE.as_bytes()).unwrap();
+    f.flush().unwrap();
+    assert!(
+        !signalled(&mut rx, Duration::from_millis(400)).await,
+        "reloaded while the file was open for writing"
+    );
+    f.write_all(format!("---\n{}", SERVICE.replace("web", "api")).as_bytes())
+        .unwrap();
+    drop(f);
+    assert!(signalled(&mut rx, Duration::from_secs(2)).await);
+    assert_eq!(load_dir(dir.path()).unwrap().0.services.len(), 2);
+    // An editor's swap file kept open beside it does not hold reloads back.
+    let mut swap = std::fs::File::create(dir.path().join(".mesh.yaml.swp")).unwrap();
+    swap.write_all(b"swap").unwrap();
+    std::fs::write(&path, SERVICE).unwrap();
+    assert!(signalled(&mut rx, Duration::from_millis(1000)).await);
+    drop(swap);
+}
+
+/// The registry path is followed when another directory takes its place: a symlink swapped
+/// with `ln -sfn` (as a ConfigMap mount or a deploy tool does), or a directory removed and
+/// made again. Edits inside the new one are then seen too.
+#[tokio::test]
+async fn a_directory_replaced_under_the_registry_path_is_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let (a, b, link) = (
+        base.path().join("a"),
+        base.path().join("b"),
+        base.path().join("registry"),
+    );
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(a.join("mesh.yaml"), SERVICE).unwrap();
+    std::fs::write(b.join("mesh.yaml"), SERVICE.replace("web", "api")).unwrap();
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    watch(&link, Duration::from_millis(50), tx).unwrap();
+    let names = |dir: &Path| -> Vec<String> {
+        let (objects, _) = load_dir(dir).unwrap();
+        objects.services.keys().map(|k| k.name.clone()).collect()
+    };
+
+    // `ln -sfn b registry`: a new link renamed over the old one.
+    let tmp = base.path().join(".registry.tmp");
+    std::os::unix::fs::symlink(&b, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    assert!(signalled(&mut rx, Duration::from_secs(2)).await);
+    assert_eq!(names(&link), ["api"]);
+    std::fs::write(b.join("more.yaml"), SERVICE.replace("web", "db")).unwrap();
+    assert!(
+        signalled(&mut rx, Duration::from_secs(2)).await,
+        "b not watched"
+    );
+    // The old target is no longer the registry: its edits are not signalled.
+    std::fs::write(a.join("more.yaml"), SERVICE).unwrap();
+    assert!(!signalled(&mut rx, Duration::from_millis(300)).await);
+
+    // Removed and made again, as `rm -rf registry && cp -r new registry` does.
+    std::fs::remove_file(&link).unwrap();
+    std::fs::create_dir(&link).unwrap();
+    std::fs::write(link.join("mesh.yaml"), SERVICE.replace("web", "cache")).unwrap();
+    assert!(signalled(&mut rx, Duration::from_secs(2)).await);
+    assert_eq!(names(&link), ["cache"]);
+    while signalled(&mut rx, Duration::from_millis(200)).await {}
+    std::fs::write(link.join("mesh.yaml"), SERVICE.replace("web", "queue")).unwrap();
+    assert!(
+        signalled(&mut rx, Duration::from_secs(2)).await,
+        "new dir not watched"
+    );
+}
