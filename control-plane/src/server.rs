@@ -13,6 +13,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::xds::{AdsServer, Connections, SnapshotRx};
 use crate::{admin, registry, xds};
 
+/// How often the Kubernetes registry looks again for a kind it could not read at the start (a
+/// CRD not installed yet, a role without it): soon enough after `kubectl apply`, rare enough
+/// to cost the API server nothing.
+const KUBE_PROBE_EVERY: Duration = Duration::from_secs(30);
+
 /// Where the mesh comes from.
 #[derive(Clone)]
 pub enum Source {
@@ -85,7 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 td,
                 registry_metrics,
                 mesh_tx,
-                config.debounce,
+                (config.debounce, KUBE_PROBE_EVERY),
             )));
         }
         Source::Files(dir) => {

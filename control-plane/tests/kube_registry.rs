@@ -21,6 +21,8 @@ const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const PODS: &str = "/api/v1/pods";
 const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
+const TCP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes";
+const GRANTS: &str = "/apis/gateway.networking.k8s.io/v1beta1/referencegrants";
 
 #[derive(Default)]
 struct Kind {
@@ -33,13 +35,15 @@ struct State {
     rv: u64,
     kinds: HashMap<&'static str, Kind>,
     gates: HashMap<&'static str, Arc<Notify>>,
+    /// Kinds answered with this status (404: CRD not installed; 403: not allowed) instead.
+    refused: HashMap<&'static str, u16>,
 }
 
 /// A fake API server: the real protocol, state held in memory.
 #[derive(Clone, Default)]
 struct FakeApi(Arc<Mutex<State>>);
 
-const SERVED: [(&str, &str, &str); 7] = [
+const SERVED: [(&str, &str, &str); 9] = [
     ("/api/v1/namespaces", "v1", "Namespace"),
     (SERVICES, "v1", "Service"),
     (PODS, "v1", "Pod"),
@@ -50,6 +54,12 @@ const SERVED: [(&str, &str, &str); 7] = [
         "HTTPRoute",
     ),
     (GRPC_ROUTES, "gateway.networking.k8s.io/v1", "GRPCRoute"),
+    (TCP_ROUTES, "gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
+    (
+        GRANTS,
+        "gateway.networking.k8s.io/v1beta1",
+        "ReferenceGrant",
+    ),
     // weft.io CRDs are deliberately absent: "not installed" must read as empty.
     ("/api/v1/configmaps", "v1", "ConfigMap"),
 ];
@@ -141,11 +151,17 @@ impl FakeApi {
     ) -> hyper::Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
-        let Some((path, api_version, kind)) = type_of(&path) else {
-            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                "message": format!("the server could not find the requested resource ({path})")});
+        let served = type_of(&path);
+        let refused = served.and_then(|(p, _, _)| self.state().refused.get(p).copied());
+        let (Some((path, api_version, kind)), None) = (served, refused) else {
+            let (code, reason) = match refused {
+                Some(403) => (403, "Forbidden"),
+                _ => (404, "NotFound"),
+            };
+            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
+                "message": format!("{reason}: {path}")});
             return hyper::Response::builder()
-                .status(404)
+                .status(code)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body.to_string())).boxed())
                 .unwrap();
@@ -267,7 +283,7 @@ async fn lists_then_watches_relists_after_410_and_never_publishes_half_synced() 
         "cluster.local".into(),
         metrics,
         tx,
-        Duration::from_millis(20),
+        (Duration::from_millis(20), Duration::from_millis(100)),
     ));
 
     // Pods have not listed yet: nothing may be published.
@@ -330,4 +346,119 @@ async fn lists_then_watches_relists_after_410_and_never_publishes_half_synced() 
             && m.services.contains_key(&Key::new("ns", "b"))
     })
     .await;
+}
+
+/// An optional kind the cluster does not serve yet (its CRD not installed: 404) or weft may not
+/// list (403) is read as empty without holding the mesh back, and read once it is served, with
+/// no restart: here a TCPRoute, then the ReferenceGrant its cross-namespace backend needs.
+#[tokio::test]
+async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
+    let api = FakeApi::default();
+    let tcp = |name: &str, ns: &str, ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "ports": [{"name": "tcp-db", "port": 5432, "protocol": "TCP"}]}})
+    };
+    api.apply(SERVICES, tcp("db", "ns", "10.0.0.1"));
+    api.apply(SERVICES, tcp("db-v2", "team", "10.0.0.2"));
+    api.state().refused.insert(TCP_ROUTES, 404);
+    api.state().refused.insert(GRANTS, 403);
+    let url = api.serve().await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (tx, mut rx) = watch::channel(None);
+    let metrics =
+        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
+    tokio::spawn(registry::kube::run(
+        client,
+        "cluster.local".into(),
+        metrics,
+        tx,
+        (Duration::from_millis(20), Duration::from_millis(100)),
+    ));
+    until(&mut rx, "the mesh, without the kinds it cannot read", |m| {
+        m.services.len() == 2
+    })
+    .await;
+
+    // The CRD is installed and a route applied: read at the next look.
+    api.state().refused.remove(TCP_ROUTES);
+    api.apply(
+        TCP_ROUTES,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+            "metadata": {"name": "to-v2", "namespace": "ns"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "db"}],
+                "rules": [{"backendRefs": [{"name": "db-v2", "namespace": "team", "port": 5432}]}]}}),
+    );
+    let backend = |m: &Mesh| {
+        m.services[&Key::new("ns", "db")].ports[0]
+            .tcp_route
+            .as_ref()
+            .map(|r| r.backends[0].unresolved)
+    };
+    until(&mut rx, "the TCPRoute, its backend not granted", |m| {
+        backend(m) == Some(true)
+    })
+    .await;
+
+    // The role is granted ReferenceGrants, and team grants ns's TCPRoutes.
+    api.apply(
+        GRANTS,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "from-ns", "namespace": "team"},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute", "namespace": "ns"}],
+                "to": [{"group": "", "kind": "Service"}]}}),
+    );
+    api.state().refused.remove(GRANTS);
+    until(&mut rx, "the granted backend", |m| {
+        backend(m) == Some(false)
+    })
+    .await;
+}
+
+/// An object that does not fit weft's types (here an HTTPRoute with a filter type of a newer
+/// Gateway API, and a Service whose port is not a number) is left out alone: the rest of its
+/// list is read and the mesh is published.
+#[tokio::test]
+async fn an_object_weft_cannot_read_leaves_out_only_itself() {
+    let api = FakeApi::default();
+    api.apply(SERVICES, service("a", "10.0.0.1"));
+    api.apply(
+        SERVICES,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "odd", "namespace": "ns"},
+            "spec": {"ports": [{"name": "http", "port": "eighty"}]}}),
+    );
+    let route = |name: &str, filter: &str| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "a"}],
+                "rules": [{"filters": [{"type": filter, "requestHeaderModifier": {"set": [{"name": "x-by", "value": name}]}}],
+                    "backendRefs": [{"name": "a", "port": 80}]}]}})
+    };
+    const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+    api.apply(HTTP_ROUTES, route("future", "FromTheFuture"));
+    api.apply(HTTP_ROUTES, route("today", "RequestHeaderModifier"));
+    let url = api.serve().await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (tx, mut rx) = watch::channel(None);
+    let metrics =
+        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
+    tokio::spawn(registry::kube::run(
+        client,
+        "cluster.local".into(),
+        metrics,
+        tx,
+        (Duration::from_millis(20), Duration::from_millis(100)),
+    ));
+    let mesh = until(&mut rx, "the mesh without the unreadable objects", |m| {
+        m.services.len() == 1
+    })
+    .await;
+    let origins: Vec<&str> = mesh.services[&Key::new("ns", "a")].ports[0]
+        .routes
+        .iter()
+        .map(|r| r.origin.as_str())
+        .collect();
+    assert_eq!(origins, ["ns/today#0"]);
+    // The watch goes on: a later event of the kind still applies.
+    api.apply(SERVICES, service("b", "10.0.0.2"));
+    until(&mut rx, "b", |m| m.services.len() == 2).await;
 }
