@@ -1085,14 +1085,6 @@ rules: [{{backendRefs: [{{name: {backend}, namespace: ns, port: 80}}]}}]}}\n"
             ),
         ),
         ("route.yaml", route("b")),
-        (
-            "grant.yaml",
-            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
-metadata: {name: consumers, namespace: ns}\n\
-spec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: consumer}], \
-to: [{group: '', kind: Service}]}\n"
-                .to_string(),
-        ),
     ])
     .await;
     let rds = |id: &str| DeltaDiscoveryRequest {

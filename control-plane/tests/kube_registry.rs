@@ -22,7 +22,6 @@ const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const PODS: &str = "/api/v1/pods";
 const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 const TCP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes";
-const GRANTS: &str = "/apis/gateway.networking.k8s.io/v1beta1/referencegrants";
 
 #[derive(Default)]
 struct Kind {
@@ -43,7 +42,7 @@ struct State {
 #[derive(Clone, Default)]
 struct FakeApi(Arc<Mutex<State>>);
 
-const SERVED: [(&str, &str, &str); 9] = [
+const SERVED: [(&str, &str, &str); 8] = [
     ("/api/v1/namespaces", "v1", "Namespace"),
     (SERVICES, "v1", "Service"),
     (PODS, "v1", "Pod"),
@@ -55,11 +54,6 @@ const SERVED: [(&str, &str, &str); 9] = [
     ),
     (GRPC_ROUTES, "gateway.networking.k8s.io/v1", "GRPCRoute"),
     (TCP_ROUTES, "gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
-    (
-        GRANTS,
-        "gateway.networking.k8s.io/v1beta1",
-        "ReferenceGrant",
-    ),
     // weft.io CRDs are deliberately absent: "not installed" must read as empty.
     ("/api/v1/configmaps", "v1", "ConfigMap"),
 ];
@@ -156,6 +150,7 @@ impl FakeApi {
         let (Some((path, api_version, kind)), None) = (served, refused) else {
             let (code, reason) = match refused {
                 Some(403) => (403, "Forbidden"),
+                Some(500) => (500, "InternalError"),
                 _ => (404, "NotFound"),
             };
             let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
@@ -348,9 +343,9 @@ async fn lists_then_watches_relists_after_410_and_never_publishes_half_synced() 
     .await;
 }
 
-/// An optional kind the cluster does not serve yet (its CRD not installed: 404) or weft may not
-/// list (403) is read as empty without holding the mesh back, and read once it is served, with
-/// no restart: here a TCPRoute, then the ReferenceGrant its cross-namespace backend needs.
+/// An optional kind the cluster does not serve yet (its CRD not installed: 404), weft may not
+/// list (403) or that keeps failing (500) is read as empty without holding the mesh back, and
+/// read once it is served (or permitted, or answers), with no restart.
 #[tokio::test]
 async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
     let api = FakeApi::default();
@@ -360,8 +355,12 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
     };
     api.apply(SERVICES, tcp("db", "ns", "10.0.0.1"));
     api.apply(SERVICES, tcp("db-v2", "team", "10.0.0.2"));
+    api.apply(SERVICES, service("api", "10.0.0.3"));
+    api.apply(SERVICES, service("web", "10.0.0.4"));
     api.state().refused.insert(TCP_ROUTES, 404);
-    api.state().refused.insert(GRANTS, 403);
+    api.state().refused.insert(GRPC_ROUTES, 403);
+    const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
+    api.state().refused.insert(HTTP_ROUTES, 500);
     let url = api.serve().await;
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let (tx, mut rx) = watch::channel(None);
@@ -375,7 +374,7 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
         (Duration::from_millis(20), Duration::from_millis(100)),
     ));
     until(&mut rx, "the mesh, without the kinds it cannot read", |m| {
-        m.services.len() == 2
+        m.services.len() == 4
     })
     .await;
 
@@ -388,28 +387,44 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
             "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "db"}],
                 "rules": [{"backendRefs": [{"name": "db-v2", "namespace": "team", "port": 5432}]}]}}),
     );
-    let backend = |m: &Mesh| {
+    until(&mut rx, "the TCPRoute", |m| {
         m.services[&Key::new("ns", "db")].ports[0]
             .tcp_route
             .as_ref()
-            .map(|r| r.backends[0].unresolved)
-    };
-    until(&mut rx, "the TCPRoute, its backend not granted", |m| {
-        backend(m) == Some(true)
+            .is_some_and(|r| r.backends[0].service == Key::new("team", "db-v2"))
     })
     .await;
 
-    // The role is granted ReferenceGrants, and team grants ns's TCPRoutes.
+    // The role is granted GRPCRoutes, and one is there.
     api.apply(
-        GRANTS,
-        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-            "metadata": {"name": "from-ns", "namespace": "team"},
-            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute", "namespace": "ns"}],
-                "to": [{"group": "", "kind": "Service"}]}}),
+        GRPC_ROUTES,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "calls", "namespace": "ns"},
+            "spec": {"parentRefs": [{"kind": "Service", "name": "api"}],
+                "rules": [{"backendRefs": [{"name": "api", "port": 80}]}]}}),
     );
-    api.state().refused.remove(GRANTS);
-    until(&mut rx, "the granted backend", |m| {
-        backend(m) == Some(false)
+    api.state().refused.remove(GRPC_ROUTES);
+    until(&mut rx, "the GRPCRoute", |m| {
+        !m.services[&Key::new("ns", "api")].ports[0]
+            .routes
+            .is_empty()
+    })
+    .await;
+
+    // The failing kind answers again.
+    api.state().refused.remove(HTTP_ROUTES);
+    api.apply(
+        HTTP_ROUTES,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"parentRefs": [{"kind": "Service", "name": "web", "port": 80}],
+                "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+    );
+    until(&mut rx, "the HTTPRoute", |m| {
+        m.services[&Key::new("ns", "web")].ports[0]
+            .routes
+            .iter()
+            .any(|r| r.origin == "ns/web#0")
     })
     .await;
 }

@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::Objects;
-use super::grant::Grants;
 use crate::crd::LoadBalancerKind;
 use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
@@ -499,34 +498,15 @@ fn is_defaulted_service_ref(group: Option<&str>, kind: Option<&str>) -> bool {
     group == Some("gateway.networking.k8s.io") && kind == Some("Service")
 }
 
-/// What a route's backendRefs (and mirrors) may resolve to: a port of a Service that exists, in
-/// the route's own namespace or in one whose ReferenceGrant lets the route in.
-struct Refs<'a> {
-    services: &'a BTreeMap<Key, Service>,
-    grants: &'a Grants<'a>,
-}
-
-impl Refs<'_> {
-    /// `port` of Service `svc`, or why a route of `kind` in namespace `from` cannot send there.
-    fn check(
-        &self,
-        (kind, from): (&str, &str),
-        svc: &Key,
-        port: Option<u16>,
-    ) -> Result<u16, String> {
-        let port = port.ok_or_else(|| format!("backendRef {svc} has no port"))?;
-        if !self.grants.permits(kind, from, svc) {
-            return Err(format!(
-                "backendRef {svc}: no ReferenceGrant in namespace {} lets {kind}s from namespace \
-                 {from} refer to it",
-                svc.namespace
-            ));
-        }
-        match self.services.get(svc) {
-            Some(s) if s.port(port).is_some() => Ok(port),
-            Some(_) => Err(format!("backendRef {svc} has no port {port}")),
-            None => Err(format!("backendRef Service {svc} does not exist")),
-        }
+/// `port` of Service `svc`, which a backendRef (or mirror) names, or why it does not resolve.
+/// A route may send to any namespace's Services without a ReferenceGrant: in the mesh a route
+/// only changes where traffic to a Service its clients can reach anyway goes (GEP-1294).
+fn resolve(services: &BTreeMap<Key, Service>, svc: &Key, port: Option<u16>) -> Result<u16, String> {
+    let port = port.ok_or_else(|| format!("backendRef {svc} has no port"))?;
+    match services.get(svc) {
+        Some(s) if s.port(port).is_some() => Ok(port),
+        Some(_) => Err(format!("backendRef {svc} has no port {port}")),
+        None => Err(format!("backendRef Service {svc} does not exist")),
     }
 }
 
@@ -611,7 +591,6 @@ fn attach_policies(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: 
 }
 
 fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
-    let grants = Grants::new(objects);
     // GRPCRoutes are HTTPRoutes matching `/<service>/<method>` paths: read as such, so both kinds
     // share every check and the translation.
     let mut grpc = Vec::new();
@@ -642,14 +621,15 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
         .flat_map(|(key, route)| service_parents(key, route).map(move |parent| (parent, *key)))
         .collect();
     for (kind, key, route) in routes {
-        let refs = Refs {
-            services,
-            grants: &grants,
-        };
-        let rules = route_rules((kind, key), route, &refs, b);
         let parent_refs = route.spec.parent_refs.iter().flatten();
         let parents = parent_refs.map(|p| parent_ref(key, p.into()));
-        for parent in attachable((kind, key), parents, services, b) {
+        let parents = attachable((kind, key), parents, services, b);
+        // A route of Gateways only is another implementation's: not read, not warned about.
+        if parents.is_empty() {
+            continue;
+        }
+        let rules = route_rules((kind, key), route, services, b);
+        for parent in parents {
             let parent_key = parent.service.clone();
             let Some(svc) = services.get_mut(&parent_key) else {
                 b.warn(
@@ -721,20 +701,19 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
 /// only its first rule applies.
 fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
     const KIND: &str = "TCPRoute";
-    let grants = Grants::new(objects);
     let mut routes: Vec<(&Key, &TcpRouteObject)> = objects.tcp_routes.iter().collect();
     routes.sort_by_key(|(k, r)| (r.metadata.creation_timestamp.clone().map(|t| t.0), *k));
     for (key, route) in routes {
-        let refs = Refs {
-            services,
-            grants: &grants,
-        };
-        let Some(tcp) = tcp_route(key, route, &refs, b) else {
-            continue;
-        };
         let parent_refs = route.spec.parent_refs.iter().flatten();
         let parents = parent_refs.map(|p| parent_ref(key, p.into()));
-        for parent in attachable((KIND, key), parents, services, b) {
+        let parents = attachable((KIND, key), parents, services, b);
+        if parents.is_empty() {
+            continue;
+        }
+        let Some(tcp) = tcp_route(key, route, services, b) else {
+            continue;
+        };
+        for parent in parents {
             let Some(svc) = services.get_mut(&parent.service) else {
                 let why = format!("parent Service {} does not exist", parent.service);
                 b.warn(KIND, key, why);
@@ -796,7 +775,12 @@ fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b
 
 /// A TCPRoute's first rule as weighted backends, each checked as an HTTPRoute's are; `None`
 /// (said) when it has no rule or no backendRef.
-fn tcp_route(key: &Key, route: &TcpRouteObject, refs: &Refs, b: &mut Builder) -> Option<TcpRoute> {
+fn tcp_route(
+    key: &Key,
+    route: &TcpRouteObject,
+    services: &BTreeMap<Key, Service>,
+    b: &mut Builder,
+) -> Option<TcpRoute> {
     const KIND: &str = "TCPRoute";
     let rules = &route.spec.rules;
     if rules.len() > 1 {
@@ -815,7 +799,7 @@ fn tcp_route(key: &Key, route: &TcpRouteObject, refs: &Refs, b: &mut Builder) ->
         let service = Key::new(br.namespace.as_deref().unwrap_or(&key.namespace), &br.name);
         let port = br.port.and_then(|p| u16::try_from(p).ok());
         let unresolved = if is_service_ref(br.group.as_deref(), br.kind.as_deref()) {
-            refs.check((KIND, &key.namespace), &service, port).err()
+            resolve(services, &service, port).err()
         } else {
             Some(format!(
                 "backendRef {}: only Services are supported",
@@ -971,13 +955,13 @@ fn attachable(
 fn route_rules(
     (kind, key): (&str, &Key),
     route: &HttpRoute,
-    refs: &Refs,
+    services: &BTreeMap<Key, Service>,
     b: &mut Builder,
 ) -> Vec<RouteRule> {
     let mut out = Vec::new();
     for (i, rule) in route.spec.rules.iter().flatten().enumerate() {
         let origin = format!("{key}#{i}");
-        match route_rule((kind, key), rule, &origin, refs, b) {
+        match route_rule((kind, key), rule, &origin, services, b) {
             Ok(r) => out.push(r),
             Err(why) => b.warn(kind, key, format!("rule {i} dropped: {why}")),
         }
@@ -1014,7 +998,7 @@ fn route_rule(
     (kind, key): (&str, &Key),
     rule: &HttpRouteRules,
     origin: &str,
-    refs: &Refs,
+    services: &BTreeMap<Key, Service>,
     b: &mut Builder,
 ) -> Result<RouteRule, String> {
     let failure_status = if kind == "GRPCRoute" { 503 } else { 500 };
@@ -1037,7 +1021,7 @@ fn route_rule(
             HttpRouteRulesFiltersType::RequestMirror => {
                 if let Some(m) = &f.request_mirror {
                     // A mirror that cannot be resolved is said and left out; the rule stands.
-                    match request_mirror((kind, key), m, refs) {
+                    match request_mirror(key, m, services) {
                         Ok(m) => mirrors.push(m),
                         Err(why) => b.warn(kind, key, format!("RequestMirror ignored: {why}")),
                     }
@@ -1127,7 +1111,7 @@ fn route_rule(
                 br.name
             ))
         } else {
-            refs.check((kind, &key.namespace), &svc_key, port).err()
+            resolve(services, &svc_key, port).err()
         };
         if let Some(why) = &unresolved {
             b.warn(
@@ -1207,9 +1191,9 @@ fn route_rule(
 /// A RequestMirror's Service port and share (`percent`, or `fraction` of a denominator that
 /// defaults to 100; every request without either).
 fn request_mirror(
-    (kind, key): (&str, &Key),
+    key: &Key,
     m: &HttpRouteRulesFiltersRequestMirror,
-    refs: &Refs,
+    services: &BTreeMap<Key, Service>,
 ) -> Result<Mirror, String> {
     let r = &m.backend_ref;
     if !is_service_ref(r.group.as_deref(), r.kind.as_deref()) {
@@ -1219,11 +1203,7 @@ fn request_mirror(
         ));
     }
     let svc = Key::new(r.namespace.as_deref().unwrap_or(&key.namespace), &r.name);
-    let port = refs.check(
-        (kind, &key.namespace),
-        &svc,
-        r.port.and_then(|p| u16::try_from(p).ok()),
-    )?;
+    let port = resolve(services, &svc, r.port.and_then(|p| u16::try_from(p).ok()))?;
     let per_million = match (m.percent, &m.fraction) {
         (None, None) => 1_000_000,
         (Some(p), None) if (0..=100).contains(&p) => p as u32 * 10_000,

@@ -317,15 +317,25 @@ pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Resul
         let replaced = ev.paths.contains(&own);
         let inside = ev.paths.iter().find(|p| p.parent() == Some(own.as_path()));
         let change = match (ev.kind, inside) {
-            _ if replaced => Change::Other { replaced },
-            (_, None) => return,
-            (EventKind::Modify(ModifyKind::Data(_)), Some(p)) if is_registry_file(p) => {
-                Change::Writing(p.clone())
-            }
+            // The kernel's queue overflowed: events were lost, anything may have changed.
+            _ if ev.need_rescan() => Change::Other { replaced: true },
             (EventKind::Access(AccessKind::Close(AccessMode::Write)), Some(p)) => {
                 Change::Closed(p.clone())
             }
+            // Reads, the registry's own among them: reacting to them would reload forever.
             (EventKind::Access(_), _) => return,
+            (EventKind::Modify(ModifyKind::Data(_)), Some(p)) if is_registry_file(p) => {
+                Change::Writing(p.clone())
+            }
+            // The directory made, removed or renamed over; not its attributes changing.
+            (
+                EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(_)),
+                _,
+            ) if replaced => Change::Other { replaced },
+            _ if replaced => return,
+            (_, None) => return,
             _ => Change::Other { replaced },
         };
         let _ = raw_tx.send(change);
@@ -333,8 +343,14 @@ pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Resul
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     // Where a replacement of the directory is seen (the directory's own watch follows the one
     // that was there when it was added).
-    if let Some(parent) = dir.parent() {
-        watcher.watch(parent, RecursiveMode::NonRecursive)?;
+    if let Some(parent) = dir.parent()
+        && let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive)
+    {
+        tracing::warn!(
+            target: "weft::registry",
+            "{}: cannot watch for the directory being replaced: {e}; its files are still watched",
+            parent.display()
+        );
     }
     let mut state = Watched {
         dir,

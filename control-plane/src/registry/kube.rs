@@ -27,7 +27,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::grant::ReferenceGrant;
 use super::objects::key_of;
 use super::{MeshTx, Metrics, Objects, publish};
 use crate::crd::{AuthorizationPolicy, MeshTLS, Sidecar, TrafficPolicy};
@@ -97,7 +96,6 @@ struct Stores {
     http_routes: Reflected<HttpRoute>,
     grpc_routes: Reflected<GrpcRoute>,
     tcp_routes: Reflected<TcpRoute>,
-    reference_grants: Reflected<ReferenceGrant>,
     traffic_policies: Reflected<TrafficPolicy>,
     authorization_policies: Reflected<AuthorizationPolicy>,
     mesh_tls: Reflected<MeshTLS>,
@@ -137,8 +135,26 @@ where
             }
             false
         }
-        // Anything else (including a transient error) is the watcher's to retry.
-        _ => true,
+        Ok(_) => true,
+        // Any other error (the API server restarting, a network blip): asked again a few
+        // times; a kind that still cannot be told served is read as empty until a later look,
+        // rather than holding back the first mesh on a list that may never come.
+        Err(e) => {
+            for attempt in 1..=3u32 {
+                tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt)).await;
+                if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                    return true;
+                }
+            }
+            if say {
+                tracing::warn!(
+                    target: "weft::registry",
+                    "cannot tell whether {} is served ({e}): read as empty until it answers",
+                    K::kind(&())
+                );
+            }
+            false
+        }
     }
 }
 
@@ -252,7 +268,6 @@ impl Stores {
             http_routes,
             grpc_routes,
             tcp_routes,
-            reference_grants,
             traffic_policies,
             authorization_policies,
             mesh_tls,
@@ -269,7 +284,6 @@ impl Stores {
         fill(&self.http_routes, &mut o.http_routes, "default");
         fill(&self.grpc_routes, &mut o.grpc_routes, "default");
         fill(&self.tcp_routes, &mut o.tcp_routes, "default");
-        fill(&self.reference_grants, &mut o.reference_grants, "default");
         fill(&self.traffic_policies, &mut o.traffic_policies, "default");
         fill(
             &self.authorization_policies,
@@ -301,7 +315,6 @@ pub async fn run(
         http_routes: reflect(&client, true, &changes_tx, &metrics, probe_every).await,
         grpc_routes: reflect(&client, true, &changes_tx, &metrics, probe_every).await,
         tcp_routes: reflect(&client, true, &changes_tx, &metrics, probe_every).await,
-        reference_grants: reflect(&client, true, &changes_tx, &metrics, probe_every).await,
         traffic_policies: reflect(&client, true, &changes_tx, &metrics, probe_every).await,
         authorization_policies: reflect(&client, true, &changes_tx, &metrics, probe_every).await,
         mesh_tls: reflect(&client, true, &changes_tx, &metrics, probe_every).await,

@@ -6,7 +6,6 @@
 
 pub mod build;
 pub mod file;
-pub mod grant;
 pub mod kube;
 mod objects;
 

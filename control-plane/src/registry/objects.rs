@@ -10,7 +10,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 
-use super::grant::ReferenceGrant;
 use crate::crd::{AuthorizationPolicy, MeshTLS, Sidecar, TrafficPolicy};
 use crate::model::Key;
 
@@ -31,8 +30,6 @@ pub struct Objects {
     pub grpc_routes: BTreeMap<Key, GrpcRoute>,
     /// gateway.networking.k8s.io/v1alpha2 TCPRoutes.
     pub tcp_routes: BTreeMap<Key, TcpRoute>,
-    /// gateway.networking.k8s.io ReferenceGrants.
-    pub reference_grants: BTreeMap<Key, ReferenceGrant>,
     /// weft.io TrafficPolicies.
     pub traffic_policies: BTreeMap<Key, TrafficPolicy>,
     /// weft.io AuthorizationPolicies.
@@ -60,8 +57,6 @@ pub enum Object {
     GrpcRoute(Box<GrpcRoute>),
     /// gateway.networking.k8s.io/v1alpha2 TCPRoute.
     TcpRoute(Box<TcpRoute>),
-    /// gateway.networking.k8s.io/v1beta1 (or v1) ReferenceGrant.
-    ReferenceGrant(Box<ReferenceGrant>),
     /// weft.io/v1alpha1 TrafficPolicy.
     TrafficPolicy(Box<TrafficPolicy>),
     /// weft.io/v1alpha1 AuthorizationPolicy.
@@ -157,10 +152,6 @@ impl Object {
             ("gateway.networking.k8s.io/v1alpha2", "TCPRoute") => {
                 Self::TcpRoute(typed(doc, value, ignored)?)
             }
-            (
-                "gateway.networking.k8s.io/v1beta1" | "gateway.networking.k8s.io/v1",
-                "ReferenceGrant",
-            ) => Self::ReferenceGrant(typed(doc, value, ignored)?),
             ("weft.io/v1alpha1", "TrafficPolicy") => {
                 Self::TrafficPolicy(typed(doc, value, ignored)?)
             }
@@ -226,7 +217,6 @@ impl Objects {
             Object::HttpRoute(o) => insert(&mut self.http_routes, *o, "default"),
             Object::GrpcRoute(o) => insert(&mut self.grpc_routes, *o, "default"),
             Object::TcpRoute(o) => insert(&mut self.tcp_routes, *o, "default"),
-            Object::ReferenceGrant(o) => insert(&mut self.reference_grants, *o, "default"),
             Object::TrafficPolicy(o) => insert(&mut self.traffic_policies, *o, "default"),
             Object::AuthorizationPolicy(o) => {
                 insert(&mut self.authorization_policies, *o, "default")
@@ -237,7 +227,7 @@ impl Objects {
     }
 
     /// Object counts by kind, for metrics.
-    pub fn counts(&self) -> [(&'static str, usize); 12] {
+    pub fn counts(&self) -> [(&'static str, usize); 11] {
         [
             ("Namespace", self.namespaces.len()),
             ("Service", self.services.len()),
@@ -246,7 +236,6 @@ impl Objects {
             ("HTTPRoute", self.http_routes.len()),
             ("GRPCRoute", self.grpc_routes.len()),
             ("TCPRoute", self.tcp_routes.len()),
-            ("ReferenceGrant", self.reference_grants.len()),
             ("TrafficPolicy", self.traffic_policies.len()),
             ("AuthorizationPolicy", self.authorization_policies.len()),
             ("MeshTLS", self.mesh_tls.len()),

@@ -157,10 +157,12 @@ pub struct ServiceResources {
     pub resources: Vec<Arc<Resource>>,
     /// The HTTP listeners as gRPC's clients read them, by the same names.
     pub grpc_listeners: Vec<Arc<Resource>>,
-    /// By namespace: the route configurations (and, for TCPRoutes, listeners) proxies there read
-    /// instead of the shared ones of the same names, because that namespace has consumer routes
-    /// on the Service.
+    /// By namespace: the route configurations proxies there read instead of the shared ones of
+    /// the same names, because that namespace has consumer routes on the Service.
     pub consumer: BTreeMap<String, Vec<Arc<Resource>>>,
+    /// By namespace: the listeners its consumer TCPRoutes change. Not for gRPC's clients, which
+    /// read a port's `api_listener` and never its `tcp_proxy`.
+    pub consumer_listeners: BTreeMap<String, Vec<Arc<Resource>>>,
 }
 
 impl ServiceResources {
@@ -183,6 +185,7 @@ impl ServiceResources {
 pub fn service(svc: &Service) -> ServiceResources {
     let (mut resources, mut grpc_listeners) = (Vec::new(), Vec::new());
     let mut consumer: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
+    let mut consumer_listeners: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
     for port in &svc.ports {
         let name = cluster_name(&svc.key, port.port);
         resources.push(Resource::new(
@@ -207,11 +210,14 @@ pub fn service(svc: &Service) -> ServiceResources {
         // listener of its own.
         for ns in port.consumer_tcp_routes.keys() {
             if let Some(l) = listener::service(svc, port, Some(ns)) {
-                consumer.entry(ns.clone()).or_default().push(Resource::new(
-                    ResourceType::Listener,
-                    listener_name.clone(),
-                    &l,
-                ));
+                consumer_listeners
+                    .entry(ns.clone())
+                    .or_default()
+                    .push(Resource::new(
+                        ResourceType::Listener,
+                        listener_name.clone(),
+                        &l,
+                    ));
             }
         }
         if let Some(l) = listener::service_api(svc, port) {
@@ -240,6 +246,7 @@ pub fn service(svc: &Service) -> ServiceResources {
         resources,
         grpc_listeners,
         consumer,
+        consumer_listeners,
     }
 }
 
@@ -248,7 +255,7 @@ pub fn service(svc: &Service) -> ServiceResources {
 /// translated once per Service (`translated` finds it).
 pub fn consumer_resources<'a>(
     mesh: &Mesh,
-    workload: &Workload,
+    (workload, client): (&Workload, Client),
     visible: Option<&BTreeSet<Key>>,
     translated: impl Fn(&Key) -> Option<&'a ServiceResources>,
 ) -> Vec<Arc<Resource>> {
@@ -258,8 +265,14 @@ pub fn consumer_resources<'a>(
         .into_iter()
         .flatten()
         .filter(|k| visible.is_none_or(|v| v.contains(*k)))
-        .filter_map(|k| translated(k)?.consumer.get(ns))
-        .flatten()
+        .filter_map(|k| translated(k))
+        .flat_map(|res| {
+            let listeners = match client {
+                Client::Envoy => res.consumer_listeners.get(ns),
+                Client::Grpc => None,
+            };
+            res.consumer.get(ns).into_iter().chain(listeners).flatten()
+        })
         .cloned()
         .collect()
 }
@@ -385,9 +398,12 @@ pub fn for_client(
     let own = workload
         .map(|w| {
             let mut own = node_resources(mesh, w);
-            own.extend(consumer_resources(mesh, w, visible.as_ref(), |k| {
-                translated.get(k)
-            }));
+            own.extend(consumer_resources(
+                mesh,
+                (w, client),
+                visible.as_ref(),
+                |k| translated.get(k),
+            ));
             own
         })
         .unwrap_or_default();

@@ -774,13 +774,6 @@ kind: Service
 metadata: {name: shadow, namespace: other}
 spec: {clusterIP: 10.0.0.2, ports: [{name: http, port: 8080}]}
 ---
-apiVersion: gateway.networking.k8s.io/v1beta1
-kind: ReferenceGrant
-metadata: {name: mirrors, namespace: other}
-spec:
-  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ns}]
-  to: [{group: '', kind: Service, name: shadow}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: ns}
@@ -1061,13 +1054,6 @@ metadata: {name: mine, namespace: consumer}
 spec:
   parentRefs: [{kind: Service, name: api, namespace: ns, port: 80}]
   rules: [{backendRefs: [{name: canary, namespace: ns, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1beta1
-kind: ReferenceGrant
-metadata: {name: consumers, namespace: ns}
-spec:
-  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: consumer}]
-  to: [{group: '', kind: Service}]
 ";
     let m = mesh(yaml);
     assert_eq!(m.consumers["consumer"], [Key::new("ns", "api")]);
@@ -1290,6 +1276,55 @@ spec: {egress: [ns/db]}
         specifier("t-0.team").0,
         Some(tcp_proxy::ClusterSpecifier::Cluster(
             "outbound|5432||local.team.svc.cluster.local".into()
+        ))
+    );
+}
+
+/// A consumer TCPRoute on a port left to detection changes that port's `tcp_proxy` for its
+/// namespace's proxies, but gRPC's clients there keep the `api_listener` they read.
+#[test]
+fn a_consumer_tcp_route_leaves_grpc_clients_their_api_listener() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{port: 9000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: team}
+spec: {clusterIP: 10.0.0.2, ports: [{port: 9000}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: mine, namespace: team}
+spec:
+  parentRefs: [{kind: Service, name: api, namespace: ns}]
+  rules: [{backendRefs: [{name: other, port: 9000}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: t-0, namespace: team}
+spec: {containers: [{name: app}]}
+status: {podIP: 10.2.0.1}
+",
+    );
+    let name = "api.ns.svc.cluster.local:9000";
+    let grpc = for_client(&m, "t-0.team", Client::Grpc);
+    let l: Listener = get(&grpc, ResourceType::Listener, name);
+    assert!(l.api_listener.is_some(), "{l:?}");
+    let envoy = for_client(&m, "t-0.team", Client::Envoy);
+    let l: Listener = get(&envoy, ResourceType::Listener, name);
+    assert!(l.api_listener.is_none());
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[1].filters[0].config_type
+    else {
+        panic!()
+    };
+    assert_eq!(
+        TcpProxy::decode(&any.value[..]).unwrap().cluster_specifier,
+        Some(tcp_proxy::ClusterSpecifier::Cluster(
+            "outbound|9000||other.team.svc.cluster.local".into()
         ))
     );
 }

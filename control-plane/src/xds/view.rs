@@ -102,7 +102,7 @@ impl NodeView {
                 let translated = |k: &Key| snap.services.get(k).map(Arc::as_ref);
                 own.extend(translate::consumer_resources(
                     mesh,
-                    w,
+                    (w, self.client),
                     visible.as_ref(),
                     translated,
                 ));

@@ -109,81 +109,22 @@ spec: {{parentRefs: [{{kind: Service, name: api}}], rules: {rules}}}\n"
     assert!(routes[0].backends[0].unresolved);
 }
 
-/// A backendRef or mirror into another namespace resolves only when a ReferenceGrant there lets
-/// routes of that kind and namespace in (to every Service, or to the one it names); otherwise
-/// it is unresolved, as a missing Service is.
+/// A backendRef or mirror into another namespace resolves without a ReferenceGrant: in the mesh
+/// a route only changes where traffic to Services its clients can reach anyway goes (GEP-1294).
 #[test]
-fn cross_namespace_references_need_a_reference_grant() {
+fn cross_namespace_references_need_no_reference_grant() {
     const DB: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\n\
 spec: {clusterIP: 10.0.0.9, ports: [{name: http, port: 80}]}\n";
-    let grant = |version: &str, from: &str, to: &str| {
-        format!(
-            "apiVersion: gateway.networking.k8s.io/{version}\nkind: ReferenceGrant\n\
-metadata: {{name: g, namespace: data}}\nspec: {{from: [{from}], to: [{to}]}}\n"
-        )
-    };
-    let from_ns = |kind: &str, ns: &str| {
-        format!("{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {ns}}}")
-    };
-    let http_ns = from_ns("HTTPRoute", "ns");
-    let cases: Vec<(String, bool)> = vec![
-        (String::new(), false),
-        (
-            grant("v1beta1", &http_ns, "{group: '', kind: Service}"),
-            true,
-        ),
-        (
-            grant("v1", &http_ns, "{group: '', kind: Service, name: db}"),
-            true,
-        ),
-        (
-            grant(
-                "v1beta1",
-                &http_ns,
-                "{group: '', kind: Service, name: other}",
-            ),
-            false,
-        ),
-        (
-            grant(
-                "v1beta1",
-                &from_ns("HTTPRoute", "elsewhere"),
-                "{group: '', kind: Service}",
-            ),
-            false,
-        ),
-        (
-            grant(
-                "v1beta1",
-                &from_ns("GRPCRoute", "ns"),
-                "{group: '', kind: Service}",
-            ),
-            false,
-        ),
-        (
-            grant("v1beta1", &http_ns, "{group: '', kind: Secret}"),
-            false,
-        ),
-    ];
     let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: ns}\n\
 spec: {parentRefs: [{kind: Service, name: api}], rules: [{\
 filters: [{type: RequestMirror, requestMirror: {backendRef: {name: db, namespace: data, port: 80}}}], \
 backendRefs: [{name: db, namespace: data, port: 80}]}]}\n";
-    let denied = "backendRef data/db: no ReferenceGrant in namespace data lets HTTPRoutes from namespace ns refer to it";
-    for (grant, permitted) in cases {
-        let (mesh, warnings) = build_yaml(&format!("{API}---\n{DB}---\n{route}---\n{grant}"));
-        let rule = &mesh.services[&Key::new("ns", "api")].ports[0].routes[0];
-        assert_eq!(rule.backends[0].unresolved, !permitted, "{grant}");
-        assert_eq!(rule.mirrors.len(), usize::from(permitted), "{grant}");
-        let want: Vec<String> = match permitted {
-            true => vec![],
-            false => vec![
-                format!("HTTPRoute ns/r: RequestMirror ignored: {denied}"),
-                format!("HTTPRoute ns/r: {denied}; its share of requests gets 500"),
-            ],
-        };
-        assert_eq!(warnings, want, "{grant}");
-    }
+    let (mesh, warnings) = build_yaml(&format!("{API}---\n{DB}---\n{route}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let rule = &mesh.services[&Key::new("ns", "api")].ports[0].routes[0];
+    assert_eq!(rule.backends[0].service, Key::new("data", "db"));
+    assert!(!rule.backends[0].unresolved);
+    assert_eq!(rule.mirrors.len(), 1);
 }
 
 #[test]
@@ -784,10 +725,10 @@ spec: {{parentRefs: [{parent}], rules: {rules}}}\n"
     assert_eq!(shares(db.ports[0].tcp_route.as_ref()), want);
     assert_eq!(shares(db.ports[2].tcp_route.as_ref()), want);
     assert_eq!(db.ports[1].tcp_route, None);
-    // The consumer's route is its namespace's alone; without a grant its backend is unresolved.
+    // The consumer's route is its namespace's alone.
     assert_eq!(
         shares(db.ports[0].tcp_route_for(Some("team"))),
-        [("ns/db-v2".to_string(), 0, true)]
+        [("ns/db-v2".to_string(), 0, false)]
     );
     assert_eq!(shares(db.ports[0].tcp_route_for(Some("other"))), want);
     assert_eq!(mesh.consumers["team"], [Key::new("ns", "db")]);
@@ -798,7 +739,6 @@ spec: {{parentRefs: [{parent}], rules: {rules}}}\n"
             "TCPRoute ns/newer: only the first of its 2 rules applies: TCPRoute rules have no matches",
             "TCPRoute ns/newer: not attached to port 5432 of Service ns/db: TCPRoute ns/canary is, and is older",
             "TCPRoute ns/on-http: port 80 of Service ns/db speaks http: a TCPRoute does not apply to it",
-            "TCPRoute team/mine: backendRef ns/db-v2: no ReferenceGrant in namespace ns lets TCPRoutes from namespace team refer to it; its share of connections is refused",
             "TCPRoute team/mine: every backendRef has weight 0; its connections are refused",
         ]
     );

@@ -282,6 +282,8 @@ async fn a_slow_writer_is_waited_for_until_it_closes_its_file() {
     drop(f);
     assert!(signalled(&mut rx, Duration::from_secs(2)).await);
     assert_eq!(load_dir(dir.path()).unwrap().0.services.len(), 2);
+    // Reading the directory is no change: a reload must not set off another.
+    assert!(!signalled(&mut rx, Duration::from_millis(300)).await);
     // An editor's swap file kept open beside it does not hold reloads back.
     let mut swap = std::fs::File::create(dir.path().join(".mesh.yaml.swp")).unwrap();
     swap.write_all(b"swap").unwrap();
@@ -320,6 +322,10 @@ async fn a_directory_replaced_under_the_registry_path_is_followed() {
     std::fs::rename(&tmp, &link).unwrap();
     assert!(signalled(&mut rx, Duration::from_secs(2)).await);
     assert_eq!(names(&link), ["api"]);
+    assert!(
+        !signalled(&mut rx, Duration::from_millis(300)).await,
+        "a read signalled"
+    );
     std::fs::write(b.join("more.yaml"), SERVICE.replace("web", "db")).unwrap();
     assert!(
         signalled(&mut rx, Duration::from_secs(2)).await,
