@@ -265,7 +265,7 @@ pub fn consumer_resources<'a>(
         .into_iter()
         .flatten()
         .filter(|k| visible.is_none_or(|v| v.contains(*k)))
-        .filter_map(|k| translated(k))
+        .filter_map(translated)
         .flat_map(|res| {
             let listeners = match client {
                 Client::Envoy => res.consumer_listeners.get(ns),
