@@ -142,7 +142,11 @@ where
         Err(e) => {
             for attempt in 1..=3u32 {
                 tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(attempt)).await;
-                if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                if api
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+                    .is_ok()
+                {
                     return true;
                 }
             }
