@@ -137,11 +137,25 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
-    /// The TCPRoute a client in `namespace` (any namespace: `None`) gets on this port.
+    /// The TCPRoute a client in `namespace` (any namespace: `None`) gets on this port: its
+    /// namespace's, if that has consumer routes here (HTTP ones mean none), else the producer's.
     pub fn tcp_route_for(&self, namespace: Option<&str>) -> Option<&TcpRoute> {
-        namespace
-            .and_then(|ns| self.consumer_tcp_routes.get(ns))
-            .or(self.tcp_route.as_ref())
+        match namespace {
+            Some(ns) if self.consumer_routes.contains_key(ns) => None,
+            Some(ns) if self.consumer_tcp_routes.contains_key(ns) => {
+                self.consumer_tcp_routes.get(ns)
+            }
+            _ => self.tcp_route.as_ref(),
+        }
+    }
+
+    /// The protocol the port is served with for clients in `namespace`: a TCPRoute makes a port
+    /// left to detection opaque TCP, so that every connection, HTTP or not, is split as it says.
+    pub fn protocol_for(&self, namespace: Option<&str>) -> Protocol {
+        match (self.protocol, self.tcp_route_for(namespace)) {
+            (Protocol::Detect, Some(_)) => Protocol::Tcp,
+            (protocol, _) => protocol,
+        }
     }
 
     /// The namespaces with consumer routes of either kind on this port.

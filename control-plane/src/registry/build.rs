@@ -740,6 +740,21 @@ fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b
                 }
                 // A route from another namespace is that namespace's consumer route.
                 let producer = key.namespace == parent.service.namespace;
+                // GEP-1294: where routes of several types bind one port, the HTTP (and gRPC)
+                // ones are applied and the TCP ones ignored.
+                let http = match producer {
+                    true => !port.routes.is_empty(),
+                    false => port.consumer_routes.contains_key(&key.namespace),
+                };
+                if http {
+                    let why = format!(
+                        "not attached to port {} of Service {}: an HTTPRoute or GRPCRoute is, \
+                         and takes precedence (GEP-1294)",
+                        port.port, parent.service
+                    );
+                    b.warn(KIND, key, why);
+                    continue;
+                }
                 let held = match producer {
                     true => port.tcp_route.as_ref(),
                     false => port.consumer_tcp_routes.get(&key.namespace),

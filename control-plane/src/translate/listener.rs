@@ -176,15 +176,16 @@ fn tcp_idle_timeout(svc: &Service) -> Option<Duration> {
 /// (the namespace of the proxies this variant is for), else the Service's own.
 pub fn service(svc: &Service, port: &ServicePort, consumer: Option<&str>) -> Option<Listener> {
     let name = service_listener_name(&svc.key, port.port);
-    let mut listener = addressed(svc, port)?;
+    let protocol = port.protocol_for(consumer);
+    let mut listener = addressed(svc, port, protocol)?;
     let tcp = tcp_targets(svc, port, consumer);
     listener.filter_chains = port_chains(
-        port.protocol,
+        protocol,
         || hcm_filter(&hcm(name.clone(), rds(&name))),
         || tcp_filter(name.clone(), tcp, tcp_idle_timeout(svc)),
         FilterChain::default(),
     );
-    sniff_if_detecting(&mut listener, port.protocol == Protocol::Detect);
+    sniff_if_detecting(&mut listener, protocol == Protocol::Detect);
     listener.bind_to_port = Some(BoolValue { value: false });
     Some(listener)
 }
@@ -241,13 +242,14 @@ fn sniff_if_detecting(listener: &mut Listener, detecting: bool) {
 /// `api_listener` holding the connection manager, under the same `<host>:<port>` name. Envoy
 /// ignores listeners of this shape that come over LDS, so only gRPC clients are sent it.
 pub fn service_api(svc: &Service, port: &ServicePort) -> Option<Listener> {
-    if !port.protocol.is_http() {
+    let protocol = port.protocol_for(None);
+    if !protocol.is_http() {
         return None;
     }
     let name = service_listener_name(&svc.key, port.port);
-    let mut listener = addressed(svc, port).unwrap_or_else(|| Listener {
+    let mut listener = addressed(svc, port, protocol).unwrap_or_else(|| Listener {
         name: name.clone(),
-        metadata: Some(protocol_metadata(svc, port)),
+        metadata: Some(protocol_metadata(svc, protocol)),
         ..Default::default()
     });
     listener.api_listener = Some(ApiListener {
@@ -259,8 +261,9 @@ pub fn service_api(svc: &Service, port: &ServicePort) -> Option<Listener> {
     Some(listener)
 }
 
-/// A Service port's listener name, addresses and metadata; `None` when it has no address.
-fn addressed(svc: &Service, port: &ServicePort) -> Option<Listener> {
+/// A Service port's listener name, addresses and metadata (`protocol`, as it is served);
+/// `None` when it has no address.
+fn addressed(svc: &Service, port: &ServicePort, protocol: Protocol) -> Option<Listener> {
     let targets: Vec<(IpAddr, u16)> = if svc.headless {
         let set: BTreeSet<(IpAddr, u16)> = port.endpoints.iter().map(|e| (e.ip, e.port)).collect();
         set.into_iter().collect()
@@ -279,19 +282,19 @@ fn addressed(svc: &Service, port: &ServicePort) -> Option<Listener> {
         name: service_listener_name(&svc.key, port.port),
         address,
         additional_addresses,
-        metadata: Some(protocol_metadata(svc, port)),
+        metadata: Some(protocol_metadata(svc, protocol)),
         ..Default::default()
     })
 }
 
 /// `weft.protocol`: one metadata key (protobuf maps encode in no fixed order, and a resource's
 /// version is the hash of its encoding), so a headless listener's says `; destination=original`.
-fn protocol_metadata(svc: &Service, port: &ServicePort) -> Metadata {
+fn protocol_metadata(svc: &Service, protocol: Protocol) -> Metadata {
     weft_metadata(
         "protocol",
         match svc.headless {
-            true => format!("{}; destination=original", port.protocol.as_str()),
-            false => port.protocol.as_str().to_string(),
+            true => format!("{}; destination=original", protocol.as_str()),
+            false => protocol.as_str().to_string(),
         },
     )
 }
@@ -374,19 +377,20 @@ pub fn inbound(workload: &Workload) -> Listener {
 /// a client in `namespace` (the proxy's) is routed.
 pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort, namespace: &str) -> Listener {
     let target = service_listener_name(&svc.key, port.port);
+    let protocol = port.protocol_for(Some(namespace));
     let tcp = tcp_targets(svc, port, Some(namespace));
     let mut listener = Listener {
         name: explicit_name(bind),
         address: Some(socket_address(bind.ip(), bind.port())),
         filter_chains: port_chains(
-            port.protocol,
+            protocol,
             || hcm_filter(&hcm(target.clone(), rds(&target))),
             || tcp_filter(target.clone(), tcp, tcp_idle_timeout(svc)),
             FilterChain::default(),
         ),
-        metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        metadata: Some(weft_metadata("protocol", protocol.as_str().into())),
         ..Default::default()
     };
-    sniff_if_detecting(&mut listener, port.protocol == Protocol::Detect);
+    sniff_if_detecting(&mut listener, protocol == Protocol::Detect);
     listener
 }

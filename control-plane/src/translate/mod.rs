@@ -199,17 +199,21 @@ pub fn service(svc: &Service) -> ServiceResources {
             &endpoint::load_assignment(svc, port),
         ));
         let listener_name = listener::service_listener_name(&svc.key, port.port);
-        if let Some(l) = listener::service(svc, port, None) {
+        let shared = listener::service(svc, port, None);
+        if let Some(l) = &shared {
             resources.push(Resource::new(
                 ResourceType::Listener,
                 listener_name.clone(),
-                &l,
+                l,
             ));
         }
-        // A consumer TCPRoute changes where the listener itself sends: its namespace gets a
-        // listener of its own.
-        for ns in port.consumer_tcp_routes.keys() {
-            if let Some(l) = listener::service(svc, port, Some(ns)) {
+        // A consumer route may change the listener itself (a TCPRoute's split, or the HTTP
+        // routes of a namespace that keeps a port the producer's TCPRoute makes opaque): its
+        // namespace then gets a listener of its own.
+        let namespaces: BTreeSet<&String> = port.consumer_namespaces().collect();
+        for ns in namespaces {
+            let own = listener::service(svc, port, Some(ns));
+            if let Some(l) = own.filter(|l| Some(l) != shared.as_ref()) {
                 consumer_listeners
                     .entry(ns.clone())
                     .or_default()

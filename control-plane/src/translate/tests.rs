@@ -1280,8 +1280,9 @@ spec: {egress: [ns/db]}
     );
 }
 
-/// A consumer TCPRoute on a port left to detection changes that port's `tcp_proxy` for its
-/// namespace's proxies, but gRPC's clients there keep the `api_listener` they read.
+/// A consumer TCPRoute on a port left to detection makes that port opaque TCP, split as it says,
+/// for its namespace's proxies (others still sniff it), but gRPC's clients there keep the
+/// `api_listener` they read.
 #[test]
 fn a_consumer_tcp_route_leaves_grpc_clients_their_api_listener() {
     let m = mesh(
@@ -1317,7 +1318,14 @@ status: {podIP: 10.2.0.1}
     let envoy = for_client(&m, "t-0.team", Client::Envoy);
     let l: Listener = get(&envoy, ResourceType::Listener, name);
     assert!(l.api_listener.is_none());
-    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[1].filters[0].config_type
+    assert_eq!(
+        chains(&l),
+        [(None, vec![], "envoy.filters.network.tcp_proxy")]
+    );
+    assert!(l.listener_filters.is_empty());
+    let elsewhere: Listener = get(&for_node(&m, "unknown"), ResourceType::Listener, name);
+    assert_eq!(elsewhere.filter_chains.len(), 2);
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
     else {
         panic!()
     };
@@ -1326,5 +1334,56 @@ status: {podIP: 10.2.0.1}
         Some(tcp_proxy::ClusterSpecifier::Cluster(
             "outbound|9000||other.team.svc.cluster.local".into()
         ))
+    );
+}
+
+/// A producer TCPRoute makes a port left to detection opaque TCP for every proxy, but a
+/// namespace with consumer HTTP routes on it keeps sniffing, for its routes to apply.
+#[test]
+fn a_producer_tcp_route_makes_a_detected_port_tcp_but_for_consumer_http_routes() {
+    let m = mesh(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{port: 9000}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: all, namespace: ns}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules: [{backendRefs: [{name: api, port: 9000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mine, namespace: team}
+spec:
+  parentRefs: [{kind: Service, name: api, namespace: ns}]
+  rules: [{backendRefs: [{name: api, namespace: ns, port: 9000}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: t-0, namespace: team}
+spec: {containers: [{name: app}]}
+status: {podIP: 10.2.0.1}
+",
+    );
+    let name = "api.ns.svc.cluster.local:9000";
+    let tcp = "envoy.filters.network.tcp_proxy";
+    let shared: Listener = get(&for_node(&m, "unknown"), ResourceType::Listener, name);
+    assert_eq!(chains(&shared), [(None, vec![], tcp)]);
+    // gRPC's clients get no api_listener for a TCP port, as for a declared one.
+    let grpc: Listener = get(
+        &for_client(&m, "unknown", Client::Grpc),
+        ResourceType::Listener,
+        name,
+    );
+    assert!(grpc.api_listener.is_none());
+    let team: Listener = get(&for_node(&m, "t-0.team"), ResourceType::Listener, name);
+    assert_eq!(team.filter_chains.len(), 2);
+    assert_eq!(
+        team.filter_chains[0].filters[0].name,
+        "envoy.filters.network.http_connection_manager"
     );
 }

@@ -775,3 +775,34 @@ spec: {{parentRefs: [{parent}], rules: [{{backendRefs: [{{name: api, port: 80}}]
     ));
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// GEP-1294: where an HTTPRoute (or GRPCRoute) and a TCPRoute bind the same port, the HTTP one
+/// applies and the TCPRoute is ignored, said; in another namespace the two groups are apart.
+#[test]
+fn an_http_route_takes_precedence_over_a_tcp_route_on_one_port() {
+    let svc = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{port: 7000}]}
+";
+    let http = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: api}], rules: [{backendRefs: [{name: api, port: 7000}]}]}\n";
+    let tcp = |ns: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: t, namespace: {ns}}}\n\
+spec: {{parentRefs: [{{kind: Service, name: api, namespace: ns}}], rules: [{{backendRefs: [{{name: api, namespace: ns, port: 7000}}]}}]}}\n"
+        )
+    };
+    let (mesh, warnings) = build_yaml(&format!("{svc}{http}{}{}", tcp("ns"), tcp("team")));
+    let port = &mesh.services[&Key::new("ns", "api")].ports[0];
+    assert_eq!(
+        warnings,
+        [
+            "TCPRoute ns/t: not attached to port 7000 of Service ns/api: an HTTPRoute or GRPCRoute is, and takes precedence (GEP-1294)"
+        ]
+    );
+    assert_eq!(port.tcp_route, None);
+    assert!(port.consumer_tcp_routes.contains_key("team"));
+    assert_eq!(port.protocol_for(None), Protocol::Detect);
+    assert_eq!(port.protocol_for(Some("team")), Protocol::Tcp);
+}
