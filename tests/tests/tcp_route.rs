@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use weft_e2e::one_service;
+use weft_e2e::{http_get, one_service};
 
 /// A line server on 127.0.0.1 that answers each line with `<name>:<line>`.
 fn tagged_echo(name: &'static str) -> u16 {
@@ -147,18 +147,29 @@ fn a_tcp_route_splits_connections_by_weight_and_moves_under_live_traffic() {
     // never sent to the other backend.
     write(mesh.dir.path(), &route(v2, (0, 1, 1)));
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut refused = 0;
-    while refused == 0 {
+    let mut seen = 0;
+    while seen == 0 {
         assert!(
             Instant::now() < deadline,
             "the unresolved share never applied"
         );
         let got: Vec<Option<String>> = (0..20).map(|_| who(bind)).collect();
         assert!(got.iter().flatten().all(|w| w == "v2"), "{got:?}");
-        refused = got.iter().filter(|w| w.is_none()).count();
+        seen = got.iter().filter(|w| w.is_none()).count();
     }
     let got: Vec<Option<String>> = (0..200).map(|_| who(bind)).collect();
     let refused = got.iter().filter(|w| w.is_none()).count();
     // 100 expected, sd ~7.1.
     assert!((64..=136).contains(&refused), "{refused} of 200 refused");
+    // Each refusal is counted, against an unknown destination, not only logged.
+    let (_, scrape) = http_get(mesh.sidecar.health, "/metrics").unwrap();
+    let counted: u64 = scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("weft_tcp_connections_opened_total{")
+                && l.contains("destination_service=\"unknown\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, (seen + refused) as u64, "{scrape}");
 }

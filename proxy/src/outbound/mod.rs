@@ -65,8 +65,11 @@ pub async fn serve_connection(
             clusters,
             idle_timeout,
         } => {
+            let refused = &proxy.metrics().unrouted().tcp;
             let Some(cluster) = crate::config::pick_weighted(&clusters) else {
                 tracing::info!(flags = "NC", "every cluster has weight 0: closing");
+                refused.open();
+                refused.close();
                 return;
             };
             let cluster = cluster.name.as_str();
@@ -76,7 +79,8 @@ pub async fn serve_connection(
                 .filter(|(_, own)| own == cluster)
                 .map(|(addr, _)| addr);
             if let Err(e) =
-                crate::tcp::forward(&store, (cluster, pinned), stream, idle_timeout).await
+                crate::tcp::forward(&store, (cluster, pinned), stream, (idle_timeout, refused))
+                    .await
             {
                 tracing::debug!(cluster, "tcp forward ended: {e}");
             }

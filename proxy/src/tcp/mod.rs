@@ -13,12 +13,13 @@ use crate::metrics::TcpStats;
 
 /// Forwards `client` to an endpoint of `cluster` (the `pinned` one, if given, else the one the
 /// balancer picks) until both directions are closed, or until no byte has moved either way for
-/// `idle_timeout`.
+/// `idle_timeout`. A connection with nowhere to go (no such cluster, no endpoint) is closed and
+/// counted into `refused`.
 pub async fn forward(
     store: &Arc<Store>,
     (cluster, pinned): (&str, Option<SocketAddr>),
     client: TcpStream,
-    idle_timeout: Option<Duration>,
+    (idle_timeout, refused): (Option<Duration>, &TcpStats),
 ) -> std::io::Result<()> {
     let (endpoint, timeout) = {
         let config = store.load();
@@ -26,6 +27,7 @@ pub async fn forward(
         let Some(timeout) = config.clusters.get(cluster).map(|c| c.connect_timeout) else {
             // A TCPRoute backend that does not resolve: its share is refused, as Gateway API says.
             tracing::info!(cluster, flags = "NC", "no such cluster: closing");
+            refuse(client, refused);
             return Ok(());
         };
         let endpoint = match pinned {
@@ -36,6 +38,7 @@ pub async fn forward(
             Some(ep) => (ep, timeout),
             None => {
                 tracing::info!(cluster, flags = "UH", "no endpoint: closing");
+                refuse(client, refused);
                 return Ok(());
             }
         }
@@ -57,6 +60,14 @@ pub async fn forward(
     guard.answered();
     let _ = upstream.set_nodelay(true);
     carry(client, upstream, &endpoint.stats.tcp, idle_timeout).await
+}
+
+/// Closes a connection that has nowhere to go, counted as opened and closed, so that refusals
+/// show on a dashboard and not only in the log.
+fn refuse(client: TcpStream, stats: &TcpStats) {
+    stats.open();
+    drop(client);
+    stats.close();
 }
 
 /// Copies bytes both ways (half-close carried through) until both directions are closed, or until
