@@ -246,6 +246,23 @@ fn slice(name: &str, ip: &str) -> Value {
         "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}]})
 }
 
+/// The Kubernetes registry against the API server at `url` (20 ms debounce, a look for kinds it
+/// could not read every 100 ms), and the meshes it publishes.
+fn reflect(url: &str) -> watch::Receiver<Option<Arc<Mesh>>> {
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (tx, rx) = watch::channel(None);
+    let metrics =
+        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
+    tokio::spawn(registry::kube::run(
+        client,
+        "cluster.local".into(),
+        metrics,
+        tx,
+        (Duration::from_millis(20), Duration::from_millis(100)),
+    ));
+    rx
+}
+
 async fn until(
     rx: &mut watch::Receiver<Option<Arc<Mesh>>>,
     what: &str,
@@ -269,17 +286,7 @@ async fn lists_then_watches_relists_after_410_and_never_publishes_half_synced() 
     let pods_gate = api.gate(PODS);
     let url = api.serve().await;
 
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    let (tx, mut rx) = watch::channel(None);
-    let metrics =
-        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
-    tokio::spawn(registry::kube::run(
-        client,
-        "cluster.local".into(),
-        metrics,
-        tx,
-        (Duration::from_millis(20), Duration::from_millis(100)),
-    ));
+    let mut rx = reflect(&url);
 
     // Pods have not listed yet: nothing may be published.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -362,17 +369,7 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
     const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
     api.state().refused.insert(HTTP_ROUTES, 500);
     let url = api.serve().await;
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    let (tx, mut rx) = watch::channel(None);
-    let metrics =
-        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
-    tokio::spawn(registry::kube::run(
-        client,
-        "cluster.local".into(),
-        metrics,
-        tx,
-        (Duration::from_millis(20), Duration::from_millis(100)),
-    ));
+    let mut rx = reflect(&url);
     until(&mut rx, "the mesh, without the kinds it cannot read", |m| {
         m.services.len() == 4
     })
@@ -452,17 +449,7 @@ async fn an_object_weft_cannot_read_leaves_out_only_itself() {
     api.apply(HTTP_ROUTES, route("future", "FromTheFuture"));
     api.apply(HTTP_ROUTES, route("today", "RequestHeaderModifier"));
     let url = api.serve().await;
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    let (tx, mut rx) = watch::channel(None);
-    let metrics =
-        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
-    tokio::spawn(registry::kube::run(
-        client,
-        "cluster.local".into(),
-        metrics,
-        tx,
-        (Duration::from_millis(20), Duration::from_millis(100)),
-    ));
+    let mut rx = reflect(&url);
     let mesh = until(&mut rx, "the mesh without the unreadable objects", |m| {
         m.services.len() == 1
     })
