@@ -240,6 +240,28 @@ impl Sidecar {
     }
 }
 
+/// A TCP server on 127.0.0.1 that answers each line it reads with `<prefix><line>`, a thread per
+/// connection, until the process ends: an opaque-TCP upstream whose answers say who gave them.
+pub fn line_echo(prefix: &'static str) -> SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut w) = s.try_clone() else { return };
+                for line in BufReader::new(s).lines() {
+                    let Ok(line) = line else { return };
+                    if w.write_all(format!("{prefix}{line}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// An HTTP/1.1 + HTTP/2 server on 127.0.0.1 that answers every request with `name` in the body
 /// and an `x-backend` header, and echoes the request's `x-request-id`; paths under `/api/slow`
 /// answer after one second. Runs on its own thread until the process ends.

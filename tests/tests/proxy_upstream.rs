@@ -591,20 +591,7 @@ fn tcp_half_close_reaches_the_upstream_and_the_answer_still_comes_back() {
 #[test]
 fn an_idle_tcp_connection_is_closed_after_the_policy_idle_timeout_and_a_busy_one_is_not() {
     use std::io::{BufRead, BufReader, Read};
-    // Echoes lines.
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in server.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines() {
-                    let Ok(line) = line else { return };
-                    let _ = w.write_all(format!("{line}\n").as_bytes());
-                }
-            });
-        }
-    });
+    let upstream = weft_e2e::line_echo("");
     let policy = "---
 apiVersion: weft.io/v1alpha1
 kind: TrafficPolicy

@@ -4,32 +4,12 @@
 //! backend that does not resolve has its connections closed, not sent elsewhere.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use weft_e2e::{http_get, one_service};
-
-/// A line server on 127.0.0.1 that answers each line with `<name>:<line>`.
-fn tagged_echo(name: &'static str) -> u16 {
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in server.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines() {
-                    let Ok(line) = line else { return };
-                    if w.write_all(format!("{name}:{line}\n").as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
+use weft_e2e::{http_get, line_echo, one_service};
 
 /// Opens a connection, sends one line, and returns who answered (`None`: closed unanswered).
 fn who(addr: SocketAddr) -> Option<String> {
@@ -98,7 +78,7 @@ fn until_all(addr: SocketAddr, name: &str, n: usize) {
 
 #[test]
 fn a_tcp_route_splits_connections_by_weight_and_moves_under_live_traffic() {
-    let (v1, v2) = (tagged_echo("v1"), tagged_echo("v2"));
+    let (v1, v2) = (line_echo("v1:").port(), line_echo("v2:").port());
     let mesh = one_service("db", 5432, "tcp-db", &[v1], "", &[]);
     let bind = mesh.bind;
     // Before any route: every connection to the Service's own endpoint.
