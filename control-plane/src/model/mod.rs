@@ -141,7 +141,7 @@ impl ServicePort {
     /// namespace's, if that has consumer routes here (HTTP ones mean none), else the producer's.
     pub fn tcp_route_for(&self, namespace: Option<&str>) -> Option<&TcpRoute> {
         match namespace {
-            Some(ns) if self.consumer_routes.contains_key(ns) => None,
+            Some(ns) if self.protocol.is_http() && self.consumer_routes.contains_key(ns) => None,
             Some(ns) if self.consumer_tcp_routes.contains_key(ns) => {
                 self.consumer_tcp_routes.get(ns)
             }

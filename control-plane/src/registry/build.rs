@@ -662,12 +662,18 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                 }
                 let parent_port = port.port;
                 // A route from another namespace is that namespace's consumer route.
-                let routes = if key.namespace == parent_key.namespace {
-                    &mut port.routes
-                } else {
-                    port.consumer_routes
+                attached = true;
+                let producer = key.namespace == parent_key.namespace;
+                // A consumer route none of whose rules stands is no route, as a producer's is.
+                if !producer && rules.is_empty() {
+                    continue;
+                }
+                let routes = match producer {
+                    true => &mut port.routes,
+                    false => port
+                        .consumer_routes
                         .entry(key.namespace.clone())
-                        .or_default()
+                        .or_default(),
                 };
                 routes.extend(rules.iter().cloned().map(|mut r| {
                     // GAMMA: a rule without backendRefs sends to the Service it is on.
@@ -677,7 +683,6 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                     }
                     r
                 }));
-                attached = true;
             }
             if !attached {
                 let which = match (parent.port, &parent.section) {
@@ -742,10 +747,12 @@ fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b
                 let producer = key.namespace == parent.service.namespace;
                 // GEP-1294: where routes of several types bind one port, the HTTP (and gRPC)
                 // ones are applied and the TCP ones ignored.
-                let http = match producer {
-                    true => !port.routes.is_empty(),
-                    false => port.consumer_routes.contains_key(&key.namespace),
-                };
+                // (An HTTP route on a TCP port applies to nothing, so it takes nothing.)
+                let http = port.protocol.is_http()
+                    && match producer {
+                        true => !port.routes.is_empty(),
+                        false => port.consumer_routes.contains_key(&key.namespace),
+                    };
                 if http {
                     let why = format!(
                         "not attached to port {} of Service {}: an HTTPRoute or GRPCRoute is, \

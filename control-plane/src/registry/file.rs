@@ -291,6 +291,10 @@ enum Change {
 /// writer that keeps its file open delays a reload no longer than this.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// The longest a reload waits after the first change of a burst, for a directory that never
+/// goes quiet (a file appended to without pause): long enough for a bulk copy to finish.
+const MOST_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether `path` is a file [`load_dir`] reads: its data must be complete before a reload.
 fn is_registry_file(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy());
@@ -315,7 +319,15 @@ pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Resul
         let Ok(ev) = ev else { return };
         // The parent's watch reports all its entries: of those, only the directory counts.
         let replaced = ev.paths.contains(&own);
-        let inside = ev.paths.iter().find(|p| p.parent() == Some(own.as_path()));
+        // Of the directory's entries, those a load reads or that change what it reads: YAML
+        // files, hidden entries (a ConfigMap mount's `..data` swap) and subdirectories (said in
+        // a warning). A log file appended to beside them is not a change.
+        let inside = ev.paths.iter().find(|p| {
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            p.parent() == Some(own.as_path()) && (hidden || is_registry_file(p) || p.is_dir())
+        });
         let change = match (ev.kind, inside) {
             // The kernel's queue overflowed: events were lost, anything may have changed.
             _ if ev.need_rescan() => Change::Other { replaced: true },
@@ -361,14 +373,20 @@ pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Resul
         while let Some(change) = raw_rx.recv().await {
             state.note(change);
             let started = tokio::time::Instant::now();
+            let latest = started + MOST_WAIT;
             // Debounce: wait until the directory has been quiet for `quiet`, and no file is
-            // still being written (or CLOSE_WAIT has passed).
+            // still being written (or CLOSE_WAIT has passed); never past `latest`, however
+            // busy the directory stays.
             loop {
-                match tokio::time::timeout(quiet, raw_rx.recv()).await {
+                let wake = (tokio::time::Instant::now() + quiet).min(latest);
+                match tokio::time::timeout_at(wake, raw_rx.recv()).await {
                     Ok(Some(change)) => state.note(change),
                     Ok(None) => return,
                     Err(_) if state.written(started) => break,
                     Err(_) => {}
+                }
+                if tokio::time::Instant::now() >= latest {
+                    break;
                 }
             }
             if tx.send(()).await.is_err() {

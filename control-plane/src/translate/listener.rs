@@ -242,7 +242,9 @@ fn sniff_if_detecting(listener: &mut Listener, detecting: bool) {
 /// `api_listener` holding the connection manager, under the same `<host>:<port>` name. Envoy
 /// ignores listeners of this shape that come over LDS, so only gRPC clients are sent it.
 pub fn service_api(svc: &Service, port: &ServicePort) -> Option<Listener> {
-    let protocol = port.protocol_for(None);
+    // Declared, not as a TCPRoute serves it: gRPC's clients read only the routes, never the
+    // `tcp_proxy` a TCPRoute changes.
+    let protocol = port.protocol;
     if !protocol.is_http() {
         return None;
     }

@@ -1338,7 +1338,8 @@ status: {podIP: 10.2.0.1}
 }
 
 /// A producer TCPRoute makes a port left to detection opaque TCP for every proxy, but a
-/// namespace with consumer HTTP routes on it keeps sniffing, for its routes to apply.
+/// namespace with consumer HTTP routes on it keeps sniffing, for its routes to apply, and
+/// gRPC's clients keep their `api_listener`.
 #[test]
 fn a_producer_tcp_route_makes_a_detected_port_tcp_but_for_consumer_http_routes() {
     let m = mesh(
@@ -1373,13 +1374,13 @@ status: {podIP: 10.2.0.1}
     let tcp = "envoy.filters.network.tcp_proxy";
     let shared: Listener = get(&for_node(&m, "unknown"), ResourceType::Listener, name);
     assert_eq!(chains(&shared), [(None, vec![], tcp)]);
-    // gRPC's clients get no api_listener for a TCP port, as for a declared one.
+    // gRPC's clients read only routes, never the `tcp_proxy`: they keep their api_listener.
     let grpc: Listener = get(
         &for_client(&m, "unknown", Client::Grpc),
         ResourceType::Listener,
         name,
     );
-    assert!(grpc.api_listener.is_none());
+    assert!(grpc.api_listener.is_some());
     let team: Listener = get(&for_node(&m, "t-0.team"), ResourceType::Listener, name);
     assert_eq!(team.filter_chains.len(), 2);
     assert_eq!(

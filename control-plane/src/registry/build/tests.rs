@@ -806,3 +806,22 @@ spec: {{parentRefs: [{{kind: Service, name: api, namespace: ns}}], rules: [{{bac
     assert_eq!(port.protocol_for(None), Protocol::Detect);
     assert_eq!(port.protocol_for(Some("team")), Protocol::Tcp);
 }
+
+/// An HTTPRoute on a declared TCP port applies to nothing (the port has no HTTP), so it does not
+/// keep a TCPRoute off that port either.
+#[test]
+fn an_http_route_on_a_tcp_port_leaves_the_tcp_route_in_force() {
+    let svc = "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns}
+spec: {clusterIP: 10.0.0.1, ports: [{name: tcp-pg, port: 5432}]}
+";
+    let http = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: db, port: 5432}], rules: [{backendRefs: [{name: db, port: 5432}]}]}\n";
+    let tcp = "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: t, namespace: ns}\n\
+spec: {parentRefs: [{kind: Service, name: db, port: 5432}], rules: [{backendRefs: [{name: db, port: 5432}]}]}\n";
+    let (mesh, warnings) = build_yaml(&format!("{svc}{http}{tcp}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let port = &mesh.services[&Key::new("ns", "db")].ports[0];
+    assert!(port.tcp_route.is_some());
+}

@@ -348,3 +348,33 @@ async fn a_directory_replaced_under_the_registry_path_is_followed() {
         "new dir not watched"
     );
 }
+
+/// A file beside the registry's that is written to without pause (an app's log) neither sets
+/// off reloads nor holds back the reload an edit of a registry file asks for.
+#[tokio::test]
+async fn a_busy_log_file_beside_the_registry_does_not_hold_reloads_back() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), SERVICE).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    watch(dir.path(), Duration::from_millis(50), tx).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log = {
+        let (stop, path) = (stop.clone(), dir.path().join("app.log"));
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"a line\n").unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    assert!(
+        !signalled(&mut rx, Duration::from_millis(400)).await,
+        "the log set off a reload"
+    );
+    std::fs::write(dir.path().join("mesh.yaml"), SERVICE.replace("web", "api")).unwrap();
+    assert!(signalled(&mut rx, Duration::from_secs(1)).await);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    log.join().unwrap();
+}
