@@ -661,8 +661,8 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                     continue;
                 }
                 let parent_port = port.port;
-                // A route from another namespace is that namespace's consumer route.
                 attached = true;
+                // A route from another namespace is that namespace's consumer route.
                 let producer = key.namespace == parent_key.namespace;
                 // A consumer route none of whose rules stands is no route, as a producer's is.
                 if !producer && rules.is_empty() {
@@ -685,11 +685,7 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
                 }));
             }
             if !attached {
-                let which = match (parent.port, &parent.section) {
-                    (Some(p), _) => p.to_string(),
-                    (None, Some(name)) => format!("{name:?}"),
-                    (None, None) => "HTTP".to_string(),
-                };
+                let which = parent.which("HTTP");
                 b.warn(
                     kind,
                     key,
@@ -700,8 +696,8 @@ fn attach_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &m
     }
 }
 
-/// TCPRoutes attached to Services: where the connections of their opaque ports (TCP, or left to
-/// detection and not HTTP) go. A port takes one TCPRoute, and one per consumer namespace: the
+/// TCPRoutes attached to Services: where the connections of their TCP ports (and of ports left
+/// to detection, which a TCPRoute makes opaque) go. A port takes one TCPRoute, and one per consumer namespace: the
 /// oldest, as Gateway API orders conflicts; a TCPRoute has no matches to tell rules apart, so
 /// only its first rule applies.
 fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b: &mut Builder) {
@@ -724,12 +720,9 @@ fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b
                 b.warn(KIND, key, why);
                 continue;
             };
-            let named = parent.port.is_some() || parent.section.is_some();
             let mut attached = false;
             for port in &mut svc.ports {
-                let wanted = parent.port.is_none_or(|p| i32::from(port.port) == p)
-                    && parent.section.as_ref().is_none_or(|s| *s == port.name);
-                if !wanted || !(named || port.protocol.carries_tcp()) {
+                if !parent.names(port) || !(parent.named() || port.protocol.carries_tcp()) {
                     continue;
                 }
                 attached = true;
@@ -783,11 +776,7 @@ fn attach_tcp_routes(objects: &Objects, services: &mut BTreeMap<Key, Service>, b
                 }
             }
             if !attached {
-                let which = match (parent.port, &parent.section) {
-                    (Some(p), _) => p.to_string(),
-                    (None, Some(name)) => format!("{name:?}"),
-                    (None, None) => "TCP".to_string(),
-                };
+                let which = parent.which("TCP");
                 let why = format!("parent Service {} has no {which} port", parent.service);
                 b.warn(KIND, key, why);
             }
@@ -836,12 +825,9 @@ fn tcp_route(
             );
         }
         backends.push(Backend {
-            service,
-            port: port.unwrap_or_default(),
             weight: u32::try_from(br.weight.unwrap_or(1).max(0)).unwrap_or(0),
-            request_headers: HeaderEdits::default(),
-            response_headers: HeaderEdits::default(),
             unresolved: unresolved.is_some(),
+            ..Backend::to(service, port.unwrap_or_default())
         });
     }
     if backends.iter().all(|b| b.weight == 0) {
@@ -869,11 +855,31 @@ struct Parent {
 }
 
 impl Parent {
-    fn wants(&self, port: &ServicePort) -> bool {
-        let named = self.port.is_some() || self.section.is_some();
+    /// Whether it names its port(s) by number or name, rather than taking every port a route
+    /// of its kind can apply to.
+    fn named(&self) -> bool {
+        self.port.is_some() || self.section.is_some()
+    }
+
+    /// Whether `port` is one it names (every port, when it names none).
+    fn names(&self, port: &ServicePort) -> bool {
         self.port.is_none_or(|p| i32::from(port.port) == p)
             && self.section.as_ref().is_none_or(|s| *s == port.name)
-            && (named || port.protocol.is_http())
+    }
+
+    /// Whether an HTTP (or gRPC) route attaches to `port`: one named, else every HTTP port.
+    fn wants(&self, port: &ServicePort) -> bool {
+        self.names(port) && (self.named() || port.protocol.is_http())
+    }
+
+    /// The port(s) it names, for a warning that the Service has none such; `kind` ("HTTP",
+    /// "TCP") when it names none.
+    fn which(&self, kind: &str) -> String {
+        match (self.port, &self.section) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(name)) => format!("{name:?}"),
+            (None, None) => kind.to_string(),
+        }
     }
 }
 

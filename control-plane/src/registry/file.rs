@@ -89,10 +89,7 @@ impl Cache {
         let entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
+            .filter(|p| !is_hidden(p))
             .collect();
         let mut warnings = Vec::new();
         // Only the directory itself is read: a subdirectory's files would otherwise be missing
@@ -109,10 +106,7 @@ impl Cache {
         }
         let mut paths: Vec<PathBuf> = entries
             .into_iter()
-            .filter(|p| {
-                p.is_file()
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            })
+            .filter(|p| p.is_file() && is_registry_file(p))
             .collect();
         paths.sort();
         let mut files = HashMap::with_capacity(paths.len());
@@ -295,10 +289,15 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// goes quiet (a file appended to without pause): long enough for a bulk copy to finish.
 const MOST_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether `path` is a file [`load_dir`] reads: its data must be complete before a reload.
+/// Whether `path`'s name starts with a dot.
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Whether `path` names a file [`load_dir`] reads (if it is a file).
 fn is_registry_file(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy());
-    !name.is_some_and(|n| n.starts_with('.'))
+    !is_hidden(path)
         && matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
@@ -323,10 +322,7 @@ pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Resul
         // files, hidden entries (a ConfigMap mount's `..data` swap) and subdirectories (said in
         // a warning). A log file appended to beside them is not a change.
         let inside = ev.paths.iter().find(|p| {
-            let hidden = p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            p.parent() == Some(own.as_path()) && (hidden || is_registry_file(p) || p.is_dir())
+            p.parent() == Some(own.as_path()) && (is_hidden(p) || is_registry_file(p) || p.is_dir())
         });
         let change = match (ev.kind, inside) {
             // The kernel's queue overflowed: events were lost, anything may have changed.

@@ -159,8 +159,9 @@ pub struct ServiceResources {
     pub grpc_listeners: Vec<Arc<Resource>>,
     /// By namespace: the route configurations proxies there read instead of the shared ones of
     /// the same names, because that namespace has consumer routes on the Service.
-    pub consumer: BTreeMap<String, Vec<Arc<Resource>>>,
-    /// By namespace: the listeners its consumer TCPRoutes change. Not for gRPC's clients, which
+    pub consumer_routes: BTreeMap<String, Vec<Arc<Resource>>>,
+    /// By namespace: the listeners its consumer routes change (a TCPRoute's split, or HTTP
+    /// routes on a port the producer's TCPRoute makes opaque). Not for gRPC's clients, which
     /// read a port's `api_listener` and never its `tcp_proxy`.
     pub consumer_listeners: BTreeMap<String, Vec<Arc<Resource>>>,
 }
@@ -184,7 +185,7 @@ impl ServiceResources {
 /// Translates one Service: per port a cluster, its endpoints, a listener and a route configuration.
 pub fn service(svc: &Service) -> ServiceResources {
     let (mut resources, mut grpc_listeners) = (Vec::new(), Vec::new());
-    let mut consumer: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
+    let mut consumer_routes: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
     let mut consumer_listeners: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
     for port in &svc.ports {
         let name = cluster_name(&svc.key, port.port);
@@ -233,11 +234,14 @@ pub fn service(svc: &Service) -> ServiceResources {
         }
         if port.protocol.is_http() {
             for ns in port.consumer_routes.keys() {
-                consumer.entry(ns.clone()).or_default().push(Resource::new(
-                    ResourceType::Route,
-                    listener_name.clone(),
-                    &route::for_consumers(svc, port, ns),
-                ));
+                consumer_routes
+                    .entry(ns.clone())
+                    .or_default()
+                    .push(Resource::new(
+                        ResourceType::Route,
+                        listener_name.clone(),
+                        &route::for_consumers(svc, port, ns),
+                    ));
             }
             resources.push(Resource::new(
                 ResourceType::Route,
@@ -249,14 +253,15 @@ pub fn service(svc: &Service) -> ServiceResources {
     ServiceResources {
         resources,
         grpc_listeners,
-        consumer,
+        consumer_routes,
         consumer_listeners,
     }
 }
 
-/// The route configurations (and listeners) a workload reads in place of the shared ones: those of the Services
-/// it can reach (`visible`, `None` for all) on which its namespace has consumer routes, each
-/// translated once per Service (`translated` finds it).
+/// The route configurations (and listeners) a workload reads in place of the shared ones: those
+/// of the Services it can reach (`visible`, `None` for all) on which its namespace has consumer
+/// routes, each translated once per Service (`translated` finds it). A gRPC client gets only the
+/// route configurations.
 pub fn consumer_resources<'a>(
     mesh: &Mesh,
     (workload, client): (&Workload, Client),
@@ -275,7 +280,11 @@ pub fn consumer_resources<'a>(
                 Client::Envoy => res.consumer_listeners.get(ns),
                 Client::Grpc => None,
             };
-            res.consumer.get(ns).into_iter().chain(listeners).flatten()
+            res.consumer_routes
+                .get(ns)
+                .into_iter()
+                .chain(listeners)
+                .flatten()
         })
         .cloned()
         .collect()

@@ -90,11 +90,7 @@ impl Handler {
     /// to when its listener names no chain for it.
     pub fn tcp_to(cluster: String) -> Self {
         Self::Tcp {
-            clusters: vec![WeightedCluster {
-                name: cluster,
-                weight: 1,
-                edits: None,
-            }],
+            clusters: vec![WeightedCluster::plain(cluster, 1)],
             idle_timeout: Some(TCP_IDLE_TIMEOUT),
         }
     }

@@ -129,6 +129,17 @@ pub struct WeightedCluster {
     pub edits: Option<Arc<HeaderEdits>>,
 }
 
+impl WeightedCluster {
+    /// A cluster of this weight, with no header edits of its own (a `tcp_proxy`'s).
+    pub fn plain(name: String, weight: u32) -> Self {
+        Self {
+            name,
+            weight,
+            edits: None,
+        }
+    }
+}
+
 /// Path condition.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -68,8 +68,7 @@ pub async fn serve_connection(
             let refused = &proxy.metrics().unrouted().tcp;
             let Some(cluster) = crate::config::pick_weighted(&clusters) else {
                 tracing::info!(flags = "NC", "every cluster has weight 0: closing");
-                refused.open();
-                refused.close();
+                crate::tcp::refuse(stream, refused);
                 return;
             };
             let cluster = cluster.name.as_str();

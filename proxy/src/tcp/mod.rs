@@ -64,7 +64,7 @@ pub async fn forward(
 
 /// Closes a connection that has nowhere to go, counted as opened and closed, so that refusals
 /// show on a dashboard and not only in the log.
-fn refuse(client: TcpStream, stats: &TcpStats) {
+pub fn refuse(client: TcpStream, stats: &TcpStats) {
     stats.open();
     drop(client);
     stats.close();

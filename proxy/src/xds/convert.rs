@@ -181,13 +181,10 @@ fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result
         hcm_handler(ctx, &f, &ctx.unpack::<HttpConnectionManager>(&f, any, HCM)?)
     } else {
         let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
-        let weighted = |name: String, weight: u32| WeightedCluster {
-            name,
-            weight,
-            edits: None,
-        };
         let clusters = match tcp.cluster_specifier {
-            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => vec![weighted(cluster, 1)],
+            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => {
+                vec![WeightedCluster::plain(cluster, 1)]
+            }
             Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
                 let mut clusters = Vec::with_capacity(w.clusters.len());
                 for (i, c) in w.clusters.into_iter().enumerate() {
@@ -198,7 +195,7 @@ fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result
                             "needs a name and a weight of at least 1",
                         ));
                     }
-                    clusters.push(weighted(c.name, c.weight));
+                    clusters.push(WeightedCluster::plain(c.name, c.weight));
                 }
                 clusters
             }
@@ -2062,11 +2059,7 @@ mod tests {
             normalize_path: false,
         };
         let tcp_handler = |secs| Handler::Tcp {
-            clusters: vec![WeightedCluster {
-                name: "c".into(),
-                weight: 1,
-                edits: None,
-            }],
+            clusters: vec![WeightedCluster::plain("c".into(), 1)],
             idle_timeout: Some(Duration::from_secs(secs)),
         };
 
