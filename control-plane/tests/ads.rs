@@ -511,6 +511,69 @@ async fn delta_sends_only_changes_and_removals() {
     assert_eq!(again.removed_resources, [B]);
 }
 
+/// The xDS protocol's incremental example: a wildcard stream that also names a resource keeps
+/// the wildcard, and dropping the name while `*` still covers it gets the resource's state
+/// again (what go-control-plane does), since the client may have let it go with the name. A
+/// name the client never asked for cannot be dropped on its own: nothing comes.
+#[tokio::test]
+async fn delta_dropping_a_name_under_the_wildcard_resends_it() {
+    let (_h, mut d) = two_services_on_delta().await;
+    let cds = next(&mut d.rx).await;
+    assert_eq!(delta_versions(&cds).keys().collect::<Vec<_>>(), [A, B]);
+    d.ack(&cds).await;
+
+    // Naming a (already held) resource sends it again: "must resend any newly requested".
+    d.send(DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        resource_names_subscribe: vec![A.into()],
+        ..Default::default()
+    })
+    .await;
+    let named = next(&mut d.rx).await;
+    assert_eq!(delta_versions(&named).keys().collect::<Vec<_>>(), [A]);
+    d.ack(&named).await;
+
+    // Dropping the name: `*` still covers a, so its state comes once more, unchanged.
+    d.send(DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        resource_names_unsubscribe: vec![A.into()],
+        ..Default::default()
+    })
+    .await;
+    let again = next(&mut d.rx).await;
+    assert_eq!(delta_versions(&again), delta_versions(&named));
+    assert!(again.removed_resources.is_empty(), "{again:?}");
+    d.ack(&again).await;
+    nothing(&mut d.rx, 300).await;
+
+    // b was only ever covered by `*`: unsubscribing it by name changes nothing.
+    d.send(DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        resource_names_unsubscribe: vec![B.into()],
+        ..Default::default()
+    })
+    .await;
+    nothing(&mut d.rx, 300).await;
+
+    // Leaving the wildcard while naming nothing sends nothing; naming b then brings it, as the
+    // stream holds nothing any more.
+    d.send(DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        resource_names_unsubscribe: vec!["*".into()],
+        ..Default::default()
+    })
+    .await;
+    nothing(&mut d.rx, 300).await;
+    d.send(DeltaDiscoveryRequest {
+        type_url: CDS.into(),
+        resource_names_subscribe: vec![B.into()],
+        ..Default::default()
+    })
+    .await;
+    let b = next(&mut d.rx).await;
+    assert_eq!(delta_versions(&b).keys().collect::<Vec<_>>(), [B]);
+}
+
 #[tokio::test]
 async fn delta_nack_keeps_stream_and_does_not_loop() {
     let h = Harness::start(&[("a.yaml", service("a", "10.0.0.1"))]).await;

@@ -183,16 +183,26 @@ impl Stream {
                         candidates.insert(n.clone());
                     }
                 }
+                let mut dropped = Vec::new();
                 for n in &req.resource_names_unsubscribe {
                     if n == "*" {
                         sub.wildcard = false;
-                    } else {
-                        sub.names.remove(n);
+                    } else if sub.names.remove(n) {
+                        dropped.push(n.clone());
                     }
                 }
                 // The client drops what it no longer watches; so do we.
                 let sub = sub.clone();
                 st.known.retain(|name, _| sub.contains(name));
+                // A name dropped while `*` still covers it: the client may have let it go with
+                // the name, so its state is sent again (the resource, or its removal), as
+                // go-control-plane does. The empty version differs from every real one.
+                if sub.wildcard {
+                    for n in dropped {
+                        st.known.insert(n.clone(), String::new());
+                        candidates.insert(n);
+                    }
+                }
                 st.told_absent.retain(|name| sub.names.contains(name));
             }
         }
