@@ -14,9 +14,11 @@ pub enum Detected {
     Http2,
     /// A TLS ClientHello: opaque to the proxy.
     Tls,
-    /// Anything else, including nothing within the timeout (server-first protocols such as
-    /// MySQL): opaque TCP.
+    /// Anything else: opaque TCP.
     Opaque,
+    /// Nothing decisive within the timeout (server-first protocols such as MySQL send nothing
+    /// first): opaque TCP, unless the listener says to close such connections.
+    TimedOut,
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -93,9 +95,10 @@ fn request_line(buf: &[u8]) -> Option<Detected> {
 /// The longest wait between two looks at a prefix that has not decided yet.
 const MAX_PAUSE: Duration = Duration::from_millis(32);
 
-/// Peeks at `stream` until its protocol is known or `timeout` passes.
-pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
-    let deadline = Instant::now() + timeout;
+/// Peeks at `stream` until its protocol is known or `timeout` passes (`None`: until the client
+/// sends enough, or closes).
+pub async fn detect(stream: &TcpStream, timeout: Option<Duration>) -> Detected {
+    let deadline = timeout.map(|t| Instant::now() + t);
     // Room for the request line of an uncommon method (the common ones need 8 bytes).
     let mut buf = [0u8; 256];
     // A peek leaves the socket readable, so the rest of a prefix can only be waited for by
@@ -104,21 +107,30 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     // a few dozen wake-ups a second, not a thousand.
     let mut pause = Duration::from_millis(1);
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(_)) | Err(_) => return Detected::Opaque,
+        let peeked = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, stream.peek(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return Detected::TimedOut,
+            },
+            None => stream.peek(&mut buf).await,
         };
-        if n == 0 {
-            return Detected::Opaque;
-        }
+        let n = match peeked {
+            Ok(0) | Err(_) => return Detected::Opaque,
+            Ok(n) => n,
+        };
         if let Some(d) = classify(&buf[..n]) {
             return d;
         }
-        if n == buf.len() || Instant::now() >= deadline {
+        if n == buf.len() {
             return Detected::Opaque;
         }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Detected::TimedOut;
+        }
         // Part of a prefix has arrived; give the rest a moment.
-        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        let wake = now + pause;
+        tokio::time::sleep_until(deadline.map_or(wake, |d| wake.min(d))).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
 }

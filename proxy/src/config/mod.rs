@@ -144,6 +144,24 @@ pub struct Listener {
     /// Whether a captured connection stays on the endpoint it was addressed to (a headless
     /// Service's pod: `weft.destination: original`) instead of being balanced.
     pub original_dst: bool,
+    /// How detection waits on this listener's ports left to it, as the listener says; `None`:
+    /// the proxy's `--detect-timeout-ms`, then opaque TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sniffing: Option<Sniffing>,
+}
+
+/// How long protocol detection waits for a client's first bytes and what a connection that
+/// decided nothing in that time gets: Envoy's `listener_filters_timeout` and
+/// `continue_on_listener_filters_timeout`, so a control plane that tunes them for Envoy gets
+/// the same from weft-proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sniffing {
+    /// The longest wait; `None`: no limit (Envoy's `0s`), for meshes where every server-first
+    /// protocol is declared.
+    #[serde(rename = "timeout_ms", serialize_with = "optional_ms")]
+    pub timeout: Option<Duration>,
+    /// Whether such a connection is closed (Envoy's default) rather than served as opaque TCP.
+    pub close_on_timeout: bool,
 }
 
 /// The filter chain of one destination port.
@@ -323,6 +341,7 @@ mod tests {
                 by_port: Vec::new(),
                 bind: false,
                 original_dst: false,
+                sniffing: None,
             })
         };
         let mut config = Config::default();

@@ -348,6 +348,15 @@ impl Proxy {
         }
     }
 
+    /// How detection waits on a listener: as it says, else `detect_timeout` and then opaque
+    /// TCP.
+    pub fn sniffing(&self, listener: Option<crate::config::Sniffing>) -> crate::config::Sniffing {
+        listener.unwrap_or(crate::config::Sniffing {
+            timeout: Some(self.detect_timeout),
+            close_on_timeout: false,
+        })
+    }
+
     /// Where requests and connections are counted.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

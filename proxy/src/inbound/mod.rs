@@ -24,12 +24,13 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
             let (store, proxy) = (store.clone(), proxy.clone());
             async move {
                 let chain = store.load().listeners.get(INBOUND_LISTENER).and_then(|l| {
+                    let sniffing = proxy.sniffing(l.sniffing);
                     l.by_port
                         .iter()
                         .find(|c| c.port == dst.port())
-                        .map(|c| (c.protocol, c.handler.clone(), c.fallback.clone()))
+                        .map(|c| (c.protocol, c.handler.clone(), c.fallback.clone(), sniffing))
                 });
-                let Some((protocol, handler, fallback)) = chain else {
+                let Some((protocol, handler, fallback, sniffing)) = chain else {
                     // To where it was headed (the pod's own address), never to loopback, so
                     // sockets the app keeps on localhost stay private, as in Istio since 1.10.
                     let stats = &proxy.metrics().passthrough(true).tcp;
@@ -49,9 +50,8 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     .get(&cluster)
                     .is_some_and(|set| set.get(dst).is_some());
                 let pinned = known.then(|| (dst, cluster.clone()));
-                let detect_timeout = proxy.detect_timeout;
                 if let Some((handler, detected)) =
-                    choose(&stream, protocol, handler, Some(fallback), detect_timeout).await
+                    choose(&stream, protocol, handler, Some(fallback), sniffing).await
                 {
                     serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
                 }

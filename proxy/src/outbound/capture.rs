@@ -188,15 +188,9 @@ async fn handle(
         .fallback
         .clone()
         .or_else(|| tcp_cluster.map(Handler::tcp_to));
-    let detect_timeout = proxy.detect_timeout;
-    if let Some((handler, detected)) = super::choose(
-        &stream,
-        listener.protocol,
-        handler,
-        fallback,
-        detect_timeout,
-    )
-    .await
+    let sniffing = proxy.sniffing(listener.sniffing);
+    if let Some((handler, detected)) =
+        super::choose(&stream, listener.protocol, handler, fallback, sniffing).await
     {
         super::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
     }
@@ -208,7 +202,7 @@ async fn handle(
 /// against `BlackHoleCluster`.
 async fn refuse(stream: TcpStream, dst: SocketAddr, proxy: Proxy) {
     tracing::info!(%dst, flags = "NR", "destination not in the mesh registry: refused");
-    match crate::detect::detect(&stream, proxy.detect_timeout).await {
+    match crate::detect::detect(&stream, Some(proxy.detect_timeout)).await {
         d @ (Detected::Http1 | Detected::Http2) => {
             let _ = stream.set_nodelay(true);
             let source = RouteSource {
@@ -218,7 +212,7 @@ async fn refuse(stream: TcpStream, dst: SocketAddr, proxy: Proxy) {
             };
             super::serve_http(proxy, source, stream, Some(d)).await;
         }
-        Detected::Tls | Detected::Opaque => {
+        Detected::Tls | Detected::Opaque | Detected::TimedOut => {
             let tcp = &proxy.metrics().blackhole().tcp;
             tcp.open();
             let _ = stream.set_zero_linger();

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::config::{Handler, Protocol, Store};
+use crate::config::{Handler, Protocol, Sniffing, Store};
 use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource, Routes};
@@ -26,24 +26,31 @@ use crate::http::{Proxy, RouteSource, Routes};
 const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
 
 /// How a connection is served. A declared protocol is taken at its word; an undeclared one is
-/// sniffed (waiting at most `detect_timeout` for the client's first bytes, so server-first
-/// protocols work), and what is not HTTP goes to `fallback` (the listener's chain for it, else
-/// opaque TCP to the port's cluster). `None`: nothing can serve it, close it.
+/// sniffed (waiting for the client's first bytes as `sniffing` says, so server-first protocols
+/// work), and what is not HTTP goes to `fallback` (the listener's chain for it, else opaque TCP
+/// to the port's cluster). `None`: nothing can serve it, or the listener closes connections
+/// that decide nothing in time; close it.
 pub async fn choose(
     stream: &TcpStream,
     protocol: Protocol,
     handler: Handler,
     fallback: Option<Handler>,
-    detect_timeout: Duration,
+    sniffing: Sniffing,
 ) -> Option<(Handler, Option<Detected>)> {
     match (protocol, &handler) {
         (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
             Some((handler, None))
         }
         (Protocol::Tcp, _) => Some((fallback?, None)),
-        (Protocol::Detect, _) => match detect(stream, detect_timeout).await {
+        (Protocol::Detect, _) => match detect(stream, sniffing.timeout).await {
             d @ (Detected::Http1 | Detected::Http2) => Some((handler, Some(d))),
-            Detected::Tls | Detected::Opaque => Some((fallback?, None)),
+            Detected::TimedOut if sniffing.close_on_timeout => {
+                tracing::debug!(
+                    "nothing decisive within the listener's detection timeout: closing"
+                );
+                None
+            }
+            Detected::Tls | Detected::Opaque | Detected::TimedOut => Some((fallback?, None)),
         },
     }
 }
@@ -117,7 +124,7 @@ pub async fn serve_http(
     let header_timeout = proxy.header_timeout;
     let http2 = match detected {
         Some(d) => d == Detected::Http2,
-        None => detect(&stream, header_timeout).await == Detected::Http2,
+        None => detect(&stream, Some(header_timeout)).await == Detected::Http2,
     };
     // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
     // until the proxy stops): closing it at once would fail a client that did nothing wrong.
@@ -255,12 +262,11 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
                 continue;
             }
         };
-        let chosen = store
-            .load()
-            .listeners
-            .get(&name)
-            .and_then(|l| Some((l.protocol, l.handler.clone()?, l.fallback.clone())));
-        let Some((protocol, handler, fallback)) = chosen else {
+        let chosen = store.load().listeners.get(&name).and_then(|l| {
+            let sniffing = proxy.sniffing(l.sniffing);
+            Some((l.protocol, l.handler.clone()?, l.fallback.clone(), sniffing))
+        });
+        let Some((protocol, handler, fallback, sniffing)) = chosen else {
             continue; // removed since; drop the connection
         };
         // An undeclared port that turns out not to be HTTP goes to its listener's chain for
@@ -275,9 +281,8 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
         let open = proxy.drain.open();
         tokio::spawn(async move {
             let _open = open;
-            let detect_timeout = proxy.detect_timeout;
             if let Some((handler, detected)) =
-                choose(&stream, protocol, handler, fallback, detect_timeout).await
+                choose(&stream, protocol, handler, fallback, sniffing).await
             {
                 serve_connection(store, proxy, handler, stream, (detected, None)).await;
             }
@@ -323,5 +328,76 @@ pub async fn run(store: Arc<Store>, proxy: Proxy) {
         if changes.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connected pair on loopback: the client's end, and the proxy's accepted one.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = l.accept().await.unwrap();
+        (client, accepted)
+    }
+
+    fn http() -> Handler {
+        Handler::Http {
+            route_config: "r".into(),
+            normalize_path: false,
+        }
+    }
+
+    /// A client that says nothing (a server-first protocol) gets what the listener's sniffing
+    /// says: opaque TCP, or a close; with no limit, detection waits for the client's bytes.
+    #[tokio::test]
+    async fn a_silent_client_meets_the_listeners_detection_wait() {
+        let fallback = Handler::tcp_to("c".into());
+        let wait = |ms: Option<u64>, close_on_timeout| Sniffing {
+            timeout: ms.map(Duration::from_millis),
+            close_on_timeout,
+        };
+        let (_client, proxy_end) = pair().await;
+        let chosen = choose(
+            &proxy_end,
+            Protocol::Detect,
+            http(),
+            Some(fallback.clone()),
+            wait(Some(50), false),
+        )
+        .await;
+        assert_eq!(chosen, Some((fallback.clone(), None)));
+
+        let (_client, proxy_end) = pair().await;
+        let chosen = choose(
+            &proxy_end,
+            Protocol::Detect,
+            http(),
+            Some(fallback.clone()),
+            wait(Some(50), true),
+        )
+        .await;
+        assert_eq!(chosen, None);
+
+        // No limit: a request line sent well after any default wait is still HTTP.
+        let (mut client, proxy_end) = pair().await;
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            client
+        });
+        let chosen = choose(
+            &proxy_end,
+            Protocol::Detect,
+            http(),
+            Some(fallback),
+            wait(None, true),
+        )
+        .await;
+        assert_eq!(chosen, Some((http(), Some(Detected::Http1))));
+        late.await.unwrap();
     }
 }

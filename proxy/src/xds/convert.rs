@@ -30,7 +30,7 @@ use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
 use crate::config::route::{DirectResponse, MirrorPolicy};
 use crate::config::{
     Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
-    Protocol, QueryMatch, Route, RouteTable, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
+    Protocol, QueryMatch, Route, RouteTable, Sniffing, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
     VirtualHost, WeightedCluster, route::full_regex,
 };
 
@@ -407,8 +407,20 @@ impl TryFrom<&xl::Listener> for Listener {
             by_port,
             bind,
             original_dst,
+            sniffing: sniffing(l),
         })
     }
+}
+
+/// The listener's detection wait, when it sets one. Unset, weft-proxy keeps its own default
+/// (`--detect-timeout-ms`, then opaque TCP) rather than Envoy's 15 s and a close, which would
+/// hold a server-first protocol for 15 s and then drop it.
+fn sniffing(l: &xl::Listener) -> Option<Sniffing> {
+    let timeout = duration(l.listener_filters_timeout.as_ref()?);
+    Some(Sniffing {
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        close_on_timeout: !l.continue_on_listener_filters_timeout,
+    })
 }
 
 /// A port's chains: the one for connections sniffed as HTTP and the one for the rest.
@@ -2116,6 +2128,64 @@ mod tests {
             refused(vec![by_transport]),
             "filter_chains[0].filter_chain_match"
         );
+    }
+
+    /// The listener's own detection wait and what follows it, as Envoy reads them: `0s` is no
+    /// limit, and `continue_on_listener_filters_timeout` unset (false) closes; a listener that
+    /// says nothing keeps the proxy's default.
+    #[test]
+    fn the_listener_filters_timeout_is_the_detection_wait() {
+        let with = |timeout: Option<(i64, i32)>, carry_on: bool| {
+            let l = xl::Listener {
+                name: "l".into(),
+                listener_filters_timeout: timeout.map(|(seconds, nanos)| {
+                    weft_proto::google::protobuf::Duration { seconds, nanos }
+                }),
+                continue_on_listener_filters_timeout: carry_on,
+                filter_chains: vec![xl::FilterChain {
+                    filters: vec![xl::Filter {
+                        name: "tcp".into(),
+                        config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                            type_url: format!("type.googleapis.com/{TCP_PROXY}"),
+                            value: TcpProxy {
+                                cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(
+                                    "c".into(),
+                                )),
+                                ..Default::default()
+                            }
+                            .encode_to_vec(),
+                        })),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            Listener::try_from(&l).unwrap().sniffing
+        };
+        let wait = |ms, close_on_timeout| {
+            Some(Sniffing {
+                timeout: Some(Duration::from_millis(ms)),
+                close_on_timeout,
+            })
+        };
+        // (listener_filters_timeout, continue_on_listener_filters_timeout, read as)
+        let cases = [
+            (None, false, None),
+            (None, true, None),
+            (Some((0, 100_000_000)), true, wait(100, false)),
+            (Some((2, 500_000_000)), false, wait(2500, true)),
+            (
+                Some((0, 0)),
+                true,
+                Some(Sniffing {
+                    timeout: None,
+                    close_on_timeout: false,
+                }),
+            ),
+        ];
+        for (timeout, carry_on, want) in cases {
+            assert_eq!(with(timeout, carry_on), want, "{timeout:?} {carry_on}");
+        }
     }
 
     #[test]
