@@ -167,6 +167,14 @@ fn hcm_handler(
 }
 
 fn filter_handler(ctx: &Ctx<'_>, field: &str, chain: &xl::FilterChain) -> Result<Handler, Invalid> {
+    // Served as plaintext, a chain that asks for TLS (perhaps requiring client certificates)
+    // would let in what it means to keep out.
+    if chain.transport_socket.is_some() {
+        return Err(ctx.err(
+            format!("{field}.transport_socket"),
+            "downstream TLS is configured by weft's mesh identity, not per filter chain",
+        ));
+    }
     let [filter] = chain.filters.as_slice() else {
         return Err(ctx.err(
             format!("{field}.filters"),
@@ -530,11 +538,21 @@ impl TryFrom<&xc::Cluster> for Cluster {
 
     fn try_from(c: &xc::Cluster) -> Result<Self, Invalid> {
         let ctx = Ctx(&c.name);
-        if c.transport_socket.is_some() {
-            return Err(ctx.err(
-                "transport_socket",
-                "upstream TLS is configured by weft's mesh identity, not per cluster",
-            ));
+        // Istio's auto-mTLS picks TLS per endpoint with `transport_socket_matches`; plaintext
+        // there would be a silent downgrade.
+        for (field, set) in [
+            ("transport_socket", c.transport_socket.is_some()),
+            (
+                "transport_socket_matches",
+                !c.transport_socket_matches.is_empty(),
+            ),
+        ] {
+            if set {
+                return Err(ctx.err(
+                    field,
+                    "upstream TLS is configured by weft's mesh identity, not per cluster",
+                ));
+            }
         }
         // Active health checking: accepting it would leave endpoints it should fail in use.
         refuse(&ctx, "", [("health_checks", !c.health_checks.is_empty())])?;
@@ -784,6 +802,17 @@ fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, Invalid> {
     let mut headers = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
         let f = format!("{field}.match.headers[{i}]");
+        // Other pseudo-headers are not in the header map a route is matched against: such a
+        // match would never hold (and, inverted, always).
+        if h.name.starts_with(':') && !h.name.eq_ignore_ascii_case(":method") {
+            return Err(ctx.err(
+                format!("{f}.name"),
+                format!(
+                    "{} cannot be matched; only :method of the pseudo-headers",
+                    h.name
+                ),
+            ));
+        }
         let value = match &h.header_match_specifier {
             Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => string_match(ctx, &f, s)?,
             Some(header_matcher::HeaderMatchSpecifier::ExactMatch(v)) => {
@@ -965,6 +994,8 @@ fn forward(
         [
             ("path_rewrite_policy", action.path_rewrite_policy.is_some()),
             ("hedge_policy", action.hedge_policy.is_some()),
+            // Subsets: without them the route would spread over every endpoint.
+            ("metadata_match", action.metadata_match.is_some()),
             (
                 "internal_redirect_policy",
                 action.internal_redirect_policy.is_some(),
@@ -1438,7 +1469,7 @@ mod tests {
     #[test]
     fn fields_weft_proxy_would_silently_not_apply_are_refused_by_name() {
         assert!(route_config(|_| {}).is_ok());
-        let cases: [(&str, Edit); 6] = [
+        let cases: [(&str, Edit); 8] = [
             (
                 "virtual_hosts[0].routes[0].route.path_rewrite_policy",
                 |rc| first_action(rc).path_rewrite_policy = Some(Default::default()),
@@ -1469,6 +1500,20 @@ mod tests {
             ("response_headers_to_add", |rc| {
                 rc.response_headers_to_add
                     .push(HeaderValueOption::default())
+            }),
+            ("virtual_hosts[0].routes[0].route.metadata_match", |rc| {
+                first_action(rc).metadata_match = Some(Default::default())
+            }),
+            ("virtual_hosts[0].routes[0].match.headers[0].name", |rc| {
+                first_route(rc)
+                    .r#match
+                    .as_mut()
+                    .unwrap()
+                    .headers
+                    .push(xr::HeaderMatcher {
+                        name: ":authority".into(),
+                        ..Default::default()
+                    })
             }),
         ];
         for (field, edit) in cases {
@@ -1917,6 +1962,65 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// TLS weft-proxy would not do is refused, never served as plaintext: per cluster (plain, or
+    /// per endpoint as Istio's auto-mTLS asks) and per listener filter chain.
+    #[test]
+    fn tls_asked_for_per_cluster_or_per_chain_is_refused() {
+        use config_source::ConfigSourceSpecifier as Source;
+        let tls = || weft_proto::xds::config::core::v3::TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            ..Default::default()
+        };
+        let plain = eds_cluster(Source::Ads(Default::default()), "");
+        let cases = [
+            (
+                xc::Cluster {
+                    transport_socket: Some(tls()),
+                    ..plain.clone()
+                },
+                "transport_socket",
+            ),
+            (
+                xc::Cluster {
+                    transport_socket_matches: vec![cluster::TransportSocketMatch {
+                        name: "tlsMode-istio".into(),
+                        transport_socket: Some(tls()),
+                        ..Default::default()
+                    }],
+                    ..plain.clone()
+                },
+                "transport_socket_matches",
+            ),
+        ];
+        for (c, field) in cases {
+            assert_eq!(Cluster::try_from(&c).unwrap_err().field, field);
+        }
+        let chain = xl::FilterChain {
+            transport_socket: Some(tls()),
+            filters: vec![xl::Filter {
+                name: "tcp".into(),
+                config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                    type_url: format!("type.googleapis.com/{TCP_PROXY}"),
+                    value: TcpProxy {
+                        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                })),
+            }],
+            ..Default::default()
+        };
+        let l = xl::Listener {
+            name: "l".into(),
+            filter_chains: vec![chain],
+            ..Default::default()
+        };
+        assert_eq!(
+            Listener::try_from(&l).unwrap_err().field,
+            "filter_chains[0].transport_socket"
+        );
     }
 
     #[test]
