@@ -387,7 +387,11 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     } else {
         Framing::UntilClose
     };
-    if framing == Framing::UntilClose {
+    // A HEAD answer with no framing of its own says the same GET would be read until close: the
+    // server is about to close, and reusing the connection would race that close and fail the
+    // next request when it cannot be retried (a POST).
+    let unframed_head = head && !chunked && length.is_none() && status != 204 && status != 304;
+    if framing == Framing::UntilClose || unframed_head {
         reusable = false;
     }
     Ok(Response::Done(ResponseHead {
@@ -643,6 +647,15 @@ mod tests {
                 Framing::Empty,
                 true,
                 &["Content-Length"],
+            ),
+            // A HEAD answer without framing: the GET would be read until close, so the server
+            // closes next; the connection is not pooled.
+            (
+                "HTTP/1.1 200 OK\r\nx-a: 1\r\n\r\n",
+                true,
+                Framing::Empty,
+                false,
+                &["x-a"],
             ),
             (
                 "HTTP/1.1 204 No Content\r\n\r\n",
