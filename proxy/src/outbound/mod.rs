@@ -360,27 +360,20 @@ mod tests {
             timeout: ms.map(Duration::from_millis),
             close_on_timeout,
         };
-        let (_client, proxy_end) = pair().await;
-        let chosen = choose(
-            &proxy_end,
-            Protocol::Detect,
-            http(),
-            Some(fallback.clone()),
-            wait(Some(50), false),
-        )
-        .await;
-        assert_eq!(chosen, Some((fallback.clone(), None)));
-
-        let (_client, proxy_end) = pair().await;
-        let chosen = choose(
-            &proxy_end,
-            Protocol::Detect,
-            http(),
-            Some(fallback.clone()),
-            wait(Some(50), true),
-        )
-        .await;
-        assert_eq!(chosen, None);
+        // (close_on_timeout, what a silent client gets after 50 ms)
+        for (close, want) in [(false, Some((fallback.clone(), None))), (true, None)] {
+            let (_client, proxy_end) = pair().await;
+            let sniffing = wait(Some(50), close);
+            let chosen = choose(
+                &proxy_end,
+                Protocol::Detect,
+                http(),
+                Some(fallback.clone()),
+                sniffing,
+            )
+            .await;
+            assert_eq!(chosen, want, "close_on_timeout {close}");
+        }
 
         // No limit: a request line sent well after any default wait is still HTTP.
         let (mut client, proxy_end) = pair().await;

@@ -1999,18 +1999,7 @@ mod tests {
         }
         let chain = xl::FilterChain {
             transport_socket: Some(tls()),
-            filters: vec![xl::Filter {
-                name: "tcp".into(),
-                config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
-                    type_url: format!("type.googleapis.com/{TCP_PROXY}"),
-                    value: TcpProxy {
-                        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                })),
-            }],
-            ..Default::default()
+            ..tcp_chain()
         };
         let l = xl::Listener {
             name: "l".into(),
@@ -2234,6 +2223,24 @@ mod tests {
         );
     }
 
+    /// A filter chain of one `tcp_proxy` to cluster `c`.
+    fn tcp_chain() -> xl::FilterChain {
+        xl::FilterChain {
+            filters: vec![xl::Filter {
+                name: "tcp".into(),
+                config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                    type_url: format!("type.googleapis.com/{TCP_PROXY}"),
+                    value: TcpProxy {
+                        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                })),
+            }],
+            ..Default::default()
+        }
+    }
+
     /// The listener's own detection wait and what follows it, as Envoy reads them: `0s` is no
     /// limit, and `continue_on_listener_filters_timeout` unset (false) closes; a listener that
     /// says nothing keeps the proxy's default.
@@ -2246,22 +2253,7 @@ mod tests {
                     weft_proto::google::protobuf::Duration { seconds, nanos }
                 }),
                 continue_on_listener_filters_timeout: carry_on,
-                filter_chains: vec![xl::FilterChain {
-                    filters: vec![xl::Filter {
-                        name: "tcp".into(),
-                        config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
-                            type_url: format!("type.googleapis.com/{TCP_PROXY}"),
-                            value: TcpProxy {
-                                cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(
-                                    "c".into(),
-                                )),
-                                ..Default::default()
-                            }
-                            .encode_to_vec(),
-                        })),
-                    }],
-                    ..Default::default()
-                }],
+                filter_chains: vec![tcp_chain()],
                 ..Default::default()
             };
             Listener::try_from(&l).unwrap().sniffing
@@ -2304,22 +2296,7 @@ mod tests {
                 })),
                 ..Default::default()
             }],
-            filter_chains: vec![xl::FilterChain {
-                filters: vec![xl::Filter {
-                    name: "tcp".into(),
-                    config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
-                        type_url: format!("type.googleapis.com/{TCP_PROXY}"),
-                        value: TcpProxy {
-                            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(
-                                "c".into(),
-                            )),
-                            ..Default::default()
-                        }
-                        .encode_to_vec(),
-                    })),
-                }],
-                ..Default::default()
-            }],
+            filter_chains: vec![tcp_chain()],
             ..Default::default()
         };
         let tls =
