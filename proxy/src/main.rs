@@ -24,6 +24,10 @@ struct Args {
     /// `MinTime`, 5 min); weft's own server takes any, so lower it for faster detection. 0: off.
     #[arg(long, env = "WEFT_XDS_KEEPALIVE_MS", default_value_t = 300_000)]
     xds_keepalive_ms: u64,
+    /// Which form of ADS to speak: `delta` (incremental), `sotw` (state of the world), or `auto`:
+    /// Delta, and state of the world once the control plane answers that it does not serve Delta.
+    #[arg(long, env = "WEFT_XDS_PROTOCOL", value_enum, default_value = "auto")]
+    xds_protocol: xds::Protocol,
     /// Node id: `<pod>.<namespace>` of the workload this proxy serves.
     #[arg(long, env = "WEFT_NODE_ID")]
     node_id: String,
@@ -159,6 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 node_id: args.node_id.clone(),
                 initial_fetch_timeout: xds::INITIAL_FETCH_TIMEOUT,
                 keepalive: Duration::from_millis(args.xds_keepalive_ms),
+                protocol: args.xds_protocol,
             },
             store.clone(),
             metrics.clone(),

@@ -1,5 +1,6 @@
-//! The proxy's Delta xDS client against a scripted ADS server: ACK, NACK naming the field with the
-//! last good config kept, EDS warming, reconnect with the versions held.
+//! The proxy's xDS client against a scripted ADS server: ACK, NACK naming the field with the
+//! last good config kept, EDS warming, reconnect with the versions held; Delta, and state of the
+//! world with a server that serves only that.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -197,6 +198,7 @@ fn start_client(
                 node_id: "web-0.shop".into(),
                 initial_fetch_timeout: Duration::from_millis(1500),
                 keepalive,
+                protocol: weft_proxy::xds::Protocol::Auto,
             },
             store.clone(),
             metrics.clone(),
@@ -666,4 +668,222 @@ async fn a_name_twice_or_a_resource_of_another_type_is_nacked_and_the_rest_appli
     let config = store.load();
     assert!(config.clusters.contains_key("c1") && config.clusters.contains_key("c3"));
     assert!(!config.clusters.contains_key("c2"));
+}
+
+type SotwReply = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// A server that serves only state of the world, as some control planes do; it counts the Delta
+/// streams it turned away.
+struct SotwOnly(
+    mpsc::Sender<(Streaming<DiscoveryRequest>, SotwReply)>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for SotwOnly {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(8);
+        self.0.send((req.into_inner(), tx)).await.unwrap();
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Status::unimplemented("state of the world only"))
+    }
+}
+
+fn sotw_response(
+    type_url: &str,
+    version: &str,
+    nonce: &str,
+    resources: Vec<Any>,
+) -> DiscoveryResponse {
+    DiscoveryResponse {
+        version_info: version.into(),
+        type_url: type_url.into(),
+        nonce: nonce.into(),
+        resources,
+        ..Default::default()
+    }
+}
+
+fn any<M: Message>(type_url: &str, m: &M) -> Any {
+    Any {
+        type_url: type_url.into(),
+        value: m.encode_to_vec(),
+    }
+}
+
+/// The next request of `type_url` on a SotW stream (requests of other types are skipped).
+async fn next_of(s: &mut Streaming<DiscoveryRequest>, type_url: &str) -> DiscoveryRequest {
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(5), s.message())
+            .await
+            .expect("a request in time")
+            .unwrap()
+            .unwrap();
+        if r.type_url == type_url {
+            return r;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
+    use std::sync::atomic::Ordering;
+    let (streams_tx, mut streams) = mpsc::channel(4);
+    let delta_refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(SotwOnly(
+                streams_tx,
+                delta_refused.clone(),
+            )))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let (store, _metrics) = start_client(addr, Duration::from_secs(30));
+    let (mut reqs, reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+        .await
+        .expect("a SotW stream after Delta is refused")
+        .unwrap();
+    assert_eq!(delta_refused.load(Ordering::SeqCst), 1);
+
+    // Wildcard CDS and LDS: no names, nothing held.
+    let cds = next_of(&mut reqs, CDS).await;
+    assert!(cds.resource_names.is_empty() && cds.version_info.is_empty());
+    assert_eq!(cds.node.unwrap().id, "web-0.shop");
+    next_of(&mut reqs, LDS).await;
+
+    let send = |r: DiscoveryResponse| {
+        let reply = reply.clone();
+        async move { reply.send(Ok(r)).await.unwrap() }
+    };
+    send(sotw_response(
+        CDS,
+        "c1",
+        "1",
+        vec![
+            any(CDS, &static_cluster("s1")),
+            any(CDS, &eds_cluster("e1")),
+        ],
+    ))
+    .await;
+    let ack = next_of(&mut reqs, CDS).await;
+    assert_eq!(
+        (ack.version_info.as_str(), ack.response_nonce.as_str()),
+        ("c1", "1")
+    );
+    assert!(ack.error_detail.is_none());
+    // The EDS cluster's assignment is asked for by name.
+    let eds = next_of(&mut reqs, EDS).await;
+    assert_eq!(eds.resource_names, ["e1"]);
+    send(sotw_response(LDS, "l1", "2", vec![])).await;
+    next_of(&mut reqs, LDS).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!store.is_ready(), "ready before the assignment");
+    send(sotw_response(
+        EDS,
+        "e1",
+        "3",
+        vec![any(EDS, &cla("e1", 8080))],
+    ))
+    .await;
+    let ack = next_of(&mut reqs, EDS).await;
+    assert_eq!(
+        (ack.version_info.as_str(), ack.response_nonce.as_str()),
+        ("e1", "3")
+    );
+    assert_eq!(
+        ack.resource_names,
+        ["e1"],
+        "an ACK restates the subscription"
+    );
+    eventually("ready with e1's endpoint", || {
+        store.is_ready() && port_of(&store, "e1") == Some(8080)
+    })
+    .await;
+
+    // A Cluster response is the whole set: the one it leaves out is removed.
+    send(sotw_response(
+        CDS,
+        "c2",
+        "4",
+        vec![any(CDS, &eds_cluster("e1"))],
+    ))
+    .await;
+    assert_eq!(next_of(&mut reqs, CDS).await.version_info, "c2");
+    eventually("s1 removed", || !store.load().clusters.contains_key("s1")).await;
+    assert_eq!(port_of(&store, "e1"), Some(8080), "e1 kept its endpoints");
+
+    // A bad cluster: NACKed with the version still in force; the good one of the same response
+    // applies, and nothing held is removed by the response that carried the bad one.
+    let mut bad = static_cluster("bad");
+    bad.transport_socket = Some(TransportSocket {
+        name: "tls".into(),
+        ..Default::default()
+    });
+    send(sotw_response(
+        CDS,
+        "c3",
+        "5",
+        vec![
+            any(CDS, &eds_cluster("e1")),
+            any(CDS, &bad),
+            any(CDS, &static_cluster("s2")),
+        ],
+    ))
+    .await;
+    let nack = next_of(&mut reqs, CDS).await;
+    assert_eq!(
+        (nack.version_info.as_str(), nack.response_nonce.as_str()),
+        ("c2", "5")
+    );
+    let msg = nack.error_detail.expect("NACK").message;
+    assert!(msg.contains("bad: transport_socket"), "{msg}");
+    eventually("s2 applied", || store.load().clusters.contains_key("s2")).await;
+    assert!(store.load().clusters.contains_key("e1"));
+
+    // The server goes away: the proxy keeps its config and comes back in the same form, saying
+    // the versions it holds (so an unchanged server need send nothing).
+    drop(reply);
+    drop(reqs);
+    let (mut reqs, reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delta_refused.load(Ordering::SeqCst),
+        1,
+        "no second Delta try"
+    );
+    assert!(store.load().clusters.contains_key("s2"), "config kept");
+    assert_eq!(next_of(&mut reqs, CDS).await.version_info, "c2");
+    let eds = next_of(&mut reqs, EDS).await;
+    assert_eq!(
+        (eds.resource_names.as_slice(), eds.version_info.as_str()),
+        (&["e1".to_string()][..], "e1")
+    );
+    // A new assignment for e1 on the new stream applies.
+    reply
+        .send(Ok(sotw_response(
+            EDS,
+            "e2",
+            "1",
+            vec![any(EDS, &cla("e1", 9090))],
+        )))
+        .await
+        .unwrap();
+    eventually("e1's new endpoint", || port_of(&store, "e1") == Some(9090)).await;
 }

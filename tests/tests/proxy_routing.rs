@@ -140,12 +140,23 @@ fn count_v1(addr: SocketAddr, n: usize) -> usize {
 
 #[test]
 fn canary_split_header_route_and_live_reweighting() {
+    canary(&[]);
+}
+
+/// The same over state-of-the-world xDS, which weft's control plane serves too, as the form
+/// some other control planes serve alone.
+#[test]
+fn canary_and_live_reweighting_over_state_of_the_world_xds() {
+    canary(&["--xds-protocol", "sotw"]);
+}
+
+fn canary(sidecar_args: &[&str]) {
     let (v1, v2) = (named_backend("v1"), named_backend("v2"));
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &mesh(v1, v2, bind, (90, 10)));
     let cp = ControlPlane::start(dir.path());
-    let proxy = Sidecar::start(cp.xds, "web-0.shop");
+    let proxy = Sidecar::start_with(cp.xds, "web-0.shop", sidecar_args);
     weft_e2e::wait_for_port(bind, Duration::from_secs(10));
 
     // curl, a client nobody here wrote.
@@ -207,6 +218,17 @@ fn canary_split_header_route_and_live_reweighting() {
         (860..=1140).contains(&v1_count),
         "after re-weighting v1 got {v1_count} of 2000, want ~1000"
     );
+
+    // The stream is of the form asked for, and no request of it went stale (a SotW request
+    // with an old nonce is ignored by the server, so a subscription sent with one is lost).
+    let (_, scrape) = weft_e2e::http_get(cp.admin, "/metrics").unwrap();
+    let api = match sidecar_args.contains(&"sotw") {
+        true => "sotw",
+        false => "delta",
+    };
+    let open = format!("weft_xds_connected_proxies{{api=\"{api}\"}} 1");
+    assert!(scrape.contains(&open), "{open} not in:\n{scrape}");
+    assert!(scrape.contains("weft_xds_stale_nonces_total 0"), "{scrape}");
 
     // The admin endpoint shows the applied config.
     let (status, dump) = weft_e2e::http_get(proxy.admin, "/config_dump").unwrap();

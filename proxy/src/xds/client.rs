@@ -1,4 +1,5 @@
-//! Delta ADS client.
+//! ADS client: Delta, or state of the world where the control plane serves only that (the
+//! two wire forms are in [`super::wire`]).
 //!
 //! Subscribes to every Cluster and Listener (wildcard), then to the ClusterLoadAssignments and
 //! RouteConfigurations those name. Each response is converted whole: if any resource in it cannot
@@ -12,28 +13,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use weft_proto::google::rpc::Status as RpcStatus;
 use weft_proto::xds::config::cluster::v3 as xc;
-use weft_proto::xds::config::core::v3::Node;
 use weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment;
 use weft_proto::xds::config::listener::v3 as xl;
 use weft_proto::xds::config::route::v3 as xr;
-use weft_proto::xds::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-};
+use weft_proto::xds::service::discovery::v3::DeltaDiscoveryResponse;
 
 use super::convert::{self, Invalid};
+use super::wire::{Ask, Protocol, Session};
 use crate::balance::EndpointSet;
 use crate::config::{Cluster, Config, EndpointConfig, Handler, Listener, RouteTable, Store};
 use crate::metrics::Metrics;
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub(super) const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub(super) const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub(super) const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub(super) const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// How to reach the control plane.
 #[derive(Clone, Debug)]
@@ -49,15 +44,13 @@ pub struct Settings {
     /// Interval of HTTP/2 pings on the stream; an unanswered one (a third of it, at most 10 s)
     /// ends the stream, so a control plane lost without a reset is reconnected to. Zero: none.
     pub keepalive: Duration,
+    /// Delta, state of the world, or Delta with a fall-back to the other.
+    pub protocol: Protocol,
 }
 
 /// TCP keepalive on the xDS connection, whatever the pings: the kernel's own check for a peer
 /// that is gone.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// A config larger than tonic's 4 MiB default arrives in one message from servers that do not
-/// split responses (state-of-the-world style servers of a large mesh).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// How long a connect to the control plane may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,16 +101,9 @@ impl Held {
     }
 }
 
-fn request(node_id: &str, type_url: &str) -> DeltaDiscoveryRequest {
-    DeltaDiscoveryRequest {
-        node: Some(Node {
-            id: node_id.to_string(),
-            user_agent_name: "weft-proxy".into(),
-            ..Default::default()
-        }),
-        type_url: type_url.into(),
-        ..Default::default()
-    }
+/// The `&'static` form of a type weft-proxy reads.
+fn known_type(type_url: &str) -> Option<&'static str> {
+    [CDS, EDS, LDS, RDS].into_iter().find(|t| *t == type_url)
 }
 
 /// `Cluster` for `type.googleapis.com/envoy.config.cluster.v3.Cluster`: a bounded label value.
@@ -150,6 +136,9 @@ pub struct Client {
     /// config as it is, so a change to one cluster of thousands rebuilds one set (the data path
     /// shares this thread).
     built_from: HashMap<String, Option<Arc<Vec<EndpointConfig>>>>,
+    /// SotW: per type, the version last accepted and the names it was accepted for, said on the
+    /// next stream so the server need not resend what is held.
+    accepted: HashMap<&'static str, (String, BTreeSet<String>)>,
 }
 
 impl Client {
@@ -166,31 +155,43 @@ impl Client {
             subscribed_eds: BTreeSet::new(),
             subscribed_rds: BTreeSet::new(),
             built_from: HashMap::new(),
+            accepted: HashMap::new(),
         }
     }
 
     /// Runs forever: connect, sync, and on any failure back off and reconnect.
     pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
+        let mut protocol = self.settings.protocol;
         loop {
             self.received = false;
-            let result = self.stream().await;
+            let wire = match protocol {
+                Protocol::Auto => Protocol::Delta,
+                p => p,
+            };
+            let result = self.stream(wire).await;
             self.metrics.xds.connected.set(0);
             if self.received {
                 backoff = Duration::from_millis(100);
             }
+            let unimplemented = result.as_ref().is_err_and(|e| {
+                e.downcast_ref::<tonic::Status>()
+                    .is_some_and(|s| s.code() == tonic::Code::Unimplemented)
+            });
             match result {
                 Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
-                Err(e)
-                    if e.downcast_ref::<tonic::Status>()
-                        .is_some_and(|s| s.code() == tonic::Code::Unimplemented) =>
-                {
-                    tracing::error!(
-                        "the control plane does not serve Delta ADS \
-                         (DeltaAggregatedResources), which weft-proxy speaks: {e:#}; \
-                         retrying in {backoff:?}"
-                    )
+                Err(e) if unimplemented && protocol == Protocol::Auto => {
+                    tracing::info!(
+                        "the control plane does not serve Delta ADS ({e:#}); \
+                         speaking state of the world (StreamAggregatedResources) from now on"
+                    );
+                    protocol = Protocol::Sotw;
+                    continue;
                 }
+                Err(e) if unimplemented => tracing::error!(
+                    "the control plane does not serve {wire:?} ADS, which this proxy is set \
+                     to speak (--xds-protocol): {e:#}; retrying in {backoff:?}"
+                ),
                 Err(e) => tracing::warn!("xDS stream failed: {e:#}; reconnecting in {backoff:?}"),
             }
             let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
@@ -199,11 +200,17 @@ impl Client {
         }
     }
 
-    fn request(&self, type_url: &str) -> DeltaDiscoveryRequest {
-        request(&self.settings.node_id, type_url)
+    /// The SotW version last accepted for `t`, if it was accepted for the same `names`: a
+    /// server that sees the version it sent may send nothing, which must not leave a name asked
+    /// for since then unanswered.
+    fn accepted_version(&self, t: &str, names: &BTreeSet<String>) -> String {
+        match self.accepted.get(t) {
+            Some((version, held)) if held == names => version.clone(),
+            _ => String::new(),
+        }
     }
 
-    async fn stream(&mut self) -> anyhow::Result<()> {
+    async fn stream(&mut self, protocol: Protocol) -> anyhow::Result<()> {
         let keepalive = self.settings.keepalive;
         let mut endpoint = tonic::transport::Endpoint::from_shared(self.settings.xds_url.clone())?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -215,28 +222,28 @@ impl Client {
                 .keep_alive_while_idle(true);
         }
         let channel = endpoint.connect().await?;
-        let mut ads = AggregatedDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let (tx, rx) = mpsc::unbounded_channel();
         // Wildcard CDS and LDS, telling the server what we hold.
-        tx.send(DeltaDiscoveryRequest {
-            initial_resource_versions: Held::versions(&self.held.clusters),
-            ..self.request(CDS)
-        })?;
-        tx.send(DeltaDiscoveryRequest {
-            initial_resource_versions: Held::versions(&self.held.listeners),
-            ..self.request(LDS)
-        })?;
+        let none = BTreeSet::new();
+        let first = vec![
+            Ask::Wildcard {
+                type_url: CDS,
+                held: Held::versions(&self.held.clusters),
+                version: self.accepted_version(CDS, &none),
+            },
+            Ask::Wildcard {
+                type_url: LDS,
+                held: Held::versions(&self.held.listeners),
+                version: self.accepted_version(LDS, &none),
+            },
+        ];
         self.answered.clear();
         self.subscribed_eds.clear();
         self.subscribed_rds.clear();
         self.waiting.clear();
-        let mut responses = ads
-            .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        self.resubscribe(&tx)?;
-        tracing::info!(url = %self.settings.xds_url, "xDS stream open");
+        let node = self.settings.node_id.clone();
+        let mut session = Session::open(channel, protocol, &node, first).await?;
+        self.resubscribe(&mut session)?;
+        tracing::info!(url = %self.settings.xds_url, ?protocol, "xDS stream open");
         self.metrics.xds.connected.set(1);
         loop {
             let deadline = self
@@ -244,16 +251,22 @@ impl Client {
                 .values()
                 .min()
                 .map(|since| *since + self.settings.initial_fetch_timeout);
+            let held = &self.held;
+            let names = |t: &str| match t {
+                CDS => held.clusters.keys().cloned().collect(),
+                LDS => held.listeners.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
             let message = match deadline {
                 Some(at) => tokio::select! {
-                    m = responses.message() => m?,
+                    m = session.next(names) => m?,
                     () = tokio::time::sleep_until(at.into()) => {
                         self.give_up_waiting();
                         self.publish_if_complete();
                         continue;
                     }
                 },
-                None => responses.message().await?,
+                None => session.next(names).await?,
             };
             let Some(resp) = message else { break };
             self.received = true;
@@ -263,25 +276,43 @@ impl Client {
                 Ok(()) => self.metrics.xds.applied.get_or_create(&by_type).inc(),
                 Err(_) => self.metrics.xds.rejected.get_or_create(&by_type).inc(),
             };
-            let mut ack = DeltaDiscoveryRequest {
-                response_nonce: resp.nonce.clone(),
-                ..self.request(&resp.type_url)
-            };
-            if let Err(errors) = verdict {
+            let error = verdict.err().map(|errors| {
                 let message = errors
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ");
                 tracing::error!(r#type = %resp.type_url, "rejected config (NACK): {message}");
-                ack.error_detail = Some(RpcStatus {
-                    code: 3,
-                    message,
-                    details: vec![],
-                });
-            }
-            tx.send(ack)?;
-            self.resubscribe(&tx)?;
+                message
+            });
+            // SotW: an ACK says which version now applies; a NACK, the one still in force.
+            let version = match (&error, known_type(&resp.type_url)) {
+                (None, Some(t)) => {
+                    let names = match t {
+                        EDS => self.subscribed_eds.clone(),
+                        RDS => self.subscribed_rds.clone(),
+                        _ => BTreeSet::new(),
+                    };
+                    let version = resp.system_version_info.clone();
+                    self.accepted.insert(t, (version.clone(), names));
+                    version
+                }
+                _ => self
+                    .accepted
+                    .get(resp.type_url.as_str())
+                    .map(|(v, _)| v.clone())
+                    .unwrap_or_default(),
+            };
+            session.send(
+                &node,
+                Ask::Ack {
+                    type_url: resp.type_url.clone(),
+                    nonce: resp.nonce.clone(),
+                    version,
+                    error,
+                },
+            )?;
+            self.resubscribe(&mut session)?;
             self.publish_if_complete();
         }
         Ok(())
@@ -420,30 +451,33 @@ impl Client {
     }
 
     /// Keeps EDS and RDS subscriptions equal to what the clusters and listeners name.
-    fn resubscribe(
-        &mut self,
-        tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
-    ) -> anyhow::Result<()> {
-        for (t, wanted, subscribed, held) in [
-            (
-                EDS,
-                self.held.wanted_eds(),
-                &mut self.subscribed_eds,
-                Held::versions(&self.held.endpoints),
-            ),
-            (
-                RDS,
-                self.held.wanted_rds(),
-                &mut self.subscribed_rds,
-                Held::versions(&self.held.routes),
-            ),
-        ] {
+    fn resubscribe(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        for t in [EDS, RDS] {
+            let (wanted, subscribed, held) = match t {
+                EDS => (
+                    self.held.wanted_eds(),
+                    &self.subscribed_eds,
+                    Held::versions(&self.held.endpoints),
+                ),
+                _ => (
+                    self.held.wanted_rds(),
+                    &self.subscribed_rds,
+                    Held::versions(&self.held.routes),
+                ),
+            };
             if wanted == *subscribed {
                 continue;
             }
             let first = subscribed.is_empty() && !wanted.is_empty();
             let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
             let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+            let held = match first {
+                true => held
+                    .into_iter()
+                    .filter(|(n, _)| wanted.contains(n))
+                    .collect(),
+                false => HashMap::new(),
+            };
             let now = Instant::now();
             for name in &add {
                 self.waiting.insert((t, name.clone()), now);
@@ -451,19 +485,22 @@ impl Client {
             for name in &remove {
                 self.waiting.remove(&(t, name.clone()));
             }
-            let mut req = DeltaDiscoveryRequest {
-                resource_names_subscribe: add,
-                resource_names_unsubscribe: remove,
-                ..request(&self.settings.node_id, t)
-            };
-            if first {
-                req.initial_resource_versions = held
-                    .into_iter()
-                    .filter(|(n, _)| wanted.contains(n))
-                    .collect();
+            let version = self.accepted_version(t, &wanted);
+            session.send(
+                &self.settings.node_id,
+                Ask::Subscribe {
+                    type_url: t,
+                    wanted: wanted.clone(),
+                    add,
+                    remove,
+                    held,
+                    version,
+                },
+            )?;
+            match t {
+                EDS => self.subscribed_eds = wanted,
+                _ => self.subscribed_rds = wanted,
             }
-            tx.send(req)?;
-            *subscribed = wanted;
         }
         // Forget what is no longer wanted, answers included: a name subscribed again later must
         // be answered again before the config counts as complete.
