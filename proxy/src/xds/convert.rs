@@ -112,17 +112,31 @@ fn duration(d: &weft_proto::google::protobuf::Duration) -> Duration {
     )
 }
 
-/// Whether a config source names the one stream weft-proxy has: `ads`, or `self` (the server
-/// that sent the resource), which gRPC's xDS clients and some servers use for the same.
+/// Whether a config source can be fetched over the one stream weft-proxy has: `ads`; `self` (the
+/// server that sent the resource), which gRPC's xDS clients and some servers use for the same;
+/// or a gRPC `api_config_source`, which go-control-plane's examples use and Envoy would fetch on
+/// a stream of its own to the cluster it names, in practice the same control plane. REST and
+/// file sources are not.
 fn over_ads(source: Option<&weft_proto::xds::config::core::v3::ConfigSource>) -> bool {
-    matches!(
-        source.and_then(|s| s.config_source_specifier.as_ref()),
+    use weft_proto::xds::config::core::v3::api_config_source::ApiType;
+    match source.and_then(|s| s.config_source_specifier.as_ref()) {
         Some(
             config_source::ConfigSourceSpecifier::Ads(_)
-                | config_source::ConfigSourceSpecifier::Self_(_)
-        )
-    )
+            | config_source::ConfigSourceSpecifier::Self_(_),
+        ) => true,
+        Some(config_source::ConfigSourceSpecifier::ApiConfigSource(api)) => matches!(
+            ApiType::try_from(api.api_type),
+            Ok(ApiType::Grpc
+                | ApiType::DeltaGrpc
+                | ApiType::AggregatedGrpc
+                | ApiType::AggregatedDeltaGrpc)
+        ),
+        _ => false,
+    }
 }
+
+/// Why [`over_ads`] refused a config source.
+const NOT_OVER_ADS: &str = "only ADS, self and gRPC config sources are supported (weft-proxy fetches them on its ADS stream)";
 
 // === Listener ===
 
@@ -145,10 +159,7 @@ fn hcm_handler(
     match &hcm.route_specifier {
         Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
             if !over_ads(rds.config_source.as_ref()) {
-                return Err(ctx.err(
-                    format!("{field}.rds.config_source"),
-                    "only ADS is supported",
-                ));
+                return Err(ctx.err(format!("{field}.rds.config_source"), NOT_OVER_ADS));
             }
             Ok(Handler::Http {
                 route_config: rds.route_config_name.clone(),
@@ -570,7 +581,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
                     .as_ref()
                     .and_then(|e| e.eds_config.as_ref());
                 if !over_ads(source) {
-                    return Err(ctx.err("eds_cluster_config.eds_config", "only ADS is supported"));
+                    return Err(ctx.err("eds_cluster_config.eds_config", NOT_OVER_ADS));
                 }
                 // Istio names the assignment `outbound|port|subset|host` under other cluster
                 // names; Envoy subscribes to `service_name` when set.
@@ -2025,12 +2036,29 @@ mod tests {
         let c =
             Cluster::try_from(&eds_cluster(Source::Self_(Default::default()), "a-eds")).unwrap();
         assert_eq!(c.eds.as_deref(), Some("a-eds"));
-        let err = Cluster::try_from(&eds_cluster(
+        // A gRPC api_config_source (go-control-plane's example) is fetched over the ADS stream;
+        // REST and files are refused.
+        use weft_proto::xds::config::core::v3::{ApiConfigSource, api_config_source::ApiType};
+        let api = |api_type: ApiType| {
+            Source::ApiConfigSource(ApiConfigSource {
+                api_type: api_type as i32,
+                ..Default::default()
+            })
+        };
+        for t in [ApiType::Grpc, ApiType::DeltaGrpc, ApiType::AggregatedGrpc] {
+            let c = Cluster::try_from(&eds_cluster(api(t), "")).unwrap();
+            assert_eq!(
+                c.eds.as_deref(),
+                Some("outbound|80||a.shop.svc.cluster.local")
+            );
+        }
+        for source in [
             Source::PathConfigSource(Default::default()),
-            "",
-        ))
-        .unwrap_err();
-        assert_eq!(err.field, "eds_cluster_config.eds_config");
+            api(ApiType::Rest),
+        ] {
+            let err = Cluster::try_from(&eds_cluster(source, "")).unwrap_err();
+            assert_eq!(err.field, "eds_cluster_config.eds_config");
+        }
         // The deprecated HTTP/2 marker still makes the upstream HTTP/2.
         #[allow(deprecated)]
         let h2 = xc::Cluster {
@@ -2239,6 +2267,56 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    /// An HCM whose RDS comes from a gRPC `api_config_source` (go-control-plane's example)
+    /// takes its routes from the ADS stream; a REST one is refused, naming the field.
+    #[test]
+    fn rds_from_a_grpc_config_source_is_read_over_ads() {
+        use weft_proto::xds::config::core::v3::{
+            ApiConfigSource, ConfigSource, api_config_source::ApiType,
+        };
+        use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::Rds;
+        let listener = |api_type: ApiType| {
+            let rds = Rds {
+                config_source: Some(ConfigSource {
+                    config_source_specifier: Some(
+                        config_source::ConfigSourceSpecifier::ApiConfigSource(ApiConfigSource {
+                            api_type: api_type as i32,
+                            ..Default::default()
+                        }),
+                    ),
+                    ..Default::default()
+                }),
+                route_config_name: "local_route".into(),
+            };
+            let hcm = HttpConnectionManager {
+                route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(rds)),
+                ..Default::default()
+            };
+            xl::Listener {
+                name: "l".into(),
+                filter_chains: vec![xl::FilterChain {
+                    filters: vec![xl::Filter {
+                        name: "hcm".into(),
+                        config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                            type_url: format!("type.googleapis.com/{HCM}"),
+                            value: hcm.encode_to_vec(),
+                        })),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        };
+        let l = Listener::try_from(&listener(ApiType::Grpc)).unwrap();
+        assert!(
+            matches!(&l.handler, Some(Handler::Http { route_config, .. }) if route_config == "local_route"),
+            "{:?}",
+            l.handler
+        );
+        let err = Listener::try_from(&listener(ApiType::Rest)).unwrap_err();
+        assert!(err.field.ends_with("rds.config_source"), "{}", err.field);
     }
 
     /// The listener's own detection wait and what follows it, as Envoy reads them: `0s` is no
