@@ -42,6 +42,10 @@ pub async fn choose(
             Some((handler, None))
         }
         (Protocol::Tcp, _) => Some((fallback?, None)),
+        // HTTP with nothing to fall back to (another control plane's lone HTTP connection
+        // manager, no sniffing chains) is HTTP whatever comes, as in Envoy: bytes that are not
+        // HTTP get a 400 from the HTTP server, not a silent close after a detection wait.
+        (Protocol::Detect, _) if fallback.is_none() => Some((handler, None)),
         (Protocol::Detect, _) => match detect(stream, sniffing.timeout).await {
             d @ (Detected::Http1 | Detected::Http2) => Some((handler, Some(d))),
             Detected::TimedOut if sniffing.close_on_timeout => {
@@ -352,7 +356,8 @@ mod tests {
     }
 
     /// A client that says nothing (a server-first protocol) gets what the listener's sniffing
-    /// says: opaque TCP, or a close; with no limit, detection waits for the client's bytes.
+    /// says: opaque TCP, or a close; with no limit, detection waits for the client's bytes; an
+    /// HTTP listener with no fallback does not detect at all.
     #[tokio::test]
     async fn a_silent_client_meets_the_listeners_detection_wait() {
         let fallback = Handler::tcp_to("c".into());
@@ -374,6 +379,21 @@ mod tests {
             .await;
             assert_eq!(chosen, want, "close_on_timeout {close}");
         }
+
+        // With nothing to fall back to, an HTTP listener is HTTP at once: no wait, no close.
+        let (_client, proxy_end) = pair().await;
+        let chosen = tokio::time::timeout(
+            Duration::from_millis(20),
+            choose(
+                &proxy_end,
+                Protocol::Detect,
+                http(),
+                None,
+                wait(Some(50), true),
+            ),
+        )
+        .await;
+        assert_eq!(chosen, Ok(Some((http(), None))));
 
         // No limit: a request line sent well after any default wait is still HTTP.
         let (mut client, proxy_end) = pair().await;
