@@ -6,6 +6,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod detect;
+pub mod dns;
 pub mod drain;
 pub mod http;
 pub mod idle;

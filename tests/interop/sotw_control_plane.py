@@ -1,6 +1,7 @@
 """A small state-of-the-world-only xDS control plane (no weft code), serving what
 go-control-plane's example serves: a listener whose HTTP connection manager takes its routes
-over RDS, and an EDS cluster, both from a gRPC `api_config_source` (not `ads`). Delta is not
+over RDS, and an EDS cluster, both from a gRPC `api_config_source` (not `ads`), and the
+example's LOGICAL_DNS cluster (`localhost` and the first backend's port), routed under /dns. Delta is not
 implemented, so a client must fall back to state of the world.
 
 Usage: sotw_control_plane.py XDS_PORT LISTENER_PORT BACKEND_PORT [BACKEND_PORT ...]
@@ -122,6 +123,33 @@ class Mesh:
                         dns_lookup_family=cluster_pb2.Cluster.V4_ONLY,
                     )
                 }
+                clusters["dns_cluster"] = cluster_pb2.Cluster(
+                    name="dns_cluster",
+                    connect_timeout=duration_pb2.Duration(seconds=5),
+                    type=cluster_pb2.Cluster.LOGICAL_DNS,
+                    lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+                    dns_lookup_family=cluster_pb2.Cluster.V4_ONLY,
+                    load_assignment=endpoint_pb2.ClusterLoadAssignment(
+                        cluster_name="dns_cluster",
+                        endpoints=[
+                            endpoint_components_pb2.LocalityLbEndpoints(
+                                lb_endpoints=[
+                                    endpoint_components_pb2.LbEndpoint(
+                                        endpoint=endpoint_components_pb2.Endpoint(
+                                            address=address_pb2.Address(
+                                                socket_address=address_pb2.SocketAddress(
+                                                    protocol=address_pb2.SocketAddress.TCP,
+                                                    address="localhost",
+                                                    port_value=self.backends[0],
+                                                )
+                                            )
+                                        )
+                                    )
+                                ]
+                            )
+                        ],
+                    ),
+                )
                 if self.bad:
                     clusters["tls_cluster"] = cluster_pb2.Cluster(
                         name="tls_cluster",
@@ -140,6 +168,10 @@ class Mesh:
                             name="local_service",
                             domains=["*"],
                             routes=[
+                                route_components_pb2.Route(
+                                    match=route_components_pb2.RouteMatch(prefix="/dns"),
+                                    route=route_components_pb2.RouteAction(cluster="dns_cluster"),
+                                ),
                                 route_components_pb2.Route(
                                     match=route_components_pb2.RouteMatch(prefix="/"),
                                     route=route_components_pb2.RouteAction(cluster=CLUSTER),

@@ -59,7 +59,11 @@ fn ack(type_name: &str, version: u32) -> impl Fn(&str) -> bool {
 }
 
 fn body_at(addr: SocketAddr) -> Option<String> {
-    match http_get(addr, "/") {
+    body_of(addr, "/")
+}
+
+fn body_of(addr: SocketAddr, path: &str) -> Option<String> {
+    match http_get(addr, path) {
         Ok((200, body)) => Some(body),
         _ => None,
     }
@@ -119,6 +123,9 @@ fn a_sotw_only_control_plane_in_go_control_plane_shapes_configures_the_proxy() {
         "an ACK of the new endpoint",
         ack("ClusterLoadAssignment", 2),
     );
+    // The example's LOGICAL_DNS cluster: `localhost`, resolved by the proxy, is the first
+    // backend whatever EDS says.
+    assert_eq!(body_of(bind, "/dns").as_deref(), Some("one"));
 
     // A cluster weft-proxy cannot serve (TLS asked for): NACKed naming it, with the version
     // still in force; the config in force goes on serving.

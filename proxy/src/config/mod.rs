@@ -225,6 +225,53 @@ pub struct Cluster {
     /// The ClusterLoadAssignment its endpoints come in over EDS (`service_name`, or else the
     /// cluster's own name); none for a cluster that carries its endpoints.
     pub eds: Option<String>,
+    /// The host names its endpoints are resolved from (STRICT_DNS and LOGICAL_DNS clusters).
+    pub dns: Option<Arc<DnsTargets>>,
+}
+
+/// What a DNS cluster resolves, and how: its endpoints are what the names resolve to, looked up
+/// again every `refresh` ([`crate::dns`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DnsTargets {
+    /// The names, with the port, weight and priority each resolved address gets.
+    pub hosts: Vec<DnsHost>,
+    /// Which address families to use.
+    pub family: DnsFamily,
+    /// How often to resolve again.
+    #[serde(with = "duration_ms")]
+    pub refresh: Duration,
+    /// LOGICAL_DNS: the first address of each name only (one logical host, as Envoy has it);
+    /// otherwise every address is an endpoint.
+    pub logical: bool,
+}
+
+/// One name of a DNS cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DnsHost {
+    /// Host name (or IP literal).
+    pub host: String,
+    /// Port of every address it resolves to.
+    pub port: u16,
+    /// Weight of each of its addresses.
+    pub weight: u32,
+    /// Priority of each of its addresses.
+    pub priority: u32,
+}
+
+/// Envoy's `dns_lookup_family`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsFamily {
+    /// IPv6 addresses if there are any, else IPv4 (Envoy's default).
+    Auto,
+    /// IPv4 only.
+    V4Only,
+    /// IPv6 only.
+    V6Only,
+    /// IPv4 addresses if there are any, else IPv6.
+    V4Preferred,
+    /// Both.
+    All,
 }
 
 /// One endpoint as the control plane describes it.

@@ -23,6 +23,7 @@ use super::convert::{self, Invalid};
 use super::wire::{Ask, Protocol, Session};
 use crate::balance::EndpointSet;
 use crate::config::{Cluster, Config, EndpointConfig, Handler, Listener, RouteTable, Store};
+use crate::dns::{Resolved, Resolver};
 use crate::metrics::Metrics;
 
 pub(super) const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -139,6 +140,9 @@ pub struct Client {
     /// SotW: per type, the version last accepted and the names it was accepted for, said on the
     /// next stream so the server need not resend what is held.
     accepted: HashMap<&'static str, (String, BTreeSet<String>)>,
+    /// The lookups of the DNS clusters held, and their latest answers.
+    dns: Resolver,
+    resolved: HashMap<String, Arc<Vec<EndpointConfig>>>,
 }
 
 impl Client {
@@ -156,6 +160,8 @@ impl Client {
             subscribed_rds: BTreeSet::new(),
             built_from: HashMap::new(),
             accepted: HashMap::new(),
+            dns: Resolver::default(),
+            resolved: HashMap::new(),
         }
     }
 
@@ -195,7 +201,15 @@ impl Client {
                 Err(e) => tracing::warn!("xDS stream failed: {e:#}; reconnecting in {backoff:?}"),
             }
             let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
-            tokio::time::sleep(backoff + jitter).await;
+            // DNS answers still apply while the control plane is away.
+            let pause = tokio::time::sleep(backoff + jitter);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    r = self.dns.next() => self.on_resolved(r),
+                }
+            }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
@@ -257,16 +271,19 @@ impl Client {
                 LDS => held.listeners.keys().cloned().collect(),
                 _ => Vec::new(),
             };
-            let message = match deadline {
-                Some(at) => tokio::select! {
-                    m = session.next(names) => m?,
-                    () = tokio::time::sleep_until(at.into()) => {
-                        self.give_up_waiting();
-                        self.publish_if_complete();
-                        continue;
-                    }
-                },
-                None => session.next(names).await?,
+            // Without a resource to wait for, a deadline that never comes.
+            let at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+            let message = tokio::select! {
+                m = session.next(names) => m?,
+                () = tokio::time::sleep_until(at.into()), if deadline.is_some() => {
+                    self.give_up_waiting();
+                    self.publish_if_complete();
+                    continue;
+                }
+                r = self.dns.next() => {
+                    self.on_resolved(r);
+                    continue;
+                }
             };
             let Some(resp) = message else { break };
             self.received = true;
@@ -316,6 +333,12 @@ impl Client {
             self.publish_if_complete();
         }
         Ok(())
+    }
+
+    /// Takes a DNS cluster's new answer as its endpoints.
+    fn on_resolved(&mut self, (name, _, endpoints): Resolved) {
+        self.resolved.insert(name, endpoints);
+        self.publish_if_complete();
     }
 
     /// Treats names unanswered for `initial_fetch_timeout` as absent, so the config can apply.
@@ -502,6 +525,15 @@ impl Client {
                 _ => self.subscribed_rds = wanted,
             }
         }
+        // DNS clusters are looked up as long as they are held, and as they are now.
+        let dns = self
+            .held
+            .clusters
+            .iter()
+            .filter_map(|(n, (_, c))| Some((n.as_str(), c.dns.as_ref()?)));
+        for name in self.dns.track(dns) {
+            self.resolved.remove(&name);
+        }
         // Forget what is no longer wanted, answers included: a name subscribed again later must
         // be answered again before the config counts as complete.
         let eds = self.subscribed_eds.clone();
@@ -526,8 +558,15 @@ impl Client {
                 .iter()
                 .all(|n| held(n) || got.is_some_and(|g| g.contains(n)))
         };
+        // A DNS cluster waits for its first answer, as Envoy's warms on its first resolution.
+        let dns_answered = self
+            .held
+            .clusters
+            .iter()
+            .all(|(n, (_, c))| c.dns.is_none() || self.resolved.contains_key(n));
         self.held.seen.contains(CDS)
             && self.held.seen.contains(LDS)
+            && dns_answered
             && known(EDS, &self.subscribed_eds, &|n| {
                 self.held.endpoints.contains_key(n)
             })
@@ -558,8 +597,9 @@ impl Client {
         let mut rebuilt = 0;
         for (name, (_, c)) in &self.held.clusters {
             let assignment = match (&c.static_endpoints, &c.eds) {
-                (Some(_), _) | (None, None) => None,
+                (Some(_), _) => None,
                 (None, Some(eds)) => self.held.endpoints.get(eds).map(|(_, e)| e.clone()),
+                (None, None) => self.resolved.get(name).cloned(),
             };
             let previous = old.endpoints.get(name);
             let unchanged = old.clusters.get(name).is_some_and(|o| Arc::ptr_eq(o, c))

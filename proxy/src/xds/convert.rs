@@ -29,9 +29,9 @@ use crate::config::edits::{Append, Edits, HeaderEdits, Put};
 use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
 use crate::config::route::{DirectResponse, MirrorPolicy};
 use crate::config::{
-    Cluster, EndpointConfig, Handler, HeaderMatch, LbPolicy, Listener, PathMatch, PortChain,
-    Protocol, QueryMatch, Route, RouteTable, Sniffing, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp,
-    VirtualHost, WeightedCluster, route::full_regex,
+    Cluster, DnsFamily, DnsHost, DnsTargets, EndpointConfig, Handler, HeaderMatch, LbPolicy,
+    Listener, PathMatch, PortChain, Protocol, QueryMatch, Route, RouteTable, Sniffing, StringMatch,
+    TCP_IDLE_TIMEOUT, UpstreamHttp, VirtualHost, WeightedCluster, route::full_regex,
 };
 
 /// A resource weft-proxy cannot apply.
@@ -574,6 +574,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
             None => Some(cluster::DiscoveryType::Static),
             Some(_) => None,
         };
+        let mut dns = None;
         let (eds, static_endpoints) = match kind {
             Some(cluster::DiscoveryType::Eds) => {
                 let source = c
@@ -601,7 +602,17 @@ impl TryFrom<&xc::Cluster> for Cluster {
                 };
                 (None, Some(eps))
             }
-            _ => return Err(ctx.err("type", "only EDS and STATIC clusters are supported")),
+            Some(t @ (cluster::DiscoveryType::StrictDns | cluster::DiscoveryType::LogicalDns)) => {
+                let logical = t == cluster::DiscoveryType::LogicalDns;
+                dns = Some(Arc::new(dns_targets(&ctx, c, logical)?));
+                (None, None)
+            }
+            _ => {
+                return Err(ctx.err(
+                    "type",
+                    "only EDS, STATIC, STRICT_DNS and LOGICAL_DNS clusters are supported",
+                ));
+            }
         };
         // The deprecated cluster field many servers still send to mark gRPC upstreams;
         // `typed_extension_protocol_options`, when present, decides.
@@ -662,8 +673,96 @@ impl TryFrom<&xc::Cluster> for Cluster {
             idle_timeout,
             static_endpoints,
             eds,
+            dns,
         })
     }
+}
+
+/// The names a STRICT_DNS or LOGICAL_DNS cluster resolves, from its `load_assignment`, which
+/// holds host names where an EDS one holds addresses.
+fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTargets, Invalid> {
+    #[allow(deprecated)]
+    let custom_resolver = [
+        ("dns_resolvers", !c.dns_resolvers.is_empty()),
+        ("dns_resolution_config", c.dns_resolution_config.is_some()),
+        (
+            "typed_dns_resolver_config",
+            c.typed_dns_resolver_config.is_some(),
+        ),
+    ];
+    // Lookups go through the system resolver: another one asked for would be silently unused.
+    refuse(ctx, "", custom_resolver)?;
+    let cla = c.load_assignment.as_ref().ok_or_else(|| {
+        ctx.err(
+            "load_assignment",
+            "missing: a DNS cluster names its hosts there",
+        )
+    })?;
+    let mut hosts = Vec::new();
+    for (i, loc) in cla.endpoints.iter().enumerate() {
+        for (j, lb) in loc.lb_endpoints.iter().enumerate() {
+            let field =
+                format!("load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address");
+            let sa = match &lb.host_identifier {
+                Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                    match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
+                        Some(address::Address::SocketAddress(sa)) => sa,
+                        _ => return Err(ctx.err(field, "a socket address is needed")),
+                    }
+                }
+                _ => return Err(ctx.err(field, "missing")),
+            };
+            let port = match sa.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).ok(),
+                _ => None,
+            }
+            .ok_or_else(|| ctx.err(format!("{field}.port_value"), "missing or out of range"))?;
+            if sa.address.is_empty() {
+                return Err(ctx.err(format!("{field}.address"), "empty"));
+            }
+            hosts.push(DnsHost {
+                host: sa.address.clone(),
+                port,
+                weight: lb.load_balancing_weight.map_or(1, |w| w.value.max(1)),
+                priority: loc.priority,
+            });
+        }
+    }
+    // As Envoy: a LOGICAL_DNS cluster is one logical host.
+    if logical && hosts.len() != 1 {
+        return Err(ctx.err(
+            "load_assignment",
+            "a LOGICAL_DNS cluster has exactly one endpoint",
+        ));
+    }
+    if hosts.is_empty() {
+        return Err(ctx.err("load_assignment", "no endpoint to resolve"));
+    }
+    use cluster::DnsLookupFamily as F;
+    let family = match F::try_from(c.dns_lookup_family) {
+        Ok(F::Auto) => DnsFamily::Auto,
+        Ok(F::V4Only) => DnsFamily::V4Only,
+        Ok(F::V6Only) => DnsFamily::V6Only,
+        Ok(F::V4Preferred) => DnsFamily::V4Preferred,
+        Ok(F::All) => DnsFamily::All,
+        Err(_) => return Err(ctx.err("dns_lookup_family", "unknown value")),
+    };
+    // Envoy's default is 5 s, and it refuses anything under 1 ms. (Deprecated for the DNS
+    // cluster extension, which go-control-plane's example and most servers do not send yet.)
+    #[allow(deprecated)]
+    let refresh = c
+        .dns_refresh_rate
+        .as_ref()
+        .map_or(Duration::from_secs(5), duration);
+    if refresh < Duration::from_millis(1) {
+        return Err(ctx.err("dns_refresh_rate", "must be at least 1ms"));
+    }
+    Ok(DnsTargets {
+        hosts,
+        family,
+        refresh,
+        logical,
+    })
 }
 
 // === Endpoints ===
@@ -2266,6 +2365,86 @@ mod tests {
                 })),
             }],
             ..Default::default()
+        }
+    }
+
+    /// STRICT_DNS and LOGICAL_DNS clusters name their hosts in the load assignment; a LOGICAL_DNS
+    /// one has exactly one, and a resolver weft-proxy would not use is refused by name.
+    #[test]
+    fn dns_clusters_name_their_hosts_in_the_load_assignment() {
+        use weft_proto::xds::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
+        let host = |name: &str, port: u32| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(
+                        weft_proto::xds::config::core::v3::SocketAddress {
+                            address: name.into(),
+                            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                            ..Default::default()
+                        },
+                    )),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let dns = |t: cluster::DiscoveryType, hosts: Vec<LbEndpoint>| xc::Cluster {
+            name: "ext".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(t as i32)),
+            dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+            load_assignment: Some(ClusterLoadAssignment {
+                cluster_name: "ext".into(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: hosts,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        use cluster::DiscoveryType::{LogicalDns, StrictDns};
+        let c = Cluster::try_from(&dns(
+            StrictDns,
+            vec![host("db.example", 5432), host("10.0.0.1", 5432)],
+        ))
+        .unwrap();
+        let t = c.dns.expect("DNS targets");
+        assert_eq!((c.eds, c.static_endpoints), (None, None));
+        let hosts: Vec<(&str, u16)> = t.hosts.iter().map(|h| (h.host.as_str(), h.port)).collect();
+        assert_eq!(hosts, [("db.example", 5432), ("10.0.0.1", 5432)]);
+        assert_eq!(
+            (t.family, t.refresh, t.logical),
+            (DnsFamily::V4Only, Duration::from_secs(5), false)
+        );
+        assert!(
+            Cluster::try_from(&dns(LogicalDns, vec![host("a", 80)]))
+                .unwrap()
+                .dns
+                .unwrap()
+                .logical
+        );
+        // (cluster, refused field)
+        let custom = xc::Cluster {
+            typed_dns_resolver_config: Some(Default::default()),
+            ..dns(StrictDns, vec![host("a", 80)])
+        };
+        let cases = [
+            (
+                dns(LogicalDns, vec![host("a", 80), host("b", 80)]),
+                "load_assignment",
+            ),
+            (dns(StrictDns, vec![]), "load_assignment"),
+            (custom, "typed_dns_resolver_config"),
+            (
+                xc::Cluster {
+                    load_assignment: None,
+                    ..dns(StrictDns, vec![])
+                },
+                "load_assignment",
+            ),
+        ];
+        for (c, field) in cases {
+            assert_eq!(Cluster::try_from(&c).unwrap_err().field, field);
         }
     }
 
