@@ -820,15 +820,20 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
         CDS,
         "c2",
         "4",
-        vec![any(CDS, &eds_cluster("e1"))],
+        vec![
+            any(CDS, &eds_cluster("e1")),
+            any(CDS, &static_cluster("s9")),
+        ],
     ))
     .await;
     assert_eq!(next_of(&mut reqs, CDS).await.version_info, "c2");
     eventually("s1 removed", || !store.load().clusters.contains_key("s1")).await;
     assert_eq!(port_of(&store, "e1"), Some(8080), "e1 kept its endpoints");
+    let e1 = store.load().clusters["e1"].clone();
 
-    // A bad cluster: NACKed with the version still in force; the good one of the same response
-    // applies, and nothing held is removed by the response that carried the bad one.
+    // A bad cluster: NACKed with the version still in force; the good ones of the same
+    // response apply, the one it leaves out goes (it is the whole set all the same), and the
+    // unchanged one is kept as it was.
     let mut bad = static_cluster("bad");
     bad.transport_socket = Some(TransportSocket {
         name: "tls".into(),
@@ -853,7 +858,12 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     let msg = nack.error_detail.expect("NACK").message;
     assert!(msg.contains("bad: transport_socket"), "{msg}");
     eventually("s2 applied", || store.load().clusters.contains_key("s2")).await;
-    assert!(store.load().clusters.contains_key("e1"));
+    let cfg = store.load();
+    assert!(!cfg.clusters.contains_key("s9") && !cfg.clusters.contains_key("bad"));
+    assert!(
+        Arc::ptr_eq(&cfg.clusters["e1"], &e1),
+        "e1, sent again unchanged, is the object held"
+    );
 
     // The server goes away: the proxy keeps its config and comes back in the same form, saying
     // the versions it holds (so an unchanged server need send nothing).

@@ -13,6 +13,11 @@ Lines on stdin change the config, each push with a new version:
     bad         the clusters also hold one with TLS asked for (a client that cannot do TLS
                 must refuse it)
     good        that cluster goes again
+    more        one more EDS cluster, `extra_cluster` (the first backend), routed under /extra
+
+Requests are answered by version alone: a request is answered when its version is not the
+current one, whatever names it asks for (go-control-plane's snapshot cache long did this), and
+a request whose nonce is not the latest sent for its type is ignored, as go-control-plane does.
 """
 import queue
 import sys
@@ -81,6 +86,7 @@ class Mesh:
         self.backends = backends
         self.backend = 0
         self.bad = False
+        self.more = False
         self.version = 1
         self.streams = []
 
@@ -150,6 +156,14 @@ class Mesh:
                         ],
                     ),
                 )
+                if self.more:
+                    clusters["extra_cluster"] = cluster_pb2.Cluster(
+                        name="extra_cluster",
+                        type=cluster_pb2.Cluster.EDS,
+                        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
+                            eds_config=config_source()
+                        ),
+                    )
                 if self.bad:
                     clusters["tls_cluster"] = cluster_pb2.Cluster(
                         name="tls_cluster",
@@ -173,6 +187,10 @@ class Mesh:
                                     route=route_components_pb2.RouteAction(cluster="dns_cluster"),
                                 ),
                                 route_components_pb2.Route(
+                                    match=route_components_pb2.RouteMatch(prefix="/extra"),
+                                    route=route_components_pb2.RouteAction(cluster="extra_cluster"),
+                                ),
+                                route_components_pb2.Route(
                                     match=route_components_pb2.RouteMatch(prefix="/"),
                                     route=route_components_pb2.RouteAction(cluster=CLUSTER),
                                 )
@@ -182,23 +200,21 @@ class Mesh:
                 )
                 return {ROUTE: route}
             if type_url == EDS:
-                port = self.backends[self.backend]
-                cla = endpoint_pb2.ClusterLoadAssignment(
-                    cluster_name=CLUSTER,
-                    endpoints=[
-                        endpoint_components_pb2.LocalityLbEndpoints(
-                            lb_endpoints=[
-                                endpoint_components_pb2.LbEndpoint(
-                                    endpoint=endpoint_components_pb2.Endpoint(
-                                        address=socket_address(port)
-                                    )
-                                )
-                            ]
-                        )
-                    ],
-                )
-                return {CLUSTER: cla}
+                return {
+                    CLUSTER: self.assignment(CLUSTER, self.backends[self.backend]),
+                    "extra_cluster": self.assignment("extra_cluster", self.backends[0]),
+                }
             return {}
+
+    @staticmethod
+    def assignment(name, port):
+        endpoint = endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(address=socket_address(port))
+        )
+        return endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint])],
+        )
 
     def change(self, line):
         words = line.split()
@@ -209,6 +225,8 @@ class Mesh:
                 self.bad = True
             elif words == ["good"]:
                 self.bad = False
+            elif words == ["more"]:
+                self.more = True
             else:
                 return
             self.version += 1
@@ -251,7 +269,10 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     pending = list(subs)
                 else:
                     r = event
-                    stale = r.response_nonce and r.response_nonce != nonces.get(r.type_url)
+                    # As go-control-plane: once a type has been answered, a request counts only
+                    # with the latest nonce of that type (an empty one is stale too).
+                    last = nonces.get(r.type_url)
+                    stale = last is not None and r.response_nonce != last
                     error = r.error_detail.message if r.HasField("error_detail") else ""
                     print(
                         f"{SHORT.get(r.type_url, r.type_url)} version={r.version_info} "
@@ -260,10 +281,11 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         flush=True,
                     )
                     if stale:
-                        continue  # as go-control-plane: only the latest response is answered
-                    names = list(r.resource_names)
-                    if subs.get(r.type_url) != names:
-                        subs[r.type_url] = names
+                        continue
+                    subs[r.type_url] = list(r.resource_names)
+                    # Answered by version alone, as go-control-plane's snapshot cache long was: a
+                    # request that does not hold the current version gets it; a NACK does not.
+                    if not error and r.version_info != str(self.mesh.version):
                         pending = [r.type_url]
                 for type_url in pending:
                     version = str(self.mesh.version)

@@ -102,6 +102,15 @@ impl Held {
     }
 }
 
+/// The names of `wanted` that `held` has.
+fn held_of<T>(wanted: &BTreeSet<String>, held: &Versioned<T>) -> BTreeSet<String> {
+    wanted
+        .iter()
+        .filter(|n| held.contains_key(*n))
+        .cloned()
+        .collect()
+}
+
 /// The `&'static` form of a type weft-proxy reads.
 fn known_type(type_url: &str) -> Option<&'static str> {
     [CDS, EDS, LDS, RDS].into_iter().find(|t| *t == type_url)
@@ -140,6 +149,8 @@ pub struct Client {
     /// SotW: per type, the version last accepted and the names it was accepted for, said on the
     /// next stream so the server need not resend what is held.
     accepted: HashMap<&'static str, (String, BTreeSet<String>)>,
+    /// Types with a subscription change sent on this stream and no response since.
+    subscribing: BTreeSet<&'static str>,
     /// The lookups of the DNS clusters held, and their latest answers.
     dns: Resolver,
     resolved: HashMap<String, Arc<Vec<EndpointConfig>>>,
@@ -160,6 +171,7 @@ impl Client {
             subscribed_rds: BTreeSet::new(),
             built_from: HashMap::new(),
             accepted: HashMap::new(),
+            subscribing: BTreeSet::new(),
             dns: Resolver::default(),
             resolved: HashMap::new(),
         }
@@ -192,6 +204,8 @@ impl Client {
                          speaking state of the world (StreamAggregatedResources) from now on"
                     );
                     protocol = Protocol::Sotw;
+                    // Delta's versions mean nothing to a SotW server.
+                    self.accepted.clear();
                     continue;
                 }
                 Err(e) if unimplemented => tracing::error!(
@@ -216,10 +230,10 @@ impl Client {
 
     /// The SotW version last accepted for `t`, if it was accepted for the same `names`: a
     /// server that sees the version it sent may send nothing, which must not leave a name asked
-    /// for since then unanswered.
+    /// for since then unanswered. (`covered`: the names held when the version was accepted.)
     fn accepted_version(&self, t: &str, names: &BTreeSet<String>) -> String {
         match self.accepted.get(t) {
-            Some((version, held)) if held == names => version.clone(),
+            Some((version, covered)) if names.is_subset(covered) => version.clone(),
             _ => String::new(),
         }
     }
@@ -251,6 +265,7 @@ impl Client {
             },
         ];
         self.answered.clear();
+        self.subscribing.clear();
         self.subscribed_eds.clear();
         self.subscribed_rds.clear();
         self.waiting.clear();
@@ -305,16 +320,35 @@ impl Client {
             // SotW: an ACK says which version now applies; a NACK, the one still in force.
             let version = match (&error, known_type(&resp.type_url)) {
                 (None, Some(t)) => {
-                    let names = match t {
-                        EDS => self.subscribed_eds.clone(),
-                        RDS => self.subscribed_rds.clone(),
-                        _ => BTreeSet::new(),
+                    // The names the version covers: those wanted and held now, not names
+                    // subscribed after the server built the response.
+                    let none = BTreeSet::new();
+                    let (wanted, covered): (&BTreeSet<String>, BTreeSet<String>) = match t {
+                        EDS => (
+                            &self.subscribed_eds,
+                            held_of(&self.subscribed_eds, &self.held.endpoints),
+                        ),
+                        RDS => (
+                            &self.subscribed_rds,
+                            held_of(&self.subscribed_rds, &self.held.routes),
+                        ),
+                        _ => (&none, BTreeSet::new()),
                     };
                     let version = resp.system_version_info.clone();
-                    self.accepted.insert(t, (version.clone(), names));
-                    version
+                    // A subscription sent while this response was on its way carried a stale
+                    // nonce, which servers such as go-control-plane ignore; if the response
+                    // leaves a wanted name unanswered, an ACK without a version asks again
+                    // (once: the mark goes with this response).
+                    let asked_again = self.subscribing.remove(t) && covered.len() < wanted.len();
+                    self.accepted.insert(t, (version.clone(), covered));
+                    match asked_again {
+                        true => String::new(),
+                        false => version,
+                    }
                 }
-                _ => self
+                // A type weft-proxy does not read: taken as it is.
+                (None, None) => resp.system_version_info.clone(),
+                (Some(_), _) => self
                     .accepted
                     .get(resp.type_url.as_str())
                     .map(|(v, _)| v.clone())
@@ -404,6 +438,13 @@ impl Client {
                 // refused rather than applied by guess.
                 if !seen.insert(r.name.as_str()) {
                     errors.push(invalid("name", "sent twice in one response".into()));
+                    continue;
+                }
+                // The version held: nothing changed (a SotW response resends every resource,
+                // each versioned by its bytes), and the held object stays, so the endpoint
+                // sets built from it are not rebuilt.
+                if !r.version.is_empty() && held.get(&r.name).is_some_and(|(v, _)| *v == r.version)
+                {
                     continue;
                 }
                 let decoded = r
@@ -520,6 +561,7 @@ impl Client {
                     version,
                 },
             )?;
+            self.subscribing.insert(t);
             match t {
                 EDS => self.subscribed_eds = wanted,
                 _ => self.subscribed_rds = wanted,

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use weft_proto::google::protobuf::Any;
 use weft_proto::google::rpc::Status as RpcStatus;
 use weft_proto::xds::config::core::v3::Node;
 use weft_proto::xds::service::discovery::v3::{
@@ -267,49 +268,57 @@ struct Named {
     name: String,
 }
 
-/// A SotW response as a Delta one: each resource named from its own message, the response's
-/// version on each, and for Listener and Cluster the held names it leaves out as removed. A
-/// resource that cannot be read keeps its place under a made-up name (so the conversion's error
-/// names it) and, as its real name is unknown, nothing is removed.
+/// A SotW response as a Delta one: each resource named from its own message and versioned by
+/// its bytes (so the client keeps what did not change), and for Listener and Cluster the held
+/// names it leaves out as removed. A resource that cannot be read keeps its place under a
+/// made-up name (so the conversion's error names it) and, as its real name is unknown, nothing
+/// is removed. A `Resource` wrapper without a body is a TTL heartbeat (go-control-plane's
+/// heartbeating cache): the resource is still there, unchanged.
 pub(super) fn from_sotw(resp: DiscoveryResponse, held: &[String]) -> DeltaDiscoveryResponse {
     let mut unreadable = false;
-    let resources: Vec<Resource> = resp
-        .resources
-        .into_iter()
-        .enumerate()
-        .map(|(i, any)| {
-            // Some servers wrap each resource in a `Resource` (to give it a TTL).
-            let (name, any) = match any.type_url.as_str() {
-                RESOURCE => match Resource::decode(&any.value[..]) {
-                    Ok(r) => (Some(r.name), r.resource),
-                    Err(_) => (None, Some(any)),
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    let mut resources = Vec::with_capacity(resp.resources.len());
+    for (i, any) in resp.resources.into_iter().enumerate() {
+        // Some servers wrap each resource in a `Resource` (to give it a TTL).
+        let (name, any) = match any.type_url.as_str() {
+            RESOURCE => match Resource::decode(&any.value[..]) {
+                Ok(r) => match r.resource {
+                    None if !r.name.is_empty() => {
+                        present.insert(r.name);
+                        continue;
+                    }
+                    inner => {
+                        let own = inner.as_ref().and_then(name_of);
+                        let name = Some(r.name).filter(|n| !n.is_empty()).or(own);
+                        (name.filter(|n| !n.is_empty()), inner)
+                    }
                 },
-                _ => {
-                    let name = Named::decode(&any.value[..]).ok().map(|n| n.name);
-                    (name, Some(any))
-                }
-            };
-            let name = name.unwrap_or_else(|| {
-                unreadable = true;
-                format!("resources[{i}]")
-            });
-            Resource {
-                name,
-                version: resp.version_info.clone(),
-                resource: any,
-                ..Default::default()
-            }
-        })
-        .collect();
+                Err(_) => (None, Some(any)),
+            },
+            _ => (name_of(&any), Some(any)),
+        };
+        let name = name.unwrap_or_else(|| {
+            unreadable = true;
+            format!("resources[{i}]")
+        });
+        present.insert(name.clone());
+        let version = any.as_ref().map(|a| digest(&a.value)).unwrap_or_default();
+        resources.push(Resource {
+            name,
+            version,
+            resource: any,
+            ..Default::default()
+        });
+    }
     let full_state = resp.type_url == CDS || resp.type_url == LDS;
-    let removed_resources = match full_state && !unreadable {
-        true => {
-            let sent: BTreeSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
-            held.iter()
-                .filter(|n| !sent.contains(n.as_str()))
-                .cloned()
-                .collect()
-        }
+    // A response of heartbeats only says nothing of the resources it does not name.
+    let heartbeats_only = resources.is_empty() && !present.is_empty();
+    let removed_resources = match full_state && !unreadable && !heartbeats_only {
+        true => held
+            .iter()
+            .filter(|n| !present.contains(n.as_str()))
+            .cloned()
+            .collect(),
         false => vec![],
     };
     DeltaDiscoveryResponse {
@@ -322,11 +331,23 @@ pub(super) fn from_sotw(resp: DiscoveryResponse, held: &[String]) -> DeltaDiscov
     }
 }
 
+/// The name field of a resource, if its bytes can be read.
+fn name_of(any: &Any) -> Option<String> {
+    Named::decode(&any.value[..]).ok().map(|n| n.name)
+}
+
+/// A version for a resource's bytes.
+fn digest(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::xds::client::{EDS, RDS};
-    use weft_proto::google::protobuf::Any;
     use weft_proto::xds::config::cluster::v3::Cluster;
     use weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment;
 
@@ -375,7 +396,10 @@ mod tests {
             (r.nonce.as_str(), r.system_version_info.as_str()),
             ("n", "7")
         );
-        assert!(r.resources.iter().all(|r| r.version == "7"));
+        // Each resource is versioned by its bytes: the same resource, the same version.
+        let again = from_sotw(sotw(CDS, vec![cluster("b")]), &[]);
+        assert_eq!(again.resources[0].version, r.resources[1].version);
+        assert_ne!(r.resources[0].version, r.resources[1].version);
         // Assignments and routes come a few at a time: nothing is removed by absence, and an
         // assignment is named by its `cluster_name`.
         let cla = ClusterLoadAssignment {
@@ -397,6 +421,33 @@ mod tests {
         assert_eq!(names(&r), ["w"]);
         assert_eq!(r.resources[0].resource.as_ref().unwrap().type_url, CDS);
         assert_eq!(r.removed_resources, ["a"]);
+        // A wrapper without a name is named by what it wraps.
+        let unnamed = Resource {
+            resource: Some(cluster("inner")),
+            ..Default::default()
+        };
+        let r = from_sotw(sotw(CDS, vec![any(RESOURCE, &unnamed)]), &held(&["inner"]));
+        assert_eq!(names(&r), ["inner"]);
+        assert!(r.removed_resources.is_empty());
+        // A TTL heartbeat (a wrapper without a body) keeps its resource as it is; a response of
+        // heartbeats only removes nothing.
+        let heartbeat = |name: &str| {
+            any(
+                RESOURCE,
+                &Resource {
+                    name: name.into(),
+                    ..Default::default()
+                },
+            )
+        };
+        let r = from_sotw(
+            sotw(CDS, vec![cluster("a"), heartbeat("t")]),
+            &held(&["a", "t", "c"]),
+        );
+        assert_eq!(names(&r), ["a"]);
+        assert_eq!(r.removed_resources, ["c"]);
+        let r = from_sotw(sotw(CDS, vec![heartbeat("t")]), &held(&["a", "t"]));
+        assert!(r.resources.is_empty() && r.removed_resources.is_empty());
         // One that cannot be read keeps its place by index, and nothing held is removed.
         let junk = Any {
             type_url: CDS.into(),
