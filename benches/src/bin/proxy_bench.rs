@@ -508,6 +508,7 @@ async fn bench(o: Opts) {
             println!("idle RSS {:<10} {:>6.1} MiB", t.name, rss_mib(*p).0);
         }
     }
+    let weft_idle_rss = rss_mib(weft_proxy.0.id()).0;
     // Warm every path (pools, lazy init).
     for t in &targets {
         let _ = open_loop(t.addr, 500, 1, o.connections);
@@ -649,13 +650,20 @@ async fn bench(o: Opts) {
             ));
         }
     }
-    for ((t, pid), runs) in targets.iter().zip(&pids).zip(&saturation) {
+    let mut per_core_of: Vec<f64> = vec![0.0; targets.len()];
+    for (((t, pid), runs), per_core_out) in targets
+        .iter()
+        .zip(&pids)
+        .zip(&saturation)
+        .zip(per_core_of.iter_mut())
+    {
         let rps = median(runs.iter().map(|r| r.0).collect());
         let p99 = median(runs.iter().map(|r| r.2).collect());
         let errors: u64 = runs.iter().map(|r| r.3).sum();
         if pid.is_some() {
             let cores = median(runs.iter().map(|r| r.1).collect());
             let per_core = median(runs.iter().map(|r| r.0 / r.1.max(0.01)).collect());
+            *per_core_out = per_core;
             println!(
                 "{:<11} {:>10.0} {:>10.2} {:>14.0} {:>10.0}",
                 t.name, rps, cores, per_core, p99
@@ -676,4 +684,71 @@ async fn bench(o: Opts) {
             println!("peak RSS {:<10} {:>6.1} MiB", t.name, rss_mib(*p).1);
         }
     }
+    let at_1k = rate_rows
+        .iter()
+        .find(|(rate, _)| *rate == 1000)
+        .map(|(_, rows)| rows);
+    print_goals(Goals {
+        weft_1k: at_1k.map(|rows| rows[1].clone()),
+        relay_1k: at_1k.and_then(|rows| rows.last().cloned()),
+        idle_rss: weft_idle_rss,
+        peak_rss: rss_mib(weft_proxy.0.id()).1,
+        per_core: (per_core_of[1], per_core_of[2]),
+    });
+}
+
+/// What the goals of the proxy issue are judged on, from this run.
+struct Goals {
+    /// weft-proxy's row at 1,000 req/s, if that rate ran.
+    weft_1k: Option<Row>,
+    /// The bare relay's row at 1,000 req/s: what any hop costs on this machine.
+    relay_1k: Option<Row>,
+    idle_rss: f64,
+    peak_rss: f64,
+    /// Saturation requests per second per core of proxy CPU: weft-proxy's and nginx's.
+    per_core: (f64, f64),
+}
+
+/// Each goal of the proxy issue against this run's figure: met or missed.
+fn print_goals(g: Goals) {
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    println!("\n## goals (weft-proxy, this run)");
+    if let Some(w) = &g.weft_1k {
+        let relay = g
+            .relay_1k
+            .as_ref()
+            .map(|r| format!(" (bare relay: {:+.1}/{:+.1})", r.added_p50, r.added_p99))
+            .unwrap_or_default();
+        println!(
+            "added p50 <= 40 µs at 1,000 req/s     {:>+8.1}  {}{relay}",
+            w.added_p50,
+            verdict(w.added_p50 <= 40.0)
+        );
+        println!(
+            "added p99 <= 75 µs at 1,000 req/s     {:>+8.1}  {}",
+            w.added_p99,
+            verdict(w.added_p99 <= 75.0)
+        );
+        println!(
+            "CPU <= 0.05 s per 1,000 req at 1,000/s {:>8.4}  {}",
+            w.cpu_per_1k,
+            verdict(w.cpu_per_1k <= 0.05)
+        );
+    }
+    println!(
+        "idle RSS <= 10 MiB                     {:>8.1}  {}",
+        g.idle_rss,
+        verdict(g.idle_rss <= 10.0)
+    );
+    println!(
+        "peak RSS under load <= 20 MiB          {:>8.1}  {}",
+        g.peak_rss,
+        verdict(g.peak_rss <= 20.0)
+    );
+    let (weft, nginx) = g.per_core;
+    println!(
+        "saturation per core >= nginx's         {:>7.2}x  {}",
+        weft / nginx.max(1.0),
+        verdict(weft >= nginx)
+    );
 }
