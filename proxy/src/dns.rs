@@ -3,9 +3,9 @@
 //!
 //! One task per cluster resolves its names through the system resolver (`getaddrinfo`: the
 //! hosts file, then DNS) every refresh interval and reports a changed answer to the xDS client,
-//! which publishes it as the cluster's endpoints, as it does an EDS assignment. A failed lookup
-//! keeps the last answer, as Envoy does; a cluster whose first lookup fails has no endpoints
-//! until one succeeds.
+//! which publishes it as the cluster's endpoints, as it does an EDS assignment. A name whose
+//! lookup fails keeps its last answer, as Envoy's targets do; one that has never resolved adds
+//! nothing until it does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::config::{DnsFamily, DnsTargets, EndpointConfig};
+use crate::config::{DnsFamily, DnsHost, DnsTargets, EndpointConfig};
 
 /// How long one lookup may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,66 +94,106 @@ impl Drop for Resolver {
 }
 
 /// Resolves `targets` every refresh interval and sends each answer that differs from the last.
+/// Each name keeps its own last answer, so one that fails neither empties nor freezes the
+/// others. A lookup still running when its time is up (`getaddrinfo` cannot be stopped) is
+/// waited for on the next round rather than started again beside it.
 async fn lookups(name: String, targets: Arc<DnsTargets>, tx: mpsc::UnboundedSender<Resolved>) {
+    let mut answers: Vec<Option<Vec<EndpointConfig>>> = vec![None; targets.hosts.len()];
+    let mut running: Vec<Option<Lookup>> = (0..targets.hosts.len()).map(|_| None).collect();
     let mut last: Option<Vec<EndpointConfig>> = None;
     loop {
-        match resolve(&targets).await {
-            Ok(endpoints) if last.as_ref() != Some(&endpoints) => {
-                tracing::debug!(cluster = name, endpoints = endpoints.len(), "resolved");
-                last = Some(endpoints.clone());
-                let sent = (name.clone(), targets.clone(), Arc::new(endpoints));
-                if tx.send(sent).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(
-                    cluster = name,
-                    "DNS lookup failed, keeping the last answer: {e}"
-                );
-                if last.is_none() {
-                    // The cluster applies without endpoints (503 UH) rather than hold back
-                    // the config; the next success fills it.
-                    last = Some(Vec::new());
-                    let sent = (name.clone(), targets.clone(), Arc::new(Vec::new()));
-                    if tx.send(sent).is_err() {
-                        return;
+        for (i, h) in targets.hosts.iter().enumerate() {
+            let lookup = running[i].get_or_insert_with(|| start(h));
+            match tokio::time::timeout(LOOKUP_TIMEOUT, &mut *lookup).await {
+                Ok(done) => {
+                    running[i] = None;
+                    let found = done
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                        .and_then(|addrs| endpoints_of(h, addrs, &targets));
+                    match found {
+                        Ok(eps) => answers[i] = Some(eps),
+                        Err(e) => tracing::warn!(
+                            cluster = name,
+                            host = h.host,
+                            "DNS lookup failed, keeping the last answer: {e}"
+                        ),
                     }
                 }
+                Err(_) => tracing::warn!(
+                    cluster = name,
+                    host = h.host,
+                    "DNS lookup timed out, keeping the last answer"
+                ),
+            }
+        }
+        // The first round is sent whatever it found: a cluster none of whose names resolve
+        // applies without endpoints (503 UH) rather than hold back the config.
+        let now: Vec<EndpointConfig> = answers.iter().flatten().flatten().cloned().collect();
+        if last.as_ref() != Some(&now) {
+            tracing::debug!(cluster = name, endpoints = now.len(), "resolved");
+            last = Some(now.clone());
+            if tx
+                .send((name.clone(), targets.clone(), Arc::new(now)))
+                .is_err()
+            {
+                return;
             }
         }
         tokio::time::sleep(targets.refresh).await;
     }
 }
 
-/// The endpoints `targets` resolve to now; any name failing fails the lookup.
-pub async fn resolve(targets: &DnsTargets) -> std::io::Result<Vec<EndpointConfig>> {
-    let mut out = Vec::new();
-    for h in &targets.hosts {
-        let found = tokio::time::timeout(
-            LOOKUP_TIMEOUT,
-            tokio::net::lookup_host((h.host.as_str(), h.port)),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??;
-        let mut addrs = of_family(found.collect(), targets.family);
-        if addrs.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{} has no address of family {:?}", h.host, targets.family),
-            ));
-        }
-        if targets.logical {
-            addrs.truncate(1);
-        }
-        out.extend(addrs.into_iter().map(|addr| EndpointConfig {
+/// A lookup of one name in the blocking pool, as `getaddrinfo` is.
+type Lookup = tokio::task::JoinHandle<std::io::Result<Vec<SocketAddr>>>;
+
+fn start(h: &DnsHost) -> Lookup {
+    let target = (h.host.clone(), h.port);
+    tokio::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs;
+        target.to_socket_addrs().map(Iterator::collect)
+    })
+}
+
+/// One name's endpoints from its addresses: of the family asked for, each once; every address
+/// in a stable order for STRICT_DNS (round-robin DNS rotates them, which is no change), the
+/// first one for LOGICAL_DNS, as Envoy takes it.
+fn endpoints_of(
+    h: &DnsHost,
+    addrs: Vec<SocketAddr>,
+    targets: &DnsTargets,
+) -> std::io::Result<Vec<EndpointConfig>> {
+    let mut addrs = of_family(addrs, targets.family);
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} has no address of family {:?}", h.host, targets.family),
+        ));
+    }
+    match targets.logical {
+        true => addrs.truncate(1),
+        false => addrs.sort_unstable(),
+    }
+    Ok(addrs
+        .into_iter()
+        .map(|addr| EndpointConfig {
             addr,
             weight: h.weight,
             identity: None,
             workload: None,
             priority: h.priority,
-        }));
+        })
+        .collect())
+}
+
+/// The endpoints `targets` resolve to now; any name failing fails the lookup.
+pub async fn resolve(targets: &DnsTargets) -> std::io::Result<Vec<EndpointConfig>> {
+    let mut out = Vec::new();
+    for h in &targets.hosts {
+        let found = tokio::time::timeout(LOOKUP_TIMEOUT, start(h))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))?
+            .map_err(std::io::Error::other)??;
+        out.extend(endpoints_of(h, found, targets)?);
     }
     Ok(out)
 }
@@ -180,7 +220,6 @@ fn of_family(addrs: Vec<SocketAddr>, family: DnsFamily) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DnsHost;
 
     #[test]
     fn the_family_decides_which_addresses_are_kept() {
@@ -267,7 +306,19 @@ mod tests {
         }
         assert_eq!(seen["ok"].len(), 1);
         assert!(seen["bad"].is_empty());
-        assert_eq!(r.track([("ok", &ok)].into_iter()), ["bad"]);
+        // A name that fails does not take the others of its cluster with it.
+        let mixed = Arc::new(targets(
+            &[("no-such-host.invalid", 1), ("localhost", 2)],
+            false,
+        ));
+        r.track([("ok", &ok), ("mixed", &mixed)].into_iter());
+        let (name, _, eps) = tokio::time::timeout(Duration::from_secs(10), r.next())
+            .await
+            .expect("an answer");
+        assert_eq!(name, "mixed");
+        let got: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(got, ["127.0.0.1:2"]);
+        assert_eq!(r.track([("ok", &ok)].into_iter()), ["mixed"]);
         assert_eq!(r.tasks.len(), 1);
     }
 }

@@ -897,3 +897,88 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
         .unwrap();
     eventually("e1's new endpoint", || port_of(&store, "e1") == Some(9090)).await;
 }
+
+/// A STRICT_DNS cluster of `host`:`port`, IPv4 only, resolved again every 50 ms.
+fn dns_cluster(name: &str, host: &str, port: u32) -> Cluster {
+    let mut c = cla(name, port);
+    if let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) =
+        &mut c.endpoints[0].lb_endpoints[0].host_identifier
+        && let Some(address::Address::SocketAddress(sa)) =
+            ep.address.as_mut().and_then(|a| a.address.as_mut())
+    {
+        sa.address = host.into();
+    }
+    #[allow(deprecated)]
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32,
+        )),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+        dns_refresh_rate: Some(weft_proto::google::protobuf::Duration {
+            seconds: 0,
+            nanos: 50_000_000,
+        }),
+        load_assignment: Some(c),
+        ..Default::default()
+    }
+}
+
+/// A DNS cluster's endpoints are what its names resolve to; a change of its names applies, and a
+/// name that never resolves leaves the cluster empty (503) without holding back the rest.
+#[tokio::test]
+async fn a_dns_cluster_serves_what_its_names_resolve_to() {
+    let (store, _reqs, reply) = connected_client().await;
+    let send = |r: DeltaDiscoveryResponse| {
+        let reply = reply.clone();
+        async move { reply.send(Ok(r)).await.unwrap() }
+    };
+    send(response(
+        CDS,
+        "n1",
+        vec![
+            resource("ext", "v1", CDS, &dns_cluster("ext", "localhost", 1111)),
+            resource(
+                "gone",
+                "v1",
+                CDS,
+                &dns_cluster("gone", "no-such-host.invalid", 1),
+            ),
+        ],
+    ))
+    .await;
+    send(response(LDS, "n2", vec![])).await;
+    eventually("ready with ext resolved", || {
+        store.is_ready() && port_of(&store, "ext") == Some(1111)
+    })
+    .await;
+    let addr = store.load().endpoints["ext"].pick().unwrap().addr;
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert!(
+        store.load().endpoints["gone"].pick().is_none(),
+        "a name that does not resolve: no endpoints"
+    );
+
+    // New names: the cluster follows them.
+    send(response(
+        CDS,
+        "n3",
+        vec![resource(
+            "ext",
+            "v2",
+            CDS,
+            &dns_cluster("ext", "127.0.0.3", 2222),
+        )],
+    ))
+    .await;
+    eventually("ext on its new name", || {
+        store
+            .load()
+            .endpoints
+            .get("ext")
+            .and_then(|s| s.pick())
+            .is_some_and(|e| e.addr.to_string() == "127.0.0.3:2222")
+    })
+    .await;
+    assert!(store.load().clusters.contains_key("gone"));
+}

@@ -264,13 +264,15 @@ impl Client {
                 version: self.accepted_version(LDS, &none),
             },
         ];
+        let node = self.settings.node_id.clone();
+        let mut session = Session::open(channel, protocol, &node, first).await?;
+        // Only now: until the stream is open, what was known stays as it was, so a DNS answer
+        // published meanwhile is not taken for a complete config.
         self.answered.clear();
         self.subscribing.clear();
         self.subscribed_eds.clear();
         self.subscribed_rds.clear();
         self.waiting.clear();
-        let node = self.settings.node_id.clone();
-        let mut session = Session::open(channel, protocol, &node, first).await?;
         self.resubscribe(&mut session)?;
         tracing::info!(url = %self.settings.xds_url, ?protocol, "xDS stream open");
         self.metrics.xds.connected.set(1);
@@ -318,6 +320,7 @@ impl Client {
                 message
             });
             // SotW: an ACK says which version now applies; a NACK, the one still in force.
+            let mut ask_again = None;
             let version = match (&error, known_type(&resp.type_url)) {
                 (None, Some(t)) => {
                     // The names the version covers: those wanted and held now, not names
@@ -348,11 +351,16 @@ impl Client {
                 }
                 // A type weft-proxy does not read: taken as it is.
                 (None, None) => resp.system_version_info.clone(),
-                (Some(_), _) => self
-                    .accepted
-                    .get(resp.type_url.as_str())
-                    .map(|(v, _)| v.clone())
-                    .unwrap_or_default(),
+                (Some(_), t) => {
+                    // A NACK restates the version in force, which a server that answers by
+                    // version alone does not answer: a subscription that crossed this response
+                    // is asked for again after it.
+                    ask_again = t.filter(|t| self.subscribing.remove(t));
+                    self.accepted
+                        .get(resp.type_url.as_str())
+                        .map(|(v, _)| v.clone())
+                        .unwrap_or_default()
+                }
             };
             session.send(
                 &node,
@@ -363,6 +371,23 @@ impl Client {
                     error,
                 },
             )?;
+            if let Some(t) = ask_again.filter(|_| session.is_sotw()) {
+                let wanted = match t {
+                    EDS => self.subscribed_eds.clone(),
+                    _ => self.subscribed_rds.clone(),
+                };
+                session.send(
+                    &node,
+                    Ask::Subscribe {
+                        type_url: t,
+                        wanted,
+                        add: vec![],
+                        remove: vec![],
+                        held: HashMap::new(),
+                        version: String::new(),
+                    },
+                )?;
+            }
             self.resubscribe(&mut session)?;
             self.publish_if_complete();
         }
@@ -516,6 +541,18 @@ impl Client {
 
     /// Keeps EDS and RDS subscriptions equal to what the clusters and listeners name.
     fn resubscribe(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        // DNS clusters are looked up as long as they are held, and as they are now (first, so a
+        // failed send below leaves them right). A cluster whose names changed keeps serving
+        // its last answer until the new one comes, as Envoy's warms beside the old.
+        let dns = self
+            .held
+            .clusters
+            .iter()
+            .filter_map(|(n, (_, c))| Some((n.as_str(), c.dns.as_ref()?)));
+        let _ = self.dns.track(dns);
+        let clusters = &self.held.clusters;
+        self.resolved
+            .retain(|n, _| clusters.get(n).is_some_and(|(_, c)| c.dns.is_some()));
         for t in [EDS, RDS] {
             let (wanted, subscribed, held) = match t {
                 EDS => (
@@ -566,15 +603,6 @@ impl Client {
                 EDS => self.subscribed_eds = wanted,
                 _ => self.subscribed_rds = wanted,
             }
-        }
-        // DNS clusters are looked up as long as they are held, and as they are now.
-        let dns = self
-            .held
-            .clusters
-            .iter()
-            .filter_map(|(n, (_, c))| Some((n.as_str(), c.dns.as_ref()?)));
-        for name in self.dns.track(dns) {
-            self.resolved.remove(&name);
         }
         // Forget what is no longer wanted, answers included: a name subscribed again later must
         // be answered again before the config counts as complete.

@@ -703,6 +703,13 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             let field =
                 format!("load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address");
+            // As for EDS: a host the control plane says is unhealthy is left out.
+            if !matches!(
+                HealthStatus::try_from(lb.health_status),
+                Ok(HealthStatus::Healthy | HealthStatus::Unknown)
+            ) {
+                continue;
+            }
             let sa = match &lb.host_identifier {
                 Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => {
                     match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
@@ -720,6 +727,12 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
             if sa.address.is_empty() {
                 return Err(ctx.err(format!("{field}.address"), "empty"));
             }
+            if !sa.resolver_name.is_empty() {
+                return Err(ctx.err(
+                    format!("{field}.resolver_name"),
+                    "custom resolvers are not supported (weft-proxy uses the system resolver)",
+                ));
+            }
             hosts.push(DnsHost {
                 host: sa.address.clone(),
                 port,
@@ -734,9 +747,6 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
             "load_assignment",
             "a LOGICAL_DNS cluster has exactly one endpoint",
         ));
-    }
-    if hosts.is_empty() {
-        return Err(ctx.err("load_assignment", "no endpoint to resolve"));
     }
     use cluster::DnsLookupFamily as F;
     let family = match F::try_from(c.dns_lookup_family) {
@@ -754,8 +764,8 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
         .dns_refresh_rate
         .as_ref()
         .map_or(Duration::from_secs(5), duration);
-    if refresh < Duration::from_millis(1) {
-        return Err(ctx.err("dns_refresh_rate", "must be at least 1ms"));
+    if refresh <= Duration::from_millis(1) {
+        return Err(ctx.err("dns_refresh_rate", "must be more than 1ms"));
     }
     Ok(DnsTargets {
         hosts,
@@ -2423,6 +2433,9 @@ mod tests {
                 .unwrap()
                 .logical
         );
+        // A STRICT_DNS cluster of no hosts is a cluster of no endpoints, as Envoy has it.
+        let none = Cluster::try_from(&dns(StrictDns, vec![])).unwrap();
+        assert!(none.dns.unwrap().hosts.is_empty());
         // (cluster, refused field)
         let custom = xc::Cluster {
             typed_dns_resolver_config: Some(Default::default()),
@@ -2433,7 +2446,6 @@ mod tests {
                 dns(LogicalDns, vec![host("a", 80), host("b", 80)]),
                 "load_assignment",
             ),
-            (dns(StrictDns, vec![]), "load_assignment"),
             (custom, "typed_dns_resolver_config"),
             (
                 xc::Cluster {

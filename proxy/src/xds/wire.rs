@@ -123,6 +123,11 @@ impl Session {
         Ok(Session::Delta { tx, rx })
     }
 
+    /// Whether the stream is state of the world.
+    pub(super) fn is_sotw(&self) -> bool {
+        matches!(self, Session::Sotw { .. })
+    }
+
     /// Sends one request.
     pub(super) fn send(&mut self, node: &str, ask: Ask) -> anyhow::Result<()> {
         match self {
