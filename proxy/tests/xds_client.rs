@@ -35,10 +35,36 @@ const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
 type Reply = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
-/// Hands each Delta stream to the test, which plays the server.
-struct Scripted(mpsc::Sender<(Streaming<DeltaDiscoveryRequest>, Reply)>);
+/// Hands each stream of the form it serves to the test, which plays the server; the other form
+/// is answered UNIMPLEMENTED, as a server of one form does, and counted.
+struct Scripted {
+    delta: Option<Streams<DeltaDiscoveryRequest, DeltaDiscoveryResponse>>,
+    sotw: Option<Streams<DiscoveryRequest, DiscoveryResponse>>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Where a scripted server hands each stream: its requests, and where to send its responses.
+type Streams<Q, A> = mpsc::Sender<(Streaming<Q>, mpsc::Sender<Result<A, Status>>)>;
+
+impl Scripted {
+    /// Hands a stream the client opened to the test, or refuses a form this server lacks.
+    async fn hand_over<Q, A: Send + 'static>(
+        &self,
+        to: Option<&Streams<Q, A>>,
+        req: Request<Streaming<Q>>,
+    ) -> Result<Response<Out<A>>, Status> {
+        let Some(to) = to else {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(Status::unimplemented("not served here"));
+        };
+        let (tx, rx) = mpsc::channel(8);
+        to.send((req.into_inner(), tx)).await.unwrap();
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Scripted {
@@ -47,18 +73,16 @@ impl AggregatedDiscoveryService for Scripted {
 
     async fn stream_aggregated_resources(
         &self,
-        _: Request<Streaming<DiscoveryRequest>>,
+        req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("delta only"))
+        self.hand_over(self.sotw.as_ref(), req).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(8);
-        self.0.send((req.into_inner(), tx)).await.unwrap();
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.hand_over(self.delta.as_ref(), req).await
     }
 }
 
@@ -169,14 +193,32 @@ async fn scripted_server() -> (
     std::net::SocketAddr,
 ) {
     let (streams_tx, streams) = mpsc::channel(4);
+    let server = Scripted {
+        delta: Some(streams_tx),
+        sotw: None,
+        refused: Default::default(),
+    };
+    (streams, serve(server).await)
+}
+
+/// Serves `ads` on a free loopback port.
+async fn serve<S: AggregatedDiscoveryService>(ads: S) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(Scripted(streams_tx)))
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    (streams, addr)
+    addr
+}
+
+/// The next stream a client opens, within 10 s.
+async fn next_stream<T>(streams: &mut mpsc::Receiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), streams.recv())
+        .await
+        .expect("a new stream in time")
+        .expect("the server runs")
 }
 
 /// Starts weft-proxy's xDS client against `addr`.
@@ -278,10 +320,7 @@ async fn a_control_plane_that_goes_silent_is_reconnected_to() {
     // The path goes silent; pings go unanswered, and the client dials again (through the relay,
     // whose new connections forward), saying what it holds.
     frozen_below.store(1, std::sync::atomic::Ordering::SeqCst);
-    let (mut again, _reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
-        .await
-        .expect("a new stream after the keepalive timeout")
-        .unwrap();
+    let (mut again, _reply) = next_stream(&mut streams).await;
     let first = next(&mut again).await;
     assert_eq!(first.type_url, CDS);
     assert_eq!(
@@ -439,10 +478,7 @@ async fn ack_nack_warming_and_reconnect() {
     // The control plane goes away: the proxy keeps its config and reconnects with what it holds.
     drop(reply);
     drop(reqs);
-    let (mut reqs, _reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut reqs, _reply) = next_stream(&mut streams).await;
     assert!(
         store.load().clusters.contains_key("c3"),
         "config kept while disconnected"
@@ -670,38 +706,6 @@ async fn a_name_twice_or_a_resource_of_another_type_is_nacked_and_the_rest_appli
     assert!(!config.clusters.contains_key("c2"));
 }
 
-type SotwReply = mpsc::Sender<Result<DiscoveryResponse, Status>>;
-
-/// A server that serves only state of the world, as some control planes do; it counts the Delta
-/// streams it turned away.
-struct SotwOnly(
-    mpsc::Sender<(Streaming<DiscoveryRequest>, SotwReply)>,
-    Arc<std::sync::atomic::AtomicUsize>,
-);
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for SotwOnly {
-    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(8);
-        self.0.send((req.into_inner(), tx)).await.unwrap();
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(Status::unimplemented("state of the world only"))
-    }
-}
-
 fn sotw_response(
     type_url: &str,
     version: &str,
@@ -724,6 +728,11 @@ fn any<M: Message>(type_url: &str, m: &M) -> Any {
     }
 }
 
+/// The version and nonce a SotW request says.
+fn said(r: &DiscoveryRequest) -> (&str, &str) {
+    (r.version_info.as_str(), r.response_nonce.as_str())
+}
+
 /// The next request of `type_url` on a SotW stream (requests of other types are skipped).
 async fn next_of(s: &mut Streaming<DiscoveryRequest>, type_url: &str) -> DiscoveryRequest {
     loop {
@@ -743,21 +752,14 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     use std::sync::atomic::Ordering;
     let (streams_tx, mut streams) = mpsc::channel(4);
     let delta_refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(SotwOnly(
-                streams_tx,
-                delta_refused.clone(),
-            )))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let server = Scripted {
+        delta: None,
+        sotw: Some(streams_tx),
+        refused: delta_refused.clone(),
+    };
+    let addr = serve(server).await;
     let (store, _metrics) = start_client(addr, Duration::from_secs(30));
-    let (mut reqs, reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
-        .await
-        .expect("a SotW stream after Delta is refused")
-        .unwrap();
+    let (mut reqs, reply) = next_stream(&mut streams).await;
     assert_eq!(delta_refused.load(Ordering::SeqCst), 1);
 
     // Wildcard CDS and LDS: no names, nothing held.
@@ -781,10 +783,7 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     ))
     .await;
     let ack = next_of(&mut reqs, CDS).await;
-    assert_eq!(
-        (ack.version_info.as_str(), ack.response_nonce.as_str()),
-        ("c1", "1")
-    );
+    assert_eq!(said(&ack), ("c1", "1"));
     assert!(ack.error_detail.is_none());
     // The EDS cluster's assignment is asked for by name.
     let eds = next_of(&mut reqs, EDS).await;
@@ -801,10 +800,7 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     ))
     .await;
     let ack = next_of(&mut reqs, EDS).await;
-    assert_eq!(
-        (ack.version_info.as_str(), ack.response_nonce.as_str()),
-        ("e1", "3")
-    );
+    assert_eq!(said(&ack), ("e1", "3"));
     assert_eq!(
         ack.resource_names,
         ["e1"],
@@ -851,10 +847,7 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     ))
     .await;
     let nack = next_of(&mut reqs, CDS).await;
-    assert_eq!(
-        (nack.version_info.as_str(), nack.response_nonce.as_str()),
-        ("c2", "5")
-    );
+    assert_eq!(said(&nack), ("c2", "5"));
     let msg = nack.error_detail.expect("NACK").message;
     assert!(msg.contains("bad: transport_socket"), "{msg}");
     eventually("s2 applied", || store.load().clusters.contains_key("s2")).await;
@@ -869,10 +862,7 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     // the versions it holds (so an unchanged server need send nothing).
     drop(reply);
     drop(reqs);
-    let (mut reqs, reply) = tokio::time::timeout(Duration::from_secs(10), streams.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut reqs, reply) = next_stream(&mut streams).await;
     assert_eq!(
         delta_refused.load(Ordering::SeqCst),
         1,

@@ -69,6 +69,16 @@ def config_source():
     )
 
 
+def eds_cluster(name, **fields):
+    # An EDS cluster whose assignment comes from the same gRPC config source.
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=config_source()),
+        **fields,
+    )
+
+
 def socket_address(port):
     return address_pb2.Address(
         socket_address=address_pb2.SocketAddress(
@@ -118,13 +128,9 @@ class Mesh:
                 return {"listener_0": listener}
             if type_url == CDS:
                 clusters = {
-                    CLUSTER: cluster_pb2.Cluster(
-                        name=CLUSTER,
+                    CLUSTER: eds_cluster(
+                        CLUSTER,
                         connect_timeout=duration_pb2.Duration(seconds=5),
-                        type=cluster_pb2.Cluster.EDS,
-                        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-                            eds_config=config_source()
-                        ),
                         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
                         dns_lookup_family=cluster_pb2.Cluster.V4_ONLY,
                     )
@@ -157,20 +163,10 @@ class Mesh:
                     ),
                 )
                 if self.more:
-                    clusters["extra_cluster"] = cluster_pb2.Cluster(
-                        name="extra_cluster",
-                        type=cluster_pb2.Cluster.EDS,
-                        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-                            eds_config=config_source()
-                        ),
-                    )
+                    clusters["extra_cluster"] = eds_cluster("extra_cluster")
                 if self.bad:
-                    clusters["tls_cluster"] = cluster_pb2.Cluster(
-                        name="tls_cluster",
-                        type=cluster_pb2.Cluster.EDS,
-                        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-                            eds_config=config_source()
-                        ),
+                    clusters["tls_cluster"] = eds_cluster(
+                        "tls_cluster",
                         transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls"),
                     )
                 return clusters

@@ -711,44 +711,57 @@ struct Goals {
 
 /// Each goal of the proxy issue against this run's figure: met or missed.
 fn print_goals(g: Goals) {
-    let verdict = |ok: bool| if ok { "met" } else { "missed" };
-    println!("\n## goals (weft-proxy, this run)");
+    // (goal, this run's figure, met, what else to say)
+    let mut rows: Vec<(&str, String, bool, String)> = Vec::new();
     if let Some(w) = &g.weft_1k {
         let relay = g
             .relay_1k
             .as_ref()
             .map(|r| format!(" (bare relay: {:+.1}/{:+.1})", r.added_p50, r.added_p99))
             .unwrap_or_default();
-        println!(
-            "added p50 <= 40 µs at 1,000 req/s     {:>+8.1}  {}{relay}",
-            w.added_p50,
-            verdict(w.added_p50 <= 40.0)
-        );
-        println!(
-            "added p99 <= 75 µs at 1,000 req/s     {:>+8.1}  {}",
-            w.added_p99,
-            verdict(w.added_p99 <= 75.0)
-        );
-        println!(
-            "CPU <= 0.05 s per 1,000 req at 1,000/s {:>8.4}  {}",
-            w.cpu_per_1k,
-            verdict(w.cpu_per_1k <= 0.05)
-        );
+        rows.push((
+            "added p50 <= 40 µs at 1,000 req/s",
+            format!("{:+.1}", w.added_p50),
+            w.added_p50 <= 40.0,
+            relay,
+        ));
+        rows.push((
+            "added p99 <= 75 µs at 1,000 req/s",
+            format!("{:+.1}", w.added_p99),
+            w.added_p99 <= 75.0,
+            String::new(),
+        ));
+        rows.push((
+            "CPU <= 0.05 s per 1,000 req at 1,000/s",
+            format!("{:.4}", w.cpu_per_1k),
+            w.cpu_per_1k <= 0.05,
+            String::new(),
+        ));
     }
-    println!(
-        "idle RSS <= 10 MiB                     {:>8.1}  {}",
-        g.idle_rss,
-        verdict(g.idle_rss <= 10.0)
-    );
-    println!(
-        "peak RSS under load <= 20 MiB          {:>8.1}  {}",
-        g.peak_rss,
-        verdict(g.peak_rss <= 20.0)
-    );
     let (weft, nginx) = g.per_core;
-    println!(
-        "saturation per core >= nginx's         {:>7.2}x  {}",
-        weft / nginx.max(1.0),
-        verdict(weft >= nginx)
-    );
+    rows.extend([
+        (
+            "idle RSS <= 10 MiB",
+            format!("{:.1}", g.idle_rss),
+            g.idle_rss <= 10.0,
+            String::new(),
+        ),
+        (
+            "peak RSS under load <= 20 MiB",
+            format!("{:.1}", g.peak_rss),
+            g.peak_rss <= 20.0,
+            String::new(),
+        ),
+        (
+            "saturation per core >= nginx's",
+            format!("{:.2}x", weft / nginx.max(1.0)),
+            weft >= nginx,
+            String::new(),
+        ),
+    ]);
+    println!("\n## goals (weft-proxy, this run)");
+    for (goal, figure, met, extra) in rows {
+        let verdict = if met { "met" } else { "missed" };
+        println!("{goal:<39} {figure:>8}  {verdict}{extra}");
+    }
 }
