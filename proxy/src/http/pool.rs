@@ -86,6 +86,20 @@ fn closed_before_answer(e: &hyper::Error) -> bool {
     e.is_incomplete_message() || reset
 }
 
+/// Whether a HEAD answer has no framing (no `Content-Length`, no `Transfer-Encoding`, and a
+/// status that has a body): its server has nothing to say where a GET's body would end, so it
+/// closes next, and a request sent on the connection meanwhile would race that close (the fast
+/// path does not pool such a connection either).
+fn unframed_head<B>(head: bool, resp: &Response<B>) -> bool {
+    let h = resp.headers();
+    let bodiless = resp.status() == http::StatusCode::NO_CONTENT
+        || resp.status() == http::StatusCode::NOT_MODIFIED
+        || resp.status().is_informational();
+    head && !bodiless
+        && !h.contains_key(http::header::CONTENT_LENGTH)
+        && !h.contains_key(http::header::TRANSFER_ENCODING)
+}
+
 /// A copy of a bodiless request's head, to send again.
 fn head_again(req: &Request<RequestBody>) -> Request<RequestBody> {
     let mut copy = Request::new(RequestBody::Empty);
@@ -109,6 +123,7 @@ impl Pool {
             return self.send_h2(addr, dial, req).await.map(|r| (r, None));
         }
         let mut req = req;
+        let head = req.method() == http::Method::HEAD;
         // A pooled connection the peer closed meanwhile hands the request back unsent: retry it
         // once on a new connection (what hyper's own pool does for "canceled" requests). One it
         // closed after the request went out, before any answer (a keep-alive timeout racing the
@@ -117,7 +132,10 @@ impl Pool {
         if let Some(mut conn) = self.take_h1() {
             let again = resendable(&req).then(|| head_again(&req));
             match conn.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(conn))),
+                Ok(resp) => {
+                    let conn = (!unframed_head(head, &resp)).then_some(conn);
+                    return Ok((resp, conn));
+                }
                 Err(mut e) => match (e.take_message(), again) {
                     (Some(unsent), _) => req = unsent,
                     (None, Some(copy)) if closed_before_answer(e.error()) => req = copy,
@@ -128,7 +146,8 @@ impl Pool {
         // Boxed: dialing is rare, and its state would otherwise grow every request's future.
         let mut conn = Box::pin(dial_h1(addr, dial)).await?;
         let resp = conn.send_request(req).await?;
-        Ok((resp, Some(conn)))
+        let conn = (!unframed_head(head, &resp)).then_some(conn);
+        Ok((resp, conn))
     }
 
     /// Returns an HTTP/1.1 connection whose response is complete.
@@ -335,6 +354,38 @@ pub async fn sweep(store: std::sync::Arc<crate::config::Store>, every: Duration)
             for ep in set.all() {
                 ep.pool.evict_idle(cluster.idle_timeout, ep.busy());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_answer_without_framing_is_not_pooled() {
+        let resp = |status: u16, header: Option<(&str, &str)>| {
+            let mut r = Response::builder().status(status);
+            if let Some((k, v)) = header {
+                r = r.header(k, v);
+            }
+            r.body(()).unwrap()
+        };
+        // (request was HEAD, response, not to be pooled)
+        let cases = [
+            (true, resp(200, None), true),
+            (true, resp(200, Some(("content-length", "1024"))), false),
+            (
+                true,
+                resp(200, Some(("transfer-encoding", "chunked"))),
+                false,
+            ),
+            (true, resp(204, None), false),
+            (true, resp(304, None), false),
+            (false, resp(200, None), false),
+        ];
+        for (head, r, want) in cases {
+            assert_eq!(unframed_head(head, &r), want, "HEAD {head}, {r:?}");
         }
     }
 }
