@@ -262,7 +262,10 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     return
                 pending = []
                 if event is None:
-                    pending = list(subs)
+                    # Clusters first and their assignments right after, as go-control-plane
+                    # orders an ADS push: a client that asks for a new cluster's endpoints on
+                    # reading the clusters does so with the nonce of the push before.
+                    pending = [t for t in (CDS, EDS, LDS, RDS) if t in subs]
                 else:
                     r = event
                     # As go-control-plane: once a type has been answered, a request counts only
