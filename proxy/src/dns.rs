@@ -181,6 +181,7 @@ fn endpoints_of(
             identity: None,
             workload: None,
             priority: h.priority,
+            healthy: true,
         })
         .collect())
 }

@@ -264,6 +264,42 @@ fn copies(configs: &[EndpointConfig]) -> Vec<u32> {
         .collect()
 }
 
+/// Envoy's default overprovisioning factor, in percent: a priority whose healthy share times
+/// this is 100 or more takes all the load its place leaves.
+pub const OVERPROVISIONING: u32 = 140;
+
+/// Envoy's priority load: the percent of requests each priority takes, given per priority its
+/// healthy endpoints and all its endpoints. Each priority's health is its healthy share times
+/// the overprovisioning factor, at most 100; the preferred priorities take their health in
+/// order until 100 is given out; when the healths add up to less than 100, they are scaled up
+/// to it, so the requests always land somewhere.
+pub fn priority_load(health: &[(usize, usize)], overprovisioning: u32) -> Vec<u32> {
+    let scores: Vec<u32> = health
+        .iter()
+        .map(|&(healthy, total)| {
+            let share = (healthy as u64 * u64::from(overprovisioning)) / (total.max(1) as u64);
+            u32::try_from(share.min(100)).unwrap_or(100)
+        })
+        .collect();
+    let sum: u32 = scores.iter().sum::<u32>().clamp(1, 100);
+    let mut left = 100;
+    let mut load: Vec<u32> = scores
+        .iter()
+        .map(|&score| {
+            let take = (score * 100 / sum).min(left);
+            left -= take;
+            take
+        })
+        .collect();
+    // What rounding left over goes to the first priority with any health, as in Envoy; with
+    // none anywhere, everything goes to the preferred one.
+    let first = scores.iter().position(|&s| s > 0).unwrap_or(0);
+    if let Some(l) = load.get_mut(first) {
+        *l += left;
+    }
+    load
+}
+
 /// The endpoints of one cluster and how to choose among them.
 #[derive(Debug, Serialize)]
 pub struct EndpointSet {
@@ -271,10 +307,15 @@ pub struct EndpointSet {
     pub lb: LbPolicy,
     /// Endpoints of the most preferred priority; weights are honoured by repetition.
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// Endpoints of the less preferred priorities, in order: each takes the traffic once every
-    /// endpoint before it is backing off.
+    /// Endpoints of the less preferred priorities, in order: each takes the share of the
+    /// traffic its priority's load gives it, and all of it once every endpoint before it is
+    /// backing off.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<Vec<Arc<Endpoint>>>,
+    /// Percent of the requests each priority takes (the preferred one first), from the health
+    /// the control plane gives its endpoints, as Envoy's priority load; empty with one priority.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub priority_load: Vec<u32>,
     /// Where requests that found no endpoint are counted.
     #[serde(skip)]
     pub stats: Arc<DestStats>,
@@ -299,12 +340,17 @@ impl EndpointSet {
         let mut priorities: Vec<u32> = configs.iter().map(|c| c.priority).collect();
         priorities.sort_unstable();
         priorities.dedup();
-        let mut levels = priorities.into_iter().map(|priority| {
-            let level: Vec<EndpointConfig> = configs
-                .iter()
-                .filter(|c| c.priority == priority)
-                .cloned()
-                .collect();
+        // Per priority with a healthy endpoint: how many of its endpoints are healthy, of all.
+        let mut health = Vec::new();
+        let mut levels = Vec::new();
+        for priority in priorities {
+            let all = configs.iter().filter(|c| c.priority == priority);
+            let total = all.clone().count();
+            let level: Vec<EndpointConfig> = all.filter(|c| c.healthy).cloned().collect();
+            if level.is_empty() {
+                continue;
+            }
+            health.push((level.len(), total));
             let mut endpoints = Vec::with_capacity(level.len());
             for (cfg, copies) in level.iter().zip(copies(&level)) {
                 let ep = kept
@@ -319,12 +365,18 @@ impl EndpointSet {
                     endpoints.push(ep.clone());
                 }
             }
-            endpoints
-        });
+            levels.push(endpoints);
+        }
+        let priority_load = match levels.len() {
+            0 | 1 => Vec::new(),
+            _ => priority_load(&health, OVERPROVISIONING),
+        };
+        let mut levels = levels.into_iter();
         Self {
             lb,
             endpoints: levels.next().unwrap_or_default(),
             failover: levels.collect(),
+            priority_load,
             stats: metrics.destination(cluster, None),
             next: AtomicUsize::new(0),
         }
@@ -340,24 +392,42 @@ impl EndpointSet {
         self.all().find(|e| e.addr == addr).cloned()
     }
 
-    /// Chooses an endpoint; `None` when there is none. Endpoints backing off after a failure
-    /// are passed over while any other remains, first in the preferred priority, then in the
-    /// failover ones in turn; with all of them failing, the preferred choice. (Envoy moves load
-    /// to a failover level gradually, as the preferred one loses health; here it moves whole,
-    /// once nothing before it is left.)
+    /// Chooses an endpoint; `None` when there is none. With several priorities, the request's
+    /// priority is drawn by their loads (which the control plane's health marks set, as in
+    /// Envoy); endpoints backing off after a failure are then passed over while any other
+    /// remains, in that priority, then in every priority in order; with all of them failing, the
+    /// first choice. (Envoy also moves load as outlier detection ejects endpoints; here a
+    /// failing endpoint's traffic moves whole, once nothing before it is left.)
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
         // One round-robin turn per request, whichever levels it is drawn from.
         let turn = match self.lb {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        let chosen = self.pick_in(&self.endpoints, turn)?;
-        if self.failover.is_empty() || !chosen.failing() {
+        if self.failover.is_empty() {
+            return self.pick_in(&self.endpoints, turn);
+        }
+        let draw = fastrand::u32(0..100);
+        let mut below = 0;
+        let first = self
+            .priority_load
+            .iter()
+            .position(|load| {
+                below += load;
+                draw < below
+            })
+            .unwrap_or(0);
+        let level = |i: usize| match i {
+            0 => &self.endpoints,
+            i => &self.failover[i - 1],
+        };
+        let chosen = self.pick_in(level(first), turn)?;
+        if !chosen.failing() {
             return Some(chosen);
         }
-        self.failover
-            .iter()
-            .filter_map(|level| self.pick_in(level, turn))
+        (0..=self.failover.len())
+            .filter(|&i| i != first)
+            .filter_map(|i| self.pick_in(level(i), turn))
             .find(|e| !e.failing())
             .or(Some(chosen))
     }
@@ -451,8 +521,50 @@ mod tests {
                 identity: None,
                 workload: None,
                 priority: 0,
+                healthy: true,
             })
             .collect()
+    }
+
+    /// Envoy's own examples (its priority-levels docs, factor 1.4).
+    #[test]
+    fn priority_load_moves_with_the_preferred_priority_s_health() {
+        // Healthy of all endpoints, per priority.
+        type Health<'a> = &'a [(usize, usize)];
+        // (health, load)
+        let cases: [(Health, &[u32]); 8] = [
+            (&[(10, 10), (10, 10)], &[100, 0]),
+            (&[(72, 100), (100, 100)], &[100, 0]),
+            (&[(71, 100), (100, 100)], &[99, 1]),
+            (&[(50, 100), (100, 100)], &[70, 30]),
+            (&[(25, 100), (100, 100)], &[35, 65]),
+            (&[(25, 100), (25, 100), (100, 100)], &[35, 35, 30]),
+            // Too little health everywhere: scaled up to 100, in proportion.
+            (&[(20, 100), (20, 100)], &[50, 50]),
+            (&[(1, 200), (1, 200)], &[100, 0]),
+        ];
+        for (health, want) in cases {
+            assert_eq!(priority_load(health, OVERPROVISIONING), want, "{health:?}");
+        }
+    }
+
+    /// Half of the preferred priority marked unhealthy: 70% of the requests stay there, 30%
+    /// go to the next, within statistical error.
+    #[test]
+    fn unhealthy_endpoints_move_their_priority_s_share_on() {
+        let mut configs = cfgs(3);
+        configs[1].healthy = false;
+        configs[2].priority = 1;
+        let set = EndpointSet::new("c", &configs, LbPolicy::Random, None, &metrics());
+        assert_eq!(set.priority_load, [70, 30]);
+        let n = 2000;
+        let preferred = (0..n)
+            .filter(|_| set.pick().unwrap().addr.port() == 1000)
+            .count();
+        // sd = sqrt(2000 * 0.7 * 0.3) ~ 20.5: 1400 +- 100 is beyond 4.8 sd.
+        assert!((1300..=1500).contains(&preferred), "{preferred} of {n}");
+        // The unhealthy one takes nothing.
+        assert!(set.get(configs[1].addr).is_none());
     }
 
     #[test]

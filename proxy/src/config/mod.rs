@@ -287,6 +287,10 @@ pub struct EndpointConfig {
     pub workload: Option<String>,
     /// EDS priority: 0 is the most preferred; higher levels are failover.
     pub priority: u32,
+    /// Whether the control plane says it may take traffic (EDS `health_status` HEALTHY or
+    /// UNKNOWN). One that may not takes none, but counts in its priority's health, which
+    /// decides how much of the traffic moves on to the next priority.
+    pub healthy: bool,
 }
 
 /// A map the data path reads on every request: keyed by names that come from the control plane,

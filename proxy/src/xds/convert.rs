@@ -777,8 +777,26 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
 
 // === Endpoints ===
 
-/// The healthy endpoints of an assignment, each with its priority (failover is the balancer's).
+/// The endpoints of an assignment, each with its priority and health (failover is the
+/// balancer's).
 fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
+    // The balancer moves load between priorities as Envoy does with its default factor (1.4);
+    // another one would be silently not applied.
+    if let Some(f) = cla
+        .policy
+        .as_ref()
+        .and_then(|p| p.overprovisioning_factor.as_ref())
+        .filter(|f| f.value != crate::balance::OVERPROVISIONING)
+    {
+        return Err(ctx.err(
+            "policy.overprovisioning_factor",
+            format!(
+                "{} is not supported; only Envoy's default, {}",
+                f.value,
+                crate::balance::OVERPROVISIONING
+            ),
+        ));
+    }
     let mut out = Vec::new();
     for (i, loc) in cla.endpoints.iter().enumerate() {
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
@@ -787,9 +805,6 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointC
                 HealthStatus::try_from(lb.health_status),
                 Ok(HealthStatus::Healthy | HealthStatus::Unknown)
             );
-            if !healthy {
-                continue;
-            }
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
                 return Err(ctx.err(format!("{field}.endpoint"), "missing"));
             };
@@ -803,6 +818,7 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointC
                 identity: weft_string(lb.metadata.as_ref(), "identity"),
                 workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
                 priority: loc.priority,
+                healthy,
             });
         }
     }
@@ -2591,7 +2607,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_keep_their_priority_and_unhealthy_ones_go() {
+    fn endpoints_keep_their_priority_and_health() {
         use weft_proto::xds::config::endpoint::v3::{Endpoint, LbEndpoint, LocalityLbEndpoints};
         let level = |priority: u32, port: u32, health: HealthStatus| LocalityLbEndpoints {
             priority,
@@ -2624,12 +2640,28 @@ mod tests {
             ],
             ..Default::default()
         };
-        let got: Vec<(u16, u32)> = load_assignment(&cla)
+        let got: Vec<(u16, u32, bool)> = load_assignment(&cla)
             .unwrap()
             .iter()
-            .map(|e| (e.addr.port(), e.priority))
+            .map(|e| (e.addr.port(), e.priority, e.healthy))
             .collect();
-        assert_eq!(got, [(2, 1), (3, 0)]);
+        // The unhealthy one is kept, marked: it takes no traffic but counts in its priority's
+        // health.
+        assert_eq!(got, [(2, 1, true), (1, 0, false), (3, 0, true)]);
+        // A factor other than Envoy's default would not be applied: refused.
+        let mut odd = cla.clone();
+        odd.policy = Some(
+            weft_proto::xds::config::endpoint::v3::cluster_load_assignment::Policy {
+                overprovisioning_factor: Some(weft_proto::google::protobuf::UInt32Value {
+                    value: 200,
+                }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            load_assignment(&odd).unwrap_err().field,
+            "policy.overprovisioning_factor"
+        );
     }
 
     #[test]
