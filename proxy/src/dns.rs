@@ -182,6 +182,7 @@ fn endpoints_of(
             workload: None,
             priority: h.priority,
             healthy: true,
+            overprovisioning: crate::balance::OVERPROVISIONING,
         })
         .collect())
 }

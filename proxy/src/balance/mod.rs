@@ -369,7 +369,12 @@ impl EndpointSet {
         }
         let priority_load = match levels.len() {
             0 | 1 => Vec::new(),
-            _ => priority_load(&health, OVERPROVISIONING),
+            _ => {
+                let factor = configs
+                    .first()
+                    .map_or(OVERPROVISIONING, |c| c.overprovisioning);
+                priority_load(&health, factor)
+            }
         };
         let mut levels = levels.into_iter();
         Self {
@@ -407,16 +412,21 @@ impl EndpointSet {
         if self.failover.is_empty() {
             return self.pick_in(&self.endpoints, turn);
         }
-        let draw = fastrand::u32(0..100);
-        let mut below = 0;
-        let first = self
-            .priority_load
-            .iter()
-            .position(|load| {
-                below += load;
-                draw < below
-            })
-            .unwrap_or(0);
+        // With the preferred priority healthy (the usual case), no draw.
+        let first = match self.priority_load.first() {
+            Some(&all) if all >= 100 => 0,
+            _ => {
+                let draw = fastrand::u32(0..100);
+                let mut below = 0;
+                self.priority_load
+                    .iter()
+                    .position(|load| {
+                        below += load;
+                        draw < below
+                    })
+                    .unwrap_or(0)
+            }
+        };
         let level = |i: usize| match i {
             0 => &self.endpoints,
             i => &self.failover[i - 1],
@@ -522,6 +532,7 @@ mod tests {
                 workload: None,
                 priority: 0,
                 healthy: true,
+                overprovisioning: OVERPROVISIONING,
             })
             .collect()
     }
@@ -532,7 +543,7 @@ mod tests {
         // Healthy of all endpoints, per priority.
         type Health<'a> = &'a [(usize, usize)];
         // (health, load)
-        let cases: [(Health, &[u32]); 8] = [
+        let cases: [(Health, &[u32]); 9] = [
             (&[(10, 10), (10, 10)], &[100, 0]),
             (&[(72, 100), (100, 100)], &[100, 0]),
             (&[(71, 100), (100, 100)], &[99, 1]),
@@ -542,7 +553,15 @@ mod tests {
             // Too little health everywhere: scaled up to 100, in proportion.
             (&[(20, 100), (20, 100)], &[50, 50]),
             (&[(1, 200), (1, 200)], &[100, 0]),
+            // Rounding's leftover goes to the first priority with any health.
+            (
+                &[(0, 10), (33, 140), (33, 140), (33, 140)],
+                &[0, 34, 33, 33],
+            ),
         ];
+        // A larger factor holds the load longer: with 10, a priority keeps it all until fewer
+        // than a tenth of its endpoints are healthy (failover only at none, in practice).
+        assert_eq!(priority_load(&[(1, 10), (10, 10)], 1000), [100, 0]);
         for (health, want) in cases {
             assert_eq!(priority_load(health, OVERPROVISIONING), want, "{health:?}");
         }

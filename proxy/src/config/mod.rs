@@ -291,6 +291,10 @@ pub struct EndpointConfig {
     /// UNKNOWN). One that may not takes none, but counts in its priority's health, which
     /// decides how much of the traffic moves on to the next priority.
     pub healthy: bool,
+    /// The overprovisioning factor, in percent, of the assignment it came in (Envoy's
+    /// `policy.overprovisioning_factor`, 140 unless set): how far a priority's health is
+    /// stretched before traffic moves on.
+    pub overprovisioning: u32,
 }
 
 /// A map the data path reads on every request: keyed by names that come from the control plane,

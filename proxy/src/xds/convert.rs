@@ -703,7 +703,8 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             let field =
                 format!("load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address");
-            // As for EDS: a host the control plane says is unhealthy is left out.
+            // A host the control plane says is not healthy is left out (its name is not
+            // looked up, so it cannot count in its priority's health as an EDS endpoint does).
             if !matches!(
                 HealthStatus::try_from(lb.health_status),
                 Ok(HealthStatus::Healthy | HealthStatus::Unknown)
@@ -780,31 +781,29 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
 /// The endpoints of an assignment, each with its priority and health (failover is the
 /// balancer's).
 fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
-    // The balancer moves load between priorities as Envoy does with its default factor (1.4);
-    // another one would be silently not applied.
-    if let Some(f) = cla
+    // How far the balancer stretches a priority's health before moving load on (Envoy's
+    // validation refuses 0).
+    let overprovisioning = cla
         .policy
         .as_ref()
         .and_then(|p| p.overprovisioning_factor.as_ref())
-        .filter(|f| f.value != crate::balance::OVERPROVISIONING)
-    {
-        return Err(ctx.err(
-            "policy.overprovisioning_factor",
-            format!(
-                "{} is not supported; only Envoy's default, {}",
-                f.value,
-                crate::balance::OVERPROVISIONING
-            ),
-        ));
+        .map_or(crate::balance::OVERPROVISIONING, |f| f.value);
+    if overprovisioning == 0 {
+        return Err(ctx.err("policy.overprovisioning_factor", "must be more than 0"));
     }
     let mut out = Vec::new();
     for (i, loc) in cla.endpoints.iter().enumerate() {
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             let field = format!("endpoints[{i}].lb_endpoints[{j}]");
-            let healthy = matches!(
-                HealthStatus::try_from(lb.health_status),
-                Ok(HealthStatus::Healthy | HealthStatus::Unknown)
-            );
+            // DRAINING is left out, as Envoy excludes it: it takes no traffic and does not count
+            // against its priority's health (half a priority draining in a rollout must not
+            // send a third of the requests to another zone). UNHEALTHY, DEGRADED and TIMEOUT
+            // take none but do count.
+            let status = HealthStatus::try_from(lb.health_status);
+            if status == Ok(HealthStatus::Draining) {
+                continue;
+            }
+            let healthy = matches!(status, Ok(HealthStatus::Healthy | HealthStatus::Unknown));
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
                 return Err(ctx.err(format!("{field}.endpoint"), "missing"));
             };
@@ -819,6 +818,7 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointC
                 workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
                 priority: loc.priority,
                 healthy,
+                overprovisioning,
             });
         }
     }
@@ -2648,20 +2648,39 @@ mod tests {
         // The unhealthy one is kept, marked: it takes no traffic but counts in its priority's
         // health.
         assert_eq!(got, [(2, 1, true), (1, 0, false), (3, 0, true)]);
-        // A factor other than Envoy's default would not be applied: refused.
-        let mut odd = cla.clone();
-        odd.policy = Some(
-            weft_proto::xds::config::endpoint::v3::cluster_load_assignment::Policy {
-                overprovisioning_factor: Some(weft_proto::google::protobuf::UInt32Value {
-                    value: 200,
-                }),
-                ..Default::default()
-            },
+        // The assignment's overprovisioning factor goes with its endpoints (140 unless set); 0 is
+        // refused, as Envoy's validation does; a draining endpoint is left out.
+        assert!(
+            load_assignment(&cla)
+                .unwrap()
+                .iter()
+                .all(|e| e.overprovisioning == 140)
+        );
+        let with = |factor: u32| {
+            let mut c = cla.clone();
+            c.policy = Some(
+                weft_proto::xds::config::endpoint::v3::cluster_load_assignment::Policy {
+                    overprovisioning_factor: Some(weft_proto::google::protobuf::UInt32Value {
+                        value: factor,
+                    }),
+                    ..Default::default()
+                },
+            );
+            c
+        };
+        assert!(
+            load_assignment(&with(200))
+                .unwrap()
+                .iter()
+                .all(|e| e.overprovisioning == 200)
         );
         assert_eq!(
-            load_assignment(&odd).unwrap_err().field,
+            load_assignment(&with(0)).unwrap_err().field,
             "policy.overprovisioning_factor"
         );
+        let mut draining = cla.clone();
+        draining.endpoints.push(level(0, 4, HealthStatus::Draining));
+        assert_eq!(load_assignment(&draining).unwrap().len(), 3);
     }
 
     #[test]
