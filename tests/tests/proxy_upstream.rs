@@ -1133,3 +1133,110 @@ spec:
         assert!(rx.try_recv().is_err(), "the /admin request was forwarded");
     }
 }
+
+/// An upstream that answers HEAD without framing and then closes, unread, a moment later (as a
+/// server does whose GET would have been closed-delimited), and answers anything else `ok` with
+/// its length, keeping the connection.
+fn unframed_head_upstream() -> SocketAddr {
+    use std::io::Read;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                    if head.starts_with("head ") {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+                        std::thread::sleep(Duration::from_millis(200));
+                        return; // closed, whatever was sent meanwhile
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while got.len() < end + 4 + length {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    got.drain(..end + 4 + length);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A HEAD answered without framing, then a POST on the same client connection: on hyper's path
+/// (the fast path off) the POST must not be sent on the upstream connection the HEAD used,
+/// which its server is about to close (a POST cannot be sent again, so that race was a 502).
+#[test]
+fn a_post_after_an_unframed_head_answer_takes_a_new_upstream_connection() {
+    use std::io::{BufRead, BufReader, Read};
+    let upstream = unframed_head_upstream();
+    let mesh = one_service(
+        "head",
+        80,
+        "http",
+        &[upstream.port()],
+        "",
+        &["--http1-fast-path", "false"],
+    );
+    let c = TcpStream::connect(mesh.bind).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    // The response head, and its body by its length.
+    let mut answer = || {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            head.push_str(&line);
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let length = head
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .map(str::trim)
+                    .map(String::from)
+            })
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        r.read_exact(&mut body).unwrap();
+        head
+    };
+    for round in 0..3 {
+        w.write_all(b"HEAD / HTTP/1.1\r\nHost: head\r\n\r\n")
+            .unwrap();
+        let head = answer();
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        w.write_all(b"POST / HTTP/1.1\r\nHost: head\r\nContent-Length: 3\r\n\r\nabc")
+            .unwrap();
+        let post = answer();
+        assert!(post.starts_with("HTTP/1.1 200"), "round {round}: {post}");
+    }
+}
