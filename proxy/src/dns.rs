@@ -21,7 +21,7 @@ use crate::config::{DnsFamily, DnsHost, DnsTargets, EndpointConfig};
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cluster's endpoints as of its latest lookup.
-pub type Resolved = (String, Arc<DnsTargets>, Arc<Vec<EndpointConfig>>);
+pub type Resolved = (String, Arc<DnsTargets>, Vec<EndpointConfig>);
 
 /// The lookups of every DNS cluster in the config.
 pub struct Resolver {
@@ -132,10 +132,7 @@ async fn lookups(name: String, targets: Arc<DnsTargets>, tx: mpsc::UnboundedSend
         if last.as_ref() != Some(&now) {
             tracing::debug!(cluster = name, endpoints = now.len(), "resolved");
             last = Some(now.clone());
-            if tx
-                .send((name.clone(), targets.clone(), Arc::new(now)))
-                .is_err()
-            {
+            if tx.send((name.clone(), targets.clone(), now)).is_err() {
                 return;
             }
         }
@@ -182,7 +179,6 @@ fn endpoints_of(
             workload: None,
             priority: h.priority,
             healthy: true,
-            overprovisioning: crate::balance::OVERPROVISIONING,
         })
         .collect())
 }

@@ -264,10 +264,6 @@ fn copies(configs: &[EndpointConfig]) -> Vec<u32> {
         .collect()
 }
 
-/// Envoy's default overprovisioning factor, in percent: a priority whose healthy share times
-/// this is 100 or more takes all the load its place leaves.
-pub const OVERPROVISIONING: u32 = 140;
-
 /// Envoy's priority load: the percent of requests each priority takes, given per priority its
 /// healthy endpoints and all its endpoints. Each priority's health is its healthy share times
 /// the overprovisioning factor, at most 100; the preferred priorities take their health in
@@ -324,11 +320,13 @@ pub struct EndpointSet {
 }
 
 impl EndpointSet {
-    /// Builds the set of `cluster`, reusing `previous`'s endpoint state for addresses it already
-    /// had; counters come from `metrics`.
+    /// Builds the set of `cluster` from its endpoints and their assignment's overprovisioning
+    /// factor, reusing `previous`'s endpoint state for addresses it already had; counters come
+    /// from `metrics`.
     pub fn new(
         cluster: &str,
         configs: &[EndpointConfig],
+        overprovisioning: u32,
         lb: LbPolicy,
         previous: Option<&EndpointSet>,
         metrics: &Metrics,
@@ -369,12 +367,7 @@ impl EndpointSet {
         }
         let priority_load = match levels.len() {
             0 | 1 => Vec::new(),
-            _ => {
-                let factor = configs
-                    .first()
-                    .map_or(OVERPROVISIONING, |c| c.overprovisioning);
-                priority_load(&health, factor)
-            }
+            _ => priority_load(&health, overprovisioning),
         };
         let mut levels = levels.into_iter();
         Self {
@@ -490,6 +483,7 @@ impl EndpointSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OVERPROVISIONING;
 
     fn metrics() -> Metrics {
         Metrics::new(crate::metrics::Node {
@@ -532,7 +526,6 @@ mod tests {
                 workload: None,
                 priority: 0,
                 healthy: true,
-                overprovisioning: OVERPROVISIONING,
             })
             .collect()
     }
@@ -574,7 +567,14 @@ mod tests {
         let mut configs = cfgs(3);
         configs[1].healthy = false;
         configs[2].priority = 1;
-        let set = EndpointSet::new("c", &configs, LbPolicy::Random, None, &metrics());
+        let set = EndpointSet::new(
+            "c",
+            &configs,
+            OVERPROVISIONING,
+            LbPolicy::Random,
+            None,
+            &metrics(),
+        );
         assert_eq!(set.priority_load, [70, 30]);
         let n = 2000;
         let preferred = (0..n)
@@ -593,7 +593,14 @@ mod tests {
         configs[2].priority = 2;
         // Sent in any order, ranked by priority.
         configs.reverse();
-        let set = EndpointSet::new("c", &configs, LbPolicy::RoundRobin, None, &metrics());
+        let set = EndpointSet::new(
+            "c",
+            &configs,
+            OVERPROVISIONING,
+            LbPolicy::RoundRobin,
+            None,
+            &metrics(),
+        );
         let port = |set: &EndpointSet| set.pick().map(|e| e.addr.port());
         assert_eq!(set.failover.len(), 2);
         for _ in 0..10 {
@@ -614,28 +621,55 @@ mod tests {
         let mut two = cfgs(3);
         two[1].priority = 1;
         two[2].priority = 1;
-        let set2 = EndpointSet::new("c", &two, LbPolicy::RoundRobin, None, &metrics());
+        let set2 = EndpointSet::new(
+            "c",
+            &two,
+            OVERPROVISIONING,
+            LbPolicy::RoundRobin,
+            None,
+            &metrics(),
+        );
         set2.endpoints[0].start().failed();
         let ports: Vec<u16> = (0..4).filter_map(|_| port(&set2)).collect();
         assert_eq!(ports.iter().filter(|p| **p == 1001).count(), 2, "{ports:?}");
         assert_eq!(ports.iter().filter(|p| **p == 1002).count(), 2, "{ports:?}");
         // A level of no healthy endpoints is no level: the next one is preferred.
-        let only_failover =
-            EndpointSet::new("c", &configs[..2], LbPolicy::RoundRobin, None, &metrics());
+        let only_failover = EndpointSet::new(
+            "c",
+            &configs[..2],
+            OVERPROVISIONING,
+            LbPolicy::RoundRobin,
+            None,
+            &metrics(),
+        );
         assert_eq!(port(&only_failover), Some(1001));
         assert!(only_failover.failover.len() == 1 && only_failover.get(configs[0].addr).is_some());
     }
 
     #[test]
     fn round_robin_cycles() {
-        let set = EndpointSet::new("c", &cfgs(3), LbPolicy::RoundRobin, None, &metrics());
+        let set = EndpointSet::new(
+            "c",
+            &cfgs(3),
+            OVERPROVISIONING,
+            LbPolicy::RoundRobin,
+            None,
+            &metrics(),
+        );
         let ports: Vec<u16> = (0..6).map(|_| set.pick().unwrap().addr.port()).collect();
         assert_eq!(ports, [1000, 1001, 1002, 1000, 1001, 1002]);
     }
 
     #[test]
     fn least_request_avoids_a_busy_endpoint() {
-        let set = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
+        let set = EndpointSet::new(
+            "c",
+            &cfgs(2),
+            OVERPROVISIONING,
+            LbPolicy::LeastRequest,
+            None,
+            &metrics(),
+        );
         let busy = set.endpoints[0].clone();
         let _guards: Vec<InFlight> = (0..10).map(|_| busy.start()).collect();
         for _ in 0..100 {
@@ -647,7 +681,14 @@ mod tests {
     /// (a WebSocket, a download) does not make the endpoint look slow.
     #[test]
     fn latency_is_measured_to_the_answer_not_to_the_end_of_the_stream() {
-        let set = EndpointSet::new("c", &cfgs(1), LbPolicy::LeastRequest, None, &metrics());
+        let set = EndpointSet::new(
+            "c",
+            &cfgs(1),
+            OVERPROVISIONING,
+            LbPolicy::LeastRequest,
+            None,
+            &metrics(),
+        );
         let ep = &set.endpoints[0];
         let mut guard = ep.start();
         guard.answered();
@@ -665,7 +706,14 @@ mod tests {
     /// the endpoint is tried again and measured anew.
     #[test]
     fn a_slow_endpoints_estimate_fades_so_it_is_tried_again() {
-        let set = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
+        let set = EndpointSet::new(
+            "c",
+            &cfgs(2),
+            OVERPROVISIONING,
+            LbPolicy::LeastRequest,
+            None,
+            &metrics(),
+        );
         let (slow, fast) = (&set.endpoints[0], &set.endpoints[1]);
         slow.observe(Duration::from_secs(60), clock_ms());
         fast.observe(Duration::from_millis(1), clock_ms());
@@ -688,7 +736,7 @@ mod tests {
             LbPolicy::RoundRobin,
             LbPolicy::Random,
         ] {
-            let set = EndpointSet::new("c", &cfgs(2), lb, None, &metrics());
+            let set = EndpointSet::new("c", &cfgs(2), OVERPROVISIONING, lb, None, &metrics());
             let mut guard = set.endpoints[0].start();
             guard.failed();
             drop(guard);
@@ -696,7 +744,7 @@ mod tests {
                 assert_eq!(set.pick().unwrap().addr.port(), 1001, "{lb:?}");
             }
             // Its share spreads over the others by weight, not onto its neighbour.
-            let spread = EndpointSet::new("c", &cfgs(3), lb, None, &metrics());
+            let spread = EndpointSet::new("c", &cfgs(3), OVERPROVISIONING, lb, None, &metrics());
             spread.endpoints[1].start().failed();
             let mut hits = [0u32; 3];
             for _ in 0..3000 {
@@ -715,11 +763,19 @@ mod tests {
 
     #[test]
     fn state_survives_a_rebuild() {
-        let old = EndpointSet::new("c", &cfgs(2), LbPolicy::LeastRequest, None, &metrics());
+        let old = EndpointSet::new(
+            "c",
+            &cfgs(2),
+            OVERPROVISIONING,
+            LbPolicy::LeastRequest,
+            None,
+            &metrics(),
+        );
         let guard = old.endpoints[1].start();
         let new = EndpointSet::new(
             "c",
             &cfgs(3),
+            OVERPROVISIONING,
             LbPolicy::LeastRequest,
             Some(&old),
             &metrics(),
@@ -730,9 +786,16 @@ mod tests {
         assert_eq!(new.endpoints[1].in_flight.load(Ordering::Relaxed), 0);
         assert!(new.pick().is_some());
         assert!(
-            EndpointSet::new("c", &[], LbPolicy::Random, None, &metrics())
-                .pick()
-                .is_none()
+            EndpointSet::new(
+                "c",
+                &[],
+                OVERPROVISIONING,
+                LbPolicy::Random,
+                None,
+                &metrics()
+            )
+            .pick()
+            .is_none()
         );
     }
 }

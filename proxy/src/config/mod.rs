@@ -221,7 +221,7 @@ pub struct Cluster {
     /// Static endpoints carried in the cluster (inbound clusters); EDS clusters get theirs from
     /// ClusterLoadAssignments.
     #[serde(skip)]
-    pub static_endpoints: Option<Vec<EndpointConfig>>,
+    pub static_endpoints: Option<Assignment>,
     /// The ClusterLoadAssignment its endpoints come in over EDS (`service_name`, or else the
     /// cluster's own name); none for a cluster that carries its endpoints.
     pub eds: Option<String>,
@@ -291,10 +291,31 @@ pub struct EndpointConfig {
     /// UNKNOWN). One that may not takes none, but counts in its priority's health, which
     /// decides how much of the traffic moves on to the next priority.
     pub healthy: bool,
-    /// The overprovisioning factor, in percent, of the assignment it came in (Envoy's
-    /// `policy.overprovisioning_factor`, 140 unless set): how far a priority's health is
-    /// stretched before traffic moves on.
+}
+
+/// Envoy's default overprovisioning factor, in percent: a priority whose healthy share times
+/// this is 100 or more takes all the load its place leaves.
+pub const OVERPROVISIONING: u32 = 140;
+
+/// The endpoints of a cluster, as one ClusterLoadAssignment (or a DNS answer, or a static
+/// cluster's own list) gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The endpoints, each with its priority and health.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Envoy's `policy.overprovisioning_factor`, in percent: how far a priority's health is
+    /// stretched before traffic moves on to the next.
     pub overprovisioning: u32,
+}
+
+impl Assignment {
+    /// `endpoints` with Envoy's default overprovisioning factor.
+    pub fn new(endpoints: Vec<EndpointConfig>) -> Self {
+        Self {
+            endpoints,
+            overprovisioning: OVERPROVISIONING,
+        }
+    }
 }
 
 /// A map the data path reads on every request: keyed by names that come from the control plane,

@@ -22,7 +22,7 @@ use weft_proto::xds::service::discovery::v3::DeltaDiscoveryResponse;
 use super::convert::{self, Invalid};
 use super::wire::{Ask, Protocol, Session};
 use crate::balance::EndpointSet;
-use crate::config::{Cluster, Config, EndpointConfig, Handler, Listener, RouteTable, Store};
+use crate::config::{Assignment, Cluster, Config, Handler, Listener, RouteTable, Store};
 use crate::dns::{Resolved, Resolver};
 use crate::metrics::Metrics;
 
@@ -65,7 +65,7 @@ type Versioned<T> = BTreeMap<String, (String, T)>;
 #[derive(Default)]
 struct Held {
     clusters: Versioned<Arc<Cluster>>,
-    endpoints: Versioned<Arc<Vec<EndpointConfig>>>,
+    endpoints: Versioned<Arc<Assignment>>,
     listeners: Versioned<Arc<Listener>>,
     routes: Versioned<Arc<RouteTable>>,
     /// Types answered at least once on some stream.
@@ -145,7 +145,7 @@ pub struct Client {
     /// published config) and assignment are the objects held now is carried into the next
     /// config as it is, so a change to one cluster of thousands rebuilds one set (the data path
     /// shares this thread).
-    built_from: HashMap<String, Option<Arc<Vec<EndpointConfig>>>>,
+    built_from: HashMap<String, Option<Arc<Assignment>>>,
     /// SotW: per type, the version last accepted and the names it was accepted for, said on the
     /// next stream so the server need not resend what is held.
     accepted: HashMap<&'static str, (String, BTreeSet<String>)>,
@@ -153,7 +153,7 @@ pub struct Client {
     subscribing: BTreeSet<&'static str>,
     /// The lookups of the DNS clusters held, and their latest answers.
     dns: Resolver,
-    resolved: HashMap<String, Arc<Vec<EndpointConfig>>>,
+    resolved: HashMap<String, Arc<Assignment>>,
 }
 
 impl Client {
@@ -396,7 +396,8 @@ impl Client {
 
     /// Takes a DNS cluster's new answer as its endpoints.
     fn on_resolved(&mut self, (name, _, endpoints): Resolved) {
-        self.resolved.insert(name, endpoints);
+        self.resolved
+            .insert(name, Arc::new(Assignment::new(endpoints)));
         self.publish_if_complete();
     }
 
@@ -680,14 +681,16 @@ impl Client {
                 Some(set) if unchanged => set.clone(),
                 _ => {
                     rebuilt += 1;
-                    let eps: &[EndpointConfig] = match (&c.static_endpoints, &assignment) {
+                    let none = Assignment::new(Vec::new());
+                    let a: &Assignment = match (&c.static_endpoints, &assignment) {
                         (Some(s), _) => s,
                         (None, Some(a)) => a,
-                        (None, None) => &[],
+                        (None, None) => &none,
                     };
                     Arc::new(EndpointSet::new(
                         name,
-                        eps,
+                        &a.endpoints,
+                        a.overprovisioning,
                         c.lb,
                         previous.map(Arc::as_ref),
                         &self.metrics,

@@ -29,9 +29,10 @@ use crate::config::edits::{Append, Edits, HeaderEdits, Put};
 use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
 use crate::config::route::{DirectResponse, MirrorPolicy};
 use crate::config::{
-    Cluster, DnsFamily, DnsHost, DnsTargets, EndpointConfig, Handler, HeaderMatch, LbPolicy,
-    Listener, PathMatch, PortChain, Protocol, QueryMatch, Route, RouteTable, Sniffing, StringMatch,
-    TCP_IDLE_TIMEOUT, UpstreamHttp, VirtualHost, WeightedCluster, route::full_regex,
+    Assignment, Cluster, DnsFamily, DnsHost, DnsTargets, EndpointConfig, Handler, HeaderMatch,
+    LbPolicy, Listener, OVERPROVISIONING, PathMatch, PortChain, Protocol, QueryMatch, Route,
+    RouteTable, Sniffing, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp, VirtualHost,
+    WeightedCluster, route::full_regex,
 };
 
 /// A resource weft-proxy cannot apply.
@@ -598,7 +599,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
                 // None is a cluster of no endpoints, as Envoy has it (Istio's BlackHoleCluster).
                 let eps = match &c.load_assignment {
                     Some(cla) => endpoints(&ctx, cla)?,
-                    None => Vec::new(),
+                    None => Assignment::new(Vec::new()),
                 };
                 (None, Some(eps))
             }
@@ -778,16 +779,16 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
 
 // === Endpoints ===
 
-/// The endpoints of an assignment, each with its priority and health (failover is the
+/// The endpoints of an assignment, each with its priority and health, and the factor the
+/// balancer stretches a priority's health by before moving load on (failover is the
 /// balancer's).
-fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
-    // How far the balancer stretches a priority's health before moving load on (Envoy's
-    // validation refuses 0).
+fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Assignment, Invalid> {
+    // Envoy's validation refuses 0.
     let overprovisioning = cla
         .policy
         .as_ref()
         .and_then(|p| p.overprovisioning_factor.as_ref())
-        .map_or(crate::balance::OVERPROVISIONING, |f| f.value);
+        .map_or(OVERPROVISIONING, |f| f.value);
     if overprovisioning == 0 {
         return Err(ctx.err("policy.overprovisioning_factor", "must be more than 0"));
     }
@@ -818,15 +819,17 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Vec<EndpointC
                 workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
                 priority: loc.priority,
                 healthy,
-                overprovisioning,
             });
         }
     }
-    Ok(out)
+    Ok(Assignment {
+        endpoints: out,
+        overprovisioning,
+    })
 }
 
 /// The endpoints of a ClusterLoadAssignment.
-pub fn load_assignment(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Invalid> {
+pub fn load_assignment(cla: &ClusterLoadAssignment) -> Result<Assignment, Invalid> {
     endpoints(&Ctx(&cla.cluster_name), cla)
 }
 
@@ -2203,7 +2206,10 @@ mod tests {
             ..Default::default()
         };
         let c = Cluster::try_from(&blackhole).unwrap();
-        assert_eq!((c.eds, c.static_endpoints), (None, Some(vec![])));
+        assert_eq!(
+            (c.eds, c.static_endpoints),
+            (None, Some(Assignment::new(vec![])))
+        );
     }
 
     /// A `tcp_proxy` split over weighted clusters (a TCPRoute's) is read with its weights; a
@@ -2642,6 +2648,7 @@ mod tests {
         };
         let got: Vec<(u16, u32, bool)> = load_assignment(&cla)
             .unwrap()
+            .endpoints
             .iter()
             .map(|e| (e.addr.port(), e.priority, e.healthy))
             .collect();
@@ -2650,12 +2657,7 @@ mod tests {
         assert_eq!(got, [(2, 1, true), (1, 0, false), (3, 0, true)]);
         // The assignment's overprovisioning factor goes with its endpoints (140 unless set); 0 is
         // refused, as Envoy's validation does; a draining endpoint is left out.
-        assert!(
-            load_assignment(&cla)
-                .unwrap()
-                .iter()
-                .all(|e| e.overprovisioning == 140)
-        );
+        assert_eq!(load_assignment(&cla).unwrap().overprovisioning, 140);
         let with = |factor: u32| {
             let mut c = cla.clone();
             c.policy = Some(
@@ -2668,19 +2670,14 @@ mod tests {
             );
             c
         };
-        assert!(
-            load_assignment(&with(200))
-                .unwrap()
-                .iter()
-                .all(|e| e.overprovisioning == 200)
-        );
+        assert_eq!(load_assignment(&with(200)).unwrap().overprovisioning, 200);
         assert_eq!(
             load_assignment(&with(0)).unwrap_err().field,
             "policy.overprovisioning_factor"
         );
         let mut draining = cla.clone();
         draining.endpoints.push(level(0, 4, HealthStatus::Draining));
-        assert_eq!(load_assignment(&draining).unwrap().len(), 3);
+        assert_eq!(load_assignment(&draining).unwrap().endpoints.len(), 3);
     }
 
     #[test]
