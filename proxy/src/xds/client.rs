@@ -288,11 +288,15 @@ impl Client {
                 LDS => held.listeners.keys().cloned().collect(),
                 _ => Vec::new(),
             };
-            // Without a resource to wait for, a deadline that never comes.
-            let at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+            let fetch_timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let message = tokio::select! {
                 m = session.next(names) => m?,
-                () = tokio::time::sleep_until(at.into()), if deadline.is_some() => {
+                () = fetch_timeout => {
                     self.give_up_waiting();
                     self.publish_if_complete();
                     continue;
@@ -320,48 +324,31 @@ impl Client {
                 message
             });
             // SotW: an ACK says which version now applies; a NACK, the one still in force.
-            let mut ask_again = None;
-            let version = match (&error, known_type(&resp.type_url)) {
-                (None, Some(t)) => {
-                    // The names the version covers: those wanted and held now, not names
-                    // subscribed after the server built the response.
-                    let none = BTreeSet::new();
-                    let (wanted, covered): (&BTreeSet<String>, BTreeSet<String>) = match t {
-                        EDS => (
-                            &self.subscribed_eds,
-                            held_of(&self.subscribed_eds, &self.held.endpoints),
-                        ),
-                        RDS => (
-                            &self.subscribed_rds,
-                            held_of(&self.subscribed_rds, &self.held.routes),
-                        ),
-                        _ => (&none, BTreeSet::new()),
-                    };
-                    let version = resp.system_version_info.clone();
-                    // A subscription sent while this response was on its way carried a stale
-                    // nonce, which servers such as go-control-plane ignore; if the response
-                    // leaves a wanted name unanswered, an ACK without a version asks again
-                    // (once: the mark goes with this response).
-                    let asked_again = self.subscribing.remove(t) && covered.len() < wanted.len();
-                    self.accepted.insert(t, (version.clone(), covered));
-                    match asked_again {
-                        true => String::new(),
-                        false => version,
-                    }
-                }
-                // A type weft-proxy does not read: taken as it is.
-                (None, None) => resp.system_version_info.clone(),
-                (Some(_), t) => {
-                    // A NACK restates the version in force, which a server that answers by
-                    // version alone does not answer: a subscription that crossed this response
-                    // is asked for again after it.
-                    ask_again = t.filter(|t| self.subscribing.remove(t));
-                    self.accepted
-                        .get(resp.type_url.as_str())
-                        .map(|(v, _)| v.clone())
-                        .unwrap_or_default()
-                }
+            let version = match &error {
+                None => resp.system_version_info.clone(),
+                Some(_) => self
+                    .accepted
+                    .get(resp.type_url.as_str())
+                    .map(|(v, _)| v.clone())
+                    .unwrap_or_default(),
             };
+            let mut ask_again = None;
+            if let Some(t) = known_type(&resp.type_url) {
+                // The names the version covers: those wanted and held now, not names
+                // subscribed after the server built the response.
+                let (wanted, covered) = self.coverage(t);
+                if error.is_none() {
+                    self.accepted.insert(t, (version.clone(), covered.clone()));
+                }
+                // A subscription sent while this response was on its way carried a stale nonce,
+                // which servers such as go-control-plane ignore, and a server that answers by
+                // version alone answers neither this ACK nor a NACK: if the response leaves a
+                // wanted name unanswered, the subscription is sent again, without a version
+                // (once: the mark goes with this response).
+                if self.subscribing.remove(t) && covered.len() < wanted.len() && session.is_sotw() {
+                    ask_again = Some((t, wanted));
+                }
+            }
             session.send(
                 &node,
                 Ask::Ack {
@@ -371,11 +358,7 @@ impl Client {
                     error,
                 },
             )?;
-            if let Some(t) = ask_again.filter(|_| session.is_sotw()) {
-                let wanted = match t {
-                    EDS => self.subscribed_eds.clone(),
-                    _ => self.subscribed_rds.clone(),
-                };
+            if let Some((t, wanted)) = ask_again {
                 session.send(
                     &node,
                     Ask::Subscribe {
@@ -392,6 +375,22 @@ impl Client {
             self.publish_if_complete();
         }
         Ok(())
+    }
+
+    /// The names subscribed of `t` and those of them held (for CDS and LDS, none: they are
+    /// wildcards).
+    fn coverage(&self, t: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        match t {
+            EDS => (
+                self.subscribed_eds.clone(),
+                held_of(&self.subscribed_eds, &self.held.endpoints),
+            ),
+            RDS => (
+                self.subscribed_rds.clone(),
+                held_of(&self.subscribed_rds, &self.held.routes),
+            ),
+            _ => (BTreeSet::new(), BTreeSet::new()),
+        }
     }
 
     /// Takes a DNS cluster's new answer as its endpoints.
@@ -555,17 +554,9 @@ impl Client {
         self.resolved
             .retain(|n, _| clusters.get(n).is_some_and(|(_, c)| c.dns.is_some()));
         for t in [EDS, RDS] {
-            let (wanted, subscribed, held) = match t {
-                EDS => (
-                    self.held.wanted_eds(),
-                    &self.subscribed_eds,
-                    Held::versions(&self.held.endpoints),
-                ),
-                _ => (
-                    self.held.wanted_rds(),
-                    &self.subscribed_rds,
-                    Held::versions(&self.held.routes),
-                ),
+            let (wanted, subscribed) = match t {
+                EDS => (self.held.wanted_eds(), &self.subscribed_eds),
+                _ => (self.held.wanted_rds(), &self.subscribed_rds),
             };
             if wanted == *subscribed {
                 continue;
@@ -573,13 +564,16 @@ impl Client {
             let first = subscribed.is_empty() && !wanted.is_empty();
             let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
             let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
-            let held = match first {
-                true => held
-                    .into_iter()
-                    .filter(|(n, _)| wanted.contains(n))
-                    .collect(),
-                false => HashMap::new(),
+            // The versions held of the names wanted, on the type's first request of a stream.
+            let held = match (first, t) {
+                (false, _) => HashMap::new(),
+                (true, EDS) => Held::versions(&self.held.endpoints),
+                (true, _) => Held::versions(&self.held.routes),
             };
+            let held = held
+                .into_iter()
+                .filter(|(n, _)| wanted.contains(n))
+                .collect();
             let now = Instant::now();
             for name in &add {
                 self.waiting.insert((t, name.clone()), now);
