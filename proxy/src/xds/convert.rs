@@ -11,7 +11,7 @@ use weft_proto::xds::config::cluster::v3::{self as xc, cluster};
 use weft_proto::xds::config::core::v3::{
     Address, HealthStatus, Metadata, address, config_source, socket_address,
 };
-use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint, lb_endpoint};
 use weft_proto::xds::config::listener::v3 as xl;
 use weft_proto::xds::config::route::v3::{
     self as xr, header_matcher, query_parameter_matcher, route, route_action, route_match,
@@ -81,21 +81,49 @@ const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptio
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn socket_addr(ctx: &Ctx<'_>, field: &str, a: &Address) -> Result<SocketAddr, Invalid> {
+    let (host, port) = host_port(ctx, field, a)?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| ctx.err(format!("{field}.address"), format!("{host:?} is not an IP")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The address (an IP, or for a DNS cluster a name) and port of a socket address.
+fn host_port<'a>(ctx: &Ctx<'_>, field: &str, a: &'a Address) -> Result<(&'a str, u16), Invalid> {
     let Some(address::Address::SocketAddress(sa)) = &a.address else {
         return Err(ctx.err(field, "only socket addresses are supported"));
     };
-    let ip: IpAddr = sa.address.parse().map_err(|_| {
-        ctx.err(
-            format!("{field}.address"),
-            format!("{:?} is not an IP", sa.address),
-        )
-    })?;
     let Some(socket_address::PortSpecifier::PortValue(port)) = sa.port_specifier else {
         return Err(ctx.err(format!("{field}.port_value"), "missing"));
     };
     let port =
         u16::try_from(port).map_err(|_| ctx.err(format!("{field}.port_value"), "out of range"))?;
-    Ok(SocketAddr::new(ip, port))
+    if !sa.resolver_name.is_empty() {
+        return Err(ctx.err(
+            format!("{field}.resolver_name"),
+            "custom resolvers are not supported (weft-proxy uses the system resolver)",
+        ));
+    }
+    Ok((&sa.address, port))
+}
+
+/// Whether an endpoint may take traffic, as its EDS health says; `None` for DRAINING, which
+/// Envoy excludes: it takes no traffic and does not count against its priority's health (half
+/// a priority draining in a rollout must not send a third of the requests to another zone).
+/// UNHEALTHY, DEGRADED and TIMEOUT take none but do count.
+fn health(lb: &LbEndpoint) -> Option<bool> {
+    match HealthStatus::try_from(lb.health_status) {
+        Ok(HealthStatus::Draining) => None,
+        status => Some(matches!(
+            status,
+            Ok(HealthStatus::Healthy | HealthStatus::Unknown)
+        )),
+    }
+}
+
+/// An endpoint's relative weight: 1 unless set, and never 0.
+fn weight(lb: &LbEndpoint) -> u32 {
+    lb.load_balancing_weight.map_or(1, |w| w.value.max(1))
 }
 
 fn weft_string(md: Option<&Metadata>, key: &str) -> Option<String> {
@@ -706,39 +734,24 @@ fn dns_targets(ctx: &Ctx<'_>, c: &xc::Cluster, logical: bool) -> Result<DnsTarge
                 format!("load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address");
             // A host the control plane says is not healthy is left out (its name is not
             // looked up, so it cannot count in its priority's health as an EDS endpoint does).
-            if !matches!(
-                HealthStatus::try_from(lb.health_status),
-                Ok(HealthStatus::Healthy | HealthStatus::Unknown)
-            ) {
+            if health(lb) != Some(true) {
                 continue;
             }
-            let sa = match &lb.host_identifier {
-                Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => {
-                    match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
-                        Some(address::Address::SocketAddress(sa)) => sa,
-                        _ => return Err(ctx.err(field, "a socket address is needed")),
-                    }
-                }
-                _ => return Err(ctx.err(field, "missing")),
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
+                return Err(ctx.err(field, "missing"));
             };
-            let port = match sa.port_specifier {
-                Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).ok(),
-                _ => None,
-            }
-            .ok_or_else(|| ctx.err(format!("{field}.port_value"), "missing or out of range"))?;
-            if sa.address.is_empty() {
+            let address = ep
+                .address
+                .as_ref()
+                .ok_or_else(|| ctx.err(&field, "missing"))?;
+            let (host, port) = host_port(ctx, &field, address)?;
+            if host.is_empty() {
                 return Err(ctx.err(format!("{field}.address"), "empty"));
             }
-            if !sa.resolver_name.is_empty() {
-                return Err(ctx.err(
-                    format!("{field}.resolver_name"),
-                    "custom resolvers are not supported (weft-proxy uses the system resolver)",
-                ));
-            }
             hosts.push(DnsHost {
-                host: sa.address.clone(),
+                host: host.to_string(),
                 port,
-                weight: lb.load_balancing_weight.map_or(1, |w| w.value.max(1)),
+                weight: weight(lb),
                 priority: loc.priority,
             });
         }
@@ -796,15 +809,7 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Assignment, I
     for (i, loc) in cla.endpoints.iter().enumerate() {
         for (j, lb) in loc.lb_endpoints.iter().enumerate() {
             let field = format!("endpoints[{i}].lb_endpoints[{j}]");
-            // DRAINING is left out, as Envoy excludes it: it takes no traffic and does not count
-            // against its priority's health (half a priority draining in a rollout must not
-            // send a third of the requests to another zone). UNHEALTHY, DEGRADED and TIMEOUT
-            // take none but do count.
-            let status = HealthStatus::try_from(lb.health_status);
-            if status == Ok(HealthStatus::Draining) {
-                continue;
-            }
-            let healthy = matches!(status, Ok(HealthStatus::Healthy | HealthStatus::Unknown));
+            let Some(healthy) = health(lb) else { continue };
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
                 return Err(ctx.err(format!("{field}.endpoint"), "missing"));
             };
@@ -814,7 +819,7 @@ fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<Assignment, I
                 .ok_or_else(|| ctx.err(format!("{field}.endpoint.address"), "missing"))?;
             out.push(EndpointConfig {
                 addr: socket_addr(ctx, &format!("{field}.endpoint.address"), addr)?,
-                weight: lb.load_balancing_weight.map_or(1, |w| w.value.max(1)),
+                weight: weight(lb),
                 identity: weft_string(lb.metadata.as_ref(), "identity"),
                 workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
                 priority: loc.priority,
