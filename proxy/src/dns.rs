@@ -183,19 +183,6 @@ fn endpoints_of(
         .collect())
 }
 
-/// The endpoints `targets` resolve to now; any name failing fails the lookup.
-pub async fn resolve(targets: &DnsTargets) -> std::io::Result<Vec<EndpointConfig>> {
-    let mut out = Vec::new();
-    for h in &targets.hosts {
-        let found = tokio::time::timeout(LOOKUP_TIMEOUT, start(h))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))?
-            .map_err(std::io::Error::other)??;
-        out.extend(endpoints_of(h, found, targets)?);
-    }
-    Ok(out)
-}
-
 /// The addresses `family` keeps, in the resolver's order, each once.
 fn of_family(addrs: Vec<SocketAddr>, family: DnsFamily) -> Vec<SocketAddr> {
     let has = |v6: bool| addrs.iter().any(|a| a.is_ipv6() == v6);
@@ -218,6 +205,20 @@ fn of_family(addrs: Vec<SocketAddr>, family: DnsFamily) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The endpoints `targets` resolve to now, one lookup of each name; any name failing fails
+    /// the lookup.
+    async fn resolve(targets: &DnsTargets) -> std::io::Result<Vec<EndpointConfig>> {
+        let mut out = Vec::new();
+        for h in &targets.hosts {
+            let found = tokio::time::timeout(LOOKUP_TIMEOUT, start(h))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))?
+                .map_err(std::io::Error::other)??;
+            out.extend(endpoints_of(h, found, targets)?);
+        }
+        Ok(out)
+    }
 
     #[test]
     fn the_family_decides_which_addresses_are_kept() {
