@@ -517,6 +517,11 @@ mod tests {
         }
     }
 
+    /// The set of cluster `c` of `configs`, with Envoy's default overprovisioning factor.
+    fn set_of(configs: &[EndpointConfig], lb: LbPolicy) -> EndpointSet {
+        EndpointSet::new("c", configs, OVERPROVISIONING, lb, None, &metrics())
+    }
+
     fn cfgs(n: u16) -> Vec<EndpointConfig> {
         (0..n)
             .map(|i| EndpointConfig {
@@ -567,14 +572,7 @@ mod tests {
         let mut configs = cfgs(3);
         configs[1].healthy = false;
         configs[2].priority = 1;
-        let set = EndpointSet::new(
-            "c",
-            &configs,
-            OVERPROVISIONING,
-            LbPolicy::Random,
-            None,
-            &metrics(),
-        );
+        let set = set_of(&configs, LbPolicy::Random);
         assert_eq!(set.priority_load, [70, 30]);
         let n = 2000;
         let preferred = (0..n)
@@ -593,14 +591,7 @@ mod tests {
         configs[2].priority = 2;
         // Sent in any order, ranked by priority.
         configs.reverse();
-        let set = EndpointSet::new(
-            "c",
-            &configs,
-            OVERPROVISIONING,
-            LbPolicy::RoundRobin,
-            None,
-            &metrics(),
-        );
+        let set = set_of(&configs, LbPolicy::RoundRobin);
         let port = |set: &EndpointSet| set.pick().map(|e| e.addr.port());
         assert_eq!(set.failover.len(), 2);
         for _ in 0..10 {
@@ -621,55 +612,27 @@ mod tests {
         let mut two = cfgs(3);
         two[1].priority = 1;
         two[2].priority = 1;
-        let set2 = EndpointSet::new(
-            "c",
-            &two,
-            OVERPROVISIONING,
-            LbPolicy::RoundRobin,
-            None,
-            &metrics(),
-        );
+        let set2 = set_of(&two, LbPolicy::RoundRobin);
         set2.endpoints[0].start().failed();
         let ports: Vec<u16> = (0..4).filter_map(|_| port(&set2)).collect();
         assert_eq!(ports.iter().filter(|p| **p == 1001).count(), 2, "{ports:?}");
         assert_eq!(ports.iter().filter(|p| **p == 1002).count(), 2, "{ports:?}");
         // A level of no healthy endpoints is no level: the next one is preferred.
-        let only_failover = EndpointSet::new(
-            "c",
-            &configs[..2],
-            OVERPROVISIONING,
-            LbPolicy::RoundRobin,
-            None,
-            &metrics(),
-        );
+        let only_failover = set_of(&configs[..2], LbPolicy::RoundRobin);
         assert_eq!(port(&only_failover), Some(1001));
         assert!(only_failover.failover.len() == 1 && only_failover.get(configs[0].addr).is_some());
     }
 
     #[test]
     fn round_robin_cycles() {
-        let set = EndpointSet::new(
-            "c",
-            &cfgs(3),
-            OVERPROVISIONING,
-            LbPolicy::RoundRobin,
-            None,
-            &metrics(),
-        );
+        let set = set_of(&cfgs(3), LbPolicy::RoundRobin);
         let ports: Vec<u16> = (0..6).map(|_| set.pick().unwrap().addr.port()).collect();
         assert_eq!(ports, [1000, 1001, 1002, 1000, 1001, 1002]);
     }
 
     #[test]
     fn least_request_avoids_a_busy_endpoint() {
-        let set = EndpointSet::new(
-            "c",
-            &cfgs(2),
-            OVERPROVISIONING,
-            LbPolicy::LeastRequest,
-            None,
-            &metrics(),
-        );
+        let set = set_of(&cfgs(2), LbPolicy::LeastRequest);
         let busy = set.endpoints[0].clone();
         let _guards: Vec<InFlight> = (0..10).map(|_| busy.start()).collect();
         for _ in 0..100 {
@@ -681,14 +644,7 @@ mod tests {
     /// (a WebSocket, a download) does not make the endpoint look slow.
     #[test]
     fn latency_is_measured_to_the_answer_not_to_the_end_of_the_stream() {
-        let set = EndpointSet::new(
-            "c",
-            &cfgs(1),
-            OVERPROVISIONING,
-            LbPolicy::LeastRequest,
-            None,
-            &metrics(),
-        );
+        let set = set_of(&cfgs(1), LbPolicy::LeastRequest);
         let ep = &set.endpoints[0];
         let mut guard = ep.start();
         guard.answered();
@@ -706,14 +662,7 @@ mod tests {
     /// the endpoint is tried again and measured anew.
     #[test]
     fn a_slow_endpoints_estimate_fades_so_it_is_tried_again() {
-        let set = EndpointSet::new(
-            "c",
-            &cfgs(2),
-            OVERPROVISIONING,
-            LbPolicy::LeastRequest,
-            None,
-            &metrics(),
-        );
+        let set = set_of(&cfgs(2), LbPolicy::LeastRequest);
         let (slow, fast) = (&set.endpoints[0], &set.endpoints[1]);
         slow.observe(Duration::from_secs(60), clock_ms());
         fast.observe(Duration::from_millis(1), clock_ms());
@@ -736,7 +685,7 @@ mod tests {
             LbPolicy::RoundRobin,
             LbPolicy::Random,
         ] {
-            let set = EndpointSet::new("c", &cfgs(2), OVERPROVISIONING, lb, None, &metrics());
+            let set = set_of(&cfgs(2), lb);
             let mut guard = set.endpoints[0].start();
             guard.failed();
             drop(guard);
@@ -744,7 +693,7 @@ mod tests {
                 assert_eq!(set.pick().unwrap().addr.port(), 1001, "{lb:?}");
             }
             // Its share spreads over the others by weight, not onto its neighbour.
-            let spread = EndpointSet::new("c", &cfgs(3), OVERPROVISIONING, lb, None, &metrics());
+            let spread = set_of(&cfgs(3), lb);
             spread.endpoints[1].start().failed();
             let mut hits = [0u32; 3];
             for _ in 0..3000 {
@@ -763,14 +712,7 @@ mod tests {
 
     #[test]
     fn state_survives_a_rebuild() {
-        let old = EndpointSet::new(
-            "c",
-            &cfgs(2),
-            OVERPROVISIONING,
-            LbPolicy::LeastRequest,
-            None,
-            &metrics(),
-        );
+        let old = set_of(&cfgs(2), LbPolicy::LeastRequest);
         let guard = old.endpoints[1].start();
         let new = EndpointSet::new(
             "c",
@@ -785,17 +727,6 @@ mod tests {
         drop(guard);
         assert_eq!(new.endpoints[1].in_flight.load(Ordering::Relaxed), 0);
         assert!(new.pick().is_some());
-        assert!(
-            EndpointSet::new(
-                "c",
-                &[],
-                OVERPROVISIONING,
-                LbPolicy::Random,
-                None,
-                &metrics()
-            )
-            .pick()
-            .is_none()
-        );
+        assert!(set_of(&[], LbPolicy::Random).pick().is_none());
     }
 }
