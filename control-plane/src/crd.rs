@@ -33,6 +33,7 @@ pub struct WorkloadSelector {
 
 /// Upstream behaviour for Services: balancing, circuit breaking, outlier detection, defaults.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(derive = "PartialEq")]
 #[kube(
     group = "weft.io",
     version = "v1alpha1",
@@ -143,6 +144,7 @@ pub struct RetrySpec {
 /// Who may call the selected workloads. A workload no policy selects allows all; once selected,
 /// what no rule allows is denied.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(derive = "PartialEq")]
 #[kube(
     group = "weft.io",
     version = "v1alpha1",
@@ -183,6 +185,7 @@ pub struct AuthorizationRule {
 
 /// Whether the selected workloads accept plaintext.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(derive = "PartialEq")]
 #[kube(
     group = "weft.io",
     version = "v1alpha1",
@@ -212,6 +215,7 @@ pub enum TlsMode {
 
 /// Config scope and explicit listeners for the selected workloads.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(derive = "PartialEq")]
 #[kube(group = "weft.io", version = "v1alpha1", kind = "Sidecar", namespaced)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarSpec {

@@ -52,6 +52,10 @@ struct ServeArgs {
     /// Quiet time, in milliseconds, that turns a burst of changes into one push.
     #[arg(long, env = "WEFT_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// The longest, in milliseconds, a change waits after the first change of a burst, however
+    /// steady the stream of changes (on a cluster Pods change all the time).
+    #[arg(long, env = "WEFT_DEBOUNCE_MAX_MS", default_value_t = 1000)]
+    debounce_max_ms: u64,
 }
 
 #[tokio::main]
@@ -72,7 +76,10 @@ async fn main() -> anyhow::Result<()> {
                 xds_addr: args.xds_addr,
                 admin_addr: args.admin_addr,
                 trust_domain: args.trust_domain,
-                debounce: Duration::from_millis(args.debounce_ms),
+                debounce: weft_control_plane::registry::Debounce {
+                    quiet: Duration::from_millis(args.debounce_ms),
+                    max: Duration::from_millis(args.debounce_max_ms.max(args.debounce_ms)),
+                },
             })
             .await?;
             shutdown_signal().await;

@@ -13,10 +13,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::xds::{AdsServer, Connections, SnapshotRx};
 use crate::{admin, registry, xds};
 
-/// How often the Kubernetes registry looks again for a kind it could not read at the start (a
-/// CRD not installed yet, a role without it): soon enough after `kubectl apply`, rare enough
-/// to cost the API server nothing.
-const KUBE_PROBE_EVERY: Duration = Duration::from_secs(30);
+/// How often the Kubernetes registry looks again for a kind it cannot read (a CRD not installed
+/// yet or deleted, a role without it): a CRD installed again is read within a few seconds,
+/// and a `404` for a kind that is not there costs the API server next to nothing.
+const KUBE_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Where the mesh comes from.
 #[derive(Clone)]
@@ -38,8 +38,8 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// SPIFFE trust domain.
     pub trust_domain: String,
-    /// Quiet time before a burst of registry changes becomes one push.
-    pub debounce: Duration,
+    /// How a burst of registry changes becomes one push.
+    pub debounce: registry::Debounce,
 }
 
 /// A started control plane.
@@ -75,6 +75,7 @@ impl Drop for Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut reg = Registry::default();
     let registry_metrics = registry::Metrics::register(&mut reg);
+    let registry_status = registry_metrics.status.clone();
     let xds_metrics = xds::Metrics::register(&mut reg);
     let connections = Connections::default();
 
@@ -84,30 +85,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     match config.source {
         Source::Kubernetes(client) => {
-            let td = config.trust_domain.clone();
+            let settings = registry::kube::Settings {
+                trust_domain: config.trust_domain.clone(),
+                debounce: config.debounce,
+                probe_every: KUBE_PROBE_EVERY,
+            };
             tasks.push(tokio::spawn(registry::kube::run(
                 client,
-                td,
+                settings,
                 registry_metrics,
                 mesh_tx,
-                (config.debounce, KUBE_PROBE_EVERY),
             )));
         }
         Source::Files(dir) => {
             let td = config.trust_domain.clone();
+            let debounce = config.debounce;
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = registry::run_file(dir, td, registry_metrics, mesh_tx).await {
+                let run = registry::run_file(dir, td, debounce, registry_metrics, mesh_tx);
+                if let Err(e) = run.await {
                     tracing::error!("file registry stopped: {e:#}");
                 }
             }));
         }
     }
-    tasks.push(tokio::spawn(xds::snapshot::run(
-        mesh_rx,
-        snap_tx,
-        config.debounce,
-        config.debounce * 10,
-    )));
+    tasks.push(tokio::spawn(xds::snapshot::run(mesh_rx, snap_tx)));
 
     let admin_addr = admin::bind(
         config.admin_addr,
@@ -115,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             registry: Arc::new(reg),
             snapshots: snap_rx.clone(),
             connections: connections.clone(),
+            registry_status,
         },
     )
     .await?;

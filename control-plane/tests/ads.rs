@@ -54,7 +54,10 @@ impl Harness {
             xds_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             trust_domain: "cluster.local".into(),
-            debounce: Duration::from_millis(20),
+            debounce: weft_control_plane::registry::Debounce {
+                quiet: Duration::from_millis(20),
+                max: Duration::from_secs(1),
+            },
         })
         .await
         .unwrap();

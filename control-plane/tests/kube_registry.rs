@@ -1,266 +1,68 @@
 //! The Kubernetes registry against an in-process API server that speaks the real list/watch
-//! protocol: JSON lists with resourceVersion, newline-delimited watch events, bookmarks, `410 Gone`.
+//! protocol (`weft_e2e::fake_kube`): JSON lists with resourceVersion, newline-delimited watch
+//! events, bookmarks, `410 Gone`, restarts, outages, CRDs that come and go.
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::Frame;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use weft_control_plane::model::{Key, Mesh};
-use weft_control_plane::registry;
-
-const SERVICES: &str = "/api/v1/services";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
-const PODS: &str = "/api/v1/pods";
-const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
-const TCP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes";
-
-#[derive(Default)]
-struct Kind {
-    items: BTreeMap<String, Value>,
-    watchers: Vec<mpsc::UnboundedSender<Value>>,
-}
-
-#[derive(Default)]
-struct State {
-    rv: u64,
-    kinds: HashMap<&'static str, Kind>,
-    gates: HashMap<&'static str, Arc<Notify>>,
-    /// Kinds answered with this status (404: CRD not installed; 403: not allowed) instead.
-    refused: HashMap<&'static str, u16>,
-}
-
-/// A fake API server: the real protocol, state held in memory.
-#[derive(Clone, Default)]
-struct FakeApi(Arc<Mutex<State>>);
-
-const SERVED: [(&str, &str, &str); 8] = [
-    ("/api/v1/namespaces", "v1", "Namespace"),
-    (SERVICES, "v1", "Service"),
-    (PODS, "v1", "Pod"),
-    (SLICES, "discovery.k8s.io/v1", "EndpointSlice"),
-    (
-        "/apis/gateway.networking.k8s.io/v1/httproutes",
-        "gateway.networking.k8s.io/v1",
-        "HTTPRoute",
-    ),
-    (GRPC_ROUTES, "gateway.networking.k8s.io/v1", "GRPCRoute"),
-    (TCP_ROUTES, "gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
-    // weft.io CRDs are deliberately absent: "not installed" must read as empty.
-    ("/api/v1/configmaps", "v1", "ConfigMap"),
-];
-
-fn type_of(path: &str) -> Option<(&'static str, &'static str, &'static str)> {
-    SERVED.into_iter().find(|(p, _, _)| *p == path)
-}
-
-fn key(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj["metadata"]["namespace"].as_str().unwrap_or(""),
-        obj["metadata"]["name"].as_str().unwrap()
-    )
-}
-
-impl FakeApi {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap()
-    }
-
-    fn event(&self, path: &'static str, kind: &str, mut obj: Value, store: bool) {
-        let mut st = self.state();
-        st.rv += 1;
-        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
-        let k = st.kinds.entry(path).or_default();
-        if kind == "DELETED" {
-            k.items.remove(&key(&obj));
-        } else if store {
-            k.items.insert(key(&obj), obj.clone());
-        }
-        let ev = json!({"type": kind, "object": obj});
-        k.watchers.retain(|w| w.send(ev.clone()).is_ok());
-    }
-
-    fn apply(&self, path: &'static str, obj: Value) {
-        let exists = self
-            .state()
-            .kinds
-            .get(path)
-            .is_some_and(|k| k.items.contains_key(&key(&obj)));
-        self.event(path, if exists { "MODIFIED" } else { "ADDED" }, obj, true);
-    }
-
-    fn delete(&self, path: &'static str, obj: Value) {
-        self.event(path, "DELETED", obj, false);
-    }
-
-    /// Changes state without telling watchers: only a re-list can see it.
-    fn delete_silently(&self, path: &'static str, obj: &Value) {
-        let mut st = self.state();
-        st.rv += 1;
-        st.kinds.entry(path).or_default().items.remove(&key(obj));
-    }
-
-    fn bookmark(&self, path: &'static str) {
-        let (_, api_version, kind) = type_of(path).unwrap();
-        let rv = self.state().rv.to_string();
-        let ev = json!({"type": "BOOKMARK", "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv}}});
-        self.state()
-            .kinds
-            .entry(path)
-            .or_default()
-            .watchers
-            .retain(|w| w.send(ev.clone()).is_ok());
-    }
-
-    /// Ends every watch of `path` with `410 Gone`, as etcd compaction does.
-    fn expire(&self, path: &'static str) {
-        let ev = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
-        let mut st = self.state();
-        let k = st.kinds.entry(path).or_default();
-        for w in k.watchers.drain(..) {
-            let _ = w.send(ev.clone());
-        }
-    }
-
-    /// Holds `path`'s list requests until the returned handle is notified.
-    fn gate(&self, path: &'static str) -> Arc<Notify> {
-        let n = Arc::new(Notify::new());
-        self.state().gates.insert(path, n.clone());
-        n
-    }
-
-    async fn handle(
-        &self,
-        req: hyper::Request<hyper::body::Incoming>,
-    ) -> hyper::Response<BoxBody<Bytes, Infallible>> {
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or("").to_string();
-        let served = type_of(&path);
-        let refused = served.and_then(|(p, _, _)| self.state().refused.get(p).copied());
-        let (Some((path, api_version, kind)), None) = (served, refused) else {
-            let (code, reason) = match refused {
-                Some(403) => (403, "Forbidden"),
-                Some(500) => (500, "InternalError"),
-                _ => (404, "NotFound"),
-            };
-            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
-                "message": format!("{reason}: {path}")});
-            return hyper::Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.to_string())).boxed())
-                .unwrap();
-        };
-        if query
-            .split('&')
-            .any(|kv| kv == "watch=true" || kv == "watch=1")
-        {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
-            self.state()
-                .kinds
-                .entry(path)
-                .or_default()
-                .watchers
-                .push(tx);
-            let (frames_tx, frames_rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-            tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    let last = ev["type"] == "ERROR";
-                    let line = format!("{ev}\n");
-                    if frames_tx
-                        .send(Ok(Frame::data(Bytes::from(line))))
-                        .await
-                        .is_err()
-                        || last
-                    {
-                        return;
-                    }
-                }
-            });
-            return hyper::Response::builder()
-                .header("content-type", "application/json")
-                .body(StreamBody::new(ReceiverStream::new(frames_rx)).boxed())
-                .unwrap();
-        }
-        let gate = self.state().gates.get(path).cloned();
-        if let Some(g) = gate {
-            g.notified().await;
-            self.state().gates.remove(path);
-        }
-        let st = self.state();
-        let items: Vec<Value> = st
-            .kinds
-            .get(path)
-            .map(|k| k.items.values().cloned().collect())
-            .unwrap_or_default();
-        let body = json!({"apiVersion": api_version, "kind": format!("{kind}List"),
-            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
-        hyper::Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())).boxed())
-            .unwrap()
-    }
-
-    async fn serve(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let api = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let api = api.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        format!("http://{addr}")
-    }
-}
-
-fn service(name: &str, ip: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"},
-        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
-}
-
-fn slice(name: &str, ip: &str) -> Value {
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{name}-x"), "namespace": "ns", "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}]})
-}
+use weft_control_plane::registry::{self, Debounce};
+use weft_e2e::fake_kube::{
+    FakeApi, GRPC_ROUTES, HTTP_ROUTES, PODS, SERVICES, SLICES, TCP_ROUTES, canary_route, pod,
+    service, slice,
+};
 
 /// The Kubernetes registry against the API server at `url` (20 ms debounce, a look for kinds it
 /// could not read every 100 ms), and the meshes it publishes.
 fn reflect(url: &str) -> watch::Receiver<Option<Arc<Mesh>>> {
+    let settings = registry::kube::Settings {
+        trust_domain: "cluster.local".into(),
+        debounce: Debounce {
+            quiet: Duration::from_millis(20),
+            max: Duration::from_secs(1),
+        },
+        probe_every: Duration::from_millis(100),
+    };
+    reflect_with(url, settings).0
+}
+
+/// The registry's meshes and its metrics (and status), as `settings` say.
+fn reflect_with(
+    url: &str,
+    settings: registry::kube::Settings,
+) -> (watch::Receiver<Option<Arc<Mesh>>>, Metrics) {
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let (tx, rx) = watch::channel(None);
-    let metrics =
-        registry::Metrics::register(&mut prometheus_client::registry::Registry::default());
-    tokio::spawn(registry::kube::run(
-        client,
-        "cluster.local".into(),
-        metrics,
-        tx,
-        (Duration::from_millis(20), Duration::from_millis(100)),
-    ));
-    rx
+    let mut reg = prometheus_client::registry::Registry::default();
+    let metrics = registry::Metrics::register(&mut reg);
+    tokio::spawn(registry::kube::run(client, settings, metrics.clone(), tx));
+    (
+        rx,
+        Metrics {
+            reg: Arc::new(reg),
+            status: metrics.status,
+        },
+    )
+}
+
+/// The registry's metrics as Prometheus reads them, and its status.
+struct Metrics {
+    reg: Arc<prometheus_client::registry::Registry>,
+    status: registry::Status,
+}
+
+impl Metrics {
+    /// The value of the series `name` (with its labels, as exposed), 0 if absent.
+    fn get(&self, series: &str) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.reg).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
 }
 
 async fn until(
@@ -364,10 +166,9 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
     api.apply(SERVICES, tcp("db-v2", "team", "10.0.0.2"));
     api.apply(SERVICES, service("api", "10.0.0.3"));
     api.apply(SERVICES, service("web", "10.0.0.4"));
-    api.state().refused.insert(TCP_ROUTES, 404);
-    api.state().refused.insert(GRPC_ROUTES, 403);
-    const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
-    api.state().refused.insert(HTTP_ROUTES, 500);
+    api.refuse(TCP_ROUTES, Some(404));
+    api.refuse(GRPC_ROUTES, Some(403));
+    api.refuse(HTTP_ROUTES, Some(500));
     let url = api.serve().await;
     let mut rx = reflect(&url);
     until(&mut rx, "the mesh, without the kinds it cannot read", |m| {
@@ -376,7 +177,7 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
     .await;
 
     // The CRD is installed and a route applied: read at the next look.
-    api.state().refused.remove(TCP_ROUTES);
+    api.refuse(TCP_ROUTES, None);
     api.apply(
         TCP_ROUTES,
         json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
@@ -400,7 +201,7 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
             "spec": {"parentRefs": [{"kind": "Service", "name": "api"}],
                 "rules": [{"backendRefs": [{"name": "api", "port": 80}]}]}}),
     );
-    api.state().refused.remove(GRPC_ROUTES);
+    api.refuse(GRPC_ROUTES, None);
     until(&mut rx, "the GRPCRoute", |m| {
         !m.services[&Key::new("ns", "api")].ports[0]
             .routes
@@ -409,7 +210,7 @@ async fn kinds_served_or_permitted_later_are_read_without_a_restart() {
     .await;
 
     // The failing kind answers again.
-    api.state().refused.remove(HTTP_ROUTES);
+    api.refuse(HTTP_ROUTES, None);
     api.apply(
         HTTP_ROUTES,
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -445,7 +246,6 @@ async fn an_object_weft_cannot_read_leaves_out_only_itself() {
                 "rules": [{"filters": [{"type": filter, "requestHeaderModifier": {"set": [{"name": "x-by", "value": name}]}}],
                     "backendRefs": [{"name": "a", "port": 80}]}]}})
     };
-    const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
     api.apply(HTTP_ROUTES, route("future", "FromTheFuture"));
     api.apply(HTTP_ROUTES, route("today", "RequestHeaderModifier"));
     let url = api.serve().await;
@@ -463,4 +263,401 @@ async fn an_object_weft_cannot_read_leaves_out_only_itself() {
     // The watch goes on: a later event of the kind still applies.
     api.apply(SERVICES, service("b", "10.0.0.2"));
     until(&mut rx, "b", |m| m.services.len() == 2).await;
+}
+
+/// Production's settings: 100 ms of quiet, 1 s at most, a kind that is not there looked for
+/// every 2 s.
+fn production() -> registry::kube::Settings {
+    registry::kube::Settings {
+        trust_domain: "cluster.local".into(),
+        debounce: Debounce::default(),
+        probe_every: Duration::from_secs(2),
+    }
+}
+
+/// The weight `route` gives to Service `canary` on `ns/web`, if the route is there.
+fn canary_weight(m: &Mesh) -> Option<u32> {
+    let port = &m.services.get(&Key::new("ns", "web"))?.ports[0];
+    let route = port.routes.first()?;
+    route
+        .backends
+        .iter()
+        .find(|b| b.service == Key::new("ns", "canary"))
+        .map(|b| b.weight)
+}
+
+/// A mesh of `web` and `canary`, with `pods` Pods of app `web`.
+fn web_and_canary(api: &FakeApi, pods: usize) {
+    api.apply(SERVICES, service("web", "10.0.0.1"));
+    api.apply(SERVICES, service("canary", "10.0.0.2"));
+    for i in 0..pods {
+        let ip = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+        api.apply(PODS, pod(&format!("web-{i}"), "web", &ip, "0"));
+    }
+}
+
+/// A Pod changed every 50 ms for 10 s in a way weft reads (a label) keeps a quiet-time debounce
+/// from ever firing; with the bounded one, meshes keep coming, and a route change made in the
+/// middle is published within the maximum (1 s) and a margin.
+#[tokio::test]
+async fn a_steady_stream_of_changes_does_not_hold_a_route_change_back() {
+    let api = FakeApi::default();
+    web_and_canary(&api, 3);
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 10));
+    let url = api.serve().await;
+    let (mut rx, _metrics) = reflect_with(&url, production());
+    until(&mut rx, "the route", |m| canary_weight(m) == Some(10)).await;
+
+    let churn = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            for n in 0..200u32 {
+                tick.tick().await;
+                let mut p = pod("web-0", "web", "10.1.0.1", "0");
+                p["metadata"]["labels"]["tick"] = json!(n.to_string());
+                api.apply(PODS, p);
+            }
+        })
+    };
+    // Meshes keep coming during the stream.
+    let t0 = Instant::now();
+    let mut published = 0;
+    while t0.elapsed() < Duration::from_secs(4) {
+        if tokio::time::timeout(Duration::from_millis(1500), rx.changed())
+            .await
+            .is_ok()
+        {
+            published += 1;
+        }
+    }
+    assert!(
+        published >= 3,
+        "{published} meshes in 4 s of steady changes"
+    );
+    // A route change in the middle of it.
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 50));
+    let t0 = Instant::now();
+    until(&mut rx, "the new weight", |m| canary_weight(m) == Some(50)).await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the change took {took:?} under a steady stream of events"
+    );
+    assert!(!churn.is_finished(), "the stream ended before the change");
+    churn.await.unwrap();
+}
+
+/// Pod updates that touch nothing weft reads (an annotation, the kubelet's container statuses,
+/// the resourceVersion every write bumps) build no mesh at all; a label change does.
+#[tokio::test]
+async fn events_that_change_nothing_weft_reads_build_nothing() {
+    let api = FakeApi::default();
+    web_and_canary(&api, 3);
+    let url = api.serve().await;
+    let (mut rx, metrics) = reflect_with(&url, production());
+    until(&mut rx, "the mesh", |m| m.workloads.len() == 3).await;
+    // Let the first build's debounce pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let builds = metrics.get("weft_registry_builds_total");
+    for n in 0..100 {
+        let mut p = pod("web-1", "web", "10.1.0.2", &n.to_string());
+        p["status"]["containerStatuses"][0]["restartCount"] = json!(n);
+        api.apply(PODS, p);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metrics.get("weft_registry_builds_total"),
+        builds,
+        "a change weft does not read built a mesh"
+    );
+    let mut p = pod("web-1", "web", "10.1.0.2", "x");
+    p["metadata"]["labels"]["version"] = json!("v2");
+    api.apply(PODS, p);
+    until(&mut rx, "the new label", |m| {
+        m.workloads[&Key::new("ns", "web-1")].labels.get("version") == Some(&"v2".to_string())
+    })
+    .await;
+    assert_eq!(metrics.get("weft_registry_builds_total"), builds + 1.0);
+}
+
+/// An API server that goes down for 3 s (every watch ends, connections are refused) and comes
+/// back with a fresh watch cache (a resumed watch gets `410 Gone`): meanwhile every kind is
+/// stale, said in the metrics and the status, and the last mesh stays; a change written while
+/// it was down is published within 5 s of its coming back.
+#[tokio::test]
+async fn a_restarted_api_server_is_read_again_within_seconds() {
+    let api = FakeApi::default();
+    web_and_canary(&api, 1);
+    let url = api.serve().await;
+    let (mut rx, metrics) = reflect_with(&url, production());
+    until(&mut rx, "the mesh", |m| m.services.len() == 2).await;
+    assert_eq!(
+        metrics.get(r#"weft_registry_sync_age_seconds{kind="Service"}"#),
+        0.0
+    );
+
+    api.set_down(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stale: Vec<String> = metrics.status.stale().into_iter().map(|s| s.0).collect();
+    assert!(stale.contains(&"Service".to_string()), "stale: {stale:?}");
+    assert!(metrics.get(r#"weft_registry_sync_age_seconds{kind="Service"}"#) >= 1.0);
+    assert_eq!(
+        rx.borrow().as_ref().unwrap().services.len(),
+        2,
+        "the last mesh stays"
+    );
+    // Written while it is down (in etcd, where the restarted server finds it).
+    api.apply(SERVICES, service("api", "10.0.0.3"));
+
+    api.set_down(false);
+    let t0 = Instant::now();
+    until(&mut rx, "the Service written during the outage", |m| {
+        m.services.contains_key(&Key::new("ns", "api"))
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the restart"
+    );
+    // Current again, everywhere, soon after.
+    let t0 = Instant::now();
+    while !metrics.status.stale().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            metrics.status.stale()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metrics.get(r#"weft_registry_sync_age_seconds{kind="Service"}"#),
+        0.0
+    );
+}
+
+/// Deleting the HTTPRoute CRD while weft runs takes its routes out of the mesh and is said as
+/// "not served"; installed again, its routes are back within 5 s.
+#[tokio::test]
+async fn a_crd_deleted_and_installed_again_is_followed() {
+    let api = FakeApi::default();
+    web_and_canary(&api, 1);
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 10));
+    let url = api.serve().await;
+    let (mut rx, metrics) = reflect_with(&url, production());
+    until(&mut rx, "the route", |m| canary_weight(m) == Some(10)).await;
+
+    api.refuse(HTTP_ROUTES, Some(404));
+    until(&mut rx, "the routes gone with their CRD", |m| {
+        canary_weight(m).is_none()
+    })
+    .await;
+    assert!(
+        metrics
+            .status
+            .not_served()
+            .contains(&"HTTPRoute".to_string())
+    );
+    assert!(
+        metrics.status.stale().is_empty(),
+        "{:?}",
+        metrics.status.stale()
+    );
+
+    api.refuse(HTTP_ROUTES, None);
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 20));
+    let t0 = Instant::now();
+    until(&mut rx, "the route of the CRD installed again", |m| {
+        canary_weight(m) == Some(20)
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        !metrics
+            .status
+            .not_served()
+            .contains(&"HTTPRoute".to_string())
+    );
+}
+
+/// A role that loses list and watch on Services while weft runs: an error naming the kind and
+/// the 403, the last Services stay in the mesh, and the kind reads as stale until the role is
+/// fixed.
+#[tokio::test]
+async fn lost_permission_keeps_the_last_objects_and_says_so() {
+    let api = FakeApi::default();
+    web_and_canary(&api, 1);
+    let url = api.serve().await;
+    let (mut rx, metrics) = reflect_with(&url, production());
+    until(&mut rx, "the mesh", |m| m.services.len() == 2).await;
+
+    api.refuse(SERVICES, Some(403));
+    let t0 = Instant::now();
+    let why = loop {
+        if let Some((_, _, why)) = metrics
+            .status
+            .stale()
+            .into_iter()
+            .find(|s| s.0 == "Service")
+        {
+            break why;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "never said stale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(why.contains("403"), "{why}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rx.borrow().as_ref().unwrap().services.len(),
+        2,
+        "the last mesh stays"
+    );
+
+    api.refuse(SERVICES, None);
+    api.apply(SERVICES, service("api", "10.0.0.3"));
+    until(&mut rx, "Services read again", |m| m.services.len() == 3).await;
+    assert!(metrics.status.stale().is_empty());
+}
+
+/// A log sink for one test: every line its (current-thread) runtime writes.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+/// A warning that stands over several rebuilds is logged once, and once more when it is gone;
+/// a Pod without an address yet is no warning at all. The status lists what stands.
+#[tokio::test]
+async fn a_standing_warning_is_said_once() {
+    let log = Log::default();
+    let sink = log.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let api = FakeApi::default();
+    web_and_canary(&api, 1);
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "missing", 10));
+    let mut pending = pod("web-pending", "web", "", "0");
+    pending["status"] = json!({"phase": "Pending"});
+    api.apply(PODS, pending);
+    let url = api.serve().await;
+    let (mut rx, metrics) = reflect_with(&url, production());
+    until(&mut rx, "the mesh", |m| m.services.len() == 2).await;
+    // Four more rebuilds, each changing the mesh.
+    for i in 0..4 {
+        api.apply(
+            SERVICES,
+            service(&format!("more-{i}"), &format!("10.0.1.{i}")),
+        );
+        until(&mut rx, "one more Service", |m| m.services.len() == 3 + i).await;
+    }
+    let warned = "HTTPRoute ns/split";
+    assert_eq!(
+        log.count(warned),
+        1,
+        "{}",
+        String::from_utf8_lossy(&log.0.lock().unwrap())
+    );
+    assert_eq!(log.count("web-pending"), 0, "a pending Pod was warned of");
+    let standing = metrics.status.warnings();
+    assert_eq!(standing.len(), 1, "{standing:?}");
+    assert_eq!(
+        (standing[0].kind.as_str(), standing[0].object.as_str()),
+        ("HTTPRoute", "ns/split")
+    );
+    assert_eq!(
+        metrics.get(r#"weft_registry_warnings{kind="HTTPRoute"}"#),
+        1.0
+    );
+
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 10));
+    until(&mut rx, "the fixed route", |m| canary_weight(m) == Some(10)).await;
+    assert_eq!(log.count(&format!("resolved: {warned}")), 1);
+    assert!(metrics.status.warnings().is_empty());
+}
+
+/// `weft serve --kubernetes`'s admin endpoint says what the registry knows of itself: `/ready`
+/// stays 200 while the API server is down (the last mesh is served) and names the stale kinds,
+/// `/debug/warnings` lists the standing warnings with the object each is about.
+#[tokio::test]
+async fn the_admin_endpoint_says_what_is_stale_and_what_is_warned() {
+    use weft_control_plane::server;
+    let api = FakeApi::default();
+    web_and_canary(&api, 1);
+    api.apply(HTTP_ROUTES, canary_route("split", "web", "missing", 10));
+    let url = api.serve().await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let cp = server::start(server::Config {
+        source: server::Source::Kubernetes(client),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        trust_domain: "cluster.local".into(),
+        debounce: Debounce::default(),
+    })
+    .await
+    .unwrap();
+    let admin = cp.admin_addr;
+    let get = |path: &'static str| {
+        tokio::task::spawn_blocking(move || weft_e2e::http_get(admin, path).unwrap())
+    };
+    let mut snapshots = cp.snapshots.clone();
+    tokio::time::timeout(Duration::from_secs(10), snapshots.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, body) = get("/debug/warnings").await.unwrap();
+    assert_eq!(status, 200);
+    let warnings: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(warnings[0]["kind"], "HTTPRoute", "{body}");
+    assert_eq!(warnings[0]["object"], "ns/split", "{body}");
+    assert!(
+        warnings[0]["message"].as_str().unwrap().contains("missing"),
+        "{body}"
+    );
+
+    api.set_down(true);
+    let t0 = Instant::now();
+    loop {
+        let (status, body) = get("/ready").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        if body.contains("stale: Service") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"weft_registry_sync_age_seconds{kind="Service"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"weft_registry_warnings{kind="HTTPRoute"} 1"#),
+        "{metrics}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Helpers for weft's end-to-end tests: find and start the real binaries, wait for ports, read
 //! HTTP endpoints. Every test starts real processes; nothing here imitates a weft component.
 
+pub mod fake_kube;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -300,15 +300,10 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(snap);
 
-    // The real server path: registry channel -> debounced snapshots -> ADS over loopback gRPC.
+    // The real server path: registry channel -> snapshots -> ADS over loopback gRPC.
     let (mesh_tx, mesh_rx) = watch::channel(Some(mesh.clone()));
     let (snap_tx, snap_rx) = watch::channel(None);
-    tokio::spawn(xds::snapshot::run(
-        mesh_rx,
-        snap_tx,
-        Duration::from_millis(100),
-        Duration::from_secs(1),
-    ));
+    tokio::spawn(xds::snapshot::run(mesh_rx, snap_tx));
     let mut ready = snap_rx.clone();
     ready.wait_for(Option::is_some).await?;
     let metrics = xds::Metrics::unregistered();

@@ -20,6 +20,7 @@ use weft_proto::xds::config::{
     route::v3::RouteConfiguration,
 };
 
+use crate::registry;
 use crate::translate::{self, ResourceType};
 use crate::xds::{Connections, SnapshotRx};
 
@@ -32,6 +33,8 @@ pub struct Admin {
     pub snapshots: SnapshotRx,
     /// Open xDS streams.
     pub connections: Connections,
+    /// How current the registry's kinds are, and its standing warnings.
+    pub registry_status: registry::Status,
 }
 
 /// Serves the admin endpoint on `listener` until the task is dropped.
@@ -82,10 +85,7 @@ impl Admin {
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match req.uri().path() {
             "/ready" => match self.snapshots.borrow().as_ref() {
-                Some(s) => text(
-                    StatusCode::OK,
-                    format!("ready: generation {}\n", s.generation),
-                ),
+                Some(s) => text(StatusCode::OK, self.ready(s.generation)),
                 None => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: waiting for the registry's first sync\n",
@@ -110,6 +110,7 @@ impl Admin {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
             }
+            "/debug/warnings" => json_response(&json!(self.registry_status.warnings())),
             "/debug/connections" => {
                 let conns = self.connections.lock().clone();
                 json_response(&json!(conns.into_values().collect::<Vec<_>>()))
@@ -131,9 +132,29 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "try /ready, /metrics, /debug/connections, /debug/config_dump?node=ID\n",
+                "try /ready, /metrics, /debug/warnings, /debug/connections, \
+                 /debug/config_dump?node=ID\n",
             ),
         }
+    }
+}
+
+impl Admin {
+    /// `/ready`'s body once a mesh is served: its generation, and what of it may be old. A
+    /// stale kind does not make the control plane unready: its last mesh is the best there is,
+    /// and proxies cut off from every control plane would be worse off.
+    fn ready(&self, generation: u64) -> String {
+        let mut body = format!("ready: generation {generation}\n");
+        for (kind, age, why) in self.registry_status.stale() {
+            body += &format!(
+                "stale: {kind}: not current for {}s ({why}); its last objects stay in force\n",
+                age.as_secs()
+            );
+        }
+        for kind in self.registry_status.not_served() {
+            body += &format!("not served: {kind} (CRD not installed?): read as empty\n");
+        }
+        body
     }
 }
 

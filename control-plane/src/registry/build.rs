@@ -19,7 +19,7 @@ use gateway_api::experimental::tcproutes::{TcpRoute as TcpRouteObject, TcpRouteP
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::Objects;
+use super::{Objects, Warning};
 use crate::crd::LoadBalancerKind;
 use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
@@ -29,21 +29,6 @@ use crate::model::{
     WorkloadPort,
 };
 
-/// Something in the input that weft ignored, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Warning {
-    /// `Kind namespace/name` of the offending object.
-    pub object: String,
-    /// What was dropped and why.
-    pub message: String,
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.object, self.message)
-    }
-}
-
 struct Builder {
     warnings: Vec<Warning>,
 }
@@ -51,7 +36,8 @@ struct Builder {
 impl Builder {
     fn warn(&mut self, kind: &str, key: &Key, message: impl Into<String>) {
         self.warnings.push(Warning {
-            object: format!("{kind} {key}"),
+            kind: kind.to_string(),
+            object: key.to_string(),
             message: message.into(),
         });
     }
@@ -62,7 +48,7 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
     let mut b = Builder {
         warnings: Vec::new(),
     };
-    let mut workloads = workloads(objects, trust_domain, &mut b);
+    let mut workloads = workloads(objects, trust_domain);
     let mut services = services(objects, &workloads, &mut b);
     attach_policies(objects, &mut services, &mut b);
     attach_routes(objects, &mut services, &mut b);
@@ -138,7 +124,7 @@ fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
-fn workloads(objects: &Objects, td: &str, b: &mut Builder) -> BTreeMap<Key, Workload> {
+fn workloads(objects: &Objects, td: &str) -> BTreeMap<Key, Workload> {
     let mut out = BTreeMap::new();
     for (key, pod) in &objects.pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -149,10 +135,9 @@ fn workloads(objects: &Objects, td: &str, b: &mut Builder) -> BTreeMap<Key, Work
         let sa = spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".to_string());
+        // A Pod without an address yet (pending, being scheduled) is normal life: it is a
+        // workload once it has one, and nothing to warn about.
         let ips = pod_ips(pod);
-        if ips.is_empty() {
-            b.warn("Pod", key, "no pod IP yet: not a workload until it has one");
-        }
         let ports = spec
             .into_iter()
             .flat_map(|s| &s.containers)

@@ -10,9 +10,10 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::Objects;
 use super::objects::{Object, ParseError};
+use super::{Debounce, Objects};
 
 /// Why a directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -285,10 +286,6 @@ enum Change {
 /// writer that keeps its file open delays a reload no longer than this.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// The longest a reload waits after the first change of a burst, for a directory that never
-/// goes quiet (a file appended to without pause): long enough for a bulk copy to finish.
-const MOST_WAIT: Duration = Duration::from_secs(10);
-
 /// Whether `path`'s name starts with a dot.
 fn is_hidden(path: &Path) -> bool {
     path.file_name()
@@ -305,12 +302,13 @@ fn is_registry_file(path: &Path) -> bool {
 }
 
 /// Sends `()` on `tx` whenever something in `dir` changes, coalescing bursts (an editor's
-/// write-rename, `kubectl`-style bulk copies) into one signal after `quiet` without events,
-/// and waiting (up to [`CLOSE_WAIT`]) for the files being written to be closed, so that a slow
+/// write-rename, `kubectl`-style bulk copies) into one signal as `debounce` says (quiet, or its
+/// maximum after the burst's first change), then waiting (up to [`CLOSE_WAIT`] after that first
+/// change) for the files being written to be closed, so that a slow
 /// writer's half-written file is not read as the mesh (a truncated file can be valid YAML that
 /// lacks half the Services). The directory is watched by its path: when another takes its
 /// place, that one is watched. Runs until `tx` is closed.
-pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Result<()> {
+pub fn watch(dir: &Path, debounce: Debounce, tx: mpsc::Sender<()>) -> notify::Result<()> {
     let dir = std::path::absolute(dir)?;
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
     let own = dir.clone();
@@ -368,21 +366,30 @@ pub fn watch(dir: &Path, quiet: Duration, tx: mpsc::Sender<()>) -> notify::Resul
     tokio::spawn(async move {
         while let Some(change) = raw_rx.recv().await {
             state.note(change);
-            let started = tokio::time::Instant::now();
-            let latest = started + MOST_WAIT;
-            // Debounce: wait until the directory has been quiet for `quiet`, and no file is
-            // still being written (or CLOSE_WAIT has passed); never past `latest`, however
-            // busy the directory stays.
+            let first = Instant::now();
+            let mut last = first;
+            // Debounce: until the directory has been quiet for `quiet`, or `max` after the
+            // first change however busy it stays.
             loop {
-                let wake = (tokio::time::Instant::now() + quiet).min(latest);
-                match tokio::time::timeout_at(wake, raw_rx.recv()).await {
+                match tokio::time::timeout_at(debounce.deadline(first, last), raw_rx.recv()).await {
+                    Ok(Some(change)) => {
+                        state.note(change);
+                        last = Instant::now();
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            // A file still open for writing is waited for until it is closed (up to
+            // CLOSE_WAIT after the first change): half of it is not the mesh.
+            while let Ok(change) = raw_rx.try_recv() {
+                state.note(change);
+            }
+            while !state.written(first) {
+                match tokio::time::timeout(debounce.quiet, raw_rx.recv()).await {
                     Ok(Some(change)) => state.note(change),
                     Ok(None) => return,
-                    Err(_) if state.written(started) => break,
                     Err(_) => {}
-                }
-                if tokio::time::Instant::now() >= latest {
-                    break;
                 }
             }
             if tx.send(()).await.is_err() {
@@ -421,7 +428,7 @@ impl Watched {
 
     /// Whether a reload may go ahead: nothing is being written, or the wait that `started` is
     /// over (what is left is then forgotten: its writer may never close it).
-    fn written(&mut self, started: tokio::time::Instant) -> bool {
+    fn written(&mut self, started: Instant) -> bool {
         if started.elapsed() >= CLOSE_WAIT {
             self.writing.clear();
         }

@@ -5,13 +5,14 @@
 //! Mesh stays in force.
 
 pub mod build;
+mod debounce;
 pub mod file;
 pub mod kube;
 mod objects;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,8 +21,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-pub use self::build::{Warning, build};
+pub use self::build::build;
+pub use self::debounce::Debounce;
 pub use self::objects::{Duplicate, Object, Objects, ParseError};
+pub use self::status::{Freshness, Status, Warning};
 use crate::model::Mesh;
 
 /// The latest good Mesh; `None` until the first load succeeds.
@@ -32,19 +35,22 @@ struct KindLabel {
     kind: &'static str,
 }
 
-/// Registry health, as Prometheus sees it.
+/// Registry health: as Prometheus sees it, and as the admin endpoint says it ([`Status`]).
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     objects: Family<KindLabel, Gauge>,
     errors: Counter,
-    warnings: Gauge,
+    builds: Counter,
     updates: Counter,
+    /// How current each kind is, and the standing warnings.
+    pub status: Status,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them.
     pub fn register(reg: &mut Registry) -> Self {
         let m = Self::default();
+        reg.register_collector(Box::new(status::StatusCollector(m.status.clone())));
         reg.register(
             "weft_registry_objects",
             "Objects read, by kind",
@@ -52,13 +58,13 @@ impl Metrics {
         );
         reg.register(
             "weft_registry_errors",
-            "Loads that failed; the last good mesh stayed in force",
+            "Loads or watches that failed; the last good mesh stayed in force",
             m.errors.clone(),
         );
         reg.register(
-            "weft_registry_warnings",
-            "Problems in the current input that dropped part of it",
-            m.warnings.clone(),
+            "weft_registry_builds",
+            "Meshes built from the input (changes weft does not read build none)",
+            m.builds.clone(),
         );
         reg.register(
             "weft_registry_updates",
@@ -77,16 +83,21 @@ impl Metrics {
     }
 }
 
-/// Builds the Mesh and publishes it if it changed. Returns whether it did.
-pub fn publish(tx: &MeshTx, objects: &Objects, trust_domain: &str, metrics: &Metrics) -> bool {
+/// Builds the Mesh and publishes it if it changed. Returns whether it did. `warnings` are the
+/// source's own (files, objects it could not read), standing beside the build's.
+pub fn publish(
+    tx: &MeshTx,
+    objects: &Objects,
+    warnings: Vec<Warning>,
+    trust_domain: &str,
+    metrics: &Metrics,
+) -> bool {
     metrics.observe(objects);
-    let (mesh, warnings) = build(objects, trust_domain);
-    for w in &warnings {
-        tracing::warn!(target: "weft::registry", "{w}");
-    }
+    metrics.builds.inc();
+    let (mesh, built) = build(objects, trust_domain);
     metrics
-        .warnings
-        .set(i64::try_from(warnings.len()).unwrap_or(i64::MAX));
+        .status
+        .set_warnings(warnings.into_iter().chain(built));
     let changed = tx.send_if_modified(|cur| {
         if cur.as_deref() == Some(&mesh) {
             return false;
@@ -104,19 +115,22 @@ pub fn publish(tx: &MeshTx, objects: &Objects, trust_domain: &str, metrics: &Met
 pub async fn run_file(
     dir: PathBuf,
     trust_domain: String,
+    debounce: Debounce,
     metrics: Metrics,
     tx: MeshTx,
 ) -> anyhow::Result<()> {
     let (changed_tx, mut changed_rx) = mpsc::channel(1);
-    file::watch(&dir, Duration::from_millis(100), changed_tx)?;
+    file::watch(&dir, debounce, changed_tx)?;
     let mut cache = file::Cache::default();
     loop {
         match cache.load_dir(&dir) {
             Ok((objects, warnings)) => {
-                for w in &warnings {
-                    tracing::warn!(target: "weft::registry", "{w}");
-                }
-                if publish(&tx, &objects, &trust_domain, &metrics) {
+                let warnings = warnings.into_iter().map(|w| Warning {
+                    kind: "File".into(),
+                    object: format!("{}:{}", w.path.display(), w.line),
+                    message: w.reason,
+                });
+                if publish(&tx, &objects, warnings.collect(), &trust_domain, &metrics) {
                     tracing::info!(dir = %dir.display(), "mesh updated");
                 }
             }

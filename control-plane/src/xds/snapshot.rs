@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -122,27 +122,16 @@ impl Snapshot {
 /// The current snapshot; `None` until the registry's first successful load.
 pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 
-/// Turns registry meshes into snapshots, coalescing bursts: after a change it waits for `quiet`
-/// without further changes (but never longer than `max_delay`) before building.
+/// Turns registry meshes into snapshots. The registries debounce (a burst of changes is one
+/// mesh); meshes published while a snapshot is being built are coalesced into the next one.
 pub async fn run(
     mut meshes: watch::Receiver<Option<Arc<Mesh>>>,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
-    quiet: Duration,
-    max_delay: Duration,
 ) {
     let mut first = true;
     loop {
         if !first && meshes.changed().await.is_err() {
             return;
-        }
-        let started = Instant::now();
-        if !first {
-            while started.elapsed() < max_delay {
-                tokio::select! {
-                    r = meshes.changed() => if r.is_err() { return },
-                    () = tokio::time::sleep(quiet) => break,
-                }
-            }
         }
         first = false;
         let Some(mesh) = meshes.borrow_and_update().clone() else {

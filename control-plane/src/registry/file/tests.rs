@@ -256,6 +256,12 @@ spec: {targetRefs: [{kind: Service, name: web}], connectionPool: {maxConnection:
     );
 }
 
+/// The tests' debounce: 50 ms of quiet, a second at most.
+const DEBOUNCE: Debounce = Debounce {
+    quiet: Duration::from_millis(50),
+    max: Duration::from_secs(1),
+};
+
 /// Receives the watcher's next signal within `within`; `false` if none came.
 async fn signalled(rx: &mut mpsc::Receiver<()>, within: Duration) -> bool {
     tokio::time::timeout(within, rx.recv()).await.is_ok()
@@ -268,7 +274,7 @@ async fn a_slow_writer_is_waited_for_until_it_closes_its_file() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel(4);
-    watch(dir.path(), Duration::from_millis(50), tx).unwrap();
+    watch(dir.path(), DEBOUNCE, tx).unwrap();
     let path = dir.path().join("mesh.yaml");
     let mut f = std::fs::File::create(&path).unwrap();
     f.write_all(SERVICE.as_bytes()).unwrap();
@@ -310,7 +316,7 @@ async fn a_directory_replaced_under_the_registry_path_is_followed() {
     std::fs::write(b.join("mesh.yaml"), SERVICE.replace("web", "api")).unwrap();
     std::os::unix::fs::symlink(&a, &link).unwrap();
     let (tx, mut rx) = mpsc::channel(4);
-    watch(&link, Duration::from_millis(50), tx).unwrap();
+    watch(&link, DEBOUNCE, tx).unwrap();
     let names = |dir: &Path| -> Vec<String> {
         let (objects, _) = load_dir(dir).unwrap();
         objects.services.keys().map(|k| k.name.clone()).collect()
@@ -357,7 +363,7 @@ async fn a_busy_log_file_beside_the_registry_does_not_hold_reloads_back() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), SERVICE).unwrap();
     let (tx, mut rx) = mpsc::channel(4);
-    watch(dir.path(), Duration::from_millis(50), tx).unwrap();
+    watch(dir.path(), DEBOUNCE, tx).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let log = {
         let (stop, path) = (stop.clone(), dir.path().join("app.log"));
@@ -377,4 +383,64 @@ async fn a_busy_log_file_beside_the_registry_does_not_hold_reloads_back() {
     assert!(signalled(&mut rx, Duration::from_secs(1)).await);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     log.join().unwrap();
+}
+
+/// A registry file rewritten every 50 ms (a tool that regenerates it in a loop) still gets
+/// reloads at most the debounce maximum apart, and a change made in the middle of the stream
+/// is signalled within that maximum, not only once the writes stop.
+#[tokio::test]
+async fn a_file_rewritten_without_pause_is_reloaded_at_each_debounce_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, SERVICE).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    watch(dir.path(), DEBOUNCE, tx).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, changed, path) = (stop.clone(), changed.clone(), path.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = if changed.load(std::sync::atomic::Ordering::Relaxed) {
+                    SERVICE.replace("web", "api")
+                } else {
+                    SERVICE.to_string()
+                };
+                // Written whole and renamed over, as tools that regenerate a file do.
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, text).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    // Reloads keep coming while the writes do.
+    for n in 0..2 {
+        assert!(
+            signalled(&mut rx, Duration::from_millis(1500)).await,
+            "no reload {n} during a steady stream of writes"
+        );
+    }
+    changed.store(true, std::sync::atomic::Ordering::Relaxed);
+    let t0 = tokio::time::Instant::now();
+    let seen = loop {
+        assert!(signalled(&mut rx, Duration::from_millis(1500)).await);
+        let names: Vec<String> = load_dir(dir.path())
+            .unwrap()
+            .0
+            .services
+            .keys()
+            .map(|k| k.name.clone())
+            .collect();
+        if names == ["api"] {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the change was held back"
+        );
+    };
+    assert!(seen < Duration::from_millis(2500), "took {seen:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
 }
