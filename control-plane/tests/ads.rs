@@ -15,9 +15,7 @@ use weft_proto::xds::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
 };
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+use weft_proto::resource::{CDS, EDS, LDS, RDS};
 
 fn service(name: &str, ip: &str) -> String {
     format!(
@@ -1102,8 +1100,6 @@ async fn sotw_an_empty_list_after_names_is_no_longer_the_wildcard() {
     let none = next(&mut s.rx).await;
     assert!(sotw_names(&none).is_empty(), "{:?}", sotw_names(&none));
 }
-
-const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// The first route's cluster in a Delta RDS response of one RouteConfiguration.
 fn first_cluster(r: &DeltaDiscoveryResponse) -> String {

@@ -10,3 +10,6 @@ pub use prost_types;
 
 pub mod exposition;
 pub mod names;
+pub mod resource;
+
+pub use resource::ResourceType;

@@ -29,9 +29,7 @@ use weft_proto::xds::service::discovery::v3::{
 use weft_proxy::config::{Config, Store};
 use weft_proxy::xds::{Client, Settings};
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+use weft_proto::resource::{CDS, EDS, LDS};
 
 type Reply = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 

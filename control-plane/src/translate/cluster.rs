@@ -26,21 +26,12 @@ use weft_proto::xds::extensions::upstreams::http::v3::{
     },
 };
 
+use super::names::{cluster_name, inbound_cluster_name};
 use super::{ads, any, duration, weft_metadata};
-use crate::model::{Key, LoadBalancer, Protocol, Service, ServicePort, WorkloadPort, fqdn};
+use crate::model::{LoadBalancer, Protocol, Service, ServicePort, WorkloadPort};
 
 /// Connect timeout for upstream connections; Linkerd and Istio both default to seconds, not tens.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `outbound|<port>||<fqdn>`, Istio's name, which dashboards and users already know.
-pub fn cluster_name(service: &Key, port: u16) -> String {
-    weft_proto::names::service_cluster(&fqdn(service), port)
-}
-
-/// `inbound|<port>||`: the local app behind the sidecar.
-pub fn inbound_cluster_name(port: u16) -> String {
-    weft_proto::names::inbound_cluster(port)
-}
 
 fn policy(type_name: &str, msg: &impl prost::Message) -> load_balancing_policy::Policy {
     load_balancing_policy::Policy {

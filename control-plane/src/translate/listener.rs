@@ -24,24 +24,15 @@ use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::
 };
 use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
-use super::route::unresolved_cluster_name;
-use super::{ads, any, cluster_name, duration, inbound_cluster_name, weft_metadata};
-use crate::model::{Backend, Key, Protocol, Service, ServicePort, Workload, fqdn};
+use super::names::{
+    INBOUND_LISTENER, backend_cluster_name, cluster_name, explicit_name, inbound_cluster_name,
+    service_listener_name,
+};
+use super::{ads, any, duration, weft_metadata};
+use crate::model::{Backend, Protocol, Service, ServicePort, Workload};
 
-/// Name of the per-proxy inbound listener.
-pub const INBOUND_NAME: &str = "inbound";
 /// Where weft-proxy captures inbound traffic (iptables PREROUTING redirect).
 pub const INBOUND_PORT: u16 = 15006;
-
-/// `<fqdn>:<port>`, the name gRPC clients ask for when dialing `xds:///<fqdn>:<port>`.
-pub fn service_listener_name(service: &Key, port: u16) -> String {
-    weft_proto::names::service_listener(&fqdn(service), port)
-}
-
-/// `outbound|<bind>`, for a listener weft-proxy binds itself.
-pub fn explicit_name(bind: SocketAddr) -> String {
-    format!("outbound|{bind}")
-}
 
 fn socket_address(ip: IpAddr, port: u16) -> Address {
     Address {
@@ -133,10 +124,7 @@ fn tcp_targets(
     let Some(route) = port.tcp_route_for(namespace) else {
         return tcp_proxy::ClusterSpecifier::Cluster(cluster_name(&svc.key, port.port));
     };
-    let target = |b: &Backend| match b.unresolved {
-        false => cluster_name(&b.service, b.port),
-        true => unresolved_cluster_name(b),
-    };
+    let target = backend_cluster_name;
     let live: Vec<&Backend> = route.backends.iter().filter(|b| b.weight > 0).collect();
     match live.as_slice() {
         [one] => tcp_proxy::ClusterSpecifier::Cluster(target(one)),
@@ -363,7 +351,7 @@ pub fn inbound(workload: &Workload) -> Listener {
         .iter()
         .any(|p| p.protocol == Protocol::Detect);
     let mut listener = Listener {
-        name: INBOUND_NAME.into(),
+        name: INBOUND_LISTENER.into(),
         address: Some(socket_address(
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             INBOUND_PORT,

@@ -8,6 +8,7 @@
 mod cluster;
 mod endpoint;
 mod listener;
+mod names;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -24,61 +25,9 @@ use weft_proto::xds::config::core::v3::{
 
 use crate::model::{Key, Mesh, Service, SidecarScope, Workload};
 
-pub use self::cluster::{cluster_name, inbound_cluster_name};
+pub use self::names::{cluster_name, inbound_cluster_name};
 
-/// The four xDS resource types weft serves, in the order Envoy wants them pushed (clusters before
-/// their endpoints, listeners before their routes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    /// CDS.
-    Cluster,
-    /// EDS.
-    Endpoint,
-    /// LDS.
-    Listener,
-    /// RDS.
-    Route,
-}
-
-impl ResourceType {
-    /// Every type, in push order.
-    pub const ALL: [Self; 4] = [Self::Cluster, Self::Endpoint, Self::Listener, Self::Route];
-
-    /// The type URL of the resource message.
-    pub const fn type_url(self) -> &'static str {
-        match self {
-            Self::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            Self::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-            Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            Self::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        }
-    }
-
-    /// The type for a type URL, if weft serves it.
-    pub fn from_type_url(url: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.type_url() == url)
-    }
-
-    /// Index into per-type arrays.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Short name for metrics and logs.
-    pub const fn short(self) -> &'static str {
-        match self {
-            Self::Cluster => "cds",
-            Self::Endpoint => "eds",
-            Self::Listener => "lds",
-            Self::Route => "rds",
-        }
-    }
-
-    /// Whether a state-of-the-world response must list every resource (omission means removal).
-    pub const fn sotw_full_state(self) -> bool {
-        matches!(self, Self::Cluster | Self::Listener)
-    }
-}
+pub use weft_proto::ResourceType;
 
 /// One encoded xDS resource with its content version.
 #[derive(Clone, Debug, PartialEq)]
@@ -199,7 +148,7 @@ pub fn service(svc: &Service) -> ServiceResources {
             name,
             &endpoint::load_assignment(svc, port),
         ));
-        let listener_name = listener::service_listener_name(&svc.key, port.port);
+        let listener_name = names::service_listener_name(&svc.key, port.port);
         let shared = listener::service(svc, port, None);
         if let Some(l) = &shared {
             resources.push(Resource::new(
@@ -298,7 +247,7 @@ pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
     if !workload.ports.is_empty() {
         out.push(Resource::new(
             ResourceType::Listener,
-            listener::INBOUND_NAME.to_string(),
+            names::INBOUND_LISTENER.to_string(),
             &listener::inbound(workload),
         ));
     }
@@ -319,7 +268,7 @@ pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
             };
             out.push(Resource::new(
                 ResourceType::Listener,
-                listener::explicit_name(l.bind),
+                names::explicit_name(l.bind),
                 &listener::explicit(l.bind, svc, port, &workload.key.namespace),
             ));
         }

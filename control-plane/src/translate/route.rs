@@ -15,7 +15,8 @@ use weft_proto::xds::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 
-use super::{cluster_name, duration};
+use super::duration;
+use super::names::{backend_cluster_name, cluster_name, service_listener_name};
 use crate::model::{
     Backend, HeaderEdits, Mirror, PathMatch, PathModifier, Protocol, Redirect, RouteMatch,
     RouteRetry, RouteRule, Service, ServicePort, StringMatch, UrlRewrite,
@@ -40,7 +41,7 @@ pub fn for_consumers(svc: &Service, port: &ServicePort, namespace: &str) -> Rout
 }
 
 fn route_config(svc: &Service, port: &ServicePort, consumer: &[RouteRule]) -> RouteConfiguration {
-    let name = super::listener::service_listener_name(&svc.key, port.port);
+    let name = service_listener_name(&svc.key, port.port);
     let policy = svc.policy.clone().unwrap_or_default();
     let first = routes(consumer, &policy, (port.protocol, port.port));
     let producer = if port.routes.is_empty() && consumer.is_empty() {
@@ -307,10 +308,7 @@ fn action(
     let plain = |b: &Backend| b.request_headers.is_empty() && b.response_headers.is_empty();
     // An unresolved backend is a cluster no client has: Envoy answers its share with
     // `cluster_not_found_response_code`, which carries the rule's failure status.
-    let target = |b: &Backend| match b.unresolved {
-        false => cluster_name(&b.service, b.port),
-        true => unresolved_cluster_name(b),
-    };
+    let target = backend_cluster_name;
     let not_found = match (live.iter().any(|b| b.unresolved), rule.failure_status) {
         (false, _) | (true, 503) => ClusterNotFoundResponseCode::ServiceUnavailable,
         (true, _) => ClusterNotFoundResponseCode::InternalServerError,
@@ -360,12 +358,6 @@ fn action(
         request_mirror_policies: rule.mirrors.iter().map(mirror_policy).collect(),
         ..Default::default()
     }
-}
-
-/// The name an unresolved backendRef's share is sent to: never a cluster (`|` and `=` are not
-/// in Kubernetes names), so every client answers it as a cluster not found.
-pub(super) fn unresolved_cluster_name(b: &Backend) -> String {
-    format!("unresolved|{}|{}", b.service, b.port)
 }
 
 /// A RequestMirror as Envoy's mirror policy; a share below all of them as a static fraction.

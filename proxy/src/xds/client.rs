@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use weft_proto::resource::{CDS, EDS, LDS, RDS};
 use weft_proto::xds::config::cluster::v3 as xc;
 use weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment;
 use weft_proto::xds::config::listener::v3 as xl;
@@ -25,11 +26,6 @@ use crate::balance::EndpointSet;
 use crate::config::{Assignment, Cluster, Config, Handler, Listener, RouteTable, Store};
 use crate::dns::{Resolved, Resolver};
 use crate::metrics::Metrics;
-
-pub(super) const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub(super) const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub(super) const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub(super) const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// How to reach the control plane.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ use weft_proto::xds::service::discovery::v3::{
     aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
 };
 
-use super::client::{CDS, LDS};
+use weft_proto::resource::{CDS, LDS};
 
 /// Which form of ADS to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -352,7 +352,7 @@ fn digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::client::{EDS, RDS};
+    use weft_proto::resource::{EDS, RDS};
     use weft_proto::xds::config::cluster::v3::Cluster;
     use weft_proto::xds::config::endpoint::v3::ClusterLoadAssignment;
 
