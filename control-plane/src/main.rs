@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use weft_control_plane::{crd, server};
 
 #[derive(Parser)]
@@ -17,6 +19,10 @@ struct Cli {
     /// Log filter (tracing-subscriber EnvFilter syntax, e.g. `info,weft=debug`).
     #[arg(long, env = "WEFT_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object a line, for
+    /// log collectors).
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: weft_proto::logs::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,9 +67,9 @@ struct ServeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with(weft_proto::logs::layer(cli.log_format))
         .init();
     match cli.command {
         Command::Serve(args) => {

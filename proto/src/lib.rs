@@ -1,4 +1,5 @@
-//! Wire types shared by `weft` and `weft-proxy`.
+//! What `weft` and `weft-proxy` share: wire types and resource names, the `/metrics`
+//! exposition, the admin HTTP server and the form of log lines.
 //!
 //! The xDS v3 messages and the ADS service come from `envoy-types` (generated from Envoy's own
 //! protos), so weft speaks exactly the protocol Envoy and gRPC's proxyless clients speak.
@@ -8,7 +9,9 @@ pub use envoy_types::pb::google;
 pub use prost;
 pub use prost_types;
 
+pub mod admin_server;
 pub mod exposition;
+pub mod logs;
 pub mod names;
 pub mod resource;
 

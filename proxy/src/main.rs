@@ -93,6 +93,10 @@ struct Args {
     /// Log filter (tracing-subscriber EnvFilter syntax); changeable at run time via /logging.
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object a line, for
+    /// log collectors).
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text")]
+    log_format: weft_proto::logs::Format,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,7 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&args.log)?);
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(weft_proto::logs::layer(args.log_format))
         .init();
     raise_open_file_limit();
     let log = Arc::new(admin::LogFilter::new(

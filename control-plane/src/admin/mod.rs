@@ -1,7 +1,6 @@
 //! The control plane's admin endpoint: `/ready`, `/metrics`, `/debug/connections`,
 //! `/debug/config_dump?node=ID`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,8 +8,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use prost::Message;
 use serde_json::json;
@@ -37,30 +34,15 @@ pub struct Admin {
     pub registry_status: registry::Status,
 }
 
-/// Serves the admin endpoint on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, admin: Admin) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(&req)) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
 /// Binds `addr` and serves; returns the bound address (useful with port 0).
 pub async fn bind(addr: SocketAddr, admin: Admin) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(serve(listener, admin));
+    // The proxy's admin server, hardened once for both: silent clients let go, accept errors
+    // (descriptors exhausted) backed off instead of spun on.
+    tokio::spawn(weft_proto::admin_server::serve(listener, move |req| {
+        admin.handle(req)
+    }));
     Ok(local)
 }
 

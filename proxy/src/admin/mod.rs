@@ -1,17 +1,13 @@
 //! Admin (127.0.0.1 only): `/config_dump`, `/clusters`, `/logging?level=`, and everything the
 //! health port serves: `/ready` (a complete config is applied), `/live`, `/metrics` (Prometheus).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::config::Store;
@@ -105,40 +101,14 @@ impl Admin {
     }
 }
 
-/// How long an admin or health client may take to send a request head, and may leave a
-/// keep-alive connection idle.
-const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Binds `addr` and serves the admin endpoints on it; returns the bound address.
 pub async fn bind(addr: SocketAddr, admin: Admin) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(%local, "admin accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let admin = admin.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(&req)) }
-                });
-                // The health port is open to the pod network: a client that sends nothing, or
-                // holds a connection idle, is let go rather than kept for good. HTTP/1.1 only, as
-                // Envoy's admin: kubelet, Prometheus and curl speak it.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(ADMIN_HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    // The health port is open to the pod network: the shared server lets go of clients that
+    // send nothing and backs off when descriptors run out.
+    tokio::spawn(weft_proto::admin_server::serve(listener, move |req| {
+        admin.handle(req)
+    }));
     Ok(local)
 }
