@@ -224,7 +224,10 @@ impl Sidecar {
                 .arg("--inbound-capture-addr")
                 .arg(format!("127.0.0.1:{}", free_port()))
                 .args(extra)
-                .env("WEFT_LOG", "info"),
+                .env(
+                    "WEFT_LOG",
+                    std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+                ),
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -112,6 +112,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .any(|k| t.eq_ignore_ascii_case(k))
         })
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        // Host is never this hop's alone: routing read it, and the upstream must get it.
+        .filter(|n| n != http::header::HOST)
         .collect();
     let keep_te = headers
         .get(TE)
@@ -212,6 +214,14 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert_eq!(h.get(TE).unwrap(), "trailers");
         assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn host_is_never_hop_by_hop() {
+        let mut h = map(&[("host", "up"), ("connection", "Host, x-a"), ("x-a", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("host").unwrap(), "up");
+        assert!(!h.contains_key("x-a") && !h.contains_key("connection"));
     }
 
     #[test]

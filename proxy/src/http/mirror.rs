@@ -40,6 +40,26 @@ pub enum RequestBody {
     Empty,
 }
 
+/// The client's request body failed (bad chunk framing, a reset): what a send that fails with
+/// it as its cause is blamed on.
+#[derive(Debug, thiserror::Error)]
+#[error("client body: {0}")]
+pub struct ClientBodyError(hyper::Error);
+
+impl ClientBodyError {
+    /// Whether `e` (an upstream send's error) was caused by the client's body.
+    pub fn caused(e: &hyper::Error) -> bool {
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if s.is::<Self>() {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
+}
+
 impl From<Incoming> for RequestBody {
     fn from(b: Incoming) -> Self {
         Self::Client(b)
@@ -52,7 +72,9 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.get_mut() {
-            Self::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Client(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| -> BodyError { Box::new(ClientBodyError(e)) }),
             Self::Teed(t) => Pin::new(t).poll_frame(cx),
             Self::Copy(c) => Pin::new(c).poll_frame(cx),
             Self::Empty => Poll::Ready(None),

@@ -573,12 +573,15 @@ impl Proxy {
         let uri_authority = parts.uri.authority().cloned();
         // RFC 9112 §3.2: a second Host, or none in HTTP/1.1, is refused (hyper lets both
         // through); routing by one and forwarding both is a smuggling shape.
+        // An absolute-form target does not stand in for it: HTTP/1.1 says a client sends Host
+        // whatever the form. A Host that is no authority (a space, a control byte) is refused
+        // rather than routed by half.
         let mut hosts = parts.headers.get_all(http::header::HOST).iter();
         let first_host = hosts.next();
+        let bad_host = first_host.is_some_and(|h| !h.as_bytes().iter().all(u8::is_ascii_graphic));
         if hosts.next().is_some()
-            || (first_host.is_none()
-                && uri_authority.is_none()
-                && parts.version == Version::HTTP_11)
+            || bad_host
+            || (first_host.is_none() && parts.version == Version::HTTP_11)
         {
             return Err((Flag::DownstreamProtocolError, None));
         }
@@ -626,6 +629,18 @@ impl Proxy {
             None => None,
         };
         headers::strip_hop_by_hop(&mut parts.headers);
+        // A body of unknown length (chunked, or HTTP/2 frames) is sent on chunked, whatever the
+        // method: hyper's client would send a GET's as no body at all.
+        if !dial.http2
+            && !hyper::body::Body::is_end_stream(&body)
+            && hyper::body::Body::size_hint(&body).exact().is_none()
+            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            parts.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         if let Some(protocol) = &upgrade {
             parts.headers.insert(
                 http::header::CONNECTION,
@@ -741,6 +756,11 @@ impl Proxy {
                         guard.failed();
                         Flag::UpstreamConnectFailure
                     }
+                    // The client's body broke (bad chunk framing) while it was sent on: the
+                    // client's fault, not the upstream's.
+                    pool::SendError::Http(e) if mirror::ClientBodyError::caused(&e) => {
+                        Flag::DownstreamProtocolError
+                    }
                     pool::SendError::Http(e) if e.is_parse() => Flag::UpstreamProtocolError,
                     pool::SendError::Http(_) => Flag::UpstreamReset,
                 };
@@ -755,6 +775,11 @@ impl Proxy {
             flag: None,
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Only an upgrade weft passed on may be switched to (not after an h2c offer it
+            // dropped, nor for an Upgrade without `Connection: upgrade`), as the fast path.
+            if upgrade.is_none() {
+                return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
+            }
             endpoint.stats.record(outcome, started.elapsed());
             let open = self.drain.open();
             return Ok(switch_protocols(resp, downstream_upgrade, (guard, open)));
@@ -772,6 +797,7 @@ impl Proxy {
             // twice (a smuggling shape) carries no other.
             conn = None;
         }
+        restate_length(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(e) = &edits {
             e.response.apply(&mut parts.headers);
@@ -794,6 +820,26 @@ impl Proxy {
             deadline,
         };
         Ok(Response::from_parts(parts, Body::Upstream(body)))
+    }
+}
+
+/// A length stated more than once (`Content-Length: 5, 5`, or two equal lines, which hyper's
+/// client accepts) goes on as one value (RFC 9110 §8.6), as the fast path restates it.
+fn restate_length(headers: &mut http::HeaderMap) {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return;
+    };
+    if lengths.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let one = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| HeaderValue::from_str(v.trim()).ok());
+    if let Some(one) = one {
+        headers.insert(http::header::CONTENT_LENGTH, one);
     }
 }
 
@@ -911,6 +957,24 @@ impl Drop for UpstreamBody {
             self.count(None);
         } else {
             self.count(Some(Flag::DownstreamClosed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_stated_twice_goes_on_as_one() {
+        for stated in [&["5, 5"][..], &["5", "5"], &["5,5"]] {
+            let mut h = http::HeaderMap::new();
+            for v in stated {
+                h.append(http::header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            restate_length(&mut h);
+            let all: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+            assert_eq!(all, ["5"], "{stated:?}");
         }
     }
 }

@@ -199,8 +199,13 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
                 continue;
             }
             Name::HopByHop => continue,
-            // `te: trailers` is end to end (gRPC needs it); other codings are this hop's.
-            Name::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
+            // `te: trailers` is end to end (gRPC needs it); other codings are this hop's. A
+            // list naming trailers among others goes on as `te: trailers`: hyper's side
+            // restates it (`headers::strip_hop_by_hop`), one rule for both paths.
+            Name::Te if !value.eq_ignore_ascii_case(b"trailers") => {
+                hypers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+                continue;
+            }
             Name::RequestId => has_request_id = true,
             _ => {}
         }
@@ -377,6 +382,11 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     }
     if named {
         drop_named(buf, resp.headers, kept);
+    }
+    if head && chunked {
+        // A HEAD answer has no body to frame: its framing is this hop's, and hyper's side
+        // sends none either.
+        kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::TransferEncoding);
     }
     let framing = if head || status == 204 || status == 304 {
         Framing::Empty
@@ -602,6 +612,14 @@ mod tests {
                 Framing::Length(5),
                 true,
                 &["Content-Length"],
+            ),
+            // A HEAD answer's framing is this hop's: not forwarded, as hyper's side sends none.
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-a: 1\r\n\r\n",
+                true,
+                Framing::Empty,
+                true,
+                &["x-a"],
             ),
             // Restated once (`restated_length`), not forwarded as a list.
             (
