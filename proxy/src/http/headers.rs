@@ -59,19 +59,7 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    // A match on the (lowercase) name: a length switch and one compare, cheaper than comparing
-    // against each candidate in turn.
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    super::rules::is_hop_by_hop(name.as_str())
 }
 
 /// Removes the hop-by-hop headers and those the `Connection` header names. `te: trailers` is kept:
@@ -116,12 +104,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|n| n != http::header::HOST)
         .collect();
     let keep_te = headers
-        .get(TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
+        .get_all(TE)
+        .iter()
+        .any(|v| super::rules::te_keeps_trailers(v.as_bytes()));
     // Remove what is present, found in one pass, instead of a hashed remove per candidate.
     let doomed: Vec<HeaderName> = headers
         .keys()

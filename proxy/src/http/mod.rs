@@ -11,6 +11,7 @@ mod headers;
 pub mod mirror;
 pub mod path;
 pub mod pool;
+pub mod rules;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
 /// the parsed head, so a head arriving whole in one read is held to it as well.
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(rules::REQUEST_ID);
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC when the content type says so (`application/grpc`, `application/grpc+proto`, ...).
@@ -652,7 +653,7 @@ impl Proxy {
         }
         if !parts.headers.contains_key(X_REQUEST_ID) {
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            let id = rules::new_request_id(&mut buf);
             parts.headers.insert(
                 X_REQUEST_ID,
                 HeaderValue::from_str(id).expect("uuid is ascii"),

@@ -60,15 +60,8 @@ pub struct Pool {
 /// body, and no protocol switch (whose handle cannot be copied).
 fn resendable(req: &Request<RequestBody>) -> bool {
     use hyper::body::Body as _;
-    matches!(
-        *req.method(),
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::TRACE
-            | http::Method::PUT
-            | http::Method::DELETE
-    ) && req.body().is_end_stream()
+    super::rules::idempotent(req.method().as_str().as_bytes())
+        && req.body().is_end_stream()
         && !req.headers().contains_key(http::header::UPGRADE)
 }
 

@@ -466,13 +466,9 @@ impl Conn<'_> {
         write_lines(out, buf, &self.spans);
         if !head.has_request_id {
             let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            out.extend_from_slice(b"x-request-id: ");
-            out.extend_from_slice(
-                uuid::Uuid::new_v4()
-                    .hyphenated()
-                    .encode_lower(&mut id)
-                    .as_bytes(),
-            );
+            out.extend_from_slice(super::rules::REQUEST_ID.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(super::rules::new_request_id(&mut id).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");

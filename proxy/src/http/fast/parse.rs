@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::http::MAX_HEADER_BYTES;
+use crate::http::{MAX_HEADER_BYTES, rules};
 
 /// Most header lines in one head, as hyper's default; more goes to hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
@@ -58,10 +58,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// Whether a retry on another connection is safe (RFC 9110 §9.2.2).
     pub fn idempotent(&self, buf: &[u8]) -> bool {
-        matches!(
-            &buf[self.method.clone()],
-            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-        )
+        rules::idempotent(&buf[self.method.clone()])
     }
 
     /// Whether the response has a body (RFC 9110 §9.3.2: never for HEAD).
@@ -97,14 +94,12 @@ fn name_of(name: &str) -> Name {
         6 if is("expect") => Name::Expect,
         7 if is("upgrade") => Name::Upgrade,
         10 if is("connection") => Name::Connection,
-        10 if is("keep-alive") => Name::HopByHop,
         12 if is("content-type") => Name::ContentType,
-        12 if is("x-request-id") => Name::RequestId,
+        12 if is(rules::REQUEST_ID) => Name::RequestId,
         14 if is("content-length") => Name::ContentLength,
-        16 if is("proxy-connection") => Name::HopByHop,
         17 if is("transfer-encoding") => Name::TransferEncoding,
-        18 if is("proxy-authenticate") => Name::HopByHop,
-        19 if is("proxy-authorization") => Name::HopByHop,
+        // The rest of the hop-by-hop names, by the rule both paths share.
+        10 | 16 | 18 | 19 if rules::is_hop_by_hop(name) => Name::HopByHop,
         _ => Name::Other,
     }
 }
@@ -203,7 +198,7 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
             // list naming trailers among others goes on as `te: trailers`: hyper's side
             // restates it (`headers::strip_hop_by_hop`), one rule for both paths.
             Name::Te if !value.eq_ignore_ascii_case(b"trailers") => {
-                hypers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+                hypers |= rules::te_keeps_trailers(value);
                 continue;
             }
             Name::RequestId => has_request_id = true,
