@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 use weft_control_plane::model::{Key, Mesh};
 use weft_control_plane::registry::{self, Debounce};
 use weft_e2e::fake_kube::{
@@ -26,19 +27,21 @@ fn reflect(url: &str) -> watch::Receiver<Option<Arc<Mesh>>> {
         },
         probe_every: Duration::from_millis(100),
     };
-    reflect_with(url, settings).0
+    reflect_with(url, settings, "").0
 }
 
 /// The registry's meshes and its metrics (and status), as `settings` say.
 fn reflect_with(
     url: &str,
     settings: registry::kube::Settings,
+    test: &str,
 ) -> (watch::Receiver<Option<Arc<Mesh>>>, Metrics) {
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let (tx, rx) = watch::channel(None);
     let mut reg = prometheus_client::registry::Registry::default();
     let metrics = registry::Metrics::register(&mut reg);
-    tokio::spawn(registry::kube::run(client, settings, metrics.clone(), tx));
+    let span = tracing::info_span!("test", name = test);
+    tokio::spawn(registry::kube::run(client, settings, metrics.clone(), tx).instrument(span));
     (
         rx,
         Metrics {
@@ -305,7 +308,7 @@ async fn a_steady_stream_of_changes_does_not_hold_a_route_change_back() {
     web_and_canary(&api, 3);
     api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 10));
     let url = api.serve().await;
-    let (mut rx, _metrics) = reflect_with(&url, production());
+    let (mut rx, _metrics) = reflect_with(&url, production(), "steady");
     until(&mut rx, "the route", |m| canary_weight(m) == Some(10)).await;
 
     let churn = {
@@ -355,7 +358,7 @@ async fn events_that_change_nothing_weft_reads_build_nothing() {
     let api = FakeApi::default();
     web_and_canary(&api, 3);
     let url = api.serve().await;
-    let (mut rx, metrics) = reflect_with(&url, production());
+    let (mut rx, metrics) = reflect_with(&url, production(), "noop");
     until(&mut rx, "the mesh", |m| m.workloads.len() == 3).await;
     // Let the first build's debounce pass.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -390,7 +393,7 @@ async fn a_restarted_api_server_is_read_again_within_seconds() {
     let api = FakeApi::default();
     web_and_canary(&api, 1);
     let url = api.serve().await;
-    let (mut rx, metrics) = reflect_with(&url, production());
+    let (mut rx, metrics) = reflect_with(&url, production(), "restart");
     until(&mut rx, "the mesh", |m| m.services.len() == 2).await;
     assert_eq!(
         metrics.get(r#"weft_registry_sync_age_seconds{kind="Service"}"#),
@@ -441,11 +444,12 @@ async fn a_restarted_api_server_is_read_again_within_seconds() {
 /// "not served"; installed again, its routes are back within 5 s.
 #[tokio::test]
 async fn a_crd_deleted_and_installed_again_is_followed() {
+    let log = Log::capture();
     let api = FakeApi::default();
     web_and_canary(&api, 1);
     api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 10));
     let url = api.serve().await;
-    let (mut rx, metrics) = reflect_with(&url, production());
+    let (mut rx, metrics) = reflect_with(&url, production(), "crd");
     until(&mut rx, "the route", |m| canary_weight(m) == Some(10)).await;
 
     api.refuse(HTTP_ROUTES, Some(404));
@@ -464,6 +468,14 @@ async fn a_crd_deleted_and_installed_again_is_followed() {
         "{:?}",
         metrics.status.stale()
     );
+    // Said as what it is, once, not as a watch failure.
+    let lines = log.of("crd");
+    assert_eq!(
+        log.count("crd", "HTTPRoute is not served by this cluster any more"),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(log.count("crd", "ERROR"), 0, "{lines:#?}");
 
     api.refuse(HTTP_ROUTES, None);
     api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 20));
@@ -493,7 +505,7 @@ async fn lost_permission_keeps_the_last_objects_and_says_so() {
     let api = FakeApi::default();
     web_and_canary(&api, 1);
     let url = api.serve().await;
-    let (mut rx, metrics) = reflect_with(&url, production());
+    let (mut rx, metrics) = reflect_with(&url, production(), "permission");
     until(&mut rx, "the mesh", |m| m.services.len() == 2).await;
 
     api.refuse(SERVICES, Some(403));
@@ -524,13 +536,17 @@ async fn lost_permission_keeps_the_last_objects_and_says_so() {
     assert!(metrics.status.stale().is_empty());
 }
 
-/// A log sink for one test: every line its (current-thread) runtime writes.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
+/// Every log line of this test binary: one global subscriber (a scoped one misses events
+/// whose callsites another test's thread registered first). Each test that reads it runs its
+/// registry in a span of its own name, which every line the registry logs carries.
+#[derive(Clone, Copy)]
+struct Log;
+
+static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 impl std::io::Write for Log {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        LINES.lock().unwrap().extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -539,11 +555,28 @@ impl std::io::Write for Log {
 }
 
 impl Log {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
+    /// Starts capturing (once per binary).
+    fn capture() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| Log)
+            .with_ansi(false)
+            .try_init();
+        Log
+    }
+
+    /// The lines logged within the span of test `test`.
+    fn of(self, test: &str) -> Vec<String> {
+        let span = format!("test{{name={test:?}}}");
+        String::from_utf8_lossy(&LINES.lock().unwrap())
             .lines()
-            .filter(|l| l.contains(needle))
-            .count()
+            .filter(|l| l.contains(&span))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// How many of test `test`'s lines contain `needle`.
+    fn count(self, test: &str, needle: &str) -> usize {
+        self.of(test).iter().filter(|l| l.contains(needle)).count()
     }
 }
 
@@ -551,14 +584,7 @@ impl Log {
 /// a Pod without an address yet is no warning at all. The status lists what stands.
 #[tokio::test]
 async fn a_standing_warning_is_said_once() {
-    let log = Log::default();
-    let sink = log.clone();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let log = Log::capture();
     let api = FakeApi::default();
     web_and_canary(&api, 1);
     api.apply(HTTP_ROUTES, canary_route("split", "web", "missing", 10));
@@ -566,7 +592,7 @@ async fn a_standing_warning_is_said_once() {
     pending["status"] = json!({"phase": "Pending"});
     api.apply(PODS, pending);
     let url = api.serve().await;
-    let (mut rx, metrics) = reflect_with(&url, production());
+    let (mut rx, metrics) = reflect_with(&url, production(), "warnings");
     until(&mut rx, "the mesh", |m| m.services.len() == 2).await;
     // Four more rebuilds, each changing the mesh.
     for i in 0..4 {
@@ -578,12 +604,16 @@ async fn a_standing_warning_is_said_once() {
     }
     let warned = "HTTPRoute ns/split";
     assert_eq!(
-        log.count(warned),
+        log.count("warnings", warned),
         1,
-        "{}",
-        String::from_utf8_lossy(&log.0.lock().unwrap())
+        "{:#?}",
+        log.of("warnings")
     );
-    assert_eq!(log.count("web-pending"), 0, "a pending Pod was warned of");
+    assert_eq!(
+        log.count("warnings", "web-pending"),
+        0,
+        "a pending Pod was warned of"
+    );
     let standing = metrics.status.warnings();
     assert_eq!(standing.len(), 1, "{standing:?}");
     assert_eq!(
@@ -597,7 +627,7 @@ async fn a_standing_warning_is_said_once() {
 
     api.apply(HTTP_ROUTES, canary_route("split", "web", "canary", 10));
     until(&mut rx, "the fixed route", |m| canary_weight(m) == Some(10)).await;
-    assert_eq!(log.count(&format!("resolved: {warned}")), 1);
+    assert_eq!(log.count("warnings", &format!("resolved: {warned}")), 1);
     assert!(metrics.status.warnings().is_empty());
 }
 

@@ -167,10 +167,10 @@ impl FakeApi {
             Some(code) => {
                 st.refused.insert(path, code);
                 let k = st.kinds.entry(path).or_default();
-                k.watchers.clear();
                 if code == 404 {
                     k.items.clear();
                 }
+                k.watchers.clear();
             }
             None => {
                 st.refused.remove(path);

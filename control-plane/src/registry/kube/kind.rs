@@ -27,6 +27,7 @@ use kube::{Client, Resource};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::relevant::Relevant;
 use crate::registry::Metrics;
@@ -177,7 +178,9 @@ impl Reflector {
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> Store<Lenient<K>> {
         let (reader, writer) = reflector::store();
-        tasks.spawn(self.clone().run(optional, writer));
+        // Every line the kind's task logs says which kind it is about.
+        let span = tracing::info_span!("reflect", kind = %K::kind(&()));
+        tasks.spawn(self.clone().run(optional, writer).instrument(span));
         reader
     }
 
@@ -311,6 +314,10 @@ impl Reflector {
                         format!("may not be listed or watched any more (403: {e}); grant list and watch on it"),
                     );
                 }
+                // A watch cut off by its CRD's deletion was seen failing in odd ways first
+                // (`invalid type: integer 404` from a real API server): asked plainly, such
+                // a kind is not served, and is said so rather than as a watch failure.
+                _ if optional && matches!(self.served::<K>().await, Served::No) => return,
                 _ => {
                     current = false;
                     self.stale(kind, e.to_string());
