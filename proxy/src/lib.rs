@@ -13,5 +13,7 @@ pub mod idle;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod store;
 pub mod tcp;
+pub mod upstream;
 pub mod xds;

@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 use weft_proxy::metrics::{self, Metrics};
-use weft_proxy::{admin, config::Store, http::Proxy, inbound, outbound, xds};
+use weft_proxy::{admin, http::Proxy, inbound, outbound, store::Store, xds};
 
 #[derive(Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy")]
@@ -233,7 +233,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             own_ports.clone(),
         ));
     }
-    tokio::spawn(weft_proxy::http::pool::sweep(
+    tokio::spawn(weft_proxy::store::sweep(
         store.clone(),
         Duration::from_secs(1),
     ));

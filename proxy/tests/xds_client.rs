@@ -26,7 +26,7 @@ use weft_proto::xds::service::discovery::v3::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
     },
 };
-use weft_proxy::config::{Config, Store};
+use weft_proxy::store::{Snapshot, Store};
 use weft_proxy::xds::{Client, Settings};
 
 use weft_proto::resource::{CDS, EDS, LDS};
@@ -328,7 +328,10 @@ async fn a_control_plane_that_goes_silent_is_reconnected_to() {
             .map(String::as_str),
         Some("v1")
     );
-    assert!(store.load().clusters.contains_key("c1"), "config kept");
+    assert!(
+        store.load().config.clusters.contains_key("c1"),
+        "config kept"
+    );
     eventually("connected again", || {
         metrics.render(false).contains("weft_proxy_xds_connected 1")
     })
@@ -367,7 +370,7 @@ async fn ack_nack_warming_and_reconnect() {
     reply.send(Ok(response(LDS, "n2", vec![]))).await.unwrap();
     assert!(next(&mut reqs).await.error_detail.is_none());
     eventually("ready", || store.is_ready()).await;
-    assert!(store.load().clusters.contains_key("c1"));
+    assert!(store.load().config.clusters.contains_key("c1"));
 
     // Clusters with a field weft-proxy cannot apply: NACK naming them; as in Envoy, the valid
     // resources of the same response apply, and a bad update of a held one keeps its old version.
@@ -404,9 +407,12 @@ async fn ack_nack_warming_and_reconnect() {
         "{text}"
     );
     assert!(text.contains("weft_proxy_xds_connected 1"), "{text}");
-    eventually("c4 applied", || store.load().clusters.contains_key("c4")).await;
+    eventually("c4 applied", || {
+        store.load().config.clusters.contains_key("c4")
+    })
+    .await;
     let cfg = store.load();
-    assert!(cfg.clusters.contains_key("c1") && !cfg.clusters.contains_key("c2"));
+    assert!(cfg.config.clusters.contains_key("c1") && !cfg.config.clusters.contains_key("c2"));
 
     // An EDS cluster: the proxy subscribes to its endpoints and applies it only once they arrive.
     reply
@@ -428,7 +434,7 @@ async fn ack_nack_warming_and_reconnect() {
     assert!(saw_sub, "no EDS subscription");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        !store.load().clusters.contains_key("c3"),
+        !store.load().config.clusters.contains_key("c3"),
         "c3 applied before its endpoints"
     );
     reply
@@ -461,12 +467,12 @@ async fn ack_nack_warming_and_reconnect() {
         .unwrap();
     let asked = std::time::Instant::now();
     eventually("c5 applied without endpoints", || {
-        store.load().clusters.contains_key("c5")
+        store.load().config.clusters.contains_key("c5")
     })
     .await;
     assert!(asked.elapsed() >= Duration::from_millis(1400));
     assert!(store.load().endpoints["c5"].pick().is_none());
-    assert!(store.load().clusters.contains_key("c3"));
+    assert!(store.load().config.clusters.contains_key("c3"));
     let text = metrics.render(false);
     assert!(
         text.contains("weft_proxy_xds_fetch_timeouts_total{type=\"ClusterLoadAssignment\"} 1"),
@@ -478,7 +484,7 @@ async fn ack_nack_warming_and_reconnect() {
     drop(reqs);
     let (mut reqs, _reply) = next_stream(&mut streams).await;
     assert!(
-        store.load().clusters.contains_key("c3"),
+        store.load().config.clusters.contains_key("c3"),
         "config kept while disconnected"
     );
     let again = next(&mut reqs).await;
@@ -572,9 +578,12 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
     })
     .await;
     assert_eq!(unsub.resource_names_unsubscribe, ["e1"]);
-    eventually("e1 removed", || !store.load().clusters.contains_key("e1")).await;
+    eventually("e1 removed", || {
+        !store.load().config.clusters.contains_key("e1")
+    })
+    .await;
     let cfg = store.load();
-    assert!(!cfg.endpoints.contains_key("e1") && cfg.clusters.contains_key("s1"));
+    assert!(!cfg.endpoints.contains_key("e1") && cfg.config.clusters.contains_key("s1"));
 
     // It comes back: subscribed again, and not applied until its endpoints are answered anew
     // (the ones held before the removal are forgotten).
@@ -588,7 +597,7 @@ async fn removals_unsubscribe_and_a_new_subscription_waits_for_its_answer() {
     assert!(resub.initial_resource_versions.is_empty(), "{resub:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        !store.load().clusters.contains_key("e1"),
+        !store.load().config.clusters.contains_key("e1"),
         "applied unanswered"
     );
     send(response(
@@ -640,7 +649,7 @@ async fn a_change_to_one_cluster_leaves_the_other_endpoint_sets_as_they_were() {
     })
     .await;
     let before = store.load();
-    let set = |c: &Config, n: &str| c.endpoints.get(n).unwrap().clone();
+    let set = |c: &Snapshot, n: &str| c.endpoints.get(n).unwrap().clone();
 
     send(response(
         EDS,
@@ -700,8 +709,8 @@ async fn a_name_twice_or_a_resource_of_another_type_is_nacked_and_the_rest_appli
     reply.send(Ok(response(LDS, "n2", vec![]))).await.unwrap();
     eventually("ready", || store.is_ready()).await;
     let config = store.load();
-    assert!(config.clusters.contains_key("c1") && config.clusters.contains_key("c3"));
-    assert!(!config.clusters.contains_key("c2"));
+    assert!(config.config.clusters.contains_key("c1") && config.config.clusters.contains_key("c3"));
+    assert!(!config.config.clusters.contains_key("c2"));
 }
 
 fn sotw_response(
@@ -821,9 +830,12 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     ))
     .await;
     assert_eq!(next_of(&mut reqs, CDS).await.version_info, "c2");
-    eventually("s1 removed", || !store.load().clusters.contains_key("s1")).await;
+    eventually("s1 removed", || {
+        !store.load().config.clusters.contains_key("s1")
+    })
+    .await;
     assert_eq!(port_of(&store, "e1"), Some(8080), "e1 kept its endpoints");
-    let e1 = store.load().clusters["e1"].clone();
+    let e1 = store.load().config.clusters["e1"].clone();
 
     // A bad cluster: NACKed with the version still in force; the good ones of the same
     // response apply, the one it leaves out goes (it is the whole set all the same), and the
@@ -848,11 +860,14 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
     assert_eq!(said(&nack), ("c2", "5"));
     let msg = nack.error_detail.expect("NACK").message;
     assert!(msg.contains("bad: transport_socket"), "{msg}");
-    eventually("s2 applied", || store.load().clusters.contains_key("s2")).await;
+    eventually("s2 applied", || {
+        store.load().config.clusters.contains_key("s2")
+    })
+    .await;
     let cfg = store.load();
-    assert!(!cfg.clusters.contains_key("s9") && !cfg.clusters.contains_key("bad"));
+    assert!(!cfg.config.clusters.contains_key("s9") && !cfg.config.clusters.contains_key("bad"));
     assert!(
-        Arc::ptr_eq(&cfg.clusters["e1"], &e1),
+        Arc::ptr_eq(&cfg.config.clusters["e1"], &e1),
         "e1, sent again unchanged, is the object held"
     );
 
@@ -866,7 +881,10 @@ async fn a_state_of_the_world_server_is_spoken_to_in_its_form() {
         1,
         "no second Delta try"
     );
-    assert!(store.load().clusters.contains_key("s2"), "config kept");
+    assert!(
+        store.load().config.clusters.contains_key("s2"),
+        "config kept"
+    );
     assert_eq!(next_of(&mut reqs, CDS).await.version_info, "c2");
     let eds = next_of(&mut reqs, EDS).await;
     assert_eq!(
@@ -968,5 +986,5 @@ async fn a_dns_cluster_serves_what_its_names_resolve_to() {
             .is_some_and(|e| e.addr.to_string() == "127.0.0.3:2222")
     })
     .await;
-    assert!(store.load().clusters.contains_key("gone"));
+    assert!(store.load().config.clusters.contains_key("gone"));
 }

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::config::Store;
+use crate::store::Store;
 
 mod logging;
 

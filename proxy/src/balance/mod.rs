@@ -90,7 +90,7 @@ pub struct Endpoint {
     failing_until: AtomicU64,
     /// Upstream connections to this endpoint.
     #[serde(flatten)]
-    pub pool: crate::http::pool::Pool,
+    pub pool: crate::upstream::pool::Pool,
     /// Where requests to this endpoint are counted.
     #[serde(skip)]
     pub stats: Arc<DestStats>,

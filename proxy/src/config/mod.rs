@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::watch;
 
 pub use self::route::{
     HeaderMatch, PathMatch, QueryMatch, Route, RouteTable, StringMatch, VirtualHost,
@@ -331,8 +329,6 @@ pub struct Config {
     pub routes: Map<String, Arc<RouteTable>>,
     /// Clusters by name.
     pub clusters: Map<String, Arc<Cluster>>,
-    /// Live endpoint sets by cluster name (balancer state survives config swaps).
-    pub endpoints: Map<String, Arc<crate::balance::EndpointSet>>,
     /// Service listener by captured destination.
     #[serde(skip)]
     pub by_addr: Map<SocketAddr, Arc<Listener>>,
@@ -350,45 +346,6 @@ impl Config {
             };
             self.by_addr.get(&SocketAddr::new(any, dst.port()))
         })
-    }
-}
-
-/// The live config: read per request without locking; replaced whole.
-#[derive(Debug)]
-pub struct Store {
-    current: ArcSwap<Config>,
-    version: watch::Sender<u64>,
-}
-
-impl Default for Store {
-    fn default() -> Self {
-        Self {
-            current: ArcSwap::from_pointee(Config::default()),
-            version: watch::channel(0).0,
-        }
-    }
-}
-
-impl Store {
-    /// The current config.
-    pub fn load(&self) -> Arc<Config> {
-        self.current.load_full()
-    }
-
-    /// Installs a new config and tells listeners to rebind.
-    pub fn store(&self, config: Config) {
-        self.current.store(Arc::new(config));
-        self.version.send_modify(|v| *v += 1);
-    }
-
-    /// Changes to the config (the value counts swaps; 0 means none yet).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
-    }
-
-    /// Whether a complete config has been applied.
-    pub fn is_ready(&self) -> bool {
-        *self.version.borrow() > 0
     }
 }
 

@@ -10,7 +10,6 @@ pub mod fast;
 mod headers;
 pub mod mirror;
 pub mod path;
-pub mod pool;
 pub mod rules;
 
 use std::convert::Infallible;
@@ -28,13 +27,13 @@ use hyper::body::Incoming;
 use crate::config::edits::HeaderEdits;
 use crate::config::rewrite::{Redirect, Rewrite};
 use crate::config::route::{DirectResponse, RequestView};
-use crate::config::{RouteTable, Store, UpstreamHttp};
+use crate::config::{RouteTable, UpstreamHttp};
 use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
+use crate::store::Store;
+use crate::upstream::body::{ClientBodyError, RequestBody};
+use crate::upstream::pool;
 
-/// The most bytes of headers accepted in either direction, HTTP/1 or HTTP/2 (Envoy's default
-/// `max_request_headers_kb`); more is a 431 from a client, a 502 from an upstream. HTTP/1 counts
-/// the parsed head, so a head arriving whole in one read is held to it as well.
-pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+pub use crate::upstream::MAX_HEADER_BYTES;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(rules::REQUEST_ID);
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -60,7 +59,7 @@ fn grpc_status(protocol: Protocol, headers: &http::HeaderMap) -> Option<u8> {
 }
 
 /// Why a response body broke off: the upstream's error, or the route's timeout.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::upstream::body::BodyError;
 
 /// Body of every response the proxy returns: its own, or the upstream's passed through. An enum
 /// rather than a boxed trait object, so a response costs no allocation for its body.
@@ -408,7 +407,8 @@ impl Proxy {
         req: &impl RequestView,
         downstream_http2: bool,
     ) -> Result<Decision, Failure> {
-        let config = self.store.load();
+        let snap = self.store.load();
+        let config = &snap.config;
         let table = match &source.routes {
             Routes::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
             Routes::Inline(t) => t,
@@ -433,7 +433,7 @@ impl Proxy {
             let flag = Some(Flag::NoCluster);
             return Ok(Decision::Direct(direct, flag, picked.edits.clone()));
         };
-        let endpoints = config
+        let endpoints = snap
             .endpoints
             .get(cluster_name)
             .ok_or((Flag::NoCluster, None))?;
@@ -452,7 +452,7 @@ impl Proxy {
             .filter(|m| m.sampled())
             .filter_map(|m| {
                 let cluster = config.clusters.get(&m.cluster)?;
-                let endpoint = config.endpoints.get(&m.cluster)?.pick()?.clone();
+                let endpoint = snap.endpoints.get(&m.cluster)?.pick()?.clone();
                 let dial = dial_for(cluster, downstream_http2);
                 Some(mirror::Mirror { endpoint, dial })
             })
@@ -715,7 +715,7 @@ impl Proxy {
         uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).map_err(|_| (Flag::NoRoute, None))?;
         let body = match mirrors.is_empty() {
-            true => mirror::RequestBody::Client(body),
+            true => RequestBody::Client(body),
             false => mirror::spawn(&parts, body, mirrors, protocol),
         };
         let upstream = Request::from_parts(parts, body);
@@ -759,7 +759,7 @@ impl Proxy {
                     }
                     // The client's body broke (bad chunk framing) while it was sent on: the
                     // client's fault, not the upstream's.
-                    pool::SendError::Http(e) if mirror::ClientBodyError::caused(&e) => {
+                    pool::SendError::Http(e) if ClientBodyError::caused(&e) => {
                         Flag::DownstreamProtocolError
                     }
                     pool::SendError::Http(e) if e.is_parse() => Flag::UpstreamProtocolError,

@@ -39,14 +39,9 @@ pub fn te_keeps_trailers(value: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
 }
 
-/// Whether a request with this method may be sent again on another connection after the first
-/// closed under it unanswered (RFC 9110 §9.2.2).
-pub fn idempotent(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-    )
-}
+/// Whether a request may be sent again after a pooled connection closed under it: the
+/// upstream pool's rule, the one the fast path's own retry keeps too.
+pub use crate::upstream::pool::idempotent;
 
 /// The header that names a request end to end, added where the client sent none.
 pub const REQUEST_ID: &str = "x-request-id";

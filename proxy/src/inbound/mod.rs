@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Handler, Store};
+use crate::config::Handler;
 use crate::http::Proxy;
 use crate::outbound::capture::{Direction, accept_redirected};
 use crate::outbound::{choose, serve_connection};
+use crate::store::Store;
 
 /// Name of the listener the control plane sends for the inbound side.
 pub const INBOUND_LISTENER: &str = "inbound";
@@ -23,13 +24,18 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
         move |stream, dst| {
             let (store, proxy) = (store.clone(), proxy.clone());
             async move {
-                let chain = store.load().listeners.get(INBOUND_LISTENER).and_then(|l| {
-                    let sniffing = proxy.sniffing(l.sniffing);
-                    l.by_port
-                        .iter()
-                        .find(|c| c.port == dst.port())
-                        .map(|c| (c.protocol, c.handler.clone(), c.fallback.clone(), sniffing))
-                });
+                let chain = store
+                    .load()
+                    .config
+                    .listeners
+                    .get(INBOUND_LISTENER)
+                    .and_then(|l| {
+                        let sniffing = proxy.sniffing(l.sniffing);
+                        l.by_port
+                            .iter()
+                            .find(|c| c.port == dst.port())
+                            .map(|c| (c.protocol, c.handler.clone(), c.fallback.clone(), sniffing))
+                    });
                 let Some((protocol, handler, fallback, sniffing)) = chain else {
                     // To where it was headed (the pod's own address), never to loopback, so
                     // sockets the app keeps on localhost stay private, as in Istio since 1.10.

@@ -10,9 +10,10 @@ use std::time::Duration;
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::{Handler, Store};
+use crate::config::Handler;
 use crate::detect::Detected;
 use crate::http::{Proxy, RouteSource, Routes};
+use crate::store::Store;
 
 /// What to do with traffic to destinations the mesh does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -165,7 +166,7 @@ async fn handle(
     proxy: Proxy,
     capture: Capture,
 ) {
-    let listener = store.load().listener_for(dst).cloned();
+    let listener = store.load().config.listener_for(dst).cloned();
     let Some(listener) = listener else {
         match capture.policy {
             OutboundPolicy::AllowAny => {

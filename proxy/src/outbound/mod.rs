@@ -17,10 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::config::{Handler, Protocol, Sniffing, Store};
+use crate::config::{Handler, Protocol, Sniffing};
 use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource, Routes};
+use crate::store::Store;
 
 /// HTTP/2 streams a client may open at once on one connection (Envoy's default, 2^31 - 1).
 const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
@@ -266,7 +267,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
                 continue;
             }
         };
-        let chosen = store.load().listeners.get(&name).and_then(|l| {
+        let chosen = store.load().config.listeners.get(&name).and_then(|l| {
             let sniffing = proxy.sniffing(l.sniffing);
             Some((l.protocol, l.handler.clone()?, l.fallback.clone(), sniffing))
         });
@@ -299,8 +300,9 @@ pub async fn run(store: Arc<Store>, proxy: Proxy) {
     let mut changes = store.subscribe();
     let mut bound: HashMap<(String, SocketAddr), JoinHandle<()>> = HashMap::new();
     loop {
-        let config = store.load();
-        let wanted: Vec<(String, SocketAddr)> = config
+        let snap = store.load();
+        let wanted: Vec<(String, SocketAddr)> = snap
+            .config
             .listeners
             .values()
             .filter(|l| l.bind && l.handler.is_some())

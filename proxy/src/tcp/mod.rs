@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::config::Store;
 use crate::idle::Counted;
 use crate::metrics::TcpStats;
+use crate::store::Store;
 
 /// Forwards `client` to an endpoint of `cluster` (the `pinned` one, if given, else the one the
 /// balancer picks) until both directions are closed, or until no byte has moved either way for
@@ -22,9 +22,9 @@ pub async fn forward(
     (idle_timeout, refused): (Option<Duration>, &TcpStats),
 ) -> std::io::Result<()> {
     let (endpoint, timeout) = {
-        let config = store.load();
-        let set = config.endpoints.get(cluster);
-        let Some(timeout) = config.clusters.get(cluster).map(|c| c.connect_timeout) else {
+        let snap = store.load();
+        let set = snap.endpoints.get(cluster);
+        let Some(timeout) = snap.config.clusters.get(cluster).map(|c| c.connect_timeout) else {
             // A TCPRoute backend that does not resolve: its share is refused, as Gateway API says.
             tracing::info!(cluster, flags = "NC", "no such cluster: closing");
             refuse(client, refused);

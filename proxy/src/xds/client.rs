@@ -22,10 +22,10 @@ use weft_proto::xds::service::discovery::v3::DeltaDiscoveryResponse;
 
 use super::convert::{self, Invalid};
 use super::wire::{Ask, Protocol, Session};
-use crate::balance::EndpointSet;
-use crate::config::{Assignment, Cluster, Config, Handler, Listener, RouteTable, Store};
+use crate::config::{Assignment, Cluster, Config, Handler, Listener, RouteTable};
 use crate::dns::{Resolved, Resolver};
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// How to reach the control plane.
 #[derive(Clone, Debug)]
@@ -137,11 +137,6 @@ pub struct Client {
     received: bool,
     /// EDS/RDS names subscribed on this stream and not answered yet, with when they were asked for.
     waiting: BTreeMap<(&'static str, String), Instant>,
-    /// The assignment each published endpoint set was built from. A set whose cluster (in the
-    /// published config) and assignment are the objects held now is carried into the next
-    /// config as it is, so a change to one cluster of thousands rebuilds one set (the data path
-    /// shares this thread).
-    built_from: HashMap<String, Option<Arc<Assignment>>>,
     /// SotW: per type, the version last accepted and the names it was accepted for, said on the
     /// next stream so the server need not resend what is held.
     accepted: HashMap<&'static str, (String, BTreeSet<String>)>,
@@ -165,7 +160,6 @@ impl Client {
             answered: BTreeMap::new(),
             subscribed_eds: BTreeSet::new(),
             subscribed_rds: BTreeSet::new(),
-            built_from: HashMap::new(),
             accepted: HashMap::new(),
             subscribing: BTreeSet::new(),
             dns: Resolver::default(),
@@ -641,7 +635,6 @@ impl Client {
             return;
         }
         let started = Instant::now();
-        let old = self.store.load();
         let mut config = Config::default();
         for (name, (_, l)) in &self.held.listeners {
             config.listeners.insert(name.clone(), l.clone());
@@ -654,45 +647,17 @@ impl Client {
         for (name, (_, r)) in &self.held.routes {
             config.routes.insert(name.clone(), r.clone());
         }
-        let mut built_from = HashMap::with_capacity(self.held.clusters.len());
-        let mut rebuilt = 0;
+        let mut assignments = crate::config::Map::default();
         for (name, (_, c)) in &self.held.clusters {
             let assignment = match (&c.static_endpoints, &c.eds) {
                 (Some(_), _) => None,
                 (None, Some(eds)) => self.held.endpoints.get(eds).map(|(_, e)| e.clone()),
                 (None, None) => self.resolved.get(name).cloned(),
             };
-            let previous = old.endpoints.get(name);
-            let unchanged = old.clusters.get(name).is_some_and(|o| Arc::ptr_eq(o, c))
-                && self.built_from.get(name).is_some_and(|b| {
-                    b.as_ref().map(Arc::as_ptr) == assignment.as_ref().map(Arc::as_ptr)
-                });
-            let set = match previous {
-                Some(set) if unchanged => set.clone(),
-                _ => {
-                    rebuilt += 1;
-                    let none = Assignment::new(Vec::new());
-                    let a: &Assignment = match (&c.static_endpoints, &assignment) {
-                        (Some(s), _) => s,
-                        (None, Some(a)) => a,
-                        (None, None) => &none,
-                    };
-                    Arc::new(EndpointSet::new(
-                        name,
-                        &a.endpoints,
-                        a.overprovisioning,
-                        c.lb,
-                        previous.map(Arc::as_ref),
-                        &self.metrics,
-                    ))
-                }
-            };
-            config.endpoints.insert(name.clone(), set);
             config.clusters.insert(name.clone(), c.clone());
-            built_from.insert(name.clone(), assignment);
+            assignments.insert(name.clone(), assignment);
         }
-        self.built_from = built_from;
-        self.store.store(config);
+        let rebuilt = self.store.publish(config, &assignments, &self.metrics);
         self.metrics.xds.published.inc();
         tracing::debug!(
             clusters = self.held.clusters.len(),

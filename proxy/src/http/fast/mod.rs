@@ -367,7 +367,8 @@ impl Conn<'_> {
             let (mut upstream, reused) = match endpoint.pool.take_raw() {
                 Some(c) => (c, true),
                 None => {
-                    let connect = super::pool::connect(endpoint.addr, dial.connect_timeout);
+                    let connect =
+                        crate::upstream::pool::connect(endpoint.addr, dial.connect_timeout);
                     let connected = tokio::select! {
                         biased;
                         () = expiry(timer.as_mut()) => {

@@ -15,7 +15,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::mirror::RequestBody;
+use super::body::RequestBody;
 
 /// Why a request could not be sent upstream.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +56,21 @@ pub struct Pool {
     h2_failed: Mutex<Option<Instant>>,
 }
 
+/// Whether a request with this method may be sent again on another connection after the first
+/// closed under it unanswered (RFC 9110 §9.2.2). The fast path's retry asks the same
+/// (`http::rules` re-exports it).
+pub fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
 /// Whether a request may be sent again after a connection closed under it: idempotent, without a
 /// body, and no protocol switch (whose handle cannot be copied).
 fn resendable(req: &Request<RequestBody>) -> bool {
     use hyper::body::Body as _;
-    super::rules::idempotent(req.method().as_str().as_bytes())
+    idempotent(req.method().as_str().as_bytes())
         && req.body().is_end_stream()
         && !req.headers().contains_key(http::header::UPGRADE)
 }
@@ -331,24 +341,6 @@ async fn dial_h2(
         }
     });
     Ok(send)
-}
-
-/// Closes idle upstream connections of every endpoint in the live config, every `every`.
-pub async fn sweep(store: std::sync::Arc<crate::config::Store>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let config = store.load();
-        for (name, cluster) in &config.clusters {
-            let Some(set) = config.endpoints.get(name) else {
-                continue;
-            };
-            for ep in set.all() {
-                ep.pool.evict_idle(cluster.idle_timeout, ep.busy());
-            }
-        }
-    }
 }
 
 #[cfg(test)]
