@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use weft_proto::google::protobuf::{BoolValue, UInt32Value};
 use weft_proto::xds::config::core::v3::{
-    Address, Metadata, SocketAddress, address, socket_address::PortSpecifier,
+    Address, Metadata, SocketAddress, TrafficDirection, address, socket_address::PortSpecifier,
 };
 use weft_proto::xds::config::listener::v3::{
     AdditionalAddress, ApiListener, Filter, FilterChain, FilterChainMatch, Listener,
@@ -273,6 +273,7 @@ fn addressed(svc: &Service, port: &ServicePort, protocol: Protocol) -> Option<Li
         address,
         additional_addresses,
         metadata: Some(protocol_metadata(svc, protocol)),
+        traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     })
 }
@@ -357,6 +358,9 @@ pub fn inbound(workload: &Workload) -> Listener {
             INBOUND_PORT,
         )),
         filter_chains,
+        // What makes it the inbound side, for weft-proxy as for Envoy (Istio's
+        // `virtualInbound` says the same): not its name.
+        traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };
     sniff_if_detecting(&mut listener, detecting);
@@ -379,6 +383,7 @@ pub fn explicit(bind: SocketAddr, svc: &Service, port: &ServicePort, namespace: 
             FilterChain::default(),
         ),
         metadata: Some(weft_metadata("protocol", protocol.as_str().into())),
+        traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     };
     sniff_if_detecting(&mut listener, protocol == Protocol::Detect);

@@ -1161,6 +1161,13 @@ spec: {targetRefs: [{kind: Service, name: api}], connectionPool: {idleTimeout: 5
     assert_eq!(inspected(&declared), (Vec::<String>::new(), None, false));
 
     let inbound: Listener = get(&res, ResourceType::Listener, "inbound");
+    // The inbound side says so, as Envoy reads it, and the Service listeners the other way.
+    use weft_proto::xds::config::core::v3::TrafficDirection;
+    assert_eq!(inbound.traffic_direction, TrafficDirection::Inbound as i32);
+    assert_eq!(
+        declared.traffic_direction,
+        TrafficDirection::Outbound as i32
+    );
     assert_eq!(
         chains(&inbound),
         [

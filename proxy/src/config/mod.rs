@@ -130,12 +130,20 @@ pub struct Listener {
     pub protocol: Protocol,
     /// The default handler.
     pub handler: Option<Handler>,
-    /// What serves a connection detection finds is not HTTP (the chain beside one matched on
-    /// sniffed HTTP application protocols); `None`: the Service port's cluster as opaque TCP.
+    /// What serves a connection detection finds is not HTTP: the chain beside one matched on
+    /// sniffed HTTP application protocols, else [`Listener::cluster`] as opaque TCP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Handler>,
     /// Per destination port handlers (the inbound listener).
     pub by_port: Vec<PortChain>,
+    /// The cluster a connection defaults to: where a headless Service's connections stay on
+    /// their pod, and what opaque TCP goes to when there is no fallback chain. Decided when the
+    /// listener is converted (weft names it after the Service port), never read from a name on
+    /// the data path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The inbound side (`traffic_direction: INBOUND`): captured traffic for the local app.
+    pub inbound: bool,
     /// Whether the proxy binds `addresses` itself (explicit outbound listeners); Service listeners
     /// are only matched against captured traffic.
     pub bind: bool,
@@ -171,9 +179,12 @@ pub struct PortChain {
     pub protocol: Protocol,
     /// What serves it.
     pub handler: Handler,
-    /// As [`Listener::fallback`], for this port.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<Handler>,
+    /// As [`Listener::fallback`], for this port: its chain for what is not HTTP, else the app
+    /// as opaque TCP.
+    pub fallback: Handler,
+    /// The local app's cluster for this port (`inbound|<port>||`): a connection headed for a
+    /// pod address it lists stays on that address.
+    pub cluster: String,
 }
 
 /// Load-balancing algorithm.
@@ -332,6 +343,9 @@ pub struct Config {
     /// Service listener by captured destination.
     #[serde(skip)]
     pub by_addr: Map<SocketAddr, Arc<Listener>>,
+    /// The inbound listener, if one was sent.
+    #[serde(skip)]
+    pub inbound: Option<Arc<Listener>>,
 }
 
 impl Config {
@@ -372,6 +386,8 @@ mod tests {
                 handler: None,
                 fallback: None,
                 by_port: Vec::new(),
+                cluster: None,
+                inbound: false,
                 bind: false,
                 original_dst: false,
                 sniffing: None,

@@ -6,14 +6,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Handler;
 use crate::http::Proxy;
 use crate::outbound::capture::{Direction, accept_redirected};
 use crate::outbound::{choose, serve_connection};
 use crate::store::Store;
-
-/// Name of the listener the control plane sends for the inbound side.
-pub const INBOUND_LISTENER: &str = "inbound";
 
 /// Accepts redirected inbound connections until the proxy stops.
 pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_ports: Vec<u16>) {
@@ -24,38 +20,28 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
         move |stream, dst| {
             let (store, proxy) = (store.clone(), proxy.clone());
             async move {
-                let chain = store
-                    .load()
-                    .config
-                    .listeners
-                    .get(INBOUND_LISTENER)
-                    .and_then(|l| {
-                        let sniffing = proxy.sniffing(l.sniffing);
-                        l.by_port
-                            .iter()
-                            .find(|c| c.port == dst.port())
-                            .map(|c| (c.protocol, c.handler.clone(), c.fallback.clone(), sniffing))
-                    });
-                let Some((protocol, handler, fallback, sniffing)) = chain else {
+                let snap = store.load();
+                let chain = snap.config.inbound.as_ref().and_then(|l| {
+                    let chain = l.by_port.iter().find(|c| c.port == dst.port())?;
+                    Some((chain.clone(), proxy.sniffing(l.sniffing)))
+                });
+                let Some((chain, sniffing)) = chain else {
                     // To where it was headed (the pod's own address), never to loopback, so
                     // sockets the app keeps on localhost stay private, as in Istio since 1.10.
                     let stats = &proxy.metrics().passthrough(true).tcp;
                     return crate::tcp::passthrough(stream, dst, stats).await;
                 };
-                let cluster = weft_proto::names::inbound_cluster(dst.port());
-                // An undeclared port that turns out not to be HTTP goes to the app as its chain
-                // for that says, else as opaque TCP.
-                let fallback = fallback.unwrap_or_else(|| Handler::tcp_to(cluster.clone()));
-                // To the pod address the connection was headed for when the inbound cluster
+                // To the pod address the connection was headed for when the port's cluster
                 // lists it, as Istio's original-destination inbound does; else to the
                 // cluster's own endpoint (the pod's primary address, or loopback for a
                 // workload whose IPs the control plane does not know).
-                let known = store
-                    .load()
+                let known = snap
                     .endpoints
-                    .get(&cluster)
+                    .get(&chain.cluster)
                     .is_some_and(|set| set.get(dst).is_some());
-                let pinned = known.then(|| (dst, cluster.clone()));
+                drop(snap);
+                let pinned = known.then(|| (dst, chain.cluster.clone()));
+                let (protocol, handler, fallback) = (chain.protocol, chain.handler, chain.fallback);
                 if let Some((handler, detected)) =
                     choose(&stream, protocol, handler, Some(fallback), sniffing).await
                 {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Handler;
 use crate::detect::Detected;
 use crate::http::{Proxy, RouteSource, Routes};
 use crate::store::Store;
@@ -180,15 +179,11 @@ async fn handle(
     let Some(handler) = listener.handler.clone() else {
         return;
     };
-    let tcp_cluster = weft_proto::names::cluster_of_service_listener(&listener.name);
-    let pinned = match (&tcp_cluster, listener.original_dst) {
+    let pinned = match (&listener.cluster, listener.original_dst) {
         (Some(own), true) => Some((dst, own.clone())),
         _ => None,
     };
-    let fallback = listener
-        .fallback
-        .clone()
-        .or_else(|| tcp_cluster.map(Handler::tcp_to));
+    let fallback = listener.fallback.clone();
     let sniffing = proxy.sniffing(listener.sniffing);
     if let Some((handler, detected)) =
         super::choose(&stream, listener.protocol, handler, fallback, sniffing).await

@@ -274,14 +274,6 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
         let Some((protocol, handler, fallback, sniffing)) = chosen else {
             continue; // removed since; drop the connection
         };
-        // An undeclared port that turns out not to be HTTP goes to its listener's chain for
-        // that, else to the Service port's cluster.
-        let fallback = fallback.or_else(|| match &handler {
-            Handler::Http { route_config, .. } => {
-                weft_proto::names::cluster_of_service_listener(route_config).map(Handler::tcp_to)
-            }
-            _ => None,
-        });
         let (store, proxy) = (store.clone(), proxy.clone());
         let open = proxy.drain.open();
         tokio::spawn(async move {

@@ -81,7 +81,7 @@ impl Held {
             .values()
             .flat_map(|(_, l)| {
                 let chains = l.by_port.iter();
-                let handlers = chains.flat_map(|c| std::iter::once(&c.handler).chain(&c.fallback));
+                let handlers = chains.flat_map(|c| [&c.handler, &c.fallback]);
                 l.handler.iter().chain(&l.fallback).chain(handlers)
             })
             .filter_map(|h| match h {
@@ -638,6 +638,9 @@ impl Client {
         let mut config = Config::default();
         for (name, (_, l)) in &self.held.listeners {
             config.listeners.insert(name.clone(), l.clone());
+            if l.inbound {
+                config.inbound = Some(l.clone());
+            }
             if !l.bind {
                 for a in &l.addresses {
                     config.by_addr.insert(*a, l.clone());

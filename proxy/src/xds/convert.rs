@@ -9,7 +9,7 @@ use prost::Message;
 use weft_proto::google::protobuf::{Any, value::Kind};
 use weft_proto::xds::config::cluster::v3::{self as xc, cluster};
 use weft_proto::xds::config::core::v3::{
-    Address, HealthStatus, Metadata, address, config_source, socket_address,
+    Address, HealthStatus, Metadata, TrafficDirection, address, config_source, socket_address,
 };
 use weft_proto::xds::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint, lb_endpoint};
 use weft_proto::xds::config::listener::v3 as xl;
@@ -431,12 +431,17 @@ impl TryFrom<&xl::Listener> for Listener {
         for (port, chain_protocol, slot) in slots {
             let (h, f) = slot.split();
             match port {
-                Some(port) => by_port.push(PortChain {
-                    port,
-                    protocol: chain_protocol,
-                    handler: h,
-                    fallback: f,
-                }),
+                Some(port) => {
+                    // A port's app: what a chain with no fallback of its own falls back to.
+                    let cluster = weft_proto::names::inbound_cluster(port);
+                    by_port.push(PortChain {
+                        port,
+                        protocol: chain_protocol,
+                        handler: h,
+                        fallback: f.unwrap_or_else(|| Handler::tcp_to(cluster.clone())),
+                        cluster,
+                    });
+                }
                 None => (handler, fallback) = (Some(h), f),
             }
         }
@@ -446,6 +451,16 @@ impl TryFrom<&xl::Listener> for Listener {
         let bind = l.api_listener.is_none()
             && l.bind_to_port.is_none_or(|b| b.value)
             && !addresses.is_empty();
+        // The Service port a listener stands for: a captured one is named after it
+        // (`<fqdn>:<port>`), a bound one routes by its route configuration, of the same name.
+        let cluster = match (&handler, bind) {
+            (Some(Handler::Http { route_config, .. }), true) => {
+                weft_proto::names::cluster_of_service_listener(route_config)
+            }
+            (_, true) => None,
+            (_, false) => weft_proto::names::cluster_of_service_listener(&l.name),
+        };
+        let fallback = fallback.or_else(|| cluster.clone().map(Handler::tcp_to));
         Ok(Self {
             name: l.name.clone(),
             addresses,
@@ -453,6 +468,8 @@ impl TryFrom<&xl::Listener> for Listener {
             handler,
             fallback,
             by_port,
+            cluster,
+            inbound: l.traffic_direction == TrafficDirection::Inbound as i32,
             bind,
             original_dst,
             sniffing: sniffing(l),
@@ -2357,10 +2374,41 @@ mod tests {
         assert_eq!(
             ports,
             [
-                (8080, &http, &Some(tcp_handler(7))),
-                (8081, &tcp_handler(9), &None)
+                (8080, &http, &tcp_handler(7)),
+                // A port without a fallback chain falls back to its app, decided here.
+                (
+                    8081,
+                    &tcp_handler(9),
+                    &Handler::tcp_to(weft_proto::names::inbound_cluster(8081))
+                )
             ]
         );
+        // What a listener is comes from its fields, decided here: the inbound side says so in
+        // `traffic_direction` (a name alone makes nothing inbound), and a captured listener
+        // named for a Service port falls back to that port's cluster.
+        assert!(!l.inbound && l.cluster.is_none());
+        let inbound = Listener::try_from(&xl::Listener {
+            name: "virtualInbound".into(),
+            traffic_direction: TrafficDirection::Inbound as i32,
+            ..listener(vec![chain(Some(8081), &[], tcp(9))])
+        })
+        .unwrap();
+        assert!(inbound.inbound);
+        let named_only = Listener::try_from(&xl::Listener {
+            name: "inbound".into(),
+            ..listener(vec![chain(Some(8081), &[], tcp(9))])
+        })
+        .unwrap();
+        assert!(!named_only.inbound);
+        let service = Listener::try_from(&xl::Listener {
+            name: "web.shop.svc.cluster.local:80".into(),
+            bind_to_port: Some(weft_proto::google::protobuf::BoolValue { value: false }),
+            ..listener(vec![chain(None, &[], hcm())])
+        })
+        .unwrap();
+        let own = "outbound|80||web.shop.svc.cluster.local";
+        assert_eq!(service.cluster.as_deref(), Some(own));
+        assert_eq!(service.fallback, Some(Handler::tcp_to(own.into())));
 
         let refused = |chains| Listener::try_from(&listener(chains)).unwrap_err().field;
         // Istio's own ALPN values are not something weft-proxy sniffs.
