@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock, so tests drive back-off and latency on paused time.
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -642,18 +645,18 @@ mod tests {
 
     /// A request's latency is taken when the endpoint answers, so a stream held open afterwards
     /// (a WebSocket, a download) does not make the endpoint look slow.
-    #[test]
-    fn latency_is_measured_to_the_answer_not_to_the_end_of_the_stream() {
+    #[tokio::test(start_paused = true)]
+    async fn latency_is_measured_to_the_answer_not_to_the_end_of_the_stream() {
         let set = set_of(&cfgs(1), LbPolicy::LeastRequest);
         let ep = &set.endpoints[0];
         let mut guard = ep.start();
         guard.answered();
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::advance(Duration::from_millis(50)).await;
         drop(guard);
         assert!(ep.ewma_ns.load(Ordering::Relaxed) < 10_000_000);
         // Unanswered (timed out, cancelled), the whole wait counts.
         let guard = ep.start();
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::advance(Duration::from_millis(50)).await;
         drop(guard);
         assert!(ep.ewma_ns.load(Ordering::Relaxed) > 10_000_000);
     }
