@@ -13,6 +13,7 @@ pub mod idle;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod serve;
 pub mod store;
 pub mod tcp;
 pub mod upstream;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::http::Proxy;
 use crate::outbound::capture::{Direction, accept_redirected};
-use crate::outbound::{choose, serve_connection};
+use crate::serve::{choose, serve_connection};
 use crate::store::Store;
 
 /// Accepts redirected inbound connections until the proxy stops.

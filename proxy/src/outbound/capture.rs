@@ -186,9 +186,9 @@ async fn handle(
     let fallback = listener.fallback.clone();
     let sniffing = proxy.sniffing(listener.sniffing);
     if let Some((handler, detected)) =
-        super::choose(&stream, listener.protocol, handler, fallback, sniffing).await
+        crate::serve::choose(&stream, listener.protocol, handler, fallback, sniffing).await
     {
-        super::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
+        crate::serve::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
     }
 }
 
@@ -206,7 +206,7 @@ async fn refuse(stream: TcpStream, dst: SocketAddr, proxy: Proxy) {
                 pinned: None,
                 normalize_path: false,
             };
-            super::serve_http(proxy, source, stream, Some(d)).await;
+            crate::serve::serve_http(proxy, source, stream, Some(d)).await;
         }
         Detected::Tls | Detected::Opaque | Detected::TimedOut => {
             let tcp = &proxy.metrics().blackhole().tcp;

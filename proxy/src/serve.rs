@@ -1,0 +1,334 @@
+//! The connection pipeline every listener hands its connections to (the capture listeners,
+//! outbound and inbound, and the explicit ones): decide what the connection is (a declared
+//! protocol, or detection of its first bytes), then serve it as HTTP/1 (the fast path, handing
+//! over to hyper when a request needs it), HTTP/2 or opaque TCP. mTLS will be one more step
+//! here, between accepting and detecting.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::config::{Handler, Protocol, Sniffing};
+use crate::detect::{Detected, detect};
+use crate::http::fast::{self, Prefixed, Served};
+use crate::http::{Proxy, RouteSource, Routes};
+use crate::store::Store;
+
+/// HTTP/2 streams a client may open at once on one connection (Envoy's default, 2^31 - 1).
+const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
+
+/// How a connection is served. A declared protocol is taken at its word; an undeclared one is
+/// sniffed (waiting for the client's first bytes as `sniffing` says, so server-first protocols
+/// work), and what is not HTTP goes to `fallback` (the listener's chain for it, else opaque TCP
+/// to the port's cluster). `None`: nothing can serve it, or the listener closes connections
+/// that decide nothing in time; close it.
+pub async fn choose(
+    stream: &TcpStream,
+    protocol: Protocol,
+    handler: Handler,
+    fallback: Option<Handler>,
+    sniffing: Sniffing,
+) -> Option<(Handler, Option<Detected>)> {
+    match (protocol, &handler) {
+        (_, Handler::Tcp { .. }) | (Protocol::Http | Protocol::Http2 | Protocol::Grpc, _) => {
+            Some((handler, None))
+        }
+        (Protocol::Tcp, _) => Some((fallback?, None)),
+        // HTTP with nothing to fall back to (another control plane's lone HTTP connection
+        // manager, no sniffing chains) is HTTP whatever comes, as in Envoy: bytes that are not
+        // HTTP get a 400 from the HTTP server, not a silent close after a detection wait.
+        (Protocol::Detect, _) if fallback.is_none() => Some((handler, None)),
+        (Protocol::Detect, _) => match detect(stream, sniffing.timeout).await {
+            d @ (Detected::Http1 | Detected::Http2) => Some((handler, Some(d))),
+            Detected::TimedOut if sniffing.close_on_timeout => {
+                tracing::debug!(
+                    "nothing decisive within the listener's detection timeout: closing"
+                );
+                None
+            }
+            Detected::Tls | Detected::Opaque | Detected::TimedOut => Some((fallback?, None)),
+        },
+    }
+}
+
+/// Serves one accepted connection with `handler`. `detected` is what protocol detection saw, if
+/// it ran; an HTTP connection is otherwise sniffed here, so HTTP/1 and HTTP/2 each get their own
+/// server rather than one that re-checks the version on every read. `pinned`: the endpoint the
+/// connection must go to, not one the balancer picks (a headless Service's pod).
+pub async fn serve_connection(
+    store: Arc<Store>,
+    proxy: Proxy,
+    handler: Handler,
+    stream: TcpStream,
+    (detected, pinned): (Option<Detected>, Option<(SocketAddr, String)>),
+) {
+    let _ = stream.set_nodelay(true);
+    let source = match handler {
+        Handler::Tcp {
+            clusters,
+            idle_timeout,
+        } => {
+            let refused = &proxy.metrics().unrouted().tcp;
+            let Some(cluster) = crate::config::pick_weighted(&clusters) else {
+                tracing::info!(flags = "NC", "every cluster has weight 0: closing");
+                crate::tcp::refuse(stream, refused);
+                return;
+            };
+            let cluster = cluster.name.as_str();
+            // Pinned to the pod it was addressed to only when it stays on the listener's own
+            // cluster: a split's other clusters balance over their own endpoints.
+            let pinned = pinned
+                .filter(|(_, own)| own == cluster)
+                .map(|(addr, _)| addr);
+            if let Err(e) =
+                crate::tcp::forward(&store, (cluster, pinned), stream, (idle_timeout, refused))
+                    .await
+            {
+                tracing::debug!(cluster, "tcp forward ended: {e}");
+            }
+            return;
+        }
+        Handler::Http {
+            route_config,
+            normalize_path,
+        } => RouteSource {
+            routes: Routes::Named(route_config),
+            pinned,
+            normalize_path,
+        },
+        Handler::HttpInline {
+            table,
+            normalize_path,
+        } => RouteSource {
+            routes: Routes::Inline(table),
+            pinned,
+            normalize_path,
+        },
+    };
+    serve_http(proxy, source, stream, detected).await;
+}
+
+/// Serves an HTTP connection whose requests are routed by `source`; `detected` as for
+/// [`serve_connection`].
+pub async fn serve_http(
+    proxy: Proxy,
+    source: RouteSource,
+    stream: TcpStream,
+    detected: Option<Detected>,
+) {
+    let drain = proxy.drain.clone();
+    let header_timeout = proxy.header_timeout;
+    let http2 = match detected {
+        Some(d) => d == Detected::Http2,
+        None => detect(&stream, Some(header_timeout)).await == Detected::Http2,
+    };
+    // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
+    // until the proxy stops): closing it at once would fail a client that did nothing wrong.
+    let late = drain.is_draining();
+    let (server, routed) = if http2 {
+        (Server::Http2(stream), None)
+    } else if proxy.http1_fast_path {
+        match fast::serve(&proxy, &source, stream, late).await {
+            Served::Closed => return,
+            Served::Handoff(io, routed) => (Server::Http1(io), routed),
+        }
+    } else {
+        (
+            Server::Http1(Prefixed::new(stream, Default::default())),
+            None,
+        )
+    };
+    let idle = proxy.idle_timeout;
+    let source = Arc::new(source);
+    // The request the fast path routed before handing over is the first hyper reads; the flag
+    // spares every later request the lock.
+    let first = routed.map(|r| Arc::new((AtomicBool::new(true), std::sync::Mutex::new(Some(r)))));
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let source = source.clone();
+        let routed = first
+            .as_ref()
+            .filter(|f| f.0.swap(false, Ordering::Relaxed))
+            .and_then(|f| f.1.lock().ok()?.take());
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req, routed).await) }
+    });
+    let signal = async {
+        if late {
+            drain.stopped().await
+        } else {
+            drain.signaled().await
+        }
+    };
+    let result = match server {
+        Server::Http2(stream) => {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            // Envoy's limit on concurrent streams, not hyper's 200: a gRPC channel carries
+            // every call of an app to a Service over one connection, and the app without the
+            // mesh was not limited.
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .max_header_list_size(crate::http::MAX_HEADER_BYTES as u32);
+            // An HTTP/2 connection that carries nothing for the idle timeout is closed as a
+            // drain closes it (GOAWAY; streams still open finish first), as Envoy's
+            // `idle_timeout` does. HTTP/1 connections idle between requests meet the header
+            // timeout instead.
+            let moved = std::sync::atomic::AtomicU64::new(0);
+            let io = crate::idle::Counted {
+                inner: stream,
+                moved: &moved,
+                bytes: None,
+            };
+            let signal = async {
+                tokio::select! {
+                    () = signal => {}
+                    () = crate::idle::quiet_for(&moved, idle) => {
+                        tracing::debug!(?idle, "idle HTTP/2 connection: closing");
+                    }
+                }
+            };
+            until_drained(
+                builder.serve_connection(TokioIo::new(io), svc),
+                signal,
+                |c| c.graceful_shutdown(),
+            )
+            .await
+        }
+        Server::Http1(io) => {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive(!late)
+                .header_read_timeout(header_timeout)
+                .max_header_size(crate::http::MAX_HEADER_BYTES)
+                .max_buf_size(64 * 1024);
+            until_drained(
+                builder
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades(),
+                signal,
+                |c| c.graceful_shutdown(),
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Which hyper server a connection gets.
+enum Server {
+    /// HTTP/1, after whatever the fast path read.
+    Http1(Prefixed),
+    Http2(TcpStream),
+}
+
+/// Runs a server connection; once `signal` fires, lets it finish the request in flight and
+/// close (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
+async fn until_drained<C>(
+    conn: C,
+    signal: impl Future<Output = ()>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        // The connection first: it is what wakes this task on nearly every poll.
+        biased;
+        r = conn.as_mut() => r,
+        () = signal => {
+            graceful_shutdown(conn.as_mut());
+            conn.await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connected pair on loopback: the client's end, and the proxy's accepted one.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = l.accept().await.unwrap();
+        (client, accepted)
+    }
+
+    fn http() -> Handler {
+        Handler::Http {
+            route_config: "r".into(),
+            normalize_path: false,
+        }
+    }
+
+    /// A client that says nothing (a server-first protocol) gets what the listener's sniffing
+    /// says: opaque TCP, or a close; with no limit, detection waits for the client's bytes; an
+    /// HTTP listener with no fallback does not detect at all.
+    #[tokio::test]
+    async fn a_silent_client_meets_the_listeners_detection_wait() {
+        let fallback = Handler::tcp_to("c".into());
+        let wait = |ms: Option<u64>, close_on_timeout| Sniffing {
+            timeout: ms.map(Duration::from_millis),
+            close_on_timeout,
+        };
+        // (close_on_timeout, what a silent client gets after 50 ms)
+        for (close, want) in [(false, Some((fallback.clone(), None))), (true, None)] {
+            let (_client, proxy_end) = pair().await;
+            let sniffing = wait(Some(50), close);
+            let chosen = choose(
+                &proxy_end,
+                Protocol::Detect,
+                http(),
+                Some(fallback.clone()),
+                sniffing,
+            )
+            .await;
+            assert_eq!(chosen, want, "close_on_timeout {close}");
+        }
+
+        // With nothing to fall back to, an HTTP listener is HTTP at once: no wait, no close.
+        let (_client, proxy_end) = pair().await;
+        let chosen = tokio::time::timeout(
+            Duration::from_millis(20),
+            choose(
+                &proxy_end,
+                Protocol::Detect,
+                http(),
+                None,
+                wait(Some(50), true),
+            ),
+        )
+        .await;
+        assert_eq!(chosen, Ok(Some((http(), None))));
+
+        // No limit: a request line sent well after any default wait is still HTTP.
+        let (mut client, proxy_end) = pair().await;
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            client
+        });
+        let chosen = choose(
+            &proxy_end,
+            Protocol::Detect,
+            http(),
+            Some(fallback),
+            wait(None, true),
+        )
+        .await;
+        assert_eq!(chosen, Some((http(), Some(Detected::Http1))));
+        late.await.unwrap();
+    }
+}
