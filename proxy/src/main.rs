@@ -27,7 +27,7 @@ struct Args {
     /// Which form of ADS to speak: `delta` (incremental), `sotw` (state of the world), or `auto`:
     /// Delta, and state of the world once the control plane answers that it does not serve Delta.
     #[arg(long, env = "WEFT_XDS_PROTOCOL", value_enum, default_value = "auto")]
-    xds_protocol: xds::Protocol,
+    xds_protocol: xds::XdsProtocol,
     /// Node id: `<pod>.<namespace>` of the workload this proxy serves.
     #[arg(long, env = "WEFT_NODE_ID")]
     node_id: String,

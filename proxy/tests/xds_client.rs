@@ -238,7 +238,7 @@ fn start_client(
                 node_id: "web-0.shop".into(),
                 initial_fetch_timeout: Duration::from_millis(1500),
                 keepalive,
-                protocol: weft_proxy::xds::Protocol::Auto,
+                protocol: weft_proxy::xds::XdsProtocol::Auto,
             },
             store.clone(),
             metrics.clone(),

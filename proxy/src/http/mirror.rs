@@ -13,7 +13,7 @@ use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 
 use crate::balance::Endpoint;
-use crate::metrics::{Outcome, Protocol};
+use crate::metrics::{Outcome, RequestProtocol};
 use crate::upstream::body::{self, RequestBody};
 use crate::upstream::pool::{self, Dial};
 
@@ -33,7 +33,7 @@ pub fn spawn(
     parts: &http::request::Parts,
     body: Incoming,
     mirrors: Vec<Mirror>,
-    protocol: Protocol,
+    protocol: RequestProtocol,
 ) -> RequestBody {
     let (body, copies) = body::tee(body, mirrors.len());
     for (m, copy) in mirrors.into_iter().zip(copies) {
@@ -92,7 +92,7 @@ fn shadow_host(authority: &[u8]) -> Vec<u8> {
 }
 
 /// Sends one copy, reads its response to the end and counts it against the mirror endpoint.
-async fn send(m: Mirror, req: Request<RequestBody>, protocol: Protocol) {
+async fn send(m: Mirror, req: Request<RequestBody>, protocol: RequestProtocol) {
     use http_body_util::BodyExt;
     let started = Instant::now();
     let mut guard = m.endpoint.start();

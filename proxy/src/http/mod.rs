@@ -28,7 +28,7 @@ use crate::config::edits::HeaderEdits;
 use crate::config::rewrite::{Redirect, Rewrite};
 use crate::config::route::{DirectResponse, RequestView};
 use crate::config::{RouteTable, UpstreamHttp};
-use crate::metrics::{DestStats, Flag, Metrics, Outcome, Protocol};
+use crate::metrics::{DestStats, Flag, Metrics, Outcome, RequestProtocol};
 use crate::store::Store;
 use crate::upstream::body::{ClientBodyError, RequestBody};
 use crate::upstream::pool;
@@ -39,17 +39,17 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static(rules::REQUEST_ID);
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC when the content type says so (`application/grpc`, `application/grpc+proto`, ...).
-fn protocol_of(headers: &http::HeaderMap) -> Protocol {
+fn protocol_of(headers: &http::HeaderMap) -> RequestProtocol {
     match headers.get(http::header::CONTENT_TYPE) {
-        Some(v) if v.as_bytes().starts_with(b"application/grpc") => Protocol::Grpc,
-        _ => Protocol::Http,
+        Some(v) if v.as_bytes().starts_with(b"application/grpc") => RequestProtocol::Grpc,
+        _ => RequestProtocol::Http,
     }
 }
 
 /// The `grpc-status` in the headers of a gRPC call, if there is a valid one. Other protocols are
 /// not asked: the lookup costs a hash per response.
-fn grpc_status(protocol: Protocol, headers: &http::HeaderMap) -> Option<u8> {
-    if protocol != Protocol::Grpc {
+fn grpc_status(protocol: RequestProtocol, headers: &http::HeaderMap) -> Option<u8> {
+    if protocol != RequestProtocol::Grpc {
         return None;
     }
     std::str::from_utf8(headers.get(GRPC_STATUS)?.as_bytes())
@@ -231,17 +231,17 @@ fn local_grpc_status(status: StatusCode) -> u8 {
 }
 
 /// The status and `grpc-status` a local reply is counted with: a gRPC client's is HTTP 200.
-fn local_codes(status: StatusCode, protocol: Protocol) -> (u16, Option<u8>) {
+fn local_codes(status: StatusCode, protocol: RequestProtocol) -> (u16, Option<u8>) {
     match protocol {
-        Protocol::Grpc => (200, Some(local_grpc_status(status))),
-        Protocol::Http => (status.as_u16(), None),
+        RequestProtocol::Grpc => (200, Some(local_grpc_status(status))),
+        RequestProtocol::Http => (status.as_u16(), None),
     }
 }
 
 /// The proxy's own answer to a failure. A gRPC client gets a trailers-only response (HTTP 200,
 /// `grpc-status`, `grpc-message`), which its library turns into a status code and message; anyone
 /// else gets the HTTP status and a line of text.
-fn local_reply(flag: Flag, protocol: Protocol) -> Response<Body> {
+fn local_reply(flag: Flag, protocol: RequestProtocol) -> Response<Body> {
     let direct = DirectResponse {
         status: local_status(flag),
         body: Bytes::from_static(flag.describe().as_bytes()),
@@ -251,7 +251,11 @@ fn local_reply(flag: Flag, protocol: Protocol) -> Response<Body> {
 
 /// An answer of the proxy's own, as [`local_reply`] describes it; `flag` says why, when it is a
 /// failure.
-fn answer(direct: &DirectResponse, flag: Option<Flag>, protocol: Protocol) -> Response<Body> {
+fn answer(
+    direct: &DirectResponse,
+    flag: Option<Flag>,
+    protocol: RequestProtocol,
+) -> Response<Body> {
     let mut reply = Response::builder();
     if let Some(flag) = flag {
         reply = reply.header("x-weft-reason", flag.as_str());
@@ -263,7 +267,7 @@ fn answer(direct: &DirectResponse, flag: Option<Flag>, protocol: Protocol) -> Re
             reply = reply.header(http::header::CONNECTION, "close");
         }
     }
-    if protocol == Protocol::Grpc {
+    if protocol == RequestProtocol::Grpc {
         let grpc = local_grpc_status(direct.status);
         let message = String::from_utf8_lossy(direct.body.trim_ascii_end());
         let message = HeaderValue::try_from(message.as_ref())
@@ -474,7 +478,7 @@ impl Proxy {
         (redirect, edits): (&Redirect, Option<&HeaderEdits>),
         authority: &str,
         path_and_query: &str,
-        (protocol, started): (Protocol, Instant),
+        (protocol, started): (RequestProtocol, Instant),
     ) -> Response<Body> {
         let location = redirect.location("http", authority, path_and_query);
         let mut reply = Response::builder()
@@ -509,7 +513,7 @@ impl Proxy {
         (direct, flag): (&DirectResponse, Option<Flag>),
         edits: Option<&HeaderEdits>,
         (method, authority, path): (&str, &str, &str),
-        (protocol, started): (Protocol, Instant),
+        (protocol, started): (RequestProtocol, Instant),
     ) -> Response<Body> {
         let mut reply = answer(direct, flag, protocol);
         if let Some(e) = edits {
@@ -534,7 +538,7 @@ impl Proxy {
     fn count_local(
         &self,
         (flag, stats): &Failure,
-        protocol: Protocol,
+        protocol: RequestProtocol,
         (method, authority, path): (&str, &str, &str),
         started: Instant,
     ) {
@@ -558,7 +562,7 @@ impl Proxy {
         req: Request<Incoming>,
         (routed, route_edits): (Option<Routed>, &mut Option<Arc<HeaderEdits>>),
         started: Instant,
-        protocol: Protocol,
+        protocol: RequestProtocol,
     ) -> Result<Response<Body>, Failure> {
         let (mut parts, body) = req.into_parts();
         // CONNECT tunnels only where a route says so (Envoy's `connect_matcher`), which weft's
@@ -847,7 +851,7 @@ fn restate_length(headers: &mut http::HeaderMap) {
 /// Records a request the client abandoned before its response began, unless disarmed.
 struct Unanswered<'a> {
     stats: &'a DestStats,
-    protocol: Protocol,
+    protocol: RequestProtocol,
     started: Instant,
     armed: bool,
 }

@@ -27,7 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-pub use self::outcome::{Flag, Outcome, Protocol};
+pub use self::outcome::{Flag, Outcome, RequestProtocol};
 
 /// Distinct outcomes (status, gRPC status, flag) kept per destination; a destination seldom sees
 /// more than a handful. Outcomes past this are counted in `weft_proxy_metrics_overflow`.

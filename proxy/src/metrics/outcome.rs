@@ -2,14 +2,14 @@
 
 /// `request_protocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub enum RequestProtocol {
     /// HTTP/1.1 or HTTP/2.
     Http,
     /// gRPC (`content-type: application/grpc...`).
     Grpc,
 }
 
-impl Protocol {
+impl RequestProtocol {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -88,7 +88,7 @@ impl Flag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// HTTP or gRPC.
-    pub protocol: Protocol,
+    pub protocol: RequestProtocol,
     /// HTTP status (0 when no response was sent).
     pub code: u16,
     /// `grpc-status`, for gRPC.

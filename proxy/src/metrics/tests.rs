@@ -9,7 +9,7 @@ fn metrics() -> Metrics {
 
 fn ok(code: u16) -> Outcome {
     Outcome {
-        protocol: Protocol::Http,
+        protocol: RequestProtocol::Http,
         code,
         grpc_status: None,
         flag: None,
@@ -35,7 +35,7 @@ fn requests_are_counted_by_destination_and_outcome() {
     }
     v1.record(ok(503), Duration::from_millis(20));
     let grpc = Outcome {
-        protocol: Protocol::Grpc,
+        protocol: RequestProtocol::Grpc,
         code: 200,
         grpc_status: Some(14),
         flag: None,

@@ -21,7 +21,7 @@ use weft_proto::xds::config::route::v3 as xr;
 use weft_proto::xds::service::discovery::v3::DeltaDiscoveryResponse;
 
 use super::convert::{self, Invalid};
-use super::wire::{Ask, Protocol, Session};
+use super::wire::{Ask, Session, XdsProtocol};
 use crate::config::{Assignment, Cluster, Config, Handler, Listener, RouteTable};
 use crate::dns::{Resolved, Resolver};
 use crate::metrics::Metrics;
@@ -42,7 +42,7 @@ pub struct Settings {
     /// ends the stream, so a control plane lost without a reset is reconnected to. Zero: none.
     pub keepalive: Duration,
     /// Delta, state of the world, or Delta with a fall-back to the other.
-    pub protocol: Protocol,
+    pub protocol: XdsProtocol,
 }
 
 /// TCP keepalive on the xDS connection, whatever the pings: the kernel's own check for a peer
@@ -174,7 +174,7 @@ impl Client {
         loop {
             self.received = false;
             let wire = match protocol {
-                Protocol::Auto => Protocol::Delta,
+                XdsProtocol::Auto => XdsProtocol::Delta,
                 p => p,
             };
             let result = self.stream(wire).await;
@@ -188,12 +188,12 @@ impl Client {
             });
             match result {
                 Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
-                Err(e) if unimplemented && protocol == Protocol::Auto => {
+                Err(e) if unimplemented && protocol == XdsProtocol::Auto => {
                     tracing::info!(
                         "the control plane does not serve Delta ADS ({e:#}); \
                          speaking state of the world (StreamAggregatedResources) from now on"
                     );
-                    protocol = Protocol::Sotw;
+                    protocol = XdsProtocol::Sotw;
                     // Delta's versions mean nothing to a SotW server.
                     self.accepted.clear();
                     continue;
@@ -228,7 +228,7 @@ impl Client {
         }
     }
 
-    async fn stream(&mut self, protocol: Protocol) -> anyhow::Result<()> {
+    async fn stream(&mut self, protocol: XdsProtocol) -> anyhow::Result<()> {
         let keepalive = self.settings.keepalive;
         let mut endpoint = tonic::transport::Endpoint::from_shared(self.settings.xds_url.clone())?
             .connect_timeout(CONNECT_TIMEOUT)

@@ -5,4 +5,4 @@ pub mod convert;
 mod wire;
 
 pub use self::client::{Client, INITIAL_FETCH_TIMEOUT, Settings};
-pub use self::wire::Protocol;
+pub use self::wire::XdsProtocol;

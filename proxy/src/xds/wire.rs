@@ -22,7 +22,7 @@ use weft_proto::resource::{CDS, LDS};
 
 /// Which form of ADS to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Protocol {
+pub enum XdsProtocol {
     /// Delta, and state of the world from the first time the server answers that it does not
     /// implement Delta (gRPC status UNIMPLEMENTED).
     Auto,
@@ -88,13 +88,13 @@ impl Session {
     /// grpc-go server (go-control-plane) sends its response headers only once it has a request.
     pub(super) async fn open(
         channel: tonic::transport::Channel,
-        protocol: Protocol,
+        protocol: XdsProtocol,
         node: &str,
         first: Vec<Ask>,
     ) -> Result<Session, tonic::Status> {
         let mut ads = AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        if protocol == Protocol::Sotw {
+        if protocol == XdsProtocol::Sotw {
             let (tx, rx) = mpsc::unbounded_channel();
             let (nonces, mut names) = (HashMap::new(), HashMap::new());
             for ask in first {

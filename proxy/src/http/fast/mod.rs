@@ -29,7 +29,7 @@ use self::parse::{Framing, Parsed, RequestHead, Response, ResponseHead, Span};
 use super::{Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target, local_status};
 use crate::balance::InFlight;
 use crate::config::route::RequestView;
-use crate::metrics::{DestStats, Flag, Outcome, Protocol};
+use crate::metrics::{DestStats, Flag, Outcome, RequestProtocol};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -661,7 +661,7 @@ impl Conn<'_> {
         let failure = (flag, Some(stats.clone()));
         self.proxy.count_local(
             &failure,
-            Protocol::Http,
+            RequestProtocol::Http,
             (view.method(), view.str(&req.head.host), view.path()),
             req.started,
         );
@@ -693,7 +693,7 @@ impl Conn<'_> {
                 req.path.unwrap_or_default(),
             );
             self.proxy
-                .count_local(&(flag, None), Protocol::Http, seen, started);
+                .count_local(&(flag, None), RequestProtocol::Http, seen, started);
         }
         let why = "bad request: both content-length and transfer-encoding\n";
         local_response(&mut self.down, flag, why, true, false);
@@ -759,7 +759,7 @@ fn write_lines(out: &mut Vec<u8>, buf: &[u8], spans: &[Span]) {
 /// Counts a request of the fast path (always HTTP, never gRPC).
 fn count(stats: &DestStats, code: u16, flag: Option<Flag>, started: Instant) {
     let outcome = Outcome {
-        protocol: Protocol::Http,
+        protocol: RequestProtocol::Http,
         code,
         grpc_status: None,
         flag,
