@@ -1,0 +1,403 @@
+//! LDS: a Listener becomes weft-proxy's [`Listener`]: its chains per port, what each serves, how
+//! detection waits, and what the listener is (inbound, its own cluster, its fallback).
+
+use super::*;
+
+pub(super) fn hcm_handler(
+    ctx: &Ctx<'_>,
+    field: &str,
+    hcm: &HttpConnectionManager,
+) -> Result<Handler, Invalid> {
+    for (i, f) in hcm.http_filters.iter().enumerate() {
+        let is_router = f.name == "envoy.filters.http.router"
+            || matches!(&f.config_type, Some(weft_proto::xds::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) if a.type_url.ends_with(ROUTER));
+        if !is_router && !f.is_optional {
+            return Err(ctx.err(
+                format!("{field}.http_filters[{i}]"),
+                format!("filter {} is not supported", f.name),
+            ));
+        }
+    }
+    let normalize_path = hcm.normalize_path.is_some_and(|b| b.value);
+    match &hcm.route_specifier {
+        Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
+            if !over_ads(rds.config_source.as_ref()) {
+                return Err(ctx.err(format!("{field}.rds.config_source"), NOT_OVER_ADS));
+            }
+            Ok(Handler::Http {
+                route_config: rds.route_config_name.clone(),
+                normalize_path,
+            })
+        }
+        Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) => Ok(Handler::HttpInline {
+            table: Arc::new(RouteTable::try_from(rc)?),
+            normalize_path,
+        }),
+        _ => Err(ctx.err(
+            format!("{field}.route_specifier"),
+            "needs rds or route_config",
+        )),
+    }
+}
+
+pub(super) fn filter_handler(
+    ctx: &Ctx<'_>,
+    field: &str,
+    chain: &xl::FilterChain,
+) -> Result<Handler, Invalid> {
+    // Served as plaintext, a chain that asks for TLS (perhaps requiring client certificates)
+    // would let in what it means to keep out.
+    if chain.transport_socket.is_some() {
+        return Err(ctx.err(
+            format!("{field}.transport_socket"),
+            "downstream TLS is configured by weft's mesh identity, not per filter chain",
+        ));
+    }
+    let [filter] = chain.filters.as_slice() else {
+        return Err(ctx.err(
+            format!("{field}.filters"),
+            "exactly one network filter is supported",
+        ));
+    };
+    let Some(xl::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(ctx.err(format!("{field}.filters[0]"), "needs typed_config"));
+    };
+    let f = format!("{field}.filters[0].typed_config");
+    if any.type_url.ends_with(HCM) {
+        hcm_handler(ctx, &f, &ctx.unpack::<HttpConnectionManager>(&f, any, HCM)?)
+    } else {
+        let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
+        let clusters = match tcp.cluster_specifier {
+            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => {
+                vec![WeightedCluster::plain(cluster, 1)]
+            }
+            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
+                let mut clusters = Vec::with_capacity(w.clusters.len());
+                for (i, c) in w.clusters.into_iter().enumerate() {
+                    // Envoy's schema: every weight at least 1, every name set.
+                    if c.name.is_empty() || c.weight == 0 {
+                        return Err(ctx.err(
+                            format!("{f}.weighted_clusters.clusters[{i}]"),
+                            "needs a name and a weight of at least 1",
+                        ));
+                    }
+                    clusters.push(WeightedCluster::plain(c.name, c.weight));
+                }
+                clusters
+            }
+            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(_)) => {
+                return Err(ctx.err(
+                    format!("{f}.weighted_clusters.clusters"),
+                    "needs at least one cluster",
+                ));
+            }
+            _ => {
+                return Err(ctx.err(
+                    format!("{f}.cluster_specifier"),
+                    "only cluster and weighted_clusters are supported",
+                ));
+            }
+        };
+        Ok(Handler::Tcp {
+            clusters,
+            // Envoy: unset means an hour, zero means never.
+            idle_timeout: match tcp.idle_timeout.as_ref().map(duration) {
+                None => Some(TCP_IDLE_TIMEOUT),
+                Some(Duration::ZERO) => None,
+                Some(d) => Some(d),
+            },
+        })
+    }
+}
+
+/// The `weft.protocol` metadata at `field`; undeclared means detect.
+pub(super) fn protocol(
+    ctx: &Ctx<'_>,
+    field: &str,
+    md: Option<&Metadata>,
+) -> Result<Protocol, Invalid> {
+    match protocol_and_destination(ctx, field, md)? {
+        (p, false) => Ok(p),
+        (_, true) => Err(ctx.err(
+            format!("{field}.weft.protocol"),
+            "destination=original is for listeners only",
+        )),
+    }
+}
+
+/// `weft.protocol`, and whether it asks (`<protocol>; destination=original`, a headless
+/// Service's listener) that connections stay on the endpoint they were addressed to.
+pub(super) fn protocol_and_destination(
+    ctx: &Ctx<'_>,
+    field: &str,
+    md: Option<&Metadata>,
+) -> Result<(Protocol, bool), Invalid> {
+    let Some(value) = weft_string(md, "protocol") else {
+        return Ok((Protocol::Detect, false));
+    };
+    let err = |why: String| ctx.err(format!("{field}.weft.protocol"), why);
+    let (name, param) = match value.split_once(';') {
+        Some((n, p)) => (n.trim(), Some(p.trim())),
+        None => (value.as_str(), None),
+    };
+    let protocol = Protocol::parse(name).ok_or_else(|| err(format!("unknown {value:?}")))?;
+    match param {
+        None => Ok((protocol, false)),
+        Some("destination=original") => Ok((protocol, true)),
+        Some(other) => Err(err(format!("unknown parameter {other:?}"))),
+    }
+}
+
+pub(super) fn protocol_of_chain(
+    ctx: &Ctx<'_>,
+    field: &str,
+    chain: &xl::FilterChain,
+) -> Result<Protocol, Invalid> {
+    protocol(ctx, &format!("{field}.metadata"), chain.metadata.as_ref())
+}
+
+/// The listener filters Istio and others put on every listener that change nothing weft-proxy
+/// does not already do: TLS and HTTP detection, and recovering the original destination. By
+/// name, or by the type of their config.
+pub(super) const INSPECTORS: [(&str, &str); 3] = [
+    (
+        "envoy.filters.listener.tls_inspector",
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+    ),
+    (
+        "envoy.filters.listener.http_inspector",
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    ),
+    (
+        "envoy.filters.listener.original_dst",
+        "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    ),
+];
+
+pub(super) fn inspects_only(f: &xl::ListenerFilter) -> bool {
+    // The config's type decides when there is one, as in Envoy; the name otherwise.
+    match &f.config_type {
+        Some(xl::listener_filter::ConfigType::TypedConfig(a)) => {
+            let message = a.type_url.rsplit('/').next();
+            INSPECTORS.iter().any(|(_, m)| Some(*m) == message)
+        }
+        _ => INSPECTORS.iter().any(|(name, _)| f.name == *name),
+    }
+}
+
+impl TryFrom<&xl::Listener> for Listener {
+    type Error = Invalid;
+
+    fn try_from(l: &xl::Listener) -> Result<Self, Invalid> {
+        let ctx = Ctx(&l.name);
+        for (i, f) in l.listener_filters.iter().enumerate() {
+            if !inspects_only(f) {
+                return Err(ctx.err(
+                    format!("listener_filters[{i}]"),
+                    format!("filter {} is not supported", f.name),
+                ));
+            }
+        }
+        let mut addresses = Vec::new();
+        if let Some(a) = &l.address {
+            addresses.push(socket_addr(&ctx, "address", a)?);
+        }
+        for (i, a) in l.additional_addresses.iter().enumerate() {
+            if let Some(a) = &a.address {
+                addresses.push(socket_addr(
+                    &ctx,
+                    &format!("additional_addresses[{i}].address"),
+                    a,
+                )?);
+            }
+        }
+        let (protocol, original_dst) =
+            protocol_and_destination(&ctx, "metadata", l.metadata.as_ref())?;
+        // Per destination port (`None`: the default chain), the chain matched on sniffed HTTP
+        // and the one for everything else, as Envoy's protocol sniffing lays them out.
+        let mut slots: Vec<(Option<u16>, Protocol, Slot)> = Vec::new();
+        if let Some(api) = &l.api_listener {
+            let any = api
+                .api_listener
+                .as_ref()
+                .ok_or_else(|| ctx.err("api_listener.api_listener", "missing"))?;
+            let hcm: HttpConnectionManager = ctx.unpack("api_listener.api_listener", any, HCM)?;
+            let h = hcm_handler(&ctx, "api_listener", &hcm)?;
+            slots.push((None, protocol, Slot::plain(h)));
+        }
+        for (i, chain) in l.filter_chains.iter().enumerate() {
+            let field = format!("filter_chains[{i}]");
+            let h = filter_handler(&ctx, &field, chain)?;
+            let (port, sniffed) = chain_match(&ctx, &field, chain.filter_chain_match.as_ref())?;
+            let kind = if sniffed { "sniffed HTTP" } else { "other" };
+            let taken = |what: &str| match port {
+                Some(p) => ctx.err(
+                    format!("{field}.filter_chain_match"),
+                    format!("port {p} has two filter chains for {what} connections"),
+                ),
+                None => ctx.err(
+                    field.clone(),
+                    format!("two default filter chains for {what} connections"),
+                ),
+            };
+            let chain_protocol = match port {
+                Some(_) => protocol_of_chain(&ctx, &field, chain)?,
+                None => protocol,
+            };
+            let slot = match slots.iter_mut().find(|(p, ..)| *p == port) {
+                Some((_, p, _)) if *p != chain_protocol => {
+                    return Err(ctx.err(
+                        format!("{field}.metadata.weft.protocol"),
+                        "differs from the other chain of its port",
+                    ));
+                }
+                Some((_, _, slot)) => slot,
+                None => {
+                    slots.push((port, chain_protocol, Slot::default()));
+                    &mut slots.last_mut().expect("pushed").2
+                }
+            };
+            let place = if sniffed {
+                &mut slot.http
+            } else {
+                &mut slot.other
+            };
+            if place.is_some() {
+                return Err(taken(kind));
+            }
+            *place = Some(h);
+        }
+        let mut handler = None;
+        let mut fallback = None;
+        let mut by_port = Vec::new();
+        for (port, chain_protocol, slot) in slots {
+            let (h, f) = slot.split();
+            match port {
+                Some(port) => {
+                    // A port's app: what a chain with no fallback of its own falls back to.
+                    let cluster = weft_proto::names::inbound_cluster(port);
+                    by_port.push(PortChain {
+                        port,
+                        protocol: chain_protocol,
+                        handler: h,
+                        fallback: f.unwrap_or_else(|| Handler::tcp_to(cluster.clone())),
+                        cluster,
+                    });
+                }
+                None => (handler, fallback) = (Some(h), f),
+            }
+        }
+        if handler.is_none() && by_port.is_empty() {
+            return Err(ctx.err("filter_chains", "no api_listener and no filter chain"));
+        }
+        let bind = l.api_listener.is_none()
+            && l.bind_to_port.is_none_or(|b| b.value)
+            && !addresses.is_empty();
+        // The Service port a listener stands for: a captured one is named after it
+        // (`<fqdn>:<port>`), a bound one routes by its route configuration, of the same name.
+        let cluster = match (&handler, bind) {
+            (Some(Handler::Http { route_config, .. }), true) => {
+                weft_proto::names::cluster_of_service_listener(route_config)
+            }
+            (_, true) => None,
+            (_, false) => weft_proto::names::cluster_of_service_listener(&l.name),
+        };
+        let fallback = fallback.or_else(|| cluster.clone().map(Handler::tcp_to));
+        Ok(Self {
+            name: l.name.clone(),
+            addresses,
+            protocol,
+            handler,
+            fallback,
+            by_port,
+            cluster,
+            inbound: l.traffic_direction == TrafficDirection::Inbound as i32,
+            bind,
+            original_dst,
+            sniffing: sniffing(l),
+        })
+    }
+}
+
+/// The listener's detection wait, when it sets one. Unset, weft-proxy keeps its own default
+/// (`--detect-timeout-ms`, then opaque TCP) rather than Envoy's 15 s and a close, which would
+/// hold a server-first protocol for 15 s and then drop it.
+pub(super) fn sniffing(l: &xl::Listener) -> Option<Sniffing> {
+    let timeout = duration(l.listener_filters_timeout.as_ref()?);
+    Some(Sniffing {
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        close_on_timeout: !l.continue_on_listener_filters_timeout,
+    })
+}
+
+/// A port's chains: the one for connections sniffed as HTTP and the one for the rest.
+#[derive(Default)]
+pub(super) struct Slot {
+    http: Option<Handler>,
+    other: Option<Handler>,
+}
+
+impl Slot {
+    fn plain(h: Handler) -> Self {
+        Self {
+            http: None,
+            other: Some(h),
+        }
+    }
+
+    /// The handler, and what serves connections that are not HTTP when a separate chain says.
+    fn split(self) -> (Handler, Option<Handler>) {
+        match (self.http, self.other) {
+            (Some(http), other) => (http, other),
+            (None, Some(other)) => (other, None),
+            (None, None) => unreachable!("a slot is made with a chain"),
+        }
+    }
+}
+
+/// A chain's destination port, and whether it is matched on sniffed HTTP application protocols.
+/// Any other condition would be silently ignored, so it is refused by name.
+pub(super) fn chain_match(
+    ctx: &Ctx<'_>,
+    field: &str,
+    m: Option<&xl::FilterChainMatch>,
+) -> Result<(Option<u16>, bool), Invalid> {
+    let Some(m) = m else {
+        return Ok((None, false));
+    };
+    let supported = xl::FilterChainMatch {
+        destination_port: m.destination_port,
+        application_protocols: m.application_protocols.clone(),
+        ..Default::default()
+    };
+    if *m != supported {
+        return Err(ctx.err(
+            format!("{field}.filter_chain_match"),
+            "only destination_port and application_protocols are supported",
+        ));
+    }
+    if let Some(p) = m
+        .application_protocols
+        .iter()
+        .find(|p| !weft_proto::names::SNIFFED_HTTP.contains(&p.as_str()))
+    {
+        return Err(ctx.err(
+            format!("{field}.filter_chain_match.application_protocols"),
+            format!("{p:?} is not sniffed; only http/1.0, http/1.1 and h2c are"),
+        ));
+    }
+    let port = m
+        .destination_port
+        .map(|p| {
+            u16::try_from(p.value).map_err(|_| {
+                ctx.err(
+                    format!("{field}.filter_chain_match.destination_port"),
+                    "out of range",
+                )
+            })
+        })
+        .transpose()?;
+    Ok((port, !m.application_protocols.is_empty()))
+}
+
+// === Cluster ===
