@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod serve;
 pub mod store;
+pub mod stream;
 pub mod tcp;
 pub mod upstream;
 pub mod xds;

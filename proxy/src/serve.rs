@@ -19,6 +19,7 @@ use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource, Routes};
 use crate::store::Store;
+use crate::stream::Stream;
 
 /// HTTP/2 streams a client may open at once on one connection (Envoy's default, 2^31 - 1).
 const MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
@@ -122,12 +123,18 @@ pub async fn serve_http(
     stream: TcpStream,
     detected: Option<Detected>,
 ) {
-    let drain = proxy.drain.clone();
-    let header_timeout = proxy.header_timeout;
     let http2 = match detected {
         Some(d) => d == Detected::Http2,
-        None => detect(&stream, Some(header_timeout)).await == Detected::Http2,
+        None => detect(&stream, Some(proxy.header_timeout)).await == Detected::Http2,
     };
+    serve_http_on(proxy, source, stream, http2).await;
+}
+
+/// Serves HTTP (`http2`, or HTTP/1 by the fast path and hyper) on any stream: the one a
+/// listener accepted, or what a TLS handshake on it yields.
+pub async fn serve_http_on<S: Stream>(proxy: Proxy, source: RouteSource, stream: S, http2: bool) {
+    let drain = proxy.drain.clone();
+    let header_timeout = proxy.header_timeout;
     // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
     // until the proxy stops): closing it at once would fail a client that did nothing wrong.
     let late = drain.is_draining();
@@ -224,10 +231,10 @@ pub async fn serve_http(
 }
 
 /// Which hyper server a connection gets.
-enum Server {
+enum Server<S> {
     /// HTTP/1, after whatever the fast path read.
-    Http1(Prefixed),
-    Http2(TcpStream),
+    Http1(Prefixed<S>),
+    Http2(S),
 }
 
 /// Runs a server connection; once `signal` fires, lets it finish the request in flight and

@@ -10,15 +10,16 @@ use tokio::net::TcpStream;
 use crate::idle::Counted;
 use crate::metrics::TcpStats;
 use crate::store::Store;
+use crate::stream::Stream;
 
 /// Forwards `client` to an endpoint of `cluster` (the `pinned` one, if given, else the one the
 /// balancer picks) until both directions are closed, or until no byte has moved either way for
 /// `idle_timeout`. A connection with nowhere to go (no such cluster, no endpoint) is closed and
 /// counted into `refused`.
-pub async fn forward(
+pub async fn forward<S: Stream>(
     store: &Arc<Store>,
     (cluster, pinned): (&str, Option<SocketAddr>),
-    client: TcpStream,
+    client: S,
     (idle_timeout, refused): (Option<Duration>, &TcpStats),
 ) -> std::io::Result<()> {
     let (endpoint, timeout) = {
@@ -64,7 +65,7 @@ pub async fn forward(
 
 /// Closes a connection that has nowhere to go, counted as opened and closed, so that refusals
 /// show on a dashboard and not only in the log.
-pub fn refuse(client: TcpStream, stats: &TcpStats) {
+pub fn refuse<S: Stream>(client: S, stats: &TcpStats) {
     stats.open();
     drop(client);
     stats.close();
@@ -72,9 +73,9 @@ pub fn refuse(client: TcpStream, stats: &TcpStats) {
 
 /// Copies bytes both ways (half-close carried through) until both directions are closed, or until
 /// none has moved for `idle_timeout`, counting the connection and its bytes into `tcp`.
-pub async fn carry(
-    client: TcpStream,
-    upstream: TcpStream,
+pub async fn carry<C: Stream, U: Stream>(
+    client: C,
+    upstream: U,
     tcp: &TcpStats,
     idle_timeout: Option<Duration>,
 ) -> std::io::Result<()> {
@@ -106,8 +107,8 @@ pub async fn carry(
     if result.is_err() {
         // One side reset (or failed): the other gets a reset too, not a clean end, so a
         // close-delimited stream that broke off is not taken for complete (as Envoy does).
-        let _ = client.inner.set_zero_linger();
-        let _ = upstream.inner.set_zero_linger();
+        client.inner.reset_on_close();
+        upstream.inner.reset_on_close();
     }
     tcp.close();
     result

@@ -40,13 +40,17 @@ pub struct Dial {
 /// An HTTP/1.1 connection lent to one request; given back once its response body is done.
 pub type H1 = http1::SendRequest<RequestBody>;
 
+/// A connection the fast path speaks HTTP/1.1 on itself: plain TCP until mTLS gives it a TLS
+/// form (the fast path reads and writes it through [`crate::stream::Stream`] only).
+pub type RawConn = TcpStream;
+
 /// One endpoint's upstream connections.
 #[derive(Debug, Default)]
 pub struct Pool {
     /// Idle HTTP/1.1 connections and when each became idle; the newest is last.
     h1: Mutex<Vec<(H1, Instant)>>,
     /// Idle HTTP/1.1 connections of the fast path (plain sockets it speaks HTTP/1.1 on itself).
-    raw: Mutex<Vec<(TcpStream, Instant)>>,
+    raw: Mutex<Vec<(RawConn, Instant)>>,
     /// The shared HTTP/2 connection and when it was last used.
     h2: Mutex<Option<(http2::SendRequest<RequestBody>, Instant)>>,
     /// Held while dialing HTTP/2, so a burst of first requests opens one connection, not many.
@@ -163,7 +167,7 @@ impl Pool {
 
     /// An idle fast-path connection, the most recently used first; one the peer has closed or
     /// written to meanwhile is dropped. Costs no system call unless the socket has news.
-    pub fn take_raw(&self) -> Option<TcpStream> {
+    pub fn take_raw(&self) -> Option<RawConn> {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         loop {
@@ -183,7 +187,7 @@ impl Pool {
     }
 
     /// Returns a fast-path connection whose response was read whole.
-    pub fn put_back_raw(&self, conn: TcpStream) {
+    pub fn put_back_raw(&self, conn: RawConn) {
         lock(&self.raw).push((conn, Instant::now()));
     }
 
@@ -296,7 +300,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Opens a TCP connection to an endpoint, failing after `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RawConn, SendError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| SendError::Connect(format!("{addr}: timed out after {timeout:?}")))?

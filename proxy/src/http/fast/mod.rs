@@ -19,9 +19,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::stream::Stream;
+use crate::upstream::pool::RawConn;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub use prefixed::Prefixed;
 
@@ -48,11 +49,11 @@ const BODY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What became of a connection the fast path served.
 #[derive(Debug)]
-pub enum Served {
+pub enum Served<S> {
     /// It is closed.
     Closed,
     /// hyper serves the rest of it, starting with the request the fast path routed, if it did.
-    Handoff(Prefixed, Option<Routed>),
+    Handoff(Prefixed<S>, Option<Routed>),
 }
 
 /// A request head as routing sees it.
@@ -127,9 +128,9 @@ struct Current {
 }
 
 /// A connection's buffers, reused from one request to the next.
-struct Conn<'p> {
+struct Conn<'p, S> {
     proxy: &'p Proxy,
-    client: TcpStream,
+    client: S,
     /// Bytes from the client: the current request, then anything pipelined behind it.
     inbuf: BytesMut,
     /// The client has closed its side; what is in `inbuf` is all there will be.
@@ -171,7 +172,12 @@ fn body_of(head: &RequestHead, buf: &[u8]) -> Body {
 
 /// Serves HTTP/1.1 requests on `client` until it closes or needs hyper. `late`: accepted while
 /// the proxy drains, so it serves one request and closes.
-pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late: bool) -> Served {
+pub async fn serve<S: Stream>(
+    proxy: &Proxy,
+    source: &RouteSource,
+    client: S,
+    late: bool,
+) -> Served<S> {
     let mut conn = Conn {
         proxy,
         client,
@@ -182,7 +188,7 @@ pub async fn serve(proxy: &Proxy, source: &RouteSource, client: TcpStream, late:
         down: Vec::new(),
         spans: Vec::new(),
     };
-    let handoff = |conn: Conn<'_>| Served::Handoff(Prefixed::new(conn.client, conn.inbuf), None);
+    let handoff = |conn: Conn<'_, S>| Served::Handoff(Prefixed::new(conn.client, conn.inbuf), None);
     let header_timeout = proxy.header_timeout;
     // One timer for the connection, re-armed only when it fires before a head is overdue: arming
     // a timer per request costs more than parsing the head.
@@ -342,7 +348,7 @@ impl Left {
 /// The route's timer, when it has a timeout; pinned in the request's own future, not allocated.
 type Timer<'a> = Pin<&'a mut Option<tokio::time::Sleep>>;
 
-impl Conn<'_> {
+impl<S: Stream> Conn<'_, S> {
     /// Forwards one request and its response. Whether the client connection stays open.
     async fn exchange(&mut self, req: &Current, target: Target) -> bool {
         let head = &req.head;
@@ -498,19 +504,17 @@ impl Conn<'_> {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// The client's socket is readable while a response is awaited or relayed: takes pipelined
-    /// bytes, or notices it leaving. `Ok(false)`: stop watching (enough read ahead, or the client
-    /// closed its side after sending whole requests, which are still served, as hyper does).
-    fn client_readable(&mut self, req: &Current) -> Result<bool, NoHead> {
-        match self.client.try_read_buf(&mut self.inbuf) {
+    /// What the client sent while a response is awaited or relayed: pipelined bytes, taken, or
+    /// its leaving, noticed. `Ok(false)`: stop watching (enough read ahead, or the client closed
+    /// its side after sending whole requests, which are still served, as hyper does).
+    fn client_read(&mut self, req: &Current, read: std::io::Result<usize>) -> Result<bool, NoHead> {
+        match read {
             Ok(0) if self.inbuf.len() > req.len => {
                 self.client_done = true;
                 Ok(false)
             }
-            Ok(0) => Err(NoHead::ClientGone),
+            Ok(0) | Err(_) => Err(NoHead::ClientGone),
             Ok(_) => Ok(self.inbuf.len() < READ_AHEAD),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
-            Err(_) => Err(NoHead::ClientGone),
         }
     }
 
@@ -518,7 +522,7 @@ impl Conn<'_> {
     /// that closes abandons the request.
     async fn response_head(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut RawConn,
         req: &Current,
         is_head: bool,
         mut timer: Timer<'_>,
@@ -551,8 +555,9 @@ impl Conn<'_> {
                     _ if !heard => return Err(NoHead::Stale),
                     _ => return Err(NoHead::Cut),
                 },
-                ready = self.client.readable(), if watching => {
-                    watching = ready.is_ok() && self.client_readable(req)?;
+                // Cancel-safe: a read that loses the race has read nothing.
+                read = self.client.read_buf(&mut self.inbuf), if watching => {
+                    watching = self.client_read(req, read)?;
                 }
             }
         }
@@ -564,7 +569,7 @@ impl Conn<'_> {
     async fn relay(
         &mut self,
         req: &Current,
-        mut upstream: TcpStream,
+        mut upstream: RawConn,
         relay: Relay,
         guard: InFlight,
         mut timer: Timer<'_>,
@@ -598,8 +603,8 @@ impl Conn<'_> {
                     return self.abort(resp.framing);
                 }
                 read = upstream.read_buf(&mut self.upbuf) => read,
-                ready = self.client.readable(), if watching => {
-                    match ready.map_err(|_| NoHead::ClientGone).and_then(|()| self.client_readable(req)) {
+                read = self.client.read_buf(&mut self.inbuf), if watching => {
+                    match self.client_read(req, read) {
                         Ok(more) => watching = more,
                         Err(_) => {
                             count(stats, code, Some(Flag::DownstreamClosed), started);
@@ -645,7 +650,7 @@ impl Conn<'_> {
     /// cut by itself. Always `false` (the connection is done).
     fn abort(&mut self, framing: Framing) -> bool {
         if framing == Framing::UntilClose {
-            let _ = self.client.set_zero_linger();
+            self.client.reset_on_close();
         }
         false
     }

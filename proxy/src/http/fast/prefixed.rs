@@ -7,23 +7,22 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-/// A TCP stream whose first reads return `prefix`.
+/// A stream whose first reads return `prefix`.
 #[derive(Debug)]
-pub struct Prefixed {
+pub struct Prefixed<S> {
     prefix: BytesMut,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Prefixed {
+impl<S> Prefixed<S> {
     /// `inner`, read from `prefix` first.
-    pub fn new(inner: TcpStream, prefix: BytesMut) -> Self {
+    pub fn new(inner: S, prefix: BytesMut) -> Self {
         Self { prefix, inner }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -40,7 +39,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -74,6 +73,7 @@ impl AsyncWrite for Prefixed {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn reads_the_prefix_then_the_stream() {
