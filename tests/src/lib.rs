@@ -517,3 +517,17 @@ spec: {{clusterIP: 127.41.0.9, ports: [{{name: {port_name}, port: {port}}}]}}
         dir,
     }
 }
+
+/// Service `up` (HTTP, port 80) at `upstream`, through a sidecar with the HTTP/1 fast path on
+/// (`fast`) or off (hyper for every request): the two paths that must treat requests alike.
+pub fn http1_path(upstream: SocketAddr, fast: bool) -> OneService {
+    let flag = if fast { "true" } else { "false" };
+    one_service(
+        "up",
+        80,
+        "http",
+        &[upstream.port()],
+        "",
+        &["--http1-fast-path", flag],
+    )
+}

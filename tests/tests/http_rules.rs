@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use weft_e2e::{OneService, one_service};
+use weft_e2e::OneService;
 
 /// A message as a peer saw it, its framing undone: the start line, the headers (names
 /// lowercased, in order), the body's bytes.
@@ -200,20 +200,9 @@ struct Paths {
 impl Paths {
     fn start() -> Self {
         let (upstream, seen) = recording_upstream();
-        let mesh = |fast: bool| {
-            let flag = if fast { "true" } else { "false" };
-            one_service(
-                "up",
-                80,
-                "http",
-                &[upstream.port()],
-                "",
-                &["--http1-fast-path", flag],
-            )
-        };
         Self {
-            fast: mesh(true),
-            hyper: mesh(false),
+            fast: weft_e2e::http1_path(upstream, true),
+            hyper: weft_e2e::http1_path(upstream, false),
             seen,
         }
     }

@@ -242,15 +242,7 @@ fn recorder(answer: &'static [u8]) -> (SocketAddr, std::sync::mpsc::Receiver<Str
 }
 
 fn mesh(upstream: SocketAddr, fast: bool) -> OneService {
-    let flag = if fast { "true" } else { "false" };
-    one_service(
-        "up",
-        80,
-        "http",
-        &[upstream.port()],
-        "",
-        &["--http1-fast-path", flag],
-    )
+    weft_e2e::http1_path(upstream, fast)
 }
 
 /// curl's view of one or more requests: exit code, then each response's status line, the
