@@ -6,13 +6,14 @@
 //! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout),
 //! DPE (a request breaking HTTP in a way the server library lets through).
 
+mod body;
 pub mod fast;
 mod headers;
 pub mod mirror;
 pub mod path;
+mod reply;
 pub mod rules;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use self::body::grpc_status;
+pub use self::body::{Body, BodyError, UpstreamBody};
 use crate::config::edits::HeaderEdits;
 use crate::config::rewrite::{Redirect, Rewrite};
 use crate::config::route::{DirectResponse, RequestView};
@@ -36,68 +39,12 @@ use crate::upstream::pool;
 pub use crate::upstream::MAX_HEADER_BYTES;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(rules::REQUEST_ID);
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC when the content type says so (`application/grpc`, `application/grpc+proto`, ...).
 fn protocol_of(headers: &http::HeaderMap) -> RequestProtocol {
     match headers.get(http::header::CONTENT_TYPE) {
         Some(v) if v.as_bytes().starts_with(b"application/grpc") => RequestProtocol::Grpc,
         _ => RequestProtocol::Http,
-    }
-}
-
-/// The `grpc-status` in the headers of a gRPC call, if there is a valid one. Other protocols are
-/// not asked: the lookup costs a hash per response.
-fn grpc_status(protocol: RequestProtocol, headers: &http::HeaderMap) -> Option<u8> {
-    if protocol != RequestProtocol::Grpc {
-        return None;
-    }
-    std::str::from_utf8(headers.get(GRPC_STATUS)?.as_bytes())
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Why a response body broke off: the upstream's error, or the route's timeout.
-pub use crate::upstream::body::BodyError;
-
-/// Body of every response the proxy returns: its own, or the upstream's passed through. An enum
-/// rather than a boxed trait object, so a response costs no allocation for its body.
-pub enum Body {
-    /// A reply the proxy wrote itself.
-    Local(Full<Bytes>),
-    /// An upstream's response body, streamed.
-    Upstream(UpstreamBody),
-}
-
-impl hyper::body::Body for Body {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            Self::Local(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|n: Infallible| match n {}),
-            Self::Upstream(b) => std::pin::Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Local(b) => b.is_end_stream(),
-            Self::Upstream(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Self::Local(b) => b.size_hint(),
-            Self::Upstream(b) => b.size_hint(),
-        }
     }
 }
 
@@ -150,25 +97,6 @@ fn normalize(uri: &mut http::Uri) -> Result<(), ()> {
     Ok(())
 }
 
-/// The status the proxy answers with itself for a failure it names by its `response_flags` flag.
-fn local_status(flag: Flag) -> StatusCode {
-    match flag {
-        Flag::NoRoute => StatusCode::NOT_FOUND,
-        Flag::NoCluster | Flag::NoHealthyUpstream | Flag::UpstreamConnectFailure => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        // Istio answers 502 where REGISTRY_ONLY blocks an HTTP request.
-        Flag::UpstreamReset | Flag::UpstreamProtocolError | Flag::Unregistered => {
-            StatusCode::BAD_GATEWAY
-        }
-        Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-        Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
-        Flag::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
-        // Nobody is left to answer; nginx's "client closed request", for logs only.
-        Flag::DownstreamClosed => StatusCode::from_u16(499).expect("valid status"),
-    }
-}
-
 /// How to reach a cluster's endpoints for a request that came over HTTP/2 or not.
 fn dial_for(cluster: &crate::config::Cluster, downstream_http2: bool) -> pool::Dial {
     pool::Dial {
@@ -216,76 +144,23 @@ struct Target {
     mirrors: Vec<mirror::Mirror>,
 }
 
-/// The `grpc-status` a gRPC client gets for a local reply: gRPC's own mapping of the HTTP status
-/// (doc/http-grpc-status-mapping.md), as Envoy applies it: 404 UNIMPLEMENTED, 502/503/504
-/// UNAVAILABLE.
-fn local_grpc_status(status: StatusCode) -> u8 {
-    match status.as_u16() {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
+impl Target {
+    /// Whether the HTTP/1.1 fast path may carry a request going here: every route feature
+    /// answers here, once. The fast path forwards bytes as they came, to an HTTP/1.1 upstream;
+    /// whatever changes the request (header edits, rewrites), copies it (mirrors) or speaks
+    /// another version upstream is hyper's path. The fields are named, not skipped: a new one
+    /// does not compile until it is answered.
+    fn fast_path(&self) -> bool {
+        let Self {
+            endpoint: _,
+            dial,
+            timeout: _,
+            edits,
+            rewrite,
+            mirrors,
+        } = self;
+        !dial.http2 && edits.is_none() && rewrite.is_none() && mirrors.is_empty()
     }
-}
-
-/// The status and `grpc-status` a local reply is counted with: a gRPC client's is HTTP 200.
-fn local_codes(status: StatusCode, protocol: RequestProtocol) -> (u16, Option<u8>) {
-    match protocol {
-        RequestProtocol::Grpc => (200, Some(local_grpc_status(status))),
-        RequestProtocol::Http => (status.as_u16(), None),
-    }
-}
-
-/// The proxy's own answer to a failure. A gRPC client gets a trailers-only response (HTTP 200,
-/// `grpc-status`, `grpc-message`), which its library turns into a status code and message; anyone
-/// else gets the HTTP status and a line of text.
-fn local_reply(flag: Flag, protocol: RequestProtocol) -> Response<Body> {
-    let direct = DirectResponse {
-        status: local_status(flag),
-        body: Bytes::from_static(flag.describe().as_bytes()),
-    };
-    answer(&direct, Some(flag), protocol)
-}
-
-/// An answer of the proxy's own, as [`local_reply`] describes it; `flag` says why, when it is a
-/// failure.
-fn answer(
-    direct: &DirectResponse,
-    flag: Option<Flag>,
-    protocol: RequestProtocol,
-) -> Response<Body> {
-    let mut reply = Response::builder();
-    if let Some(flag) = flag {
-        reply = reply.header("x-weft-reason", flag.as_str());
-        if matches!(
-            flag,
-            Flag::DownstreamProtocolError | Flag::UnsupportedTransferCoding
-        ) {
-            // A client that broke HTTP once is not trusted with the rest of the connection.
-            reply = reply.header(http::header::CONNECTION, "close");
-        }
-    }
-    if protocol == RequestProtocol::Grpc {
-        let grpc = local_grpc_status(direct.status);
-        let message = String::from_utf8_lossy(direct.body.trim_ascii_end());
-        let message = HeaderValue::try_from(message.as_ref())
-            .unwrap_or_else(|_| HeaderValue::from_static("local reply"));
-        return reply
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(GRPC_STATUS, u16::from(grpc))
-            .header("grpc-message", message)
-            .body(Body::Local(Full::new(Bytes::new())))
-            .expect("static parts are valid");
-    }
-    if !direct.body.is_empty() {
-        reply = reply.header(http::header::CONTENT_TYPE, "text/plain");
-    }
-    reply
-        .status(direct.status)
-        .body(Body::Local(Full::new(direct.body.clone())))
-        .expect("static parts are valid")
 }
 
 /// Answers `101 Switching Protocols` downstream and, once both sides have switched, copies bytes
@@ -393,7 +268,7 @@ impl Proxy {
                 let authority = routed_authority(authority.as_ref(), host.as_ref());
                 let seen = (method.as_str(), authority, path);
                 self.count_local(&failure, protocol, seen, started);
-                let mut reply = local_reply(failure.0, protocol);
+                let mut reply = reply::for_failure(failure.0, protocol);
                 if let Some(e) = &edits {
                     e.response.apply(reply.headers_mut());
                 }
@@ -515,14 +390,14 @@ impl Proxy {
         (method, authority, path): (&str, &str, &str),
         (protocol, started): (RequestProtocol, Instant),
     ) -> Response<Body> {
-        let mut reply = answer(direct, flag, protocol);
+        let mut reply = reply::response(direct, flag, protocol);
         if let Some(e) = edits {
             e.response.apply(reply.headers_mut());
         }
         if let Some(flag) = flag {
             tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", direct.status.as_u16());
         }
-        let (code, grpc_status) = local_codes(direct.status, protocol);
+        let (code, grpc_status) = reply::codes(direct.status, protocol);
         let outcome = Outcome {
             protocol,
             code,
@@ -542,8 +417,8 @@ impl Proxy {
         (method, authority, path): (&str, &str, &str),
         started: Instant,
     ) {
-        let (code, grpc_status) = local_codes(local_status(*flag), protocol);
-        tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", local_status(*flag).as_u16());
+        let (code, grpc_status) = reply::codes(reply::status(*flag), protocol);
+        tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", reply::status(*flag).as_u16());
         let outcome = Outcome {
             protocol,
             code,
@@ -866,102 +741,6 @@ impl Drop for Unanswered<'_> {
                 flag: Some(Flag::DownstreamClosed),
             };
             self.stats.record(outcome, self.started.elapsed());
-        }
-    }
-}
-
-/// A response body on its way downstream. Holds the endpoint busy until the body is done, then
-/// gives an HTTP/1.1 connection back to the pool and counts the request; a body dropped before
-/// its end takes the connection with it (it cannot carry another request) and is counted with
-/// the `DC` flag.
-pub struct UpstreamBody {
-    inner: Incoming,
-    guard: crate::balance::InFlight,
-    conn: Option<pool::H1>,
-    /// The outcome so far and when the request started; taken when counted.
-    pending: Option<(Outcome, Instant)>,
-    /// When the route's timeout cuts the response off.
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl UpstreamBody {
-    fn done(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.guard.endpoint().pool.put_back(conn);
-        }
-        self.count(None);
-    }
-
-    fn count(&mut self, flag: Option<Flag>) {
-        if let Some((mut outcome, started)) = self.pending.take() {
-            outcome.flag = flag;
-            self.guard
-                .endpoint()
-                .stats
-                .record(outcome, started.elapsed());
-        }
-    }
-}
-
-impl hyper::body::Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
-        if let Some(d) = self.deadline.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
-            self.deadline = None;
-            self.count(Some(Flag::UpstreamTimeout));
-            // Dropping the connection with the unfinished body is what cancels the upstream.
-            self.conn = None;
-            return std::task::Poll::Ready(Some(Err("route timeout expired mid-response".into())));
-        }
-        let polled = std::pin::Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(BodyError::from);
-        match &polled {
-            std::task::Poll::Ready(None) => self.done(),
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some((outcome, _)) = &mut self.pending {
-                        outcome.grpc_status =
-                            grpc_status(outcome.protocol, trailers).or(outcome.grpc_status);
-                    }
-                    // Trailers end a message; servers stop polling after them.
-                    self.done();
-                }
-            }
-            std::task::Poll::Ready(Some(Err(_))) => self.count(Some(Flag::UpstreamReset)),
-            std::task::Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // The server stops polling once `is_end_stream` says so, or once a body of known length
-        // has been sent whole (before an HTTP/2 upstream's END_STREAM arrives): both are complete.
-        // Only a complete HTTP/1.1 message frees its connection for another request.
-        if hyper::body::Body::is_end_stream(&self.inner) {
-            self.done();
-        } else if hyper::body::Body::size_hint(&self.inner).exact() == Some(0) {
-            self.conn = None;
-            self.count(None);
-        } else {
-            self.count(Some(Flag::DownstreamClosed));
         }
     }
 }

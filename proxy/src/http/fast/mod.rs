@@ -27,7 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use prefixed::Prefixed;
 
 use self::parse::{Framing, Parsed, RequestHead, Response, ResponseHead, Span};
-use super::{Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target, local_status};
+use super::reply::write_http1;
+use super::{Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target};
 use crate::balance::InFlight;
 use crate::config::route::RequestView;
 use crate::metrics::{DestStats, Flag, Outcome, RequestProtocol};
@@ -272,14 +273,7 @@ pub async fn serve<S: Stream>(
             proxy.target(source, view.str(&head.host), &view, false)
         };
         let target = match target {
-            Ok(Decision::Forward(t))
-                if !t.dial.http2
-                    && t.edits.is_none()
-                    && t.rewrite.is_none()
-                    && t.mirrors.is_empty() =>
-            {
-                t
-            }
+            Ok(Decision::Forward(t)) if t.fast_path() => t,
             // hyper's path answers routing failures and redirects, speaks HTTP/2 upstream, edits
             // headers and URLs, and mirrors.
             decided => {
@@ -671,7 +665,7 @@ impl<S: Stream> Conn<'_, S> {
             req.started,
         );
         let is_head = req.head.is_head(&self.inbuf);
-        local_response(&mut self.down, flag, flag.describe(), req.close, is_head);
+        write_http1(&mut self.down, flag, flag.describe(), req.close, is_head);
         self.client.write_all(&self.down).await.is_ok() && !req.close
     }
 
@@ -701,7 +695,7 @@ impl<S: Stream> Conn<'_, S> {
                 .count_local(&(flag, None), RequestProtocol::Http, seen, started);
         }
         let why = "bad request: both content-length and transfer-encoding\n";
-        local_response(&mut self.down, flag, why, true, false);
+        write_http1(&mut self.down, flag, why, true, false);
         if self.client.write_all(&self.down).await.is_err() || self.client.shutdown().await.is_err()
         {
             return;
@@ -717,25 +711,6 @@ impl<S: Stream> Conn<'_, S> {
         })
         .await;
     }
-}
-
-/// Writes the proxy's own answer for `flag` into `out`: its status, the reason, `body` (left out
-/// for HEAD, whatever the length says), and whether the connection closes after it.
-fn local_response(out: &mut Vec<u8>, flag: Flag, body: &str, close: bool, is_head: bool) {
-    let status = local_status(flag);
-    out.clear();
-    let _ = std::io::Write::write_fmt(
-        out,
-        format_args!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-weft-reason: {}\r\ncontent-length: {}\r\n{}\r\n{}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or_default(),
-            flag.as_str(),
-            body.len(),
-            if close { "connection: close\r\n" } else { "" },
-            if is_head { "" } else { body },
-        ),
-    );
 }
 
 /// How long a refused client's further bytes are read and dropped before its connection closes.
