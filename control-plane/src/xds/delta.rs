@@ -9,21 +9,22 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 use weft_proto::xds::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as XdsResource,
 };
 
-use super::view::NodeView;
-use super::{StreamCtx, Subscription};
-use crate::translate::{Client, Resource, ResourceType};
+use super::stream::{self, Variant, first_request};
+use super::{Snapshot, SnapshotRx, Subscription};
+use crate::translate::{Resource, ResourceType};
+
+/// A delta stream: its per-type state, answering in `DeltaDiscoveryResponse`s.
+pub(super) type Stream = stream::Stream<TypeState, DeltaDiscoveryResponse>;
 
 /// Encoded resource bytes per response, well under gRPC's default 4 MiB receive limit.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Default)]
-struct TypeState {
+pub(super) struct TypeState {
     sub: Option<Subscription>,
     /// Name -> version the client holds (or was last sent).
     known: HashMap<String, String>,
@@ -51,79 +52,15 @@ const REMOVAL_ORDER: [ResourceType; 4] = [
     ResourceType::Endpoint,
 ];
 
-struct Stream {
-    ctx: StreamCtx,
-    node: Option<String>,
-    view: NodeView,
-    types: [TypeState; 4],
-    nonce: u64,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-}
+impl Variant for Stream {
+    type Request = DeltaDiscoveryRequest;
+    const NAME: &'static str = "delta";
 
-pub(super) async fn run(
-    ctx: StreamCtx,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) {
-    let mut snapshots = ctx.server.snapshots.clone();
-    let mut s = Stream {
-        ctx,
-        node: None,
-        view: NodeView::default(),
-        types: Default::default(),
-        nonce: 0,
-        tx,
-    };
-    let mut snapshots_open = true;
-    loop {
-        let ok = tokio::select! {
-            req = requests.message() => match req {
-                Ok(Some(req)) => s.on_request(req, &mut snapshots).await,
-                Ok(None) => false,
-                Err(status) => {
-                    tracing::debug!(%status, "delta stream ended");
-                    false
-                }
-            },
-            changed = snapshots.changed(), if snapshots_open => {
-                if changed.is_err() {
-                    // The snapshot builder is gone: keep serving what this stream has.
-                    snapshots_open = false;
-                    true
-                } else {
-                    let snap = snapshots.borrow_and_update().clone();
-                    s.on_snapshot(snap).await
-                }
-            }
-        };
-        if !ok {
-            return;
-        }
-    }
-}
-
-impl Stream {
-    fn node(&self) -> &str {
-        self.node.as_deref().unwrap_or_default()
-    }
-
-    async fn on_request(
-        &mut self,
-        req: DeltaDiscoveryRequest,
-        snapshots: &mut super::SnapshotRx,
-    ) -> bool {
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest, snapshots: &mut SnapshotRx) -> bool {
         if self.node.is_none() {
-            let node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-            self.node = Some(node.clone());
-            if let Some(first) = ResourceType::from_type_url(&req.type_url) {
-                let wildcard = req.resource_names_subscribe.is_empty()
-                    || req.resource_names_subscribe.iter().any(|n| n == "*");
-                self.view = NodeView::new(Client::of(req.node.as_ref(), first, wildcard));
-            }
-            let snap = snapshots.borrow_and_update().clone();
-            if let Some(snap) = snap {
-                self.view.update(&snap, &node);
-            }
+            let names = &req.resource_names_subscribe;
+            let (node, view) = first_request(req.node.as_ref(), &req.type_url, names, snapshots);
+            (self.node, self.view) = (Some(node), view);
             self.ctx.set_node(self.node(), self.view.generation());
         }
         let Some(t) = ResourceType::from_type_url(&req.type_url) else {
@@ -219,7 +156,7 @@ impl Stream {
             .await
     }
 
-    async fn on_snapshot(&mut self, snap: Option<Arc<super::Snapshot>>) -> bool {
+    async fn on_snapshot(&mut self, snap: Option<Arc<Snapshot>>) -> bool {
         let (Some(snap), Some(node)) = (snap, self.node.clone()) else {
             return true;
         };
@@ -267,7 +204,9 @@ impl Stream {
         }
         true
     }
+}
 
+impl Stream {
     /// Sends what differs between the view and the client for `names` (all names when `None`):
     /// the `part` of it asked for. Names in `forced` are sent even if the client holds them.
     async fn push(

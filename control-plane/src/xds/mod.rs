@@ -11,6 +11,7 @@ mod delta;
 pub mod metrics;
 pub mod snapshot;
 mod sotw;
+mod stream;
 pub mod view;
 
 use std::collections::BTreeSet;
@@ -214,7 +215,9 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let ctx = self.open("sotw", request.remote_addr());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(sotw::run(ctx, request.into_inner(), tx));
+        let snapshots = ctx.server.snapshots.clone();
+        let stream = sotw::Stream::new(ctx, tx);
+        tokio::spawn(stream::run(stream, request.into_inner(), snapshots));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -224,7 +227,9 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let ctx = self.open("delta", request.remote_addr());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(delta::run(ctx, request.into_inner(), tx));
+        let snapshots = ctx.server.snapshots.clone();
+        let stream = delta::Stream::new(ctx, tx);
+        tokio::spawn(stream::run(stream, request.into_inner(), snapshots));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

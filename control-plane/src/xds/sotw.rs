@@ -13,16 +13,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 use weft_proto::xds::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
-use super::view::{Changed, NodeView};
-use super::{StreamCtx, Subscription, digest};
-use crate::translate::{Client, Resource, ResourceType};
+use super::stream::{self, Variant, first_request};
+use super::view::Changed;
+use super::{Snapshot, SnapshotRx, Subscription, digest};
+use crate::translate::{Resource, ResourceType};
+
+/// A sotw stream: its per-type state, answering in `DiscoveryResponse`s.
+pub(super) type Stream = stream::Stream<TypeState, DiscoveryResponse>;
 
 #[derive(Debug, Default)]
-struct TypeState {
+pub(super) struct TypeState {
     sub: Option<Subscription>,
     /// Version of the last response sent (or the client's, after a reconnect, when equal).
     version: Option<String>,
@@ -34,83 +36,17 @@ struct TypeState {
     sent: Vec<Arc<Resource>>,
 }
 
-struct Stream {
-    ctx: StreamCtx,
-    node: Option<String>,
-    view: NodeView,
-    types: [TypeState; 4],
-    nonce: u64,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-}
-
-pub(super) async fn run(
-    ctx: StreamCtx,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut snapshots = ctx.server.snapshots.clone();
-    let mut s = Stream {
-        ctx,
-        node: None,
-        view: NodeView::default(),
-        types: Default::default(),
-        nonce: 0,
-        tx,
-    };
-    let mut snapshots_open = true;
-    loop {
-        let ok = tokio::select! {
-            req = requests.message() => match req {
-                Ok(Some(req)) => s.on_request(req, &mut snapshots).await,
-                Ok(None) => false,
-                Err(status) => {
-                    tracing::debug!(%status, "sotw stream ended");
-                    false
-                }
-            },
-            changed = snapshots.changed(), if snapshots_open => {
-                if changed.is_err() {
-                    // The snapshot builder is gone: keep serving what this stream has.
-                    snapshots_open = false;
-                    true
-                } else {
-                    let snap = snapshots.borrow_and_update().clone();
-                    s.on_snapshot(snap).await
-                }
-            }
-        };
-        if !ok {
-            return;
-        }
-    }
-}
-
-impl Stream {
-    fn node(&self) -> &str {
-        self.node.as_deref().unwrap_or_default()
-    }
+impl Variant for Stream {
+    type Request = DiscoveryRequest;
+    const NAME: &'static str = "sotw";
 
     /// Handles one request; false ends the stream.
-    async fn on_request(
-        &mut self,
-        req: DiscoveryRequest,
-        snapshots: &mut super::SnapshotRx,
-    ) -> bool {
+    async fn on_request(&mut self, req: DiscoveryRequest, snapshots: &mut SnapshotRx) -> bool {
         if self.node.is_none() {
-            let node = req.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-            self.node = Some(node.clone());
-            if let Some(first) = ResourceType::from_type_url(&req.type_url) {
-                let wildcard =
-                    req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*");
-                self.view = NodeView::new(Client::of(req.node.as_ref(), first, wildcard));
-            }
-            let snap = snapshots.borrow_and_update().clone();
-            if let Some(snap) = snap {
-                self.view.update(&snap, &node);
-                self.ctx.set_node(self.node(), self.view.generation());
-            } else {
-                self.ctx.set_node(self.node(), 0);
-            }
+            let names = &req.resource_names;
+            let (node, view) = first_request(req.node.as_ref(), &req.type_url, names, snapshots);
+            (self.node, self.view) = (Some(node), view);
+            self.ctx.set_node(self.node(), self.view.generation());
         }
         let Some(t) = ResourceType::from_type_url(&req.type_url) else {
             self.ctx.record_unknown_type(self.node(), &req.type_url);
@@ -171,7 +107,7 @@ impl Stream {
         true
     }
 
-    async fn on_snapshot(&mut self, snap: Option<Arc<super::Snapshot>>) -> bool {
+    async fn on_snapshot(&mut self, snap: Option<Arc<Snapshot>>) -> bool {
         let (Some(snap), Some(node)) = (snap, self.node.clone()) else {
             return true;
         };
@@ -208,7 +144,9 @@ impl Stream {
                 .respond(ResourceType::Cluster, Some(snap.published), &[], false)
                 .await
     }
+}
 
+impl Stream {
     /// What the client holds of `t` and the view no longer has: resources this update removes.
     fn dropped(&self, t: ResourceType) -> Vec<Arc<Resource>> {
         self.types[t.index()]
