@@ -58,16 +58,26 @@ pub async fn choose(
     }
 }
 
-/// Serves one accepted connection with `handler`. `detected` is what protocol detection saw, if
-/// it ran; an HTTP connection is otherwise sniffed here, so HTTP/1 and HTTP/2 each get their own
-/// server rather than one that re-checks the version on every read. `pinned`: the endpoint the
-/// connection must go to, not one the balancer picks (a headless Service's pod).
+/// What a listener learned of a connection before handing it to [`serve_connection`]; where
+/// the peer's identity will go once connections between sidecars are mTLS.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// What protocol detection saw, if it ran; an HTTP connection is otherwise sniffed in
+    /// [`serve_http`], so HTTP/1 and HTTP/2 each get their own server rather than one that
+    /// re-checks the version on every read.
+    pub detected: Option<Detected>,
+    /// The endpoint the connection must go to, with the cluster it belongs to, rather than one
+    /// the balancer picks (a headless Service's pod, an inbound connection's pod address).
+    pub pinned: Option<(SocketAddr, String)>,
+}
+
+/// Serves one accepted connection with `handler`.
 pub async fn serve_connection(
     store: Arc<Store>,
     proxy: Proxy,
     handler: Handler,
     stream: TcpStream,
-    (detected, pinned): (Option<Detected>, Option<(SocketAddr, String)>),
+    Accepted { detected, pinned }: Accepted,
 ) {
     let _ = stream.set_nodelay(true);
     let source = match handler {

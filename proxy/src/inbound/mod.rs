@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::http::Proxy;
 use crate::outbound::capture::{Direction, accept_redirected};
-use crate::serve::{choose, serve_connection};
+use crate::serve::{Accepted, choose, serve_connection};
 use crate::store::Store;
 
 /// Accepts redirected inbound connections until the proxy stops.
@@ -45,7 +45,8 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                 if let Some((handler, detected)) =
                     choose(&stream, protocol, handler, Some(fallback), sniffing).await
                 {
-                    serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
+                    let accepted = Accepted { detected, pinned };
+                    serve_connection(store, proxy, handler, stream, accepted).await;
                 }
             }
         },

@@ -188,7 +188,8 @@ async fn handle(
     if let Some((handler, detected)) =
         crate::serve::choose(&stream, listener.protocol, handler, fallback, sniffing).await
     {
-        crate::serve::serve_connection(store, proxy, handler, stream, (detected, pinned)).await;
+        let accepted = crate::serve::Accepted { detected, pinned };
+        crate::serve::serve_connection(store, proxy, handler, stream, accepted).await;
     }
 }
 

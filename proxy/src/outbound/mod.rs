@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::http::Proxy;
-use crate::serve::{choose, serve_connection};
+use crate::serve::{Accepted, choose, serve_connection};
 use crate::store::Store;
 
 /// Accepts on an explicit (outbound) listener for as long as the proxy runs: an app still
@@ -42,7 +42,11 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
             if let Some((handler, detected)) =
                 choose(&stream, protocol, handler, fallback, sniffing).await
             {
-                serve_connection(store, proxy, handler, stream, (detected, None)).await;
+                let accepted = Accepted {
+                    detected,
+                    pinned: None,
+                };
+                serve_connection(store, proxy, handler, stream, accepted).await;
             }
         });
     }
