@@ -2,21 +2,10 @@
 //! hyper's path (`mod.rs`, `headers.rs`, `pool.rs`, header maps) each call these, so a rule
 //! cannot drift between them. `tests/tests/http_rules.rs` sends one corpus through both.
 
-/// Headers meant for one hop only (RFC 9110 §7.6.1), never forwarded as they came. `te` is
-/// here too: of it only `trailers` goes on ([`te_keeps_trailers`]).
-pub const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Whether a header name (any case) is hop-by-hop. A length switch first: most names are
-/// ruled out without comparing a byte.
+/// Whether a header name (any case) is meant for one hop only (RFC 9110 §7.6.1), never
+/// forwarded as it came. `te` is among them: of it only `trailers` goes on
+/// ([`te_keeps_trailers`]). A length switch first: most names are ruled out without comparing
+/// a byte.
 pub fn is_hop_by_hop(name: &str) -> bool {
     let is = |s: &str| name.eq_ignore_ascii_case(s);
     match name.len() {
@@ -57,7 +46,17 @@ mod tests {
 
     #[test]
     fn hop_by_hop_names_are_found_in_any_case_and_nothing_else() {
-        for name in HOP_BY_HOP {
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        for name in hop_by_hop {
             assert!(is_hop_by_hop(name), "{name}");
             assert!(is_hop_by_hop(&name.to_ascii_uppercase()), "{name}");
         }

@@ -227,9 +227,7 @@ impl Reflector {
                         );
                     }
                     if !ready || !reader.state().is_empty() {
-                        clear(&mut writer);
-                        ready = true;
-                        let _ = self.changes.try_send(());
+                        self.clear(&mut writer, &mut ready);
                     }
                 }
                 // Before the first mesh, a kind weft may not read (a role from an older
@@ -241,9 +239,7 @@ impl Reflector {
                         format!("may not be listed (403: {message}); grant list and watch on it"),
                     );
                     if !ready {
-                        clear(&mut writer);
-                        ready = true;
-                        let _ = self.changes.try_send(());
+                        self.clear(&mut writer, &mut ready);
                     }
                 }
                 // At the start, asked again a few times before the kind is read as empty: a
@@ -256,9 +252,7 @@ impl Reflector {
                     }
                     self.stale(&kind, format!("cannot tell whether it is served: {e}"));
                     if !ready {
-                        clear(&mut writer);
-                        ready = true;
-                        let _ = self.changes.try_send(());
+                        self.clear(&mut writer, &mut ready);
                     }
                 }
             }
@@ -330,6 +324,15 @@ impl Reflector {
         }
     }
 
+    /// Empties the store and makes it ready (the kind is read as having no objects), and
+    /// signals the change.
+    fn clear<K: Kind>(&self, writer: &mut reflector::store::Writer<Lenient<K>>, ready: &mut bool) {
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        *ready = true;
+        let _ = self.changes.try_send(());
+    }
+
     /// Marks `kind` stale (its last objects stay in force), saying so when it was not already.
     fn stale(&self, kind: &str, why: String) {
         let since = match self.status.sync(kind) {
@@ -367,10 +370,4 @@ fn apply<K: Kind>(
     };
     writer.apply_watcher_event(&event);
     changed
-}
-
-/// Empties the store (and makes it ready): the kind is read as having no objects.
-fn clear<K: Kind>(writer: &mut reflector::store::Writer<Lenient<K>>) {
-    writer.apply_watcher_event(&Event::Init);
-    writer.apply_watcher_event(&Event::InitDone);
 }
