@@ -665,19 +665,25 @@ impl Proxy {
             return Ok(switch_protocols(resp, downstream_upgrade, (guard, open)));
         }
         let (mut parts, body) = resp.into_parts();
-        if headers::other_transfer_coding(&parts.headers) {
-            // Chunked is decoded here and sent on in this hop's own framing; any other coding
-            // would reach the client without its name.
-            return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
+        // The framing rule the fast path keeps too: chunked is decoded here and sent on in this
+        // hop's own framing; any other coding would reach the client without its name.
+        match rules::response_framing(&parts.headers, parts.version == Version::HTTP_10) {
+            Ok(framed) => {
+                if !framed.reusable {
+                    conn = None;
+                }
+                match framed.length_header {
+                    rules::LengthHeader::AsSent => {}
+                    rules::LengthHeader::Dropped => {
+                        parts.headers.remove(http::header::CONTENT_LENGTH);
+                    }
+                    rules::LengthHeader::Restated(n) => {
+                        parts.headers.insert(http::header::CONTENT_LENGTH, n.into());
+                    }
+                }
+            }
+            Err(_) => return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone()))),
         }
-        if parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-            && parts.headers.remove(http::header::CONTENT_LENGTH).is_some()
-        {
-            // RFC 9112 §6.3: the length is not forwarded, and a connection that framed a message
-            // twice (a smuggling shape) carries no other.
-            conn = None;
-        }
-        restate_length(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(e) = &edits {
             e.response.apply(&mut parts.headers);
@@ -703,26 +709,6 @@ impl Proxy {
     }
 }
 
-/// A length stated more than once (`Content-Length: 5, 5`, or two equal lines, which hyper's
-/// client accepts) goes on as one value (RFC 9110 §8.6), as the fast path restates it.
-fn restate_length(headers: &mut http::HeaderMap) {
-    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return;
-    };
-    if lengths.next().is_none() && !first.as_bytes().contains(&b',') {
-        return;
-    }
-    let one = first
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| HeaderValue::from_str(v.trim()).ok());
-    if let Some(one) = one {
-        headers.insert(http::header::CONTENT_LENGTH, one);
-    }
-}
-
 /// Records a request the client abandoned before its response began, unless disarmed.
 struct Unanswered<'a> {
     stats: &'a DestStats,
@@ -741,24 +727,6 @@ impl Drop for Unanswered<'_> {
                 flag: Some(Flag::DownstreamClosed),
             };
             self.stats.record(outcome, self.started.elapsed());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_length_stated_twice_goes_on_as_one() {
-        for stated in [&["5, 5"][..], &["5", "5"], &["5,5"]] {
-            let mut h = http::HeaderMap::new();
-            for v in stated {
-                h.append(http::header::CONTENT_LENGTH, HeaderValue::from_static(v));
-            }
-            restate_length(&mut h);
-            let all: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
-            assert_eq!(all, ["5"], "{stated:?}");
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::http::{MAX_HEADER_BYTES, rules};
+use crate::http::MAX_HEADER_BYTES;
+use crate::http::rules::{self, digits, tokens};
 
 /// Most header lines in one head, as hyper's default; more goes to hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
@@ -112,14 +113,6 @@ fn offset(buf: &[u8], part: &[u8]) -> usize {
 fn range(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = offset(buf, part);
     start..start + part.len()
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
 }
 
 /// A request target the fast path forwards as is: origin-form of URI characters only (RFC 3986
@@ -231,14 +224,6 @@ pub fn request(buf: &[u8], kept: &mut Vec<Span>) -> Parsed<RequestHead> {
     })
 }
 
-/// A `Content-Length` value: digits only (no sign, no list), as RFC 9110 §8.6 has it.
-fn digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
 /// How a message body ends (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Framing {
@@ -313,8 +298,8 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
     };
     // HTTP/1.0 closes unless told otherwise; it is simplest not to reuse it at all.
     let mut reusable = version == 1;
-    let (mut length, mut chunked) = (None::<u64>, false);
-    let (mut named, mut lengths, mut listed) = (false, 0, false);
+    let mut stated = rules::ResponseFraming::default();
+    let mut named = false;
     for h in resp.headers.iter() {
         let value = h.value.trim_ascii();
         match name_of(h.name) {
@@ -329,34 +314,8 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
                 continue;
             }
             Name::HopByHop | Name::Te | Name::Upgrade => continue,
-            Name::TransferEncoding => {
-                // Chunked once, and nothing else, as Envoy insists: hyper's side cannot relay
-                // other codings, and a body they would frame by closing is a guess.
-                for t in tokens(value) {
-                    if chunked || !t.eq_ignore_ascii_case(b"chunked") {
-                        return Err("unsupported transfer coding");
-                    }
-                    chunked = true;
-                }
-                if !chunked {
-                    return Err("unsupported transfer coding");
-                }
-            }
-            Name::ContentLength => {
-                // Anything but bare digits (a list, a stray comma) is restated as one number.
-                listed |= !value.iter().all(u8::is_ascii_digit);
-                if tokens(value).next().is_none() {
-                    return Err("invalid content-length");
-                }
-                for t in tokens(value) {
-                    let n = digits(t).ok_or("invalid content-length")?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err("conflicting content-length");
-                    }
-                    length = Some(n);
-                    lengths += 1;
-                }
-            }
+            Name::TransferEncoding => stated.transfer_encoding(value)?,
+            Name::ContentLength => stated.content_length(value)?,
             _ => {}
         }
         kept.push(Span {
@@ -364,15 +323,14 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
             value: range(buf, value),
         });
     }
-    if chunked && version == 0 {
-        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-        return Err("transfer-encoding in an HTTP/1.0 response");
-    }
-    let restate = !chunked && (lengths > 1 || listed);
-    if chunked && length.is_some() || restate {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must not be forwarded;
-        // a connection that framed a message twice (a smuggling shape) carries no other.
-        reusable &= !chunked;
+    let rules::Framed {
+        chunked,
+        length,
+        length_header,
+        reusable: framed_once,
+    } = stated.finish(version == 0)?;
+    reusable &= framed_once;
+    if length_header != rules::LengthHeader::AsSent {
         kept.retain(|s| name_of(str_at(buf, &s.name)) != Name::ContentLength);
     }
     if named {
@@ -405,7 +363,10 @@ pub fn response(buf: &[u8], head: bool, kept: &mut Vec<Span>) -> Result<Response
         reason,
         framing,
         reusable,
-        restated_length: length.filter(|_| restate),
+        restated_length: match length_header {
+            rules::LengthHeader::Restated(n) => Some(n),
+            _ => None,
+        },
     }))
 }
 
