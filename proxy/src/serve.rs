@@ -98,8 +98,7 @@ pub async fn serve_connection(
                 .filter(|(_, own)| own == cluster)
                 .map(|(addr, _)| addr);
             if let Err(e) =
-                crate::tcp::forward(&store, (cluster, pinned), stream, (idle_timeout, refused))
-                    .await
+                crate::tcp::forward(&store, cluster, pinned, stream, idle_timeout, refused).await
             {
                 tracing::debug!(cluster, "tcp forward ended: {e}");
             }

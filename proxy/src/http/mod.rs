@@ -168,7 +168,8 @@ impl Target {
 fn switch_protocols(
     mut resp: Response<Incoming>,
     downstream: Option<hyper::upgrade::OnUpgrade>,
-    (guard, open): (crate::balance::InFlight, crate::drain::Open),
+    guard: crate::balance::InFlight,
+    open: crate::drain::Open,
 ) -> Response<Body> {
     let upstream = hyper::upgrade::on(&mut resp);
     // The tunnel outlives the HTTP connection it came from: a drain waits for it too.
@@ -248,8 +249,10 @@ impl Proxy {
         req: Request<Incoming>,
         routed: Option<Routed>,
     ) -> Response<Body> {
-        let started = Instant::now();
-        let protocol = protocol_of(req.headers());
+        let counting = Counting {
+            protocol: protocol_of(req.headers()),
+            started: Instant::now(),
+        };
         // Kept for the log line of a local reply; path and host share the request's buffer, no
         // copy.
         let (method, path) = (req.method().clone(), req.uri().path_and_query().cloned());
@@ -259,16 +262,20 @@ impl Proxy {
         // answers too, as Envoy's router applies them.
         let mut edits = None;
         match self
-            .forward(source, req, (routed, &mut edits), started, protocol)
+            .forward(source, req, routed, &mut edits, counting)
             .await
         {
             Ok(resp) => resp,
             Err(failure) => {
                 let path = path.as_ref().map_or("/", |p| p.path());
                 let authority = routed_authority(authority.as_ref(), host.as_ref());
-                let seen = (method.as_str(), authority, path);
-                self.count_local(&failure, protocol, seen, started);
-                let mut reply = reply::for_failure(failure.0, protocol);
+                let asked = Asked {
+                    method: method.as_str(),
+                    authority,
+                    path,
+                };
+                self.count_local(&failure, asked, counting);
+                let mut reply = reply::for_failure(failure.0, counting.protocol);
                 if let Some(e) = &edits {
                     e.response.apply(reply.headers_mut());
                 }
@@ -350,10 +357,11 @@ impl Proxy {
     /// counted as a response without a destination.
     fn redirect(
         &self,
-        (redirect, edits): (&Redirect, Option<&HeaderEdits>),
+        redirect: &Redirect,
+        edits: Option<&HeaderEdits>,
         authority: &str,
         path_and_query: &str,
-        (protocol, started): (RequestProtocol, Instant),
+        Counting { protocol, started }: Counting,
     ) -> Response<Body> {
         let location = redirect.location("http", authority, path_and_query);
         let mut reply = Response::builder()
@@ -387,8 +395,12 @@ impl Proxy {
         &self,
         (direct, flag): (&DirectResponse, Option<Flag>),
         edits: Option<&HeaderEdits>,
-        (method, authority, path): (&str, &str, &str),
-        (protocol, started): (RequestProtocol, Instant),
+        Asked {
+            method,
+            authority,
+            path,
+        }: Asked<'_>,
+        Counting { protocol, started }: Counting,
     ) -> Response<Body> {
         let mut reply = reply::response(direct, flag, protocol);
         if let Some(e) = edits {
@@ -413,9 +425,12 @@ impl Proxy {
     fn count_local(
         &self,
         (flag, stats): &Failure,
-        protocol: RequestProtocol,
-        (method, authority, path): (&str, &str, &str),
-        started: Instant,
+        Asked {
+            method,
+            authority,
+            path,
+        }: Asked<'_>,
+        Counting { protocol, started }: Counting,
     ) {
         let (code, grpc_status) = reply::codes(reply::status(*flag), protocol);
         tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", reply::status(*flag).as_u16());
@@ -435,10 +450,11 @@ impl Proxy {
         &self,
         source: &RouteSource,
         req: Request<Incoming>,
-        (routed, route_edits): (Option<Routed>, &mut Option<Arc<HeaderEdits>>),
-        started: Instant,
-        protocol: RequestProtocol,
+        routed: Option<Routed>,
+        route_edits: &mut Option<Arc<HeaderEdits>>,
+        counting: Counting,
     ) -> Result<Response<Body>, Failure> {
+        let Counting { protocol, started } = counting;
         let (mut parts, body) = req.into_parts();
         // CONNECT tunnels only where a route says so (Envoy's `connect_matcher`), which weft's
         // routes never do: as in Envoy, it matches no route.
@@ -490,13 +506,15 @@ impl Proxy {
             Decision::Forward(t) => t,
             Decision::Redirect(r, edits) => {
                 let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                let seen = (&*r, edits.as_deref());
-                return Ok(self.redirect(seen, authority, pq, (protocol, started)));
+                return Ok(self.redirect(&r, edits.as_deref(), authority, pq, counting));
             }
             Decision::Direct(d, flag, edits) => {
-                let seen = (parts.method.as_str(), authority, parts.uri.path());
-                let answer = (&d, flag);
-                return Ok(self.direct(answer, edits.as_deref(), seen, (protocol, started)));
+                let asked = Asked {
+                    method: parts.method.as_str(),
+                    authority,
+                    path: parts.uri.path(),
+                };
+                return Ok(self.direct((&d, flag), edits.as_deref(), asked, counting));
             }
         };
 
@@ -662,7 +680,7 @@ impl Proxy {
             }
             endpoint.stats.record(outcome, started.elapsed());
             let open = self.drain.open();
-            return Ok(switch_protocols(resp, downstream_upgrade, (guard, open)));
+            return Ok(switch_protocols(resp, downstream_upgrade, guard, open));
         }
         let (mut parts, body) = resp.into_parts();
         // The framing rule the fast path keeps too: chunked is decoded here and sent on in this
@@ -707,6 +725,30 @@ impl Proxy {
         };
         Ok(Response::from_parts(parts, Body::Upstream(body)))
     }
+}
+
+/// A request as it is counted: its protocol and when it began.
+#[derive(Clone, Copy)]
+struct Counting {
+    protocol: RequestProtocol,
+    started: Instant,
+}
+
+impl Counting {
+    /// A plain HTTP/1 request (the fast path carries no other).
+    fn http(started: Instant) -> Self {
+        Self {
+            protocol: RequestProtocol::Http,
+            started,
+        }
+    }
+}
+
+/// A request as a local reply's log line names it.
+struct Asked<'a> {
+    method: &'a str,
+    authority: &'a str,
+    path: &'a str,
 }
 
 /// Records a request the client abandoned before its response began, unless disarmed.

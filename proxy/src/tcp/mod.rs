@@ -18,9 +18,11 @@ use crate::stream::Stream;
 /// counted into `refused`.
 pub async fn forward<S: Stream>(
     store: &Arc<Store>,
-    (cluster, pinned): (&str, Option<SocketAddr>),
+    cluster: &str,
+    pinned: Option<SocketAddr>,
     client: S,
-    (idle_timeout, refused): (Option<Duration>, &TcpStats),
+    idle_timeout: Option<Duration>,
+    refused: &TcpStats,
 ) -> std::io::Result<()> {
     let (endpoint, timeout) = {
         let snap = store.load();

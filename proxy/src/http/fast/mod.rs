@@ -28,7 +28,7 @@ pub use prefixed::Prefixed;
 
 use self::parse::{Framing, Parsed, RequestHead, Response, ResponseHead, Span};
 use super::reply::write_http1;
-use super::{Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target};
+use super::{Asked, Counting, Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target};
 use crate::balance::InFlight;
 use crate::config::route::RequestView;
 use crate::metrics::{DestStats, Flag, Outcome, RequestProtocol};
@@ -658,12 +658,13 @@ impl<S: Stream> Conn<'_, S> {
             headers: &[],
         };
         let failure = (flag, Some(stats.clone()));
-        self.proxy.count_local(
-            &failure,
-            RequestProtocol::Http,
-            (view.method(), view.str(&req.head.host), view.path()),
-            req.started,
-        );
+        let asked = Asked {
+            method: view.method(),
+            authority: view.str(&req.head.host),
+            path: view.path(),
+        };
+        self.proxy
+            .count_local(&failure, asked, Counting::http(req.started));
         let is_head = req.head.is_head(&self.inbuf);
         write_http1(&mut self.down, flag, flag.describe(), req.close, is_head);
         self.client.write_all(&self.down).await.is_ok() && !req.close
@@ -686,13 +687,13 @@ impl<S: Stream> Conn<'_, S> {
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("host"))
                 .map(|h| String::from_utf8_lossy(h.value));
-            let seen = (
-                req.method.unwrap_or_default(),
-                host.as_deref().unwrap_or_default(),
-                req.path.unwrap_or_default(),
-            );
+            let asked = Asked {
+                method: req.method.unwrap_or_default(),
+                authority: host.as_deref().unwrap_or_default(),
+                path: req.path.unwrap_or_default(),
+            };
             self.proxy
-                .count_local(&(flag, None), RequestProtocol::Http, seen, started);
+                .count_local(&(flag, None), asked, Counting::http(started));
         }
         let why = "bad request: both content-length and transfer-encoding\n";
         write_http1(&mut self.down, flag, why, true, false);
