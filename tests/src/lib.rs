@@ -122,9 +122,14 @@ pub struct Proc(pub Child);
 impl Proc {
     /// Spawns `cmd` with stdout piped (for readiness lines) and stderr inherited (for logs).
     pub fn spawn(cmd: &mut Command) -> Self {
+        Self::spawn_logging(cmd, Stdio::inherit())
+    }
+
+    /// Like [`Proc::spawn`], its stderr (the log) going to `stderr`.
+    pub fn spawn_logging(cmd: &mut Command, stderr: Stdio) -> Self {
         let child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Self(child)
@@ -207,9 +212,20 @@ impl Sidecar {
 
     /// Like [`Sidecar::start`], with extra command-line arguments.
     pub fn start_with(xds: SocketAddr, node_id: &str, extra: &[&str]) -> Self {
+        Self::start_logging(xds, node_id, extra, None)
+    }
+
+    /// Like [`Sidecar::start_with`], its log written to `log` when given.
+    pub fn start_logging(
+        xds: SocketAddr,
+        node_id: &str,
+        extra: &[&str],
+        log: Option<std::fs::File>,
+    ) -> Self {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let proc = Proc::spawn(
+        let stderr = log.map_or_else(Stdio::inherit, Stdio::from);
+        let proc = Proc::spawn_logging(
             Command::new(bin("weft-proxy"))
                 .arg("--xds-addr")
                 .arg(xds.to_string())
@@ -228,6 +244,7 @@ impl Sidecar {
                     "WEFT_LOG",
                     std::env::var("WEFT_TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()),
                 ),
+            stderr,
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -466,6 +483,27 @@ pub fn one_service(
     extra: &str,
     sidecar_args: &[&str],
 ) -> OneService {
+    one_service_logging(
+        service,
+        port,
+        port_name,
+        endpoint_ports,
+        extra,
+        sidecar_args,
+        None,
+    )
+}
+
+/// [`one_service`], the sidecar's log written to `log` when given.
+pub fn one_service_logging(
+    service: &str,
+    port: u16,
+    port_name: &str,
+    endpoint_ports: &[u16],
+    extra: &str,
+    sidecar_args: &[&str],
+    log: Option<std::fs::File>,
+) -> OneService {
     let bind: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let slices: String = endpoint_ports
         .iter()
@@ -508,7 +546,7 @@ spec: {{clusterIP: 127.41.0.9, ports: [{{name: {port_name}, port: {port}}}]}}
     )
     .expect("write mesh");
     let cp = ControlPlane::start(dir.path());
-    let sidecar = Sidecar::start_with(cp.xds, "web-0.shop", sidecar_args);
+    let sidecar = Sidecar::start_logging(cp.xds, "web-0.shop", sidecar_args, log);
     wait_for_port(bind, Duration::from_secs(10));
     OneService {
         cp,

@@ -153,3 +153,34 @@ fn log_lines_fit_where_they_go() {
         }
     }
 }
+
+/// Every line the proxy logs about a connection names it (a `conn` span with the listener and
+/// the client's address), so a local reply can be traced to who asked.
+#[test]
+fn a_proxy_log_line_names_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.log");
+    let log = std::fs::File::create(&path).unwrap();
+    // One endpoint, on a port nobody listens on: the request gets a local 503.
+    let dead = free_port();
+    let mesh = weft_e2e::one_service_logging("up", 80, "http", &[dead], "", &[], Some(log));
+    let mut s = TcpStream::connect(mesh.bind).unwrap();
+    let client = s.local_addr().unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().find(|l| l.contains("local reply 503"));
+        if let Some(line) = line {
+            assert!(line.contains("conn{"), "{line}");
+            assert!(line.contains(&format!("peer={client}")), "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no local reply logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
 use crate::detect::Detected;
 use crate::http::{Proxy, RouteSource, Routes};
@@ -99,6 +100,16 @@ pub enum Direction {
     Outbound,
 }
 
+impl Direction {
+    /// The name logs give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
 /// Accepts redirected connections, and spawns `handle` for each with its original destination,
 /// counted as open until it ends (a drain waits for it). Shared by the outbound and inbound
 /// capture listeners.
@@ -136,10 +147,15 @@ pub async fn accept_redirected<F, Fut>(
         match redirected_dst(&stream, &own_ports) {
             Some(dst) => {
                 let (open, serve) = (proxy.drain.open(), handle(stream, dst));
-                tokio::spawn(async move {
-                    let _open = open;
-                    serve.await
-                });
+                // Every line logged about this connection names it.
+                let span = tracing::info_span!("conn", dir = direction.as_str(), %peer, %dst);
+                tokio::spawn(
+                    async move {
+                        let _open = open;
+                        serve.await
+                    }
+                    .instrument(span),
+                );
             }
             None => {
                 tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed")

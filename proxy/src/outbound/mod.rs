@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::http::Proxy;
 use crate::serve::{Accepted, choose, serve_connection};
@@ -20,7 +21,7 @@ use crate::store::Store;
 /// shutting down while the proxy drains keeps reaching its upstreams, as in Istio.
 async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, proxy: Proxy) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(listener = name, "accept failed: {e}");
@@ -37,18 +38,23 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
         };
         let (store, proxy) = (store.clone(), proxy.clone());
         let open = proxy.drain.open();
-        tokio::spawn(async move {
-            let _open = open;
-            if let Some((handler, detected)) =
-                choose(&stream, protocol, handler, fallback, sniffing).await
-            {
-                let accepted = Accepted {
-                    detected,
-                    pinned: None,
-                };
-                serve_connection(store, proxy, handler, stream, accepted).await;
+        // Every line logged about this connection names it.
+        let span = tracing::info_span!("conn", listener = name, %peer);
+        tokio::spawn(
+            async move {
+                let _open = open;
+                if let Some((handler, detected)) =
+                    choose(&stream, protocol, handler, fallback, sniffing).await
+                {
+                    let accepted = Accepted {
+                        detected,
+                        pinned: None,
+                    };
+                    serve_connection(store, proxy, handler, stream, accepted).await;
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
