@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod capture;
 pub mod config;
 pub mod detect;
 pub mod dns;

@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 use weft_proxy::metrics::{self, Metrics};
-use weft_proxy::{admin, http::Proxy, inbound, outbound, store::Store, xds};
+use weft_proxy::{admin, capture, http::Proxy, inbound, outbound, store::Store, xds};
 
 #[derive(Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy")]
@@ -202,8 +202,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     proxy.http1_fast_path = args.http1_fast_path;
     proxy.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms);
-    let outbound_capture = outbound::capture::bind(args.outbound_capture_addr)?;
-    let inbound_capture = outbound::capture::bind(args.inbound_capture_addr)?;
+    let outbound_capture = capture::bind(args.outbound_capture_addr)?;
+    let inbound_capture = capture::bind(args.inbound_capture_addr)?;
     tracing::info!(
         outbound = %args.outbound_capture_addr,
         inbound = %args.inbound_capture_addr,

@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::capture::{Direction, accept_redirected};
 use crate::http::Proxy;
-use crate::outbound::capture::{Direction, accept_redirected};
 use crate::serve::{Accepted, choose, serve_connection};
 use crate::store::Store;
 
 /// Accepts redirected inbound connections until the proxy stops.
 pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_ports: Vec<u16>) {
+    let p = proxy.clone();
     accept_redirected(
         listener,
-        (&proxy.clone(), Direction::Inbound),
+        &p,
+        Direction::Inbound,
         own_ports.into(),
         move |stream, dst| {
             let (store, proxy) = (store.clone(), proxy.clone());
