@@ -4,6 +4,7 @@
 //! [`translate`] turns it, per proxy, into xDS resources; [`xds`] serves them over ADS.
 
 pub mod admin;
+pub mod ca;
 pub mod crd;
 pub mod model;
 pub mod registry;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use weft_control_plane::{crd, server};
+use weft_control_plane::{ca, crd, server};
 
 #[derive(Parser)]
 #[command(
@@ -31,10 +31,82 @@ struct Cli {
 enum Command {
     /// Serve xDS v3 (ADS, state of the world and delta) for the mesh a registry describes.
     Serve(ServeArgs),
+    /// Workload tokens, the credential a sidecar outside Kubernetes shows the mesh CA.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the CustomResourceDefinitions of weft's own kinds as YAML.
     Crds,
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a token for a namespace and service account, signed by the mesh CA (creating the
+    /// CA's root if there is none yet, as `weft serve` would).
+    Create(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The workload's namespace.
+    #[arg(long)]
+    namespace: String,
+    /// The workload's service account.
+    #[arg(long)]
+    service_account: String,
+    /// How long the token is valid, in seconds (default one year).
+    #[arg(long, default_value_t = 365 * 24 * 3600)]
+    ttl_secs: u64,
+    #[command(flatten)]
+    ca: CaArgs,
+}
+
+/// Where the mesh CA's key and certificate are.
+#[derive(clap::Args)]
+struct CaArgs {
+    /// Directory holding the mesh root CA (`ca.pem`: certificate and key). A root is created
+    /// there if there is none; every replica sharing the directory, and every restart, reads
+    /// the same one. Default: $XDG_STATE_HOME/weft/ca, else ~/.local/state/weft/ca.
+    #[arg(long, env = "WEFT_CA_DIR")]
+    ca_dir: Option<PathBuf>,
+    /// The CA certificate to sign with (PEM), instead of --ca-dir: a root, or an intermediate
+    /// followed by its chain up to the root.
+    #[arg(
+        long,
+        env = "WEFT_CA_CERT",
+        requires = "ca_key",
+        conflicts_with = "ca_dir"
+    )]
+    ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (PEM, PKCS#8, ECDSA P-256).
+    #[arg(long, env = "WEFT_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// More roots to trust (PEM), beside the CA's own: the previous root while a new one takes
+    /// over.
+    #[arg(long, env = "WEFT_TRUST_BUNDLE")]
+    trust_bundle: Option<PathBuf>,
+}
+
+impl CaArgs {
+    fn source(&self) -> ca::Source {
+        match (&self.ca_cert, &self.ca_key) {
+            (Some(cert), Some(key)) => ca::Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => ca::Source::Dir(self.ca_dir.clone().unwrap_or_else(default_ca_dir)),
+        }
+    }
+}
+
+/// The CA's state directory when none is given (XDG's state home).
+fn default_ca_dir() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    state.join("weft/ca")
 }
 
 #[derive(clap::Args)]
@@ -62,6 +134,14 @@ struct ServeArgs {
     /// steady the stream of changes (on a cluster Pods change all the time).
     #[arg(long, env = "WEFT_DEBOUNCE_MAX_MS", default_value_t = 1000)]
     debounce_max_ms: u64,
+    /// Lifetime of a workload certificate, in seconds, when a sidecar asks for none.
+    #[arg(long, env = "WEFT_CERT_TTL_SECS", default_value_t = 24 * 3600)]
+    cert_ttl_secs: u64,
+    /// The longest lifetime, in seconds, a workload certificate is given.
+    #[arg(long, env = "WEFT_MAX_CERT_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    max_cert_ttl_secs: u64,
+    #[command(flatten)]
+    ca: CaArgs,
 }
 
 #[tokio::main]
@@ -86,11 +166,34 @@ async fn main() -> anyhow::Result<()> {
                     quiet: Duration::from_millis(args.debounce_ms),
                     max: Duration::from_millis(args.debounce_max_ms.max(args.debounce_ms)),
                 },
+                ca: server::CaConfig {
+                    source: args.ca.source(),
+                    extra_roots: args.ca.trust_bundle,
+                    lifetimes: ca::Lifetimes {
+                        default: Duration::from_secs(args.cert_ttl_secs),
+                        max: Duration::from_secs(args.max_cert_ttl_secs.max(args.cert_ttl_secs)),
+                    },
+                },
             })
             .await?;
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.shutdown();
+        }
+        Command::Token(TokenCommand::Create(args)) => {
+            let identity = ca::Identity::new(&args.namespace, &args.service_account)
+                .map_err(anyhow::Error::msg)?;
+            let authority = ca::Authority::load(
+                &args.ca.source(),
+                args.ca.trust_bundle.as_deref(),
+                "unused",
+                ca::Lifetimes::default(),
+            )?;
+            let ttl = Duration::from_secs(args.ttl_secs);
+            let token =
+                ca::token::issue(authority.key_pkcs8(), &identity, ca::token::AUDIENCE, ttl)
+                    .map_err(anyhow::Error::msg)?;
+            println!("{token}");
         }
         Command::Crds => {
             for c in crd::definitions() {

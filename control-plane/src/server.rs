@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::xds::{AdsServer, Connections, SnapshotRx};
-use crate::{admin, registry, xds};
+use crate::{admin, ca, registry, xds};
 
 /// How often the Kubernetes registry looks again for a kind it cannot read (a CRD not installed
 /// yet or deleted, a role without it): a CRD installed again is read within a few seconds,
@@ -40,6 +40,30 @@ pub struct Config {
     pub trust_domain: String,
     /// How a burst of registry changes becomes one push.
     pub debounce: registry::Debounce,
+    /// The mesh CA.
+    pub ca: CaConfig,
+}
+
+/// Settings of the mesh CA.
+#[derive(Clone, Debug)]
+pub struct CaConfig {
+    /// Where its key and certificate are.
+    pub source: ca::Source,
+    /// More roots to trust (PEM file).
+    pub extra_roots: Option<PathBuf>,
+    /// Workload certificate lifetimes.
+    pub lifetimes: ca::Lifetimes,
+}
+
+impl CaConfig {
+    /// A CA whose root is kept in `dir`, with default lifetimes.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Self {
+            source: ca::Source::Dir(dir),
+            extra_roots: None,
+            lifetimes: ca::Lifetimes::default(),
+        }
+    }
 }
 
 /// A started control plane.
@@ -78,6 +102,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry_status = registry_metrics.status.clone();
     let xds_metrics = xds::Metrics::register(&mut reg);
     let connections = Connections::default();
+    let ca_metrics = ca::service::Metrics::register(&mut reg);
+    // A CA that cannot start is said at once, naming the file: a mesh without it could not
+    // give any sidecar an identity.
+    let authority = ca::Authority::load(
+        &config.ca.source,
+        config.ca.extra_roots.as_deref(),
+        &config.trust_domain,
+        config.ca.lifetimes,
+    )?;
+    let authenticator = match &config.source {
+        Source::Files(_) => ca::service::Authenticator::Tokens,
+        Source::Kubernetes(client) => ca::service::Authenticator::Kubernetes(client.clone()),
+    };
+    let ca_service = ca::CaService::new(Arc::new(authority), authenticator, ca_metrics);
 
     let (mesh_tx, mesh_rx) = watch::channel(None);
     let (snap_tx, snap_rx) = watch::channel(None);
@@ -128,6 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(ads.into_service())
+            .add_service(ca_service.into_service())
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
         if let Err(e) = result {

@@ -16,3 +16,15 @@ pub mod names;
 pub mod resource;
 
 pub use resource::ResourceType;
+
+/// weft's own gRPC APIs, generated from `proto/weft/` by `build.rs`.
+pub mod weft {
+    /// The mesh CA.
+    pub mod ca {
+        /// Version 1: `CertificateService/Sign`.
+        #[allow(missing_docs, clippy::all)]
+        pub mod v1 {
+            tonic::include_proto!("weft.ca.v1");
+        }
+    }
+}

@@ -179,6 +179,8 @@ impl ControlPlane {
                 .arg(xds.to_string())
                 .arg("--admin-addr")
                 .arg(admin.to_string())
+                // One CA for every test's control plane, as replicas of one mesh share theirs.
+                .env("WEFT_CA_DIR", std::env::temp_dir().join("weft-e2e-ca"))
                 .env("WEFT_LOG", "info"),
         );
         let deadline = Instant::now() + Duration::from_secs(20);

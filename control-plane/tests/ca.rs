@@ -1,0 +1,242 @@
+//! The mesh CA as a sidecar meets it: `CertificateService/Sign` on the xDS port of a running
+//! control plane, with a workload token from `weft token create`, and every way of asking
+//! wrongly refused. Also the CA's start-up through the real binary: a corrupt root stops it with
+//! the file named.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use tonic::Code;
+use weft_control_plane::ca::{self, Identity, token};
+use weft_control_plane::server::{self, CaConfig, Source};
+use weft_proto::weft::ca::v1::SignRequest;
+use weft_proto::weft::ca::v1::certificate_service_client::CertificateServiceClient;
+
+struct Harness {
+    cp: server::Running,
+    ca_dir: tempfile::TempDir,
+    _registry: tempfile::TempDir,
+}
+
+async fn start() -> Harness {
+    let registry = tempfile::tempdir().unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let cp = server::start(server::Config {
+        source: Source::Files(registry.path().to_path_buf()),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        trust_domain: "example.org".into(),
+        debounce: Default::default(),
+        ca: CaConfig::in_dir(ca_dir.path().to_path_buf()),
+    })
+    .await
+    .unwrap();
+    Harness {
+        cp,
+        ca_dir,
+        _registry: registry,
+    }
+}
+
+/// A token as `weft token create` would print it, from the CA in `dir`.
+fn token_from(dir: &Path, id: &Identity, audience: &str, ttl: Duration) -> String {
+    let authority = ca::Authority::load(
+        &ca::Source::Dir(dir.to_path_buf()),
+        None,
+        "unused",
+        ca::Lifetimes::default(),
+    )
+    .unwrap();
+    token::issue(authority.key_pkcs8(), id, audience, ttl).unwrap()
+}
+
+/// A CSR that asks for `san` (which the CA must ignore).
+fn csr(san: &str) -> (KeyPair, String) {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = CertificateParams::new(vec![san.to_string()]).unwrap();
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    (key, pem)
+}
+
+async fn sign(
+    h: &Harness,
+    bearer: Option<&str>,
+    csr: &str,
+    validity_seconds: i64,
+) -> Result<weft_proto::weft::ca::v1::SignResponse, tonic::Status> {
+    let mut client = CertificateServiceClient::connect(format!("http://{}", h.cp.xds_addr))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(SignRequest {
+        csr: csr.into(),
+        validity_seconds,
+    });
+    if let Some(b) = bearer {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {b}").parse().unwrap());
+    }
+    client.sign(req).await.map(tonic::Response::into_inner)
+}
+
+fn uri_sans(pem: &str) -> Vec<String> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = p.parse_x509().unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_token_gets_a_certificate_for_its_identity_whatever_the_csr_asks() {
+    let h = start().await;
+    let id = Identity::new("shop", "web").unwrap();
+    let token = token_from(
+        h.ca_dir.path(),
+        &id,
+        token::AUDIENCE,
+        Duration::from_secs(60),
+    );
+    let (_, csr) = csr("spiffe://example.org/ns/kube-system/sa/admin");
+    let resp = sign(&h, Some(&token), &csr, 5).await.unwrap();
+    assert_eq!(resp.cert_chain.len(), 1);
+    assert_eq!(resp.trust_bundle.len(), 1);
+    assert_eq!(
+        uri_sans(&resp.cert_chain[0]),
+        ["URI(spiffe://example.org/ns/shop/sa/web)"]
+    );
+    let (_, p) = x509_parser::pem::parse_x509_pem(resp.cert_chain[0].as_bytes()).unwrap();
+    let leaf = p.parse_x509().unwrap();
+    let v = leaf.validity();
+    assert_eq!(
+        (v.not_after.to_datetime() - v.not_before.to_datetime()).whole_seconds(),
+        5 + 60,
+        "5 s asked, valid from a minute back"
+    );
+}
+
+#[tokio::test]
+async fn every_wrong_credential_and_csr_is_refused_and_counted() {
+    let h = start().await;
+    let id = Identity::new("shop", "web").unwrap();
+    let (_, good_csr) = csr("x");
+    let minute = Duration::from_secs(60);
+    let other_ca = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Option<String>, &str, Code)> = vec![
+        ("no token", None, &good_csr, Code::Unauthenticated),
+        (
+            "another audience",
+            Some(token_from(h.ca_dir.path(), &id, "kubernetes", minute)),
+            &good_csr,
+            Code::Unauthenticated,
+        ),
+        (
+            "expired",
+            Some(token_from(
+                h.ca_dir.path(),
+                &id,
+                token::AUDIENCE,
+                Duration::ZERO,
+            )),
+            &good_csr,
+            Code::Unauthenticated,
+        ),
+        (
+            "another CA's token",
+            Some(token_from(other_ca.path(), &id, token::AUDIENCE, minute)),
+            &good_csr,
+            Code::Unauthenticated,
+        ),
+        (
+            "garbage token",
+            Some("a.b.c".into()),
+            &good_csr,
+            Code::Unauthenticated,
+        ),
+        (
+            "garbage CSR",
+            Some(token_from(h.ca_dir.path(), &id, token::AUDIENCE, minute)),
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            Code::InvalidArgument,
+        ),
+    ];
+    for (what, bearer, csr, code) in &cases {
+        let err = sign(&h, bearer.as_deref(), csr, 0).await.unwrap_err();
+        assert_eq!(err.code(), *code, "{what}: {err:?}");
+    }
+    let metrics = tokio::task::spawn_blocking({
+        let admin = h.cp.admin_addr;
+        move || weft_e2e::http_get(admin, "/metrics").unwrap().1
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("weft_ca_requests_total{result=\"unauthenticated\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_ca_requests_total{result=\"bad_csr\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// `weft token create` through the binary prints a token the CA in the same directory accepts;
+/// `weft serve` on a corrupt root exits at once, naming the file.
+#[tokio::test]
+async fn the_cli_issues_tokens_and_a_corrupt_root_stops_the_control_plane() {
+    let h = start().await;
+    let out = Command::new(weft_e2e::bin("weft"))
+        .args([
+            "token",
+            "create",
+            "--namespace",
+            "shop",
+            "--service-account",
+            "api",
+        ])
+        .arg("--ca-dir")
+        .arg(h.ca_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let (_, csr) = csr("x");
+    let resp = sign(&h, Some(token.trim()), &csr, 0).await.unwrap();
+    assert_eq!(
+        uri_sans(&resp.cert_chain[0]),
+        ["URI(spiffe://example.org/ns/shop/sa/api)"]
+    );
+
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join(ca::authority::ROOT_FILE),
+        "not a certificate",
+    )
+    .unwrap();
+    let registry = tempfile::tempdir().unwrap();
+    let out = Command::new(weft_e2e::bin("weft"))
+        .arg("serve")
+        .arg("--registry")
+        .arg(registry.path())
+        .args(["--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .arg("--ca-dir")
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ca.pem") && stderr.contains("no CERTIFICATE"),
+        "{stderr}"
+    );
+}
