@@ -10,6 +10,7 @@ pub mod detect;
 pub mod dns;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod idle;
 pub mod inbound;
 pub mod metrics;

@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 use weft_proxy::metrics::{self, Metrics};
-use weft_proxy::{admin, capture, http::Proxy, inbound, outbound, store::Store, xds};
+use weft_proxy::{admin, capture, http::Proxy, identity, inbound, outbound, store::Store, xds};
 
 #[derive(Parser)]
 #[command(name = "weft-proxy", version, about = "weft's sidecar proxy")]
@@ -90,6 +90,19 @@ struct Args {
     /// wake-ups, which measured cheaper per request; more spreads load over cores.
     #[arg(long, env = "WEFT_WORKERS", default_value_t = 1)]
     workers: usize,
+    /// Address of the mesh CA (`weft.ca.v1.CertificateService`); default: the xDS address, where
+    /// `weft` serves both.
+    #[arg(long, env = "WEFT_CA_ADDR")]
+    ca_addr: Option<String>,
+    /// The workload's credential for the CA: a Kubernetes service-account token projected for
+    /// audience `weft-ca`, or a token from `weft token create`. Read again at each renewal.
+    /// Without it the proxy has no workload identity and speaks no mTLS.
+    #[arg(long, env = "WEFT_CA_TOKEN_FILE")]
+    ca_token_file: Option<std::path::PathBuf>,
+    /// Lifetime, in seconds, to ask the CA for; 0 takes the CA's default (24 h). Renewed at
+    /// half-life.
+    #[arg(long, env = "WEFT_CERT_TTL_SECS", default_value_t = 0)]
+    cert_ttl_secs: u64,
     /// Log filter (tracing-subscriber EnvFilter syntax); changeable at run time via /logging.
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
@@ -148,18 +161,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .node_id
         .rsplit_once('.')
         .unwrap_or((args.node_id.as_str(), "default"));
-    let metrics = Arc::new(Metrics::new(metrics::Node {
+    let mut metrics = Metrics::new(metrics::Node {
         workload: args
             .workload_name
             .clone()
             .unwrap_or_else(|| pod.to_string()),
         namespace: namespace.to_string(),
-    }));
-    let xds_url = if args.xds_addr.contains("://") {
-        args.xds_addr.clone()
-    } else {
-        format!("http://{}", args.xds_addr)
+    });
+    let url = |addr: &str| {
+        if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        }
     };
+    let xds_url = url(&args.xds_addr);
+    let identity = args.ca_token_file.clone().map(|token_file| {
+        let identity = Arc::new(identity::Identity::default());
+        identity.register(metrics.registry_mut());
+        let client = identity::ca::CaClient {
+            url: url(args.ca_addr.as_deref().unwrap_or(&args.xds_addr)),
+            token_file,
+            validity: (args.cert_ttl_secs > 0).then(|| Duration::from_secs(args.cert_ttl_secs)),
+        };
+        tokio::spawn(identity::rotate::run(client, identity.clone()));
+        identity
+    });
+    if identity.is_none() {
+        tracing::info!("no CA token (--ca-token-file): no workload identity, mTLS off");
+    }
+    let metrics = Arc::new(metrics);
     tokio::spawn(
         xds::Client::new(
             xds::Settings {
@@ -180,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         log,
         drain: drain.clone(),
+        identity: identity.clone(),
         full: true,
     };
     let admin_addr = admin::bind(args.admin_addr, admin.clone()).await?;

@@ -27,6 +27,9 @@ pub struct Admin {
     pub log: Arc<LogFilter>,
     /// Drain state: a draining proxy is not ready, so the endpoint stops getting new traffic.
     pub drain: crate::drain::Drain,
+    /// The workload identity, when the proxy has one to get: not ready until it has a
+    /// certificate; `/certs` shows it.
+    pub identity: Option<Arc<crate::identity::Identity>>,
     /// Serve the config and log endpoints too (the loopback admin port), not only health and
     /// metrics.
     pub full: bool,
@@ -57,6 +60,18 @@ impl Admin {
             "/ready" if self.drain.is_draining() => {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
             }
+            "/ready"
+                if self
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.current().is_none()) =>
+            {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "waiting for a workload certificate\n",
+                )
+            }
             "/ready" if self.store.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n"),
             "/ready" => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +91,13 @@ impl Admin {
             _ if !self.full => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             "/config_dump" => json(&*self.store.load()),
             "/clusters" => json(&self.store.load().endpoints),
+            "/certs" => match &self.identity {
+                Some(i) => json(&i.view()),
+                None => json(&serde_json::json!({
+                    "identity": null,
+                    "reason": "no CA token given (--ca-token-file): mTLS is off",
+                })),
+            },
             "/logging" => match self.log.handle(req.uri().query()) {
                 Ok(text) => reply(StatusCode::OK, "text/plain", text),
                 Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
@@ -95,7 +117,7 @@ impl Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "try /ready /live /config_dump /clusters /logging?level= /drain (POST)\n",
+                "try /ready /live /config_dump /clusters /certs /logging?level= /drain (POST)\n",
             ),
         }
     }

@@ -129,6 +129,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for a component that registers its own metrics at start (the identity).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// The stats of `cluster`'s endpoints of `workload` (`name.namespace`, from EDS), shared by
     /// every endpoint and config version that names the same pair. Config time only.
     pub fn destination(&self, cluster: &str, workload: Option<&str>) -> Arc<DestStats> {
