@@ -81,14 +81,17 @@ impl CaClient {
             SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
         };
         let validity = cert.validity();
+        let key = PrivatePkcs8KeyDer::from(key.serialize_der());
+        let tls = super::tls::TlsConfigs::new(&chain, &key.clone_key().into(), &roots)?;
         Ok(Certified {
+            tls,
             spiffe_id,
             not_before: time(validity.not_before),
             not_after: time(validity.not_after),
             serial: cert.raw_serial_as_string(),
             issued: SystemTime::now(),
             chain,
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            key,
             roots,
         })
     }

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod rotate;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,8 @@ pub struct Certified {
     pub not_after: SystemTime,
     /// The leaf's serial number, hex.
     pub serial: String,
+    /// The rustls configs made of it, once.
+    pub tls: tls::TlsConfigs,
     /// When the CA issued it, by this host's clock (its validity starts a little earlier, for
     /// peers whose clocks run behind).
     pub issued: SystemTime,
