@@ -173,6 +173,7 @@ fn endpoints_of(
     Ok(addrs
         .into_iter()
         .map(|addr| EndpointConfig {
+            transport_match: Vec::new(),
             addr,
             weight: h.weight,
             identity: None,

@@ -528,6 +528,7 @@ mod tests {
     fn cfgs(n: u16) -> Vec<EndpointConfig> {
         (0..n)
             .map(|i| EndpointConfig {
+                transport_match: Vec::new(),
                 addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
                 weight: 1,
                 identity: None,

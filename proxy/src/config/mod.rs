@@ -7,6 +7,7 @@
 pub mod edits;
 pub mod rewrite;
 pub mod route;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ pub use self::route::{
     HeaderMatch, PathMatch, QueryMatch, Route, RouteTable, StringMatch, VirtualHost,
     WeightedCluster, pick_weighted,
 };
+pub use self::transport::{InboundTls, Security, Transport, TransportMatch};
 
 /// What a port speaks, as the control plane declared it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -185,6 +187,8 @@ pub struct PortChain {
     /// The local app's cluster for this port (`inbound|<port>||`): a connection headed for a
     /// pod address it lists stays on that address.
     pub cluster: String,
+    /// Whether mTLS is refused, offered or required.
+    pub tls: InboundTls,
 }
 
 /// Load-balancing algorithm.
@@ -236,6 +240,8 @@ pub struct Cluster {
     pub eds: Option<String>,
     /// The host names its endpoints are resolved from (STRICT_DNS and LOGICAL_DNS clusters).
     pub dns: Option<Arc<DnsTargets>>,
+    /// Which endpoints are dialed with mTLS.
+    pub transport: Transport,
 }
 
 /// What a DNS cluster resolves, and how: its endpoints are what the names resolve to, looked up
@@ -300,6 +306,9 @@ pub struct EndpointConfig {
     /// UNKNOWN). One that may not takes none, but counts in its priority's health, which
     /// decides how much of the traffic moves on to the next priority.
     pub healthy: bool,
+    /// Its `envoy.transport_socket_match` metadata: which of its cluster's transport matches
+    /// it meets (Istio and weft mark endpoints with a sidecar `tlsMode`).
+    pub transport_match: Vec<(String, String)>,
 }
 
 /// Envoy's default overprovisioning factor, in percent: a priority whose healthy share times

@@ -33,27 +33,55 @@ pub(super) fn lb_from_policy(ctx: &Ctx<'_>, c: &xc::Cluster) -> Result<LbPolicy,
     }
 }
 
+/// mTLS as Istio's auto-mTLS asks it: per endpoint by `transport_socket_matches`, else for
+/// the whole cluster by `transport_socket`.
+pub(super) fn transport(ctx: &Ctx<'_>, c: &xc::Cluster) -> Result<Transport, Invalid> {
+    let security = |field: &str, ts: &_| -> Result<Security, Invalid> {
+        Ok(match tls::upstream(ctx, field, ts)? {
+            tls::Socket::Plain => Security::Plaintext,
+            tls::Socket::Tls(ids) => Security::Mtls {
+                peer_ids: Arc::from(ids),
+            },
+        })
+    };
+    let mut transport = Transport::default();
+    if let Some(ts) = &c.transport_socket {
+        transport.default = security("transport_socket", ts)?;
+    }
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        let field = format!("transport_socket_matches[{i}]");
+        let ts = m
+            .transport_socket
+            .as_ref()
+            .ok_or_else(|| ctx.err(format!("{field}.transport_socket"), "missing"))?;
+        let security = security(&format!("{field}.transport_socket"), ts)?;
+        let mut criteria = Vec::new();
+        for (k, v) in m.r#match.iter().flat_map(|s| &s.fields) {
+            match &v.kind {
+                Some(Kind::StringValue(s)) => criteria.push((k.clone(), s.clone())),
+                _ => {
+                    return Err(ctx.err(
+                        format!("{field}.match.{k}"),
+                        "only string values are supported",
+                    ));
+                }
+            }
+        }
+        transport.matches.push(TransportMatch {
+            name: m.name.clone(),
+            criteria,
+            security,
+        });
+    }
+    Ok(transport)
+}
+
 impl TryFrom<&xc::Cluster> for Cluster {
     type Error = Invalid;
 
     fn try_from(c: &xc::Cluster) -> Result<Self, Invalid> {
         let ctx = Ctx(&c.name);
-        // Istio's auto-mTLS picks TLS per endpoint with `transport_socket_matches`; plaintext
-        // there would be a silent downgrade.
-        for (field, set) in [
-            ("transport_socket", c.transport_socket.is_some()),
-            (
-                "transport_socket_matches",
-                !c.transport_socket_matches.is_empty(),
-            ),
-        ] {
-            if set {
-                return Err(ctx.err(
-                    field,
-                    "upstream TLS is configured by weft's mesh identity, not per cluster",
-                ));
-            }
-        }
+        let transport = transport(&ctx, c)?;
         // Active health checking: accepting it would leave endpoints it should fail in use.
         refuse(&ctx, "", [("health_checks", !c.health_checks.is_empty())])?;
         let kind = match c.cluster_discovery_type {
@@ -152,6 +180,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
             };
         }
         Ok(Self {
+            transport,
             name: c.name.clone(),
             lb: lb_from_policy(&ctx, c)?,
             upstream_http,

@@ -54,6 +54,7 @@ pub(super) fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<As
                 workload: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
                 priority: loc.priority,
                 healthy,
+                transport_match: transport_match(lb.metadata.as_ref()),
             });
         }
     }
@@ -61,6 +62,21 @@ pub(super) fn endpoints(ctx: &Ctx<'_>, cla: &ClusterLoadAssignment) -> Result<As
         endpoints: out,
         overprovisioning,
     })
+}
+
+/// The string fields of an endpoint's `envoy.transport_socket_match` metadata, which its
+/// cluster's transport socket matches are met against.
+pub(super) fn transport_match(md: Option<&Metadata>) -> Vec<(String, String)> {
+    let Some(s) = md.and_then(|m| m.filter_metadata.get("envoy.transport_socket_match")) else {
+        return Vec::new();
+    };
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The endpoints of a ClusterLoadAssignment.

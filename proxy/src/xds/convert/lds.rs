@@ -45,14 +45,6 @@ pub(super) fn filter_handler(
     field: &str,
     chain: &xl::FilterChain,
 ) -> Result<Handler, Invalid> {
-    // Served as plaintext, a chain that asks for TLS (perhaps requiring client certificates)
-    // would let in what it means to keep out.
-    if chain.transport_socket.is_some() {
-        return Err(ctx.err(
-            format!("{field}.transport_socket"),
-            "downstream TLS is configured by weft's mesh identity, not per filter chain",
-        ));
-    }
     let [filter] = chain.filters.as_slice() else {
         return Err(ctx.err(
             format!("{field}.filters"),
@@ -213,9 +205,10 @@ impl TryFrom<&xl::Listener> for Listener {
         }
         let (protocol, original_dst) =
             protocol_and_destination(&ctx, "metadata", l.metadata.as_ref())?;
-        // Per destination port (`None`: the default chain), the chain matched on sniffed HTTP
-        // and the one for everything else, as Envoy's protocol sniffing lays them out.
-        let mut slots: Vec<(Option<u16>, Protocol, Slot)> = Vec::new();
+        // Per destination port (`None`: the default chain) and transport (mTLS or plaintext),
+        // the chain matched on sniffed HTTP and the one for everything else, as Envoy's
+        // protocol sniffing lays them out.
+        let mut slots: Vec<((Option<u16>, bool), Protocol, Slot)> = Vec::new();
         if let Some(api) = &l.api_listener {
             let any = api
                 .api_listener
@@ -223,12 +216,19 @@ impl TryFrom<&xl::Listener> for Listener {
                 .ok_or_else(|| ctx.err("api_listener.api_listener", "missing"))?;
             let hcm: HttpConnectionManager = ctx.unpack("api_listener.api_listener", any, HCM)?;
             let h = hcm_handler(&ctx, "api_listener", &hcm)?;
-            slots.push((None, protocol, Slot::plain(h)));
+            slots.push(((None, false), protocol, Slot::plain(h)));
         }
         for (i, chain) in l.filter_chains.iter().enumerate() {
             let field = format!("filter_chains[{i}]");
             let h = filter_handler(&ctx, &field, chain)?;
-            let (port, sniffed) = chain_match(&ctx, &field, chain.filter_chain_match.as_ref())?;
+            let (port, sniffed, tls) = chain_match(&ctx, &field, chain)?;
+            if tls && port.is_none() {
+                return Err(ctx.err(
+                    format!("{field}.filter_chain_match.destination_port"),
+                    "mTLS is served per destination port (the inbound listener's chains)",
+                ));
+            }
+            let key = (port, tls);
             let kind = if sniffed { "sniffed HTTP" } else { "other" };
             let taken = |what: &str| match port {
                 Some(p) => ctx.err(
@@ -244,7 +244,7 @@ impl TryFrom<&xl::Listener> for Listener {
                 Some(_) => protocol_of_chain(&ctx, &field, chain)?,
                 None => protocol,
             };
-            let slot = match slots.iter_mut().find(|(p, ..)| *p == port) {
+            let slot = match slots.iter_mut().find(|(k, ..)| *k == key) {
                 Some((_, p, _)) if *p != chain_protocol => {
                     return Err(ctx.err(
                         format!("{field}.metadata.weft.protocol"),
@@ -253,7 +253,7 @@ impl TryFrom<&xl::Listener> for Listener {
                 }
                 Some((_, _, slot)) => slot,
                 None => {
-                    slots.push((port, chain_protocol, Slot::default()));
+                    slots.push((key, chain_protocol, Slot::default()));
                     &mut slots.last_mut().expect("pushed").2
                 }
             };
@@ -269,22 +269,43 @@ impl TryFrom<&xl::Listener> for Listener {
         }
         let mut handler = None;
         let mut fallback = None;
-        let mut by_port = Vec::new();
-        for (port, chain_protocol, slot) in slots {
+        let mut by_port: Vec<PortChain> = Vec::new();
+        for ((port, tls), chain_protocol, slot) in slots {
             let (h, f) = slot.split();
-            match port {
-                Some(port) => {
-                    // A port's app: what a chain with no fallback of its own falls back to.
-                    let cluster = weft_proto::names::inbound_cluster(port);
-                    by_port.push(PortChain {
-                        port,
-                        protocol: chain_protocol,
-                        handler: h,
-                        fallback: f.unwrap_or_else(|| Handler::tcp_to(cluster.clone())),
-                        cluster,
-                    });
+            let Some(port) = port else {
+                (handler, fallback) = (Some(h), f);
+                continue;
+            };
+            // A port's app: what a chain with no fallback of its own falls back to.
+            let cluster = weft_proto::names::inbound_cluster(port);
+            let chain = PortChain {
+                port,
+                protocol: chain_protocol,
+                handler: h,
+                fallback: f.unwrap_or_else(|| Handler::tcp_to(cluster.clone())),
+                cluster,
+                tls: if tls {
+                    InboundTls::Strict
+                } else {
+                    InboundTls::Off
+                },
+            };
+            // mTLS and plaintext chains of one port: PERMISSIVE, served alike once decrypted.
+            match by_port.iter_mut().find(|c| c.port == port) {
+                Some(other) => {
+                    let alike = PortChain {
+                        tls: other.tls,
+                        ..chain
+                    };
+                    if *other != alike {
+                        return Err(ctx.err(
+                            "filter_chains",
+                            format!("port {port}'s mTLS and plaintext chains must serve alike"),
+                        ));
+                    }
+                    other.tls = InboundTls::Permissive;
                 }
-                None => (handler, fallback) = (Some(h), f),
+                None => by_port.push(chain),
             }
         }
         if handler.is_none() && by_port.is_empty() {
@@ -355,25 +376,56 @@ impl Slot {
     }
 }
 
-/// A chain's destination port, and whether it is matched on sniffed HTTP application protocols.
-/// Any other condition would be silently ignored, so it is refused by name.
+/// A chain's destination port, whether it is matched on sniffed HTTP application protocols
+/// (sniffed inside the TLS for an mTLS chain), and whether it is an mTLS chain: matched on
+/// `transport_protocol: tls` with a TLS transport socket (a TLS socket on a chain that also
+/// matched plaintext, or the reverse, is refused). Any other condition would be silently
+/// ignored, so it is refused by name.
 pub(super) fn chain_match(
     ctx: &Ctx<'_>,
     field: &str,
-    m: Option<&xl::FilterChainMatch>,
-) -> Result<(Option<u16>, bool), Invalid> {
-    let Some(m) = m else {
-        return Ok((None, false));
+    chain: &xl::FilterChain,
+) -> Result<(Option<u16>, bool, bool), Invalid> {
+    let tls = match &chain.transport_socket {
+        None => false,
+        Some(ts) => matches!(
+            tls::downstream(ctx, &format!("{field}.transport_socket"), ts)?,
+            tls::Socket::Tls(())
+        ),
     };
+    let default = xl::FilterChainMatch::default();
+    let m = chain.filter_chain_match.as_ref().unwrap_or(&default);
+    match (m.transport_protocol.as_str(), tls) {
+        ("tls", true) | ("" | "raw_buffer", false) => {}
+        ("tls", false) => {
+            return Err(ctx.err(
+                format!("{field}.transport_socket"),
+                "a chain matched on TLS needs a TLS transport socket (plaintext is not served as TLS)",
+            ));
+        }
+        (_, true) => {
+            return Err(ctx.err(
+                format!("{field}.filter_chain_match.transport_protocol"),
+                "an mTLS chain is matched on transport_protocol \"tls\"",
+            ));
+        }
+        (other, false) => {
+            return Err(ctx.err(
+                format!("{field}.filter_chain_match.transport_protocol"),
+                format!("{other:?} is not supported (\"tls\" or \"raw_buffer\")"),
+            ));
+        }
+    }
     let supported = xl::FilterChainMatch {
         destination_port: m.destination_port,
         application_protocols: m.application_protocols.clone(),
+        transport_protocol: m.transport_protocol.clone(),
         ..Default::default()
     };
     if *m != supported {
         return Err(ctx.err(
             format!("{field}.filter_chain_match"),
-            "only destination_port and application_protocols are supported",
+            "only destination_port, transport_protocol and application_protocols are supported",
         ));
     }
     if let Some(p) = m
@@ -397,7 +449,7 @@ pub(super) fn chain_match(
             })
         })
         .transpose()?;
-    Ok((port, !m.application_protocols.is_empty()))
+    Ok((port, !m.application_protocols.is_empty(), tls))
 }
 
 // === Cluster ===

@@ -32,9 +32,9 @@ use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
 use crate::config::route::{DirectResponse, MirrorPolicy};
 use crate::config::{
     Assignment, Cluster, DnsFamily, DnsHost, DnsTargets, EndpointConfig, Handler, HeaderMatch,
-    LbPolicy, Listener, OVERPROVISIONING, PathMatch, PortChain, Protocol, QueryMatch, Route,
-    RouteTable, Sniffing, StringMatch, TCP_IDLE_TIMEOUT, UpstreamHttp, VirtualHost,
-    WeightedCluster, route::full_regex,
+    InboundTls, LbPolicy, Listener, OVERPROVISIONING, PathMatch, PortChain, Protocol, QueryMatch,
+    Route, RouteTable, Security, Sniffing, StringMatch, TCP_IDLE_TIMEOUT, Transport,
+    TransportMatch, UpstreamHttp, VirtualHost, WeightedCluster, route::full_regex,
 };
 
 /// A resource weft-proxy cannot apply.
@@ -160,6 +160,7 @@ mod cds;
 mod eds;
 mod lds;
 mod rds;
+mod tls;
 
 pub use self::eds::load_assignment;
 use self::{eds::*, rds::*};

@@ -536,52 +536,343 @@ fn eds_cluster(source: config_source::ConfigSourceSpecifier, service: &str) -> x
     }
 }
 
-/// TLS weft-proxy would not do is refused, never served as plaintext: per cluster (plain, or
-/// per endpoint as Istio's auto-mTLS asks) and per listener filter chain.
-#[test]
-fn tls_asked_for_per_cluster_or_per_chain_is_refused() {
-    use config_source::ConfigSourceSpecifier as Source;
-    let tls = || weft_proto::xds::config::core::v3::TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        ..Default::default()
+mod mtls {
+    use weft_proto::google::protobuf::{BoolValue, Struct, Value};
+    use weft_proto::xds::config::core::v3::TransportSocket;
+    use weft_proto::xds::config::core::v3::transport_socket::ConfigType;
+    use weft_proto::xds::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+        SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
+        common_tls_context, subject_alt_name_matcher, tls_parameters::TlsProtocol,
     };
-    let plain = eds_cluster(Source::Ads(Default::default()), "");
-    let cases = [
-        (
-            xc::Cluster {
-                transport_socket: Some(tls()),
-                ..plain.clone()
-            },
-            "transport_socket",
-        ),
-        (
-            xc::Cluster {
-                transport_socket_matches: vec![cluster::TransportSocketMatch {
-                    name: "tlsMode-istio".into(),
-                    transport_socket: Some(tls()),
-                    ..Default::default()
-                }],
-                ..plain.clone()
-            },
-            "transport_socket_matches",
-        ),
-    ];
-    for (c, field) in cases {
-        assert_eq!(Cluster::try_from(&c).unwrap_err().field, field);
+
+    use super::*;
+
+    fn secret(name: &str) -> SdsSecretConfig {
+        SdsSecretConfig {
+            name: name.into(),
+            ..Default::default()
+        }
     }
-    let chain = xl::FilterChain {
-        transport_socket: Some(tls()),
-        ..tcp_chain()
-    };
-    let l = xl::Listener {
-        name: "l".into(),
-        filter_chains: vec![chain],
-        ..Default::default()
-    };
-    assert_eq!(
-        Listener::try_from(&l).unwrap_err().field,
-        "filter_chains[0].transport_socket"
-    );
+
+    fn uri(id: &str) -> SubjectAltNameMatcher {
+        SubjectAltNameMatcher {
+            san_type: subject_alt_name_matcher::SanType::Uri as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(id.into())),
+                ignore_case: false,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Istio's shape: the workload certificate and roots as SDS secrets, peers by URI SAN.
+    fn common(sans: &[SubjectAltNameMatcher]) -> CommonTlsContext {
+        CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![secret("default")],
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext {
+                            match_typed_subject_alt_names: sans.to_vec(),
+                            ..Default::default()
+                        }),
+                        validation_context_sds_secret_config: Some(secret("ROOTCA")),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            alpn_protocols: vec!["istio".into()],
+            ..Default::default()
+        }
+    }
+
+    fn socket(type_name: &str, value: Vec<u8>) -> TransportSocket {
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(ConfigType::TypedConfig(Any {
+                type_url: format!("type.googleapis.com/{type_name}"),
+                value,
+            })),
+        }
+    }
+
+    fn upstream(c: CommonTlsContext) -> TransportSocket {
+        let ctx = UpstreamTlsContext {
+            common_tls_context: Some(c),
+            sni: "outbound_.80_._.a.shop.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        socket(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            ctx.encode_to_vec(),
+        )
+    }
+
+    fn downstream(c: CommonTlsContext, require: bool) -> TransportSocket {
+        let ctx = DownstreamTlsContext {
+            common_tls_context: Some(c),
+            require_client_certificate: Some(BoolValue { value: require }),
+            ..Default::default()
+        };
+        socket(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            ctx.encode_to_vec(),
+        )
+    }
+
+    fn raw() -> TransportSocket {
+        TransportSocket {
+            name: "envoy.transport_sockets.raw_buffer".into(),
+            config_type: None,
+        }
+    }
+
+    fn matching(
+        name: &str,
+        mode: Option<&str>,
+        ts: TransportSocket,
+    ) -> cluster::TransportSocketMatch {
+        cluster::TransportSocketMatch {
+            name: name.into(),
+            r#match: mode.map(|m| Struct {
+                fields: [(
+                    "tlsMode".to_string(),
+                    Value {
+                        kind: Some(Kind::StringValue(m.into())),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+            transport_socket: Some(ts),
+        }
+    }
+
+    fn cluster_with(matches: Vec<cluster::TransportSocketMatch>) -> xc::Cluster {
+        xc::Cluster {
+            transport_socket_matches: matches,
+            ..eds_cluster(
+                config_source::ConfigSourceSpecifier::Ads(Default::default()),
+                "",
+            )
+        }
+    }
+
+    /// Istio's auto-mTLS shape is read: endpoints marked `tlsMode` get mTLS with the listed
+    /// SPIFFE IDs, the rest plaintext.
+    #[test]
+    fn per_endpoint_mtls_is_read_from_transport_socket_matches() {
+        let id = "spiffe://cluster.local/ns/shop/sa/a";
+        let c = cluster_with(vec![
+            matching("tlsMode-weft", Some("weft"), upstream(common(&[uri(id)]))),
+            matching("tlsMode-disabled", None, raw()),
+        ]);
+        let t = Cluster::try_from(&c).unwrap().transport;
+        assert_eq!(
+            t.matches,
+            [
+                TransportMatch {
+                    name: "tlsMode-weft".into(),
+                    criteria: vec![("tlsMode".into(), "weft".into())],
+                    security: Security::Mtls {
+                        peer_ids: Arc::from(vec![id.to_string()]),
+                    },
+                },
+                TransportMatch {
+                    name: "tlsMode-disabled".into(),
+                    criteria: vec![],
+                    security: Security::Plaintext,
+                },
+            ]
+        );
+        let whole = xc::Cluster {
+            transport_socket: Some(upstream(common(&[]))),
+            ..cluster_with(vec![])
+        };
+        assert_eq!(
+            Cluster::try_from(&whole).unwrap().transport.default,
+            Security::Mtls {
+                peer_ids: Arc::from(Vec::<String>::new())
+            }
+        );
+    }
+
+    /// TLS weft-proxy cannot honour is refused by field, never carried as plaintext.
+    #[test]
+    fn upstream_tls_weft_cannot_honour_is_refused_by_name() {
+        let at = "transport_socket_matches[0].transport_socket";
+        let ctx = format!("{at}.typed_config.common_tls_context");
+        let with = |edit: fn(&mut CommonTlsContext)| {
+            let mut c = common(&[]);
+            edit(&mut c);
+            upstream(c)
+        };
+        let cases: Vec<(TransportSocket, String)> = vec![
+            (
+                TransportSocket {
+                    name: "envoy.transport_sockets.tls".into(),
+                    config_type: None,
+                },
+                format!("{at}.typed_config"),
+            ),
+            (
+                TransportSocket {
+                    name: "envoy.transport_sockets.alts".into(),
+                    config_type: None,
+                },
+                format!("{at}.name"),
+            ),
+            (
+                with(|c| c.tls_certificates.push(TlsCertificate::default())),
+                ctx.clone(),
+            ),
+            (
+                with(|c| c.tls_certificate_sds_secret_configs = vec![secret("file-cert")]),
+                format!("{ctx}.tls_certificate_sds_secret_configs"),
+            ),
+            (
+                with(|c| {
+                    c.tls_params = Some(TlsParameters {
+                        tls_maximum_protocol_version: TlsProtocol::TlSv12 as i32,
+                        ..Default::default()
+                    })
+                }),
+                format!("{ctx}.tls_params"),
+            ),
+            (
+                upstream(common(&[SubjectAltNameMatcher {
+                    san_type: subject_alt_name_matcher::SanType::Dns as i32,
+                    ..uri("a.example")
+                }])),
+                format!(
+                    "{ctx}.combined_validation_context.default_validation_context.match_typed_subject_alt_names[0]"
+                ),
+            ),
+            (
+                with(|c| {
+                    c.validation_context_type = Some(
+                        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
+                            secret("other-roots"),
+                        ),
+                    )
+                }),
+                format!("{ctx}.validation_context_sds_secret_config"),
+            ),
+        ];
+        for (ts, field) in cases {
+            let c = cluster_with(vec![matching("m", Some("weft"), ts)]);
+            assert_eq!(Cluster::try_from(&c).unwrap_err().field, field);
+        }
+    }
+
+    fn port_chain(port: u32, ts: Option<TransportSocket>) -> xl::FilterChain {
+        let tls = ts.as_ref().is_some_and(|t| t.name.ends_with(".tls"));
+        xl::FilterChain {
+            filter_chain_match: Some(xl::FilterChainMatch {
+                destination_port: Some(weft_proto::google::protobuf::UInt32Value { value: port }),
+                transport_protocol: if tls { "tls" } else { "raw_buffer" }.into(),
+                ..Default::default()
+            }),
+            transport_socket: ts,
+            ..tcp_chain()
+        }
+    }
+
+    fn inbound(chains: Vec<xl::FilterChain>) -> Result<Listener, Invalid> {
+        Listener::try_from(&xl::Listener {
+            name: "virtualInbound".into(),
+            filter_chains: chains,
+            traffic_direction: TrafficDirection::Inbound as i32,
+            ..Default::default()
+        })
+    }
+
+    /// An mTLS chain beside a plaintext one is PERMISSIVE; alone, STRICT.
+    #[test]
+    fn inbound_ports_are_permissive_or_strict_as_their_chains_say() {
+        let mtls = || Some(downstream(common(&[]), true));
+        let l = inbound(vec![
+            port_chain(8080, mtls()),
+            port_chain(8080, None),
+            port_chain(9090, mtls()),
+            port_chain(7070, None),
+        ])
+        .unwrap();
+        let modes: Vec<(u16, InboundTls)> = l.by_port.iter().map(|c| (c.port, c.tls)).collect();
+        assert_eq!(
+            modes,
+            [
+                (8080, InboundTls::Permissive),
+                (9090, InboundTls::Strict),
+                (7070, InboundTls::Off)
+            ]
+        );
+        let refused = |chains| inbound(chains).unwrap_err().field;
+        assert_eq!(
+            refused(vec![port_chain(80, Some(downstream(common(&[]), false)))]),
+            "filter_chains[0].transport_socket.typed_config.require_client_certificate"
+        );
+        let mut unmatched = port_chain(80, mtls());
+        unmatched
+            .filter_chain_match
+            .as_mut()
+            .unwrap()
+            .transport_protocol = String::new();
+        assert_eq!(
+            refused(vec![unmatched]),
+            "filter_chains[0].filter_chain_match.transport_protocol"
+        );
+        assert_eq!(
+            refused(vec![port_chain(
+                80,
+                Some(downstream(common(&[uri("spiffe://td/ns/a/sa/b")]), true))
+            )]),
+            "filter_chains[0].transport_socket.typed_config.common_tls_context.combined_validation_context"
+        );
+        let mut other = port_chain(80, None);
+        other.filters = vec![hcm_filter()];
+        assert_eq!(
+            refused(vec![port_chain(80, mtls()), other]),
+            "filter_chains"
+        );
+        let default_chain = xl::FilterChain {
+            filter_chain_match: Some(xl::FilterChainMatch {
+                transport_protocol: "tls".into(),
+                ..Default::default()
+            }),
+            transport_socket: mtls(),
+            ..tcp_chain()
+        };
+        assert_eq!(
+            refused(vec![default_chain]),
+            "filter_chains[0].filter_chain_match.destination_port"
+        );
+    }
+
+    fn hcm_filter() -> xl::Filter {
+        let hcm = HttpConnectionManager {
+            route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(
+                weft_proto::xds::extensions::filters::network::http_connection_manager::v3::Rds {
+                    config_source: Some(weft_proto::xds::config::core::v3::ConfigSource {
+                        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                            Default::default(),
+                        )),
+                        ..Default::default()
+                    }),
+                    route_config_name: "r".into(),
+                },
+            )),
+            ..Default::default()
+        };
+        xl::Filter {
+            name: "hcm".into(),
+            config_type: Some(xl::filter::ConfigType::TypedConfig(Any {
+                type_url: format!("type.googleapis.com/{HCM}"),
+                value: hcm.encode_to_vec(),
+            })),
+        }
+    }
 }
 
 #[test]
@@ -839,10 +1130,19 @@ fn a_sniffed_http_chain_and_its_fallback_are_read_per_port_and_other_matches_ref
         .as_mut()
         .unwrap()
         .transport_protocol = "tls".into();
+    // Matched on TLS with no TLS socket: plaintext would be served as if it were mTLS.
     assert_eq!(
         refused(vec![by_transport]),
-        "filter_chains[0].filter_chain_match"
+        "filter_chains[0].transport_socket"
     );
+    let mut by_sni = chain(Some(80), &[], tcp(1));
+    by_sni
+        .filter_chain_match
+        .as_mut()
+        .unwrap()
+        .server_names
+        .push("a".into());
+    assert_eq!(refused(vec![by_sni]), "filter_chains[0].filter_chain_match");
 }
 
 /// A filter chain of one `tcp_proxy` to cluster `c`.
