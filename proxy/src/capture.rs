@@ -128,7 +128,14 @@ pub async fn accept_redirected<F, Fut>(
             Some(dst) => {
                 let (open, serve) = (proxy.drain.open(), handle(stream, dst));
                 // Every line logged about this connection names it.
-                let span = tracing::info_span!("conn", dir = direction.as_str(), %peer, %dst);
+                // The peer's SPIFFE ID is recorded once an mTLS handshake gives it.
+                let span = tracing::info_span!(
+                    "conn",
+                    dir = direction.as_str(),
+                    %peer,
+                    %dst,
+                    peer_id = tracing::field::Empty
+                );
                 tokio::spawn(
                     async move {
                         let _open = open;

@@ -92,6 +92,10 @@ fn request_line(buf: &[u8]) -> Option<Detected> {
     })
 }
 
+/// The most bytes detection looks at: room for the request line of an uncommon method (the
+/// common ones need 8 bytes).
+pub const PEEK_BYTES: usize = 256;
+
 /// The longest wait between two looks at a prefix that has not decided yet.
 const MAX_PAUSE: Duration = Duration::from_millis(32);
 
@@ -99,8 +103,7 @@ const MAX_PAUSE: Duration = Duration::from_millis(32);
 /// sends enough, or closes).
 pub async fn detect(stream: &TcpStream, timeout: Option<Duration>) -> Detected {
     let deadline = timeout.map(|t| Instant::now() + t);
-    // Room for the request line of an uncommon method (the common ones need 8 bytes).
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; PEEK_BYTES];
     // A peek leaves the socket readable, so the rest of a prefix can only be waited for by
     // looking again: soon (most prefixes split across two segments complete within a
     // millisecond), then less and less often, so a client that sends one byte and stalls costs

@@ -233,6 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain.clone(),
     );
     proxy.http1_fast_path = args.http1_fast_path;
+    proxy.dialer = weft_proxy::upstream::conn::Dialer::new(identity.clone());
+    proxy.identity = identity.clone();
     proxy.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms);
     let outbound_capture = capture::bind(args.outbound_capture_addr)?;
     let inbound_capture = capture::bind(args.inbound_capture_addr)?;

@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::config::{Handler, Protocol, Sniffing};
+use crate::config::{Handler, InboundTls, Protocol, Sniffing};
 use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource, Routes};
@@ -80,48 +80,217 @@ pub async fn serve_connection(
     Accepted { detected, pinned }: Accepted,
 ) {
     let _ = stream.set_nodelay(true);
-    let source = match handler {
+    match http_source(handler, pinned) {
+        Ok(source) => serve_http(proxy, source, stream, detected).await,
+        Err((clusters, idle_timeout, pinned)) => {
+            forward_tcp(&store, &proxy, &clusters, idle_timeout, pinned, stream).await;
+        }
+    }
+}
+
+/// A TCP handler's clusters, idle timeout and pinned endpoint.
+type TcpPlan = (
+    Vec<crate::config::WeightedCluster>,
+    Option<std::time::Duration>,
+    Option<(SocketAddr, String)>,
+);
+
+/// Where an HTTP handler's requests are routed from; a TCP handler's plan otherwise.
+fn http_source(
+    handler: Handler,
+    pinned: Option<(SocketAddr, String)>,
+) -> Result<RouteSource, TcpPlan> {
+    match handler {
         Handler::Tcp {
             clusters,
             idle_timeout,
-        } => {
-            let refused = &proxy.metrics().unrouted().tcp;
-            let Some(cluster) = crate::config::pick_weighted(&clusters) else {
-                tracing::info!(flags = "NC", "every cluster has weight 0: closing");
-                crate::tcp::refuse(stream, refused);
-                return;
-            };
-            let cluster = cluster.name.as_str();
-            // Pinned to the pod it was addressed to only when it stays on the listener's own
-            // cluster: a split's other clusters balance over their own endpoints.
-            let pinned = pinned
-                .filter(|(_, own)| own == cluster)
-                .map(|(addr, _)| addr);
-            if let Err(e) =
-                crate::tcp::forward(&store, cluster, pinned, stream, idle_timeout, refused).await
-            {
-                tracing::debug!(cluster, "tcp forward ended: {e}");
-            }
-            return;
-        }
+        } => Err((clusters, idle_timeout, pinned)),
         Handler::Http {
             route_config,
             normalize_path,
-        } => RouteSource {
+        } => Ok(RouteSource {
             routes: Routes::Named(route_config),
             pinned,
             normalize_path,
-        },
+        }),
         Handler::HttpInline {
             table,
             normalize_path,
-        } => RouteSource {
+        } => Ok(RouteSource {
             routes: Routes::Inline(table),
             pinned,
             normalize_path,
-        },
+        }),
+    }
+}
+
+/// Carries a connection as opaque TCP to one of `clusters` (by weight).
+async fn forward_tcp<S: Stream>(
+    store: &Arc<Store>,
+    proxy: &Proxy,
+    clusters: &[crate::config::WeightedCluster],
+    idle_timeout: Option<std::time::Duration>,
+    pinned: Option<(SocketAddr, String)>,
+    stream: S,
+) {
+    let refused = &proxy.metrics().unrouted().tcp;
+    let Some(cluster) = crate::config::pick_weighted(clusters) else {
+        tracing::info!(flags = "NC", "every cluster has weight 0: closing");
+        crate::tcp::refuse(stream, refused);
+        return;
     };
-    serve_http(proxy, source, stream, detected).await;
+    let cluster = cluster.name.as_str();
+    // Pinned to the pod it was addressed to only when it stays on the listener's own
+    // cluster: a split's other clusters balance over their own endpoints.
+    let pinned = pinned
+        .filter(|(_, own)| own == cluster)
+        .map(|(addr, _)| addr);
+    let dialer = &proxy.dialer;
+    if let Err(e) = crate::tcp::forward(
+        store,
+        dialer,
+        cluster,
+        pinned,
+        stream,
+        idle_timeout,
+        refused,
+    )
+    .await
+    {
+        tracing::debug!(cluster, "tcp forward ended: {e}");
+    }
+}
+
+/// What an inbound port serves: its chain, and whether it offers or requires mTLS.
+#[derive(Debug)]
+pub struct InboundPort {
+    /// Declared protocol.
+    pub protocol: Protocol,
+    /// What serves HTTP (or everything, for a TCP chain).
+    pub handler: Handler,
+    /// What serves the rest.
+    pub fallback: Handler,
+    /// How detection waits.
+    pub sniffing: Sniffing,
+    /// mTLS refused, offered or required.
+    pub tls: InboundTls,
+}
+
+/// Serves a connection to an inbound port. One that opens with a TLS ClientHello on a port that
+/// offers mTLS is decrypted with the workload's certificate (the client must present one from
+/// the mesh), its peer's SPIFFE ID noted on the connection's span, and what is inside served
+/// as the port's chain serves plaintext; a plaintext one is served as is, unless the port is
+/// STRICT, which closes it.
+pub async fn serve_inbound(
+    store: Arc<Store>,
+    proxy: Proxy,
+    stream: TcpStream,
+    port: InboundPort,
+    pinned: Option<(SocketAddr, String)>,
+) {
+    let InboundPort {
+        protocol,
+        handler,
+        fallback,
+        sniffing,
+        tls,
+    } = port;
+    let tls_first = match tls {
+        InboundTls::Off => false,
+        InboundTls::Permissive | InboundTls::Strict => {
+            detect(&stream, sniffing.timeout).await == Detected::Tls
+        }
+    };
+    if !tls_first {
+        if tls == InboundTls::Strict {
+            proxy.metrics().inbound_connection(false, false);
+            tracing::info!("plaintext to a STRICT mTLS port: closed");
+            return;
+        }
+        proxy.metrics().inbound_connection(false, true);
+        if let Some((handler, detected)) =
+            choose(&stream, protocol, handler, Some(fallback), sniffing).await
+        {
+            let accepted = Accepted { detected, pinned };
+            serve_connection(store, proxy, handler, stream, accepted).await;
+        }
+        return;
+    }
+    let Some(certified) = proxy.identity.as_ref().and_then(|i| i.current()) else {
+        tracing::warn!("mTLS asked for, but no workload certificate yet: closed");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let acceptor = tokio_rustls::TlsAcceptor::from(certified.tls.server.clone());
+    let tls = match tokio::time::timeout(proxy.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            proxy.metrics().mtls_handshake_failed();
+            tracing::info!("mTLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            proxy.metrics().mtls_handshake_failed();
+            tracing::info!("mTLS handshake timed out");
+            return;
+        }
+    };
+    proxy.metrics().inbound_connection(true, true);
+    let peer = crate::identity::tls::peer_identity(tls.get_ref().1.peer_certificates());
+    tracing::Span::current().record("peer_id", peer.as_deref().unwrap_or("none"));
+    let mut tls = crate::stream::Flushing::new(tls);
+    // What is inside is told from its first bytes, read (TLS cannot be peeked) and put back.
+    let mut first = bytes::BytesMut::new();
+    let detected = match (protocol, &handler) {
+        (_, Handler::Tcp { .. }) | (Protocol::Tcp, _) => None,
+        _ => Some(sniff(&mut tls, &mut first, sniffing.timeout).await),
+    };
+    let handler = match (protocol, detected) {
+        (Protocol::Tcp, _) => fallback,
+        (Protocol::Detect, Some(Detected::Http1 | Detected::Http2)) => handler,
+        (Protocol::Detect, Some(Detected::TimedOut)) if sniffing.close_on_timeout => return,
+        (Protocol::Detect, _) => fallback,
+        _ => handler,
+    };
+    let stream = Prefixed::new(tls, first);
+    match http_source(handler, pinned) {
+        Ok(source) => {
+            let http2 = detected == Some(Detected::Http2);
+            serve_http_on(proxy, source, stream, http2).await;
+        }
+        Err((clusters, idle_timeout, pinned)) => {
+            forward_tcp(&store, &proxy, &clusters, idle_timeout, pinned, stream).await;
+        }
+    }
+}
+
+/// Reads a stream's first bytes into `buf` until they say what it speaks, or `timeout` passes.
+async fn sniff<S: Stream>(
+    stream: &mut S,
+    buf: &mut bytes::BytesMut,
+    timeout: Option<std::time::Duration>,
+) -> Detected {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        loop {
+            if let Some(d) = crate::detect::classify(buf) {
+                return d;
+            }
+            if buf.len() >= crate::detect::PEEK_BYTES {
+                return Detected::Opaque;
+            }
+            match stream.read_buf(buf).await {
+                Ok(0) | Err(_) => return Detected::Opaque,
+                Ok(_) => {}
+            }
+        }
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, read)
+            .await
+            .unwrap_or(Detected::TimedOut),
+        None => read.await,
+    }
 }
 
 /// Serves an HTTP connection whose requests are routed by `source`; `detected` as for

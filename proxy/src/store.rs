@@ -93,6 +93,7 @@ impl Store {
                         &a.endpoints,
                         a.overprovisioning,
                         c.lb,
+                        &c.transport,
                         previous.map(Arc::as_ref),
                         metrics,
                     ))

@@ -2,7 +2,11 @@
 //! sidecars) next. The fast path, the hand-over to hyper, the connection pipeline and the TCP
 //! tunnels are written against it, so a TLS stream takes the same code as a TCP one.
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A byte stream to a client or an upstream.
@@ -15,5 +19,68 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 impl Stream for TcpStream {
     fn reset_on_close(&self) {
         let _ = self.set_zero_linger();
+    }
+}
+
+/// A TLS stream that never leaves written bytes sitting in its session: each write is followed
+/// by a flush attempt, and each read first pushes out what an earlier write left, so code that
+/// writes a request and then waits for the answer (the fast path, the tunnels) works over TLS as
+/// over TCP, where a write is on the wire when it returns.
+#[derive(Debug)]
+pub struct Flushing<T> {
+    inner: T,
+}
+
+impl<T> Flushing<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Flushing<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let inner = &mut self.get_mut().inner;
+        // Pending or failed, the flush is the write side's news; the read goes on.
+        let _ = Pin::new(&mut *inner).poll_flush(cx);
+        Pin::new(inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Flushing<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let inner = &mut self.get_mut().inner;
+        let written = Pin::new(&mut *inner).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(_))) {
+            let _ = Pin::new(inner).poll_flush(cx);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: Stream> Stream for Flushing<tokio_rustls::server::TlsStream<S>> {
+    fn reset_on_close(&self) {
+        self.inner.get_ref().0.reset_on_close();
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{EndpointConfig, LbPolicy};
+use crate::config::{EndpointConfig, LbPolicy, Security, Transport};
 use crate::metrics::{DestStats, Metrics};
 
 /// Weight of a new latency sample in the moving average.
@@ -71,8 +71,10 @@ fn health<S: serde::Serializer>(until: &AtomicU64, s: S) -> Result<S::Ok, S::Err
 pub struct Endpoint {
     /// Address.
     pub addr: SocketAddr,
-    /// Identity the peer must present (used once mTLS is on).
+    /// Identity the control plane says the peer has.
     pub identity: Option<String>,
+    /// Plain or mTLS, and the SPIFFE IDs the peer may present.
+    pub security: Security,
     /// Requests in flight.
     #[serde(serialize_with = "load")]
     in_flight: AtomicUsize,
@@ -111,9 +113,10 @@ fn load64<S: serde::Serializer>(v: &AtomicU64, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl Endpoint {
-    fn new(cfg: &EndpointConfig, stats: Arc<DestStats>) -> Self {
+    fn new(cfg: &EndpointConfig, security: Security, stats: Arc<DestStats>) -> Self {
         Self {
             addr: cfg.addr,
+            security,
             identity: cfg.identity.clone(),
             workload: cfg.workload.clone(),
             stats,
@@ -331,6 +334,7 @@ impl EndpointSet {
         configs: &[EndpointConfig],
         overprovisioning: u32,
         lb: LbPolicy,
+        transport: &Transport,
         previous: Option<&EndpointSet>,
         metrics: &Metrics,
     ) -> Self {
@@ -354,13 +358,20 @@ impl EndpointSet {
             health.push((level.len(), total));
             let mut endpoints = Vec::with_capacity(level.len());
             for (cfg, copies) in level.iter().zip(copies(&level)) {
+                let security = transport.security_of(cfg);
+                // Its pooled connections were made for what it was: a changed identity or
+                // transport starts afresh.
                 let ep = kept
                     .get(&cfg.addr)
-                    .filter(|e| e.identity == cfg.identity && e.workload == cfg.workload)
+                    .filter(|e| {
+                        e.identity == cfg.identity
+                            && e.workload == cfg.workload
+                            && e.security == security
+                    })
                     .map(|e| Arc::clone(e))
                     .unwrap_or_else(|| {
                         let stats = metrics.destination(cluster, cfg.workload.as_deref());
-                        Arc::new(Endpoint::new(cfg, stats))
+                        Arc::new(Endpoint::new(cfg, security, stats))
                     });
                 for _ in 0..copies {
                     endpoints.push(ep.clone());
@@ -522,7 +533,15 @@ mod tests {
 
     /// The set of cluster `c` of `configs`, with Envoy's default overprovisioning factor.
     fn set_of(configs: &[EndpointConfig], lb: LbPolicy) -> EndpointSet {
-        EndpointSet::new("c", configs, OVERPROVISIONING, lb, None, &metrics())
+        EndpointSet::new(
+            "c",
+            configs,
+            OVERPROVISIONING,
+            lb,
+            &Transport::default(),
+            None,
+            &metrics(),
+        )
     }
 
     fn cfgs(n: u16) -> Vec<EndpointConfig> {
@@ -723,6 +742,7 @@ mod tests {
             &cfgs(3),
             OVERPROVISIONING,
             LbPolicy::LeastRequest,
+            &Transport::default(),
             Some(&old),
             &metrics(),
         );

@@ -24,6 +24,8 @@ pub struct Mirror {
     pub endpoint: Arc<Endpoint>,
     /// How to reach it.
     pub dial: Dial,
+    /// What dials it.
+    pub dialer: crate::upstream::conn::Dialer,
 }
 
 /// Sends a copy of the request `parts` (already edited for its upstream) to each of `mirrors`,
@@ -96,7 +98,12 @@ async fn send(m: Mirror, req: Request<RequestBody>, protocol: RequestProtocol) {
     use http_body_util::BodyExt;
     let started = Instant::now();
     let mut guard = m.endpoint.start();
-    match m.endpoint.pool.send(m.endpoint.addr, m.dial, req).await {
+    let peer = pool::Peer {
+        addr: m.endpoint.addr,
+        security: &m.endpoint.security,
+        dialer: &m.dialer,
+    };
+    match m.endpoint.pool.send(peer, m.dial, req).await {
         Ok((resp, conn)) => {
             guard.answered();
             let outcome = Outcome {

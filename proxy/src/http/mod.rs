@@ -204,6 +204,10 @@ pub struct Proxy {
     pub http1_fast_path: bool,
     /// How long a client's HTTP/2 connection may carry nothing before it is closed.
     pub idle_timeout: Duration,
+    /// Dials upstreams, plain or mTLS with the workload's certificate.
+    pub dialer: crate::upstream::conn::Dialer,
+    /// The workload's identity, which inbound mTLS is served with (`None`: no mTLS).
+    pub identity: Option<Arc<crate::identity::Identity>>,
     metrics: Arc<Metrics>,
 }
 
@@ -224,6 +228,8 @@ impl Proxy {
             drain,
             http1_fast_path: true,
             idle_timeout: Duration::from_secs(3600),
+            dialer: Default::default(),
+            identity: None,
             metrics,
         }
     }
@@ -340,7 +346,11 @@ impl Proxy {
                 let cluster = config.clusters.get(&m.cluster)?;
                 let endpoint = snap.endpoints.get(&m.cluster)?.pick()?.clone();
                 let dial = dial_for(cluster, downstream_http2);
-                Some(mirror::Mirror { endpoint, dial })
+                Some(mirror::Mirror {
+                    endpoint,
+                    dial,
+                    dialer: self.dialer.clone(),
+                })
             })
             .collect();
         Ok(Decision::Forward(Target {
@@ -625,7 +635,12 @@ impl Proxy {
             started,
             armed: true,
         };
-        let fut = endpoint.pool.send(endpoint.addr, dial, upstream);
+        let peer = pool::Peer {
+            addr: endpoint.addr,
+            security: &endpoint.security,
+            dialer: &self.dialer,
+        };
+        let fut = endpoint.pool.send(peer, dial, upstream);
         // The route's timeout covers the whole response, as Gateway API and Envoy define it: the
         // same deadline bounds the headers here and the body in `UpstreamBody`.
         let mut deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));

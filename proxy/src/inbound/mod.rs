@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::capture::{Direction, accept_redirected};
 use crate::http::Proxy;
-use crate::serve::{Accepted, choose, serve_connection};
+use crate::serve::{InboundPort, serve_inbound};
 use crate::store::Store;
 
 /// Accepts redirected inbound connections until the proxy stops.
@@ -43,13 +43,14 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     .is_some_and(|set| set.get(dst).is_some());
                 drop(snap);
                 let pinned = known.then(|| (dst, chain.cluster.clone()));
-                let (protocol, handler, fallback) = (chain.protocol, chain.handler, chain.fallback);
-                if let Some((handler, detected)) =
-                    choose(&stream, protocol, handler, Some(fallback), sniffing).await
-                {
-                    let accepted = Accepted { detected, pinned };
-                    serve_connection(store, proxy, handler, stream, accepted).await;
-                }
+                let port = InboundPort {
+                    protocol: chain.protocol,
+                    handler: chain.handler,
+                    fallback: chain.fallback,
+                    sniffing,
+                    tls: chain.tls,
+                };
+                serve_inbound(store, proxy, stream, port, pinned).await;
             }
         },
     )

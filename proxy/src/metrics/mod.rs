@@ -54,6 +54,17 @@ pub struct Metrics {
     requests: Arc<Requests>,
     /// xDS stream and config health.
     pub xds: XdsMetrics,
+    inbound_security: InboundSecurity,
+}
+
+/// How inbound connections to ports that offer mTLS arrived: what an operator reads before
+/// turning a namespace STRICT.
+#[derive(Clone, Debug, Default)]
+struct InboundSecurity {
+    /// Connections by `security` (`mtls`, `plaintext`) and `result` (`accepted`, `refused`).
+    connections: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// mTLS handshakes that failed (no client certificate, another CA's, expired, ...).
+    handshake_failures: Counter,
 }
 
 /// xDS health: is the stream up, how many updates were applied and rejected.
@@ -122,11 +133,40 @@ impl Metrics {
             .set(1);
         registry.register("weft_proxy_build_info", "weft-proxy's version", build);
         registry.register_collector(Box::new(requests.clone()));
+        let inbound_security = InboundSecurity::default();
+        registry.register(
+            "weft_proxy_inbound_connections",
+            "Connections to inbound ports that offer mTLS, by security and result",
+            inbound_security.connections.clone(),
+        );
+        registry.register(
+            "weft_proxy_mtls_handshake_failures",
+            "Inbound mTLS handshakes that failed",
+            inbound_security.handshake_failures.clone(),
+        );
         Self {
             registry,
             requests,
             xds,
+            inbound_security,
         }
+    }
+
+    /// Counts a connection to a port that offers mTLS: mTLS (`mtls`) or plaintext, accepted or
+    /// refused (plaintext to a STRICT port).
+    pub fn inbound_connection(&self, mtls: bool, accepted: bool) {
+        let security = if mtls { "mtls" } else { "plaintext" };
+        let result = if accepted { "accepted" } else { "refused" };
+        self.inbound_security
+            .connections
+            .get_or_create(&vec![("security", security), ("result", result)])
+            .inc();
+    }
+
+    /// Counts a failed inbound mTLS handshake.
+    pub fn mtls_handshake_failed(&self) {
+        self.inbound_security.handshake_failures.inc();
+        self.inbound_connection(true, false);
     }
 
     /// The registry, for a component that registers its own metrics at start (the identity).

@@ -11,13 +11,15 @@ use crate::idle::Counted;
 use crate::metrics::TcpStats;
 use crate::store::Store;
 use crate::stream::Stream;
+use crate::upstream::conn::Dialer;
 
 /// Forwards `client` to an endpoint of `cluster` (the `pinned` one, if given, else the one the
 /// balancer picks) until both directions are closed, or until no byte has moved either way for
-/// `idle_timeout`. A connection with nowhere to go (no such cluster, no endpoint) is closed and
-/// counted into `refused`.
+/// `idle_timeout`, dialed by `dialer` (mTLS to an endpoint with a sidecar). A connection with
+/// nowhere to go (no such cluster, no endpoint) is closed and counted into `refused`.
 pub async fn forward<S: Stream>(
     store: &Arc<Store>,
+    dialer: &Dialer,
     cluster: &str,
     pinned: Option<SocketAddr>,
     client: S,
@@ -47,21 +49,18 @@ pub async fn forward<S: Stream>(
         }
     };
     let mut guard = endpoint.start();
-    let upstream = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let upstream = match dialer
+        .dial(endpoint.addr, &endpoint.security, timeout)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
             guard.failed();
             tracing::info!(cluster, endpoint = %endpoint.addr, flags = "UF", "connect failed: {e}");
             return Ok(());
         }
-        Err(_) => {
-            guard.failed();
-            tracing::info!(cluster, endpoint = %endpoint.addr, flags = "UF", "connect timed out");
-            return Ok(());
-        }
     };
     guard.answered();
-    let _ = upstream.set_nodelay(true);
     carry(client, upstream, &endpoint.stats.tcp, idle_timeout).await
 }
 

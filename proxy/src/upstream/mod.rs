@@ -3,6 +3,7 @@
 //! dial here.
 
 pub mod body;
+pub mod conn;
 pub mod pool;
 
 /// The most bytes of headers accepted in either direction, HTTP/1 or HTTP/2 (Envoy's default

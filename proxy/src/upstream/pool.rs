@@ -2,20 +2,20 @@
 //! at a time (most recently used first), or one multiplexed HTTP/2 connection.
 //!
 //! The pool lives in the endpoint, so it survives config swaps with it, and a checkout is a pop
-//! from that endpoint's own list: no key to hash, no shared table. Dialing is one function here so
-//! mTLS can wrap the stream later without touching the data path.
+//! from that endpoint's own list: no key to hash, no shared table. Connections are dialed by
+//! [`super::conn::Dialer`], plain or mTLS as the endpoint's security says.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::body::RequestBody;
+use super::conn::{Conn, Dialer};
+use crate::config::Security;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-
-use super::body::RequestBody;
 
 /// Why a request could not be sent upstream.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +40,20 @@ pub struct Dial {
 /// An HTTP/1.1 connection lent to one request; given back once its response body is done.
 pub type H1 = http1::SendRequest<RequestBody>;
 
-/// A connection the fast path speaks HTTP/1.1 on itself: plain TCP until mTLS gives it a TLS
-/// form (the fast path reads and writes it through [`crate::stream::Stream`] only).
-pub type RawConn = TcpStream;
+/// A connection the fast path speaks HTTP/1.1 on itself, plain or mTLS (the fast path reads and
+/// writes it through [`crate::stream::Stream`] only).
+pub type RawConn = Conn;
+
+/// The endpoint a request goes to: its address, and how to connect to it.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer<'a> {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Plain or mTLS, and the identities it may present.
+    pub security: &'a Security,
+    /// What dials it.
+    pub dialer: &'a Dialer,
+}
 
 /// One endpoint's upstream connections.
 #[derive(Debug, Default)]
@@ -122,12 +133,12 @@ impl Pool {
     /// [`Pool::put_back`] when the response body has been read to its end.
     pub async fn send(
         &self,
-        addr: SocketAddr,
+        peer: Peer<'_>,
         dial: Dial,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
         if dial.http2 {
-            return self.send_h2(addr, dial, req).await.map(|r| (r, None));
+            return self.send_h2(peer, dial, req).await.map(|r| (r, None));
         }
         let mut req = req;
         let head = req.method() == http::Method::HEAD;
@@ -151,7 +162,7 @@ impl Pool {
             }
         }
         // Boxed: dialing is rare, and its state would otherwise grow every request's future.
-        let mut conn = Box::pin(dial_h1(addr, dial)).await?;
+        let mut conn = Box::pin(dial_h1(peer, dial)).await?;
         let resp = conn.send_request(req).await?;
         let conn = (!unframed_head(head, &resp)).then_some(conn);
         Ok((resp, conn))
@@ -168,19 +179,9 @@ impl Pool {
     /// An idle fast-path connection, the most recently used first; one the peer has closed or
     /// written to meanwhile is dropped. Costs no system call unless the socket has news.
     pub fn take_raw(&self) -> Option<RawConn> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
         loop {
-            let (conn, _) = lock(&self.raw).pop()?;
-            // Readable means closed, or sending what nobody asked for; or only that the last read
-            // did not drain the socket's readiness, which one read settles.
-            if conn.poll_read_ready(&mut cx).is_pending() {
-                return Some(conn);
-            }
-            let mut probe = [0u8; 1];
-            if let Err(e) = conn.try_read(&mut probe)
-                && e.kind() == std::io::ErrorKind::WouldBlock
-            {
+            let (mut conn, _) = lock(&self.raw).pop()?;
+            if conn.still_idle() {
                 return Some(conn);
             }
         }
@@ -239,7 +240,7 @@ impl Pool {
 
     async fn send_h2(
         &self,
-        addr: SocketAddr,
+        peer: Peer<'_>,
         dial: Dial,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
@@ -261,10 +262,11 @@ impl Pool {
                 None => {
                     if lock(&self.h2_failed).is_some_and(|failed| failed >= queued) {
                         return Err(SendError::Connect(format!(
-                            "{addr}: the dial this request waited for failed"
+                            "{}: the dial this request waited for failed",
+                            peer.addr
                         )));
                     }
-                    match Box::pin(dial_h2(addr, dial)).await {
+                    match Box::pin(dial_h2(peer, dial)).await {
                         Ok(c) => {
                             *lock(&self.h2) = Some((c.clone(), Instant::now()));
                             c
@@ -299,18 +301,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Opens a TCP connection to an endpoint, failing after `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RawConn, SendError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| SendError::Connect(format!("{addr}: timed out after {timeout:?}")))?
-        .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-async fn dial_h1(addr: SocketAddr, dial: Dial) -> Result<H1, SendError> {
-    let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
+async fn dial_h1(peer: Peer<'_>, dial: Dial) -> Result<H1, SendError> {
+    let addr = peer.addr;
+    let conn = peer.dialer.dial(addr, peer.security, dial.connect_timeout);
+    let io = TokioIo::new(conn.await?);
     let (send, conn) = http1::Builder::new()
         .max_header_size(super::MAX_HEADER_BYTES)
         .handshake(io)
@@ -324,11 +318,10 @@ async fn dial_h1(addr: SocketAddr, dial: Dial) -> Result<H1, SendError> {
     Ok(send)
 }
 
-async fn dial_h2(
-    addr: SocketAddr,
-    dial: Dial,
-) -> Result<http2::SendRequest<RequestBody>, SendError> {
-    let io = TokioIo::new(connect(addr, dial.connect_timeout).await?);
+async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<http2::SendRequest<RequestBody>, SendError> {
+    let addr = peer.addr;
+    let conn = peer.dialer.dial(addr, peer.security, dial.connect_timeout);
+    let io = TokioIo::new(conn.await?);
     // No keep-alive pings, as Envoy sends none unless configured: gRPC servers count a ping
     // that comes within 5 minutes of the last with no data sent between as abuse and close
     // the connection (GOAWAY `too_many_pings`), which would take down every call on it when one

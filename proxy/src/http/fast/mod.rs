@@ -367,8 +367,11 @@ impl<S: Stream> Conn<'_, S> {
             let (mut upstream, reused) = match endpoint.pool.take_raw() {
                 Some(c) => (c, true),
                 None => {
-                    let connect =
-                        crate::upstream::pool::connect(endpoint.addr, dial.connect_timeout);
+                    let connect = self.proxy.dialer.dial(
+                        endpoint.addr,
+                        &endpoint.security,
+                        dial.connect_timeout,
+                    );
                     let connected = tokio::select! {
                         biased;
                         () = expiry(timer.as_mut()) => {

@@ -22,6 +22,12 @@ impl<S> Prefixed<S> {
     }
 }
 
+impl<S: crate::stream::Stream> crate::stream::Stream for Prefixed<S> {
+    fn reset_on_close(&self) {
+        self.inner.reset_on_close();
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
