@@ -262,7 +262,9 @@ const DEBOUNCE: Debounce = Debounce {
     max: Duration::from_secs(1),
 };
 
-/// Receives the watcher's next signal within `within`; `false` if none came.
+/// Receives the watcher's next signal within `within`; `false` if none came. A `false` is how
+/// these tests prove a change set off no reload: file events come from the OS in their own time,
+/// and the debounce would merge a barrier edit's signal with the one being ruled out.
 async fn signalled(rx: &mut mpsc::Receiver<()>, within: Duration) -> bool {
     tokio::time::timeout(within, rx.recv()).await.is_ok()
 }
