@@ -42,6 +42,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits (up to 5 s) until something accepts connections on `addr`.
+#[allow(clippy::disallowed_methods)] // a sync wait for a real process to listen
 pub fn wait_port(addr: SocketAddr) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(addr).is_ok() {

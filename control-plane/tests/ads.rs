@@ -112,9 +112,44 @@ async fn next<T>(stream: &mut Streaming<T>) -> T {
         .expect("stream open")
 }
 
-async fn nothing<T: std::fmt::Debug>(stream: &mut Streaming<T>, wait_ms: u64) {
-    if let Ok(r) = tokio::time::timeout(Duration::from_millis(wait_ms), stream.message()).await {
-        panic!("expected no response, got {r:?}");
+// Absence is proved with a barrier, not by waiting (`Sotw::nothing_before_barrier`,
+// `Delta::nothing_before_barrier`): after what must send nothing, the test sends a request the
+// server must answer and asserts that the very next response is that answer. Sound because the
+// server runs each stream as one task that takes the stream's requests in order and handles
+// each to its end, sends included, before it takes the next request or a new snapshot, and
+// sends every response on one channel (`xds/stream.rs` `run`): whatever an earlier request made
+// the stream send, or a snapshot it took in before the barrier, comes before the barrier's
+// answer. A change made through the registry must therefore have reached the stream before
+// the barrier is sent: the test read a response that change caused on that stream, or it
+// waits until the stream shows the change's generation (`took_in_current_snapshot`), or it
+// knows that no snapshot came of it (`invalid_yaml_keeps_the_last_good_mesh`).
+
+/// Waits until the stream of `node` has taken in the current snapshot, as `/debug/connections`
+/// says: it records the generation before sending what the snapshot changes, so all of that is
+/// sent before the answer to any request made from now on.
+async fn took_in_current_snapshot(h: &Harness, node: &str) {
+    let current =
+        h.cp.snapshots
+            .borrow()
+            .as_ref()
+            .expect("a snapshot")
+            .generation;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = h.admin("/debug/connections").await;
+        let json = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let conns: serde_json::Value = serde_json::from_str(json).unwrap();
+        let generation = conns
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["node_id"] == node)
+            .and_then(|c| c["generation"].as_u64());
+        if generation >= Some(current) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -123,10 +158,14 @@ async fn nothing<T: std::fmt::Debug>(stream: &mut Streaming<T>, wait_ms: u64) {
 struct Sotw {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: Streaming<DiscoveryResponse>,
+    /// Barriers sent so far, and the version of the last one's answer.
+    barriers: u32,
+    barrier_version: Option<String>,
 }
 
 impl Sotw {
-    async fn open(h: &Harness, id: &str) -> Self {
+    /// A stream on which nothing is sent yet.
+    async fn connect(h: &Harness) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let rx = h
             .client()
@@ -135,7 +174,17 @@ impl Sotw {
             .await
             .unwrap()
             .into_inner();
-        let s = Self { tx, rx };
+        Self {
+            tx,
+            rx,
+            barriers: 0,
+            barrier_version: None,
+        }
+    }
+
+    /// A stream of node `id` that has asked for every cluster.
+    async fn open(h: &Harness, id: &str) -> Self {
+        let s = Self::connect(h).await;
         s.send(DiscoveryRequest {
             node: node(id),
             type_url: CDS.into(),
@@ -169,6 +218,41 @@ impl Sotw {
             ..Default::default()
         })
         .await;
+    }
+
+    /// Proves, without waiting, that the server sent nothing since the last response read
+    /// (see above): the barrier asks for `existing` resources of type `t` and a name used once
+    /// that names nothing, a new subscription the server must answer (a Cluster or Listener
+    /// one even when nothing it names exists, as state of the world is full state for them);
+    /// the next response must be that answer, with a version not seen before. `t` must be a
+    /// type the test does not otherwise ask for, and nothing in `existing` may change. The
+    /// answer is ACKed.
+    async fn nothing_before_barrier(&mut self, t: &str, existing: &[&str]) {
+        self.barriers += 1;
+        let once = format!("barrier-{}.invalid:1", self.barriers);
+        let mut names = existing.to_vec();
+        names.push(&once);
+        self.send(DiscoveryRequest {
+            type_url: t.into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await;
+        let r = next(&mut self.rx).await;
+        assert_eq!(
+            (r.type_url.as_str(), sotw_names(&r)),
+            (t, existing.iter().map(|s| s.to_string()).collect()),
+            "a response came before the barrier's answer (left): nonce {}",
+            r.nonce
+        );
+        assert_ne!(
+            self.barrier_version.as_ref(),
+            Some(&r.version_info),
+            "the last barrier's answer again, not this one's: nonce {}",
+            r.nonce
+        );
+        self.barrier_version = Some(r.version_info.clone());
+        self.ack(t, &r, &names).await;
     }
 }
 
@@ -219,7 +303,7 @@ async fn sotw_fetch_ack_update_and_removal() {
     let eds = next(&mut s.rx).await;
     assert_eq!(sotw_names(&eds), [A]);
     s.ack(EDS, &eds, &[A]).await;
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(LDS, &[]).await;
 
     // Removing b: CDS (full state) comes without it; a's EDS is untouched so not resent.
     std::fs::remove_file(h.dir.path().join("b.yaml")).unwrap();
@@ -229,7 +313,7 @@ async fn sotw_fetch_ack_update_and_removal() {
     assert_ne!(cds2.version_info, cds.version_info);
     assert_ne!(cds2.nonce, cds.nonce);
     s.ack(CDS, &cds2, &[]).await;
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(LDS, &[]).await;
 
     // An endpoint change of a: only EDS.
     h.write(
@@ -240,7 +324,7 @@ async fn sotw_fetch_ack_update_and_removal() {
     assert_eq!(eds2.type_url, EDS);
     assert_ne!(eds2.version_info, eds.version_info);
     s.ack(EDS, &eds2, &[A]).await;
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(LDS, &[]).await;
 
     let metrics = h.admin("/metrics").await;
     assert!(
@@ -267,7 +351,7 @@ async fn sotw_nack_is_not_resent_and_stale_nonces_are_ignored() {
         ..Default::default()
     })
     .await;
-    nothing(&mut s.rx, 400).await;
+    s.nothing_before_barrier(LDS, &[]).await;
     // A garbage nonce and an unknown type are ignored; the stream stays up.
     s.send(DiscoveryRequest {
         type_url: CDS.into(),
@@ -280,7 +364,7 @@ async fn sotw_nack_is_not_resent_and_stale_nonces_are_ignored() {
         ..Default::default()
     })
     .await;
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(LDS, &[]).await;
     // The next change is sent.
     h.write("b.yaml", &service("b", "10.0.0.2"));
     let cds2 = next(&mut s.rx).await;
@@ -329,23 +413,15 @@ async fn sotw_reconnect_with_current_version_gets_nothing_new() {
         let mut s = Sotw::open(&h, "c").await;
         next(&mut s.rx).await.version_info
     };
-    let (tx, rx) = mpsc::channel(4);
-    let mut stream = h
-        .client()
-        .await
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(DiscoveryRequest {
+    let mut s = Sotw::connect(&h).await;
+    s.send(DiscoveryRequest {
         node: node("c"),
         type_url: CDS.into(),
         version_info: version,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    nothing(&mut stream, 300).await;
+    .await;
+    s.nothing_before_barrier(LDS, &[]).await;
 }
 
 #[tokio::test]
@@ -354,16 +430,28 @@ async fn invalid_yaml_keeps_the_last_good_mesh() {
     let mut s = Sotw::open(&h, "c").await;
     let cds = next(&mut s.rx).await;
     s.ack(CDS, &cds, &[]).await;
+    let mut snapshots = h.cp.snapshots.clone();
+    snapshots.borrow_and_update();
     h.write(
         "a.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
     );
-    nothing(&mut s.rx, 500).await;
-    let metrics = h.admin("/metrics").await;
+    // The failed load is over once the registry counts it: no snapshot came of it, so the
+    // stream had nothing to take in, and the barrier shows it sent nothing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = h.admin("/metrics").await;
+        if metrics.contains("weft_registry_errors_total 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
-        metrics.contains("weft_registry_errors_total 1"),
-        "{metrics}"
+        !snapshots.has_changed().unwrap(),
+        "a snapshot came of invalid YAML"
     );
+    s.nothing_before_barrier(LDS, &[]).await;
     assert!(h.admin("/ready").await.starts_with("HTTP/1.0 200"));
     // Fixed: served again.
     h.write(
@@ -383,6 +471,8 @@ async fn invalid_yaml_keeps_the_last_good_mesh() {
 struct Delta {
     tx: mpsc::Sender<DeltaDiscoveryRequest>,
     rx: Streaming<DeltaDiscoveryResponse>,
+    /// Barriers sent so far.
+    barriers: u32,
 }
 
 impl Delta {
@@ -396,7 +486,11 @@ impl Delta {
             .unwrap()
             .into_inner();
         tx.send(first).await.unwrap();
-        Self { tx, rx }
+        Self {
+            tx,
+            rx,
+            barriers: 0,
+        }
     }
 
     async fn send(&self, r: DeltaDiscoveryRequest) {
@@ -410,6 +504,33 @@ impl Delta {
             ..Default::default()
         })
         .await;
+    }
+
+    /// Proves, without waiting, that the server sent nothing since the last response read
+    /// (see above): the barrier subscribes to a RouteConfiguration by a name used once that
+    /// names nothing, which the server must answer by saying it does not exist; the next
+    /// response must be that answer. The answer is ACKed.
+    async fn nothing_before_barrier(&mut self) {
+        self.barriers += 1;
+        let once = format!("barrier-{}.invalid:1", self.barriers);
+        self.send(DeltaDiscoveryRequest {
+            type_url: RDS.into(),
+            resource_names_subscribe: vec![once.clone()],
+            ..Default::default()
+        })
+        .await;
+        let r = next(&mut self.rx).await;
+        assert_eq!(
+            (
+                r.type_url.as_str(),
+                delta_versions(&r),
+                r.removed_resources.clone()
+            ),
+            (RDS, BTreeMap::new(), vec![once]),
+            "a response came before the barrier's answer (left): nonce {}",
+            r.nonce
+        );
+        self.ack(&r).await;
     }
 
     /// Subscribes to the endpoints of a and b, and ACKs the answer (both assignments).
@@ -466,7 +587,7 @@ async fn delta_sends_only_changes_and_removals() {
     assert_eq!(eds2.type_url, EDS);
     assert_eq!(delta_versions(&eds2).keys().collect::<Vec<_>>(), [A]);
     d.ack(&eds2).await;
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
 
     // Removing b: CDS and EDS say so.
     std::fs::remove_file(h.dir.path().join("b.yaml")).unwrap();
@@ -493,7 +614,7 @@ async fn delta_sends_only_changes_and_removals() {
         ["outbound|80||nope.ns.svc.cluster.local"]
     );
     d.ack(&r3).await;
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
 
     // Reconnect holding a's current version and b's stale one: only b's removal comes.
     let a_version = cds_versions[A].clone();
@@ -546,7 +667,7 @@ async fn delta_dropping_a_name_under_the_wildcard_resends_it() {
     assert_eq!(delta_versions(&again), delta_versions(&named));
     assert!(again.removed_resources.is_empty(), "{again:?}");
     d.ack(&again).await;
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
 
     // b was only ever covered by `*`: unsubscribing it by name changes nothing.
     d.send(DeltaDiscoveryRequest {
@@ -555,7 +676,7 @@ async fn delta_dropping_a_name_under_the_wildcard_resends_it() {
         ..Default::default()
     })
     .await;
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
 
     // Leaving the wildcard while naming nothing sends nothing; naming b then brings it, as the
     // stream holds nothing any more.
@@ -565,7 +686,7 @@ async fn delta_dropping_a_name_under_the_wildcard_resends_it() {
         ..Default::default()
     })
     .await;
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
     d.send(DeltaDiscoveryRequest {
         type_url: CDS.into(),
         resource_names_subscribe: vec![B.into()],
@@ -600,7 +721,7 @@ async fn delta_nack_keeps_stream_and_does_not_loop() {
         ..Default::default()
     })
     .await;
-    nothing(&mut d.rx, 400).await;
+    d.nothing_before_barrier().await;
     h.write("b.yaml", &service("b", "10.0.0.2"));
     let next_push = next(&mut d.rx).await;
     assert_eq!(delta_versions(&next_push).keys().collect::<Vec<_>>(), [B]);
@@ -722,7 +843,7 @@ async fn large_delta_pushes_are_split_under_the_grpc_message_limit() {
         d.ack(&r).await;
     }
     assert!(responses >= 2, "{responses} responses");
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
     let metrics = h.admin("/metrics").await;
     assert!(
         metrics.contains("weft_xds_stale_nonces_total 0"),
@@ -863,11 +984,11 @@ async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
         sotw_names(&lds),
         ["a.ns.svc.cluster.local:80", "b.ns.svc.cluster.local:80"]
     );
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(EDS, &[A]).await;
 
     h.write("b.yaml", &service("c", "10.0.0.3"));
     let seen = s.take_acked(3).await;
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(EDS, &[A]).await;
     const C: &str = "outbound|80||c.ns.svc.cluster.local";
     let lds_after = vec![
         "a.ns.svc.cluster.local:80".to_string(),
@@ -889,17 +1010,7 @@ async fn sotw_drops_a_cluster_only_after_the_listeners_moved_off_it() {
 async fn sotw_after_a_reconnect_still_drops_a_cluster_last() {
     let (h, first, cds, lds) = two_services_on_sotw("envoy-2").await;
     drop(first);
-    let (tx, rx) = mpsc::channel(16);
-    let mut s = Sotw {
-        tx,
-        rx: h
-            .client()
-            .await
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner(),
-    };
+    let mut s = Sotw::connect(&h).await;
     for (t, held) in [(CDS, &cds), (LDS, &lds)] {
         s.send(DiscoveryRequest {
             node: node("envoy-2"),
@@ -909,7 +1020,7 @@ async fn sotw_after_a_reconnect_still_drops_a_cluster_last() {
         })
         .await;
     }
-    nothing(&mut s.rx, 300).await;
+    s.nothing_before_barrier(EDS, &[A]).await;
 
     h.write("b.yaml", &service("c", "10.0.0.3"));
     let seen: Vec<(String, usize)> = s
@@ -980,17 +1091,7 @@ async fn envoy_gets_listeners_with_filter_chains_and_grpc_gets_api_listeners() {
     envoy.ack(&lds).await;
 
     // gRPC's proxyless client: state of the world, the listener it was given the name of.
-    let (tx, rx) = mpsc::channel(16);
-    let mut grpc = Sotw {
-        tx,
-        rx: h
-            .client()
-            .await
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner(),
-    };
+    let mut grpc = Sotw::connect(&h).await;
     grpc.send(DiscoveryRequest {
         node: with_agent("grpc-1", "gRPC C-core linux"),
         type_url: LDS.into(),
@@ -1049,7 +1150,7 @@ async fn an_updated_cluster_is_followed_by_its_endpoints_on_delta() {
     assert_eq!(eds.type_url, EDS);
     assert_eq!(delta_versions(&eds).keys().collect::<Vec<_>>(), [A]);
     d.ack(&eds).await;
-    nothing(&mut d.rx, 300).await;
+    d.nothing_before_barrier().await;
 
     // A name asked for again is sent again, though the client holds it.
     d.send(DeltaDiscoveryRequest {
@@ -1169,5 +1270,6 @@ rules: [{{backendRefs: [{{name: {backend}, namespace: ns, port: 80}}]}}]}}\n"
     let c2 = next(&mut consumer.rx).await;
     assert_eq!(first_cluster(&c2), "outbound|80||a.ns.svc.cluster.local");
     assert_ne!(c2.resources[0].version, c.resources[0].version);
-    nothing(&mut other.rx, 300).await;
+    took_in_current_snapshot(&h, "o-0.other").await;
+    other.nothing_before_barrier().await;
 }

@@ -93,7 +93,9 @@ async fn lists_then_watches_relists_after_410_and_never_publishes_half_synced() 
 
     let mut rx = reflect(&url);
 
-    // Pods have not listed yet: nothing may be published.
+    // Pods have not listed yet: nothing may be published. Waited for, as every absence in
+    // this file: the registry answers no request that could serve as a barrier, and a change
+    // sent as one would be debounced together with what it is to rule out.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         rx.borrow().is_none(),
@@ -368,6 +370,8 @@ async fn events_that_change_nothing_weft_reads_build_nothing() {
         p["status"]["containerStatuses"][0]["restartCount"] = json!(n);
         api.apply(PODS, p);
     }
+    // Waited for: the label change below would be debounced into one build with any these
+    // set off, so it cannot serve as a barrier.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         metrics.get("weft_registry_builds_total"),

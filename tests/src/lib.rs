@@ -6,7 +6,7 @@ pub mod fake_kube;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Path of a workspace binary (`weft`, `weft-proxy`). `cargo test --workspace` builds them; when
 /// a test runs alone and the binary is missing or older than its sources, it is built first.
@@ -86,13 +86,23 @@ pub fn free_port() -> u16 {
     panic!("no free port between {LOW} and {HIGH}")
 }
 
-/// Waits until something accepts TCP connections on `addr`.
-pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+/// Calls `done` every 50 ms until it says so; panics with `what` once `timeout` has passed.
+/// Blocks the calling thread and reads the wall clock, on purpose: synchronous tests wait with
+/// it for real processes, which run on real time.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)] // a sync wait on real processes
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
+    wait_until(timeout, &format!("nothing listens on {addr}"), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
 }
 
 /// A GET over plain HTTP/1.0: status code and body.
@@ -183,14 +193,9 @@ impl ControlPlane {
                 .env("WEFT_CA_DIR", std::env::temp_dir().join("weft-e2e-ca"))
                 .env("WEFT_LOG", "info"),
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = http_get(admin, "/ready") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "weft never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(Duration::from_secs(20), "weft never became ready", || {
+            matches!(http_get(admin, "/ready"), Ok((200, _)))
+        });
         Self { proc, xds, admin }
     }
 }
@@ -248,14 +253,11 @@ impl Sidecar {
                 ),
             stderr,
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = http_get(health, "/ready") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "weft-proxy never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            Duration::from_secs(20),
+            "weft-proxy never became ready",
+            || matches!(http_get(health, "/ready"), Ok((200, _))),
+        );
         Self {
             proc,
             admin,

@@ -3,6 +3,9 @@
 //! a core, clients that send half a request head are let go, and it serves again once
 //! descriptors come free. Also the form of both binaries' log lines.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};

@@ -2,6 +2,9 @@
 //! weft-proxy (running as UID 1337, which the rules exclude), and a second namespace reaches the
 //! pod over a veth pair. Real iptables, curl, Python servers; needs root (CI runs as root).
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::{Command, Output};
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! (tests/interop/sotw_control_plane.py) that serves only state-of-the-world ADS and lays its
 //! config out as go-control-plane's example does (RDS and EDS from a gRPC `api_config_source`).
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::Stdio;

@@ -1,6 +1,9 @@
 //! Interop: gRPC's proxyless xDS client (Python grpcio, written by nobody here) resolves a Service
 //! through `weft serve` and splits calls between two real gRPC backends by HTTPRoute weights.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use weft_e2e::{ControlPlane, free_port, grpc_backend, python, repo_root};

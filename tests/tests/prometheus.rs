@@ -1,6 +1,9 @@
 //! A real Prometheus server (Debian's `prometheus`) scrapes the sidecar and the control plane,
 //! negotiating OpenMetrics as it does in a cluster, and answers queries over what it stored.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! goes upstream as HTTP/2, and anything else, including server-first protocols whose client
 //! waits for a banner, is carried as opaque TCP.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

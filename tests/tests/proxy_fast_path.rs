@@ -2,6 +2,9 @@
 //! be sent exactly): each case goes through a sidecar with the fast path and one without it
 //! (hyper for every request), and curl must see the same answer from both.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;

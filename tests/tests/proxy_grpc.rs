@@ -1,6 +1,9 @@
 //! gRPC through weft-proxy: a real grpcio client calls an explicit listener; the proxy routes over
 //! HTTP/2 to real grpcio servers, trailers (grpc-status) intact, split by the HTTPRoute weights.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! weft-proxy end to end: real `weft serve` on a file registry, real `weft-proxy`, real HTTP
 //! backends, real clients (curl, and a keep-alive client for the statistics).
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! one multiplexed HTTP/2 connection that carries the Service's authority, and a client that goes
 //! away mid-body taking its upstream request with it.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;

@@ -3,6 +3,9 @@
 //! backend), an edit under live traffic moves the split without a failed connection, and a
 //! backend that does not resolve has its connections closed, not sent elsewhere.
 
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

@@ -13,6 +13,9 @@
 //!
 //! `cargo build --release --bins && ./target/release/config-bench` (needs nginx).
 
+// A synchronous benchmark: std threads, paced and measured by the wall clock.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -16,9 +16,10 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use weft_control_plane::model::{
     Endpoint, Health, HostPattern, Key, Mesh, Protocol, Selector, Service, ServicePort,
     SidecarScope, Workload, WorkloadPort,

@@ -9,11 +9,12 @@
 //! built, and meshes published (pushes).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::json;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use weft_control_plane::model::{Key, Mesh};
 use weft_control_plane::registry::{self, Debounce};
 use weft_e2e::fake_kube::{FakeApi, PODS, SERVICES, pod, service};

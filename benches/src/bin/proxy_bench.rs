@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_bench::{
     Proc, cpu_seconds, free_port, quantile, read_response, rss_mib, spawn, wait_port,
@@ -27,6 +27,7 @@ use hdrhistogram::Histogram;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Options; every figure is printed per path, side by side.
 #[derive(clap::Parser)]
@@ -290,10 +291,11 @@ fn new_hist() -> Histogram<u64> {
 /// connection was still busy with the previous response: no coordinated omission), and from the
 /// moment it was written when only the generator's own wake-up was late (a sleeping thread wakes
 /// up to ~50 µs after its deadline, which is not the proxy's doing).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)] // std threads paced by the wall clock
 fn open_loop(addr: SocketAddr, rate: u64, secs: u64, conns: usize) -> Run {
     let total = rate * secs;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = Instant::now() + Duration::from_millis(50);
+    let start = std::time::Instant::now() + Duration::from_millis(50);
     let threads: Vec<_> = (0..conns)
         .map(|c| {
             std::thread::spawn(move || {
@@ -303,20 +305,20 @@ fn open_loop(addr: SocketAddr, rate: u64, secs: u64, conns: usize) -> Run {
                 let mut previous_done = start;
                 for i in (c as u64..total).step_by(conns) {
                     let due = start + interval.mul_f64(i as f64);
-                    let now = Instant::now();
+                    let now = std::time::Instant::now();
                     if now < due {
                         std::thread::sleep(due - now);
                     }
                     let from = if previous_done > due {
                         due
                     } else {
-                        Instant::now()
+                        std::time::Instant::now()
                     };
                     let ok = match conn.as_mut() {
                         Some(cn) => matches!(cn.get(), Ok(200)),
                         None => false,
                     };
-                    previous_done = Instant::now();
+                    previous_done = std::time::Instant::now();
                     if !ok {
                         errors += 1;
                         conn = Conn::open(addr).ok();

@@ -123,7 +123,7 @@ impl StreamCtx {
         });
     }
 
-    fn record_ack(&self, t: ResourceType, what: &str, sent_at: Option<std::time::Instant>) {
+    fn record_ack(&self, t: ResourceType, what: &str, sent_at: Option<tokio::time::Instant>) {
         if let Some(at) = sent_at {
             self.metrics()
                 .ack_latency

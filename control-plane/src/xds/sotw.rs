@@ -11,7 +11,7 @@
 //! dropped (the order the xDS protocol's eventual-consistency section asks of an ADS server).
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use weft_proto::xds::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 

@@ -1,3 +1,10 @@
+//! What the build makes of Kubernetes objects, checked at the Mesh it builds (translation to xDS
+//! is tested alone, from Mesh values). Child modules by concern; `examples` reads the shop.
+
+mod examples;
+mod http_route;
+mod services;
+
 use std::path::Path;
 
 use super::*;
