@@ -465,7 +465,7 @@ async fn ack_nack_warming_and_reconnect() {
         )))
         .await
         .unwrap();
-    let asked = std::time::Instant::now();
+    let asked = tokio::time::Instant::now();
     eventually("c5 applied without endpoints", || {
         store.load().config.clusters.contains_key("c5")
     })

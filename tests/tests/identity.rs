@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_e2e::{ControlPlane, Proc, Sidecar, bin, free_port, http_get};
 
@@ -38,12 +38,8 @@ fn certs(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&http_get(admin, "/certs").unwrap().1).unwrap()
 }
 
-fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn until(what: &str, secs: u64, ok: impl FnMut() -> bool) {
+    weft_e2e::wait_until(Duration::from_secs(secs), &format!("timed out: {what}"), ok);
 }
 
 fn registry() -> tempfile::TempDir {

@@ -2,7 +2,7 @@
 //! through, which counts the request and gives its connection back once it is done.
 
 use std::convert::Infallible;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::HeaderName;

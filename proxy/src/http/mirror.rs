@@ -7,7 +7,7 @@
 //! error, so the mirror never sees a cut body as a whole one) rather than slowing the client.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::{HeaderValue, Request};
 use hyper::body::Incoming;

@@ -15,7 +15,9 @@ mod reply;
 pub mod rules;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::HeaderName;

@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::body::RequestBody;
 use super::conn::{Conn, Dialer};

@@ -17,7 +17,7 @@ mod prefixed;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::stream::Stream;
 use crate::upstream::pool::RawConn;
@@ -222,7 +222,7 @@ pub async fn serve<S: Stream>(
                     Body::Partial if !waiting_for_body => {
                         waiting_for_body = true;
                         let wait = BODY_WAIT.min(header_timeout);
-                        header_timer.as_mut().reset((Instant::now() + wait).into());
+                        header_timer.as_mut().reset(Instant::now() + wait);
                     }
                     Body::Partial => {}
                     Body::Other => return handoff(conn),
@@ -248,7 +248,7 @@ pub async fn serve<S: Stream>(
                         tracing::debug!("no request head within {header_timeout:?}; closing");
                         return Served::Closed;
                     }
-                    header_timer.as_mut().reset(overdue.into());
+                    header_timer.as_mut().reset(overdue);
                 }
                 () = drained.as_mut(), if !draining => {
                     draining = true;
@@ -358,8 +358,7 @@ impl<S: Stream> Conn<'_, S> {
             mirrors: _,
         } = target;
         let mut guard = endpoint.start();
-        let mut timer =
-            std::pin::pin!(timeout.map(|t| tokio::time::sleep_until((req.started + t).into())));
+        let mut timer = std::pin::pin!(timeout.map(|t| tokio::time::sleep_until(req.started + t)));
         let is_head = head.is_head(&self.inbuf);
         let idempotent = head.idempotent(&self.inbuf);
         let mut retried = false;
