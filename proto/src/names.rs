@@ -41,6 +41,25 @@ pub const SNIFFED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 /// the `listener_filters_timeout` the control plane gives Envoy.
 pub const DETECT_TIMEOUT_MS: u64 = 100;
 
+/// The SDS secret name of a workload's own certificate and key, as Istio names it for Envoy:
+/// weft-proxy serves it from its in-process identity.
+pub const CERTIFICATE_SECRET: &str = "default";
+
+/// The SDS secret name of the mesh's roots.
+pub const ROOTS_SECRET: &str = "ROOTCA";
+
+/// The pod label that says a workload runs weft's sidecar and speaks mTLS (the injector sets
+/// it; Istio's is `security.istio.io/tlsMode`), with [`TLS_MODE`] as its value.
+pub const TLS_MODE_LABEL: &str = "security.weft.io/tlsMode";
+
+/// The value of [`TLS_MODE_LABEL`], and of the `tlsMode` key in an endpoint's
+/// `envoy.transport_socket_match` metadata, for a workload that speaks mTLS.
+pub const TLS_MODE: &str = "weft";
+
+/// The key of an endpoint's `envoy.transport_socket_match` metadata that its cluster's
+/// transport socket matches read.
+pub const TLS_MODE_KEY: &str = "tlsMode";
+
 #[cfg(test)]
 mod tests {
     use super::*;

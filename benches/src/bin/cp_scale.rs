@@ -83,6 +83,8 @@ fn mesh(a: &Args) -> Mesh {
                 port: 8080,
                 health: Health::Healthy,
                 identity: Some(format!("spiffe://cluster.local/ns/{ns}/sa/svc{s}")),
+                // Every workload of a mesh at scale runs a sidecar: mTLS is the case to cost.
+                mtls: true,
                 workload: Some(Key::new(&ns, format!("svc{s}-{e}"))),
                 workload_name: Some(format!("svc{s}")),
                 zone: None,
@@ -124,6 +126,8 @@ fn mesh(a: &Args) -> Mesh {
                     port: 8080,
                     protocol: Protocol::Http1,
                 }],
+                sidecar: true,
+                tls_mode: Default::default(),
             }),
         );
     }

@@ -186,6 +186,8 @@ pub struct Endpoint {
     pub health: Health,
     /// SPIFFE ID the proxy must see on the peer's certificate, when the workload is known.
     pub identity: Option<String>,
+    /// Whether the workload behind it runs weft's sidecar: it is dialed with mTLS.
+    pub mtls: bool,
     /// The workload behind the address.
     pub workload: Option<Key>,
     /// Its workload name as metrics label it (the Deployment's, for a Deployment's pods).
@@ -209,6 +211,21 @@ pub struct Workload {
     pub identity: String,
     /// Container ports the app listens on, for the inbound listener.
     pub ports: Vec<WorkloadPort>,
+    /// Whether it runs weft's sidecar, which speaks mTLS (pod label
+    /// `security.weft.io/tlsMode: weft`): clients dial it with mTLS.
+    pub sidecar: bool,
+    /// What its inbound ports accept.
+    pub tls_mode: TlsMode,
+}
+
+/// What a workload's inbound ports accept (the MeshTLS object that selects it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// mTLS or plaintext, the default: adoption is gradual.
+    #[default]
+    Permissive,
+    /// mTLS only.
+    Strict,
 }
 
 impl Workload {
@@ -386,6 +403,8 @@ mod tests {
                 service_account: "default".into(),
                 identity: String::new(),
                 ports: vec![],
+                sidecar: false,
+                tls_mode: TlsMode::Permissive,
             };
             assert_eq!(w.metrics_name(), want, "{name}");
         }

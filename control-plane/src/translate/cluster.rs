@@ -120,6 +120,7 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         outlier_detection,
         typed_extension_protocol_options: protocol_options,
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
+        transport_socket_matches: super::tls::upstream(port),
         ..Default::default()
     }
 }

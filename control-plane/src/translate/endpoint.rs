@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use weft_proto::google::protobuf::UInt32Value;
 use weft_proto::xds::config::core::v3::{
-    Address, HealthStatus, Locality, SocketAddress, address, socket_address::PortSpecifier,
+    Address, HealthStatus, Locality, Metadata, SocketAddress, address,
+    socket_address::PortSpecifier,
 };
 use weft_proto::xds::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -12,6 +13,18 @@ use weft_proto::xds::config::endpoint::v3::{
 
 use super::{cluster_name, weft_metadata};
 use crate::model::{Service, ServicePort};
+
+/// An endpoint's identity (`weft.identity`), and `envoy.transport_socket_match` `tlsMode: weft`
+/// when it runs a sidecar.
+fn metadata(ep: &crate::model::Endpoint) -> Option<Metadata> {
+    let mut md = ep.identity.clone().map(|id| weft_metadata("identity", id));
+    if let Some((key, value)) = super::tls::endpoint_match(ep.mtls) {
+        md.get_or_insert_default()
+            .filter_metadata
+            .insert(key, value);
+    }
+    md
+}
 
 /// The load assignment for one Service port.
 ///
@@ -44,7 +57,7 @@ pub fn load_assignment(svc: &Service, port: &ServicePort) -> ClusterLoadAssignme
             .push(LbEndpoint {
                 host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)),
                 health_status: HealthStatus::Healthy as i32,
-                metadata: ep.identity.clone().map(|id| weft_metadata("identity", id)),
+                metadata: metadata(ep),
                 load_balancing_weight: Some(UInt32Value { value: 1 }),
             });
     }

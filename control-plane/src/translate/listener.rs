@@ -19,6 +19,7 @@ use weft_proto::xds::config::route::v3::{
 };
 use weft_proto::xds::extensions::filters::http::router::v3::Router;
 use weft_proto::xds::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use weft_proto::xds::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
@@ -29,7 +30,7 @@ use super::names::{
     service_listener_name,
 };
 use super::{ads, any, duration, weft_metadata};
-use crate::model::{Backend, Protocol, Service, ServicePort, Workload};
+use crate::model::{Backend, Protocol, Service, ServicePort, TlsMode, Workload};
 
 /// Where weft-proxy captures inbound traffic (iptables PREROUTING redirect).
 pub const INBOUND_PORT: u16 = 15006;
@@ -344,7 +345,7 @@ pub fn inbound(workload: &Workload) -> Listener {
                 metadata: Some(weft_metadata("protocol", p.protocol.as_str().into())),
                 ..Default::default()
             };
-            port_chains(p.protocol, http, tcp, base)
+            mtls_chains(port_chains(p.protocol, http, tcp, base), workload.tls_mode)
         })
         .collect();
     let detecting = workload
@@ -364,7 +365,49 @@ pub fn inbound(workload: &Workload) -> Listener {
         ..Default::default()
     };
     sniff_if_detecting(&mut listener, detecting);
+    // Plaintext and mTLS are told apart by the first bytes, as Envoy's TLS inspector does.
+    listener.listener_filters.insert(
+        0,
+        ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        },
+    );
+    let timeout = Duration::from_millis(weft_proto::names::DETECT_TIMEOUT_MS);
+    listener.listener_filters_timeout = Some(duration(timeout));
+    listener.continue_on_listener_filters_timeout = true;
     listener
+}
+
+/// A port's chains for mTLS (matched on `transport_protocol: tls`, with a DownstreamTlsContext
+/// requiring a client certificate) and, PERMISSIVE, the same chains for plaintext (matched on
+/// `raw_buffer`); STRICT leaves plaintext nothing to match, so it is refused.
+fn mtls_chains(plain: Vec<FilterChain>, mode: TlsMode) -> Vec<FilterChain> {
+    let mut chains: Vec<FilterChain> = plain
+        .iter()
+        .map(|c| {
+            let mut t = c.clone();
+            t.name = format!("{}-mtls", c.name);
+            t.filter_chain_match
+                .get_or_insert_default()
+                .transport_protocol = "tls".into();
+            t.transport_socket = Some(super::tls::downstream());
+            t
+        })
+        .collect();
+    if mode == TlsMode::Permissive {
+        chains.extend(plain.into_iter().map(|mut c| {
+            c.filter_chain_match
+                .get_or_insert_default()
+                .transport_protocol = "raw_buffer".into();
+            c
+        }));
+    }
+    chains
 }
 
 /// A listener the proxy binds itself (hosts without iptables), forwarding to one Service port as

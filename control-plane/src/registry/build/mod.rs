@@ -25,7 +25,7 @@ use crate::model::{
     Backend, ConnectionLimits, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, Key,
     LoadBalancer, Mesh, Mirror, OutboundListener, OutlierDetection, PathMatch, PathModifier,
     Protocol, QueryMatch, Redirect, RouteMatch, RouteRetry, RouteRule, Selector, Service,
-    ServicePort, SidecarScope, StringMatch, TcpRoute, TrafficPolicy, UrlRewrite, Workload,
+    ServicePort, SidecarScope, StringMatch, TcpRoute, TlsMode, TrafficPolicy, UrlRewrite, Workload,
     WorkloadPort,
 };
 
@@ -49,26 +49,20 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
         warnings: Vec::new(),
     };
     let mut workloads = workloads(objects, trust_domain);
+    set_tls_modes(objects, &mut workloads, &mut b);
     let mut services = services(objects, &workloads, &mut b);
     attach_policies(objects, &mut services, &mut b);
     attach_routes(objects, &mut services, &mut b);
     attach_tcp_routes(objects, &mut services, &mut b);
     set_workload_protocols(&services, &mut workloads);
     let sidecars = sidecars(objects, &services, &mut b);
-    // Read and checked, but nothing enforces them yet (the identity and authorization work):
-    // said once per object, so nobody takes a STRICT mode or a deny rule for applied.
+    // Read and checked, but nothing enforces them yet (the authorization work): said once
+    // per object, so nobody takes a deny rule for applied.
     for key in objects.authorization_policies.keys() {
         b.warn(
             "AuthorizationPolicy",
             key,
             "not enforced yet: weft does not apply authorization policies",
-        );
-    }
-    for key in objects.mesh_tls.keys() {
-        b.warn(
-            "MeshTLS",
-            key,
-            "not enforced yet: weft does not set up mutual TLS between proxies",
         );
     }
     let mut consumers: BTreeMap<String, Vec<Key>> = BTreeMap::new();

@@ -588,25 +588,58 @@ spec: {{parentRefs: [{{group: \"\", kind: Service, name: api, sectionName: {sect
 /// Policies nothing enforces yet are said to be so, one warning each, rather than counted as
 /// read and silently not applied.
 #[test]
-fn authorization_policies_and_mesh_tls_say_they_are_not_enforced() {
+fn authorization_policies_say_they_are_not_enforced() {
     let docs = "---
 apiVersion: weft.io/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: db-only-shop, namespace: ns}
 spec: {}
----
-apiVersion: weft.io/v1alpha1
-kind: MeshTLS
-metadata: {name: strict, namespace: ns}
-spec: {mode: STRICT}
 ";
     let (_, warnings) = build_yaml(&format!("{API}{docs}"));
     assert_eq!(
         warnings,
         [
-            "AuthorizationPolicy ns/db-only-shop: not enforced yet: weft does not apply authorization policies",
-            "MeshTLS ns/strict: not enforced yet: weft does not set up mutual TLS between proxies"
+            "AuthorizationPolicy ns/db-only-shop: not enforced yet: weft does not apply authorization policies"
         ]
+    );
+}
+
+/// A pod labelled as running weft's sidecar is dialed with mTLS; its inbound mode is the MeshTLS
+/// that selects it by label, else its namespace's, else PERMISSIVE.
+#[test]
+fn mesh_tls_modes_and_sidecars_are_read_per_workload() {
+    let pod = |name: &str, labels: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: ns, labels: {{{labels}}}}}\n\
+spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 10.0.0.{}}}\n",
+            name.len()
+        )
+    };
+    let mesh_tls = |name: &str, selector: &str, mode: &str| {
+        format!(
+            "---\napiVersion: weft.io/v1alpha1\nkind: MeshTLS\nmetadata: {{name: {name}, namespace: ns}}\n\
+spec: {{selector: {{matchLabels: {{{selector}}}}}, mode: {mode}}}\n"
+        )
+    };
+    let docs = [
+        pod("a", "app: a, security.weft.io/tlsMode: weft"),
+        pod("bb", "app: b"),
+        mesh_tls("ns-wide", "", "STRICT"),
+        mesh_tls("b-only", "app: b", "PERMISSIVE"),
+    ]
+    .concat();
+    let (mesh, warnings) = build_yaml(&docs);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let w = |name: &str| mesh.workloads[&Key::new("ns", name)].clone();
+    assert_eq!((w("a").sidecar, w("a").tls_mode), (true, TlsMode::Strict));
+    assert_eq!(
+        (w("bb").sidecar, w("bb").tls_mode),
+        (false, TlsMode::Permissive)
+    );
+    let (mesh, _) = build_yaml(&pod("a", "app: a"));
+    assert_eq!(
+        mesh.workloads[&Key::new("ns", "a")].tls_mode,
+        TlsMode::Permissive
     );
 }
 

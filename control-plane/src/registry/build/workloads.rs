@@ -45,20 +45,70 @@ pub(super) fn workloads(objects: &Objects, td: &str) -> BTreeMap<Key, Workload> 
                 })
             })
             .collect();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let sidecar = labels
+            .get(weft_proto::names::TLS_MODE_LABEL)
+            .map(String::as_str)
+            == Some(weft_proto::names::TLS_MODE);
         out.insert(
             key.clone(),
             Workload {
                 key: key.clone(),
                 ips,
-                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                labels,
                 identity: spiffe_id(td, &key.namespace, &sa),
                 service_account: sa,
                 ports,
+                sidecar,
+                tls_mode: TlsMode::Permissive,
             },
         );
     }
     out
 }
+/// Each workload's inbound mTLS mode, from the MeshTLS objects of its namespace: one whose
+/// selector names it wins over one for the whole namespace (an empty selector); of two equally
+/// specific ones, the first by name, with a warning naming both.
+pub(super) fn set_tls_modes(
+    objects: &Objects,
+    workloads: &mut BTreeMap<Key, Workload>,
+    b: &mut Builder,
+) {
+    for w in workloads.values_mut() {
+        let mut chosen: Option<(&Key, bool)> = None;
+        for (key, m) in &objects.mesh_tls {
+            if key.namespace != w.key.namespace {
+                continue;
+            }
+            let labels = &m.spec.selector.match_labels;
+            let specific = !labels.is_empty();
+            if !labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+                continue;
+            }
+            match chosen {
+                Some((_, was_specific)) if was_specific && !specific => {}
+                Some((first, was_specific)) if was_specific == specific => {
+                    b.warn(
+                        "MeshTLS",
+                        key,
+                        format!(
+                            "Pod {} is also selected by MeshTLS {first}, which wins",
+                            w.key
+                        ),
+                    );
+                }
+                _ => chosen = Some((key, specific)),
+            }
+        }
+        if let Some((key, _)) = chosen {
+            w.tls_mode = match objects.mesh_tls[key].spec.mode {
+                crate::crd::TlsMode::Strict => TlsMode::Strict,
+                crate::crd::TlsMode::Permissive => TlsMode::Permissive,
+            };
+        }
+    }
+}
+
 /// Inbound protocols follow the Services that select the workload, where they say more than the
 /// container port name does.
 pub(super) fn set_workload_protocols(

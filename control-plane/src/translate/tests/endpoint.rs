@@ -122,3 +122,83 @@ fn every_listed_endpoint_is_sent_healthy_at_its_port_grouped_by_zone() {
         assert_eq!(got, want);
     }
 }
+
+/// An endpoint whose workload runs a sidecar is marked `tlsMode: weft` for its cluster's
+/// transport socket matches; its cluster then asks for mTLS to such endpoints, naming the
+/// identities they may present, and plaintext to the rest.
+#[test]
+fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
+    use weft_proto::xds::config::cluster::v3::Cluster;
+    use weft_proto::xds::config::core::v3::transport_socket::ConfigType;
+    use weft_proto::xds::extensions::transport_sockets::tls::v3::{
+        UpstreamTlsContext, common_tls_context::ValidationContextType,
+    };
+    let meshed = Endpoint {
+        identity: Some("spiffe://cluster.local/ns/shop/sa/reviews".into()),
+        mtls: true,
+        ..endpoint("127.20.0.2", 9080)
+    };
+    let name = "outbound|9080||reviews.shop.svc.cluster.local";
+    let svc = || {
+        service("shop", "reviews")
+            .port(9080, Protocol::Http1)
+            .endpoints([meshed.clone(), endpoint("127.20.0.3", 9080)])
+    };
+    let cla = assignment(svc(), name);
+    let modes: Vec<Option<String>> = cla.endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|e| {
+            let md = e.metadata.as_ref()?;
+            let m = md.filter_metadata.get("envoy.transport_socket_match")?;
+            match &m.fields["tlsMode"].kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(modes, [Some("weft".to_string()), None]);
+
+    let cluster: Cluster = get(&of_service(svc()), ResourceType::Cluster, name);
+    let names: Vec<&str> = cluster
+        .transport_socket_matches
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["tlsMode-weft", "tlsMode-disabled"]);
+    let Some(ConfigType::TypedConfig(any)) = &cluster.transport_socket_matches[0]
+        .transport_socket
+        .as_ref()
+        .unwrap()
+        .config_type
+    else {
+        panic!("{cluster:?}")
+    };
+    let tls = UpstreamTlsContext::decode(&any.value[..]).unwrap();
+    let Some(ValidationContextType::CombinedValidationContext(v)) =
+        tls.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("no combined validation context")
+    };
+    assert_eq!(
+        v.validation_context_sds_secret_config.unwrap().name,
+        "ROOTCA"
+    );
+    let sans = v
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names;
+    assert_eq!(sans.len(), 1);
+
+    // No endpoint with a sidecar: plaintext, with nothing to match.
+    let plain: Cluster = get(
+        &of_service(
+            service("shop", "db")
+                .port(5432, Protocol::Tcp)
+                .endpoints([endpoint("127.20.0.4", 5432)]),
+        ),
+        ResourceType::Cluster,
+        "outbound|5432||db.shop.svc.cluster.local",
+    );
+    assert!(plain.transport_socket_matches.is_empty());
+}

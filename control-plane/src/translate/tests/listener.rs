@@ -184,15 +184,68 @@ fn a_port_left_to_detection_gets_a_sniffed_http_chain_and_a_tcp_fallback() {
         declared.traffic_direction,
         TrafficDirection::Outbound as i32
     );
+    // Each port's chains twice: mTLS first, then the same for plaintext (PERMISSIVE).
+    let per_port = [
+        (Some(8080), sniffed(), HCM),
+        (Some(8080), vec![], TCP),
+        (Some(8081), vec![], HCM),
+    ];
+    let plain: Vec<_> = chains(&inbound)
+        .into_iter()
+        .zip(&inbound.filter_chains)
+        .filter(|(_, c)| c.transport_socket.is_none())
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(plain, per_port);
+    assert_eq!(chains(&inbound).len(), 2 * per_port.len());
+    let tls_inspector = "envoy.filters.listener.tls_inspector".to_string();
     assert_eq!(
-        chains(&inbound),
-        [
-            (Some(8080), sniffed(), HCM),
-            (Some(8080), vec![], TCP),
-            (Some(8081), vec![], HCM)
-        ]
+        inspected(&inbound),
+        ([vec![tls_inspector], inspector()].concat(), timeout, true)
     );
-    assert_eq!(inspected(&inbound), (inspector(), timeout, true));
+}
+
+/// A workload's inbound ports offer mTLS beside plaintext (PERMISSIVE, the default), or mTLS
+/// alone (STRICT): chains matched on the transport protocol, the mTLS ones requiring a client
+/// certificate from the mesh's roots, as Envoy reads them.
+#[test]
+fn inbound_ports_offer_or_require_mtls_as_the_workloads_mode_says() {
+    use weft_proto::xds::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
+    for (mode, want) in [
+        (TlsMode::Permissive, vec!["tls", "raw_buffer"]),
+        (TlsMode::Strict, vec!["tls"]),
+    ] {
+        let m = mesh()
+            .workload(Workload {
+                ports: vec![workload_port(8081, Protocol::Http1)],
+                tls_mode: mode,
+                ..workload("ns", "c-0", "10.1.0.1")
+            })
+            .build();
+        let inbound = listener(&for_node(&m, "c-0.ns"), "inbound");
+        let transports: Vec<&str> = inbound
+            .filter_chains
+            .iter()
+            .map(|c| {
+                c.filter_chain_match
+                    .as_ref()
+                    .unwrap()
+                    .transport_protocol
+                    .as_str()
+            })
+            .collect();
+        assert_eq!(transports, want, "{mode:?}");
+        let tls = &inbound.filter_chains[0];
+        let Some(weft_proto::xds::config::core::v3::transport_socket::ConfigType::TypedConfig(any)) =
+            &tls.transport_socket.as_ref().unwrap().config_type
+        else {
+            panic!("{tls:?}")
+        };
+        let ctx = DownstreamTlsContext::decode(&any.value[..]).unwrap();
+        assert_eq!(ctx.require_client_certificate.map(|b| b.value), Some(true));
+        let common = ctx.common_tls_context.unwrap();
+        assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+    }
 }
 
 #[test]

@@ -24,7 +24,7 @@ use super::*;
 use crate::model::{
     Backend, Endpoint, HeaderEdits, HeaderMatch, Health, HostPattern, OutboundListener, PathMatch,
     Protocol, QueryMatch, RouteMatch, RouteRule, Selector, ServicePort, StringMatch, TcpRoute,
-    TrafficPolicy, WorkloadPort,
+    TlsMode, TrafficPolicy, WorkloadPort,
 };
 
 // === Model values ===
@@ -169,6 +169,7 @@ fn endpoint(ip: &str, port: u16) -> Endpoint {
         port,
         health: Health::Healthy,
         identity: None,
+        mtls: false,
         workload: None,
         workload_name: None,
         zone: None,
@@ -184,6 +185,8 @@ fn workload(namespace: &str, name: &str, ip: &str) -> Workload {
         service_account: "default".into(),
         identity: format!("spiffe://cluster.local/ns/{namespace}/sa/default"),
         ports: Vec::new(),
+        sidecar: false,
+        tls_mode: TlsMode::Permissive,
     }
 }
 

@@ -14,10 +14,7 @@ use weft_proto::xds::extensions::transport_sockets::tls::v3::{
 
 use super::*;
 
-/// The name of the SDS secret holding the workload's certificate and key.
-pub const CERTIFICATE_SECRET: &str = "default";
-/// The name of the SDS secret holding the mesh roots.
-pub const ROOTS_SECRET: &str = "ROOTCA";
+use weft_proto::names::{CERTIFICATE_SECRET, ROOTS_SECRET};
 
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const RAW_SOCKET: &str = "envoy.transport_sockets.raw_buffer";

@@ -97,6 +97,7 @@ fn the_shop_services_and_their_endpoints() {
         port: 9080,
         health: Health::Healthy,
         identity: Some("spiffe://cluster.local/ns/shop/sa/reviews".into()),
+        mtls: false,
         workload: Some(Key::new("shop", pod)),
         workload_name: Some(pod.into()),
         zone: None,
