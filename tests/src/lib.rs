@@ -2,6 +2,7 @@
 //! HTTP endpoints. Every test starts real processes; nothing here imitates a weft component.
 
 pub mod fake_kube;
+pub mod netns;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

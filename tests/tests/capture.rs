@@ -5,54 +5,8 @@
 // Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
 #![allow(clippy::disallowed_methods)]
 
-use std::process::{Command, Output};
-use std::time::Duration;
-
-use weft_e2e::{Proc, bin, repo_root};
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("weft-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(&["ip", "netns", "add", &name]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Self(name)
-    }
-
-    fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.0];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
+use weft_e2e::netns::{Netns, veth};
+use weft_e2e::{Proc, bin};
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -111,12 +65,7 @@ endpoints: [{addresses: [10.1.0.9]}, {addresses: [10.1.0.10]}]
 "#;
 
 fn backend(ns: &Netns, args: &[&str]) -> Proc {
-    let script = repo_root().join("tests/interop/backend.py");
-    let mut full = vec!["python3", script.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let mut p = Proc::spawn(&mut ns.exec(&full));
-    assert_eq!(p.read_line().trim(), "ready");
-    p
+    ns.backend(args)
 }
 
 /// A pod's network namespace (10.1.0.5, fd00:1::5, a route for the Service range, Istio-style
@@ -125,57 +74,20 @@ fn backend(ns: &Netns, args: &[&str]) -> Proc {
 fn pod_and_client(tag: &str) -> (Netns, Netns) {
     let pod = Netns::new(&format!("pod{tag}"));
     let client = Netns::new(&format!("cli{tag}"));
-    // The pod's address and the Service range, as a CNI and kube-proxy would provide.
-    let veth_pod = format!("vp{tag}{}", std::process::id() % 100_000);
-    let veth_cli = format!("vc{tag}{}", std::process::id() % 100_000);
-    run(&[
-        "ip", "link", "add", &veth_pod, "netns", &pod.0, "type", "veth", "peer", "name", &veth_cli,
-        "netns", &client.0,
-    ]);
-    pod.run(&["ip", "addr", "add", "10.1.0.5/24", "dev", &veth_pod]);
-    pod.run(&["ip", "link", "set", &veth_pod, "up"]);
-    client.run(&["ip", "addr", "add", "10.1.0.9/24", "dev", &veth_cli]);
-    client.run(&["ip", "addr", "add", "10.1.0.10/24", "dev", &veth_cli]);
-    client.run(&["ip", "link", "set", &veth_cli, "up"]);
+    // The pod's address and the Service range, as a CNI and kube-proxy would provide; dual
+    // stack (the same over IPv6).
+    let (veth_pod, _) = veth(
+        &pod,
+        &["10.1.0.5/24", "fd00:1::5/64"],
+        &client,
+        &["10.1.0.9/24", "10.1.0.10/24", "fd00:1::9/64"],
+        tag,
+    );
     // A route for the Service range: the packets never leave (the OUTPUT rule redirects them),
     // but without a route the kernel refuses to connect at all.
     pod.run(&["ip", "route", "add", "10.96.0.0/16", "dev", &veth_pod]);
-    // Dual stack: the same over IPv6 (nodad: usable at once).
-    pod.run(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "fd00:1::5/64",
-        "dev",
-        &veth_pod,
-        "nodad",
-    ]);
-    client.run(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "fd00:1::9/64",
-        "dev",
-        &veth_cli,
-        "nodad",
-    ]);
     pod.run(&["ip", "-6", "route", "add", "fd00:96::/64", "dev", &veth_pod]);
-    // Capture, Istio-style: the proxy's own traffic (UID 1337) and loopback are left alone.
-    for (tables, loopback) in [("iptables", "127.0.0.1/32"), ("ip6tables", "::1/128")] {
-        for rule in [
-            "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
-            &format!("-A OUTPUT -p tcp -d {loopback} -j RETURN"),
-            "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
-            "-A PREROUTING -p tcp -j REDIRECT --to-ports 15006",
-        ] {
-            let mut args = vec![tables, "-t", "nat"];
-            args.extend(rule.split(' '));
-            pod.run(&args);
-        }
-    }
-
+    pod.capture();
     (pod, client)
 }
 
@@ -185,55 +97,16 @@ fn mesh_in(pod: &Netns, mesh: &str, proxy_args: &[&str]) -> (Proc, Proc, tempfil
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
     let weft = bin("weft");
-    let cp = Proc::spawn(&mut pod.exec(&[
-        weft.to_str().unwrap(),
-        "serve",
-        "--registry",
-        dir.path().to_str().unwrap(),
-    ]));
-    let proxy_bin = bin("weft-proxy");
-    let proxy = Proc::spawn(
-        &mut pod.exec(
-            &[
-                "setpriv",
-                "--reuid",
-                "1337",
-                "--regid",
-                "1337",
-                "--clear-groups",
-                proxy_bin.to_str().unwrap(),
-                "--node-id",
-                "web-0.shop",
-                "--health-addr",
-                "127.0.0.1:15020",
-            ]
-            .into_iter()
-            .chain(proxy_args.iter().copied())
-            .collect::<Vec<_>>(),
-        ),
+    let cp = Proc::spawn(
+        pod.exec(&[
+            weft.to_str().unwrap(),
+            "serve",
+            "--registry",
+            dir.path().to_str().unwrap(),
+        ])
+        .env("WEFT_CA_DIR", std::env::temp_dir().join("weft-e2e-ca")),
     );
-    // Wait for the proxy's readiness from inside the namespace.
-    let mut ready = false;
-    for _ in 0..200 {
-        let out = pod
-            .exec(&[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "http://127.0.0.1:15020/ready",
-            ])
-            .output()
-            .unwrap();
-        if out.stdout == b"200" {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(ready, "weft-proxy never became ready");
+    let proxy = pod.sidecar("web-0.shop", proxy_args);
     (cp, proxy, dir)
 }
 

@@ -1,0 +1,248 @@
+//! mTLS between two sidecars, as in two pods: each in its own network namespace with Istio's
+//! capture rules, each with a certificate from the real `weft` CA. What crosses between them is
+//! captured with tcpdump and holds no byte of the request in plaintext; the server's sidecar
+//! knows its peer's SPIFFE ID; PERMISSIVE lets plaintext in beside mTLS, and STRICT (a MeshTLS
+//! written into the registry while everything runs) closes plaintext and refuses `openssl
+//! s_client` without a certificate, while the sidecars' mTLS goes on.
+
+// Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use weft_e2e::netns::{Netns, veth};
+use weft_e2e::{Proc, bin, wait_until};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: shop, labels: {app: api, security.weft.io/tlsMode: weft}}
+spec: {serviceAccountName: api, containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 10.2.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, labels: {app: web, security.weft.io/tlsMode: weft}}
+spec: {serviceAccountName: web, containers: [{name: web}]}
+status: {podIP: 10.2.0.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {clusterIP: 10.96.0.40, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-a, namespace: shop, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.2.0.5], targetRef: {kind: Pod, name: api-0, namespace: shop}}]
+"#;
+
+const STRICT: &str = r#"
+---
+apiVersion: weft.io/v1alpha1
+kind: MeshTLS
+metadata: {name: strict, namespace: shop}
+spec: {mode: STRICT}
+"#;
+
+/// A token for `shop/<sa>` from the CA in `ca`, written to a file in `dir`.
+fn token(ca: &Path, sa: &str, dir: &Path) -> String {
+    let out = Command::new(bin("weft"))
+        .args([
+            "token",
+            "create",
+            "--namespace",
+            "shop",
+            "--service-account",
+            sa,
+        ])
+        .arg("--ca-dir")
+        .arg(ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join(format!("{sa}.token"));
+    std::fs::write(&path, out.stdout).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// curl inside `ns`: (exit success, body).
+fn curl(ns: &Netns, as_proxy: bool, url: &str) -> (bool, String) {
+    let mut args = vec![];
+    if as_proxy {
+        // As UID 1337, the capture rules let it past the client's own sidecar.
+        args.extend([
+            "setpriv",
+            "--reuid",
+            "1337",
+            "--regid",
+            "1337",
+            "--clear-groups",
+        ]);
+    }
+    args.extend(["curl", "-sS", "--max-time", "5", url]);
+    let out = ns.exec(&args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn metrics(ns: &Netns) -> String {
+    curl(ns, false, "http://127.0.0.1:15020/metrics").1
+}
+
+#[test]
+fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
+    let server = Netns::new("mtls-api");
+    let client = Netns::new("mtls-web");
+    let (server_if, client_if) = veth(&server, &["10.2.0.5/24"], &client, &["10.2.0.9/24"], "m");
+    for (ns, end) in [(&server, &server_if), (&client, &client_if)] {
+        ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
+        ns.capture();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    let ca = dir.path().join("ca");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::write(registry.join("mesh.yaml"), MESH).unwrap();
+    let api_token = token(&ca, "api", dir.path());
+    let web_token = token(&ca, "web", dir.path());
+
+    let _app = server.backend(&["http", "10.2.0.5", "8080", "api-app"]);
+    let weft = bin("weft");
+    let _cp = Proc::spawn(
+        server
+            .exec(&[weft.to_str().unwrap(), "serve", "--registry"])
+            .arg(&registry)
+            .args(["--xds-addr", "0.0.0.0:15010", "--ca-dir"])
+            .arg(&ca),
+    );
+    let _api = server.sidecar(
+        "api-0.shop",
+        &[
+            "--xds-addr",
+            "127.0.0.1:15010",
+            "--ca-token-file",
+            &api_token,
+        ],
+    );
+    // The client's sidecar reaches the control plane through the server pod's inbound
+    // passthrough, as a pod reaches any address outside the mesh.
+    let _web = client.sidecar(
+        "web-0.shop",
+        &[
+            "--xds-addr",
+            "10.2.0.5:15010",
+            "--ca-token-file",
+            &web_token,
+        ],
+    );
+
+    // Everything that crosses the wire between the pods, while a request goes through.
+    let pcap = dir.path().join("wire.pcap");
+    let mut tcpdump = client
+        .exec(&["tcpdump", "--immediate-mode", "-i", &client_if, "-U", "-w"])
+        .arg(&pcap)
+        .args(["tcp", "port", "8080"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says "listening on ..." once it captures.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tcpdump.stderr.as_mut().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.contains("listening on"), "{said}");
+    let marker = "/the-secret-path-7c1e";
+    let (ok, body) = curl(&client, false, &format!("http://10.96.0.40{marker}"));
+    assert!(ok && body == "api-app", "{body}");
+    wait_until(Duration::from_secs(5), "no mTLS connection counted", || {
+        metrics(&server).contains(
+            r#"weft_proxy_inbound_connections_total{security="mtls",result="accepted"} 1"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill").arg(tcpdump.id().to_string()).status();
+    let _ = tcpdump.wait();
+    let wire = std::fs::read(&pcap).unwrap();
+    assert!(
+        wire.windows(3).any(|w| w == [0x16, 0x03, 0x01]),
+        "no TLS ClientHello on the wire ({} bytes captured)",
+        wire.len()
+    );
+    for plain in [marker.as_bytes(), b"api-app", b"HTTP/1.1"] {
+        assert!(
+            !wire.windows(plain.len()).any(|w| w == plain),
+            "{:?} crossed in plaintext",
+            String::from_utf8_lossy(plain)
+        );
+    }
+
+    // PERMISSIVE: a client without a sidecar still gets in, in plaintext, and is counted so.
+    let (ok, body) = curl(&client, true, "http://10.2.0.5:8080/");
+    assert!(ok && body == "api-app", "{body}");
+    assert!(metrics(&server).contains(
+        r#"weft_proxy_inbound_connections_total{security="plaintext",result="accepted"} 1"#
+    ));
+
+    // STRICT, written while everything runs: plaintext is closed, a TLS client without a
+    // certificate is refused, and the sidecars' mTLS goes on.
+    std::fs::write(registry.join("mesh.yaml"), format!("{MESH}{STRICT}")).unwrap();
+    wait_until(Duration::from_secs(10), "plaintext still let in", || {
+        !curl(&client, true, "http://10.2.0.5:8080/").0
+    });
+    let s_client = client
+        .exec(&[
+            "setpriv",
+            "--reuid",
+            "1337",
+            "--regid",
+            "1337",
+            "--clear-groups",
+            "openssl",
+            "s_client",
+            "-connect",
+            "10.2.0.5:8080",
+            "-tls1_3",
+            "-quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = s_client.stdin.as_ref().unwrap();
+        let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n");
+    }
+    let out = s_client.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stdout.contains("HTTP/1.1"),
+        "answered without a certificate: {stdout}"
+    );
+    assert!(stderr.contains("alert"), "{stderr}");
+    assert!(
+        metrics(&server).contains("weft_proxy_mtls_handshake_failures_total 1"),
+        "{}",
+        metrics(&server)
+    );
+    let (ok, body) = curl(&client, false, "http://10.96.0.40/again");
+    assert!(ok && body == "api-app", "{body}");
+}
