@@ -193,3 +193,22 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
         .unwrap_or(Duration::ZERO)
         .as_secs()
 }
+
+#[cfg(test)]
+impl Certified {
+    /// A certificate's configs under `spiffe_id`, for tests of what uses them.
+    pub(crate) fn for_tests(spiffe_id: &str, tls: tls::TlsConfigs) -> Self {
+        let now = SystemTime::now();
+        Self {
+            spiffe_id: spiffe_id.into(),
+            chain: Vec::new(),
+            key: PrivatePkcs8KeyDer::from(Vec::new()),
+            roots: Vec::new(),
+            not_before: now,
+            not_after: now + Duration::from_secs(3600),
+            serial: "00".into(),
+            tls,
+            issued: now,
+        }
+    }
+}

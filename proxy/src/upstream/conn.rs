@@ -7,16 +7,21 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::pool::SendError;
 use crate::config::Security;
 use crate::identity::Identity;
 use crate::stream::{Flushing, Stream};
+
+/// How long before a certificate it was made with expires an idle mTLS connection stops being
+/// reused: no pooled connection outlives its certificate (a request already on it finishes).
+pub const RECYCLE_BEFORE_EXPIRY: Duration = Duration::from_secs(1);
 
 /// A connection to an endpoint.
 #[derive(Debug)]
@@ -24,7 +29,14 @@ pub enum Conn {
     /// Plain TCP.
     Plain(TcpStream),
     /// mTLS over TCP.
-    Tls(Box<Flushing<tokio_rustls::client::TlsStream<TcpStream>>>),
+    Tls(Box<TlsConn>),
+}
+
+/// An mTLS connection, and when the first of the two certificates it was made with expires.
+#[derive(Debug)]
+pub struct TlsConn {
+    stream: Flushing<tokio_rustls::client::TlsStream<TcpStream>>,
+    expires: Instant,
 }
 
 impl Conn {
@@ -32,7 +44,15 @@ impl Conn {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().get_ref().0,
+            Self::Tls(s) => s.stream.get_ref().get_ref().0,
+        }
+    }
+
+    /// When it must stop being reused: shortly before a certificate it was made with expires.
+    pub fn reuse_until(&self) -> Option<Instant> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(s) => Some(s.expires - RECYCLE_BEFORE_EXPIRY),
         }
     }
 
@@ -45,6 +65,9 @@ impl Conn {
         let mut cx = Context::from_waker(waker);
         // Readable means closed, or sending what nobody asked for; or only that the last read
         // did not drain the socket's readiness, which one read settles.
+        if self.reuse_until().is_some_and(|t| Instant::now() >= t) {
+            return false;
+        }
         if self.tcp().poll_read_ready(&mut cx).is_pending() {
             return true;
         }
@@ -56,7 +79,9 @@ impl Conn {
             Self::Tls(s) => {
                 let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
-                Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_pending()
+                Pin::new(&mut s.stream)
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
             }
         }
     }
@@ -70,7 +95,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
         }
     }
 }
@@ -83,7 +108,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
@@ -94,28 +119,28 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 }
@@ -180,10 +205,135 @@ impl Dialer {
                     peer.as_deref().unwrap_or("no SPIFFE ID")
                 )));
             }
-            Ok(Conn::Tls(Box::new(Flushing::new(tls))))
+            // The first of the two certificates to expire bounds the connection's reuse.
+            let peer_expiry = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+                .map(|(_, c)| c.validity().not_after.timestamp());
+            let now_unix = crate::identity::unix_seconds(SystemTime::now()) as i64;
+            let own = certified.not_after;
+            let left = own.duration_since(SystemTime::now()).unwrap_or_default();
+            let left = match peer_expiry {
+                Some(t) => left.min(Duration::from_secs(t.saturating_sub(now_unix).max(0) as u64)),
+                None => left,
+            };
+            Ok(Conn::Tls(Box::new(TlsConn {
+                stream: Flushing::new(tls),
+                expires: Instant::now() + left,
+            })))
         };
         tokio::time::timeout(timeout, dial)
             .await
             .map_err(|_| SendError::Connect(format!("{addr}: timed out after {timeout:?}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::identity::Certified;
+    use crate::identity::tls::tests::TestCa;
+
+    /// A client that finds at an endpoint's address a workload other than the one the control
+    /// plane listed refuses it before sending anything; one without a certificate cannot dial
+    /// mTLS at all, and does not fall back to plaintext.
+    #[tokio::test]
+    async fn an_mtls_peer_must_be_the_identity_listed_for_its_endpoint() {
+        let ca = TestCa::new();
+        let api = ca.fresh("spiffe://td/ns/a/sa/api");
+        let web = ca.fresh("spiffe://td/ns/a/sa/web");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = api.server.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = tokio_rustls::TlsAcceptor::from(server.clone());
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(s).await {
+                        let _ = tls.write_all(b"hi").await;
+                        let _ = tls.flush().await;
+                    }
+                });
+            }
+        });
+        let identity = Arc::new(Identity::default());
+        identity.set(Certified::for_tests("spiffe://td/ns/a/sa/web", web));
+        let dialer = Dialer::new(Some(identity));
+        let mtls = |ids: &[&str]| Security::Mtls {
+            peer_ids: ids.iter().map(|s| s.to_string()).collect(),
+        };
+        let second = Duration::from_secs(1);
+
+        let mut conn = dialer
+            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/api"]), second)
+            .await
+            .unwrap();
+        assert!(matches!(conn, Conn::Tls(_)));
+        let mut hi = [0u8; 2];
+        conn.read_exact(&mut hi).await.unwrap();
+        assert_eq!(&hi, b"hi");
+        assert!(dialer.dial(addr, &mtls(&[]), second).await.is_ok());
+
+        let err = dialer
+            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/db"]), second)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spiffe://td/ns/a/sa/api, not one of"), "{err}");
+        let err = Dialer::new(None)
+            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/api"]), second)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no workload certificate"), "{err}");
+    }
+
+    /// An idle mTLS connection is not reused once the first of its two certificates is about to
+    /// expire (a plain one has no such end).
+    #[tokio::test]
+    async fn an_idle_mtls_connection_is_not_reused_past_its_certificate() {
+        let ca = TestCa::new();
+        let roots = std::slice::from_ref(&ca.root);
+        let started = SystemTime::now() - Duration::from_secs(60);
+        // The server's certificate has 5 s left; the client's an hour.
+        let api = ca.certify(
+            "spiffe://td/ns/a/sa/api",
+            started,
+            Duration::from_secs(65),
+            roots,
+        );
+        let web = ca.fresh("spiffe://td/ns/a/sa/web");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let tls = tokio_rustls::TlsAcceptor::from(api.server).accept(s).await;
+            // Held open, idle, as a pooled connection's server does.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tls);
+        });
+        let identity = Arc::new(Identity::default());
+        identity.set(Certified::for_tests("spiffe://td/ns/a/sa/web", web));
+        let security = Security::Mtls {
+            peer_ids: Arc::from(Vec::<String>::new()),
+        };
+        let mut conn = Dialer::new(Some(identity))
+            .dial(addr, &security, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let left = conn.reuse_until().unwrap() - Instant::now();
+        assert!(
+            left > Duration::from_secs(2) && left <= Duration::from_secs(4),
+            "{left:?}"
+        );
+        tokio::time::pause();
+        assert!(conn.still_idle());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!conn.still_idle(), "reused past its certificate");
     }
 }

@@ -40,7 +40,27 @@ pub struct Dial {
 }
 
 /// An HTTP/1.1 connection lent to one request; given back once its response body is done.
-pub type H1 = http1::SendRequest<RequestBody>;
+#[derive(Debug)]
+pub struct H1 {
+    send: http1::SendRequest<RequestBody>,
+    /// Not reused from then on (an mTLS connection, shortly before its certificate expires).
+    reuse_until: Option<Instant>,
+}
+
+/// The shared HTTP/2 connection of an endpoint.
+#[derive(Debug)]
+struct H2 {
+    send: http2::SendRequest<RequestBody>,
+    /// When it was last used.
+    used: Instant,
+    /// Not used for new requests from then on (streams on it finish).
+    reuse_until: Option<Instant>,
+}
+
+/// Whether a connection that must not be reused from `until` may still be.
+fn reusable(until: Option<Instant>) -> bool {
+    until.is_none_or(|t| Instant::now() < t)
+}
 
 /// A connection the fast path speaks HTTP/1.1 on itself, plain or mTLS (the fast path reads and
 /// writes it through [`crate::stream::Stream`] only).
@@ -64,8 +84,8 @@ pub struct Pool {
     h1: Mutex<Vec<(H1, Instant)>>,
     /// Idle HTTP/1.1 connections of the fast path (plain sockets it speaks HTTP/1.1 on itself).
     raw: Mutex<Vec<(RawConn, Instant)>>,
-    /// The shared HTTP/2 connection and when it was last used.
-    h2: Mutex<Option<(http2::SendRequest<RequestBody>, Instant)>>,
+    /// The shared HTTP/2 connection.
+    h2: Mutex<Option<H2>>,
     /// Held while dialing HTTP/2, so a burst of first requests opens one connection, not many.
     h2_dial: tokio::sync::Mutex<()>,
     /// When the last HTTP/2 dial failed: requests that queued behind it fail with it instead of
@@ -151,7 +171,7 @@ impl Pool {
         // client do.
         if let Some(mut conn) = self.take_h1() {
             let again = resendable(&req).then(|| head_again(&req));
-            match conn.try_send_request(req).await {
+            match conn.send.try_send_request(req).await {
                 Ok(resp) => {
                     let conn = (!unframed_head(head, &resp)).then_some(conn);
                     return Ok((resp, conn));
@@ -165,14 +185,14 @@ impl Pool {
         }
         // Boxed: dialing is rare, and its state would otherwise grow every request's future.
         let mut conn = Box::pin(dial_h1(peer, dial)).await?;
-        let resp = conn.send_request(req).await?;
+        let resp = conn.send.send_request(req).await?;
         let conn = (!unframed_head(head, &resp)).then_some(conn);
         Ok((resp, conn))
     }
 
     /// Returns an HTTP/1.1 connection whose response is complete.
     pub fn put_back(&self, conn: H1) {
-        if conn.is_closed() {
+        if conn.send.is_closed() || !reusable(conn.reuse_until) {
             return;
         }
         lock(&self.h1).push((conn, Instant::now()));
@@ -198,13 +218,17 @@ impl Pool {
     /// endpoint are in flight (an HTTP/2 connection carrying streams is not idle).
     pub fn evict_idle(&self, idle_timeout: Duration, busy: bool) {
         let now = Instant::now();
-        lock(&self.h1).retain(|(c, since)| !c.is_closed() && now - *since < idle_timeout);
-        lock(&self.raw).retain(|(_, since)| now - *since < idle_timeout);
+        lock(&self.h1).retain(|(c, since)| {
+            !c.send.is_closed() && now - *since < idle_timeout && reusable(c.reuse_until)
+        });
+        lock(&self.raw)
+            .retain(|(c, since)| now - *since < idle_timeout && reusable(c.reuse_until()));
         let mut h2 = lock(&self.h2);
-        if h2
-            .as_ref()
-            .is_some_and(|(c, used)| c.is_closed() || (!busy && now - *used >= idle_timeout))
-        {
+        if h2.as_ref().is_some_and(|c| {
+            c.send.is_closed()
+                || (!busy && now - c.used >= idle_timeout)
+                || !reusable(c.reuse_until)
+        }) {
             *h2 = None;
         }
     }
@@ -213,7 +237,7 @@ impl Pool {
     pub fn open(&self) -> (usize, usize) {
         (
             lock(&self.h1).len() + lock(&self.raw).len(),
-            usize::from(lock(&self.h2).as_ref().is_some_and(|(c, _)| !c.is_closed())),
+            usize::from(lock(&self.h2).as_ref().is_some_and(|c| !c.send.is_closed())),
         )
     }
 
@@ -222,7 +246,7 @@ impl Pool {
         while let Some((conn, _)) = idle.pop() {
             // Not ready means closing, or (rarely) not yet past its last response: either way
             // it cannot take this request now.
-            if conn.is_ready() {
+            if conn.send.is_ready() && reusable(conn.reuse_until) {
                 return Some(conn);
             }
         }
@@ -232,9 +256,9 @@ impl Pool {
     fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
         let mut h2 = lock(&self.h2);
         match h2.as_mut() {
-            Some((c, used)) if !c.is_closed() => {
-                *used = Instant::now();
-                Some(c.clone())
+            Some(c) if !c.send.is_closed() && reusable(c.reuse_until) => {
+                c.used = Instant::now();
+                Some(c.send.clone())
             }
             _ => None,
         }
@@ -269,8 +293,12 @@ impl Pool {
                         )));
                     }
                     match Box::pin(dial_h2(peer, dial)).await {
-                        Ok(c) => {
-                            *lock(&self.h2) = Some((c.clone(), Instant::now()));
+                        Ok((c, reuse_until)) => {
+                            *lock(&self.h2) = Some(H2 {
+                                send: c.clone(),
+                                used: Instant::now(),
+                                reuse_until,
+                            });
                             c
                         }
                         Err(e) => {
@@ -306,7 +334,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn dial_h1(peer: Peer<'_>, dial: Dial) -> Result<H1, SendError> {
     let addr = peer.addr;
     let conn = peer.dialer.dial(addr, peer.security, dial.connect_timeout);
-    let io = TokioIo::new(conn.await?);
+    let conn = conn.await?;
+    let reuse_until = conn.reuse_until();
+    let io = TokioIo::new(conn);
     let (send, conn) = http1::Builder::new()
         .max_header_size(super::MAX_HEADER_BYTES)
         .handshake(io)
@@ -317,13 +347,18 @@ async fn dial_h1(peer: Peer<'_>, dial: Dial) -> Result<H1, SendError> {
             tracing::debug!(%addr, "upstream connection ended: {e}");
         }
     });
-    Ok(send)
+    Ok(H1 { send, reuse_until })
 }
 
-async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<http2::SendRequest<RequestBody>, SendError> {
+/// An HTTP/2 connection, and when to stop sending new requests on it.
+type Dialed2 = (http2::SendRequest<RequestBody>, Option<Instant>);
+
+async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<Dialed2, SendError> {
     let addr = peer.addr;
     let conn = peer.dialer.dial(addr, peer.security, dial.connect_timeout);
-    let io = TokioIo::new(conn.await?);
+    let conn = conn.await?;
+    let reuse_until = conn.reuse_until();
+    let io = TokioIo::new(conn);
     // No keep-alive pings, as Envoy sends none unless configured: gRPC servers count a ping
     // that comes within 5 minutes of the last with no data sent between as abuse and close
     // the connection (GOAWAY `too_many_pings`), which would take down every call on it when one
@@ -339,7 +374,7 @@ async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<http2::SendRequest<Reques
             tracing::debug!(%addr, "upstream HTTP/2 connection ended: {e}");
         }
     });
-    Ok(send)
+    Ok((send, reuse_until))
 }
 
 #[cfg(test)]
