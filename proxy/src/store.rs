@@ -30,6 +30,21 @@ pub struct Snapshot {
     /// so the next publish can tell an unchanged one.
     #[serde(skip)]
     built_from: Map<String, Option<Arc<Assignment>>>,
+    /// Endpoints dialed with mTLS, by address, with their cluster: a connection captured on
+    /// its way to a pod's own address (a headless Service's, a StatefulSet's) goes over mTLS to
+    /// the identity the control plane listed there, not in plaintext around the mesh.
+    #[serde(skip)]
+    meshed: Map<std::net::SocketAddr, (String, Arc<crate::balance::Endpoint>)>,
+}
+
+impl Snapshot {
+    /// The mTLS endpoint at `addr`, with its cluster's name, if any cluster lists one there.
+    pub fn meshed_endpoint(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Option<&(String, Arc<crate::balance::Endpoint>)> {
+        self.meshed.get(&addr)
+    }
 }
 
 /// The live snapshot, and a count of swaps for whoever binds listeners from it.
@@ -102,10 +117,21 @@ impl Store {
             endpoints.insert(name.clone(), set);
             built_from.insert(name.clone(), assignment);
         }
+        let mut meshed = Map::default();
+        for (name, set) in &endpoints {
+            for ep in set.all() {
+                if ep.security != crate::config::Security::Plaintext {
+                    meshed
+                        .entry(ep.addr)
+                        .or_insert_with(|| (name.clone(), ep.clone()));
+                }
+            }
+        }
         self.current.store(Arc::new(Snapshot {
             config,
             endpoints,
             built_from,
+            meshed,
         }));
         self.version.send_modify(|v| *v += 1);
         rebuilt

@@ -100,57 +100,85 @@ fn metrics(ns: &Netns) -> String {
     curl(ns, false, "http://127.0.0.1:15020/metrics").1
 }
 
-#[test]
-fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
-    let server = Netns::new("mtls-api");
-    let client = Netns::new("mtls-web");
-    let (server_if, client_if) = veth(&server, &["10.2.0.5/24"], &client, &["10.2.0.9/24"], "m");
-    for (ns, end) in [(&server, &server_if), (&client, &client_if)] {
-        ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
-        ns.capture();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("registry");
-    let ca = dir.path().join("ca");
-    std::fs::create_dir(&registry).unwrap();
-    std::fs::write(registry.join("mesh.yaml"), MESH).unwrap();
-    let api_token = token(&ca, "api", dir.path());
-    let web_token = token(&ca, "web", dir.path());
+/// Two pods (`api-0` serving on 10.2.0.5:8080, `web-0` its client at 10.2.0.9), each with
+/// capture rules and a sidecar certified by `weft serve` (in the server pod); `proxy_args` go to
+/// both sidecars.
+struct Pods {
+    server: Netns,
+    client: Netns,
+    client_if: String,
+    dir: tempfile::TempDir,
+    _procs: Vec<Proc>,
+}
 
-    let _app = server.backend(&["http", "10.2.0.5", "8080", "api-app"]);
-    let weft = bin("weft");
-    let _cp = Proc::spawn(
-        server
-            .exec(&[weft.to_str().unwrap(), "serve", "--registry"])
-            .arg(&registry)
-            .args(["--xds-addr", "0.0.0.0:15010", "--ca-dir"])
-            .arg(&ca),
-    );
-    let _api = server.sidecar(
-        "api-0.shop",
-        &[
+impl Pods {
+    fn start(tag: &str, proxy_args: &[&str]) -> Self {
+        let server = Netns::new(&format!("{tag}-api"));
+        let client = Netns::new(&format!("{tag}-web"));
+        let (server_if, client_if) =
+            veth(&server, &["10.2.0.5/24"], &client, &["10.2.0.9/24"], tag);
+        for (ns, end) in [(&server, &server_if), (&client, &client_if)] {
+            ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
+            ns.capture();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("registry");
+        let ca = dir.path().join("ca");
+        std::fs::create_dir(&registry).unwrap();
+        std::fs::write(registry.join("mesh.yaml"), MESH).unwrap();
+        let api_token = token(&ca, "api", dir.path());
+        let web_token = token(&ca, "web", dir.path());
+        let app = server.backend(&["http", "10.2.0.5", "8080", "api-app"]);
+        let weft = bin("weft");
+        let cp = Proc::spawn(
+            server
+                .exec(&[weft.to_str().unwrap(), "serve", "--registry"])
+                .arg(&registry)
+                .args(["--xds-addr", "0.0.0.0:15010", "--ca-dir"])
+                .arg(&ca),
+        );
+        let mut args = vec![
             "--xds-addr",
             "127.0.0.1:15010",
             "--ca-token-file",
             &api_token,
-        ],
-    );
-    // The client's sidecar reaches the control plane through the server pod's inbound
-    // passthrough, as a pod reaches any address outside the mesh.
-    let _web = client.sidecar(
-        "web-0.shop",
-        &[
+        ];
+        args.extend_from_slice(proxy_args);
+        let api = server.sidecar("api-0.shop", &args);
+        // The client's sidecar reaches the control plane through the server pod's inbound
+        // passthrough, as a pod reaches any address outside the mesh.
+        let mut args = vec![
             "--xds-addr",
             "10.2.0.5:15010",
             "--ca-token-file",
             &web_token,
-        ],
-    );
+        ];
+        args.extend_from_slice(proxy_args);
+        let web = client.sidecar("web-0.shop", &args);
+        Self {
+            server,
+            client,
+            client_if,
+            dir,
+            _procs: vec![app, cp, api, web],
+        }
+    }
+
+    fn registry(&self) -> std::path::PathBuf {
+        self.dir.path().join("registry")
+    }
+}
+
+#[test]
+fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
+    let pods = Pods::start("m", &[]);
+    let (server, client, client_if, dir) = (&pods.server, &pods.client, &pods.client_if, &pods.dir);
+    let registry = pods.registry();
 
     // Everything that crosses the wire between the pods, while a request goes through.
     let pcap = dir.path().join("wire.pcap");
     let mut tcpdump = client
-        .exec(&["tcpdump", "--immediate-mode", "-i", &client_if, "-U", "-w"])
+        .exec(&["tcpdump", "--immediate-mode", "-i", client_if, "-U", "-w"])
         .arg(&pcap)
         .args(["tcp", "port", "8080"])
         .stdout(Stdio::null())
@@ -166,10 +194,10 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     .unwrap();
     assert!(said.contains("listening on"), "{said}");
     let marker = "/the-secret-path-7c1e";
-    let (ok, body) = curl(&client, false, &format!("http://10.96.0.40{marker}"));
+    let (ok, body) = curl(client, false, &format!("http://10.96.0.40{marker}"));
     assert!(ok && body == "api-app", "{body}");
     wait_until(Duration::from_secs(5), "no mTLS connection counted", || {
-        metrics(&server).contains(
+        metrics(server).contains(
             r#"weft_proxy_inbound_connections_total{security="mtls",result="accepted"} 1"#,
         )
     });
@@ -191,9 +219,9 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     }
 
     // PERMISSIVE: a client without a sidecar still gets in, in plaintext, and is counted so.
-    let (ok, body) = curl(&client, true, "http://10.2.0.5:8080/");
+    let (ok, body) = curl(client, true, "http://10.2.0.5:8080/");
     assert!(ok && body == "api-app", "{body}");
-    assert!(metrics(&server).contains(
+    assert!(metrics(server).contains(
         r#"weft_proxy_inbound_connections_total{security="plaintext",result="accepted"} 1"#
     ));
 
@@ -201,7 +229,7 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     // certificate is refused, and the sidecars' mTLS goes on.
     std::fs::write(registry.join("mesh.yaml"), format!("{MESH}{STRICT}")).unwrap();
     wait_until(Duration::from_secs(10), "plaintext still let in", || {
-        !curl(&client, true, "http://10.2.0.5:8080/").0
+        !curl(client, true, "http://10.2.0.5:8080/").0
     });
     let s_client = client
         .exec(&[
@@ -239,10 +267,69 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     );
     assert!(stderr.contains("alert"), "{stderr}");
     assert!(
-        metrics(&server).contains("weft_proxy_mtls_handshake_failures_total 1"),
+        metrics(server).contains("weft_proxy_mtls_handshake_failures_total 1"),
         "{}",
-        metrics(&server)
+        metrics(server)
     );
-    let (ok, body) = curl(&client, false, "http://10.96.0.40/again");
+    let (ok, body) = curl(client, false, "http://10.96.0.40/again");
     assert!(ok && body == "api-app", "{body}");
+    // A pod called by its own address goes through the client's sidecar over mTLS too.
+    let (ok, body) = curl(client, false, "http://10.2.0.5:8080/by-pod-address");
+    assert!(ok && body == "api-app", "{body}");
+}
+
+/// Certificates of 5 seconds, renewed every 2.5 s on both sides, for a minute of requests over
+/// kept-alive and new connections: not one fails.
+#[test]
+fn certificates_rotate_under_load_without_a_failed_request() {
+    let pods = Pods::start("r", &["--cert-ttl-secs", "5"]);
+    let load = r#"
+import http.client, sys, time
+ok = fail = 0
+end = time.time() + float(sys.argv[1])
+kept = http.client.HTTPConnection("10.96.0.40", 80, timeout=5)
+while time.time() < end:
+    for fresh in (False, True):
+        try:
+            c = http.client.HTTPConnection("10.96.0.40", 80, timeout=5) if fresh else kept
+            c.request("GET", "/rotating")
+            r = c.getresponse()
+            body = r.read()
+            if r.status == 200 and body == b"api-app":
+                ok += 1
+            else:
+                fail += 1
+                print("bad", r.status, body, file=sys.stderr)
+            if fresh:
+                c.close()
+        except Exception as e:
+            fail += 1
+            print("error", repr(e), file=sys.stderr)
+            if not fresh:
+                kept = http.client.HTTPConnection("10.96.0.40", 80, timeout=5)
+    time.sleep(0.01)
+print(ok, fail)
+"#;
+    let out = pods.client.run(&["python3", "-c", load, "60"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        counts[1],
+        0,
+        "failed requests: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(counts[0] > 500, "only {} requests went through", counts[0]);
+    for ns in [&pods.server, &pods.client] {
+        let renewed: f64 = metrics(ns)
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"weft_proxy_identity_requests_total{result="ok"} "#))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(renewed >= 15.0, "{renewed} certificates in a minute");
+    }
 }

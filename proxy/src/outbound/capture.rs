@@ -55,6 +55,21 @@ async fn handle(
 ) {
     let listener = store.load().config.listener_for(dst).cloned();
     let Some(listener) = listener else {
+        // A pod called by its own address, of a Service without listeners there: carried as
+        // opaque TCP over mTLS to the identity the control plane listed for that address, so
+        // it works under STRICT (and is not plaintext around the mesh).
+        let meshed = store.load().meshed_endpoint(dst).map(|(c, _)| c.clone());
+        if let Some(cluster) = meshed {
+            let refused = &proxy.metrics().unrouted().tcp;
+            let idle = Some(crate::config::TCP_IDLE_TIMEOUT);
+            let (dialer, pinned) = (&proxy.dialer, Some(dst));
+            let forwarded =
+                crate::tcp::forward(&store, dialer, &cluster, pinned, stream, idle, refused);
+            if let Err(e) = forwarded.await {
+                tracing::debug!(%dst, "mTLS to a pod address ended: {e}");
+            }
+            return;
+        }
         match capture.policy {
             OutboundPolicy::AllowAny => {
                 let stats = &proxy.metrics().passthrough(false).tcp;
