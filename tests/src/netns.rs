@@ -79,7 +79,11 @@ impl Netns {
     /// weft-proxy inside, as UID 1337 (which the capture rules exclude), with its health port
     /// on 127.0.0.1:15020, once it is ready.
     pub fn sidecar(&self, node_id: &str, args: &[&str]) -> Proc {
-        let proxy = bin("weft-proxy");
+        self.sidecar_of(&bin("weft-proxy"), node_id, args)
+    }
+
+    /// [`Netns::sidecar`] with the weft-proxy binary at `proxy` (a bench's release build).
+    pub fn sidecar_of(&self, proxy: &std::path::Path, node_id: &str, args: &[&str]) -> Proc {
         let mut full = vec![
             "setpriv",
             "--reuid",

@@ -1,0 +1,643 @@
+//! mTLS costs, side by side in one run, in two network namespaces as two pods (needs root,
+//! iptables, nginx and release builds: `cargo build --release --bins &&
+//! ./target/release/mtls-bench`):
+//!
+//! 1. **Handshakes per CPU-second**: a new connection per request, with a client certificate,
+//!    to weft-proxy's inbound mTLS listener and to nginx (`ssl_verify_client on`, TLS 1.3,
+//!    proxying to the same app), both with certificates from weft's CA. Goal: at least nginx's.
+//! 2. **Memory**: the sidecar's RSS idle, then holding 1,000 idle mTLS connections (each after
+//!    one request). Goal: at most 2x idle.
+//! 3. **Two hops**: client -> sidecar -> sidecar -> app, over mTLS and over plaintext, and the
+//!    direct path, open loop over keep-alive at each rate: added p99 and CPU per request of the
+//!    two sidecars. Goals: mTLS p99 added at most 1.2x plaintext's, CPU at most 1.3x.
+//!
+//! The load runs in the client pod, as this binary again (`client ...`), since a process
+//! cannot move itself into another network namespace.
+
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_bench::{cpu_seconds, quantile, rss_mib, spawn, workspace_bin};
+use weft_control_plane::ca::{self, Identity};
+use weft_e2e::netns::{Netns, veth};
+
+const POD: &str = "10.3.0.5";
+const CLIENT: &str = "10.3.0.9";
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: shop, labels: {app: api, security.weft.io/tlsMode: weft}}
+spec: {serviceAccountName: api, containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 10.3.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, labels: {app: web, security.weft.io/tlsMode: weft}}
+spec: {serviceAccountName: web, containers: [{name: web}]}
+status: {podIP: 10.3.0.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {clusterIP: 10.96.0.40, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-a, namespace: shop, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.3.0.5], targetRef: {kind: Pod, name: api-0, namespace: shop}}]
+"#;
+
+/// Options.
+#[derive(clap::Parser)]
+#[command(about = "mTLS handshakes, memory and two-hop latency, weft-proxy beside nginx")]
+struct Opts {
+    /// Seconds of each handshake measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent handshaking clients.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Open-loop rates of the two-hop measurement (req/s).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    rates: Vec<u64>,
+    /// Seconds per open-loop measurement.
+    #[arg(long, default_value_t = 10)]
+    hop_seconds: u64,
+    /// Idle mTLS connections held for the memory measurement.
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+    #[command(subcommand)]
+    client: Option<Client>,
+}
+
+/// The load, run inside the client pod.
+#[derive(clap::Subcommand)]
+enum Client {
+    /// New mTLS connection per request for `seconds`; prints the count.
+    Handshakes {
+        addr: SocketAddr,
+        seconds: u64,
+        concurrency: usize,
+        pki: PathBuf,
+    },
+    /// Opens `count` mTLS connections, one request on each, then holds them until stdin closes.
+    Hold {
+        addr: SocketAddr,
+        count: usize,
+        pki: PathBuf,
+    },
+    /// Open loop over `connections` keep-alive connections: prints p50, p99, max (µs), errors.
+    OpenLoop {
+        addr: SocketAddr,
+        rate: u64,
+        seconds: u64,
+        connections: usize,
+    },
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: api\r\n\r\n";
+
+/// The client's mTLS config: `web`'s certificate, the mesh roots.
+fn client_tls(pki: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let der = |name: &str| std::fs::read(pki.join(name)).unwrap();
+    let chain = vec![CertificateDer::from(der("web.der"))];
+    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(der("web.key.der")));
+    let roots = vec![CertificateDer::from(der("root.der"))];
+    weft_proxy::identity::tls::TlsConfigs::new(&chain, &key, &roots)
+        .unwrap()
+        .client
+}
+
+/// Reads one response with a `Content-Length` body.
+async fn response<S: tokio::io::AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            return buf.starts_with(b"HTTP/1.1 200");
+        }
+    }
+}
+
+async fn mtls_request(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    buf: &mut Vec<u8>,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    tls.write_all(REQUEST).await.ok()?;
+    tls.flush().await.ok()?;
+    response(&mut tls, buf).await.then_some(tls)
+}
+
+fn run_client(c: Client) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        match c {
+            Client::Handshakes {
+                addr,
+                seconds,
+                concurrency,
+                pki,
+            } => {
+                let connector = tokio_rustls::TlsConnector::from(client_tls(&pki));
+                let end = Instant::now() + Duration::from_secs(seconds);
+                let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let tasks: Vec<_> = (0..concurrency)
+                    .map(|_| {
+                        let (connector, done, failed) =
+                            (connector.clone(), done.clone(), failed.clone());
+                        tokio::spawn(async move {
+                            let mut buf = Vec::new();
+                            while Instant::now() < end {
+                                let counter = match mtls_request(&connector, addr, &mut buf).await {
+                                    Some(_) => &done,
+                                    None => &failed,
+                                };
+                                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                println!(
+                    "{} {}",
+                    done.load(std::sync::atomic::Ordering::Relaxed),
+                    failed.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+            Client::Hold { addr, count, pki } => {
+                let connector = tokio_rustls::TlsConnector::from(client_tls(&pki));
+                let mut held = Vec::with_capacity(count);
+                let mut buf = Vec::new();
+                for _ in 0..count {
+                    if let Some(c) = mtls_request(&connector, addr, &mut buf).await {
+                        held.push(c);
+                    }
+                }
+                println!("{}", held.len());
+                let mut line = String::new();
+                let _ = tokio::io::AsyncBufReadExt::read_line(
+                    &mut tokio::io::BufReader::new(tokio::io::stdin()),
+                    &mut line,
+                )
+                .await;
+                drop(held);
+            }
+            Client::OpenLoop {
+                addr,
+                rate,
+                seconds,
+                connections,
+            } => {
+                // As proxy-bench's open loop: a blocking thread per connection, each request
+                // charged from its due time only when the one before it held it up.
+                let (all, errors) = tokio::task::spawn_blocking(move || {
+                    open_loop(addr, rate, seconds, connections)
+                })
+                .await
+                .unwrap();
+                println!(
+                    "{:.0} {:.0} {:.0} {errors}",
+                    quantile(all.clone(), 0.5),
+                    quantile(all.clone(), 0.99),
+                    quantile(all, 1.0)
+                );
+            }
+        }
+    });
+}
+
+/// Latencies (µs) and errors of `rate` requests a second for `seconds` over `connections`
+/// keep-alive connections.
+fn open_loop(addr: SocketAddr, rate: u64, seconds: u64, connections: usize) -> (Vec<f64>, u64) {
+    use std::io::Write;
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now() + Duration::from_millis(50);
+    fn open(addr: SocketAddr) -> Option<std::net::TcpStream> {
+        let s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_nodelay(true).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        Some(s)
+    }
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let (mut lat, mut errors, mut buf) = (Vec::new(), 0u64, Vec::new());
+                let mut conn = open(addr);
+                let mut previous_done = start;
+                for i in (c as u64..total).step_by(connections) {
+                    let due = start + interval.mul_f64(i as f64);
+                    let now = Instant::now();
+                    if now < due {
+                        std::thread::sleep(due - now);
+                    }
+                    let from = if previous_done > due {
+                        due
+                    } else {
+                        Instant::now()
+                    };
+                    let ok = conn.as_mut().is_some_and(|s| {
+                        s.write_all(REQUEST).is_ok()
+                            && matches!(weft_bench::read_response(s, &mut buf), Ok(200))
+                    });
+                    previous_done = Instant::now();
+                    if !ok {
+                        errors += 1;
+                        conn = open(addr);
+                    }
+                    lat.push((previous_done - from).as_secs_f64() * 1e6);
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in threads {
+        let (l, e) = t.join().unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    (all, errors)
+}
+
+/// weft's CA, and certificates from it written for nginx and the load: the server's (`api`)
+/// as PEM for nginx, the client's (`web`) and the root as DER for rustls.
+fn pki(dir: &Path) -> (PathBuf, PathBuf) {
+    let ca_dir = dir.join("ca");
+    let authority = ca::Authority::load(
+        &ca::Source::Dir(ca_dir.clone()),
+        None,
+        "cluster.local",
+        ca::Lifetimes::default(),
+    )
+    .unwrap();
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    for sa in ["api", "web"] {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let signed = authority
+            .sign(&csr, &Identity::new("shop", sa).unwrap(), None)
+            .unwrap();
+        std::fs::write(pki.join(format!("{sa}.pem")), &signed.chain[0]).unwrap();
+        std::fs::write(pki.join(format!("{sa}.key")), key.serialize_pem()).unwrap();
+        std::fs::write(pki.join(format!("{sa}.der")), pem_der(&signed.chain[0])).unwrap();
+        std::fs::write(pki.join(format!("{sa}.key.der")), key.serialize_der()).unwrap();
+    }
+    let root = &authority.trust_bundle()[0];
+    std::fs::write(pki.join("root.pem"), root).unwrap();
+    std::fs::write(pki.join("root.der"), pem_der(root)).unwrap();
+    (ca_dir, pki)
+}
+
+/// The DER inside one PEM block.
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+/// Runs this binary's `client` subcommand inside `ns`, as UID 1337 (past the capture rules)
+/// unless `captured`.
+fn client_cmd(ns: &Netns, captured: bool, args: &[String]) -> Command {
+    let me = std::env::current_exe().unwrap();
+    let mut full: Vec<String> = Vec::new();
+    if !captured {
+        full.extend(
+            [
+                "setpriv",
+                "--reuid",
+                "1337",
+                "--regid",
+                "1337",
+                "--clear-groups",
+            ]
+            .map(String::from),
+        );
+    }
+    full.push(me.to_string_lossy().into_owned());
+    full.extend_from_slice(args);
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    ns.exec(&refs)
+}
+
+fn output(mut cmd: Command) -> Vec<f64> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+fn main() {
+    let opts: Opts = clap::Parser::parse();
+    if let Some(c) = opts.client {
+        return run_client(c);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The load runs as UID 1337 and reads the client's certificate from here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ca_dir, pki) = pki(dir.path());
+    let pod = Netns::new("bench-pod");
+    let client = Netns::new("bench-cli");
+    let (pod_if, cli_if) = veth(
+        &pod,
+        &[&format!("{POD}/24")],
+        &client,
+        &[&format!("{CLIENT}/24")],
+        "b",
+    );
+    for (ns, end) in [(&pod, &pod_if), (&client, &cli_if)] {
+        ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
+    }
+    // nginx's TLS port and the app's second port are not captured: they are the baselines.
+    for port in ["8443", "8081"] {
+        pod.run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "--dport",
+            port,
+            "-j",
+            "RETURN",
+        ]);
+    }
+    pod.capture();
+    client.capture();
+
+    // The app: nginx returning 1 KB, on the pod's address.
+    let body = "x".repeat(1024);
+    let conf = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let d = dir.path().display();
+    let app_conf = conf(
+        "app.conf",
+        format!(
+            "daemon off; master_process off; pid {d}/app.pid; error_log {d}/app.err;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{ access_log off; keepalive_requests 1000000;\n\
+               server {{ listen {POD}:8080; listen {POD}:8081; listen 127.0.0.1:8082; location / {{ return 200 '{body}'; }} }} }}\n"
+        ),
+    );
+    let _app = spawn(&mut pod.exec(&["nginx", "-c", app_conf.to_str().unwrap()]));
+    let p = pki.display();
+    let tls_conf = conf(
+        "tls.conf",
+        format!(
+            "daemon off; master_process off; pid {d}/tls.pid; error_log {d}/tls.err;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{ access_log off; keepalive_requests 1000000;\n\
+               upstream app {{ server 127.0.0.1:8082; keepalive 64; }}\n\
+               server {{ listen {POD}:8443 ssl; ssl_protocols TLSv1.3;\n\
+                 ssl_certificate {p}/api.pem; ssl_certificate_key {p}/api.key;\n\
+                 ssl_client_certificate {p}/root.pem; ssl_verify_client on;\n\
+                 location / {{ proxy_pass http://app; proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\"; }} }} }}\n"
+        ),
+    );
+    let nginx_tls = spawn(&mut pod.exec(&["nginx", "-c", tls_conf.to_str().unwrap()]));
+
+    // weft: the control plane and the two sidecars.
+    let registry = dir.path().join("registry");
+    std::fs::create_dir(&registry).unwrap();
+    std::fs::write(registry.join("mesh.yaml"), MESH).unwrap();
+    let token = |sa: &str| {
+        let out = Command::new(workspace_bin("weft"))
+            .args([
+                "token",
+                "create",
+                "--namespace",
+                "shop",
+                "--service-account",
+                sa,
+                "--ca-dir",
+            ])
+            .arg(&ca_dir)
+            .output()
+            .unwrap();
+        let path = dir.path().join(format!("{sa}.token"));
+        std::fs::write(&path, out.stdout).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (api_token, web_token) = (token("api"), token("web"));
+    let weft = workspace_bin("weft");
+    let _cp = spawn(
+        pod.exec(&[weft.to_str().unwrap(), "serve", "--registry"])
+            .arg(&registry)
+            .args(["--xds-addr", "0.0.0.0:15010", "--ca-dir"])
+            .arg(&ca_dir)
+            .env("WEFT_LOG", "warn"),
+    );
+    let proxy = workspace_bin("weft-proxy");
+    let api = pod.sidecar_of(
+        &proxy,
+        "api-0.shop",
+        &[
+            "--xds-addr",
+            "127.0.0.1:15010",
+            "--ca-token-file",
+            &api_token,
+            "--log",
+            "warn",
+        ],
+    );
+    let web = client.sidecar_of(
+        &proxy,
+        "web-0.shop",
+        &[
+            "--xds-addr",
+            &format!("{POD}:15010"),
+            "--ca-token-file",
+            &web_token,
+            "--log",
+            "warn",
+        ],
+    );
+    // `ip netns exec` and setpriv exec what they run: each child's pid is the program's.
+    let (api_pid, web_pid, nginx_pid) = (api.0.id(), web.0.id(), nginx_tls.0.id());
+    let pki_arg = pki.to_string_lossy().into_owned();
+
+    println!(
+        "# 1. handshakes: a new mTLS connection per request, {} clients, {} s",
+        opts.concurrency, opts.seconds
+    );
+    let mut results = Vec::new();
+    for (name, addr, pid) in [
+        ("weft-proxy", format!("{POD}:8080"), api_pid),
+        ("nginx", format!("{POD}:8443"), nginx_pid),
+    ] {
+        let cpu = cpu_seconds(pid);
+        let args = [
+            addr,
+            opts.seconds.to_string(),
+            opts.concurrency.to_string(),
+            pki_arg.clone(),
+        ];
+        let mut full = vec!["handshakes".to_string()];
+        full.extend(args);
+        let r = output(client_cmd(&client, false, &full));
+        let cpu = cpu_seconds(pid) - cpu;
+        let per_cpu = r[0] / cpu;
+        println!(
+            "{name:<11} {:>7.0} handshakes/s   {:>7.0} per CPU-second of the server   ({} failed, {cpu:.2} s CPU)",
+            r[0] / opts.seconds as f64,
+            per_cpu,
+            r[1]
+        );
+        results.push(per_cpu);
+        if r[1] > 0.0 && name == "nginx" {
+            let log = std::fs::read_to_string(dir.path().join("tls.err")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            eprintln!("nginx's error log ends: {tail:?}");
+        }
+    }
+    println!(
+        "weft-proxy / nginx handshakes per CPU-second: {:.2}x (goal >= 1)",
+        results[0] / results[1]
+    );
+
+    println!(
+        "\n# 2. memory: {} idle mTLS connections to the sidecar",
+        opts.idle
+    );
+    let (idle_rss, _) = rss_mib(api_pid);
+    let mut hold = client_cmd(
+        &client,
+        false,
+        &[
+            "hold".into(),
+            format!("{POD}:8080"),
+            opts.idle.to_string(),
+            pki_arg.clone(),
+        ],
+    );
+    let mut holder = hold
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (held_rss, _) = rss_mib(api_pid);
+    println!(
+        "sidecar RSS idle {idle_rss:.1} MiB, holding {} mTLS connections {held_rss:.1} MiB: {:.2}x (goal <= 2)",
+        line.trim(),
+        held_rss / idle_rss
+    );
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+
+    println!("\n# 3. two hops over keep-alive, open loop: client -> sidecar -> sidecar -> app");
+    let set_mtls = |on: bool| {
+        let mesh = if on {
+            MESH.to_string()
+        } else {
+            MESH.replace(", security.weft.io/tlsMode: weft", "")
+        };
+        std::fs::write(registry.join("mesh.yaml"), mesh).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    for rate in &opts.rates {
+        let mut row = Vec::new();
+        for path in ["direct", "plaintext", "mtls"] {
+            let (addr, captured) = match path {
+                "direct" => (format!("{POD}:8081"), false),
+                _ => ("10.96.0.40:80".to_string(), true),
+            };
+            if path != "direct" {
+                set_mtls(path == "mtls");
+            }
+            eprintln!("  {rate}/s {path} ...");
+            let (c0, c1) = (cpu_seconds(api_pid), cpu_seconds(web_pid));
+            let args = [
+                "open-loop".to_string(),
+                addr,
+                rate.to_string(),
+                opts.hop_seconds.to_string(),
+                "16".into(),
+            ];
+            // The direct path bypasses both sidecars: as UID 1337 past the client's, and to the
+            // app's uncaptured port past the pod's.
+            let r = output(client_cmd(&client, captured, &args));
+            let cpu = cpu_seconds(api_pid) - c0 + cpu_seconds(web_pid) - c1;
+            let requests = (rate * opts.hop_seconds) as f64;
+            println!(
+                "{rate:>5}/s {path:<9} p50 {:>6.0} µs  p99 {:>6.0} µs  max {:>7.0} µs  errors {}  sidecars' CPU {:>6.1} µs/request",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                cpu / requests * 1e6
+            );
+            row.push((r[1], cpu / requests));
+        }
+        let added = |i: usize| row[i].0 - row[0].0;
+        println!(
+            "{rate:>5}/s mTLS / plaintext: added p99 {:.2}x (goal <= 1.2), sidecars' CPU per request {:.2}x (goal <= 1.3)",
+            added(2) / added(1),
+            row[2].1 / row[1].1
+        );
+    }
+    drop((api, web));
+}
