@@ -14,10 +14,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::pool::SendError;
 use crate::config::Security;
 use crate::identity::Identity;
 use crate::stream::{Flushing, Stream};
+
+/// Why a request could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be opened (refused, unreachable, timed out, handshake failed).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The connection broke or the peer spoke bad HTTP.
+    #[error("upstream: {0}")]
+    Http(#[from] hyper::Error),
+}
 
 /// How long before a certificate it was made with expires an idle mTLS connection stops being
 /// reused: no pooled connection outlives its certificate (a request already on it finishes).

@@ -12,23 +12,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::body::RequestBody;
+pub use super::conn::SendError;
 use super::conn::{Conn, Dialer};
 use crate::config::Security;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-
-/// Why a request could not be sent upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// No connection could be opened (refused, unreachable, timed out, handshake failed).
-    #[error("connect: {0}")]
-    Connect(String),
-    /// The connection broke or the peer spoke bad HTTP.
-    #[error("upstream: {0}")]
-    Http(#[from] hyper::Error),
-}
 
 /// How to reach an endpoint: cluster settings that apply to every connection.
 #[derive(Clone, Copy, Debug)]
