@@ -67,7 +67,8 @@ struct TokenArgs {
 struct CaArgs {
     /// Directory holding the mesh root CA (`ca.pem`: certificate and key). A root is created
     /// there if there is none; every replica sharing the directory, and every restart, reads
-    /// the same one. Default: $XDG_STATE_HOME/weft/ca, else ~/.local/state/weft/ca.
+    /// the same one. Default: $XDG_STATE_HOME/weft/ca, else ~/.local/state/weft/ca (with
+    /// --kubernetes, the Secret --ca-secret instead).
     #[arg(long, env = "WEFT_CA_DIR")]
     ca_dir: Option<PathBuf>,
     /// The CA certificate to sign with (PEM), instead of --ca-dir: a root, or an intermediate
@@ -86,16 +87,29 @@ struct CaArgs {
     /// over.
     #[arg(long, env = "WEFT_TRUST_BUNDLE")]
     trust_bundle: Option<PathBuf>,
+    /// With --kubernetes and neither --ca-dir nor --ca-cert: the Secret holding the root,
+    /// created if there is none, shared by every replica.
+    #[arg(long, env = "WEFT_CA_SECRET", default_value = "weft-ca")]
+    ca_secret: String,
+    /// The namespace of --ca-secret: weft's own (the downward API's POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weft-system")]
+    ca_secret_namespace: String,
 }
 
 impl CaArgs {
-    fn source(&self) -> ca::Source {
-        match (&self.ca_cert, &self.ca_key) {
-            (Some(cert), Some(key)) => ca::Source::Files {
+    /// Where the CA is: given files, a directory, or (in Kubernetes, by default) a Secret.
+    fn source(&self, kubernetes: bool) -> ca::Source {
+        match (&self.ca_cert, &self.ca_key, &self.ca_dir) {
+            (Some(cert), Some(key), _) => ca::Source::Files {
                 cert: cert.clone(),
                 key: key.clone(),
             },
-            _ => ca::Source::Dir(self.ca_dir.clone().unwrap_or_else(default_ca_dir)),
+            (_, _, Some(dir)) => ca::Source::Dir(dir.clone()),
+            _ if kubernetes => ca::Source::Secret {
+                namespace: self.ca_secret_namespace.clone(),
+                name: self.ca_secret.clone(),
+            },
+            _ => ca::Source::Dir(default_ca_dir()),
         }
     }
 }
@@ -167,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
                     max: Duration::from_millis(args.debounce_max_ms.max(args.debounce_ms)),
                 },
                 ca: server::CaConfig {
-                    source: args.ca.source(),
+                    source: args.ca.source(args.kubernetes),
                     extra_roots: args.ca.trust_bundle,
                     lifetimes: ca::Lifetimes {
                         default: Duration::from_secs(args.cert_ttl_secs),
@@ -184,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
             let identity = ca::Identity::new(&args.namespace, &args.service_account)
                 .map_err(anyhow::Error::msg)?;
             let authority = ca::Authority::load(
-                &args.ca.source(),
+                &args.ca.source(false),
                 args.ca.trust_bundle.as_deref(),
                 "unused",
                 ca::Lifetimes::default(),

@@ -105,12 +105,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ca_metrics = ca::service::Metrics::register(&mut reg);
     // A CA that cannot start is said at once, naming the file: a mesh without it could not
     // give any sidecar an identity.
-    let authority = ca::Authority::load(
-        &config.ca.source,
+    let (extra, td, lifetimes) = (
         config.ca.extra_roots.as_deref(),
         &config.trust_domain,
         config.ca.lifetimes,
-    )?;
+    );
+    let authority = match (&config.ca.source, &config.source) {
+        (ca::Source::Secret { namespace, name }, Source::Kubernetes(client)) => {
+            let secret = (namespace.as_str(), name.as_str());
+            ca::Authority::load_secret(client, secret, extra, td, lifetimes).await?
+        }
+        (source, _) => ca::Authority::load(source, extra, td, lifetimes)?,
+    };
     let authenticator = match &config.source {
         Source::Files(_) => ca::service::Authenticator::Tokens,
         Source::Kubernetes(client) => ca::service::Authenticator::Kubernetes(client.clone()),

@@ -240,3 +240,98 @@ async fn the_cli_issues_tokens_and_a_corrupt_root_stops_the_control_plane() {
         "{stderr}"
     );
 }
+
+/// In Kubernetes the root lives in a Secret, created by the first replica and read by every
+/// other and by every restart; a caller is who TokenReview says its service-account token is,
+/// for audience `weft-ca` only.
+mod kubernetes {
+    use weft_e2e::fake_kube::FakeApi;
+
+    use super::*;
+
+    /// A control plane on the fake API server at `url`, its CA in Secret weft-system/weft-ca.
+    async fn start(url: &str) -> Harness {
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let cp = server::start(server::Config {
+            source: Source::Kubernetes(client),
+            xds_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            trust_domain: "example.org".into(),
+            debounce: Default::default(),
+            ca: CaConfig {
+                source: ca::Source::Secret {
+                    namespace: "weft-system".into(),
+                    name: "weft-ca".into(),
+                },
+                extra_roots: None,
+                lifetimes: ca::Lifetimes::default(),
+            },
+        })
+        .await
+        .unwrap();
+        Harness {
+            cp,
+            ca_dir: tempfile::tempdir().unwrap(),
+            _registry: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_root_is_a_secret_and_callers_are_who_tokenreview_says() {
+        let api = FakeApi::default();
+        api.token("web-token", "system:serviceaccount:shop:web", &["weft-ca"]);
+        api.token(
+            "api-server-token",
+            "system:serviceaccount:shop:web",
+            &["https://kubernetes.default.svc"],
+        );
+        api.token("node-token", "system:node:n1", &["weft-ca"]);
+        let url = api.serve().await;
+        let first = start(&url).await;
+        assert!(
+            api.secret("weft-system", "weft-ca").is_some(),
+            "no Secret made"
+        );
+        let (_, csr) = csr("spiffe://example.org/ns/kube-system/sa/admin");
+        let resp = sign(&first, Some("web-token"), &csr, 0).await.unwrap();
+        assert_eq!(
+            uri_sans(&resp.cert_chain[0]),
+            ["URI(spiffe://example.org/ns/shop/sa/web)"]
+        );
+        for bad in ["api-server-token", "node-token", "no-such-token"] {
+            let err = sign(&first, Some(bad), &csr, 0).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{bad}: {err:?}");
+        }
+        // A restart, and a second replica, sign with the same root.
+        let second = start(&url).await;
+        let again = sign(&second, Some("web-token"), &csr, 0).await.unwrap();
+        assert_eq!(again.trust_bundle, resp.trust_bundle);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_starting_together_share_one_root() {
+        let api = FakeApi::default();
+        let url = api.serve().await;
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let loads = (0..6).map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let secret = ("weft-system", "together");
+                let lifetimes = ca::Lifetimes::default();
+                ca::Authority::load_secret(&client, secret, None, "td", lifetimes)
+                    .await
+                    .unwrap()
+                    .trust_bundle()
+                    .to_vec()
+            })
+        });
+        let bundles: Vec<Vec<String>> = futures::future::join_all(loads)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert!(bundles.iter().all(|b| *b == bundles[0]), "two roots");
+        let made = api.requests("/api/v1/namespaces/weft-system/secrets");
+        assert!(made >= 1, "never created");
+    }
+}

@@ -78,6 +78,10 @@ struct State {
     oldest_watchable: u64,
     /// Requests received, by path (lists and watches alike).
     requests: HashMap<String, u64>,
+    /// Secrets, by `namespace/name` (read and created one by one, not listed or watched).
+    secrets: BTreeMap<String, Value>,
+    /// Service-account tokens the TokenReview API knows: the user name and audiences of each.
+    tokens: HashMap<String, (String, Vec<String>)>,
 }
 
 /// The fake API server: clone it to keep a handle on its state while it serves.
@@ -197,6 +201,99 @@ impl FakeApi {
         }
     }
 
+    /// Makes `token` a service-account token of `username` (`system:serviceaccount:ns:sa`)
+    /// for `audiences`, as TokenReview will say.
+    pub fn token(&self, token: &str, username: &str, audiences: &[&str]) {
+        let audiences = audiences.iter().map(|a| a.to_string()).collect();
+        self.state()
+            .tokens
+            .insert(token.to_string(), (username.to_string(), audiences));
+    }
+
+    /// The Secret `namespace/name`, if one was created.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.state()
+            .secrets
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
+    /// Answers the requests that are not a kind's list or watch: a Secret read or created, a
+    /// TokenReview; `None` for the rest.
+    async fn one_object(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        body: Bytes,
+    ) -> Option<hyper::Response<BoxBody<Bytes, Infallible>>> {
+        let status = |code: u16, reason: &str, message: String| {
+            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": reason, "code": code, "message": message});
+            respond(code, Full::new(Bytes::from(body.to_string())).boxed())
+        };
+        let ok = |code: u16, v: Value| respond(code, Full::new(Bytes::from(v.to_string())).boxed());
+        if path == "/apis/authentication.k8s.io/v1/tokenreviews" && method == hyper::Method::POST {
+            let mut review: Value = serde_json::from_slice(&body).ok()?;
+            let token = review["spec"]["token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let asked: Vec<String> = review["spec"]["audiences"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let known = self.state().tokens.get(&token).cloned();
+            review["status"] = match known {
+                Some((username, audiences)) => {
+                    let common: Vec<&String> =
+                        asked.iter().filter(|a| audiences.contains(a)).collect();
+                    if asked.is_empty() || !common.is_empty() {
+                        json!({"authenticated": true, "user": {"username": username}, "audiences": common})
+                    } else {
+                        json!({"authenticated": false, "error": "token audiences are invalid for the target audiences"})
+                    }
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            };
+            return Some(ok(201, review));
+        }
+        let rest = path.strip_prefix("/api/v1/namespaces/")?;
+        let (namespace, rest) = rest.split_once('/')?;
+        let name = rest.strip_prefix("secrets")?;
+        match (method, name.strip_prefix('/')) {
+            (&hyper::Method::GET, Some(name)) => {
+                let found = self.secret(namespace, name);
+                Some(match found {
+                    Some(v) => ok(200, v),
+                    None => status(404, "NotFound", format!("secrets \"{name}\" not found")),
+                })
+            }
+            (&hyper::Method::POST, None) => {
+                let mut obj: Value = serde_json::from_slice(&body).ok()?;
+                let name = obj["metadata"]["name"].as_str()?.to_string();
+                let mut st = self.state();
+                let key = format!("{namespace}/{name}");
+                if st.secrets.contains_key(&key) {
+                    return Some(status(
+                        409,
+                        "AlreadyExists",
+                        format!("secrets \"{name}\" already exists"),
+                    ));
+                }
+                st.rv += 1;
+                obj["metadata"]["namespace"] = json!(namespace);
+                obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                st.secrets.insert(key, obj.clone());
+                Some(ok(201, obj))
+            }
+            _ => None,
+        }
+    }
+
     /// How many requests `path` has had.
     pub fn requests(&self, path: &str) -> u64 {
         self.state().requests.get(path).copied().unwrap_or(0)
@@ -220,6 +317,22 @@ impl FakeApi {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         *self.state().requests.entry(path.clone()).or_default() += 1;
+        let method = req.method().clone();
+        if method != hyper::Method::GET
+            || path.contains("/secrets")
+            || path.contains("tokenreviews")
+        {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return match self.one_object(&method, &path, body).await {
+                Some(r) => r,
+                None => respond(405, Full::new(Bytes::from_static(b"{}")).boxed()),
+            };
+        }
         let served = type_of(&path);
         let refused = served.and_then(|(p, _, _)| self.state().refused.get(p).copied());
         let (Some((path, api_version, kind)), None) = (served, refused) else {

@@ -32,6 +32,14 @@ const BACKDATE: Duration = Duration::from_secs(60);
 pub enum Source {
     /// A directory holding [`ROOT_FILE`]; a self-signed root is created there if none is.
     Dir(PathBuf),
+    /// A Kubernetes Secret holding [`ROOT_FILE`] (`ca.pem`); a self-signed root is created
+    /// there if there is none ([`Authority::load_secret`]).
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
     /// An operator's key and certificate (a root, or an intermediate followed by its chain).
     Files {
         /// PEM: the signing certificate first, then the chain above it.
@@ -138,16 +146,58 @@ impl Authority {
                 (text.clone(), text, path)
             }
             Source::Files { cert, key } => (read(cert)?, read(key)?, cert.clone()),
+            Source::Secret { namespace, name } => {
+                return Err(LoadError::Invalid {
+                    path: PathBuf::from(format!("secret {namespace}/{name}")),
+                    why: "a Secret is read with a Kubernetes client (Authority::load_secret)"
+                        .into(),
+                });
+            }
         };
+        Self::from_pem(
+            (&certs_pem, &key_pem, &path),
+            extra_roots,
+            trust_domain,
+            lifetimes,
+        )
+    }
+
+    /// Loads the CA from the Secret `namespace/name`, creating a root there if there is none.
+    /// Replicas that start together end up with one root: a create that finds the Secret made
+    /// meanwhile (409) reads what the other made.
+    pub async fn load_secret(
+        client: &kube::Client,
+        (namespace, name): (&str, &str),
+        extra_roots: Option<&Path>,
+        trust_domain: &str,
+        lifetimes: Lifetimes,
+    ) -> Result<Self, LoadError> {
+        let path = PathBuf::from(format!("secret {namespace}/{name}"));
+        let text = super::secret::load_or_create(client, namespace, name, trust_domain)
+            .await
+            .map_err(|why| LoadError::Invalid {
+                path: path.clone(),
+                why,
+            })?;
+        Self::from_pem((&text, &text, &path), extra_roots, trust_domain, lifetimes)
+    }
+
+    /// The CA from its certificates' and key's PEM (`path` names where they came from).
+    fn from_pem(
+        (certs_pem, key_pem, path): (&str, &str, &Path),
+        extra_roots: Option<&Path>,
+        trust_domain: &str,
+        lifetimes: Lifetimes,
+    ) -> Result<Self, LoadError> {
         let invalid = |why: String| LoadError::Invalid {
-            path: path.clone(),
+            path: path.to_path_buf(),
             why,
         };
-        let certs = pem_blocks(&certs_pem, "CERTIFICATE");
+        let certs = pem_blocks(certs_pem, "CERTIFICATE");
         let Some(signing) = certs.first() else {
             return Err(invalid("no CERTIFICATE block".into()));
         };
-        let key_block = pem_blocks(&key_pem, "PRIVATE KEY");
+        let key_block = pem_blocks(key_pem, "PRIVATE KEY");
         let Some(key_block) = key_block.first() else {
             return Err(invalid("no PRIVATE KEY (PKCS#8) block".into()));
         };
@@ -340,7 +390,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 }
 
 /// A new self-signed root: certificate and PKCS#8 key, PEM, in one text.
-fn new_root(trust_domain: &str) -> Result<String, String> {
+pub(super) fn new_root(trust_domain: &str) -> Result<String, String> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
