@@ -188,34 +188,57 @@ pub async fn serve_inbound(
     port: InboundPort,
     pinned: Option<(SocketAddr, String)>,
 ) {
-    let InboundPort {
-        protocol,
-        handler,
-        fallback,
-        sniffing,
-        tls,
-    } = port;
-    let tls_first = match tls {
+    let tls_first = match port.tls {
         InboundTls::Off => false,
         InboundTls::Permissive | InboundTls::Strict => {
-            detect(&stream, sniffing.timeout).await == Detected::Tls
+            detect(&stream, port.sniffing.timeout).await == Detected::Tls
         }
     };
     if !tls_first {
-        if tls == InboundTls::Strict {
-            proxy.metrics().inbound_connection(false, false);
-            tracing::info!("plaintext to a STRICT mTLS port: closed");
-            return;
+        match port.tls {
+            InboundTls::Off => {}
+            InboundTls::Strict => {
+                proxy.metrics().inbound_connection(false, false);
+                tracing::info!("plaintext to a STRICT mTLS port: closed");
+                return;
+            }
+            InboundTls::Permissive => proxy.metrics().inbound_connection(false, true),
         }
-        proxy.metrics().inbound_connection(false, true);
+        let InboundPort {
+            protocol,
+            handler,
+            fallback,
+            sniffing,
+            ..
+        } = port;
         if let Some((handler, detected)) =
             choose(&stream, protocol, handler, Some(fallback), sniffing).await
         {
             let accepted = Accepted { detected, pinned };
-            serve_connection(store, proxy, handler, stream, accepted).await;
+            // Boxed, as the mTLS side is: a connection's task holds the state of the side it
+            // takes, not of both (an idle connection's memory is mostly this state).
+            Box::pin(serve_connection(store, proxy, handler, stream, accepted)).await;
         }
         return;
     }
+    Box::pin(serve_mtls(store, proxy, stream, port, pinned)).await;
+}
+
+/// Accepts mTLS on a connection whose first bytes are a ClientHello, then serves what is inside
+/// as the port's chain serves plaintext.
+async fn serve_mtls(
+    store: Arc<Store>,
+    proxy: Proxy,
+    stream: TcpStream,
+    InboundPort {
+        protocol,
+        handler,
+        fallback,
+        sniffing,
+        ..
+    }: InboundPort,
+    pinned: Option<(SocketAddr, String)>,
+) {
     let Some(certified) = proxy.identity.as_ref().and_then(|i| i.current()) else {
         tracing::warn!("mTLS asked for, but no workload certificate yet: closed");
         return;
