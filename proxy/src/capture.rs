@@ -126,7 +126,8 @@ pub async fn accept_redirected<F, Fut>(
         };
         match redirected_dst(&stream, &own_ports) {
             Some(dst) => {
-                let (open, serve) = (proxy.drain.open(), handle(stream, dst));
+                let tracked = proxy.connections.open(direction.as_str(), peer, dst);
+                let (open, serve) = (proxy.drain.open(), tracked.serve(handle(stream, dst)));
                 // Every line logged about this connection names it.
                 // The peer's SPIFFE ID is recorded once an mTLS handshake gives it.
                 let span = tracing::info_span!(

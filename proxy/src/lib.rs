@@ -6,6 +6,7 @@ pub mod admin;
 pub mod balance;
 pub mod capture;
 pub mod config;
+pub mod connections;
 pub mod detect;
 pub mod dns;
 pub mod drain;

@@ -206,11 +206,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .run(),
     );
     let drain = weft_proxy::drain::Drain::default();
+    let connections = Arc::new(weft_proxy::connections::Connections::default());
     let admin = admin::Admin {
         store: store.clone(),
         metrics: metrics.clone(),
         log,
         drain: drain.clone(),
+        connections: connections.clone(),
         identity: identity.clone(),
         full: true,
     };
@@ -235,6 +237,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     proxy.http1_fast_path = args.http1_fast_path;
     proxy.dialer = weft_proxy::upstream::conn::Dialer::new(identity.clone());
     proxy.identity = identity.clone();
+    proxy.connections = connections;
     proxy.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms);
     let outbound_capture = capture::bind(args.outbound_capture_addr)?;
     let inbound_capture = capture::bind(args.inbound_capture_addr)?;

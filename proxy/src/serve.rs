@@ -261,6 +261,7 @@ async fn serve_mtls(
     proxy.metrics().inbound_connection(true, true);
     let peer = crate::identity::tls::peer_identity(tls.get_ref().1.peer_certificates());
     tracing::Span::current().record("peer_id", peer.as_deref().unwrap_or("none"));
+    crate::connections::note_peer(peer.as_deref().unwrap_or("unknown"));
     let mut tls = crate::stream::Flushing::new(tls);
     // What is inside is told from its first bytes, read (TLS cannot be peeked) and put back.
     let mut first = bytes::BytesMut::new();

@@ -201,6 +201,19 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
             r#"weft_proxy_inbound_connections_total{security="mtls",result="accepted"} 1"#,
         )
     });
+    // The client's sidecar keeps the connection pooled: the server's lists it, with its peer.
+    let listed = curl(server, false, "http://127.0.0.1:15000/debug/connections").1;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["direction"] == "inbound"
+                && c["security"] == "mtls"
+                && c["peer"] == "spiffe://cluster.local/ns/shop/sa/web"),
+        "{listed}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill").arg(tcpdump.id().to_string()).status();
     let _ = tcpdump.wait();

@@ -27,6 +27,8 @@ pub struct Admin {
     pub log: Arc<LogFilter>,
     /// Drain state: a draining proxy is not ready, so the endpoint stops getting new traffic.
     pub drain: crate::drain::Drain,
+    /// The connections accepted and open (`/debug/connections`).
+    pub connections: Arc<crate::connections::Connections>,
     /// The workload identity, when the proxy has one to get: not ready until it has a
     /// certificate; `/certs` shows it.
     pub identity: Option<Arc<crate::identity::Identity>>,
@@ -91,6 +93,7 @@ impl Admin {
             _ if !self.full => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             "/config_dump" => json(&*self.store.load()),
             "/clusters" => json(&self.store.load().endpoints),
+            "/debug/connections" => json(&self.connections.view()),
             "/certs" => match &self.identity {
                 Some(i) => json(&i.view()),
                 None => json(&serde_json::json!({
@@ -117,7 +120,7 @@ impl Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "try /ready /live /config_dump /clusters /certs /logging?level= /drain (POST)\n",
+                "try /ready /live /config_dump /clusters /certs /debug/connections /logging?level= /drain (POST)\n",
             ),
         }
     }

@@ -210,6 +210,8 @@ pub struct Proxy {
     pub dialer: crate::upstream::conn::Dialer,
     /// The workload's identity, which inbound mTLS is served with (`None`: no mTLS).
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// The connections accepted and open, for `/debug/connections`.
+    pub connections: Arc<crate::connections::Connections>,
     metrics: Arc<Metrics>,
 }
 
@@ -232,6 +234,7 @@ impl Proxy {
             idle_timeout: Duration::from_secs(3600),
             dialer: Default::default(),
             identity: None,
+            connections: Default::default(),
             metrics,
         }
     }

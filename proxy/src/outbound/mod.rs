@@ -38,23 +38,23 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
         };
         let (store, proxy) = (store.clone(), proxy.clone());
         let open = proxy.drain.open();
+        let to = stream.local_addr().unwrap_or(peer);
+        let tracked = proxy.connections.open("outbound", peer, to);
         // Every line logged about this connection names it.
         let span = tracing::info_span!("conn", listener = name, %peer);
-        tokio::spawn(
-            async move {
-                let _open = open;
-                if let Some((handler, detected)) =
-                    choose(&stream, protocol, handler, fallback, sniffing).await
-                {
-                    let accepted = Accepted {
-                        detected,
-                        pinned: None,
-                    };
-                    serve_connection(store, proxy, handler, stream, accepted).await;
-                }
+        let serve = async move {
+            let _open = open;
+            if let Some((handler, detected)) =
+                choose(&stream, protocol, handler, fallback, sniffing).await
+            {
+                let accepted = Accepted {
+                    detected,
+                    pinned: None,
+                };
+                serve_connection(store, proxy, handler, stream, accepted).await;
             }
-            .instrument(span),
-        );
+        };
+        tokio::spawn(tracked.serve(serve).instrument(span));
     }
 }
 
