@@ -99,7 +99,7 @@ pub async fn accept_redirected<F, Fut>(
     own_ports: Arc<[u16]>,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, crate::connections::Note) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let stopped = async {
@@ -127,7 +127,7 @@ pub async fn accept_redirected<F, Fut>(
         match redirected_dst(&stream, &own_ports) {
             Some(dst) => {
                 let tracked = proxy.connections.open(direction.as_str(), peer, dst);
-                let (open, serve) = (proxy.drain.open(), tracked.serve(handle(stream, dst)));
+                let (open, serve) = (proxy.drain.open(), handle(stream, dst, tracked.note()));
                 // Every line logged about this connection names it.
                 // The peer's SPIFFE ID is recorded once an mTLS handshake gives it.
                 let span = tracing::info_span!(
@@ -139,7 +139,7 @@ pub async fn accept_redirected<F, Fut>(
                 );
                 tokio::spawn(
                     async move {
-                        let _open = open;
+                        let _open = (open, tracked);
                         serve.await
                     }
                     .instrument(span),

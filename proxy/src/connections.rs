@@ -9,11 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-tokio::task_local! {
-    /// The connection the running task serves.
-    static CURRENT: Arc<Open>;
-}
-
 /// One open connection.
 #[derive(Debug)]
 pub struct Open {
@@ -100,38 +95,39 @@ impl Connections {
 }
 
 impl Tracked {
-    /// Runs `fut` as this connection's task: what it learns of its peer is noted here.
-    pub async fn serve<F: std::future::Future>(self, fut: F) -> F::Output {
-        let open = self.open.clone();
-        let out = CURRENT.scope(open, fut).await;
-        drop(self);
-        out
+    /// A handle to note what the connection's handshake learns.
+    pub fn note(&self) -> Note {
+        Note(self.open.clone())
     }
 }
 
-/// Notes the SPIFFE ID the running connection's mTLS peer presented.
-pub fn note_peer(id: &str) {
-    let _ = CURRENT.try_with(|o| o.peer.set(id.to_string()));
+/// Where a connection's handler notes what its mTLS handshake said.
+#[derive(Clone, Debug)]
+pub struct Note(Arc<Open>);
+
+impl Note {
+    /// Notes the SPIFFE ID the connection's mTLS peer presented.
+    pub fn peer(&self, id: &str) {
+        let _ = self.0.peer.set(id.to_string());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_connection_is_listed_while_open_with_what_its_handshake_said() {
+    #[test]
+    fn a_connection_is_listed_while_open_with_what_its_handshake_said() {
         let table = Arc::new(Connections::default());
         let addr = |p: u16| SocketAddr::from(([10, 0, 0, 1], p));
         let plain = table.open("inbound", addr(1), addr(80));
         let mtls = table.open("inbound", addr(2), addr(80));
-        mtls.serve(async {
-            note_peer("spiffe://td/ns/a/sa/b");
-            let view = table.view();
-            assert_eq!(view[0]["security"], "plaintext");
-            assert_eq!(view[1]["security"], "mtls");
-            assert_eq!(view[1]["peer"], "spiffe://td/ns/a/sa/b");
-        })
-        .await;
+        mtls.note().peer("spiffe://td/ns/a/sa/b");
+        let view = table.view();
+        assert_eq!(view[0]["security"], "plaintext");
+        assert_eq!(view[1]["security"], "mtls");
+        assert_eq!(view[1]["peer"], "spiffe://td/ns/a/sa/b");
+        drop(mtls);
         assert_eq!(
             table.view().as_array().unwrap().len(),
             1,

@@ -178,7 +178,7 @@ pub struct InboundPort {
 
 /// Serves a connection to an inbound port. One that opens with a TLS ClientHello on a port that
 /// offers mTLS is decrypted with the workload's certificate (the client must present one from
-/// the mesh), its peer's SPIFFE ID noted on the connection's span, and what is inside served
+/// the mesh), its peer's SPIFFE ID noted on its span and in `/debug/connections`, and what is inside served
 /// as the port's chain serves plaintext; a plaintext one is served as is, unless the port is
 /// STRICT, which closes it.
 pub async fn serve_inbound(
@@ -187,6 +187,7 @@ pub async fn serve_inbound(
     stream: TcpStream,
     port: InboundPort,
     pinned: Option<(SocketAddr, String)>,
+    note: crate::connections::Note,
 ) {
     let tls_first = match port.tls {
         InboundTls::Off => false,
@@ -221,7 +222,7 @@ pub async fn serve_inbound(
         }
         return;
     }
-    Box::pin(serve_mtls(store, proxy, stream, port, pinned)).await;
+    Box::pin(serve_mtls(store, proxy, stream, port, pinned, note)).await;
 }
 
 /// Accepts mTLS on a connection whose first bytes are a ClientHello, then serves what is inside
@@ -238,6 +239,7 @@ async fn serve_mtls(
         ..
     }: InboundPort,
     pinned: Option<(SocketAddr, String)>,
+    note: crate::connections::Note,
 ) {
     let Some(certified) = proxy.identity.as_ref().and_then(|i| i.current()) else {
         tracing::warn!("mTLS asked for, but no workload certificate yet: closed");
@@ -261,7 +263,7 @@ async fn serve_mtls(
     proxy.metrics().inbound_connection(true, true);
     let peer = crate::identity::tls::peer_identity(tls.get_ref().1.peer_certificates());
     tracing::Span::current().record("peer_id", peer.as_deref().unwrap_or("none"));
-    crate::connections::note_peer(peer.as_deref().unwrap_or("unknown"));
+    note.peer(peer.as_deref().unwrap_or("unknown"));
     let mut tls = crate::stream::Flushing::new(tls);
     // What is inside is told from its first bytes, read (TLS cannot be peeked) and put back.
     let mut first = bytes::BytesMut::new();

@@ -19,7 +19,7 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
         &p,
         Direction::Inbound,
         own_ports.into(),
-        move |stream, dst| {
+        move |stream, dst, note| {
             let (store, proxy) = (store.clone(), proxy.clone());
             async move {
                 let snap = store.load();
@@ -50,7 +50,7 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     sniffing,
                     tls: chain.tls,
                 };
-                serve_inbound(store, proxy, stream, port, pinned).await;
+                serve_inbound(store, proxy, stream, port, pinned, note).await;
             }
         },
     )

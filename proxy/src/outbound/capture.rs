@@ -41,7 +41,8 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, capture
         &p,
         Direction::Outbound,
         own_ports,
-        move |stream, dst| handle(stream, dst, store.clone(), proxy.clone(), capture.clone()),
+        // Outbound connections come from the local app in plaintext: nothing to note of them.
+        move |stream, dst, _| handle(stream, dst, store.clone(), proxy.clone(), capture.clone()),
     )
     .await;
 }

@@ -54,7 +54,13 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
                 serve_connection(store, proxy, handler, stream, accepted).await;
             }
         };
-        tokio::spawn(tracked.serve(serve).instrument(span));
+        tokio::spawn(
+            async move {
+                let _tracked = tracked;
+                serve.await
+            }
+            .instrument(span),
+        );
     }
 }
 
