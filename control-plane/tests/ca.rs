@@ -186,6 +186,22 @@ async fn every_wrong_credential_and_csr_is_refused_and_counted() {
     );
 }
 
+/// A token proven once is remembered (a sidecar shows the same one at every renewal), but
+/// never past its own expiry.
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let h = start().await;
+    let id = Identity::new("shop", "web").unwrap();
+    let token = token_from(h.ca_dir.path(), &id, token::AUDIENCE, Duration::from_secs(2));
+    let (_, csr) = csr("x");
+    for _ in 0..3 {
+        sign(&h, Some(&token), &csr, 0).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let err = sign(&h, Some(&token), &csr, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+}
+
 /// `weft token create` through the binary prints a token the CA in the same directory accepts;
 /// `weft serve` on a corrupt root exits at once, naming the file.
 #[tokio::test]

@@ -1,8 +1,11 @@
 //! `weft.ca.v1.CertificateService`: who is asking (the bearer credential), then a certificate
 //! for that identity. Every answer is counted by result, and every refusal logged with why.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -64,7 +67,18 @@ pub struct CaService {
     authority: Arc<Authority>,
     auth: Authenticator,
     metrics: Metrics,
+    /// Tokens already proven, and until when they are taken at their word: a sidecar shows the
+    /// same token at every renewal, and checking it costs a signature verification (file mode)
+    /// or a TokenReview call to the API server (Kubernetes).
+    proven: Arc<std::sync::Mutex<HashMap<String, (Identity, Instant)>>>,
 }
+
+/// How long a TokenReview's answer is taken at its word (a token revoked meanwhile is
+/// refused after this).
+const REVIEWED_FOR: Duration = Duration::from_secs(30);
+
+/// The most tokens remembered; past it, expired ones are forgotten, then all.
+const PROVEN_MAX: usize = 10_000;
 
 impl CaService {
     /// A service signing with `authority` for callers `auth` vouches for.
@@ -73,6 +87,7 @@ impl CaService {
             authority,
             auth,
             metrics,
+            proven: Default::default(),
         }
     }
 
@@ -82,12 +97,31 @@ impl CaService {
     }
 
     async fn identity(&self, bearer: &str) -> Result<Identity, String> {
-        match &self.auth {
-            Authenticator::Tokens => {
-                token::verify(self.authority.public_key(), bearer).map_err(|e| e.to_string())
-            }
-            Authenticator::Kubernetes(client) => review(client, bearer).await,
+        let now = Instant::now();
+        let lock = || {
+            self.proven
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((id, until)) = lock().get(bearer)
+            && now < *until
+        {
+            return Ok(id.clone());
         }
+        let (id, valid_for) = match &self.auth {
+            Authenticator::Tokens => token::verify_until(self.authority.public_key(), bearer)
+                .map_err(|e| e.to_string())?,
+            Authenticator::Kubernetes(client) => (review(client, bearer).await?, REVIEWED_FOR),
+        };
+        let mut proven = lock();
+        if proven.len() >= PROVEN_MAX {
+            proven.retain(|_, (_, until)| now < *until);
+            if proven.len() >= PROVEN_MAX {
+                proven.clear();
+            }
+        }
+        proven.insert(bearer.to_string(), (id.clone(), now + valid_for));
+        Ok(id)
     }
 }
 

@@ -117,6 +117,11 @@ pub fn issue(
 /// The identity a token names, if `public_key` (an uncompressed P-256 point) signed it, it is
 /// for [`AUDIENCE`] and has not expired.
 pub fn verify(public_key: &[u8], token: &str) -> Result<Identity, TokenError> {
+    verify_until(public_key, token).map(|(id, _)| id)
+}
+
+/// [`verify`], with how long the token stays valid.
+pub fn verify_until(public_key: &[u8], token: &str) -> Result<(Identity, Duration), TokenError> {
     let mut parts = token.trim().split('.');
     let (Some(header), Some(claims), Some(sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -141,7 +146,8 @@ pub fn verify(public_key: &[u8], token: &str) -> Result<Identity, TokenError> {
     if !claims.aud.iter().any(|a| a == AUDIENCE) {
         return Err(TokenError::Audience);
     }
-    Identity::from_username(&claims.sub).ok_or(TokenError::Subject)
+    let id = Identity::from_username(&claims.sub).ok_or(TokenError::Subject)?;
+    Ok((id, Duration::from_secs(claims.exp - now())))
 }
 
 #[cfg(test)]
