@@ -192,7 +192,12 @@ async fn every_wrong_credential_and_csr_is_refused_and_counted() {
 async fn a_remembered_token_still_expires() {
     let h = start().await;
     let id = Identity::new("shop", "web").unwrap();
-    let token = token_from(h.ca_dir.path(), &id, token::AUDIENCE, Duration::from_secs(2));
+    let token = token_from(
+        h.ca_dir.path(),
+        &id,
+        token::AUDIENCE,
+        Duration::from_secs(2),
+    );
     let (_, csr) = csr("x");
     for _ in 0..3 {
         sign(&h, Some(&token), &csr, 0).await.unwrap();
