@@ -173,7 +173,8 @@ impl Authority {
         lifetimes: Lifetimes,
     ) -> Result<Self, LoadError> {
         let path = PathBuf::from(format!("secret {namespace}/{name}"));
-        let text = super::secret::load_or_create(client, namespace, name, trust_domain)
+        let make = || new_root(trust_domain);
+        let text = super::secret::load_or_create(client, (namespace, name), ROOT_FILE, make)
             .await
             .map_err(|why| LoadError::Invalid {
                 path: path.clone(),
@@ -390,7 +391,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 }
 
 /// A new self-signed root: certificate and PKCS#8 key, PEM, in one text.
-pub(super) fn new_root(trust_domain: &str) -> Result<String, String> {
+fn new_root(trust_domain: &str) -> Result<String, String> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();

@@ -7,25 +7,23 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use super::authority::{ROOT_FILE, new_root};
-
-/// The root's PEM (certificate and key) from the Secret `namespace/name`, made there first if
-/// there is none.
+/// The root's PEM (certificate and key) under `key` in the Secret `namespace/name`, made by
+/// `new_root` and stored there first if there is none.
 pub async fn load_or_create(
     client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    trust_domain: &str,
+    (namespace, name): (&str, &str),
+    key: &str,
+    new_root: impl Fn() -> Result<String, String>,
 ) -> Result<String, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     // Twice at most: absent, then made by another replica between our read and our create.
     for _ in 0..2 {
         match api.get_opt(name).await {
-            Ok(Some(secret)) => return root_of(&secret),
+            Ok(Some(secret)) => return root_of(&secret, key),
             Ok(None) => {}
             Err(e) => return Err(format!("reading it: {e}")),
         }
-        let text = new_root(trust_domain)?;
+        let text = new_root()?;
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -33,7 +31,7 @@ pub async fn load_or_create(
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(
-                ROOT_FILE.to_string(),
+                key.to_string(),
                 ByteString(text.clone().into_bytes()),
             )])),
             type_: Some("Opaque".into()),
@@ -51,11 +49,11 @@ pub async fn load_or_create(
     Err("created and deleted again while being read".into())
 }
 
-fn root_of(secret: &Secret) -> Result<String, String> {
+fn root_of(secret: &Secret, key: &str) -> Result<String, String> {
     let data = secret
         .data
         .as_ref()
-        .and_then(|d| d.get(ROOT_FILE))
-        .ok_or_else(|| format!("no {ROOT_FILE} in its data"))?;
-    String::from_utf8(data.0.clone()).map_err(|_| format!("{ROOT_FILE} is not text"))
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| format!("no {key} in its data"))?;
+    String::from_utf8(data.0.clone()).map_err(|_| format!("{key} is not text"))
 }
