@@ -37,6 +37,33 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A workload token for `shop/<service_account>` from the CA in `ca_dir`, as `weft token
+/// create` (the binary at `weft`) prints it, written to `<dir>/<service_account>.token`; the
+/// file's path, for `weft-proxy --ca-token-file`.
+pub fn token_file(weft: &Path, ca_dir: &Path, service_account: &str, dir: &Path) -> String {
+    let out = Command::new(weft)
+        .args([
+            "token",
+            "create",
+            "--namespace",
+            "shop",
+            "--service-account",
+        ])
+        .arg(service_account)
+        .arg("--ca-dir")
+        .arg(ca_dir)
+        .output()
+        .expect("weft token create runs");
+    assert!(
+        out.status.success(),
+        "weft token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join(format!("{service_account}.token"));
+    std::fs::write(&path, out.stdout).expect("write the token");
+    path.to_string_lossy().into_owned()
+}
+
 /// The newest modification time of any file under `dir`.
 fn newest(dir: &Path) -> Option<std::time::SystemTime> {
     let mut best = None;

@@ -127,6 +127,35 @@ impl Drop for Netns {
     }
 }
 
+/// Two pods of namespace `shop`, each labelled as running weft's sidecar: `api-0` (service
+/// account `api`, 10.2.0.5, serving HTTP on 8080 behind Service `api`, 10.96.0.40:80) and its
+/// client `web-0` (service account `web`, 10.2.0.9): the mesh of the mTLS tests and bench.
+pub const TWO_PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: shop, labels: {app: api, security.weft.io/tlsMode: weft}}
+spec: {serviceAccountName: api, containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 10.2.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, labels: {app: web, security.weft.io/tlsMode: weft}}
+spec: {serviceAccountName: web, containers: [{name: web}]}
+status: {podIP: 10.2.0.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {clusterIP: 10.96.0.40, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-a, namespace: shop, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.2.0.5], targetRef: {kind: Pod, name: api-0, namespace: shop}}]
+"#;
+
 /// A veth pair between `a` and `b`, up, with `a_addrs` and `b_addrs` (CIDR) on each end;
 /// `tag` keeps the interface names of tests running at once apart. Returns the interface
 /// names (`a`'s, `b`'s).

@@ -10,28 +10,9 @@ use std::time::Duration;
 use weft_e2e::{ControlPlane, Proc, Sidecar, bin, free_port, http_get};
 
 /// A token for `shop/web` from the CA the test control planes share.
-fn token(dir: &Path) -> std::path::PathBuf {
-    let out = Command::new(bin("weft"))
-        .args([
-            "token",
-            "create",
-            "--namespace",
-            "shop",
-            "--service-account",
-            "web",
-        ])
-        .arg("--ca-dir")
-        .arg(std::env::temp_dir().join("weft-e2e-ca"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = dir.join("token");
-    std::fs::write(&path, out.stdout).unwrap();
-    path
+fn token(dir: &Path) -> String {
+    let ca = std::env::temp_dir().join("weft-e2e-ca");
+    weft_e2e::token_file(&bin("weft"), &ca, "web", dir)
 }
 
 fn certs(admin: SocketAddr) -> serde_json::Value {
@@ -57,11 +38,10 @@ fn a_sidecar_gets_its_identity_at_start_and_renews_it_at_half_life() {
     let reg = registry();
     let cp = ControlPlane::start(reg.path());
     let token = token(reg.path());
-    let token = token.to_str().unwrap();
     let sidecar = Sidecar::start_with(
         cp.xds,
         "web-0.shop",
-        &["--ca-token-file", token, "--cert-ttl-secs", "4"],
+        &["--ca-token-file", &token, "--cert-ttl-secs", "4"],
     );
     let first = certs(sidecar.admin);
     assert_eq!(

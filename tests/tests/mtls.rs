@@ -8,38 +8,11 @@
 // Synchronous tests of real processes: they wait on the wall clock, blocking their thread.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weft_e2e::netns::{Netns, veth};
+use weft_e2e::netns::{Netns, TWO_PODS, veth};
 use weft_e2e::{Proc, bin, wait_until};
-
-const MESH: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: api-0, namespace: shop, labels: {app: api, security.weft.io/tlsMode: weft}}
-spec: {serviceAccountName: api, containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}
-status: {podIP: 10.2.0.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-0, namespace: shop, labels: {app: web, security.weft.io/tlsMode: weft}}
-spec: {serviceAccountName: web, containers: [{name: web}]}
-status: {podIP: 10.2.0.9}
----
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: shop}
-spec: {clusterIP: 10.96.0.40, ports: [{name: http, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: api-a, namespace: shop, labels: {kubernetes.io/service-name: api}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: [10.2.0.5], targetRef: {kind: Pod, name: api-0, namespace: shop}}]
-"#;
 
 const STRICT: &str = r#"
 ---
@@ -48,31 +21,6 @@ kind: MeshTLS
 metadata: {name: strict, namespace: shop}
 spec: {mode: STRICT}
 "#;
-
-/// A token for `shop/<sa>` from the CA in `ca`, written to a file in `dir`.
-fn token(ca: &Path, sa: &str, dir: &Path) -> String {
-    let out = Command::new(bin("weft"))
-        .args([
-            "token",
-            "create",
-            "--namespace",
-            "shop",
-            "--service-account",
-            sa,
-        ])
-        .arg("--ca-dir")
-        .arg(ca)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = dir.join(format!("{sa}.token"));
-    std::fs::write(&path, out.stdout).unwrap();
-    path.to_string_lossy().into_owned()
-}
 
 /// curl inside `ns`: (exit success, body).
 fn curl(ns: &Netns, as_proxy: bool, url: &str) -> (bool, String) {
@@ -125,9 +73,9 @@ impl Pods {
         let registry = dir.path().join("registry");
         let ca = dir.path().join("ca");
         std::fs::create_dir(&registry).unwrap();
-        std::fs::write(registry.join("mesh.yaml"), MESH).unwrap();
-        let api_token = token(&ca, "api", dir.path());
-        let web_token = token(&ca, "web", dir.path());
+        std::fs::write(registry.join("mesh.yaml"), TWO_PODS).unwrap();
+        let api_token = weft_e2e::token_file(&bin("weft"), &ca, "api", dir.path());
+        let web_token = weft_e2e::token_file(&bin("weft"), &ca, "web", dir.path());
         let app = server.backend(&["http", "10.2.0.5", "8080", "api-app"]);
         let weft = bin("weft");
         let cp = Proc::spawn(
@@ -240,7 +188,7 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
 
     // STRICT, written while everything runs: plaintext is closed, a TLS client without a
     // certificate is refused, and the sidecars' mTLS goes on.
-    std::fs::write(registry.join("mesh.yaml"), format!("{MESH}{STRICT}")).unwrap();
+    std::fs::write(registry.join("mesh.yaml"), format!("{TWO_PODS}{STRICT}")).unwrap();
     wait_until(Duration::from_secs(10), "plaintext still let in", || {
         !curl(client, true, "http://10.2.0.5:8080/").0
     });

@@ -26,36 +26,11 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_bench::{cpu_seconds, quantile, rss_mib, spawn, workspace_bin};
 use weft_control_plane::ca::{self, Identity};
-use weft_e2e::netns::{Netns, veth};
+use weft_e2e::netns::{Netns, TWO_PODS, veth};
 
-const POD: &str = "10.3.0.5";
-const CLIENT: &str = "10.3.0.9";
-
-const MESH: &str = r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: api-0, namespace: shop, labels: {app: api, security.weft.io/tlsMode: weft}}
-spec: {serviceAccountName: api, containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}
-status: {podIP: 10.3.0.5}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-0, namespace: shop, labels: {app: web, security.weft.io/tlsMode: weft}}
-spec: {serviceAccountName: web, containers: [{name: web}]}
-status: {podIP: 10.3.0.9}
----
-apiVersion: v1
-kind: Service
-metadata: {name: api, namespace: shop}
-spec: {clusterIP: 10.96.0.40, ports: [{name: http, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: api-a, namespace: shop, labels: {kubernetes.io/service-name: api}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: [10.3.0.5], targetRef: {kind: Pod, name: api-0, namespace: shop}}]
-"#;
+/// The pods' addresses in [`TWO_PODS`].
+const POD: &str = "10.2.0.5";
+const CLIENT: &str = "10.2.0.9";
 
 /// Options.
 #[derive(clap::Parser)]
@@ -362,13 +337,12 @@ fn pki(dir: &Path) -> (PathBuf, PathBuf) {
     (ca_dir, pki)
 }
 
-/// The DER inside one PEM block.
+/// The DER of one PEM certificate.
 fn pem_der(pem: &str) -> Vec<u8> {
-    use base64::Engine;
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(pem.as_bytes())
         .unwrap()
+        .to_vec()
 }
 
 /// Runs this binary's `client` subcommand inside `ns`, as UID 1337 (past the capture rules)
@@ -487,25 +461,8 @@ fn main() {
     // weft: the control plane and the two sidecars.
     let registry = dir.path().join("registry");
     std::fs::create_dir(&registry).unwrap();
-    std::fs::write(registry.join("mesh.yaml"), MESH).unwrap();
-    let token = |sa: &str| {
-        let out = Command::new(workspace_bin("weft"))
-            .args([
-                "token",
-                "create",
-                "--namespace",
-                "shop",
-                "--service-account",
-                sa,
-                "--ca-dir",
-            ])
-            .arg(&ca_dir)
-            .output()
-            .unwrap();
-        let path = dir.path().join(format!("{sa}.token"));
-        std::fs::write(&path, out.stdout).unwrap();
-        path.to_string_lossy().into_owned()
-    };
+    std::fs::write(registry.join("mesh.yaml"), TWO_PODS).unwrap();
+    let token = |sa| weft_e2e::token_file(&workspace_bin("weft"), &ca_dir, sa, dir.path());
     let (api_token, web_token) = (token("api"), token("web"));
     let weft = workspace_bin("weft");
     let _cp = spawn(
@@ -632,9 +589,9 @@ fn main() {
     println!("\n# 3. two hops over keep-alive, open loop: client -> sidecar -> sidecar -> app");
     let set_mtls = |on: bool| {
         let mesh = if on {
-            MESH.to_string()
+            TWO_PODS.to_string()
         } else {
-            MESH.replace(", security.weft.io/tlsMode: weft", "")
+            TWO_PODS.replace(", security.weft.io/tlsMode: weft", "")
         };
         std::fs::write(registry.join("mesh.yaml"), mesh).unwrap();
         std::thread::sleep(Duration::from_secs(2));

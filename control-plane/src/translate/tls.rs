@@ -92,19 +92,10 @@ pub fn upstream(port: &ServicePort) -> Vec<TransportSocketMatch> {
         common_tls_context: Some(common(&ids)),
         ..Default::default()
     };
-    let mode = Struct {
-        fields: [(
-            TLS_MODE_KEY.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(TLS_MODE.into())),
-            },
-        )]
-        .into(),
-    };
     vec![
         TransportSocketMatch {
             name: format!("{TLS_MODE_KEY}-{TLS_MODE}"),
-            r#match: Some(mode),
+            r#match: Some(weft_mode()),
             transport_socket: Some(socket(
                 "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                 &tls,
@@ -139,14 +130,15 @@ pub fn downstream() -> TransportSocket {
 
 /// An endpoint's `envoy.transport_socket_match` metadata: `tlsMode: weft` when it has a sidecar.
 pub fn endpoint_match(mtls: bool) -> Option<(String, Struct)> {
-    mtls.then(|| {
-        let fields = [(
-            TLS_MODE_KEY.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(TLS_MODE.into())),
-            },
-        )]
-        .into();
-        (TRANSPORT_SOCKET_MATCH.to_string(), Struct { fields })
-    })
+    mtls.then(|| (TRANSPORT_SOCKET_MATCH.to_string(), weft_mode()))
+}
+
+/// `tlsMode: weft`: what a sidecar's endpoint says, and what its cluster's mTLS match asks for.
+fn weft_mode() -> Struct {
+    let mode = Value {
+        kind: Some(Kind::StringValue(TLS_MODE.into())),
+    };
+    Struct {
+        fields: [(TLS_MODE_KEY.to_string(), mode)].into(),
+    }
 }

@@ -17,7 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
-use tokio::sync::watch;
 
 /// A certificate and its key, as the CA gave them.
 pub struct Certified {
@@ -83,7 +82,6 @@ pub struct ResultLabel {
 #[derive(Debug)]
 pub struct Identity {
     current: ArcSwapOption<Certified>,
-    changed: watch::Sender<u64>,
     /// Certificate requests to the CA, by result.
     pub requests: Family<ResultLabel, Counter>,
 }
@@ -92,7 +90,6 @@ impl Default for Identity {
     fn default() -> Self {
         Self {
             current: ArcSwapOption::empty(),
-            changed: watch::channel(0).0,
             requests: Family::default(),
         }
     }
@@ -107,12 +104,6 @@ impl Identity {
     /// Puts a new certificate in force; connections opened from now on use it.
     pub fn set(&self, certified: Certified) {
         self.current.store(Some(Arc::new(certified)));
-        self.changed.send_modify(|n| *n += 1);
-    }
-
-    /// A receiver told of every new certificate.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 
     /// Registers the identity's metrics: seconds until the certificate expires (read when

@@ -5,6 +5,7 @@
 //! secrets, TLS below 1.3, a server without client certificates) is refused by field, never
 //! carried in plaintext.
 
+use weft_proto::names::{CERTIFICATE_SECRET, ROOTS_SECRET};
 use weft_proto::xds::config::core::v3::TransportSocket;
 use weft_proto::xds::config::core::v3::transport_socket::ConfigType;
 use weft_proto::xds::extensions::transport_sockets::tls::v3::{
@@ -13,8 +14,6 @@ use weft_proto::xds::extensions::transport_sockets::tls::v3::{
 };
 
 use super::*;
-
-use weft_proto::names::{CERTIFICATE_SECRET, ROOTS_SECRET};
 
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const RAW_SOCKET: &str = "envoy.transport_sockets.raw_buffer";
