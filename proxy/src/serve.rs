@@ -14,7 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::config::{Handler, InboundTls, Protocol, Sniffing};
+use crate::config::authz::Peer;
+use crate::config::{Authz, Handler, InboundTls, Protocol, Sniffing};
 use crate::detect::{Detected, detect};
 use crate::http::fast::{self, Prefixed, Served};
 use crate::http::{Proxy, RouteSource, Routes};
@@ -69,6 +70,9 @@ pub struct Accepted {
     /// The endpoint the connection must go to, with the cluster it belongs to, rather than one
     /// the balancer picks (a headless Service's pod, an inbound connection's pod address).
     pub pinned: Option<(SocketAddr, String)>,
+    /// Who the client is, on the inbound side: what its connection and requests are
+    /// authorized as.
+    pub peer: Option<Peer>,
 }
 
 /// Serves one accepted connection with `handler`.
@@ -77,64 +81,98 @@ pub async fn serve_connection(
     proxy: Proxy,
     handler: Handler,
     stream: TcpStream,
-    Accepted { detected, pinned }: Accepted,
+    Accepted {
+        detected,
+        pinned,
+        peer,
+    }: Accepted,
 ) {
     let _ = stream.set_nodelay(true);
-    match http_source(handler, pinned) {
+    match http_source(handler, pinned, peer.clone()) {
         Ok(source) => serve_http(proxy, source, stream, detected).await,
-        Err((clusters, idle_timeout, pinned)) => {
-            forward_tcp(&store, &proxy, &clusters, idle_timeout, pinned, stream).await;
-        }
+        Err(plan) => forward_tcp(&store, &proxy, plan, peer.as_ref(), stream).await,
     }
 }
 
-/// A TCP handler's clusters, idle timeout and pinned endpoint.
-type TcpPlan = (
-    Vec<crate::config::WeightedCluster>,
-    Option<std::time::Duration>,
-    Option<(SocketAddr, String)>,
-);
+/// Where a TCP handler sends a connection, and who may open one.
+struct TcpPlan {
+    clusters: Vec<crate::config::WeightedCluster>,
+    idle_timeout: Option<std::time::Duration>,
+    pinned: Option<(SocketAddr, String)>,
+    authz: Authz,
+}
 
-/// Where an HTTP handler's requests are routed from; a TCP handler's plan otherwise.
+/// Where an HTTP handler's requests are routed from (and, inbound, who sends them, for
+/// authorizing each against the live policy); a TCP handler's plan otherwise.
 fn http_source(
     handler: Handler,
     pinned: Option<(SocketAddr, String)>,
+    peer: Option<Peer>,
 ) -> Result<RouteSource, TcpPlan> {
     match handler {
         Handler::Tcp {
             clusters,
             idle_timeout,
-        } => Err((clusters, idle_timeout, pinned)),
+            authz,
+        } => Err(TcpPlan {
+            clusters,
+            idle_timeout,
+            pinned,
+            authz,
+        }),
         Handler::Http {
             route_config,
             normalize_path,
+            ..
         } => Ok(RouteSource {
             routes: Routes::Named(route_config),
             pinned,
             normalize_path,
+            peer,
         }),
         Handler::HttpInline {
             table,
             normalize_path,
+            ..
         } => Ok(RouteSource {
             routes: Routes::Inline(table),
             pinned,
             normalize_path,
+            peer,
         }),
     }
 }
 
-/// Carries a connection as opaque TCP to one of `clusters` (by weight).
+/// Carries a connection as opaque TCP to one of the plan's clusters (by weight), once its
+/// RBAC filters let `peer` (an inbound client) in; a refused connection is closed.
 async fn forward_tcp<S: Stream>(
     store: &Arc<Store>,
     proxy: &Proxy,
-    clusters: &[crate::config::WeightedCluster],
-    idle_timeout: Option<std::time::Duration>,
-    pinned: Option<(SocketAddr, String)>,
+    TcpPlan {
+        clusters,
+        idle_timeout,
+        pinned,
+        authz,
+    }: TcpPlan,
+    peer: Option<&Peer>,
     stream: S,
 ) {
+    if let Some(peer) = peer
+        && !authz.is_empty()
+    {
+        let verdict = authz.check_connection(peer);
+        proxy.metrics().authorized(false, verdict.is_ok());
+        if let Err(denied) = verdict {
+            tracing::info!(
+                peer_id = peer.principal.as_deref().unwrap_or("none"),
+                policy = denied.policy.unwrap_or("none"),
+                "connection denied by authorization policy: closed"
+            );
+            return;
+        }
+    }
     let refused = &proxy.metrics().unrouted().tcp;
-    let Some(cluster) = crate::config::pick_weighted(clusters) else {
+    let Some(cluster) = crate::config::pick_weighted(&clusters) else {
         tracing::info!(flags = "NC", "every cluster has weight 0: closing");
         crate::tcp::refuse(stream, refused);
         return;
@@ -187,6 +225,7 @@ pub async fn serve_inbound(
     stream: TcpStream,
     port: InboundPort,
     pinned: Option<(SocketAddr, String)>,
+    peer: Peer,
     note: crate::connections::Note,
 ) {
     let tls_first = match port.tls {
@@ -215,14 +254,18 @@ pub async fn serve_inbound(
         if let Some((handler, detected)) =
             choose(&stream, protocol, handler, Some(fallback), sniffing).await
         {
-            let accepted = Accepted { detected, pinned };
+            let accepted = Accepted {
+                detected,
+                pinned,
+                peer: Some(peer),
+            };
             // Boxed, as the mTLS side is: a connection's task holds the state of the side it
             // takes, not of both (an idle connection's memory is mostly this state).
             Box::pin(serve_connection(store, proxy, handler, stream, accepted)).await;
         }
         return;
     }
-    Box::pin(serve_mtls(store, proxy, stream, port, pinned, note)).await;
+    Box::pin(serve_mtls(store, proxy, stream, port, pinned, peer, note)).await;
 }
 
 /// Accepts mTLS on a connection whose first bytes are a ClientHello, then serves what is inside
@@ -239,6 +282,7 @@ async fn serve_mtls(
         ..
     }: InboundPort,
     pinned: Option<(SocketAddr, String)>,
+    mut peer: Peer,
     note: crate::connections::Note,
 ) {
     let Some(certified) = proxy.identity.as_ref().and_then(|i| i.current()) else {
@@ -261,9 +305,10 @@ async fn serve_mtls(
         }
     };
     proxy.metrics().inbound_connection(true, true);
-    let peer = crate::identity::tls::peer_identity(tls.get_ref().1.peer_certificates());
-    tracing::Span::current().record("peer_id", peer.as_deref().unwrap_or("none"));
-    note.peer(peer.as_deref().unwrap_or("unknown"));
+    let id = crate::identity::tls::peer_identity(tls.get_ref().1.peer_certificates());
+    tracing::Span::current().record("peer_id", id.as_deref().unwrap_or("none"));
+    note.peer(id.as_deref().unwrap_or("unknown"));
+    peer.principal = id.map(Arc::from);
     let mut tls = crate::stream::Flushing::new(tls);
     // What is inside is told from its first bytes, read (TLS cannot be peeked) and put back.
     let mut first = bytes::BytesMut::new();
@@ -279,14 +324,12 @@ async fn serve_mtls(
         _ => handler,
     };
     let stream = Prefixed::new(tls, first);
-    match http_source(handler, pinned) {
+    match http_source(handler, pinned, Some(peer.clone())) {
         Ok(source) => {
             let http2 = detected == Some(Detected::Http2);
             serve_http_on(proxy, source, stream, http2).await;
         }
-        Err((clusters, idle_timeout, pinned)) => {
-            forward_tcp(&store, &proxy, &clusters, idle_timeout, pinned, stream).await;
-        }
+        Err(plan) => forward_tcp(&store, &proxy, plan, Some(&peer), stream).await,
     }
 }
 
@@ -481,6 +524,7 @@ mod tests {
         Handler::Http {
             route_config: "r".into(),
             normalize_path: false,
+            authz: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! these. The whole config is one immutable [`Config`] behind an `ArcSwap`: a request loads it once,
 //! without a lock, and finishes on that version even if a newer one is swapped in meanwhile.
 
+pub mod authz;
 pub mod edits;
 pub mod rewrite;
 pub mod route;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use self::authz::Authz;
 pub use self::route::{
     HeaderMatch, PathMatch, QueryMatch, Route, RouteTable, StringMatch, VirtualHost,
     WeightedCluster, pick_weighted,
@@ -63,6 +65,9 @@ pub enum Handler {
         route_config: String,
         /// Dot segments are removed from paths before routing (Envoy's `normalize_path`).
         normalize_path: bool,
+        /// Who may make which requests (the connection manager's RBAC filters).
+        #[serde(skip_serializing_if = "Authz::is_empty")]
+        authz: Authz,
     },
     /// HTTP, routed by a table carried in the listener itself.
     HttpInline {
@@ -70,6 +75,9 @@ pub enum Handler {
         table: Arc<RouteTable>,
         /// As for [`Handler::Http`].
         normalize_path: bool,
+        /// As for [`Handler::Http`].
+        #[serde(skip_serializing_if = "Authz::is_empty")]
+        authz: Authz,
     },
     /// Opaque TCP to a cluster, or to one of several by weight (a TCPRoute's split), picked
     /// per connection.
@@ -79,6 +87,9 @@ pub enum Handler {
         /// A connection with no bytes either way for this long is closed (`None`: never).
         #[serde(serialize_with = "optional_ms")]
         idle_timeout: Option<Duration>,
+        /// Who may open a connection (the chain's network RBAC filters).
+        #[serde(skip_serializing_if = "Authz::is_empty")]
+        authz: Authz,
     },
 }
 
@@ -86,12 +97,22 @@ pub enum Handler {
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Handler {
+    /// Who may use it: its RBAC filters.
+    pub fn authz(&self) -> &Authz {
+        match self {
+            Self::Http { authz, .. } | Self::HttpInline { authz, .. } | Self::Tcp { authz, .. } => {
+                authz
+            }
+        }
+    }
+
     /// Opaque TCP to `cluster` with Envoy's defaults: what a port left to detection falls back
     /// to when its listener names no chain for it.
     pub fn tcp_to(cluster: String) -> Self {
         Self::Tcp {
             clusters: vec![WeightedCluster::plain(cluster, 1)],
             idle_timeout: Some(TCP_IDLE_TIMEOUT),
+            authz: Authz::default(),
         }
     }
 }

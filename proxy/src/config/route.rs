@@ -224,6 +224,37 @@ pub struct HeaderMatch {
     pub invert: bool,
 }
 
+impl HeaderMatch {
+    /// Whether a request satisfies the condition, with Envoy's semantics: repeated headers
+    /// match as their comma-joined value, and an absent header matches nothing, inverted or
+    /// not (presence checks aside).
+    pub fn matches(&self, parts: &impl RequestView) -> bool {
+        // Borrowed in the usual single-value case; joined only for repeated headers.
+        let value: Option<std::borrow::Cow<'_, str>> = if self.name == ":method" {
+            Some(parts.method().into())
+        } else {
+            let mut values = parts.header_values(self.name.as_str());
+            match (values.next(), values.next()) {
+                (None, _) => None,
+                (Some(one), None) => Some(one.into()),
+                (Some(a), Some(b)) => {
+                    let mut joined = format!("{a},{b}");
+                    for v in values {
+                        joined.push(',');
+                        joined.push_str(v);
+                    }
+                    Some(joined.into())
+                }
+            }
+        };
+        match (value, &self.value) {
+            (None, StringMatch::Present) => self.invert,
+            (None, _) => false,
+            (Some(v), m) => m.matches(&v) != self.invert,
+        }
+    }
+}
+
 /// Query parameter condition.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct QueryMatch {
@@ -346,33 +377,7 @@ impl Route {
             PathMatch::Regex(r) => r.is_match(path),
         };
         path_ok
-            && self.headers.iter().all(|h| {
-                // Envoy's semantics: repeated headers match as their comma-joined value, and an
-                // absent header matches nothing, inverted or not (presence checks aside).
-                // Borrowed in the usual single-value case; joined only for repeated headers.
-                let value: Option<std::borrow::Cow<'_, str>> = if h.name == ":method" {
-                    Some(parts.method().into())
-                } else {
-                    let mut values = parts.header_values(h.name.as_str());
-                    match (values.next(), values.next()) {
-                        (None, _) => None,
-                        (Some(one), None) => Some(one.into()),
-                        (Some(a), Some(b)) => {
-                            let mut joined = format!("{a},{b}");
-                            for v in values {
-                                joined.push(',');
-                                joined.push_str(v);
-                            }
-                            Some(joined.into())
-                        }
-                    }
-                };
-                match (value, &h.value) {
-                    (None, StringMatch::Present) => h.invert,
-                    (None, _) => false,
-                    (Some(v), m) => m.matches(&v) != h.invert,
-                }
-            })
+            && self.headers.iter().all(|h| h.matches(parts))
             && self.query.iter().all(|q| {
                 parts.query().is_some_and(|qs| {
                     qs.split('&').any(|kv| {

@@ -61,6 +61,10 @@ pub struct RouteSource {
     pub pinned: Option<(std::net::SocketAddr, String)>,
     /// Dot segments are removed from a request's path before it is routed and forwarded.
     pub normalize_path: bool,
+    /// Who sends the requests, on an inbound connection: each is authorized against the
+    /// inbound port's live RBAC filters, so a policy change applies to keep-alive connections
+    /// too. `None` outbound, where nothing is authorized.
+    pub peer: Option<crate::config::authz::Peer>,
 }
 
 /// Where a listener's routes come from.
@@ -306,6 +310,9 @@ impl Proxy {
     ) -> Result<Decision, Failure> {
         let snap = self.store.load();
         let config = &snap.config;
+        if let Some(peer) = &source.peer {
+            self.authorize(config, peer, req)?;
+        }
         let table = match &source.routes {
             Routes::Named(name) => config.routes.get(name).ok_or((Flag::NoRoute, None))?,
             Routes::Inline(t) => t,
@@ -366,6 +373,44 @@ impl Proxy {
             rewrite: route.rewrite.clone(),
             mirrors,
         }))
+    }
+
+    /// Checks an inbound request against its port's RBAC filters, as the config now has them:
+    /// a refusal is logged with the peer's identity and the policy, counted, and answered 403.
+    fn authorize(
+        &self,
+        config: &crate::config::Config,
+        peer: &crate::config::authz::Peer,
+        req: &impl RequestView,
+    ) -> Result<(), Failure> {
+        let port = peer.destination.port();
+        let Some(chain) = config
+            .inbound
+            .as_ref()
+            .and_then(|l| l.by_port.iter().find(|c| c.port == port))
+        else {
+            return Ok(());
+        };
+        let authz = chain.handler.authz();
+        if authz.is_empty() {
+            return Ok(());
+        }
+        let verdict = authz.check(peer, req);
+        self.metrics.authorized(true, verdict.is_ok());
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(denied) => {
+                tracing::info!(
+                    peer_id = peer.principal.as_deref().unwrap_or("none"),
+                    policy = denied.policy.unwrap_or("none"),
+                    method = req.method(),
+                    path = req.path(),
+                    flags = Flag::Unauthorized.as_str(),
+                    "request denied by authorization policy: local reply 403"
+                );
+                Err((Flag::Unauthorized, None))
+            }
+        }
     }
 
     /// The redirect a route answers with: `Location` from the request's authority and path,
@@ -448,7 +493,10 @@ impl Proxy {
         Counting { protocol, started }: Counting,
     ) {
         let (code, grpc_status) = reply::codes(reply::status(*flag), protocol);
-        tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", reply::status(*flag).as_u16());
+        // A refusal by policy was logged where it was decided, with the peer and the policy.
+        if *flag != Flag::Unauthorized {
+            tracing::info!(%method, authority, path, flags = flag.as_str(), "local reply {}", reply::status(*flag).as_u16());
+        }
         let outcome = Outcome {
             protocol,
             code,

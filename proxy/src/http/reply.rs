@@ -22,6 +22,7 @@ pub(super) fn status(flag: Flag) -> StatusCode {
             StatusCode::BAD_GATEWAY
         }
         Flag::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Flag::Unauthorized => StatusCode::FORBIDDEN,
         Flag::DownstreamProtocolError => StatusCode::BAD_REQUEST,
         Flag::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         // Nobody is left to answer; nginx's "client closed request", for logs only.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::capture::{Direction, accept_redirected};
+use crate::config::authz::Peer;
 use crate::http::Proxy;
 use crate::serve::{InboundPort, serve_inbound};
 use crate::store::Store;
@@ -50,7 +51,14 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     sniffing,
                     tls: chain.tls,
                 };
-                serve_inbound(store, proxy, stream, port, pinned, note).await;
+                let peer = Peer {
+                    principal: None,
+                    source: stream
+                        .peer_addr()
+                        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip()),
+                    destination: dst,
+                };
+                serve_inbound(store, proxy, stream, port, pinned, peer, note).await;
             }
         },
     )

@@ -65,6 +65,9 @@ struct InboundSecurity {
     connections: Family<Vec<(&'static str, &'static str)>, Counter>,
     /// mTLS handshakes that failed (no client certificate, another CA's, expired, ...).
     handshake_failures: Counter,
+    /// Authorization decisions, `[tcp, http][denied, allowed]`: the family's counters, made
+    /// once so a request counts without building labels.
+    authorization: [[Counter; 2]; 2],
 }
 
 /// xDS health: is the stream up, how many updates were applied and rejected.
@@ -133,7 +136,25 @@ impl Metrics {
             .set(1);
         registry.register("weft_proxy_build_info", "weft-proxy's version", build);
         registry.register_collector(Box::new(requests.clone()));
-        let inbound_security = InboundSecurity::default();
+        let decisions = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        let decision = |protocol, decision| {
+            decisions
+                .get_or_create(&vec![("protocol", protocol), ("decision", decision)])
+                .clone()
+        };
+        let inbound_security = InboundSecurity {
+            connections: Family::default(),
+            handshake_failures: Counter::default(),
+            authorization: [
+                [decision("tcp", "denied"), decision("tcp", "allowed")],
+                [decision("http", "denied"), decision("http", "allowed")],
+            ],
+        };
+        registry.register(
+            "weft_proxy_authorization_decisions",
+            "Inbound connections (tcp) and requests (http) checked against authorization policy, by decision",
+            decisions,
+        );
         registry.register(
             "weft_proxy_inbound_connections",
             "Connections to inbound ports that offer mTLS, by security and result",
@@ -161,6 +182,11 @@ impl Metrics {
             .connections
             .get_or_create(&vec![("security", security), ("result", result)])
             .inc();
+    }
+
+    /// Counts an authorization decision on an inbound TCP connection or HTTP request.
+    pub fn authorized(&self, http: bool, allowed: bool) {
+        self.inbound_security.authorization[usize::from(http)][usize::from(allowed)].inc();
     }
 
     /// Counts a failed inbound mTLS handshake.

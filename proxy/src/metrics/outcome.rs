@@ -48,6 +48,9 @@ pub enum Flag {
     /// The request's body came in a transfer coding other than chunked (RFC 9112 §6.1's 501);
     /// Envoy counts it as `DPE` too.
     UnsupportedTransferCoding,
+    /// An authorization policy refused the request (Envoy's RBAC filter answers 403, and has
+    /// no flag of its own for it: `RBAC` is weft's).
+    Unauthorized,
 }
 
 impl Flag {
@@ -63,6 +66,7 @@ impl Flag {
             Self::UpstreamTimeout => "UT",
             Self::DownstreamClosed => "DC",
             Self::DownstreamProtocolError | Self::UnsupportedTransferCoding => "DPE",
+            Self::Unauthorized => "RBAC",
         }
     }
 
@@ -80,6 +84,8 @@ impl Flag {
             Self::DownstreamClosed => "downstream closed",
             Self::DownstreamProtocolError => "bad request",
             Self::UnsupportedTransferCoding => "transfer coding not implemented",
+            // Envoy's words, which clients and tests already look for.
+            Self::Unauthorized => "RBAC: access denied",
         }
     }
 }

@@ -92,7 +92,11 @@ async fn handle(
     if let Some((handler, detected)) =
         crate::serve::choose(&stream, listener.protocol, handler, fallback, sniffing).await
     {
-        let accepted = crate::serve::Accepted { detected, pinned };
+        let accepted = crate::serve::Accepted {
+            detected,
+            pinned,
+            peer: None,
+        };
         crate::serve::serve_connection(store, proxy, handler, stream, accepted).await;
     }
 }
@@ -110,6 +114,7 @@ async fn refuse(stream: TcpStream, dst: SocketAddr, proxy: Proxy) {
                 routes: Routes::Blocked,
                 pinned: None,
                 normalize_path: false,
+                peer: None,
             };
             crate::serve::serve_http(proxy, source, stream, Some(d)).await;
         }

@@ -50,6 +50,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
                 let accepted = Accepted {
                     detected,
                     pinned: None,
+                    peer: None,
                 };
                 serve_connection(store, proxy, handler, stream, accepted).await;
             }

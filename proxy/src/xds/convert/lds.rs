@@ -8,16 +8,38 @@ pub(super) fn hcm_handler(
     field: &str,
     hcm: &HttpConnectionManager,
 ) -> Result<Handler, Invalid> {
+    // RBAC filters run, in order, before the router, which ends the list (Envoy's terminal
+    // filter); anything else a request would pass through is refused unless optional.
+    let mut rbac = Vec::new();
+    let mut routed = false;
     for (i, f) in hcm.http_filters.iter().enumerate() {
-        let is_router = f.name == "envoy.filters.http.router"
-            || matches!(&f.config_type, Some(weft_proto::xds::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) if a.type_url.ends_with(ROUTER));
-        if !is_router && !f.is_optional {
-            return Err(ctx.err(
-                format!("{field}.http_filters[{i}]"),
-                format!("filter {} is not supported", f.name),
-            ));
+        let typed = match &f.config_type {
+            Some(weft_proto::xds::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) => Some(a),
+            _ => None,
+        };
+        let is = |name: &str, type_name: &str| {
+            typed.map_or(f.name == name, |a| {
+                a.type_url.rsplit('/').next() == Some(type_name)
+            })
+        };
+        let field = format!("{field}.http_filters[{i}]");
+        if routed {
+            return Err(ctx.err(field, "filters after the router never run"));
+        }
+        if is("envoy.filters.http.router", ROUTER) {
+            routed = true;
+        } else if is("envoy.filters.http.rbac", rbac::HTTP_RBAC) {
+            // Disabled, it runs only where a route enables it, which weft-proxy does not do.
+            if f.disabled {
+                continue;
+            }
+            let any = typed.ok_or_else(|| ctx.err(&field, "needs typed_config"))?;
+            rbac.push(rbac::http(ctx, &format!("{field}.typed_config"), any)?);
+        } else if !f.is_optional {
+            return Err(ctx.err(field, format!("filter {} is not supported", f.name)));
         }
     }
+    let authz = Authz(rbac.into());
     let normalize_path = hcm.normalize_path.is_some_and(|b| b.value);
     match &hcm.route_specifier {
         Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
@@ -27,11 +49,13 @@ pub(super) fn hcm_handler(
             Ok(Handler::Http {
                 route_config: rds.route_config_name.clone(),
                 normalize_path,
+                authz,
             })
         }
         Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) => Ok(Handler::HttpInline {
             table: Arc::new(RouteTable::try_from(rc)?),
             normalize_path,
+            authz,
         }),
         _ => Err(ctx.err(
             format!("{field}.route_specifier"),
@@ -45,61 +69,86 @@ pub(super) fn filter_handler(
     field: &str,
     chain: &xl::FilterChain,
 ) -> Result<Handler, Invalid> {
-    let [filter] = chain.filters.as_slice() else {
-        return Err(ctx.err(
-            format!("{field}.filters"),
-            "exactly one network filter is supported",
-        ));
+    // Network RBAC filters, then the one filter that serves the connection.
+    let Some((filter, checks)) = chain.filters.split_last() else {
+        return Err(ctx.err(format!("{field}.filters"), "needs a filter"));
     };
-    let Some(xl::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
-        return Err(ctx.err(format!("{field}.filters[0]"), "needs typed_config"));
-    };
-    let f = format!("{field}.filters[0].typed_config");
-    if any.type_url.ends_with(HCM) {
-        hcm_handler(ctx, &f, &ctx.unpack::<HttpConnectionManager>(&f, any, HCM)?)
-    } else {
-        let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
-        let clusters = match tcp.cluster_specifier {
-            Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => {
-                vec![WeightedCluster::plain(cluster, 1)]
-            }
-            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
-                let mut clusters = Vec::with_capacity(w.clusters.len());
-                for (i, c) in w.clusters.into_iter().enumerate() {
-                    // Envoy's schema: every weight at least 1, every name set.
-                    if c.name.is_empty() || c.weight == 0 {
-                        return Err(ctx.err(
-                            format!("{f}.weighted_clusters.clusters[{i}]"),
-                            "needs a name and a weight of at least 1",
-                        ));
-                    }
-                    clusters.push(WeightedCluster::plain(c.name, c.weight));
-                }
-                clusters
-            }
-            Some(tcp_proxy::ClusterSpecifier::WeightedClusters(_)) => {
-                return Err(ctx.err(
-                    format!("{f}.weighted_clusters.clusters"),
-                    "needs at least one cluster",
-                ));
-            }
-            _ => {
-                return Err(ctx.err(
-                    format!("{f}.cluster_specifier"),
-                    "only cluster and weighted_clusters are supported",
-                ));
-            }
+    let mut rbac = Vec::new();
+    for (i, f) in checks.iter().enumerate() {
+        let at = format!("{field}.filters[{i}]");
+        let Some(xl::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            return Err(ctx.err(at, "needs typed_config"));
         };
-        Ok(Handler::Tcp {
-            clusters,
-            // Envoy: unset means an hour, zero means never.
-            idle_timeout: match tcp.idle_timeout.as_ref().map(duration) {
-                None => Some(TCP_IDLE_TIMEOUT),
-                Some(Duration::ZERO) => None,
-                Some(d) => Some(d),
-            },
-        })
+        if any.type_url.rsplit('/').next() != Some(rbac::NETWORK_RBAC) {
+            return Err(ctx.err(
+                at,
+                format!(
+                    "filter {} is not supported (before the last filter, only {})",
+                    f.name,
+                    rbac::NETWORK_RBAC
+                ),
+            ));
+        }
+        rbac.push(rbac::network(ctx, &format!("{at}.typed_config"), any)?);
     }
+    let last = chain.filters.len() - 1;
+    let Some(xl::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(ctx.err(format!("{field}.filters[{last}]"), "needs typed_config"));
+    };
+    let f = format!("{field}.filters[{last}].typed_config");
+    if any.type_url.ends_with(HCM) {
+        // A request is authorized by the connection manager's own RBAC filters, where the
+        // request is known.
+        if !rbac.is_empty() {
+            return Err(ctx.err(
+                format!("{field}.filters[0]"),
+                "an HTTP chain is authorized by HTTP RBAC filters in its connection manager",
+            ));
+        }
+        return hcm_handler(ctx, &f, &ctx.unpack::<HttpConnectionManager>(&f, any, HCM)?);
+    }
+    let tcp: TcpProxy = ctx.unpack(&f, any, TCP_PROXY)?;
+    let clusters = match tcp.cluster_specifier {
+        Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => {
+            vec![WeightedCluster::plain(cluster, 1)]
+        }
+        Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) if !w.clusters.is_empty() => {
+            let mut clusters = Vec::with_capacity(w.clusters.len());
+            for (i, c) in w.clusters.into_iter().enumerate() {
+                // Envoy's schema: every weight at least 1, every name set.
+                if c.name.is_empty() || c.weight == 0 {
+                    return Err(ctx.err(
+                        format!("{f}.weighted_clusters.clusters[{i}]"),
+                        "needs a name and a weight of at least 1",
+                    ));
+                }
+                clusters.push(WeightedCluster::plain(c.name, c.weight));
+            }
+            clusters
+        }
+        Some(tcp_proxy::ClusterSpecifier::WeightedClusters(_)) => {
+            return Err(ctx.err(
+                format!("{f}.weighted_clusters.clusters"),
+                "needs at least one cluster",
+            ));
+        }
+        _ => {
+            return Err(ctx.err(
+                format!("{f}.cluster_specifier"),
+                "only cluster and weighted_clusters are supported",
+            ));
+        }
+    };
+    Ok(Handler::Tcp {
+        clusters,
+        authz: Authz(rbac.into()),
+        // Envoy: unset means an hour, zero means never.
+        idle_timeout: match tcp.idle_timeout.as_ref().map(duration) {
+            None => Some(TCP_IDLE_TIMEOUT),
+            Some(Duration::ZERO) => None,
+            Some(d) => Some(d),
+        },
+    })
 }
 
 /// The `weft.protocol` metadata at `field`; undeclared means detect.
@@ -308,6 +357,25 @@ impl TryFrom<&xl::Listener> for Listener {
                 None => by_port.push(chain),
             }
         }
+        // Authorization is enforced where weft-proxy knows who the client is: the inbound
+        // listener's per-port chains. Anywhere else a policy would be silently not applied.
+        let inbound = l.traffic_direction == TrafficDirection::Inbound as i32;
+        let unenforced = [&handler, &fallback]
+            .into_iter()
+            .flatten()
+            .chain(
+                by_port
+                    .iter()
+                    .filter(|_| !inbound)
+                    .flat_map(|c| [&c.handler, &c.fallback]),
+            )
+            .any(|h| !h.authz().is_empty());
+        if unenforced {
+            return Err(ctx.err(
+                "filter_chains",
+                "RBAC filters are enforced only on the per-port chains of an INBOUND listener",
+            ));
+        }
         if handler.is_none() && by_port.is_empty() {
             return Err(ctx.err("filter_chains", "no api_listener and no filter chain"));
         }
@@ -332,7 +400,7 @@ impl TryFrom<&xl::Listener> for Listener {
             fallback,
             by_port,
             cluster,
-            inbound: l.traffic_direction == TrafficDirection::Inbound as i32,
+            inbound,
             bind,
             original_dst,
             sniffing: sniffing(l),

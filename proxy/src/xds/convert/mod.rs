@@ -27,6 +27,7 @@ use weft_proto::xds::extensions::upstreams::http::v3::{
 };
 use weft_proto::xds::r#type::matcher::v3::{StringMatcher, string_matcher};
 
+use crate::config::authz::Authz;
 use crate::config::edits::{Append, Edits, HeaderEdits, Put};
 use crate::config::rewrite::{PathRewrite, Redirect, Rewrite};
 use crate::config::route::{DirectResponse, MirrorPolicy};
@@ -159,6 +160,7 @@ pub(super) const NOT_OVER_ADS: &str = "only ADS, self and gRPC config sources ar
 mod cds;
 mod eds;
 mod lds;
+mod rbac;
 mod rds;
 mod tls;
 

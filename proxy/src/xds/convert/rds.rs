@@ -24,6 +24,55 @@ pub(super) fn string_match(
     })
 }
 
+/// A header condition, as routes and RBAC rules carry it.
+// The deprecated matchers are still what older control planes send.
+#[allow(deprecated)]
+pub(super) fn header_match(
+    ctx: &Ctx<'_>,
+    f: &str,
+    h: &xr::HeaderMatcher,
+) -> Result<HeaderMatch, Invalid> {
+    // Other pseudo-headers are not in the header map a request is matched against: such a
+    // match would never hold (and, inverted, always).
+    if h.name.starts_with(':') && !h.name.eq_ignore_ascii_case(":method") {
+        return Err(ctx.err(
+            format!("{f}.name"),
+            format!(
+                "{} cannot be matched; only :method of the pseudo-headers",
+                h.name
+            ),
+        ));
+    }
+    let value = match &h.header_match_specifier {
+        Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => string_match(ctx, f, s)?,
+        Some(header_matcher::HeaderMatchSpecifier::ExactMatch(v)) => StringMatch::Exact(v.clone()),
+        Some(header_matcher::HeaderMatchSpecifier::PrefixMatch(v)) => {
+            StringMatch::Prefix(v.clone())
+        }
+        Some(header_matcher::HeaderMatchSpecifier::SafeRegexMatch(r)) => {
+            StringMatch::Regex(full_regex(&r.regex).map_err(|e| ctx.err(f, e.to_string()))?)
+        }
+        Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)) | None => {
+            StringMatch::Present
+        }
+        _ => return Err(ctx.err(f, "unsupported header match")),
+    };
+    Ok(HeaderMatch {
+        name: h.name.to_ascii_lowercase(),
+        value,
+        invert: h.invert_match,
+    })
+}
+
+/// Whether a route or virtual host changes the RBAC filter's rules for its requests
+/// (`RBACPerRoute`), which weft-proxy does not do: the listener's rules would be applied
+/// instead, looser or tighter than asked.
+fn overrides_rbac(per_filter: &std::collections::HashMap<String, Any>) -> bool {
+    per_filter
+        .iter()
+        .any(|(name, a)| name == "envoy.filters.http.rbac" || a.type_url.ends_with(".RBACPerRoute"))
+}
+
 /// NACKs the first of `set` (a field name under `field`, and whether the resource sets it):
 /// fields that change what happens to a request, which weft-proxy would otherwise accept and
 /// silently not do.
@@ -79,6 +128,10 @@ pub(super) fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, 
             ("match.grpc", m.grpc.is_some()),
             ("match.tls_context", m.tls_context.is_some()),
             ("match.dynamic_metadata", !m.dynamic_metadata.is_empty()),
+            (
+                "typed_per_filter_config",
+                overrides_rbac(&r.typed_per_filter_config),
+            ),
         ],
     )?;
     let edits = header_edits(
@@ -112,39 +165,11 @@ pub(super) fn route(ctx: &Ctx<'_>, field: &str, r: &xr::Route) -> Result<Route, 
     };
     let mut headers = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
-        let f = format!("{field}.match.headers[{i}]");
-        // Other pseudo-headers are not in the header map a route is matched against: such a
-        // match would never hold (and, inverted, always).
-        if h.name.starts_with(':') && !h.name.eq_ignore_ascii_case(":method") {
-            return Err(ctx.err(
-                format!("{f}.name"),
-                format!(
-                    "{} cannot be matched; only :method of the pseudo-headers",
-                    h.name
-                ),
-            ));
-        }
-        let value = match &h.header_match_specifier {
-            Some(header_matcher::HeaderMatchSpecifier::StringMatch(s)) => string_match(ctx, &f, s)?,
-            Some(header_matcher::HeaderMatchSpecifier::ExactMatch(v)) => {
-                StringMatch::Exact(v.clone())
-            }
-            Some(header_matcher::HeaderMatchSpecifier::PrefixMatch(v)) => {
-                StringMatch::Prefix(v.clone())
-            }
-            Some(header_matcher::HeaderMatchSpecifier::SafeRegexMatch(r)) => {
-                StringMatch::Regex(full_regex(&r.regex).map_err(|e| ctx.err(&f, e.to_string()))?)
-            }
-            Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)) | None => {
-                StringMatch::Present
-            }
-            _ => return Err(ctx.err(f, "unsupported header match")),
-        };
-        headers.push(HeaderMatch {
-            name: h.name.to_ascii_lowercase(),
-            value,
-            invert: h.invert_match,
-        });
+        headers.push(header_match(
+            ctx,
+            &format!("{field}.match.headers[{i}]"),
+            h,
+        )?);
     }
     let mut query = Vec::new();
     for (i, q) in m.query_parameters.iter().enumerate() {
@@ -706,6 +731,10 @@ impl TryFrom<&xr::RouteConfiguration> for RouteTable {
                 &format!("virtual_hosts[{i}]"),
                 header_mutations!(vh).into_iter().chain([
                     ("require_tls", vh.require_tls != 0),
+                    (
+                        "typed_per_filter_config",
+                        overrides_rbac(&vh.typed_per_filter_config),
+                    ),
                     ("matcher", vh.matcher.is_some()),
                     (
                         "request_mirror_policies",

@@ -1044,10 +1044,12 @@ fn a_sniffed_http_chain_and_its_fallback_are_read_per_port_and_other_matches_ref
     let http = Handler::Http {
         route_config: "r".into(),
         normalize_path: false,
+        authz: Default::default(),
     };
     let tcp_handler = |secs| Handler::Tcp {
         clusters: vec![WeightedCluster::plain("c".into(), 1)],
         idle_timeout: Some(Duration::from_secs(secs)),
+        authz: Default::default(),
     };
 
     // The fallback may come first; what it matches, not where it is, decides.
