@@ -141,8 +141,9 @@ pub struct RetrySpec {
     pub backoff: Option<String>,
 }
 
-/// Who may call the selected workloads. A workload no policy selects allows all; once selected,
-/// what no rule allows is denied.
+/// Who may call the selected workloads. A request a DENY policy's rule matches is refused; a
+/// workload no ALLOW policy selects allows the rest; once one selects it, what no ALLOW rule
+/// matches is refused (Istio's AuthorizationPolicy semantics).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(derive = "PartialEq")]
 #[kube(
@@ -157,28 +158,46 @@ pub struct AuthorizationPolicySpec {
     /// Workloads in this namespace the policy protects; empty selects all.
     #[serde(default)]
     pub selector: WorkloadSelector,
-    /// Allow rules; a request allowed by any is allowed.
+    /// `ALLOW` (the default) or `DENY` what a rule matches.
+    #[serde(default)]
+    pub action: AuthorizationAction,
+    /// The rules; a request matched by any is allowed (or, DENY, refused). An ALLOW policy
+    /// with no rules allows nothing.
     #[serde(default)]
     pub rules: Vec<AuthorizationRule>,
 }
 
-/// One allow rule: every part that is set must match.
+/// What an AuthorizationPolicy does with what its rules match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AuthorizationAction {
+    /// Allow it; refuse what no ALLOW rule matches.
+    #[default]
+    Allow,
+    /// Refuse it.
+    Deny,
+}
+
+/// One rule: every part that is set must match, and within a part any entry. Values take `*`
+/// as a prefix or suffix wildcard, or alone for any.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationRule {
-    /// Sources by SPIFFE identity (`spiffe://...` or `ns/<ns>/sa/<sa>`).
+    /// Sources by SPIFFE identity (`spiffe://td/ns/<ns>/sa/<sa>`, `td/ns/<ns>/sa/<sa>` as
+    /// Istio writes them, or `ns/<ns>/sa/<sa>` in this trust domain); `*`: any mesh workload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<String>,
-    /// Sources by namespace.
+    /// Sources by namespace (of their mesh identity: plaintext callers have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
     /// Destination ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
-    /// HTTP methods.
+    /// HTTP methods. A rule with methods or paths matches no TCP connection: as an ALLOW
+    /// rule it allows none, as a DENY rule it refuses every connection its other parts match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// HTTP paths; a trailing `*` makes a prefix.
+    /// HTTP paths (without the query); `/api/*` is a prefix, `*.css` a suffix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
 }

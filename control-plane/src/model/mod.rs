@@ -3,6 +3,7 @@
 //! Both registries (files and Kubernetes) produce a [`Mesh`]; the translator reads nothing else. No
 //! I/O and no Kubernetes types here, so translation can be tested with values written by hand.
 
+mod authz;
 mod protocol;
 mod route;
 
@@ -11,6 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::authz::{AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Pattern};
 pub use self::protocol::Protocol;
 pub use self::route::{
     Backend, HeaderEdits, HeaderMatch, Mirror, PathMatch, PathModifier, QueryMatch, Redirect,
@@ -216,6 +218,8 @@ pub struct Workload {
     pub sidecar: bool,
     /// What its inbound ports accept.
     pub tls_mode: TlsMode,
+    /// The AuthorizationPolicies that select it, by name; none: every caller is allowed.
+    pub authorization: Vec<AuthorizationPolicy>,
 }
 
 /// What a workload's inbound ports accept (the MeshTLS object that selects it).
@@ -405,6 +409,7 @@ mod tests {
                 ports: vec![],
                 sidecar: false,
                 tls_mode: TlsMode::Permissive,
+                authorization: Vec::new(),
             };
             assert_eq!(w.metrics_name(), want, "{name}");
         }

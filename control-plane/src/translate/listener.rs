@@ -29,7 +29,7 @@ use super::names::{
     INBOUND_LISTENER, backend_cluster_name, cluster_name, explicit_name, inbound_cluster_name,
     service_listener_name,
 };
-use super::{ads, any, duration, weft_metadata};
+use super::{ads, any, authz, duration, weft_metadata};
 use crate::model::{Backend, Protocol, Service, ServicePort, TlsMode, Workload};
 
 /// Where weft-proxy captures inbound traffic (iptables PREROUTING redirect).
@@ -93,6 +93,8 @@ fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
     )
 }
 
+const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+
 /// A `tcp_proxy` to `clusters`; `idle_timeout` unset leaves Envoy's default (an hour).
 fn tcp_filter(
     stat_prefix: String,
@@ -100,7 +102,7 @@ fn tcp_filter(
     idle_timeout: Option<Duration>,
 ) -> Filter {
     network_filter(
-        "envoy.filters.network.tcp_proxy",
+        TCP_PROXY_FILTER,
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         &TcpProxy {
             stat_prefix,
@@ -292,7 +294,8 @@ fn protocol_metadata(svc: &Service, protocol: Protocol) -> Metadata {
 }
 
 /// The proxy's inbound listener: one filter chain per app port, forwarding to the app on the same
-/// port over loopback.
+/// port over loopback, each guarded by the RBAC filters of the AuthorizationPolicies that select
+/// the workload.
 pub fn inbound(workload: &Workload) -> Listener {
     let filter_chains = workload
         .ports
@@ -325,10 +328,14 @@ pub fn inbound(workload: &Workload) -> Listener {
                     }],
                     ..Default::default()
                 };
-                hcm_filter(&hcm(
+                let mut h = hcm(
                     cluster.clone(),
                     http_connection_manager::RouteSpecifier::RouteConfig(route_config),
-                ))
+                );
+                // Who may call: checked before the router.
+                h.http_filters
+                    .splice(0..0, authz::http_filters(&workload.authorization));
+                hcm_filter(&h)
             };
             let tcp = || {
                 let to = tcp_proxy::ClusterSpecifier::Cluster(cluster.clone());
@@ -345,7 +352,14 @@ pub fn inbound(workload: &Workload) -> Listener {
                 metadata: Some(weft_metadata("protocol", p.protocol.as_str().into())),
                 ..Default::default()
             };
-            mtls_chains(port_chains(p.protocol, http, tcp, base), workload.tls_mode)
+            let mut chains = port_chains(p.protocol, http, tcp, base);
+            for c in &mut chains {
+                if c.filters.iter().any(|f| f.name == TCP_PROXY_FILTER) {
+                    let checks = authz::network_filters(&workload.authorization, &cluster);
+                    c.filters.splice(0..0, checks);
+                }
+            }
+            mtls_chains(chains, workload.tls_mode)
         })
         .collect();
     let detecting = workload

@@ -5,6 +5,7 @@
 //! Names follow Istio's where users meet them: clusters are `outbound|<port>||<fqdn>`, listeners and
 //! route configurations `<fqdn>:<port>` (the name gRPC's proxyless clients ask for).
 
+mod authz;
 mod cluster;
 mod endpoint;
 mod listener;

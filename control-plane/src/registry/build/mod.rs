@@ -50,21 +50,13 @@ pub fn build(objects: &Objects, trust_domain: &str) -> (Mesh, Vec<Warning>) {
     };
     let mut workloads = workloads(objects, trust_domain);
     set_tls_modes(objects, &mut workloads, &mut b);
+    set_authorization(objects, &mut workloads, trust_domain, &mut b);
     let mut services = services(objects, &workloads, &mut b);
     attach_policies(objects, &mut services, &mut b);
     attach_routes(objects, &mut services, &mut b);
     attach_tcp_routes(objects, &mut services, &mut b);
     set_workload_protocols(&services, &mut workloads);
     let sidecars = sidecars(objects, &services, &mut b);
-    // Read and checked, but nothing enforces them yet (the authorization work): said once
-    // per object, so nobody takes a deny rule for applied.
-    for key in objects.authorization_policies.keys() {
-        b.warn(
-            "AuthorizationPolicy",
-            key,
-            "not enforced yet: weft does not apply authorization policies",
-        );
-    }
     let mut consumers: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for svc in services.values() {
         let namespaces: std::collections::BTreeSet<&String> = svc
@@ -146,6 +138,7 @@ fn pairs<'a>(it: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String,
 
 #[macro_use]
 mod parents;
+mod authorization;
 mod http_route;
 mod policies;
 mod services;
@@ -154,7 +147,8 @@ mod tcp_route;
 mod workloads;
 
 use self::{
-    http_route::*, parents::*, policies::*, services::*, sidecars::*, tcp_route::*, workloads::*,
+    authorization::*, http_route::*, parents::*, policies::*, services::*, sidecars::*,
+    tcp_route::*, workloads::*,
 };
 
 mod grpc;

@@ -1,6 +1,7 @@
 //! What the build makes of Kubernetes objects, checked at the Mesh it builds (translation to xDS
 //! is tested alone, from Mesh values). Child modules by concern; `examples` reads the shop.
 
+mod authorization;
 mod examples;
 mod http_route;
 mod services;
@@ -583,25 +584,6 @@ spec: {{parentRefs: [{{group: \"\", kind: Service, name: api, sectionName: {sect
         ["HTTPRoute ns/h: parent Service ns/api has no \"grpc\" port"]
     );
     assert_eq!(counts(&mesh), [0, 0]);
-}
-
-/// Policies nothing enforces yet are said to be so, one warning each, rather than counted as
-/// read and silently not applied.
-#[test]
-fn authorization_policies_say_they_are_not_enforced() {
-    let docs = "---
-apiVersion: weft.io/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: db-only-shop, namespace: ns}
-spec: {}
-";
-    let (_, warnings) = build_yaml(&format!("{API}{docs}"));
-    assert_eq!(
-        warnings,
-        [
-            "AuthorizationPolicy ns/db-only-shop: not enforced yet: weft does not apply authorization policies"
-        ]
-    );
 }
 
 /// A pod labelled as running weft's sidecar is dialed with mTLS; its inbound mode is the MeshTLS

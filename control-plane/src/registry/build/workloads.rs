@@ -61,6 +61,7 @@ pub(super) fn workloads(objects: &Objects, td: &str) -> BTreeMap<Key, Workload> 
                 ports,
                 sidecar,
                 tls_mode: TlsMode::Permissive,
+                authorization: Vec::new(),
             },
         );
     }

@@ -3,6 +3,7 @@
 //! in the registry, against the Mesh it builds; `end_to_end.rs` alone runs `examples/shop`
 //! through both.
 
+mod authz;
 mod cluster;
 mod end_to_end;
 mod endpoint;
@@ -187,6 +188,7 @@ fn workload(namespace: &str, name: &str, ip: &str) -> Workload {
         ports: Vec::new(),
         sidecar: false,
         tls_mode: TlsMode::Permissive,
+        authorization: Vec::new(),
     }
 }
 
