@@ -317,6 +317,8 @@ async fn serve_mtls(
         _ => Some(sniff(&mut tls, &mut first, sniffing.timeout).await),
     };
     let handler = match (protocol, detected) {
+        // A TCP chain serves everything itself, as `choose` has it for plaintext.
+        _ if matches!(handler, Handler::Tcp { .. }) => handler,
         (Protocol::Tcp, _) => fallback,
         (Protocol::Detect, Some(Detected::Http1 | Detected::Http2)) => handler,
         (Protocol::Detect, Some(Detected::TimedOut)) if sniffing.close_on_timeout => return,

@@ -84,6 +84,17 @@ impl Netns {
 
     /// [`Netns::sidecar`] with the weft-proxy binary at `proxy` (a bench's release build).
     pub fn sidecar_of(&self, proxy: &std::path::Path, node_id: &str, args: &[&str]) -> Proc {
+        self.sidecar_logging(proxy, node_id, args, None)
+    }
+
+    /// [`Netns::sidecar_of`], its log written to `log` when given.
+    pub fn sidecar_logging(
+        &self,
+        proxy: &std::path::Path,
+        node_id: &str,
+        args: &[&str],
+        log: Option<std::fs::File>,
+    ) -> Proc {
         let mut full = vec![
             "setpriv",
             "--reuid",
@@ -98,7 +109,8 @@ impl Netns {
             "127.0.0.1:15020",
         ];
         full.extend_from_slice(args);
-        let p = Proc::spawn(&mut self.exec(&full));
+        let stderr = log.map_or_else(std::process::Stdio::inherit, std::process::Stdio::from);
+        let p = Proc::spawn_logging(&mut self.exec(&full), stderr);
         let ready = || {
             self.exec(&[
                 "curl",
@@ -183,4 +195,120 @@ pub fn veth(
         ns.run(&["ip", "link", "set", end, "up"]);
     }
     (end_a, end_b)
+}
+
+/// curl inside `ns` (as the proxy's UID when `as_proxy`, past the capture rules): (exit
+/// success, body).
+pub fn curl(ns: &Netns, as_proxy: bool, url: &str) -> (bool, String) {
+    curl_with(ns, as_proxy, &[url])
+}
+
+/// [`curl`] with more arguments (the URL among them).
+pub fn curl_with(ns: &Netns, as_proxy: bool, curl_args: &[&str]) -> (bool, String) {
+    let mut args = vec![];
+    if as_proxy {
+        // As UID 1337, the capture rules let it past the client's own sidecar.
+        args.extend([
+            "setpriv",
+            "--reuid",
+            "1337",
+            "--regid",
+            "1337",
+            "--clear-groups",
+        ]);
+    }
+    args.extend(["curl", "-sS", "--max-time", "5"]);
+    args.extend_from_slice(curl_args);
+    let out = ns.exec(&args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The sidecar's metrics (health port 15020).
+pub fn metrics(ns: &Netns) -> String {
+    curl(ns, false, "http://127.0.0.1:15020/metrics").1
+}
+
+/// Two pods (`api-0` serving on 10.2.0.5:8080, `web-0` its client at 10.2.0.9), each with
+/// capture rules and a sidecar certified by `weft serve` (in the server pod); `proxy_args` go to
+/// both sidecars.
+pub struct Pods {
+    /// `api-0`'s namespace.
+    pub server: Netns,
+    /// `web-0`'s namespace.
+    pub client: Netns,
+    /// The client's end of the link between them.
+    pub client_if: String,
+    /// Registry, CA and logs.
+    pub dir: tempfile::TempDir,
+    _procs: Vec<Proc>,
+}
+
+impl Pods {
+    /// Starts both pods; `tag` keeps the names of tests running at once apart. The server's
+    /// sidecar logs to [`Pods::server_log`].
+    pub fn start(tag: &str, proxy_args: &[&str]) -> Self {
+        let server = Netns::new(&format!("{tag}-api"));
+        let client = Netns::new(&format!("{tag}-web"));
+        let (server_if, client_if) =
+            veth(&server, &["10.2.0.5/24"], &client, &["10.2.0.9/24"], tag);
+        for (ns, end) in [(&server, &server_if), (&client, &client_if)] {
+            ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
+            ns.capture();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("registry");
+        let ca = dir.path().join("ca");
+        std::fs::create_dir(&registry).unwrap();
+        std::fs::write(registry.join("mesh.yaml"), TWO_PODS).unwrap();
+        let api_token = crate::token_file(&bin("weft"), &ca, "api", dir.path());
+        let web_token = crate::token_file(&bin("weft"), &ca, "web", dir.path());
+        let app = server.backend(&["http", "10.2.0.5", "8080", "api-app"]);
+        let weft = bin("weft");
+        let cp = Proc::spawn(
+            server
+                .exec(&[weft.to_str().unwrap(), "serve", "--registry"])
+                .arg(&registry)
+                .args(["--xds-addr", "0.0.0.0:15010", "--ca-dir"])
+                .arg(&ca),
+        );
+        let mut args = vec![
+            "--xds-addr",
+            "127.0.0.1:15010",
+            "--ca-token-file",
+            &api_token,
+        ];
+        args.extend_from_slice(proxy_args);
+        let log = std::fs::File::create(dir.path().join("api-sidecar.log")).unwrap();
+        let api = server.sidecar_logging(&bin("weft-proxy"), "api-0.shop", &args, Some(log));
+        // The client's sidecar reaches the control plane through the server pod's inbound
+        // passthrough, as a pod reaches any address outside the mesh.
+        let mut args = vec![
+            "--xds-addr",
+            "10.2.0.5:15010",
+            "--ca-token-file",
+            &web_token,
+        ];
+        args.extend_from_slice(proxy_args);
+        let web = client.sidecar("web-0.shop", &args);
+        Self {
+            server,
+            client,
+            client_if,
+            dir,
+            _procs: vec![app, cp, api, web],
+        }
+    }
+
+    /// The registry directory `weft serve` watches.
+    pub fn registry(&self) -> std::path::PathBuf {
+        self.dir.path().join("registry")
+    }
+
+    /// What the server's sidecar has logged so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("api-sidecar.log")).unwrap_or_default()
+    }
 }

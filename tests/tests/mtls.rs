@@ -11,8 +11,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weft_e2e::netns::{Netns, TWO_PODS, veth};
-use weft_e2e::{Proc, bin, wait_until};
+use weft_e2e::netns::{Pods, TWO_PODS, curl, metrics};
+use weft_e2e::wait_until;
 
 const STRICT: &str = r#"
 ---
@@ -21,101 +21,6 @@ kind: MeshTLS
 metadata: {name: strict, namespace: shop}
 spec: {mode: STRICT}
 "#;
-
-/// curl inside `ns`: (exit success, body).
-fn curl(ns: &Netns, as_proxy: bool, url: &str) -> (bool, String) {
-    let mut args = vec![];
-    if as_proxy {
-        // As UID 1337, the capture rules let it past the client's own sidecar.
-        args.extend([
-            "setpriv",
-            "--reuid",
-            "1337",
-            "--regid",
-            "1337",
-            "--clear-groups",
-        ]);
-    }
-    args.extend(["curl", "-sS", "--max-time", "5", url]);
-    let out = ns.exec(&args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn metrics(ns: &Netns) -> String {
-    curl(ns, false, "http://127.0.0.1:15020/metrics").1
-}
-
-/// Two pods (`api-0` serving on 10.2.0.5:8080, `web-0` its client at 10.2.0.9), each with
-/// capture rules and a sidecar certified by `weft serve` (in the server pod); `proxy_args` go to
-/// both sidecars.
-struct Pods {
-    server: Netns,
-    client: Netns,
-    client_if: String,
-    dir: tempfile::TempDir,
-    _procs: Vec<Proc>,
-}
-
-impl Pods {
-    fn start(tag: &str, proxy_args: &[&str]) -> Self {
-        let server = Netns::new(&format!("{tag}-api"));
-        let client = Netns::new(&format!("{tag}-web"));
-        let (server_if, client_if) =
-            veth(&server, &["10.2.0.5/24"], &client, &["10.2.0.9/24"], tag);
-        for (ns, end) in [(&server, &server_if), (&client, &client_if)] {
-            ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
-            ns.capture();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let registry = dir.path().join("registry");
-        let ca = dir.path().join("ca");
-        std::fs::create_dir(&registry).unwrap();
-        std::fs::write(registry.join("mesh.yaml"), TWO_PODS).unwrap();
-        let api_token = weft_e2e::token_file(&bin("weft"), &ca, "api", dir.path());
-        let web_token = weft_e2e::token_file(&bin("weft"), &ca, "web", dir.path());
-        let app = server.backend(&["http", "10.2.0.5", "8080", "api-app"]);
-        let weft = bin("weft");
-        let cp = Proc::spawn(
-            server
-                .exec(&[weft.to_str().unwrap(), "serve", "--registry"])
-                .arg(&registry)
-                .args(["--xds-addr", "0.0.0.0:15010", "--ca-dir"])
-                .arg(&ca),
-        );
-        let mut args = vec![
-            "--xds-addr",
-            "127.0.0.1:15010",
-            "--ca-token-file",
-            &api_token,
-        ];
-        args.extend_from_slice(proxy_args);
-        let api = server.sidecar("api-0.shop", &args);
-        // The client's sidecar reaches the control plane through the server pod's inbound
-        // passthrough, as a pod reaches any address outside the mesh.
-        let mut args = vec![
-            "--xds-addr",
-            "10.2.0.5:15010",
-            "--ca-token-file",
-            &web_token,
-        ];
-        args.extend_from_slice(proxy_args);
-        let web = client.sidecar("web-0.shop", &args);
-        Self {
-            server,
-            client,
-            client_if,
-            dir,
-            _procs: vec![app, cp, api, web],
-        }
-    }
-
-    fn registry(&self) -> std::path::PathBuf {
-        self.dir.path().join("registry")
-    }
-}
 
 #[test]
 fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {

@@ -128,6 +128,7 @@ fn mesh(a: &Args) -> Mesh {
                 }],
                 sidecar: true,
                 tls_mode: Default::default(),
+                authorization: Vec::new(),
             }),
         );
     }

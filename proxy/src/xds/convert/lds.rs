@@ -327,11 +327,12 @@ impl TryFrom<&xl::Listener> for Listener {
             };
             // A port's app: what a chain with no fallback of its own falls back to.
             let cluster = weft_proto::names::inbound_cluster(port);
+            let fallback = f.unwrap_or_else(|| closed_if_guarded(&h, cluster.clone()));
             let chain = PortChain {
                 port,
                 protocol: chain_protocol,
                 handler: h,
-                fallback: f.unwrap_or_else(|| Handler::tcp_to(cluster.clone())),
+                fallback,
                 cluster,
                 tls: if tls {
                     InboundTls::Strict
@@ -406,6 +407,22 @@ impl TryFrom<&xl::Listener> for Listener {
             sniffing: sniffing(l),
         })
     }
+}
+
+/// What serves the connections of an inbound port with no chain of its own for what is not
+/// HTTP: opaque TCP to the app, unless the HTTP chain authorizes its requests, whose rules a
+/// connection cannot be judged by: then nothing is let through that way.
+fn closed_if_guarded(http: &Handler, cluster: String) -> Handler {
+    let mut tcp = Handler::tcp_to(cluster);
+    if !http.authz().is_empty()
+        && let Handler::Tcp { authz, .. } = &mut tcp
+    {
+        *authz = Authz(Arc::from([crate::config::authz::Rbac {
+            action: crate::config::authz::Action::Allow,
+            policies: Vec::new(),
+        }]));
+    }
+    tcp
 }
 
 /// The listener's detection wait, when it sets one. Unset, weft-proxy keeps its own default
