@@ -183,18 +183,13 @@ async fn forward_tcp<S: Stream>(
     let pinned = pinned
         .filter(|(_, own)| own == cluster)
         .map(|(addr, _)| addr);
-    let dialer = &proxy.dialer;
-    if let Err(e) = crate::tcp::forward(
-        store,
-        dialer,
+    let route = crate::tcp::Route {
         cluster,
         pinned,
-        stream,
+        original: peer.map(|p| p.destination),
         idle_timeout,
-        refused,
-    )
-    .await
-    {
+    };
+    if let Err(e) = crate::tcp::forward(store, &proxy.dialer, route, stream, refused).await {
         tracing::debug!(cluster, "tcp forward ended: {e}");
     }
 }

@@ -66,6 +66,29 @@ impl Netns {
         }
     }
 
+    /// Inbound ports the sidecar never sees, as Istio's `excludeInboundPorts`: call before
+    /// [`Netns::capture`], whose redirect would otherwise come first.
+    pub fn exclude_inbound(&self, ports: &[u16]) {
+        for tables in ["iptables", "ip6tables"] {
+            for port in ports {
+                let port = port.to_string();
+                self.run(&[
+                    tables,
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    &port,
+                    "-j",
+                    "RETURN",
+                ]);
+            }
+        }
+    }
+
     /// A real server from `tests/interop/backend.py`, once it says it is ready.
     pub fn backend(&self, args: &[&str]) -> Proc {
         let script = repo_root().join("tests/interop/backend.py");
@@ -254,6 +277,9 @@ impl Pods {
         let client = Netns::new(&format!("{tag}-web"));
         let (server_if, client_if) =
             veth(&server, &["10.2.0.5/24"], &client, &["10.2.0.9/24"], tag);
+        // The control plane shares the server's namespace (a pod of its own in a cluster): its
+        // port is not the workload's, so the workload's STRICT mode and policies do not cover it.
+        server.exclude_inbound(&[15010]);
         for (ns, end) in [(&server, &server_if), (&client, &client_if)] {
             ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
             ns.capture();
@@ -283,8 +309,8 @@ impl Pods {
         args.extend_from_slice(proxy_args);
         let log = std::fs::File::create(dir.path().join("api-sidecar.log")).unwrap();
         let api = server.sidecar_logging(&bin("weft-proxy"), "api-0.shop", &args, Some(log));
-        // The client's sidecar reaches the control plane through the server pod's inbound
-        // passthrough, as a pod reaches any address outside the mesh.
+        // The client's sidecar reaches the control plane as a pod reaches any address outside
+        // the mesh.
         let mut args = vec![
             "--xds-addr",
             "10.2.0.5:15010",

@@ -27,6 +27,8 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     let pods = Pods::start("m", &[]);
     let (server, client, client_if, dir) = (&pods.server, &pods.client, &pods.client_if, &pods.dir);
     let registry = pods.registry();
+    // A second server in the pod, on a port no Service or container declares.
+    let _side = server.backend(&["http", "10.2.0.5", "9090", "side-port"]);
 
     // Everything that crosses the wire between the pods, while a request goes through.
     let pcap = dir.path().join("wire.pcap");
@@ -90,6 +92,9 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     assert!(metrics(server).contains(
         r#"weft_proxy_inbound_connections_total{security="plaintext",result="accepted"} 1"#
     ));
+    // An undeclared port is reached through the sidecar's passthrough, to the original address.
+    let (ok, body) = curl(client, true, "http://10.2.0.5:9090/");
+    assert!(ok && body == "side-port", "{body}");
 
     // STRICT, written while everything runs: plaintext is closed, a TLS client without a
     // certificate is refused, and the sidecars' mTLS goes on.
@@ -97,6 +102,9 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
     wait_until(Duration::from_secs(10), "plaintext still let in", || {
         !curl(client, true, "http://10.2.0.5:8080/").0
     });
+    // STRICT covers the ports nobody declared as well: no way around it by port.
+    let (ok, body) = curl(client, true, "http://10.2.0.5:9090/");
+    assert!(!ok, "plaintext let in on an undeclared port: {body}");
     let s_client = client
         .exec(&[
             "setpriv",

@@ -404,22 +404,9 @@ fn main() {
     for (ns, end) in [(&pod, &pod_if), (&client, &cli_if)] {
         ns.run(&["ip", "route", "add", "10.96.0.0/16", "dev", end]);
     }
-    // nginx's TLS port and the app's second port are not captured: they are the baselines.
-    for port in ["8443", "8081"] {
-        pod.run(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-p",
-            "tcp",
-            "--dport",
-            port,
-            "-j",
-            "RETURN",
-        ]);
-    }
+    // nginx's TLS port and the app's second port are the baselines; the control plane's port
+    // is not the workload's.
+    pod.exclude_inbound(&[8443, 8081, 15010]);
     pod.capture();
     client.capture();
 

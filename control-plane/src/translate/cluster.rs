@@ -26,7 +26,7 @@ use weft_proto::xds::extensions::upstreams::http::v3::{
     },
 };
 
-use super::names::{cluster_name, inbound_cluster_name};
+use super::names::{INBOUND_PASSTHROUGH_CLUSTER, cluster_name, inbound_cluster_name};
 use super::{ads, any, duration, weft_metadata};
 use crate::model::{LoadBalancer, Protocol, Service, ServicePort, WorkloadPort};
 
@@ -175,6 +175,22 @@ fn http_protocol_options(
         );
     }
     options
+}
+
+/// Where inbound connections to ports no chain names go: each to the address it was headed
+/// for (ORIGINAL_DST), as Istio's `InboundPassthroughCluster`, after the passthrough chains
+/// have checked its mTLS mode and authorization.
+pub fn inbound_passthrough() -> Cluster {
+    Cluster {
+        name: INBOUND_PASSTHROUGH_CLUSTER.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: weft_proto::xds::config::cluster::v3::cluster::LbPolicy::ClusterProvided as i32,
+        // Istio's `connectTimeout`, as weft-proxy's own passthrough uses.
+        connect_timeout: Some(duration(std::time::Duration::from_secs(10))),
+        ..Default::default()
+    }
 }
 
 /// The local app on one port, at the pod's primary address (loopback only when it has none): as

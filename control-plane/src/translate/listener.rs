@@ -19,6 +19,7 @@ use weft_proto::xds::config::route::v3::{
 };
 use weft_proto::xds::extensions::filters::http::router::v3::Router;
 use weft_proto::xds::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use weft_proto::xds::extensions::filters::listener::original_dst::v3::OriginalDst;
 use weft_proto::xds::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
@@ -26,8 +27,8 @@ use weft_proto::xds::extensions::filters::network::http_connection_manager::v3::
 use weft_proto::xds::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use super::names::{
-    INBOUND_LISTENER, backend_cluster_name, cluster_name, explicit_name, inbound_cluster_name,
-    service_listener_name,
+    INBOUND_LISTENER, INBOUND_PASSTHROUGH_CLUSTER, backend_cluster_name, cluster_name,
+    explicit_name, inbound_cluster_name, service_listener_name,
 };
 use super::{ads, any, authz, duration, weft_metadata};
 use crate::model::{Backend, Protocol, Service, ServicePort, TlsMode, Workload};
@@ -361,6 +362,7 @@ pub fn inbound(workload: &Workload) -> Listener {
             }
             mtls_chains(chains, workload.tls_mode)
         })
+        .chain(passthrough_chains(workload))
         .collect();
     let detecting = workload
         .ports
@@ -391,10 +393,49 @@ pub fn inbound(workload: &Workload) -> Listener {
             ..Default::default()
         },
     );
+    // Envoy matches the chains on the destination the connection was redirected from.
+    listener.listener_filters.insert(
+        0,
+        ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+                &OriginalDst::default(),
+            ))),
+            ..Default::default()
+        },
+    );
     let timeout = Duration::from_millis(weft_proto::names::DETECT_TIMEOUT_MS);
     listener.listener_filters_timeout = Some(duration(timeout));
     listener.continue_on_listener_filters_timeout = true;
     listener
+}
+
+/// Whether a workload gets an inbound listener: it has ports to serve, or a mode or policy
+/// that its undeclared ports must meet too.
+pub fn needs_inbound(workload: &Workload) -> bool {
+    !workload.ports.is_empty()
+        || workload.tls_mode == TlsMode::Strict
+        || !workload.authorization.is_empty()
+}
+
+/// The default chains (no destination port): connections to ports the workload did not
+/// declare go where they were headed (the ORIGINAL_DST passthrough cluster), as opaque TCP,
+/// after the same mTLS mode and authorization as its declared ports, so STRICT and an
+/// AuthorizationPolicy leave no port open around them (Istio's inbound passthrough chains).
+fn passthrough_chains(workload: &Workload) -> Vec<FilterChain> {
+    let name = INBOUND_PASSTHROUGH_CLUSTER;
+    let to = tcp_proxy::ClusterSpecifier::Cluster(name.into());
+    let mut filters = authz::network_filters(&workload.authorization, name);
+    filters.push(tcp_filter(name.into(), to, None));
+    let chain = FilterChain {
+        name: name.into(),
+        filters,
+        filter_chain_match: Some(FilterChainMatch::default()),
+        metadata: Some(weft_metadata("protocol", Protocol::Tcp.as_str().into())),
+        ..Default::default()
+    };
+    mtls_chains(vec![chain], workload.tls_mode)
 }
 
 /// A port's chains for mTLS (matched on `transport_protocol: tls`, with a DownstreamTlsContext

@@ -243,14 +243,20 @@ pub fn consumer_resources<'a>(
 
 /// Resources only one proxy gets: its inbound side and the listeners its `Sidecar` asks for.
 pub fn node_resources(mesh: &Mesh, workload: &Workload) -> Vec<Arc<Resource>> {
-    // A listener with no filter chain is invalid (Envoy rejects it): a workload that declares no
-    // port gets none, and its proxy passes inbound traffic straight through.
+    // A workload that declares no port, accepts plaintext and selects no authorization gets no
+    // inbound listener: its proxy passes inbound traffic straight through. Any other gets one,
+    // whose passthrough chains apply its mTLS mode and policies to the ports it did not declare.
     let mut out = Vec::new();
-    if !workload.ports.is_empty() {
+    if listener::needs_inbound(workload) {
         out.push(Resource::new(
             ResourceType::Listener,
             names::INBOUND_LISTENER.to_string(),
             &listener::inbound(workload),
+        ));
+        out.push(Resource::new(
+            ResourceType::Cluster,
+            names::INBOUND_PASSTHROUGH_CLUSTER.to_string(),
+            &cluster::inbound_passthrough(),
         ));
     }
     for port in &workload.ports {

@@ -9,6 +9,9 @@ use crate::model::{Backend, Key, fqdn};
 /// Name of the per-proxy inbound listener.
 pub const INBOUND_LISTENER: &str = "inbound";
 
+/// Where inbound connections to ports no chain names go: where they were headed (Istio's name).
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+
 /// `outbound|<port>||<fqdn>`, Istio's name, which dashboards and users already know.
 pub fn cluster_name(service: &Key, port: u16) -> String {
     weft_proto::names::service_cluster(&fqdn(service), port)

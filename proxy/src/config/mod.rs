@@ -159,6 +159,11 @@ pub struct Listener {
     pub fallback: Option<Handler>,
     /// Per destination port handlers (the inbound listener).
     pub by_port: Vec<PortChain>,
+    /// The inbound listener's chain for ports `by_port` does not name (its default chains:
+    /// Istio's passthrough), with their mTLS mode and authorization; its `port` is 0. None:
+    /// such connections pass through to the app untouched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_ports: Option<PortChain>,
     /// The cluster a connection defaults to: where a headless Service's connections stay on
     /// their pod, and what opaque TCP goes to when there is no fallback chain. Decided when the
     /// listener is converted (weft names it after the Service port), never read from a name on
@@ -177,6 +182,17 @@ pub struct Listener {
     /// the proxy's `--detect-timeout-ms`, then opaque TCP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sniffing: Option<Sniffing>,
+}
+
+impl Listener {
+    /// The inbound chain that serves connections to `port`: the port's own, else the one for
+    /// the ports no chain names.
+    pub fn chain_for_port(&self, port: u16) -> Option<&PortChain> {
+        self.by_port
+            .iter()
+            .find(|c| c.port == port)
+            .or(self.other_ports.as_ref())
+    }
 }
 
 /// How long protocol detection waits for a client's first bytes and what a connection that
@@ -263,6 +279,9 @@ pub struct Cluster {
     pub dns: Option<Arc<DnsTargets>>,
     /// Which endpoints are dialed with mTLS.
     pub transport: Transport,
+    /// Envoy's ORIGINAL_DST: a connection goes to where it was headed, not to an endpoint
+    /// (the inbound passthrough, for ports no chain of their own names).
+    pub original_dst: bool,
 }
 
 /// What a DNS cluster resolves, and how: its endpoints are what the names resolve to, looked up
@@ -416,6 +435,7 @@ mod tests {
                 handler: None,
                 fallback: None,
                 by_port: Vec::new(),
+                other_ports: None,
                 cluster: None,
                 inbound: false,
                 bind: false,

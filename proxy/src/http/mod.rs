@@ -384,11 +384,7 @@ impl Proxy {
         req: &impl RequestView,
     ) -> Result<(), Failure> {
         let port = peer.destination.port();
-        let Some(chain) = config
-            .inbound
-            .as_ref()
-            .and_then(|l| l.by_port.iter().find(|c| c.port == port))
-        else {
+        let Some(chain) = config.inbound.as_ref().and_then(|l| l.chain_for_port(port)) else {
             return Ok(());
         };
         let authz = chain.handler.authz();

@@ -1,6 +1,6 @@
 //! The inbound capture listener (iptables PREROUTING redirect to 15006): traffic for the local
-//! app, handled by the inbound listener's chain for the original port, or passed to the app as
-//! plain TCP when no chain names the port.
+//! app, handled by the inbound listener's chain for the original port (or its chain for ports
+//! no other names), or passed to the app as plain TCP when there is none.
 
 use std::sync::Arc;
 
@@ -25,14 +25,15 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
             async move {
                 let snap = store.load();
                 let chain = snap.config.inbound.as_ref().and_then(|l| {
-                    let chain = l.by_port.iter().find(|c| c.port == dst.port())?;
+                    let chain = l.chain_for_port(dst.port())?;
                     Some((chain.clone(), proxy.sniffing(l.sniffing)))
                 });
                 let Some((chain, sniffing)) = chain else {
                     // To where it was headed (the pod's own address), never to loopback, so
                     // sockets the app keeps on localhost stay private, as in Istio since 1.10.
                     let stats = &proxy.metrics().passthrough(true).tcp;
-                    return crate::tcp::passthrough(stream, dst, stats).await;
+                    let timeout = crate::tcp::PASSTHROUGH_CONNECT_TIMEOUT;
+                    return crate::tcp::passthrough(stream, dst, timeout, stats).await;
                 };
                 // To the pod address the connection was headed for when the port's cluster
                 // lists it, as Istio's original-destination inbound does; else to the

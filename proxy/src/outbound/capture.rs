@@ -63,9 +63,13 @@ async fn handle(
         if let Some(cluster) = meshed {
             let refused = &proxy.metrics().unrouted().tcp;
             let idle = Some(crate::config::TCP_IDLE_TIMEOUT);
-            let (dialer, pinned) = (&proxy.dialer, Some(dst));
-            let forwarded =
-                crate::tcp::forward(&store, dialer, &cluster, pinned, stream, idle, refused);
+            let route = crate::tcp::Route {
+                cluster: &cluster,
+                pinned: Some(dst),
+                original: Some(dst),
+                idle_timeout: idle,
+            };
+            let forwarded = crate::tcp::forward(&store, &proxy.dialer, route, stream, refused);
             if let Err(e) = forwarded.await {
                 tracing::debug!(%dst, "mTLS to a pod address ended: {e}");
             }
@@ -74,7 +78,8 @@ async fn handle(
         match capture.policy {
             OutboundPolicy::AllowAny => {
                 let stats = &proxy.metrics().passthrough(false).tcp;
-                crate::tcp::passthrough(stream, dst, stats).await;
+                let timeout = crate::tcp::PASSTHROUGH_CONNECT_TIMEOUT;
+                crate::tcp::passthrough(stream, dst, timeout, stats).await;
             }
             OutboundPolicy::RegistryOnly => refuse(stream, dst, proxy).await,
         }

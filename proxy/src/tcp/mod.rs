@@ -13,28 +13,59 @@ use crate::store::Store;
 use crate::stream::Stream;
 use crate::upstream::conn::Dialer;
 
-/// Forwards `client` to an endpoint of `cluster` (the `pinned` one, if given, else the one the
-/// balancer picks) until both directions are closed, or until no byte has moved either way for
-/// `idle_timeout`, dialed by `dialer` (mTLS to an endpoint with a sidecar). A connection with
-/// nowhere to go (no such cluster, no endpoint) is closed and counted into `refused`.
+/// Where an opaque TCP connection goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Route<'a> {
+    /// The cluster.
+    pub cluster: &'a str,
+    /// The endpoint it must go to, rather than one the balancer picks (a headless Service's
+    /// pod, the pod address an inbound connection was headed for).
+    pub pinned: Option<SocketAddr>,
+    /// Where the connection was headed: what an ORIGINAL_DST cluster dials.
+    pub original: Option<SocketAddr>,
+    /// A connection with no byte either way for this long is closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Forwards `client` as `route` says: to an endpoint of its cluster (the `pinned` one, if
+/// given, else the one the balancer picks), or for an ORIGINAL_DST cluster to where it was
+/// headed, until both directions are closed or until no byte has moved either way for the idle
+/// timeout, dialed by `dialer` (mTLS to an endpoint with a sidecar). A connection with nowhere
+/// to go (no such cluster, no endpoint) is closed and counted into `refused`.
 pub async fn forward<S: Stream>(
     store: &Arc<Store>,
     dialer: &Dialer,
-    cluster: &str,
-    pinned: Option<SocketAddr>,
+    route: Route<'_>,
     client: S,
-    idle_timeout: Option<Duration>,
     refused: &TcpStats,
 ) -> std::io::Result<()> {
+    let Route {
+        cluster,
+        pinned,
+        original,
+        idle_timeout,
+    } = route;
     let (endpoint, timeout) = {
         let snap = store.load();
         let set = snap.endpoints.get(cluster);
-        let Some(timeout) = snap.config.clusters.get(cluster).map(|c| c.connect_timeout) else {
+        let Some(config) = snap.config.clusters.get(cluster) else {
             // A TCPRoute backend that does not resolve: its share is refused, as Gateway API says.
             tracing::info!(cluster, flags = "NC", "no such cluster: closing");
             refuse(client, refused);
             return Ok(());
         };
+        let timeout = config.connect_timeout;
+        if config.original_dst {
+            let (Some(dst), Some(set)) = (original, set) else {
+                tracing::info!(cluster, flags = "UH", "no original destination: closing");
+                refuse(client, refused);
+                return Ok(());
+            };
+            let stats = set.stats.clone();
+            drop(snap);
+            passthrough(client, dst, timeout, &stats.tcp).await;
+            return Ok(());
+        }
         let endpoint = match pinned {
             Some(addr) => set.and_then(|s| s.get(addr)),
             None => set.and_then(|s| s.pick()).cloned(),
@@ -117,23 +148,27 @@ pub async fn carry<C: Stream, U: Stream>(
 
 /// How long a passthrough connection may take to connect: Istio's default `connectTimeout`.
 /// The app's own connect already succeeded (to the capture port), so its timeout cannot help.
-const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Carries a connection to where it was headed (a destination the mesh does not know, or an
-/// inbound port no chain names), untouched, counted into `tcp`.
-pub async fn passthrough(client: TcpStream, dst: std::net::SocketAddr, tcp: &TcpStats) {
-    let upstream =
-        match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::info!(%dst, flags = "UF", "passthrough connect failed: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(%dst, flags = "UF", "passthrough connect timed out");
-                return;
-            }
-        };
+/// inbound port no chain names), untouched, in plaintext, counted into `tcp`.
+pub async fn passthrough<S: Stream>(
+    client: S,
+    dst: std::net::SocketAddr,
+    connect_timeout: Duration,
+    tcp: &TcpStats,
+) {
+    let upstream = match tokio::time::timeout(connect_timeout, TcpStream::connect(dst)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%dst, flags = "UF", "passthrough connect failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%dst, flags = "UF", "passthrough connect timed out");
+            return;
+        }
+    };
     let _ = upstream.set_nodelay(true);
     if let Err(e) = carry(client, upstream, tcp, Some(crate::config::TCP_IDLE_TIMEOUT)).await {
         tracing::debug!(%dst, "passthrough ended: {e}");

@@ -69,21 +69,17 @@ fn inbound_for(authorization: Vec<AuthorizationPolicy>) -> Listener {
     listener(&for_node(&m, "db-0.shop"), "inbound")
 }
 
+fn on_port(c: &weft_proto::xds::config::listener::v3::FilterChain, port: u32) -> bool {
+    c.filter_chain_match
+        .as_ref()
+        .and_then(|m| m.destination_port)
+        .map(|p| p.value)
+        == Some(port)
+}
+
 /// The RBAC rules of each chain for `port`, HTTP filters or network ones, by action.
 fn rbac_of(l: &Listener, port: u32) -> Vec<rbac::Rbac> {
-    let chain = l
-        .filter_chains
-        .iter()
-        .find(|c| {
-            c.filter_chain_match
-                .as_ref()
-                .unwrap()
-                .destination_port
-                .unwrap()
-                .value
-                == port
-        })
-        .unwrap();
+    let chain = l.filter_chains.iter().find(|c| on_port(c, port)).unwrap();
     let mut out = Vec::new();
     for f in &chain.filters {
         let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
@@ -156,19 +152,7 @@ fn an_http_chain_denies_first_then_allows_only_what_a_rule_matches() {
         Some(MatchPattern::Exact(WEB.into()))
     );
     // Both transports of a PERMISSIVE port carry the same filters.
-    let chains_of_8080 = l
-        .filter_chains
-        .iter()
-        .filter(|c| {
-            c.filter_chain_match
-                .as_ref()
-                .unwrap()
-                .destination_port
-                .unwrap()
-                .value
-                == 8080
-        })
-        .count();
+    let chains_of_8080 = l.filter_chains.iter().filter(|c| on_port(c, 8080)).count();
     assert_eq!(chains_of_8080, 2);
 }
 
@@ -225,5 +209,69 @@ fn the_same_policies_encode_to_the_same_bytes() {
     let first = bytes();
     for _ in 0..5 {
         assert_eq!(bytes(), first);
+    }
+}
+
+/// Ports the workload did not declare meet the same mode and policies through the passthrough
+/// chains; a workload with no port but a STRICT mode or a policy still gets them.
+#[test]
+fn undeclared_ports_meet_the_same_mode_and_policies() {
+    use rbac::rbac::Action::{Allow, Deny};
+    let l = inbound_for(policies());
+    let passthrough: Vec<_> = l
+        .filter_chains
+        .iter()
+        .filter(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .unwrap()
+                .destination_port
+                .is_none()
+        })
+        .collect();
+    assert_eq!(passthrough.len(), 2, "mTLS and plaintext (PERMISSIVE)");
+    let only_passthrough = Listener {
+        filter_chains: vec![passthrough[0].clone()],
+        ..l.clone()
+    };
+    let mut rules = Vec::new();
+    for f in &only_passthrough.filter_chains[0].filters {
+        if f.name == "envoy.filters.network.rbac" {
+            let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                panic!("{f:?}")
+            };
+            rules.push(NetworkRbac::decode(&any.value[..]).unwrap().rules.unwrap());
+        }
+    }
+    assert_eq!(
+        actions(&rules),
+        [
+            (Deny, vec!["shop/no-admin[0]".to_string()]),
+            (Allow, vec!["shop/api[1]".to_string()]),
+        ]
+    );
+    for (mode, authorization, want) in [
+        (TlsMode::Permissive, vec![], 0),
+        (TlsMode::Strict, vec![], 1),
+        (TlsMode::Permissive, policies(), 2),
+    ] {
+        let m = mesh()
+            .workload(Workload {
+                tls_mode: mode,
+                authorization,
+                ..workload("shop", "job-0", "10.1.0.2")
+            })
+            .build();
+        let res = for_node(&m, "job-0.shop");
+        let chains = if names(&res, ResourceType::Listener).contains(&"inbound") {
+            listener(&res, "inbound").filter_chains.len()
+        } else {
+            0
+        };
+        assert_eq!(chains, want, "{mode:?}");
+        assert_eq!(
+            names(&res, ResourceType::Cluster).contains(&"InboundPassthroughCluster"),
+            want > 0
+        );
     }
 }

@@ -65,6 +65,7 @@ fn end_to_end_shop_sidecar_scope_limits_services_but_keeps_canary_backends() {
     assert_eq!(
         names(&res, ResourceType::Cluster),
         [
+            "InboundPassthroughCluster",
             "inbound|8080||",
             "outbound|50051||greeter.shop.svc.cluster.local",
             "outbound|9080||reviews-v1.shop.svc.cluster.local",

@@ -184,11 +184,13 @@ fn a_port_left_to_detection_gets_a_sniffed_http_chain_and_a_tcp_fallback() {
         declared.traffic_direction,
         TrafficDirection::Outbound as i32
     );
-    // Each port's chains twice: mTLS first, then the same for plaintext (PERMISSIVE).
+    // Each port's chains twice: mTLS first, then the same for plaintext (PERMISSIVE); and the
+    // passthrough for the ports not declared, on no port.
     let per_port = [
         (Some(8080), sniffed(), HCM),
         (Some(8080), vec![], TCP),
         (Some(8081), vec![], HCM),
+        (None, vec![], TCP),
     ];
     let plain: Vec<_> = chains(&inbound)
         .into_iter()
@@ -199,9 +201,14 @@ fn a_port_left_to_detection_gets_a_sniffed_http_chain_and_a_tcp_fallback() {
     assert_eq!(plain, per_port);
     assert_eq!(chains(&inbound).len(), 2 * per_port.len());
     let tls_inspector = "envoy.filters.listener.tls_inspector".to_string();
+    let original_dst = "envoy.filters.listener.original_dst".to_string();
     assert_eq!(
         inspected(&inbound),
-        ([vec![tls_inspector], inspector()].concat(), timeout, true)
+        (
+            [vec![original_dst, tls_inspector], inspector()].concat(),
+            timeout,
+            true
+        )
     );
 }
 
@@ -211,9 +218,13 @@ fn a_port_left_to_detection_gets_a_sniffed_http_chain_and_a_tcp_fallback() {
 #[test]
 fn inbound_ports_offer_or_require_mtls_as_the_workloads_mode_says() {
     use weft_proto::xds::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
+    // The port's chains, then the passthrough's for the ports not declared, alike.
     for (mode, want) in [
-        (TlsMode::Permissive, vec!["tls", "raw_buffer"]),
-        (TlsMode::Strict, vec!["tls"]),
+        (
+            TlsMode::Permissive,
+            vec!["tls", "raw_buffer", "tls", "raw_buffer"],
+        ),
+        (TlsMode::Strict, vec!["tls", "tls"]),
     ] {
         let m = mesh()
             .workload(Workload {
@@ -235,6 +246,19 @@ fn inbound_ports_offer_or_require_mtls_as_the_workloads_mode_says() {
             })
             .collect();
         assert_eq!(transports, want, "{mode:?}");
+        let passthrough = inbound.filter_chains.last().unwrap();
+        assert_eq!(
+            passthrough
+                .filter_chain_match
+                .as_ref()
+                .unwrap()
+                .destination_port,
+            None
+        );
+        assert_eq!(
+            tcp_target(&inbound, inbound.filter_chains.len() - 1).1,
+            cluster("InboundPassthroughCluster")
+        );
         let tls = &inbound.filter_chains[0];
         let Some(weft_proto::xds::config::core::v3::transport_socket::ConfigType::TypedConfig(any)) =
             &tls.transport_socket.as_ref().unwrap().config_type

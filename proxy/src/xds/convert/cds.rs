@@ -119,6 +119,8 @@ impl TryFrom<&xc::Cluster> for Cluster {
                 };
                 (None, Some(eps))
             }
+            // Where each connection was headed, known only when it comes.
+            Some(cluster::DiscoveryType::OriginalDst) => (None, None),
             Some(t @ (cluster::DiscoveryType::StrictDns | cluster::DiscoveryType::LogicalDns)) => {
                 let logical = t == cluster::DiscoveryType::LogicalDns;
                 dns = Some(Arc::new(dns_targets(&ctx, c, logical)?));
@@ -127,7 +129,7 @@ impl TryFrom<&xc::Cluster> for Cluster {
             _ => {
                 return Err(ctx.err(
                     "type",
-                    "only EDS, STATIC, STRICT_DNS and LOGICAL_DNS clusters are supported",
+                    "only EDS, STATIC, STRICT_DNS, LOGICAL_DNS and ORIGINAL_DST clusters are supported",
                 ));
             }
         };
@@ -179,10 +181,16 @@ impl TryFrom<&xc::Cluster> for Cluster {
                 Some(Upstream::AutoConfig(_)) => UpstreamHttp::Http1,
             };
         }
+        let original_dst = kind == Some(cluster::DiscoveryType::OriginalDst);
         Ok(Self {
             transport,
             name: c.name.clone(),
-            lb: lb_from_policy(&ctx, c)?,
+            // An ORIGINAL_DST cluster's balancer is the connection itself (CLUSTER_PROVIDED).
+            lb: match original_dst {
+                true => LbPolicy::LeastRequest,
+                false => lb_from_policy(&ctx, c)?,
+            },
+            original_dst,
             upstream_http,
             connect_timeout: c
                 .connect_timeout

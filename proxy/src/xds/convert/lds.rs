@@ -254,6 +254,7 @@ impl TryFrom<&xl::Listener> for Listener {
         }
         let (protocol, original_dst) =
             protocol_and_destination(&ctx, "metadata", l.metadata.as_ref())?;
+        let inbound = l.traffic_direction == TrafficDirection::Inbound as i32;
         // Per destination port (`None`: the default chain) and transport (mTLS or plaintext),
         // the chain matched on sniffed HTTP and the one for everything else, as Envoy's
         // protocol sniffing lays them out.
@@ -271,10 +272,10 @@ impl TryFrom<&xl::Listener> for Listener {
             let field = format!("filter_chains[{i}]");
             let h = filter_handler(&ctx, &field, chain)?;
             let (port, sniffed, tls) = chain_match(&ctx, &field, chain)?;
-            if tls && port.is_none() {
+            if tls && port.is_none() && !inbound {
                 return Err(ctx.err(
                     format!("{field}.filter_chain_match.destination_port"),
-                    "mTLS is served per destination port (the inbound listener's chains)",
+                    "mTLS is served on the inbound listener's chains",
                 ));
             }
             let key = (port, tls);
@@ -289,9 +290,11 @@ impl TryFrom<&xl::Listener> for Listener {
                     format!("two default filter chains for {what} connections"),
                 ),
             };
-            let chain_protocol = match port {
-                Some(_) => protocol_of_chain(&ctx, &field, chain)?,
-                None => protocol,
+            // A chain says its protocol when it stands for a port (the inbound listener's
+            // default chains stand for the ports no other names); else the listener does.
+            let chain_protocol = match (port, inbound) {
+                (None, false) => protocol,
+                _ => protocol_of_chain(&ctx, &field, chain)?,
             };
             let slot = match slots.iter_mut().find(|(k, ..)| *k == key) {
                 Some((_, p, _)) if *p != chain_protocol => {
@@ -319,12 +322,21 @@ impl TryFrom<&xl::Listener> for Listener {
         let mut handler = None;
         let mut fallback = None;
         let mut by_port: Vec<PortChain> = Vec::new();
+        let mut defaults: Vec<PortChain> = Vec::new();
         for ((port, tls), chain_protocol, slot) in slots {
             let (h, f) = slot.split();
-            let Some(port) = port else {
+            // The inbound listener's default chains serve the ports no chain names (Istio's
+            // passthrough chains), mTLS and all, as a port's chains do; another listener's
+            // default chain is its handler.
+            if port.is_none() && !inbound {
                 (handler, fallback) = (Some(h), f);
                 continue;
+            }
+            let place = match port {
+                Some(_) => &mut by_port,
+                None => &mut defaults,
             };
+            let port = port.unwrap_or(0);
             // A port's app: what a chain with no fallback of its own falls back to.
             let cluster = weft_proto::names::inbound_cluster(port);
             let fallback = f.unwrap_or_else(|| closed_if_guarded(&h, cluster.clone()));
@@ -341,7 +353,7 @@ impl TryFrom<&xl::Listener> for Listener {
                 },
             };
             // mTLS and plaintext chains of one port: PERMISSIVE, served alike once decrypted.
-            match by_port.iter_mut().find(|c| c.port == port) {
+            match place.iter_mut().find(|c| c.port == port) {
                 Some(other) => {
                     let alike = PortChain {
                         tls: other.tls,
@@ -355,12 +367,12 @@ impl TryFrom<&xl::Listener> for Listener {
                     }
                     other.tls = InboundTls::Permissive;
                 }
-                None => by_port.push(chain),
+                None => place.push(chain),
             }
         }
+        let other_ports = defaults.pop();
         // Authorization is enforced where weft-proxy knows who the client is: the inbound
-        // listener's per-port chains. Anywhere else a policy would be silently not applied.
-        let inbound = l.traffic_direction == TrafficDirection::Inbound as i32;
+        // listener's chains. Anywhere else a policy would be silently not applied.
         let unenforced = [&handler, &fallback]
             .into_iter()
             .flatten()
@@ -377,7 +389,7 @@ impl TryFrom<&xl::Listener> for Listener {
                 "RBAC filters are enforced only on the per-port chains of an INBOUND listener",
             ));
         }
-        if handler.is_none() && by_port.is_empty() {
+        if handler.is_none() && by_port.is_empty() && other_ports.is_none() {
             return Err(ctx.err("filter_chains", "no api_listener and no filter chain"));
         }
         let bind = l.api_listener.is_none()
@@ -400,6 +412,7 @@ impl TryFrom<&xl::Listener> for Listener {
             handler,
             fallback,
             by_port,
+            other_ports,
             cluster,
             inbound,
             bind,

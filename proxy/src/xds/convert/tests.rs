@@ -844,10 +844,45 @@ mod mtls {
             transport_socket: mtls(),
             ..tcp_chain()
         };
+        // The inbound listener's default chains serve the ports no chain names, mTLS and all;
+        // elsewhere mTLS is refused.
+        let l = inbound(vec![port_chain(80, mtls()), default_chain.clone()]).unwrap();
+        let other = l.other_ports.as_ref().unwrap();
+        assert_eq!((other.port, other.tls), (0, InboundTls::Strict));
+        assert_eq!(l.chain_for_port(80).unwrap().port, 80);
+        assert_eq!(l.chain_for_port(81).unwrap().port, 0);
+        let mut plain_default = tcp_chain();
+        plain_default.filter_chain_match = Some(xl::FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            ..Default::default()
+        });
+        let l = inbound(vec![default_chain.clone(), plain_default]).unwrap();
+        assert_eq!(l.other_ports.unwrap().tls, InboundTls::Permissive);
+        let outbound = Listener::try_from(&xl::Listener {
+            name: "out".into(),
+            filter_chains: vec![default_chain],
+            ..Default::default()
+        });
         assert_eq!(
-            refused(vec![default_chain]),
+            outbound.unwrap_err().field,
             "filter_chains[0].filter_chain_match.destination_port"
         );
+    }
+
+    /// Istio's inbound passthrough cluster: each connection goes where it was headed.
+    #[test]
+    fn an_original_dst_cluster_has_no_endpoints_of_its_own() {
+        let c = Cluster::try_from(&xc::Cluster {
+            name: "InboundPassthroughCluster".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32,
+            )),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.original_dst);
+        assert_eq!((c.eds, c.static_endpoints, c.dns), (None, None, None));
     }
 
     fn hcm_filter() -> xl::Filter {
