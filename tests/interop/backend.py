@@ -1,6 +1,8 @@
 """Small real servers for capture tests, run inside network namespaces.
 
-  backend.py http HOST PORT NAME    HTTP/1.1 server answering every GET with NAME
+  backend.py http HOST PORT NAME    HTTP/1.1 server answering every GET with NAME (after
+                                    0.3 s under /slow), saying in x-seen-* headers the
+                                    version, Host and Upgrade it was asked with
   backend.py banner HOST PORT TEXT  server-first TCP: sends TEXT, then echoes what it receives
   backend.py ws HOST PORT PREFIX    WebSocket server echoing each message with PREFIX
 Prints "ready" once listening.
@@ -9,6 +11,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -17,10 +20,15 @@ def http(host, port, name):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
+            if self.path.startswith("/slow"):
+                time.sleep(0.3)
             body = name.encode()
             self.send_response(200)
             self.send_header("content-length", str(len(body)))
             self.send_header("x-backend", name)
+            self.send_header("x-seen-version", self.request_version)
+            self.send_header("x-seen-host", self.headers.get("host", ""))
+            self.send_header("x-seen-upgrade", self.headers.get("upgrade", ""))
             self.end_headers()
             self.wfile.write(body)
 

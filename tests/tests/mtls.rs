@@ -11,7 +11,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weft_e2e::netns::{Pods, TWO_PODS, curl, metrics};
+use weft_e2e::netns::{Pods, TWO_PODS, curl, curl_with, metrics};
 use weft_e2e::wait_until;
 
 const STRICT: &str = r#"
@@ -85,6 +85,57 @@ fn sidecars_speak_mtls_that_carries_no_plaintext_and_strict_refuses_the_rest() {
             String::from_utf8_lossy(plain)
         );
     }
+
+    // HTTP/1 requests between sidecars share one HTTP/2 mTLS connection: ten at once open no
+    // second one, and each reaches the app as the HTTP/1.1 it was, with its Host.
+    let urls: Vec<String> = (0..10)
+        .map(|i| format!("http://10.96.0.40/slow/{i}"))
+        .collect();
+    let mut args = vec![
+        "-Z",
+        "--parallel-max",
+        "10",
+        "-w",
+        " %{http_code} %header{x-seen-version} %header{x-seen-host}\n",
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let (ok, out) = curl_with(client, false, &args);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| *l == "api-app 200 HTTP/1.1 10.96.0.40")
+            .count(),
+        10,
+        "{out}"
+    );
+    let accepted = |n: usize| {
+        format!(r#"weft_proxy_inbound_connections_total{{security="mtls",result="accepted"}} {n}"#)
+    };
+    assert!(
+        metrics(server).contains(&accepted(1)),
+        "{}",
+        metrics(server)
+    );
+    // An upgrade cannot ride HTTP/2: it goes as HTTP/1.1, its headers intact.
+    let (ok, out) = curl_with(
+        client,
+        false,
+        &[
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-w",
+            " %header{x-seen-version} %header{x-seen-upgrade}",
+            "http://10.96.0.40/upgrade",
+        ],
+    );
+    assert!(ok && out == "api-app HTTP/1.1 websocket", "{out}");
+    assert!(
+        metrics(server).contains(&accepted(2)),
+        "{}",
+        metrics(server)
+    );
 
     // PERMISSIVE: a client without a sidecar still gets in, in plaintext, and is counted so.
     let (ok, body) = curl(client, true, "http://10.2.0.5:8080/");

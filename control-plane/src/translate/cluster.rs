@@ -22,7 +22,7 @@ use weft_proto::xds::extensions::load_balancing_policies::{
 use weft_proto::xds::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{
-        self, ExplicitHttpConfig, UseDownstreamHttpConfig, explicit_http_config,
+        self, AutoHttpConfig, ExplicitHttpConfig, UseDownstreamHttpConfig, explicit_http_config,
     },
 };
 
@@ -106,7 +106,8 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         }),
         ..Default::default()
     });
-    let protocol_options = http_protocol_options(port.protocol, limits.idle_timeout);
+    let sidecars = port.endpoints.iter().any(|e| e.mtls);
+    let protocol_options = http_protocol_options(port.protocol, sidecars, limits.idle_timeout);
     Cluster {
         name: cluster_name(&svc.key, port.port),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -127,9 +128,14 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
 
 /// `HttpProtocolOptions` for a port: HTTP/2 upstream for HTTP/2 and gRPC ports; on a port left to
 /// detection, the client's own protocol (Istio does the same for sniffed ports: a gRPC client on an
-/// unnamed port must reach its server over HTTP/2); HTTP/1.1 otherwise. Plus the idle timeout.
+/// unnamed port must reach its server over HTTP/2); on an HTTP/1 port with `sidecars` among its
+/// endpoints, the version ALPN agrees (`auto_config`: the sidecars multiplex HTTP/1 requests
+/// over one HTTP/2 mTLS connection, and the endpoints without one, in plaintext, get HTTP/1.1;
+/// Istio's `h2UpgradePolicy` upgrades the whole cluster instead); HTTP/1.1 otherwise. Plus the
+/// idle timeout.
 fn http_protocol_options(
     protocol: Protocol,
+    sidecars: bool,
     idle_timeout: Option<Duration>,
 ) -> std::collections::HashMap<String, weft_proto::google::protobuf::Any> {
     let upstream_protocol_options = match protocol {
@@ -152,6 +158,13 @@ fn http_protocol_options(
                     ..Default::default()
                 },
             ),
+        ),
+        Protocol::Http1 if sidecars => Some(
+            http_protocol_options::UpstreamProtocolOptions::AutoConfig(AutoHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..Default::default()
+            }),
         ),
         Protocol::Http1 | Protocol::Tcp => None,
     };
@@ -227,7 +240,7 @@ pub fn inbound(port: &WorkloadPort, pod_ips: &[std::net::IpAddr]) -> Cluster {
             }],
             ..Default::default()
         }),
-        typed_extension_protocol_options: http_protocol_options(port.protocol, None),
+        typed_extension_protocol_options: http_protocol_options(port.protocol, false, None),
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
         ..Default::default()
     }

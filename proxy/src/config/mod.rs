@@ -251,6 +251,10 @@ pub enum UpstreamHttp {
     /// Whatever the client spoke (`use_downstream_protocol_config`): for ports whose protocol
     /// was detected, where an HTTP/2 client (gRPC) needs an HTTP/2 server.
     Downstream,
+    /// Whatever ALPN agrees (`auto_config`): HTTP/2 to an mTLS endpoint (a sidecar) that takes
+    /// it, so one connection carries every request to it; HTTP/1.1 in plaintext, where there is
+    /// no ALPN, and for upgrades (WebSocket), which HTTP/2 cannot carry.
+    Negotiated,
 }
 
 /// An upstream cluster.

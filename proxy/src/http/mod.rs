@@ -103,14 +103,24 @@ fn normalize(uri: &mut http::Uri) -> Result<(), ()> {
     Ok(())
 }
 
-/// How to reach a cluster's endpoints for a request that came over HTTP/2 or not.
-fn dial_for(cluster: &crate::config::Cluster, downstream_http2: bool) -> pool::Dial {
+/// How to reach one of a cluster's endpoints for a request that came over HTTP/2 or not.
+fn dial_for(
+    cluster: &crate::config::Cluster,
+    endpoint: &crate::balance::Endpoint,
+    downstream_http2: bool,
+) -> pool::Dial {
+    // Offered to a sidecar, unless it declined before.
+    let negotiate = cluster.upstream_http == UpstreamHttp::Negotiated
+        && matches!(endpoint.security, crate::config::Security::Mtls { .. })
+        && !endpoint.pool.declined_h2();
     pool::Dial {
         http2: match cluster.upstream_http {
             UpstreamHttp::Http1 => false,
             UpstreamHttp::Http2 => true,
             UpstreamHttp::Downstream => downstream_http2,
+            UpstreamHttp::Negotiated => negotiate,
         },
+        negotiate,
         connect_timeout: cluster.connect_timeout,
     }
 }
@@ -348,7 +358,7 @@ impl Proxy {
             _ => endpoints.pick().cloned(),
         }
         .ok_or_else(|| (Flag::NoHealthyUpstream, Some(endpoints.stats.clone())))?;
-        let dial = dial_for(cluster, downstream_http2);
+        let dial = dial_for(cluster, &endpoint, downstream_http2);
         // A mirror cluster that is missing or has no endpoint gets no copy; the request goes on.
         let mirrors = route
             .mirrors
@@ -357,7 +367,7 @@ impl Proxy {
             .filter_map(|m| {
                 let cluster = config.clusters.get(&m.cluster)?;
                 let endpoint = snap.endpoints.get(&m.cluster)?.pick()?.clone();
-                let dial = dial_for(cluster, downstream_http2);
+                let dial = dial_for(cluster, &endpoint, downstream_http2);
                 Some(mirror::Mirror {
                     endpoint,
                     dial,
@@ -556,7 +566,7 @@ impl Proxy {
         };
         let Target {
             endpoint,
-            dial,
+            mut dial,
             timeout,
             edits,
             rewrite,
@@ -585,6 +595,11 @@ impl Proxy {
             Some(_) => headers::upgrade(&parts.headers),
             None => None,
         };
+        // HTTP/2 cannot carry an HTTP/1.1 upgrade: to a sidecar it goes as HTTP/1.1.
+        if upgrade.is_some() && dial.negotiate {
+            dial.http2 = false;
+            dial.negotiate = false;
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
         // A body of unknown length (chunked, or HTTP/2 frames) is sent on chunked, whatever the
         // method: hyper's client would send a GET's as no body at all.
@@ -637,6 +652,10 @@ impl Proxy {
             // The service's authority rides in `:authority`; the connection goes to the endpoint.
             parts.version = Version::HTTP_2;
             parts.headers.remove(http::header::HOST);
+            // One cookie field is valid in both versions, should the sidecar decline HTTP/2.
+            if dial.negotiate && client_version == Version::HTTP_2 {
+                headers::join_cookies(&mut parts.headers);
+            }
             let target = match uri_authority {
                 _ if new_host.is_some() => {
                     let h = new_host.map_or("", |h| h.to_str().unwrap_or_default());

@@ -18,13 +18,22 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The ALPN protocols weft-proxy serves on mTLS, in its order of preference: a client sidecar
+/// that offers `h2` multiplexes its HTTP/1 requests over one connection; one that offers
+/// nothing (TCP, or HTTP/1.1 it keeps to itself) is served as before.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
 /// The server and client configs of one certificate.
 #[derive(Clone, Debug)]
 pub struct TlsConfigs {
     /// Accepts mTLS: a client certificate from the mesh is required.
     pub server: Arc<ServerConfig>,
-    /// Dials mTLS, presenting the certificate.
+    /// Dials mTLS, presenting the certificate, with no ALPN (TCP, and HTTP/1.1 or HTTP/2 a
+    /// cluster asks for outright).
     pub client: Arc<ClientConfig>,
+    /// Dials mTLS offering `h2` then `http/1.1` by ALPN: for HTTP/1 requests to a sidecar,
+    /// carried over HTTP/2 where the peer agrees.
+    pub client_h2: Arc<ClientConfig>,
 }
 
 impl TlsConfigs {
@@ -50,6 +59,7 @@ impl TlsConfigs {
             .with_single_cert(chain.to_vec(), key.clone_key())?;
         // Stateless resumption: a returning peer skips the signatures of a full handshake.
         server.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         let verifier = Arc::new(MeshServerVerifier {
             roots: store,
             algorithms: provider.signature_verification_algorithms,
@@ -59,9 +69,12 @@ impl TlsConfigs {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain.to_vec(), key.clone_key())?;
+        let mut client_h2 = client.clone();
+        client_h2.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
+            client_h2: Arc::new(client_h2),
         })
     }
 }

@@ -81,7 +81,7 @@ pub async fn forward<S: Stream>(
     };
     let mut guard = endpoint.start();
     let upstream = match dialer
-        .dial(endpoint.addr, &endpoint.security, timeout)
+        .dial(endpoint.addr, &endpoint.security, timeout, false)
         .await
     {
         Ok(s) => s,

@@ -58,6 +58,14 @@ impl Conn {
         }
     }
 
+    /// Whether the peer agreed by ALPN to speak HTTP/2 on it.
+    pub fn negotiated_h2(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(s) => s.stream.get_ref().get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// When it must stop being reused: shortly before a certificate it was made with expires.
     pub fn reuse_until(&self) -> Option<Instant> {
         match self {
@@ -175,12 +183,14 @@ impl Dialer {
 
     /// Connects to `addr` as `security` says, within `timeout` (TCP and TLS handshake
     /// together). An mTLS peer must present one of the expected SPIFFE IDs; there is no
-    /// falling back to plaintext.
+    /// falling back to plaintext. `offer_h2` offers HTTP/2 by ALPN on mTLS
+    /// ([`Conn::negotiated_h2`] says whether the peer took it).
     pub async fn dial(
         &self,
         addr: SocketAddr,
         security: &Security,
         timeout: Duration,
+        offer_h2: bool,
     ) -> Result<Conn, SendError> {
         let dial = async {
             let tcp = TcpStream::connect(addr)
@@ -197,7 +207,11 @@ impl Dialer {
                 .ok_or_else(|| {
                     SendError::Connect(format!("{addr}: mTLS, but no workload certificate yet"))
                 })?;
-            let connector = tokio_rustls::TlsConnector::from(certified.tls.client.clone());
+            let config = match offer_h2 {
+                true => &certified.tls.client_h2,
+                false => &certified.tls.client,
+            };
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
             let tls = connector
                 .connect(ServerName::IpAddress(addr.ip().into()), tcp)
                 .await
@@ -280,23 +294,23 @@ mod tests {
         let second = Duration::from_secs(1);
 
         let mut conn = dialer
-            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/api"]), second)
+            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/api"]), second, false)
             .await
             .unwrap();
         assert!(matches!(conn, Conn::Tls(_)));
         let mut hi = [0u8; 2];
         conn.read_exact(&mut hi).await.unwrap();
         assert_eq!(&hi, b"hi");
-        assert!(dialer.dial(addr, &mtls(&[]), second).await.is_ok());
+        assert!(dialer.dial(addr, &mtls(&[]), second, false).await.is_ok());
 
         let err = dialer
-            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/db"]), second)
+            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/db"]), second, false)
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("spiffe://td/ns/a/sa/api, not one of"), "{err}");
         let err = Dialer::new(None)
-            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/api"]), second)
+            .dial(addr, &mtls(&["spiffe://td/ns/a/sa/api"]), second, false)
             .await
             .unwrap_err()
             .to_string();
@@ -333,7 +347,7 @@ mod tests {
             peer_ids: Arc::from(Vec::<String>::new()),
         };
         let mut conn = Dialer::new(Some(identity))
-            .dial(addr, &security, Duration::from_secs(1))
+            .dial(addr, &security, Duration::from_secs(1), false)
             .await
             .unwrap();
         let left = conn.reuse_until().unwrap() - Instant::now();

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,8 +24,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 /// How to reach an endpoint: cluster settings that apply to every connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Dial {
-    /// Speak HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    /// Speak HTTP/2 instead of HTTP/1.1: outright (prior knowledge), or as `negotiate` says.
     pub http2: bool,
+    /// HTTP/2 is offered to the peer (a sidecar) by ALPN rather than spoken outright: a peer that
+    /// declines gets the request as HTTP/1.1 on the same connection, and the next ones to it are
+    /// HTTP/1.1 from the start ([`Pool::declined_h2`]).
+    pub negotiate: bool,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
 }
@@ -81,6 +86,17 @@ pub struct Pool {
     /// When the last HTTP/2 dial failed: requests that queued behind it fail with it instead of
     /// each waiting out another connect timeout.
     h2_failed: Mutex<Option<Instant>>,
+    /// The peer answered an offer of HTTP/2 by ALPN with HTTP/1.1 (a sidecar that does not
+    /// multiplex): requests to it are sent as HTTP/1.1.
+    h2_declined: AtomicBool,
+}
+
+/// A connection ready for a request that was made for HTTP/2.
+enum Ready {
+    /// The shared HTTP/2 connection.
+    H2(http2::SendRequest<RequestBody>),
+    /// An HTTP/1.1 connection, where the peer declined HTTP/2.
+    H1(H1),
 }
 
 /// Whether a request with this method may be sent again on another connection after the first
@@ -150,7 +166,7 @@ impl Pool {
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
         if dial.http2 {
-            return self.send_h2(peer, dial, req).await.map(|r| (r, None));
+            return self.send_h2(peer, dial, req).await;
         }
         let mut req = req;
         let head = req.method() == http::Method::HEAD;
@@ -223,6 +239,11 @@ impl Pool {
         }
     }
 
+    /// Whether the peer declined an offer of HTTP/2: requests to it go as HTTP/1.1.
+    pub fn declined_h2(&self) -> bool {
+        self.h2_declined.load(Ordering::Relaxed)
+    }
+
     /// Open connections: (idle HTTP/1.1, HTTP/2).
     pub fn open(&self) -> (usize, usize) {
         (
@@ -259,22 +280,25 @@ impl Pool {
         peer: Peer<'_>,
         dial: Dial,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
         let mut req = req;
         if let Some(mut conn) = self.shared_h2() {
             match conn.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok((resp, None)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(e.into_error().into()),
                 },
             }
         }
-        let mut conn = {
+        let ready = {
             let queued = Instant::now();
             let _dialing = self.h2_dial.lock().await;
             match self.shared_h2() {
-                Some(c) => c,
+                Some(c) => Ready::H2(c),
+                None if dial.negotiate && self.declined_h2() => {
+                    Ready::H1(Box::pin(dial_h1(peer, dial)).await?)
+                }
                 None => {
                     if lock(&self.h2_failed).is_some_and(|failed| failed >= queued) {
                         return Err(SendError::Connect(format!(
@@ -283,13 +307,18 @@ impl Pool {
                         )));
                     }
                     match Box::pin(dial_h2(peer, dial)).await {
-                        Ok((c, reuse_until)) => {
+                        Ok(Dialed::H2(c, reuse_until)) => {
                             *lock(&self.h2) = Some(H2 {
                                 send: c.clone(),
                                 used: Instant::now(),
                                 reuse_until,
                             });
-                            c
+                            Ready::H2(c)
+                        }
+                        Ok(Dialed::H1(conn)) => {
+                            tracing::debug!(addr = %peer.addr, "peer declined HTTP/2: HTTP/1.1 to it");
+                            self.h2_declined.store(true, Ordering::Relaxed);
+                            Ready::H1(conn)
                         }
                         Err(e) => {
                             *lock(&self.h2_failed) = Some(Instant::now());
@@ -299,8 +328,48 @@ impl Pool {
                 }
             }
         };
-        Ok(conn.send_request(req).await?)
+        match ready {
+            Ready::H2(mut conn) => Ok((conn.send_request(req).await?, None)),
+            Ready::H1(mut conn) => {
+                let req = as_http1(req);
+                let head = req.method() == http::Method::HEAD;
+                let resp = conn.send.send_request(req).await?;
+                let conn = (!unframed_head(head, &resp)).then_some(conn);
+                Ok((resp, conn))
+            }
+        }
     }
+}
+
+/// The HTTP/1.1 form of a request made for HTTP/2, for a peer that declined it: `Host` from
+/// `:authority`, an origin-form target, a body of unknown length chunked. (Cookies were joined
+/// when it was made: one field is valid in both versions.)
+fn as_http1(req: Request<RequestBody>) -> Request<RequestBody> {
+    use hyper::body::Body as _;
+    let (mut parts, body) = req.into_parts();
+    if let Some(host) = parts
+        .uri
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    parts.version = http::Version::HTTP_11;
+    if !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+    }
+    Request::from_parts(parts, body)
 }
 
 impl serde::Serialize for Pool {
@@ -322,9 +391,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn dial_h1(peer: Peer<'_>, dial: Dial) -> Result<H1, SendError> {
-    let addr = peer.addr;
-    let conn = peer.dialer.dial(addr, peer.security, dial.connect_timeout);
-    let conn = conn.await?;
+    let conn = peer
+        .dialer
+        .dial(peer.addr, peer.security, dial.connect_timeout, false);
+    handshake_h1(peer.addr, conn.await?).await
+}
+
+async fn handshake_h1(addr: SocketAddr, conn: Conn) -> Result<H1, SendError> {
     let reuse_until = conn.reuse_until();
     let io = TokioIo::new(conn);
     let (send, conn) = http1::Builder::new()
@@ -340,13 +413,23 @@ async fn dial_h1(peer: Peer<'_>, dial: Dial) -> Result<H1, SendError> {
     Ok(H1 { send, reuse_until })
 }
 
-/// An HTTP/2 connection, and when to stop sending new requests on it.
-type Dialed2 = (http2::SendRequest<RequestBody>, Option<Instant>);
+/// What an HTTP/2 dial made.
+enum Dialed {
+    /// An HTTP/2 connection, and when to stop sending new requests on it.
+    H2(http2::SendRequest<RequestBody>, Option<Instant>),
+    /// An HTTP/1.1 connection: the peer declined HTTP/2 by ALPN.
+    H1(H1),
+}
 
-async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<Dialed2, SendError> {
+async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<Dialed, SendError> {
     let addr = peer.addr;
-    let conn = peer.dialer.dial(addr, peer.security, dial.connect_timeout);
+    let conn = peer
+        .dialer
+        .dial(addr, peer.security, dial.connect_timeout, dial.negotiate);
     let conn = conn.await?;
+    if dial.negotiate && !conn.negotiated_h2() {
+        return handshake_h1(addr, conn).await.map(Dialed::H1);
+    }
     let reuse_until = conn.reuse_until();
     let io = TokioIo::new(conn);
     // No keep-alive pings, as Envoy sends none unless configured: gRPC servers count a ping
@@ -364,12 +447,128 @@ async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<Dialed2, SendError> {
             tracing::debug!(%addr, "upstream HTTP/2 connection ended: {e}");
         }
     });
-    Ok((send, reuse_until))
+    Ok(Dialed::H2(send, reuse_until))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::identity::tls::tests::TestCa;
+    use crate::identity::{Certified, Identity};
+
+    /// A sidecar-like mTLS server answering with the version and `Host` it was asked with; it
+    /// offers `alpn` and speaks HTTP/2 when that was agreed, HTTP/1.1 otherwise.
+    async fn mtls_server(ca: &TestCa, alpn: &[&[u8]]) -> SocketAddr {
+        let mut server = (*ca.fresh("spiffe://td/ns/a/sa/api").server).clone();
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let answer = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let host = req
+                            .headers()
+                            .get(http::header::HOST)
+                            .map(|h| h.to_str().unwrap().to_owned())
+                            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                            .unwrap_or_default();
+                        let said = format!("{:?} {host} {}", req.version(), req.uri());
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(said),
+                        )))
+                    });
+                    let io = TokioIo::new(tls);
+                    let _ = match h2 {
+                        true => {
+                            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, answer)
+                                .await
+                        }
+                        false => {
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, answer)
+                                .await
+                        }
+                    };
+                });
+            }
+        });
+        addr
+    }
+
+    /// A request made for HTTP/2, as the data path makes it for a sidecar.
+    fn for_h2(path: &str) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.version_mut() = http::Version::HTTP_2;
+        *req.uri_mut() = format!("http://api.shop:8080{path}").parse().unwrap();
+        req
+    }
+
+    async fn body(resp: Response<Incoming>) -> String {
+        use http_body_util::BodyExt;
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// HTTP/1 requests to a sidecar that takes HTTP/2 by ALPN share one connection; one that
+    /// declines gets the request as HTTP/1.1 on the connection it agreed to, `Host` restored,
+    /// and the next ones go as HTTP/1.1 from the start.
+    #[tokio::test]
+    async fn http2_is_offered_to_a_sidecar_and_a_refusal_is_met_with_http1() {
+        let ca = TestCa::new();
+        let identity = Arc::new(Identity::default());
+        identity.set(Certified::for_tests(
+            "spiffe://td/ns/a/sa/web",
+            ca.fresh("spiffe://td/ns/a/sa/web"),
+        ));
+        let dialer = Dialer::new(Some(identity));
+        let security = Security::Mtls {
+            peer_ids: Arc::from(vec!["spiffe://td/ns/a/sa/api".to_string()]),
+        };
+        let dial = Dial {
+            http2: true,
+            negotiate: true,
+            connect_timeout: Duration::from_secs(1),
+        };
+        for (alpn, want, declined) in [
+            (
+                &[&b"h2"[..], b"http/1.1"][..],
+                "HTTP/2.0 api.shop:8080 http://api.shop:8080/a",
+                false,
+            ),
+            (&[&b"http/1.1"[..]][..], "HTTP/1.1 api.shop:8080 /a", true),
+            (&[][..], "HTTP/1.1 api.shop:8080 /a", true),
+        ] {
+            let addr = mtls_server(&ca, alpn).await;
+            let peer = Peer {
+                addr,
+                security: &security,
+                dialer: &dialer,
+            };
+            let pool = Pool::default();
+            let (resp, conn) = pool.send(peer, dial, for_h2("/a")).await.unwrap();
+            assert_eq!(body(resp).await, want, "{alpn:?}");
+            assert_eq!(pool.declined_h2(), declined, "{alpn:?}");
+            assert_eq!(
+                conn.is_some(),
+                declined,
+                "an HTTP/1.1 connection to give back"
+            );
+            if let Some(conn) = conn {
+                pool.put_back(conn);
+            }
+            assert_eq!(pool.open(), (usize::from(declined), usize::from(!declined)));
+        }
+    }
 
     #[test]
     fn a_head_answer_without_framing_is_not_pooled() {

@@ -133,6 +133,9 @@ fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
     use weft_proto::xds::extensions::transport_sockets::tls::v3::{
         UpstreamTlsContext, common_tls_context::ValidationContextType,
     };
+    use weft_proto::xds::extensions::upstreams::http::v3::{
+        HttpProtocolOptions, http_protocol_options,
+    };
     let meshed = Endpoint {
         identity: Some("spiffe://cluster.local/ns/shop/sa/reviews".into()),
         mtls: true,
@@ -175,8 +178,23 @@ fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
         panic!("{cluster:?}")
     };
     let tls = UpstreamTlsContext::decode(&any.value[..]).unwrap();
-    let Some(ValidationContextType::CombinedValidationContext(v)) =
-        tls.common_tls_context.unwrap().validation_context_type
+    let common = tls.common_tls_context.unwrap();
+    // HTTP/1 between sidecars goes over HTTP/2 where ALPN agrees; plaintext stays HTTP/1.1.
+    assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+    let opts = HttpProtocolOptions::decode(
+        cluster.typed_extension_protocol_options
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert!(matches!(
+        opts.upstream_protocol_options,
+        Some(http_protocol_options::UpstreamProtocolOptions::AutoConfig(
+            _
+        ))
+    ));
+    let Some(ValidationContextType::CombinedValidationContext(v)) = common.validation_context_type
     else {
         panic!("no combined validation context")
     };
@@ -201,4 +219,5 @@ fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
         "outbound|5432||db.shop.svc.cluster.local",
     );
     assert!(plain.transport_socket_matches.is_empty());
+    assert!(plain.typed_extension_protocol_options.is_empty());
 }

@@ -370,6 +370,7 @@ impl<S: Stream> Conn<'_, S> {
                         endpoint.addr,
                         &endpoint.security,
                         dial.connect_timeout,
+                        false,
                     );
                     let connected = tokio::select! {
                         biased;

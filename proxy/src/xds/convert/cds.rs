@@ -177,8 +177,8 @@ impl TryFrom<&xc::Cluster> for Cluster {
                     }
                 },
                 Some(Upstream::UseDownstreamProtocolConfig(_)) => UpstreamHttp::Downstream,
-                // ALPN picks the version, and plaintext has none: Envoy falls back to HTTP/1.1.
-                Some(Upstream::AutoConfig(_)) => UpstreamHttp::Http1,
+                // ALPN picks the version, and plaintext has none: HTTP/1.1 there, as Envoy's.
+                Some(Upstream::AutoConfig(_)) => UpstreamHttp::Negotiated,
             };
         }
         let original_dst = kind == Some(cluster::DiscoveryType::OriginalDst);

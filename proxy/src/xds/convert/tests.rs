@@ -955,6 +955,27 @@ fn clusters_as_other_control_planes_send_them() {
         Cluster::try_from(&h2).unwrap().upstream_http,
         UpstreamHttp::Http2
     );
+    // `auto_config` leaves the version to ALPN.
+    use http_protocol_options::UpstreamProtocolOptions as Upstream;
+    let auto = HttpProtocolOptions {
+        upstream_protocol_options: Some(Upstream::AutoConfig(Default::default())),
+        ..Default::default()
+    };
+    let negotiated = xc::Cluster {
+        typed_extension_protocol_options: [(
+            HTTP_OPTIONS.to_string(),
+            Any {
+                type_url: format!("type.googleapis.com/{HTTP_OPTIONS}"),
+                value: auto.encode_to_vec(),
+            },
+        )]
+        .into(),
+        ..eds_cluster(ads(), "")
+    };
+    assert_eq!(
+        Cluster::try_from(&negotiated).unwrap().upstream_http,
+        UpstreamHttp::Negotiated
+    );
     // A static cluster without endpoints (Istio's BlackHoleCluster) has none.
     let blackhole = xc::Cluster {
         name: "BlackHoleCluster".into(),
