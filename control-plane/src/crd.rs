@@ -96,6 +96,12 @@ pub struct ConnectionPool {
     /// duration, e.g. `30s`; default 60 s). Keep it under the upstream's own keep-alive timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
+    /// Whether HTTP/1 requests to endpoints with a sidecar share one HTTP/2 mTLS connection
+    /// per endpoint (default `true`: no handshake per concurrent request, one connection per
+    /// peer). `false` keeps HTTP/1.1 over pooled keep-alive mTLS connections, which costs the
+    /// sidecars less CPU per request (Istio's `h2UpgradePolicy: DO_NOT_UPGRADE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_upgrade: Option<bool>,
 }
 
 /// Outlier detection settings.

@@ -364,6 +364,8 @@ pub struct ConnectionLimits {
     pub max_retries: Option<u32>,
     /// Idle upstream connections are closed after this.
     pub idle_timeout: Option<Duration>,
+    /// `Some(false)`: HTTP/1 to sidecars stays HTTP/1.1 (default: multiplexed over HTTP/2).
+    pub h2_upgrade: Option<bool>,
 }
 
 /// Passive health checking.

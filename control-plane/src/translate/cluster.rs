@@ -106,8 +106,9 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         }),
         ..Default::default()
     });
-    let sidecars = port.endpoints.iter().any(|e| e.mtls);
-    let protocol_options = http_protocol_options(port.protocol, sidecars, limits.idle_timeout);
+    // HTTP/1 to sidecars is multiplexed over HTTP/2 unless the policy says not to.
+    let upgrade = port.endpoints.iter().any(|e| e.mtls) && limits.h2_upgrade != Some(false);
+    let protocol_options = http_protocol_options(port.protocol, upgrade, limits.idle_timeout);
     Cluster {
         name: cluster_name(&svc.key, port.port),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
@@ -121,21 +122,21 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
         outlier_detection,
         typed_extension_protocol_options: protocol_options,
         metadata: Some(weft_metadata("protocol", port.protocol.as_str().into())),
-        transport_socket_matches: super::tls::upstream(port),
+        transport_socket_matches: super::tls::upstream(port, upgrade),
         ..Default::default()
     }
 }
 
 /// `HttpProtocolOptions` for a port: HTTP/2 upstream for HTTP/2 and gRPC ports; on a port left to
 /// detection, the client's own protocol (Istio does the same for sniffed ports: a gRPC client on an
-/// unnamed port must reach its server over HTTP/2); on an HTTP/1 port with `sidecars` among its
-/// endpoints, the version ALPN agrees (`auto_config`: the sidecars multiplex HTTP/1 requests
+/// unnamed port must reach its server over HTTP/2); on an HTTP/1 port to `upgrade` (it has
+/// sidecars among its endpoints, and its policy does not say no), the version ALPN agrees (`auto_config`: the sidecars multiplex HTTP/1 requests
 /// over one HTTP/2 mTLS connection, and the endpoints without one, in plaintext, get HTTP/1.1;
 /// Istio's `h2UpgradePolicy` upgrades the whole cluster instead); HTTP/1.1 otherwise. Plus the
 /// idle timeout.
 fn http_protocol_options(
     protocol: Protocol,
-    sidecars: bool,
+    upgrade: bool,
     idle_timeout: Option<Duration>,
 ) -> std::collections::HashMap<String, weft_proto::google::protobuf::Any> {
     let upstream_protocol_options = match protocol {
@@ -159,7 +160,7 @@ fn http_protocol_options(
                 },
             ),
         ),
-        Protocol::Http1 if sidecars => Some(
+        Protocol::Http1 if upgrade => Some(
             http_protocol_options::UpstreamProtocolOptions::AutoConfig(AutoHttpConfig {
                 http_protocol_options: Some(Http1ProtocolOptions::default()),
                 http2_protocol_options: Some(Http2ProtocolOptions::default()),

@@ -83,8 +83,9 @@ fn socket(type_url: &str, msg: &impl prost::Message) -> TransportSocket {
 
 /// A Service port's transport socket matches: its endpoints with a sidecar (`tlsMode: weft`) are
 /// dialed with mTLS and must present one of the port's endpoints' identities; the rest
-/// plaintext. None when no endpoint has a sidecar.
-pub fn upstream(port: &ServicePort) -> Vec<TransportSocketMatch> {
+/// plaintext. None when no endpoint has a sidecar. `offer_h2`: HTTP/1 to them is multiplexed over
+/// HTTP/2 where ALPN agrees.
+pub fn upstream(port: &ServicePort, offer_h2: bool) -> Vec<TransportSocketMatch> {
     if !port.endpoints.iter().any(|e| e.mtls) {
         return Vec::new();
     }
@@ -94,10 +95,10 @@ pub fn upstream(port: &ServicePort) -> Vec<TransportSocketMatch> {
         .filter(|e| e.mtls)
         .filter_map(|e| e.identity.as_deref())
         .collect();
-    // An HTTP/1 port's clusters offer HTTP/2 (`auto_config`); other ports speak what they
-    // speak, and offer nothing.
+    // An HTTP/1 port's cluster that upgrades offers HTTP/2 (`auto_config`); other ports speak
+    // what they speak, and offer nothing.
     let alpn: &[&str] = match port.protocol {
-        crate::model::Protocol::Http1 => &ALPN,
+        crate::model::Protocol::Http1 if offer_h2 => &ALPN,
         _ => &[],
     };
     let tls = UpstreamTlsContext {

@@ -6,6 +6,7 @@
 //! UF (upstream connect failure), UR (upstream reset or protocol error), UT (upstream timeout),
 //! DPE (a request breaking HTTP in a way the server library lets through).
 
+mod authorize;
 mod body;
 pub mod fast;
 mod headers;
@@ -13,6 +14,7 @@ pub mod mirror;
 pub mod path;
 mod reply;
 pub mod rules;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,21 +88,6 @@ fn routed_authority<'a>(uri: Option<&'a Authority>, host: Option<&'a HeaderValue
         (None, Some(h)) => h.to_str().unwrap_or_default(),
         (None, None) => "",
     }
-}
-
-/// Removes dot segments from `uri`'s path, keeping its query; `Err` when the result is no URI.
-fn normalize(uri: &mut http::Uri) -> Result<(), ()> {
-    let Some(path) = path::normalized(uri.path()) else {
-        return Ok(());
-    };
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let mut parts = std::mem::take(uri).into_parts();
-    parts.path_and_query = Some(path_and_query.parse().map_err(|_| ())?);
-    *uri = http::Uri::from_parts(parts).map_err(|_| ())?;
-    Ok(())
 }
 
 /// How to reach one of a cluster's endpoints for a request that came over HTTP/2 or not.
@@ -177,32 +164,6 @@ impl Target {
         } = self;
         !dial.http2 && edits.is_none() && rewrite.is_none() && mirrors.is_empty()
     }
-}
-
-/// Answers `101 Switching Protocols` downstream and, once both sides have switched, copies bytes
-/// between them until either closes.
-fn switch_protocols(
-    mut resp: Response<Incoming>,
-    downstream: Option<hyper::upgrade::OnUpgrade>,
-    guard: crate::balance::InFlight,
-    open: crate::drain::Open,
-) -> Response<Body> {
-    let upstream = hyper::upgrade::on(&mut resp);
-    // The tunnel outlives the HTTP connection it came from: a drain waits for it too.
-    tokio::spawn(async move {
-        let (_guard, _open) = (guard, open);
-        let Some(downstream) = downstream else { return };
-        match tokio::try_join!(downstream, upstream) {
-            Ok((down, up)) => {
-                let mut down = hyper_util::rt::TokioIo::new(down);
-                let mut up = hyper_util::rt::TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            }
-            Err(e) => tracing::debug!("upgrade failed: {e}"),
-        }
-    });
-    let (parts, _) = resp.into_parts();
-    Response::from_parts(parts, Body::Local(Full::new(Bytes::new())))
 }
 
 /// Forwards requests; one per proxy, shared by every listener.
@@ -385,40 +346,6 @@ impl Proxy {
         }))
     }
 
-    /// Checks an inbound request against its port's RBAC filters, as the config now has them:
-    /// a refusal is logged with the peer's identity and the policy, counted, and answered 403.
-    fn authorize(
-        &self,
-        config: &crate::config::Config,
-        peer: &crate::config::authz::Peer,
-        req: &impl RequestView,
-    ) -> Result<(), Failure> {
-        let port = peer.destination.port();
-        let Some(chain) = config.inbound.as_ref().and_then(|l| l.chain_for_port(port)) else {
-            return Ok(());
-        };
-        let authz = chain.handler.authz();
-        if authz.is_empty() {
-            return Ok(());
-        }
-        let verdict = authz.check(peer, req);
-        self.metrics.authorized(true, verdict.is_ok());
-        match verdict {
-            Ok(()) => Ok(()),
-            Err(denied) => {
-                tracing::info!(
-                    peer_id = peer.principal.as_deref().unwrap_or("none"),
-                    policy = denied.policy.unwrap_or("none"),
-                    method = req.method(),
-                    path = req.path(),
-                    flags = Flag::Unauthorized.as_str(),
-                    "request denied by authorization policy: local reply 403"
-                );
-                Err((Flag::Unauthorized, None))
-            }
-        }
-    }
-
     /// The redirect a route answers with: `Location` from the request's authority and path,
     /// counted as a response without a destination.
     fn redirect(
@@ -532,7 +459,7 @@ impl Proxy {
         }
         // Routed and forwarded without dot segments (the fast path leaves such paths to here).
         if source.normalize_path && routed.is_none() {
-            normalize(&mut parts.uri).map_err(|()| (Flag::DownstreamProtocolError, None))?;
+            path::normalize(&mut parts.uri).map_err(|()| (Flag::DownstreamProtocolError, None))?;
         }
         // Clones share the request's buffer: routing reads the authority without copying it.
         let uri_authority = parts.uri.authority().cloned();
@@ -763,7 +690,12 @@ impl Proxy {
             }
             endpoint.stats.record(outcome, started.elapsed());
             let open = self.drain.open();
-            return Ok(switch_protocols(resp, downstream_upgrade, guard, open));
+            return Ok(upgrade::switch_protocols(
+                resp,
+                downstream_upgrade,
+                guard,
+                open,
+            ));
         }
         let (mut parts, body) = resp.into_parts();
         // The framing rule the fast path keeps too: chunked is decoded here and sent on in this

@@ -62,6 +62,21 @@ fn dots(seg: &str) -> Option<u8> {
     (first + second == b.len()).then_some(2)
 }
 
+/// Removes dot segments from `uri`'s path, keeping its query; `Err` when the result is no URI.
+pub(crate) fn normalize(uri: &mut http::Uri) -> Result<(), ()> {
+    let Some(path) = normalized(uri.path()) else {
+        return Ok(());
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| ())?);
+    *uri = http::Uri::from_parts(parts).map_err(|_| ())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub(super) fn attach_policies(
                         "connectionPool.idleTimeout",
                         c.idle_timeout.as_deref(),
                     ),
+                    h2_upgrade: c.h2_upgrade,
                 })
                 .unwrap_or_default(),
             outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {

@@ -208,6 +208,30 @@ fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
         .match_typed_subject_alt_names;
     assert_eq!(sans.len(), 1);
 
+    // A policy that says no keeps HTTP/1.1 to sidecars: nothing offered, nothing to negotiate.
+    let kept: Cluster = get(
+        &of_service(svc().policy(crate::model::TrafficPolicy {
+            limits: crate::model::ConnectionLimits {
+                h2_upgrade: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        })),
+        ResourceType::Cluster,
+        name,
+    );
+    assert!(kept.typed_extension_protocol_options.is_empty());
+    let Some(ConfigType::TypedConfig(any)) = &kept.transport_socket_matches[0]
+        .transport_socket
+        .as_ref()
+        .unwrap()
+        .config_type
+    else {
+        panic!("{kept:?}")
+    };
+    let tls = UpstreamTlsContext::decode(&any.value[..]).unwrap();
+    assert!(tls.common_tls_context.unwrap().alpn_protocols.is_empty());
+
     // No endpoint with a sidecar: plaintext, with nothing to match.
     let plain: Cluster = get(
         &of_service(

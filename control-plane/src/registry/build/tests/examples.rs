@@ -64,6 +64,7 @@ fn the_shop_canary_and_traffic_policy() {
                 max_requests: None,
                 max_retries: None,
                 idle_timeout: Some(Duration::from_secs(30)),
+                h2_upgrade: None,
             },
             outlier_detection: Some(OutlierDetection {
                 consecutive_5xx: 5,
