@@ -189,8 +189,50 @@ async fn forward_tcp<S: Stream>(
         original: peer.map(|p| p.destination),
         idle_timeout,
     };
-    if let Err(e) = crate::tcp::forward(store, &proxy.dialer, route, stream, refused).await {
+    let forward = crate::tcp::forward(store, &proxy.dialer, route, stream, refused);
+    // An inbound connection lasts only as long as the policy lets it (as Linkerd's do; Envoy
+    // judges a connection once): both sockets close when a change refuses it.
+    let ended = match peer {
+        None => forward.await,
+        Some(peer) => tokio::select! {
+            ended = forward => ended,
+            policy = revoked(store, peer) => {
+                proxy.metrics().authorized(false, false);
+                tracing::info!(
+                    peer_id = peer.principal.as_deref().unwrap_or("none"),
+                    policy = policy.as_deref().unwrap_or("none"),
+                    "open connection denied by a changed authorization policy: closed"
+                );
+                return;
+            }
+        },
+    };
+    if let Err(e) = ended {
         tracing::debug!(cluster, "tcp forward ended: {e}");
+    }
+}
+
+/// Resolves, with the refusing policy's name, once the live config's chain for `peer`'s port
+/// refuses its connection; pending as long as it does not.
+async fn revoked(store: &Store, peer: &Peer) -> Option<String> {
+    let mut changes = store.subscribe();
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let snap = store.load();
+        let port = peer.destination.port();
+        let Some(chain) = snap
+            .config
+            .inbound
+            .as_ref()
+            .and_then(|l| l.chain_for_port(port))
+        else {
+            continue;
+        };
+        if let Err(denied) = chain.handler.authz().check_connection(peer) {
+            return denied.policy.map(str::to_owned);
+        }
     }
 }
 

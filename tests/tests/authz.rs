@@ -54,6 +54,17 @@ spec:
   rules: [{ports: [8080], paths: ["/public/secret*"]}]
 "#;
 
+/// Nobody may open port 9000.
+const NO_DB: &str = r#"
+---
+apiVersion: weft.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: no-db, namespace: shop}
+spec:
+  action: DENY
+  rules: [{ports: [9000]}]
+"#;
+
 /// (status, body) of a request from the client pod: through its sidecar (mTLS, as `web`), or
 /// `as_proxy` straight to the pod in plaintext.
 fn request(pods: &Pods, as_proxy: bool, method: &str, url: &str) -> (u16, String) {
@@ -171,4 +182,34 @@ fn policies_allow_and_refuse_by_identity_method_path_and_port() {
     );
     let got = request(&pods, false, "GET", &format!("{api}/public/secret"));
     assert_eq!(got.0, 403);
+
+    // An open TCP connection lasts as long as policy allows it: a DENY written while it is
+    // open closes it (its client reads the end, not a timeout), counted and logged.
+    let script = "exec 3<>/dev/tcp/10.96.0.41/9000 && read -t 5 -r line <&3 && echo \"$line\" \
+                  && if read -t 20 -r more <&3; then echo data; \
+                  elif [ $? -gt 128 ]; then echo timeout; else echo closed; fi";
+    let mut held = pods
+        .client
+        .exec(&["bash", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "db-banner");
+    let denied_before = counted(&pods, "tcp", "denied");
+    std::fs::write(&registry, format!("{TWO_PODS}{DB}{DENY}{NO_DB}")).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let _ = held.wait();
+    assert_eq!(rest.trim(), "closed");
+    assert_eq!(counted(&pods, "tcp", "denied"), denied_before + 1);
+    assert!(
+        pods.server_log().lines().any(|l| l
+            .contains("open connection denied by a changed authorization policy")
+            && l.contains(r#"policy="shop/no-db[0]""#)),
+        "{}",
+        pods.server_log()
+    );
 }
