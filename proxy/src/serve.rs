@@ -221,16 +221,10 @@ async fn revoked(store: &Store, peer: &Peer) -> Option<String> {
             return std::future::pending().await;
         }
         let snap = store.load();
-        let port = peer.destination.port();
-        let Some(chain) = snap
-            .config
-            .inbound
-            .as_ref()
-            .and_then(|l| l.chain_for_port(port))
-        else {
+        let Some(authz) = snap.config.inbound_authz(peer.destination.port()) else {
             continue;
         };
-        if let Err(denied) = chain.handler.authz().check_connection(peer) {
+        if let Err(denied) = authz.check_connection(peer) {
             return denied.policy.map(str::to_owned);
         }
     }

@@ -130,10 +130,10 @@ pub fn outbound(svc: &Service, port: &ServicePort) -> Cluster {
 /// `HttpProtocolOptions` for a port: HTTP/2 upstream for HTTP/2 and gRPC ports; on a port left to
 /// detection, the client's own protocol (Istio does the same for sniffed ports: a gRPC client on an
 /// unnamed port must reach its server over HTTP/2); on an HTTP/1 port to `upgrade` (it has
-/// sidecars among its endpoints, and its policy does not say no), the version ALPN agrees (`auto_config`: the sidecars multiplex HTTP/1 requests
-/// over one HTTP/2 mTLS connection, and the endpoints without one, in plaintext, get HTTP/1.1;
-/// Istio's `h2UpgradePolicy` upgrades the whole cluster instead); HTTP/1.1 otherwise. Plus the
-/// idle timeout.
+/// sidecars among its endpoints, and its policy does not say no), the version ALPN agrees
+/// (`auto_config`: the sidecars multiplex HTTP/1 requests over one HTTP/2 mTLS connection, and
+/// the endpoints without one, in plaintext, get HTTP/1.1; Istio's `h2UpgradePolicy` upgrades
+/// the whole cluster instead); HTTP/1.1 otherwise. Plus the idle timeout.
 fn http_protocol_options(
     protocol: Protocol,
     upgrade: bool,

@@ -209,6 +209,17 @@ fn port_chains(
     }
 }
 
+/// A listener filter, its config typed.
+fn listener_filter(name: &str, type_name: &str, config: &impl prost::Message) -> ListenerFilter {
+    ListenerFilter {
+        name: name.into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+            type_name, config,
+        ))),
+        ..Default::default()
+    }
+}
+
 /// Gives a listener with a port left to detection the inspector that sniffs HTTP, and lets a
 /// connection that sends nothing go on to the TCP chain after weft-proxy's detection timeout
 /// ([`weft_proto::names::DETECT_TIMEOUT_MS`]) rather than be closed (Envoy's default), as
@@ -217,14 +228,11 @@ fn sniff_if_detecting(listener: &mut Listener, detecting: bool) {
     if !detecting {
         return;
     }
-    listener.listener_filters = vec![ListenerFilter {
-        name: "envoy.filters.listener.http_inspector".into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
-            &HttpInspector::default(),
-        ))),
-        ..Default::default()
-    }];
+    listener.listener_filters = vec![listener_filter(
+        "envoy.filters.listener.http_inspector",
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        &HttpInspector::default(),
+    )];
     let timeout = Duration::from_millis(weft_proto::names::DETECT_TIMEOUT_MS);
     listener.listener_filters_timeout = Some(duration(timeout));
     listener.continue_on_listener_filters_timeout = true;
@@ -382,29 +390,20 @@ pub fn inbound(workload: &Workload) -> Listener {
     };
     sniff_if_detecting(&mut listener, detecting);
     // Plaintext and mTLS are told apart by the first bytes, as Envoy's TLS inspector does.
-    listener.listener_filters.insert(
-        0,
-        ListenerFilter {
-            name: "envoy.filters.listener.tls_inspector".into(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-                &TlsInspector::default(),
-            ))),
-            ..Default::default()
-        },
-    );
     // Envoy matches the chains on the destination the connection was redirected from.
-    listener.listener_filters.insert(
-        0,
-        ListenerFilter {
-            name: "envoy.filters.listener.original_dst".into(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
-                &OriginalDst::default(),
-            ))),
-            ..Default::default()
-        },
-    );
+    let first = [
+        listener_filter(
+            "envoy.filters.listener.original_dst",
+            "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+            &OriginalDst::default(),
+        ),
+        listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            &TlsInspector::default(),
+        ),
+    ];
+    listener.listener_filters.splice(0..0, first);
     let timeout = Duration::from_millis(weft_proto::names::DETECT_TIMEOUT_MS);
     listener.listener_filters_timeout = Some(duration(timeout));
     listener.continue_on_listener_filters_timeout = true;

@@ -414,6 +414,13 @@ impl Config {
             self.by_addr.get(&SocketAddr::new(any, dst.port()))
         })
     }
+
+    /// Who may connect to the app's `port`, as its inbound chain says now: what requests and
+    /// connections already open are judged by. None: no inbound chain serves the port.
+    pub fn inbound_authz(&self, port: u16) -> Option<&Authz> {
+        let chain = self.inbound.as_ref()?.chain_for_port(port)?;
+        Some(chain.handler.authz())
+    }
 }
 
 mod duration_ms {

@@ -14,11 +14,9 @@ impl Proxy {
         peer: &crate::config::authz::Peer,
         req: &impl RequestView,
     ) -> Result<(), Failure> {
-        let port = peer.destination.port();
-        let Some(chain) = config.inbound.as_ref().and_then(|l| l.chain_for_port(port)) else {
+        let Some(authz) = config.inbound_authz(peer.destination.port()) else {
             return Ok(());
         };
-        let authz = chain.handler.authz();
         if authz.is_empty() {
             return Ok(());
         }

@@ -528,17 +528,8 @@ impl Proxy {
             dial.negotiate = false;
         }
         headers::strip_hop_by_hop(&mut parts.headers);
-        // A body of unknown length (chunked, or HTTP/2 frames) is sent on chunked, whatever the
-        // method: hyper's client would send a GET's as no body at all.
-        if !dial.http2
-            && !hyper::body::Body::is_end_stream(&body)
-            && hyper::body::Body::size_hint(&body).exact().is_none()
-            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-        {
-            parts.headers.insert(
-                http::header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
+        if !dial.http2 {
+            crate::upstream::body::chunk_if_unsized(&mut parts.headers, &body);
         }
         if let Some(protocol) = &upgrade {
             parts.headers.insert(

@@ -20,6 +20,20 @@ const QUEUE: usize = 16;
 /// A body whose frames failed to arrive: the client's or a copy's.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Marks a body of unknown length (chunked, or HTTP/2 frames) for chunked coding on an
+/// HTTP/1.1 hop, whatever the method: hyper's client would send a GET's as no body at all.
+pub fn chunk_if_unsized<B: Body>(headers: &mut http::HeaderMap, body: &B) {
+    if !body.is_end_stream()
+        && body.size_hint().exact().is_none()
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        headers.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+    }
+}
+
 /// A request body sent upstream: the client's, the client's while it is copied, or a copy.
 pub enum RequestBody {
     /// The client's body, passed through.

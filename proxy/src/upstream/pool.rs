@@ -345,7 +345,6 @@ impl Pool {
 /// `:authority`, an origin-form target, a body of unknown length chunked. (Cookies were joined
 /// when it was made: one field is valid in both versions.)
 fn as_http1(req: Request<RequestBody>) -> Request<RequestBody> {
-    use hyper::body::Body as _;
     let (mut parts, body) = req.into_parts();
     if let Some(host) = parts
         .uri
@@ -360,15 +359,7 @@ fn as_http1(req: Request<RequestBody>) -> Request<RequestBody> {
         parts.uri = u;
     }
     parts.version = http::Version::HTTP_11;
-    if !body.is_end_stream()
-        && body.size_hint().exact().is_none()
-        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-    {
-        parts.headers.insert(
-            http::header::TRANSFER_ENCODING,
-            http::HeaderValue::from_static("chunked"),
-        );
-    }
+    super::body::chunk_if_unsized(&mut parts.headers, &body);
     Request::from_parts(parts, body)
 }
 

@@ -169,16 +169,19 @@ fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
         .map(|m| m.name.as_str())
         .collect();
     assert_eq!(names, ["tlsMode-weft", "tlsMode-disabled"]);
-    let Some(ConfigType::TypedConfig(any)) = &cluster.transport_socket_matches[0]
-        .transport_socket
-        .as_ref()
-        .unwrap()
-        .config_type
-    else {
-        panic!("{cluster:?}")
+    // The first match's TLS context.
+    let mtls_context = |c: &Cluster| {
+        let Some(ConfigType::TypedConfig(any)) = &c.transport_socket_matches[0]
+            .transport_socket
+            .as_ref()
+            .unwrap()
+            .config_type
+        else {
+            panic!("{c:?}")
+        };
+        UpstreamTlsContext::decode(&any.value[..]).unwrap()
     };
-    let tls = UpstreamTlsContext::decode(&any.value[..]).unwrap();
-    let common = tls.common_tls_context.unwrap();
+    let common = mtls_context(&cluster).common_tls_context.unwrap();
     // HTTP/1 between sidecars goes over HTTP/2 where ALPN agrees; plaintext stays HTTP/1.1.
     assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
     let opts = HttpProtocolOptions::decode(
@@ -221,16 +224,8 @@ fn endpoints_with_a_sidecar_are_dialed_with_mtls_as_their_cluster_says() {
         name,
     );
     assert!(kept.typed_extension_protocol_options.is_empty());
-    let Some(ConfigType::TypedConfig(any)) = &kept.transport_socket_matches[0]
-        .transport_socket
-        .as_ref()
-        .unwrap()
-        .config_type
-    else {
-        panic!("{kept:?}")
-    };
-    let tls = UpstreamTlsContext::decode(&any.value[..]).unwrap();
-    assert!(tls.common_tls_context.unwrap().alpn_protocols.is_empty());
+    let common = mtls_context(&kept).common_tls_context.unwrap();
+    assert!(common.alpn_protocols.is_empty());
 
     // No endpoint with a sidecar: plaintext, with nothing to match.
     let plain: Cluster = get(
