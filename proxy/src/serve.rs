@@ -90,7 +90,8 @@ pub async fn serve_connection(
     let _ = stream.set_nodelay(true);
     match http_source(handler, pinned, peer.clone()) {
         Ok(source) => serve_http(proxy, source, stream, detected).await,
-        Err(plan) => forward_tcp(&store, &proxy, plan, peer.as_ref(), stream).await,
+        // Boxed, so an HTTP connection's task does not hold a tunnel's state.
+        Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, peer.as_ref(), stream)).await,
     }
 }
 
@@ -322,7 +323,12 @@ async fn serve_mtls(
     };
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(certified.tls.server.clone());
-    let tls = match tokio::time::timeout(proxy.header_timeout, acceptor.accept(stream)).await {
+    // Boxed, as the session is once made: the handshake's state is not kept in the task.
+    let handshake = Box::pin(tokio::time::timeout(
+        proxy.header_timeout,
+        acceptor.accept(stream),
+    ));
+    let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             proxy.metrics().mtls_handshake_failed();
@@ -340,7 +346,7 @@ async fn serve_mtls(
     tracing::Span::current().record("peer_id", id.as_deref().unwrap_or("none"));
     note.peer(id.as_deref().unwrap_or("unknown"));
     peer.principal = id.map(Arc::from);
-    let mut tls = crate::stream::Flushing::new(tls);
+    let mut tls = crate::stream::Flushing::new(Box::new(tls));
     // What is inside is told from its first bytes, read (TLS cannot be peeked) and put back.
     let mut first = bytes::BytesMut::new();
     let detected = match (protocol, &handler) {
@@ -362,7 +368,7 @@ async fn serve_mtls(
             let http2 = detected == Some(Detected::Http2);
             serve_http_on(proxy, source, stream, http2).await;
         }
-        Err(plan) => forward_tcp(&store, &proxy, plan, Some(&peer), stream).await,
+        Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
     }
 }
 
@@ -413,11 +419,9 @@ pub async fn serve_http(
 /// Serves HTTP (`http2`, or HTTP/1 by the fast path and hyper) on any stream: the one a
 /// listener accepted, or what a TLS handshake on it yields.
 pub async fn serve_http_on<S: Stream>(proxy: Proxy, source: RouteSource, stream: S, http2: bool) {
-    let drain = proxy.drain.clone();
-    let header_timeout = proxy.header_timeout;
     // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
     // until the proxy stops): closing it at once would fail a client that did nothing wrong.
-    let late = drain.is_draining();
+    let late = proxy.drain.is_draining();
     let (server, routed) = if http2 {
         (Server::Http2(stream), None)
     } else if proxy.http1_fast_path {
@@ -431,6 +435,22 @@ pub async fn serve_http_on<S: Stream>(proxy: Proxy, source: RouteSource, stream:
             None,
         )
     };
+    // Boxed: a connection the fast path serves holds only the fast path's state in its task,
+    // not hyper's too (an idle connection's memory is mostly this state).
+    Box::pin(serve_hyper(proxy, source, server, routed, late)).await;
+}
+
+/// Serves the rest of a connection with hyper: HTTP/2, or HTTP/1 the fast path handed over
+/// (`routed`: the request it routed before handing over, if it did).
+async fn serve_hyper<S: Stream>(
+    proxy: Proxy,
+    source: RouteSource,
+    server: Server<S>,
+    routed: Option<crate::http::Routed>,
+    late: bool,
+) {
+    let drain = proxy.drain.clone();
+    let header_timeout = proxy.header_timeout;
     let idle = proxy.idle_timeout;
     let source = Arc::new(source);
     // The request the fast path routed before handing over is the first hyper reads; the flag

@@ -58,8 +58,26 @@ fn reusable(until: Option<Instant>) -> bool {
 }
 
 /// A connection the fast path speaks HTTP/1.1 on itself, plain or mTLS (the fast path reads and
-/// writes it through [`crate::stream::Stream`] only).
-pub type RawConn = Conn;
+/// writes it through [`crate::stream::Stream`] only), with the buffer its responses are read
+/// into. The buffer stays with the connection, in the pool too: a client connection idle
+/// between requests holds none, and a thousand of them idle share the few pooled ones.
+#[derive(Debug)]
+pub struct RawConn {
+    /// The connection.
+    pub conn: Conn,
+    /// Bytes read from it: the response being relayed.
+    pub buf: bytes::BytesMut,
+}
+
+impl RawConn {
+    /// A newly dialed connection, its buffer not yet allocated.
+    pub fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+}
 
 /// The endpoint a request goes to: its address, and how to connect to it.
 #[derive(Clone, Copy, Debug)]
@@ -208,9 +226,9 @@ impl Pool {
     /// written to meanwhile is dropped. Costs no system call unless the socket has news.
     pub fn take_raw(&self) -> Option<RawConn> {
         loop {
-            let (mut conn, _) = lock(&self.raw).pop()?;
-            if conn.still_idle() {
-                return Some(conn);
+            let (mut raw, _) = lock(&self.raw).pop()?;
+            if raw.conn.still_idle() {
+                return Some(raw);
             }
         }
     }
@@ -228,7 +246,7 @@ impl Pool {
             !c.send.is_closed() && now - *since < idle_timeout && reusable(c.reuse_until)
         });
         lock(&self.raw)
-            .retain(|(c, since)| now - *since < idle_timeout && reusable(c.reuse_until()));
+            .retain(|(c, since)| now - *since < idle_timeout && reusable(c.conn.reuse_until()));
         let mut h2 = lock(&self.h2);
         if h2.as_ref().is_some_and(|c| {
             c.send.is_closed()

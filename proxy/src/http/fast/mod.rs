@@ -36,6 +36,9 @@ use crate::metrics::{DestStats, Flag, Outcome, RequestProtocol};
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes read at a time from a client that starts a new request: most heads fit.
+const HEAD_CHUNK: usize = 4 * 1024;
+
 /// Pipelined bytes read ahead while a response is awaited; past this the client waits.
 const READ_AHEAD: usize = 2 * MAX_HEADER_BYTES;
 
@@ -136,8 +139,6 @@ struct Conn<'p, S> {
     inbuf: BytesMut,
     /// The client has closed its side; what is in `inbuf` is all there will be.
     client_done: bool,
-    /// Bytes from the upstream.
-    upbuf: BytesMut,
     /// The request going upstream, kept for a retry.
     up_head: Vec<u8>,
     /// What goes downstream next.
@@ -182,9 +183,8 @@ pub async fn serve<S: Stream>(
     let mut conn = Conn {
         proxy,
         client,
-        inbuf: BytesMut::with_capacity(4 * 1024),
+        inbuf: BytesMut::new(),
         client_done: false,
-        upbuf: BytesMut::new(),
         up_head: Vec::new(),
         down: Vec::new(),
         spans: Vec::new(),
@@ -231,10 +231,9 @@ pub async fn serve<S: Stream>(
             if conn.client_done {
                 return Served::Closed;
             }
-            conn.inbuf.reserve(READ_CHUNK);
             tokio::select! {
                 biased;
-                read = conn.client.read_buf(&mut conn.inbuf) => {
+                read = conn.read_client() => {
                     if !matches!(read, Ok(n) if n > 0) {
                         return Served::Closed;
                     }
@@ -366,12 +365,14 @@ impl<S: Stream> Conn<'_, S> {
             let (mut upstream, reused) = match endpoint.pool.take_raw() {
                 Some(c) => (c, true),
                 None => {
-                    let connect = self.proxy.dialer.dial(
+                    // Boxed: a new connection is rare, and its handshake's state would
+                    // otherwise sit in every connection's task.
+                    let connect = Box::pin(self.proxy.dialer.dial(
                         endpoint.addr,
                         &endpoint.security,
                         dial.connect_timeout,
                         false,
-                    );
+                    ));
                     let connected = tokio::select! {
                         biased;
                         () = expiry(timer.as_mut()) => {
@@ -380,7 +381,7 @@ impl<S: Stream> Conn<'_, S> {
                         c = connect => c,
                     };
                     match connected {
-                        Ok(c) => (c, false),
+                        Ok(c) => (RawConn::new(c), false),
                         Err(e) => {
                             tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
                             // Only a refused or unreachable endpoint is backed off from.
@@ -394,7 +395,7 @@ impl<S: Stream> Conn<'_, S> {
             let written = tokio::select! {
                 biased;
                 () = expiry(timer.as_mut()) => Err(NoHead::Timeout),
-                w = upstream.write_all(&self.up_head) => w.map_err(|_| NoHead::Stale),
+                w = upstream.conn.write_all(&self.up_head) => w.map_err(|_| NoHead::Stale),
             };
             let answer = match written {
                 Ok(()) => {
@@ -439,7 +440,7 @@ impl<S: Stream> Conn<'_, S> {
         // The start of the body came with the head; a chunked one broken already gets a 502, as
         // nothing has gone downstream yet.
         let mut body = Left::new(resp.framing);
-        let Ok(first) = body.feed(&self.upbuf[resp.len..]) else {
+        let Ok(first) = body.feed(&upstream.buf[resp.len..]) else {
             tracing::debug!(endpoint = %endpoint.addr, "upstream sent malformed chunked coding");
             return self
                 .reply(req, Flag::UpstreamProtocolError, &endpoint.stats)
@@ -447,7 +448,7 @@ impl<S: Stream> Conn<'_, S> {
         };
         let close =
             req.close || resp.framing == Framing::UntilClose || self.proxy.drain.is_draining();
-        self.write_downstream_head(&resp, close);
+        self.write_downstream_head(&upstream.buf, &resp, close);
         let relayed = Relay {
             resp,
             body,
@@ -478,8 +479,8 @@ impl<S: Stream> Conn<'_, S> {
         out.extend_from_slice(b"\r\n");
     }
 
-    fn write_downstream_head(&mut self, resp: &ResponseHead, close: bool) {
-        let (out, buf) = (&mut self.down, &self.upbuf[..]);
+    fn write_downstream_head(&mut self, buf: &[u8], resp: &ResponseHead, close: bool) {
+        let out = &mut self.down;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         let s = resp.status;
@@ -515,7 +516,31 @@ impl<S: Stream> Conn<'_, S> {
         }
     }
 
-    /// Reads the response head into `upbuf`, skipping 1xx heads, while watching the client: one
+    /// Reads more of the client's bytes. Between requests (nothing buffered) it first waits
+    /// for the client to send, having given its buffer back if it has to wait: a keep-alive
+    /// connection idle between requests holds no buffer, as nginx's hold none.
+    async fn read_client(&mut self) -> std::io::Result<usize> {
+        if self.inbuf.is_empty() {
+            let (client, inbuf) = (&mut self.client, &mut self.inbuf);
+            std::future::poll_fn(|cx| {
+                let ready = client.poll_readable(cx);
+                if ready.is_pending() && inbuf.capacity() > 0 {
+                    *inbuf = BytesMut::new();
+                }
+                ready
+            })
+            .await?;
+        }
+        let chunk = if self.inbuf.is_empty() {
+            HEAD_CHUNK
+        } else {
+            READ_CHUNK
+        };
+        self.inbuf.reserve(chunk);
+        self.client.read_buf(&mut self.inbuf).await
+    }
+
+    /// Reads the response head into the upstream's buffer, skipping 1xx heads, while watching the client: one
     /// that closes abandons the request.
     async fn response_head(
         &mut self,
@@ -524,30 +549,31 @@ impl<S: Stream> Conn<'_, S> {
         is_head: bool,
         mut timer: Timer<'_>,
     ) -> Result<ResponseHead, NoHead> {
-        self.upbuf.clear();
+        let RawConn { conn, buf } = upstream;
+        buf.clear();
         let mut heard = false;
         let mut watching = !self.client_done;
         loop {
-            if !self.upbuf.is_empty() {
-                match parse::response(&self.upbuf, is_head, &mut self.spans) {
+            if !buf.is_empty() {
+                match parse::response(buf, is_head, &mut self.spans) {
                     Ok(Response::Done(resp)) => return Ok(resp),
                     Ok(Response::Informational(n)) => {
-                        self.upbuf.advance(n);
+                        buf.advance(n);
                         continue;
                     }
-                    Ok(Response::Partial) if self.upbuf.len() < MAX_HEADER_BYTES => {}
+                    Ok(Response::Partial) if buf.len() < MAX_HEADER_BYTES => {}
                     Ok(Response::Partial) => {
                         return Err(NoHead::Broken("response headers too large"));
                     }
                     Err(why) => return Err(NoHead::Broken(why)),
                 }
             }
-            self.upbuf.reserve(READ_CHUNK);
+            buf.reserve(READ_CHUNK);
             // The timer first: an upstream that never stops sending must not starve it.
             tokio::select! {
                 biased;
                 () = expiry(timer.as_mut()) => return Err(NoHead::Timeout),
-                read = upstream.read_buf(&mut self.upbuf) => match read {
+                read = conn.read_buf(buf) => match read {
                     Ok(n) if n > 0 => heard = true,
                     _ if !heard => return Err(NoHead::Stale),
                     _ => return Err(NoHead::Cut),
@@ -580,18 +606,20 @@ impl<S: Stream> Conn<'_, S> {
         let stats = &guard.endpoint().stats;
         let (code, started) = (resp.status, req.started);
         // Bytes past the end of the response: the upstream is not speaking HTTP/1.1 we trust.
-        let mut reusable = resp.reusable && resp.len + take == self.upbuf.len();
+        let mut reusable = resp.reusable && resp.len + take == upstream.buf.len();
         // The head goes out with the first piece of body, in one write.
-        self.down
-            .extend_from_slice(&self.upbuf[resp.len..resp.len + take]);
-        if self.client.write_all(&self.down).await.is_err() {
+        let first = &upstream.buf[resp.len..resp.len + take];
+        if write_both(&mut self.client, &self.down, first)
+            .await
+            .is_err()
+        {
             count(stats, code, Some(Flag::DownstreamClosed), started);
             return false;
         }
         let mut watching = !self.client_done;
         while !done {
-            self.upbuf.clear();
-            self.upbuf.reserve(READ_CHUNK);
+            upstream.buf.clear();
+            upstream.buf.reserve(READ_CHUNK);
             // The timer first: an upstream that never stops sending must not starve it.
             let read = tokio::select! {
                 biased;
@@ -599,7 +627,7 @@ impl<S: Stream> Conn<'_, S> {
                     count(stats, code, Some(Flag::UpstreamTimeout), started);
                     return self.abort(resp.framing);
                 }
-                read = upstream.read_buf(&mut self.upbuf) => read,
+                read = upstream.conn.read_buf(&mut upstream.buf) => read,
                 read = self.client.read_buf(&mut self.inbuf), if watching => {
                     match self.client_read(req, read) {
                         Ok(more) => watching = more,
@@ -620,14 +648,14 @@ impl<S: Stream> Conn<'_, S> {
                     return self.abort(resp.framing);
                 }
             }
-            let Ok(fed) = body.feed(&self.upbuf) else {
+            let Ok(fed) = body.feed(&upstream.buf) else {
                 tracing::debug!("upstream sent malformed chunked coding");
                 count(stats, code, Some(Flag::UpstreamProtocolError), started);
                 return self.abort(resp.framing);
             };
             (take, done) = fed;
-            reusable &= take == self.upbuf.len();
-            if self.client.write_all(&self.upbuf[..take]).await.is_err() {
+            reusable &= take == upstream.buf.len();
+            if self.client.write_all(&upstream.buf[..take]).await.is_err() {
                 count(stats, code, Some(Flag::DownstreamClosed), started);
                 return false;
             }
@@ -705,16 +733,33 @@ impl<S: Stream> Conn<'_, S> {
             return;
         }
         let _ = tokio::time::timeout(LINGER, async {
+            let mut discard = BytesMut::new();
             loop {
-                self.upbuf.clear();
-                self.upbuf.reserve(READ_CHUNK);
-                if !matches!(self.client.read_buf(&mut self.upbuf).await, Ok(n) if n > 0) {
+                discard.clear();
+                discard.reserve(READ_CHUNK);
+                if !matches!(self.client.read_buf(&mut discard).await, Ok(n) if n > 0) {
                     break;
                 }
             }
         })
         .await;
     }
+}
+
+/// Writes `head` and then `body`: in one write (one `writev`, one TLS record) where the stream
+/// takes both at once, without first copying the body behind the head.
+async fn write_both<S: Stream>(s: &mut S, mut head: &[u8], mut body: &[u8]) -> std::io::Result<()> {
+    while !head.is_empty() {
+        let both = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+        let n = s.write_vectored(&both).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    s.write_all(body).await
 }
 
 /// How long a refused client's further bytes are read and dropped before its connection closes.
