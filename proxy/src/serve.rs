@@ -260,44 +260,57 @@ pub async fn serve_inbound(
     peer: Peer,
     note: crate::connections::Note,
 ) {
+    // Each step boxed: a connection's task holds the state of the side it takes, not of both
+    // nor of the detection before (an idle connection's memory is mostly this state).
     let tls_first = match port.tls {
         InboundTls::Off => false,
         InboundTls::Permissive | InboundTls::Strict => {
-            detect(&stream, port.sniffing.timeout).await == Detected::Tls
+            Box::pin(detect(&stream, port.sniffing.timeout)).await == Detected::Tls
         }
     };
-    if !tls_first {
-        match port.tls {
-            InboundTls::Off => {}
-            InboundTls::Strict => {
-                proxy.metrics().inbound_connection(false, false);
-                tracing::info!("plaintext to a STRICT mTLS port: closed");
-                return;
-            }
-            InboundTls::Permissive => proxy.metrics().inbound_connection(false, true),
-        }
-        let InboundPort {
-            protocol,
-            handler,
-            fallback,
-            sniffing,
-            ..
-        } = port;
-        if let Some((handler, detected)) =
-            choose(&stream, protocol, handler, Some(fallback), sniffing).await
-        {
-            let accepted = Accepted {
-                detected,
-                pinned,
-                peer: Some(peer),
-            };
-            // Boxed, as the mTLS side is: a connection's task holds the state of the side it
-            // takes, not of both (an idle connection's memory is mostly this state).
-            Box::pin(serve_connection(store, proxy, handler, stream, accepted)).await;
-        }
-        return;
+    if tls_first {
+        Box::pin(serve_mtls(store, proxy, stream, port, pinned, peer, note)).await;
+    } else {
+        Box::pin(serve_plaintext(store, proxy, stream, port, pinned, peer)).await;
     }
-    Box::pin(serve_mtls(store, proxy, stream, port, pinned, peer, note)).await;
+}
+
+/// Serves a connection that did not open with a ClientHello: as the port's chain says, unless
+/// the port is STRICT, which closes it.
+async fn serve_plaintext(
+    store: Arc<Store>,
+    proxy: Proxy,
+    stream: TcpStream,
+    port: InboundPort,
+    pinned: Option<(SocketAddr, String)>,
+    peer: Peer,
+) {
+    match port.tls {
+        InboundTls::Off => {}
+        InboundTls::Strict => {
+            proxy.metrics().inbound_connection(false, false);
+            tracing::info!("plaintext to a STRICT mTLS port: closed");
+            return;
+        }
+        InboundTls::Permissive => proxy.metrics().inbound_connection(false, true),
+    }
+    let InboundPort {
+        protocol,
+        handler,
+        fallback,
+        sniffing,
+        ..
+    } = port;
+    if let Some((handler, detected)) =
+        choose(&stream, protocol, handler, Some(fallback), sniffing).await
+    {
+        let accepted = Accepted {
+            detected,
+            pinned,
+            peer: Some(peer),
+        };
+        Box::pin(serve_connection(store, proxy, handler, stream, accepted)).await;
+    }
 }
 
 /// Accepts mTLS on a connection whose first bytes are a ClientHello, then serves what is inside
@@ -328,8 +341,9 @@ async fn serve_mtls(
         proxy.header_timeout,
         acceptor.accept(stream),
     ));
+    // Boxed at once: a session moved out of a slot of the task still keeps the slot.
     let tls = match handshake.await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => {
             proxy.metrics().mtls_handshake_failed();
             tracing::info!("mTLS handshake failed: {e}");
@@ -346,7 +360,7 @@ async fn serve_mtls(
     tracing::Span::current().record("peer_id", id.as_deref().unwrap_or("none"));
     note.peer(id.as_deref().unwrap_or("unknown"));
     peer.principal = id.map(Arc::from);
-    let mut tls = crate::stream::Flushing::new(Box::new(tls));
+    let mut tls = crate::stream::Flushing::new(tls);
     // What is inside is told from its first bytes, read (TLS cannot be peeked) and put back.
     let mut first = bytes::BytesMut::new();
     let detected = match (protocol, &handler) {

@@ -14,20 +14,11 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Makes the coming close a reset (RST) rather than a FIN, so a peer reading a body until
     /// close sees it cut, not complete.
     fn reset_on_close(&self);
-
-    /// Ready once a read would not wait: bytes, a close or an error are there (or, rarely, a
-    /// partial TLS record). Lets a connection idle between requests wait without holding a read
-    /// buffer, as nginx's keep-alive connections do.
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Stream for TcpStream {
     fn reset_on_close(&self) {
         let _ = self.set_zero_linger();
-    }
-
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
     }
 }
 
@@ -49,11 +40,6 @@ impl<T> Flushing<T> {
     /// The wrapped stream.
     pub fn get_ref(&self) -> &T {
         &self.inner
-    }
-
-    /// The wrapped stream, to change.
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.inner
     }
 }
 
@@ -115,25 +101,5 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Flushing<T> {
 impl<S: Stream> Stream for Flushing<Box<tokio_rustls::server::TlsStream<S>>> {
     fn reset_on_close(&self) {
         self.inner.get_ref().0.reset_on_close();
-    }
-
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // What an earlier write left goes out first, as a read would push it.
-        let _ = Pin::new(&mut self.inner).poll_flush(cx);
-        let (io, session) = self.inner.get_mut();
-        tls_readable(io, session.reader(), cx)
-    }
-}
-
-/// A TLS stream's [`Stream::poll_readable`]: ready at once when decrypted bytes (or the
-/// session's end) are waiting, else when its socket is.
-pub fn tls_readable<S: Stream>(
-    io: &mut S,
-    mut session: rustls::Reader<'_>,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    match std::io::BufRead::fill_buf(&mut session) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.poll_readable(cx),
-        _ => Poll::Ready(Ok(())),
     }
 }

@@ -167,16 +167,6 @@ impl Stream for Conn {
     fn reset_on_close(&self) {
         self.tcp().reset_on_close();
     }
-
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Self::Plain(s) => s.poll_readable(cx),
-            Self::Tls(s) => {
-                let (io, session) = s.stream.get_mut().get_mut();
-                crate::stream::tls_readable(io, session.reader(), cx)
-            }
-        }
-    }
 }
 
 /// Opens upstream connections: plain TCP, or mTLS with the workload's current certificate.

@@ -11,6 +11,7 @@
 //! uploads stream both ways at once as hyper's client does, and the proxy's own replies for
 //! routing failures come from one place.
 
+mod buffers;
 mod chunked;
 mod parse;
 mod prefixed;
@@ -35,9 +36,6 @@ use crate::metrics::{DestStats, Flag, Outcome, RequestProtocol};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Bytes read at a time from a client that starts a new request: most heads fit.
-const HEAD_CHUNK: usize = 4 * 1024;
 
 /// Pipelined bytes read ahead while a response is awaited; past this the client waits.
 const READ_AHEAD: usize = 2 * MAX_HEADER_BYTES;
@@ -516,28 +514,26 @@ impl<S: Stream> Conn<'_, S> {
         }
     }
 
-    /// Reads more of the client's bytes. Between requests (nothing buffered) it first waits
-    /// for the client to send, having given its buffer back if it has to wait: a keep-alive
-    /// connection idle between requests holds no buffer, as nginx's hold none.
+    /// Reads more of the client's bytes. A connection that waits between requests (nothing
+    /// buffered) gives its buffer back meanwhile and takes one again when bytes come.
     async fn read_client(&mut self) -> std::io::Result<usize> {
-        if self.inbuf.is_empty() {
-            let (client, inbuf) = (&mut self.client, &mut self.inbuf);
-            std::future::poll_fn(|cx| {
-                let ready = client.poll_readable(cx);
-                if ready.is_pending() && inbuf.capacity() > 0 {
-                    *inbuf = BytesMut::new();
+        std::future::poll_fn(|cx| {
+            if self.inbuf.is_empty() {
+                if self.inbuf.capacity() == 0 {
+                    self.inbuf = buffers::take();
                 }
-                ready
-            })
-            .await?;
-        }
-        let chunk = if self.inbuf.is_empty() {
-            HEAD_CHUNK
-        } else {
-            READ_CHUNK
-        };
-        self.inbuf.reserve(chunk);
-        self.client.read_buf(&mut self.inbuf).await
+                self.inbuf.reserve(buffers::SIZE);
+            } else {
+                self.inbuf.reserve(READ_CHUNK);
+            }
+            let read =
+                tokio_util::io::poll_read_buf(Pin::new(&mut self.client), cx, &mut self.inbuf);
+            if read.is_pending() && self.inbuf.is_empty() {
+                buffers::give(std::mem::take(&mut self.inbuf));
+            }
+            read
+        })
+        .await
     }
 
     /// Reads the response head into the upstream's buffer, skipping 1xx heads, while watching the client: one

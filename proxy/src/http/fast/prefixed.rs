@@ -26,13 +26,6 @@ impl<S: crate::stream::Stream> crate::stream::Stream for Prefixed<S> {
     fn reset_on_close(&self) {
         self.inner.reset_on_close();
     }
-
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return self.inner.poll_readable(cx);
-        }
-        Poll::Ready(Ok(()))
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
