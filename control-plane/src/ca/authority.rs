@@ -7,12 +7,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::rand::SecureRandom;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
-use ring::rand::SecureRandom;
 use time::OffsetDateTime;
 
 use super::Identity;
@@ -320,7 +320,7 @@ impl Authority {
 /// A random positive 16-byte serial number (RFC 5280 allows up to 20).
 fn serial() -> Result<SerialNumber, String> {
     let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| "no randomness".to_string())?;
     bytes[0] &= 0x7f;
@@ -375,7 +375,7 @@ fn load_or_create(path: &Path, trust_domain: &str) -> Result<String, LoadError> 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut suffix = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut suffix);
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut suffix);
     let name = format!(
         ".{ROOT_FILE}.{}.{}",
         std::process::id(),

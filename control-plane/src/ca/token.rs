@@ -4,14 +4,14 @@
 //! (`sub: system:serviceaccount:<ns>:<sa>`), for audience `weft-ca`. `weft token create`
 //! issues them; a sidecar presents one to be given a certificate for that identity.
 //!
-//! Written on ring (already the workspace's one crypto provider) rather than a JWT crate, whose
+//! Written on aws-lc-rs (already the workspace's one crypto provider) rather than a JWT crate, whose
 //! ES256 would bring a second one: the format is three base64url parts and one signature.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{self, EcdsaKeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::signature::{self, EcdsaKeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::Identity;
@@ -90,10 +90,9 @@ pub fn issue(
     audience: &str,
     ttl: Duration,
 ) -> Result<String, String> {
-    let rng = ring::rand::SystemRandom::new();
-    let key =
-        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, key_pkcs8, &rng)
-            .map_err(|e| format!("the CA key cannot sign tokens: {e}"))?;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, key_pkcs8)
+        .map_err(|e| format!("the CA key cannot sign tokens: {e}"))?;
     let iat = now();
     let claims = Claims {
         iss: ISSUER.into(),
