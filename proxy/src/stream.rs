@@ -6,7 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A byte stream to a client or an upstream.
@@ -101,5 +101,50 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Flushing<T> {
 impl<S: Stream> Stream for Flushing<Box<tokio_rustls::server::TlsStream<S>>> {
     fn reset_on_close(&self) {
         self.inner.get_ref().0.reset_on_close();
+    }
+}
+
+/// Writes `head` and then `body`: in one write (one `writev`, one TLS record) where the stream
+/// takes both at once, without first copying the body behind the head.
+pub async fn write_both<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    mut head: &[u8],
+    mut body: &[u8],
+) -> io::Result<()> {
+    while !head.is_empty() {
+        let both = [io::IoSlice::new(head), io::IoSlice::new(body)];
+        let n = s.write_vectored(&both).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    s.write_all(body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn head_and_body_arrive_whole_through_a_stream_that_takes_three_bytes_at_a_time() {
+        let (mut w, mut r) = tokio::io::duplex(3);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        write_both(&mut w, b"HTTP/1.1 200 OK\r\n\r\n", b"hello, world")
+            .await
+            .unwrap();
+        write_both(&mut w, b"", b"!").await.unwrap();
+        drop(w);
+        assert_eq!(
+            reader.await.unwrap(),
+            b"HTTP/1.1 200 OK\r\n\r\nhello, world!"
+        );
     }
 }

@@ -605,7 +605,7 @@ impl<S: Stream> Conn<'_, S> {
         let mut reusable = resp.reusable && resp.len + take == upstream.buf.len();
         // The head goes out with the first piece of body, in one write.
         let first = &upstream.buf[resp.len..resp.len + take];
-        if write_both(&mut self.client, &self.down, first)
+        if crate::stream::write_both(&mut self.client, &self.down, first)
             .await
             .is_err()
         {
@@ -740,22 +740,6 @@ impl<S: Stream> Conn<'_, S> {
         })
         .await;
     }
-}
-
-/// Writes `head` and then `body`: in one write (one `writev`, one TLS record) where the stream
-/// takes both at once, without first copying the body behind the head.
-async fn write_both<S: Stream>(s: &mut S, mut head: &[u8], mut body: &[u8]) -> std::io::Result<()> {
-    while !head.is_empty() {
-        let both = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
-        let n = s.write_vectored(&both).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        body = &body[n - from_head..];
-    }
-    s.write_all(body).await
 }
 
 /// How long a refused client's further bytes are read and dropped before its connection closes.
