@@ -137,13 +137,10 @@ pub async fn accept_redirected<F, Fut>(
                     %dst,
                     peer_id = tracing::field::Empty
                 );
-                tokio::spawn(
-                    async move {
-                        let _open = (open, tracked);
-                        serve.await
-                    }
-                    .instrument(span),
-                );
+                // Mapped, not awaited in an `async` block, which would hold the connection's
+                // future twice (once captured, once awaited): the task is its whole memory.
+                let served = futures::FutureExt::map(serve, move |()| drop((open, tracked)));
+                tokio::spawn(served.instrument(span));
             }
             None => {
                 tracing::debug!(%peer, "not a redirected connection, or aimed at the proxy itself: closed")

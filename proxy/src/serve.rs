@@ -257,40 +257,57 @@ pub async fn serve_inbound(
     stream: TcpStream,
     port: InboundPort,
     pinned: Option<(SocketAddr, String)>,
-    peer: Peer,
+    mut peer: Peer,
     note: crate::connections::Note,
 ) {
-    // Each step boxed: a connection's task holds the state of the side it takes, not of both
-    // nor of the detection before (an idle connection's memory is mostly this state).
+    // The steps before serving (detection, a handshake, the sniff inside it) are boxed: a
+    // connection's task holds the state it serves with, not theirs too (an idle connection's
+    // memory is mostly this state).
     let tls_first = match port.tls {
         InboundTls::Off => false,
         InboundTls::Permissive | InboundTls::Strict => {
             Box::pin(detect(&stream, port.sniffing.timeout)).await == Detected::Tls
         }
     };
-    if tls_first {
-        Box::pin(serve_mtls(store, proxy, stream, port, pinned, peer, note)).await;
-    } else {
-        Box::pin(serve_plaintext(store, proxy, stream, port, pinned, peer)).await;
+    if !tls_first {
+        let Some((handler, detected)) = Box::pin(plaintext_handler(&proxy, &stream, port)).await
+        else {
+            return;
+        };
+        // As `serve_connection` serves it, but one call less deep: each level of async calls
+        // keeps its own copy of what it was given in the task.
+        let _ = stream.set_nodelay(true);
+        return match http_source(handler, pinned, Some(peer.clone())) {
+            Ok(source) => serve_http(proxy, source, stream, detected).await,
+            Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
+        };
+    }
+    let accepted = Box::pin(accept_mtls(&proxy, stream, port, &mut peer, &note)).await;
+    let Some((stream, handler, detected)) = accepted else {
+        return;
+    };
+    match http_source(handler, pinned, Some(peer.clone())) {
+        Ok(source) => {
+            let http2 = detected == Some(Detected::Http2);
+            serve_http_on(proxy, source, stream, http2).await;
+        }
+        Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
     }
 }
 
-/// Serves a connection that did not open with a ClientHello: as the port's chain says, unless
-/// the port is STRICT, which closes it.
-async fn serve_plaintext(
-    store: Arc<Store>,
-    proxy: Proxy,
-    stream: TcpStream,
+/// The handler for a connection that did not open with a ClientHello, as the port's chain
+/// detects it; none (closed) if the port is STRICT.
+async fn plaintext_handler(
+    proxy: &Proxy,
+    stream: &TcpStream,
     port: InboundPort,
-    pinned: Option<(SocketAddr, String)>,
-    peer: Peer,
-) {
+) -> Option<(Handler, Option<Detected>)> {
     match port.tls {
         InboundTls::Off => {}
         InboundTls::Strict => {
             proxy.metrics().inbound_connection(false, false);
             tracing::info!("plaintext to a STRICT mTLS port: closed");
-            return;
+            return None;
         }
         InboundTls::Permissive => proxy.metrics().inbound_connection(false, true),
     }
@@ -301,23 +318,14 @@ async fn serve_plaintext(
         sniffing,
         ..
     } = port;
-    if let Some((handler, detected)) =
-        choose(&stream, protocol, handler, Some(fallback), sniffing).await
-    {
-        let accepted = Accepted {
-            detected,
-            pinned,
-            peer: Some(peer),
-        };
-        Box::pin(serve_connection(store, proxy, handler, stream, accepted)).await;
-    }
+    choose(stream, protocol, handler, Some(fallback), sniffing).await
 }
 
-/// Accepts mTLS on a connection whose first bytes are a ClientHello, then serves what is inside
-/// as the port's chain serves plaintext.
-async fn serve_mtls(
-    store: Arc<Store>,
-    proxy: Proxy,
+/// The decrypted stream inside an mTLS connection, with the port's handler for what it
+/// carries; `peer` learns the client's SPIFFE ID. None: the handshake failed, or the port's
+/// detection closes what was sent.
+async fn accept_mtls(
+    proxy: &Proxy,
     stream: TcpStream,
     InboundPort {
         protocol,
@@ -326,33 +334,27 @@ async fn serve_mtls(
         sniffing,
         ..
     }: InboundPort,
-    pinned: Option<(SocketAddr, String)>,
-    mut peer: Peer,
-    note: crate::connections::Note,
-) {
+    peer: &mut Peer,
+    note: &crate::connections::Note,
+) -> Option<(MtlsStream, Handler, Option<Detected>)> {
     let Some(certified) = proxy.identity.as_ref().and_then(|i| i.current()) else {
         tracing::warn!("mTLS asked for, but no workload certificate yet: closed");
-        return;
+        return None;
     };
     let _ = stream.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(certified.tls.server.clone());
-    // Boxed, as the session is once made: the handshake's state is not kept in the task.
-    let handshake = Box::pin(tokio::time::timeout(
-        proxy.header_timeout,
-        acceptor.accept(stream),
-    ));
-    // Boxed at once: a session moved out of a slot of the task still keeps the slot.
-    let tls = match handshake.await {
+    let tls = match tokio::time::timeout(proxy.header_timeout, acceptor.accept(stream)).await {
+        // Boxed: the session is over a kilobyte, and the serving task passes it on.
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => {
             proxy.metrics().mtls_handshake_failed();
             tracing::info!("mTLS handshake failed: {e}");
-            return;
+            return None;
         }
         Err(_) => {
             proxy.metrics().mtls_handshake_failed();
             tracing::info!("mTLS handshake timed out");
-            return;
+            return None;
         }
     };
     proxy.metrics().inbound_connection(true, true);
@@ -372,19 +374,17 @@ async fn serve_mtls(
         _ if matches!(handler, Handler::Tcp { .. }) => handler,
         (Protocol::Tcp, _) => fallback,
         (Protocol::Detect, Some(Detected::Http1 | Detected::Http2)) => handler,
-        (Protocol::Detect, Some(Detected::TimedOut)) if sniffing.close_on_timeout => return,
+        (Protocol::Detect, Some(Detected::TimedOut)) if sniffing.close_on_timeout => return None,
         (Protocol::Detect, _) => fallback,
         _ => handler,
     };
-    let stream = Prefixed::new(tls, first);
-    match http_source(handler, pinned, Some(peer.clone())) {
-        Ok(source) => {
-            let http2 = detected == Some(Detected::Http2);
-            serve_http_on(proxy, source, stream, http2).await;
-        }
-        Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
-    }
+    Some((Prefixed::new(tls, first), handler, detected))
 }
+
+/// What an inbound mTLS connection is served over: the session, with the bytes sniffed from
+/// it put back in front.
+type MtlsStream =
+    Prefixed<crate::stream::Flushing<Box<tokio_rustls::server::TlsStream<TcpStream>>>>;
 
 /// Reads a stream's first bytes into `buf` until they say what it speaks, or `timeout` passes.
 async fn sniff<S: Stream>(
@@ -425,7 +425,7 @@ pub async fn serve_http(
 ) {
     let http2 = match detected {
         Some(d) => d == Detected::Http2,
-        None => detect(&stream, Some(proxy.header_timeout)).await == Detected::Http2,
+        None => Box::pin(detect(&stream, Some(proxy.header_timeout))).await == Detected::Http2,
     };
     serve_http_on(proxy, source, stream, http2).await;
 }

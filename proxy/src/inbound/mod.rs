@@ -33,7 +33,9 @@ pub async fn run(listener: TcpListener, store: Arc<Store>, proxy: Proxy, own_por
                     // sockets the app keeps on localhost stay private, as in Istio since 1.10.
                     let stats = &proxy.metrics().passthrough(true).tcp;
                     let timeout = crate::tcp::PASSTHROUGH_CONNECT_TIMEOUT;
-                    return crate::tcp::passthrough(stream, dst, timeout, stats).await;
+                    // Boxed, so a connection a chain serves does not hold a tunnel's state.
+                    let tunnel = crate::tcp::passthrough(stream, dst, timeout, stats);
+                    return Box::pin(tunnel).await;
                 };
                 // To the pod address the connection was headed for when the port's cluster
                 // lists it, as Istio's original-destination inbound does; else to the

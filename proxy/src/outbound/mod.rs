@@ -43,7 +43,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
         // Every line logged about this connection names it.
         let span = tracing::info_span!("conn", listener = name, %peer);
         let serve = async move {
-            let _open = open;
+            let _open = (open, tracked);
             if let Some((handler, detected)) =
                 choose(&stream, protocol, handler, fallback, sniffing).await
             {
@@ -55,13 +55,7 @@ async fn accept_loop(listener: TcpListener, name: String, store: Arc<Store>, pro
                 serve_connection(store, proxy, handler, stream, accepted).await;
             }
         };
-        tokio::spawn(
-            async move {
-                let _tracked = tracked;
-                serve.await
-            }
-            .instrument(span),
-        );
+        tokio::spawn(serve.instrument(span));
     }
 }
 
