@@ -251,7 +251,11 @@ pub struct InboundPort {
 /// the mesh), its peer's SPIFFE ID noted on its span and in `/debug/connections`, and what is inside served
 /// as the port's chain serves plaintext; a plaintext one is served as is, unless the port is
 /// STRICT, which closes it.
-pub async fn serve_inbound(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn serve_inbound(
     store: Arc<Store>,
     proxy: Proxy,
     stream: TcpStream,
@@ -259,39 +263,43 @@ pub async fn serve_inbound(
     pinned: Option<(SocketAddr, String)>,
     mut peer: Peer,
     note: crate::connections::Note,
-) {
-    // The steps before serving (detection, a handshake, the sniff inside it) are boxed: a
-    // connection's task holds the state it serves with, not theirs too (an idle connection's
-    // memory is mostly this state).
-    let tls_first = match port.tls {
-        InboundTls::Off => false,
-        InboundTls::Permissive | InboundTls::Strict => {
-            Box::pin(detect(&stream, port.sniffing.timeout)).await == Detected::Tls
+) -> impl Future<Output = ()> {
+    // Not an `async fn`, for the reason `serve_http_on` gives.
+    async move {
+        // The steps before serving (detection, a handshake, the sniff inside it) are boxed: a
+        // connection's task holds the state it serves with, not theirs too (an idle connection's
+        // memory is mostly this state).
+        let tls_first = match port.tls {
+            InboundTls::Off => false,
+            InboundTls::Permissive | InboundTls::Strict => {
+                Box::pin(detect(&stream, port.sniffing.timeout)).await == Detected::Tls
+            }
+        };
+        if !tls_first {
+            let Some((handler, detected)) =
+                Box::pin(plaintext_handler(&proxy, &stream, port)).await
+            else {
+                return;
+            };
+            // As `serve_connection` serves it, but one call less deep: each level of async calls
+            // keeps its own copy of what it was given in the task.
+            let _ = stream.set_nodelay(true);
+            return match http_source(handler, pinned, Some(peer.clone())) {
+                Ok(source) => serve_http(proxy, source, stream, detected).await,
+                Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
+            };
         }
-    };
-    if !tls_first {
-        let Some((handler, detected)) = Box::pin(plaintext_handler(&proxy, &stream, port)).await
-        else {
+        let accepted = Box::pin(accept_mtls(&proxy, stream, port, &mut peer, &note)).await;
+        let Some((stream, handler, detected)) = accepted else {
             return;
         };
-        // As `serve_connection` serves it, but one call less deep: each level of async calls
-        // keeps its own copy of what it was given in the task.
-        let _ = stream.set_nodelay(true);
-        return match http_source(handler, pinned, Some(peer.clone())) {
-            Ok(source) => serve_http(proxy, source, stream, detected).await,
+        match http_source(handler, pinned, Some(peer.clone())) {
+            Ok(source) => {
+                let http2 = detected == Some(Detected::Http2);
+                serve_http_on(proxy, source, stream, http2).await;
+            }
             Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
-        };
-    }
-    let accepted = Box::pin(accept_mtls(&proxy, stream, port, &mut peer, &note)).await;
-    let Some((stream, handler, detected)) = accepted else {
-        return;
-    };
-    match http_source(handler, pinned, Some(peer.clone())) {
-        Ok(source) => {
-            let http2 = detected == Some(Detected::Http2);
-            serve_http_on(proxy, source, stream, http2).await;
         }
-        Err(plan) => Box::pin(forward_tcp(&store, &proxy, plan, Some(&peer), stream)).await,
     }
 }
 
@@ -417,41 +425,62 @@ async fn sniff<S: Stream>(
 
 /// Serves an HTTP connection whose requests are routed by `source`; `detected` as for
 /// [`serve_connection`].
-pub async fn serve_http(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn serve_http(
     proxy: Proxy,
     source: RouteSource,
     stream: TcpStream,
     detected: Option<Detected>,
-) {
-    let http2 = match detected {
-        Some(d) => d == Detected::Http2,
-        None => Box::pin(detect(&stream, Some(proxy.header_timeout))).await == Detected::Http2,
-    };
-    serve_http_on(proxy, source, stream, http2).await;
+) -> impl Future<Output = ()> {
+    // Not an `async fn`, for the reason `serve_http_on` gives.
+    async move {
+        let http2 = match detected {
+            Some(d) => d == Detected::Http2,
+            None => Box::pin(detect(&stream, Some(proxy.header_timeout))).await == Detected::Http2,
+        };
+        serve_http_on(proxy, source, stream, http2).await;
+    }
 }
 
 /// Serves HTTP (`http2`, or HTTP/1 by the fast path and hyper) on any stream: the one a
 /// listener accepted, or what a TLS handshake on it yields.
-pub async fn serve_http_on<S: Stream>(proxy: Proxy, source: RouteSource, stream: S, http2: bool) {
-    // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
-    // until the proxy stops): closing it at once would fail a client that did nothing wrong.
-    let late = proxy.drain.is_draining();
-    let (server, routed) = if http2 {
-        (Server::Http2(stream), None)
-    } else if proxy.http1_fast_path {
-        match fast::serve(&proxy, &source, stream, late).await {
-            Served::Closed => return,
-            Served::Handoff(io, routed) => (Server::Http1(io), routed),
-        }
-    } else {
-        (
-            Server::Http1(Prefixed::new(stream, Default::default())),
-            None,
-        )
-    };
-    // Boxed: a connection the fast path serves holds only the fast path's state in its task,
-    // not hyper's too (an idle connection's memory is mostly this state).
-    Box::pin(serve_hyper(proxy, source, server, routed, late)).await;
+///
+/// A function returning its future rather than an `async fn`: an `async fn` keeps a second copy
+/// of its arguments in its future, which every connection's task would carry.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub fn serve_http_on<S: Stream>(
+    proxy: Proxy,
+    source: RouteSource,
+    stream: S,
+    http2: bool,
+) -> impl Future<Output = ()> {
+    async move {
+        // A connection accepted while the proxy drains serves one HTTP/1 request (or, HTTP/2, runs
+        // until the proxy stops): closing it at once would fail a client that did nothing wrong.
+        let late = proxy.drain.is_draining();
+        let (server, routed) = if http2 {
+            (Server::Http2(stream), None)
+        } else if proxy.http1_fast_path {
+            match fast::serve(&proxy, &source, stream, late).await {
+                Served::Closed => return,
+                Served::Handoff(io, routed) => (Server::Http1(io), routed),
+            }
+        } else {
+            (
+                Server::Http1(Prefixed::new(stream, Default::default())),
+                None,
+            )
+        };
+        // Boxed: a connection the fast path serves holds only the fast path's state in its task,
+        // not hyper's too (an idle connection's memory is mostly this state).
+        Box::pin(serve_hyper(proxy, source, server, routed, late)).await;
+    }
 }
 
 /// Serves the rest of a connection with hyper: HTTP/2, or HTTP/1 the fast path handed over

@@ -536,8 +536,8 @@ impl<S: Stream> Conn<'_, S> {
         .await
     }
 
-    /// Reads the response head into the upstream's buffer, skipping 1xx heads, while watching the client: one
-    /// that closes abandons the request.
+    /// Reads the response head into the upstream's buffer, skipping 1xx heads, while watching
+    /// the client: one that closes abandons the request.
     async fn response_head(
         &mut self,
         upstream: &mut RawConn,
