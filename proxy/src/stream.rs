@@ -64,10 +64,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Flushing<T> {
     ) -> Poll<io::Result<usize>> {
         let inner = &mut self.get_mut().inner;
         let written = Pin::new(&mut *inner).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(_))) {
-            let _ = Pin::new(inner).poll_flush(cx);
-        }
-        written
+        flushed(inner, cx, written)
     }
 
     fn poll_write_vectored(
@@ -77,10 +74,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Flushing<T> {
     ) -> Poll<io::Result<usize>> {
         let inner = &mut self.get_mut().inner;
         let written = Pin::new(&mut *inner).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(_))) {
-            let _ = Pin::new(inner).poll_flush(cx);
-        }
-        written
+        flushed(inner, cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -94,6 +88,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Flushing<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// A write's result, once what it left in the session has been pushed toward the socket (a
+/// pending or failed flush is the next write's news).
+fn flushed<T: AsyncWrite + Unpin>(
+    inner: &mut T,
+    cx: &mut Context<'_>,
+    written: Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    if matches!(written, Poll::Ready(Ok(_))) {
+        let _ = Pin::new(inner).poll_flush(cx);
+    }
+    written
 }
 
 /// Boxed: the session is over a kilobyte, and a connection's task would otherwise hold it more

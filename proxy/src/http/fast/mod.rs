@@ -729,11 +729,10 @@ impl<S: Stream> Conn<'_, S> {
             return;
         }
         let _ = tokio::time::timeout(LINGER, async {
-            let mut discard = BytesMut::new();
             loop {
-                discard.clear();
-                discard.reserve(READ_CHUNK);
-                if !matches!(self.client.read_buf(&mut discard).await, Ok(n) if n > 0) {
+                self.inbuf.clear();
+                self.inbuf.reserve(READ_CHUNK);
+                if !matches!(self.client.read_buf(&mut self.inbuf).await, Ok(n) if n > 0) {
                     break;
                 }
             }
