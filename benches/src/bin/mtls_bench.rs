@@ -54,6 +54,13 @@ struct Opts {
     /// Idle mTLS connections held for the memory measurement.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
+    /// Only the two-hop measurement (3): for iterating on the data path.
+    #[arg(long)]
+    hops_only: bool,
+    /// Records each sidecar with `perf record --call-graph dwarf` during round 0 of each two-hop path, into
+    /// `<dir>/<rate>-<path>-<pod>.data` (`perf report -i ...` shows where its CPU went).
+    #[arg(long)]
+    perf: Option<PathBuf>,
     #[command(subcommand)]
     client: Option<Client>,
 }
@@ -486,8 +493,21 @@ fn main() {
     );
     // `ip netns exec` and setpriv exec what they run: each child's pid is the program's.
     let (api_pid, web_pid, nginx_pid) = (api.0.id(), web.0.id(), nginx_tls.0.id());
-    let pki_arg = pki.to_string_lossy().into_owned();
+    if !opts.hops_only {
+        handshakes_and_memory(&opts, &client, dir.path(), (api_pid, nginx_pid));
+    }
+    hops(&opts, &client, &registry, (api_pid, web_pid));
+    drop((api, web));
+}
 
+/// Sections 1 and 2: handshakes per CPU-second beside nginx, then memory per idle connection.
+fn handshakes_and_memory(
+    opts: &Opts,
+    client: &Netns,
+    dir: &Path,
+    (api_pid, nginx_pid): (u32, u32),
+) {
+    let pki_arg = dir.join("pki").to_string_lossy().into_owned();
     println!(
         "# 1. handshakes: a new mTLS connection per request, {} clients, {} s",
         opts.concurrency, opts.seconds
@@ -502,11 +522,11 @@ fn main() {
             addr,
             opts.seconds.to_string(),
             opts.concurrency.to_string(),
-            pki_arg.clone(),
+            pki_arg.to_string(),
         ];
         let mut full = vec!["handshakes".to_string()];
         full.extend(args);
-        let r = output(client_cmd(&client, false, &full));
+        let r = output(client_cmd(client, false, &full));
         let cpu = cpu_seconds(pid) - cpu;
         let per_cpu = r[0] / cpu;
         println!(
@@ -517,7 +537,7 @@ fn main() {
         );
         results.push(per_cpu);
         if r[1] > 0.0 && name == "nginx" {
-            let log = std::fs::read_to_string(dir.path().join("tls.err")).unwrap_or_default();
+            let log = std::fs::read_to_string(dir.join("tls.err")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
             eprintln!("nginx's error log ends: {tail:?}");
         }
@@ -537,12 +557,12 @@ fn main() {
             "hold".to_string(),
             format!("{POD}:8080"),
             opts.idle.to_string(),
-            pki_arg.clone(),
+            pki_arg.to_string(),
         ];
         if plain {
             args.push("--plain".into());
         }
-        let mut holder = client_cmd(&client, false, &args)
+        let mut holder = client_cmd(client, false, &args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -572,7 +592,10 @@ fn main() {
     println!(
         "then holding {n} plaintext connections {plain_rss:.1} MiB (from {before:.1} MiB: memory the mTLS ones freed is reused)"
     );
+}
 
+/// Section 3: the two hops, each path in turn per round, at each rate.
+fn hops(opts: &Opts, client: &Netns, registry: &Path, (api_pid, web_pid): (u32, u32)) {
     println!("\n# 3. two hops over keep-alive, open loop: client -> sidecar -> sidecar -> app");
     // `mtls` multiplexes HTTP/1 over one HTTP/2 connection between the sidecars (the
     // default); `mtls-h1` keeps HTTP/1.1 over pooled keep-alive mTLS connections by policy.
@@ -614,7 +637,38 @@ fn main() {
                 ];
                 // The direct path bypasses both sidecars: as UID 1337 past the client's, and to
                 // the app's uncaptured port past the pod's.
-                let r = output(client_cmd(&client, captured, &args));
+                let perf = match (&opts.perf, round) {
+                    (Some(dir), 0) if *path != "direct" => {
+                        Some([("api", api_pid), ("web", web_pid)].map(|(pod, pid)| {
+                            let out = dir.join(format!("{rate}-{path}-{pod}.data"));
+                            spawn(
+                                Command::new("perf")
+                                    .args([
+                                        "record",
+                                        "--call-graph",
+                                        "dwarf",
+                                        "-F",
+                                        "499",
+                                        "-p",
+                                        &pid.to_string(),
+                                        "-o",
+                                    ])
+                                    .arg(out),
+                            )
+                        }))
+                    }
+                    _ => None,
+                };
+                let r = output(client_cmd(client, captured, &args));
+                if let Some(recorders) = perf {
+                    for mut r in recorders {
+                        // perf writes its file on SIGINT.
+                        let _ = Command::new("kill")
+                            .args(["-INT", &r.0.id().to_string()])
+                            .status();
+                        let _ = r.0.wait();
+                    }
+                }
                 let cpu = cpu_seconds(api_pid) - c0 + cpu_seconds(web_pid) - c1;
                 let requests = (rate * opts.hop_seconds) as f64;
                 println!(
@@ -645,5 +699,4 @@ fn main() {
             );
         }
     }
-    drop((api, web));
 }

@@ -130,6 +130,25 @@ impl Endpoint {
         }
     }
 
+    /// A plaintext endpoint at `addr`, counted nowhere: for tests of what sends to one.
+    #[cfg(test)]
+    pub fn plain(addr: SocketAddr) -> Self {
+        let cfg = EndpointConfig {
+            addr,
+            weight: 1,
+            identity: None,
+            workload: None,
+            priority: 0,
+            healthy: true,
+            transport_match: Vec::new(),
+        };
+        Self::new(
+            &cfg,
+            Security::Plaintext,
+            Arc::new(DestStats::new(Vec::new())),
+        )
+    }
+
     /// Whether requests to this endpoint are in flight.
     pub fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) > 0

@@ -74,7 +74,7 @@ impl hyper::body::Body for Body {
 /// its end takes the connection with it (it cannot carry another request) and is counted with
 /// the `DC` flag.
 pub struct UpstreamBody {
-    pub(super) inner: Incoming,
+    pub(super) inner: Upstream,
     pub(super) guard: crate::balance::InFlight,
     pub(super) conn: Option<pool::H1>,
     /// The outcome so far and when the request started; taken when counted.
@@ -83,10 +83,55 @@ pub struct UpstreamBody {
     pub(super) deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
+/// Where an upstream's response body is read from.
+pub enum Upstream {
+    /// hyper's client.
+    Hyper(Incoming),
+    /// The fast path's connection ([`super::fast::client`]).
+    Raw(super::fast::client::RawBody),
+}
+
+impl hyper::body::Body for Upstream {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(BodyError::from),
+            Self::Raw(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::Raw(b) => b.size_hint(),
+        }
+    }
+}
+
 impl UpstreamBody {
     fn done(&mut self) {
+        let pool = &self.guard.endpoint().pool;
         if let Some(conn) = self.conn.take() {
-            self.guard.endpoint().pool.put_back(conn);
+            pool.put_back(conn);
+        }
+        if let Upstream::Raw(b) = &mut self.inner
+            && let Some(conn) = b.reusable()
+        {
+            pool.put_back_raw(conn);
         }
         self.count(None);
     }
@@ -119,9 +164,7 @@ impl hyper::body::Body for UpstreamBody {
             self.conn = None;
             return std::task::Poll::Ready(Some(Err("route timeout expired mid-response".into())));
         }
-        let polled = std::pin::Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(BodyError::from);
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             std::task::Poll::Ready(None) => self.done(),
             std::task::Poll::Ready(Some(Ok(frame))) => {

@@ -29,6 +29,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use self::body::Upstream;
 use self::body::grpc_status;
 pub use self::body::{Body, BodyError, UpstreamBody};
 use crate::config::edits::HeaderEdits;
@@ -607,11 +608,16 @@ impl Proxy {
         }
         uri.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri).map_err(|_| (Flag::NoRoute, None))?;
+        // A bodiless request to an HTTP/1.1 upstream takes the fast path's exchange: no client
+        // task, no channel. One with a body, an upgrade or copies keeps hyper's client.
+        let raw = !dial.http2
+            && upgrade.is_none()
+            && mirrors.is_empty()
+            && hyper::body::Body::is_end_stream(&body);
         let body = match mirrors.is_empty() {
             true => RequestBody::Client(body),
             false => mirror::spawn(&parts, body, mirrors, protocol),
         };
-        let upstream = Request::from_parts(parts, body);
         let mut guard = endpoint.start();
         // Counted as `DC` with no status if the client goes away before the response headers
         // (the server then drops this future); disarmed once the request has an outcome.
@@ -626,7 +632,16 @@ impl Proxy {
             security: &endpoint.security,
             dialer: &self.dialer,
         };
-        let fut = endpoint.pool.send(peer, dial, upstream);
+        let fut = async {
+            if raw {
+                let sent = fast::client::send(&endpoint, &self.dialer, dial, &parts).await;
+                return sent.map(|r| (r.map(Upstream::Raw), None));
+            }
+            let sent = endpoint
+                .pool
+                .send(peer, dial, Request::from_parts(parts, body));
+            sent.await.map(|(r, c)| (r.map(Upstream::Hyper), c))
+        };
         // The route's timeout covers the whole response, as Gateway API and Envoy define it: the
         // same deadline bounds the headers here and the body in `UpstreamBody`.
         let mut deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
@@ -661,7 +676,8 @@ impl Proxy {
                         Flag::DownstreamProtocolError
                     }
                     pool::SendError::Http(e) if e.is_parse() => Flag::UpstreamProtocolError,
-                    pool::SendError::Http(_) => Flag::UpstreamReset,
+                    pool::SendError::Http(_) | pool::SendError::Closed(_) => Flag::UpstreamReset,
+                    pool::SendError::Protocol(_) => Flag::UpstreamProtocolError,
                 };
                 return Err((reason, Some(endpoint.stats.clone())));
             }
@@ -676,9 +692,14 @@ impl Proxy {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // Only an upgrade weft passed on may be switched to (not after an h2c offer it
             // dropped, nor for an Upgrade without `Connection: upgrade`), as the fast path.
+            // (The fast path's exchange carries no upgrade and refuses a 101 it did not ask for.)
+            let (head, Upstream::Hyper(body)) = resp.into_parts() else {
+                return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
+            };
             if upgrade.is_none() {
                 return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
             }
+            let resp = Response::from_parts(head, body);
             endpoint.stats.record(outcome, started.elapsed());
             let open = self.drain.open();
             return Ok(upgrade::switch_protocols(

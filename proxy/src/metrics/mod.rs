@@ -372,7 +372,7 @@ pub struct DestStats {
 }
 
 impl DestStats {
-    fn new(labels: DestKey) -> Self {
+    pub(crate) fn new(labels: DestKey) -> Self {
         Self {
             labels,
             slots: OnceLock::new(),

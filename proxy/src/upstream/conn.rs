@@ -27,6 +27,13 @@ pub enum SendError {
     /// The connection broke or the peer spoke bad HTTP.
     #[error("upstream: {0}")]
     Http(#[from] hyper::Error),
+    /// The fast path's exchange: the upstream closed before its response head was whole.
+    #[error("upstream {0}")]
+    Closed(&'static str),
+    /// The fast path's exchange: the upstream answered with something that is not HTTP the
+    /// proxy can forward.
+    #[error("upstream: {0}")]
+    Protocol(&'static str),
 }
 
 /// How long before a certificate it was made with expires an idle mTLS connection stops being

@@ -1,8 +1,9 @@
-//! Finds where a chunked body ends (RFC 9112 §7.1) while its bytes pass through unchanged, so
-//! the proxy knows when the response is complete without decoding and re-encoding it.
+//! Chunked coding (RFC 9112 §7.1): where a body ends while its bytes pass through unchanged, so
+//! the fast path knows when a response is complete without decoding and re-encoding it; and,
+//! for a response sent on in another framing (to hyper's side), its data and trailers.
 
 /// The body is not valid chunked coding.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Malformed;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -61,17 +62,42 @@ impl Chunked {
     /// (RFC 9112 §7.1, bare LFs and folded trailers included) is refused: bytes are forwarded as
     /// they are, so the next hop must read them exactly as this scanner did.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+        let mut at = 0;
+        loop {
+            at += self.decode(&bytes[at..], None)?.0;
+            if self.state == State::Done {
+                return Ok(Some(at));
+            }
+            if at == bytes.len() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether the last chunk and the trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Reads the next piece of `bytes`: how many were read, and the range of chunk data among
+    /// them, which ends where the reading stopped. Trailer lines are copied into `trailers`, if
+    /// given, each ending in CRLF. Stops after data, and at the end of the body.
+    pub fn decode(
+        &mut self,
+        bytes: &[u8],
+        mut trailers: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, Option<std::ops::Range<usize>>), Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             if self.state == State::Data {
                 // Chunk data is skipped whole, not looked at byte by byte.
                 let take = self.size.min((bytes.len() - i) as u64);
                 self.size -= take;
-                i += take as usize;
                 if self.size == 0 {
                     self.state = State::DataCr;
                 }
-                continue;
+                let data = i..i + take as usize;
+                return Ok((data.end, Some(data)));
             }
             let b = bytes[i];
             i += 1;
@@ -112,10 +138,19 @@ impl Chunked {
                 (State::TrailerLf, b'\n') => State::TrailerStart,
                 (State::EndLf, b'\n') => {
                     self.state = State::Done;
-                    return Ok(Some(i));
+                    return Ok((i, None));
                 }
                 _ => return Err(Malformed),
             };
+            // A trailer line's bytes, its CR and its LF (not the final empty line's).
+            let in_trailer =
+                matches!(
+                    self.state,
+                    State::TrailerName | State::TrailerValue | State::TrailerLf
+                ) || (self.state == State::TrailerStart && b == b'\n' && self.meta > 0);
+            if in_trailer && let Some(t) = trailers.as_deref_mut() {
+                t.push(b);
+            }
             if matches!(self.state, State::TrailerName | State::TrailerValue) {
                 self.meta += 1;
                 if self.meta > MAX_TRAILERS {
@@ -123,7 +158,7 @@ impl Chunked {
                 }
             }
         }
-        Ok(None)
+        Ok((i, None))
     }
 }
 
@@ -183,6 +218,55 @@ mod tests {
                 assert_eq!(
                     scan(body, step),
                     *want,
+                    "{:?} in pieces of {step}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    /// Decodes `body` fed in pieces of `step` bytes: its data, its trailer lines, and whether
+    /// it ended.
+    fn decoded(body: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>, bool), Malformed> {
+        let (mut c, mut data, mut trailers) = (Chunked::default(), Vec::new(), Vec::new());
+        for piece in body.chunks(step) {
+            let mut at = 0;
+            while at < piece.len() && !c.is_done() {
+                let (read, got) = c.decode(&piece[at..], Some(&mut trailers))?;
+                if let Some(r) = got {
+                    data.extend_from_slice(&piece[at..][r]);
+                }
+                at += read;
+            }
+        }
+        Ok((data, trailers, c.is_done()))
+    }
+
+    #[test]
+    fn decodes_data_and_trailers_however_the_body_is_split() {
+        type Want = Result<(&'static [u8], &'static [u8], bool), Malformed>;
+        let cases: &[(&[u8], Want)] = &[
+            (b"0\r\n\r\n", Ok((b"", b"", true))),
+            (b"5\r\nhello\r\n0\r\n\r\n", Ok((b"hello", b"", true))),
+            (
+                b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                Ok((b"abcde", b"", true)),
+            ),
+            (
+                b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx: y\r\n\r\n",
+                Ok((b"abc", b"grpc-status: 0\r\nx: y\r\n", true)),
+            ),
+            (b"5\r\nhel", Ok((b"hel", b"", false))),
+            (b"3\r\nabcd\r\n", Err(Malformed)),
+        ];
+        for (body, want) in cases {
+            for step in [1, 2, 5, body.len()] {
+                let want = want
+                    .clone()
+                    .map(|(d, t, done)| (d.to_vec(), t.to_vec(), done));
+                assert_eq!(
+                    decoded(body, step),
+                    want,
                     "{:?} in pieces of {step}",
                     String::from_utf8_lossy(body)
                 );

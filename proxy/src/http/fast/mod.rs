@@ -13,6 +13,7 @@
 
 mod buffers;
 mod chunked;
+pub mod client;
 mod parse;
 mod prefixed;
 
