@@ -9,5 +9,6 @@ pub mod crd;
 pub mod model;
 pub mod registry;
 pub mod server;
+pub mod tls;
 pub mod translate;
 pub mod xds;

@@ -135,6 +135,19 @@ struct ServeArgs {
     /// Address of the xDS gRPC server.
     #[arg(long, env = "WEFT_XDS_ADDR", default_value = "127.0.0.1:15010")]
     xds_addr: SocketAddr,
+    /// Address of the same xDS and CA services over TLS (Istio's 15012), with a certificate the
+    /// mesh CA issues to the control plane: sidecars given the mesh root (`weft-proxy
+    /// --xds-root-cert`) send their tokens there encrypted. Off unless set.
+    #[arg(long, env = "WEFT_XDS_TLS_ADDR")]
+    xds_tls_addr: Option<SocketAddr>,
+    /// A name (DNS name or IP address) sidecars reach the TLS port by, for its certificate;
+    /// repeatable. Default: weft.weft-system.svc(.cluster.local), localhost, 127.0.0.1.
+    #[arg(
+        long = "xds-tls-name",
+        env = "WEFT_XDS_TLS_NAMES",
+        value_delimiter = ','
+    )]
+    xds_tls_names: Vec<String>,
     /// Address of /ready, /metrics and /debug/*.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15014")]
     admin_addr: SocketAddr,
@@ -174,6 +187,15 @@ async fn main() -> anyhow::Result<()> {
             let running = server::start(server::Config {
                 source,
                 xds_addr: args.xds_addr,
+                xds_tls: args.xds_tls_addr.map(|addr| server::TlsPort {
+                    addr,
+                    names: match args.xds_tls_names.is_empty() {
+                        true => weft_control_plane::tls::DEFAULT_NAMES
+                            .map(String::from)
+                            .to_vec(),
+                        false => args.xds_tls_names.clone(),
+                    },
+                }),
                 admin_addr: args.admin_addr,
                 trust_domain: args.trust_domain,
                 debounce: weft_control_plane::registry::Debounce {

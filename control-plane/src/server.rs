@@ -42,6 +42,17 @@ pub struct Config {
     pub debounce: registry::Debounce,
     /// The mesh CA.
     pub ca: CaConfig,
+    /// xDS and the CA over TLS too (port 15012), with a certificate from the mesh CA.
+    pub xds_tls: Option<TlsPort>,
+}
+
+/// Where the TLS port listens and the names its certificate carries.
+#[derive(Clone, Debug)]
+pub struct TlsPort {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// DNS names or IP addresses sidecars reach the control plane by.
+    pub names: Vec<String>,
 }
 
 /// Settings of the mesh CA.
@@ -71,6 +82,8 @@ impl CaConfig {
 pub struct Running {
     /// Bound ADS address.
     pub xds_addr: SocketAddr,
+    /// Bound address of the TLS port, if it serves one.
+    pub xds_tls_addr: Option<SocketAddr>,
     /// Bound admin address.
     pub admin_addr: SocketAddr,
     /// Current snapshot.
@@ -121,7 +134,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Source::Files(_) => ca::service::Authenticator::Tokens,
         Source::Kubernetes(client) => ca::service::Authenticator::Kubernetes(client.clone()),
     };
-    let ca_service = ca::CaService::new(Arc::new(authority), authenticator, ca_metrics);
+    let authority = Arc::new(authority);
+    // Made before anything starts, so a certificate that cannot be issued stops the start.
+    let tls_port = match &config.xds_tls {
+        Some(t) => Some((
+            TcpListener::bind(t.addr).await?,
+            crate::tls::Port::new(authority.clone(), t.names.clone())?,
+        )),
+        None => None,
+    };
+    let ca_service = ca::CaService::new(authority, authenticator, ca_metrics);
 
     let (mesh_tx, mesh_rx) = watch::channel(None);
     let (snap_tx, snap_rx) = watch::channel(None);
@@ -168,6 +190,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.xds_addr).await?;
     let xds_addr = listener.local_addr()?;
     let ads = AdsServer::new(snap_rx.clone(), xds_metrics, connections);
+    let mut xds_tls_addr = None;
+    if let Some((listener, port)) = tls_port {
+        xds_tls_addr = Some(listener.local_addr()?);
+        let (ads, ca_service) = (ads.clone(), ca_service.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(ads.into_service())
+                .add_service(ca_service.into_service())
+                .serve_with_incoming(port.incoming(listener))
+                .await;
+            if let Err(e) = result {
+                tracing::error!("xDS TLS server stopped: {e}");
+            }
+        }));
+    }
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -179,9 +217,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!("xDS server stopped: {e}");
         }
     }));
-    tracing::info!(%xds_addr, %admin_addr, "weft control plane serving");
+    tracing::info!(%xds_addr, ?xds_tls_addr, %admin_addr, "weft control plane serving");
     Ok(Running {
         xds_addr,
+        xds_tls_addr,
         admin_addr,
         snapshots: snap_rx,
         tasks,

@@ -56,6 +56,7 @@ impl Harness {
                 quiet: Duration::from_millis(20),
                 max: Duration::from_secs(1),
             },
+            xds_tls: None,
             ca: server::CaConfig::in_dir(tempfile::tempdir().unwrap().keep()),
         })
         .await

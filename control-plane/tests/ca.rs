@@ -29,6 +29,7 @@ async fn start() -> Harness {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         trust_domain: "example.org".into(),
         debounce: Default::default(),
+        xds_tls: None,
         ca: CaConfig::in_dir(ca_dir.path().to_path_buf()),
     })
     .await
@@ -279,6 +280,7 @@ mod kubernetes {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             trust_domain: "example.org".into(),
             debounce: Default::default(),
+            xds_tls: None,
             ca: CaConfig {
                 source: ca::Source::Secret {
                     namespace: "weft-system".into(),

@@ -652,6 +652,7 @@ async fn the_admin_endpoint_says_what_is_stale_and_what_is_warned() {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         trust_domain: "cluster.local".into(),
         debounce: Debounce::default(),
+        xds_tls: None,
         ca: server::CaConfig::in_dir(tempfile::tempdir().unwrap().keep()),
     })
     .await

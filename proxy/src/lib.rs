@@ -7,6 +7,7 @@ pub mod balance;
 pub mod capture;
 pub mod config;
 pub mod connections;
+pub mod control_plane;
 pub mod detect;
 pub mod dns;
 pub mod drain;

@@ -8,6 +8,7 @@ use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
+use weft_proxy::control_plane::ControlPlane;
 use weft_proxy::metrics::{self, Metrics};
 use weft_proxy::{admin, capture, http::Proxy, identity, inbound, outbound, store::Store, xds};
 
@@ -94,6 +95,15 @@ struct Args {
     /// `weft` serves both.
     #[arg(long, env = "WEFT_CA_ADDR")]
     ca_addr: Option<String>,
+    /// The mesh root(s), PEM, that the control plane's certificate must chain to. Given, xDS
+    /// and the CA are spoken over TLS (the control plane's `--xds-tls-addr`, 15012), so the
+    /// token goes encrypted and only to the control plane; without it, plaintext (15010).
+    #[arg(long, env = "WEFT_XDS_ROOT_CERT")]
+    xds_root_cert: Option<std::path::PathBuf>,
+    /// The name the control plane's certificate must carry; default: the host of --xds-addr
+    /// (and of --ca-addr for the CA).
+    #[arg(long, env = "WEFT_XDS_SERVER_NAME")]
+    xds_server_name: Option<String>,
     /// The workload's credential for the CA: a Kubernetes service-account token projected for
     /// audience `weft-ca`, or a token from `weft token create`. Read again at each renewal.
     /// Without it the proxy has no workload identity and speaks no mTLS.
@@ -168,19 +178,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| pod.to_string()),
         namespace: namespace.to_string(),
     });
-    let url = |addr: &str| {
-        if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+    let control_plane = |addr: &str| -> anyhow::Result<ControlPlane> {
+        let scheme = match args.xds_root_cert {
+            Some(_) => "https",
+            None => "http",
+        };
+        let url = match addr.contains("://") {
+            true => addr.to_string(),
+            false => format!("{scheme}://{addr}"),
+        };
+        match &args.xds_root_cert {
+            Some(roots) => ControlPlane::tls(url, roots, args.xds_server_name.as_deref()),
+            None => Ok(ControlPlane::plaintext(url)),
         }
     };
-    let xds_url = url(&args.xds_addr);
+    let xds_control_plane = control_plane(&args.xds_addr)?;
+    let ca_control_plane = match &args.ca_addr {
+        Some(addr) => control_plane(addr)?,
+        None => xds_control_plane.clone(),
+    };
     let identity = args.ca_token_file.clone().map(|token_file| {
         let identity = Arc::new(identity::Identity::default());
         identity.register(metrics.registry_mut());
         let client = identity::ca::CaClient {
-            url: url(args.ca_addr.as_deref().unwrap_or(&args.xds_addr)),
+            control_plane: ca_control_plane,
             token_file,
             validity: (args.cert_ttl_secs > 0).then(|| Duration::from_secs(args.cert_ttl_secs)),
         };
@@ -194,7 +215,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(
         xds::Client::new(
             xds::Settings {
-                xds_url,
+                control_plane: xds_control_plane,
                 node_id: args.node_id.clone(),
                 initial_fetch_timeout: xds::INITIAL_FETCH_TIMEOUT,
                 keepalive: Duration::from_millis(args.xds_keepalive_ms),

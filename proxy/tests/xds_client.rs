@@ -234,7 +234,9 @@ fn start_client(
     tokio::spawn(
         Client::new(
             Settings {
-                xds_url: format!("http://{addr}"),
+                control_plane: weft_proxy::control_plane::ControlPlane::plaintext(format!(
+                    "http://{addr}"
+                )),
                 node_id: "web-0.shop".into(),
                 initial_fetch_timeout: Duration::from_millis(1500),
                 keepalive,

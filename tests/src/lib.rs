@@ -206,6 +206,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `weft serve --registry dir` on free ports and waits for `/ready`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`ControlPlane::start`], with extra command-line arguments.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let proc = Proc::spawn(
@@ -217,6 +222,7 @@ impl ControlPlane {
                 .arg(xds.to_string())
                 .arg("--admin-addr")
                 .arg(admin.to_string())
+                .args(extra)
                 // One CA for every test's control plane, as replicas of one mesh share theirs.
                 .env("WEFT_CA_DIR", std::env::temp_dir().join("weft-e2e-ca"))
                 .env("WEFT_LOG", "info"),

@@ -1,6 +1,7 @@
 //! A sidecar's workload identity from the real `weft` CA: its certificate at start (not ready
 //! before), shown at `/certs` and in metrics, renewed at half-life, and renewal retried while the
-//! CA is away, without the proxy losing readiness.
+//! CA is away, without the proxy losing readiness; and both over TLS for a sidecar given the
+//! mesh root, which no impostor certificate passes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -125,4 +126,120 @@ fn without_its_ca_a_sidecar_waits_unready_then_retries_renewal_while_ready() {
     until("a renewed certificate once the CA is back", 40, || {
         certs(admin)["chain"][0]["serial"] != serial
     });
+}
+
+/// The mesh root, as an operator hands it to sidecars: the certificate of the CA the test
+/// control planes share, without its key.
+fn mesh_root(dir: &Path) -> std::path::PathBuf {
+    let ca = std::fs::read_to_string(std::env::temp_dir().join("weft-e2e-ca/ca.pem")).unwrap();
+    let begin = ca.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let end = ca.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let path = dir.join("root.pem");
+    std::fs::write(&path, format!("{}\n", &ca[begin..end])).unwrap();
+    path
+}
+
+#[test]
+fn a_sidecar_given_the_mesh_root_gets_config_and_identity_over_tls_and_no_impostor_gets_its_token()
+{
+    let reg = registry();
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cp = ControlPlane::start_with(reg.path(), &["--xds-tls-addr", &tls.to_string()]);
+    let token = token(reg.path());
+    let root = mesh_root(reg.path());
+    let root_arg = root.to_str().unwrap();
+
+    // A real TLS client sees the certificate chain to the mesh root, for the name asked, with
+    // HTTP/2 offered.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &tls.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .args([
+            "-CAfile",
+            root_arg,
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+        ])
+        .args(["-alpn", "h2", "-tls1_3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("Verify return code: 0 (ok)"), "{said}");
+    assert!(said.contains("ALPN protocol: h2"), "{said}");
+
+    // The sidecar gets both its certificate and its config over the TLS port.
+    let sidecar = Sidecar::start_with(
+        tls,
+        "web-0.shop",
+        &["--xds-root-cert", root_arg, "--ca-token-file", &token],
+    );
+    assert_eq!(
+        certs(sidecar.admin)["identity"],
+        "spiffe://cluster.local/ns/shop/sa/web"
+    );
+    let metrics = http_get(cp.admin, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("weft_ca_requests_total{result=\"signed\"} 1"),
+        "{metrics}"
+    );
+
+    // A sidecar whose root is another CA's does not take the control plane for its own: it
+    // never sends its token (nothing more is signed) and never becomes ready.
+    let other = reg.path().join("other.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=other", "-keyout"])
+        .arg(reg.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let log = reg.path().join("impostor.log");
+    let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _doubter = Proc::spawn_logging(
+        Command::new(bin("weft-proxy"))
+            .args(["--xds-addr", &tls.to_string(), "--node-id", "web-0.shop"])
+            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--health-addr", &health.to_string()])
+            .arg("--outbound-capture-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--inbound-capture-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(["--xds-root-cert", other.to_str().unwrap()])
+            .args(["--ca-token-file", &token]),
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    until("the impostor-wary sidecar to say why", 20, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("UnknownIssuer"))
+    });
+    assert_eq!(http_get(health, "/ready").unwrap().0, 503);
+    let metrics = http_get(cp.admin, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("weft_ca_requests_total{result=\"signed\"} 1"),
+        "{metrics}"
+    );
 }

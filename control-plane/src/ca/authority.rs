@@ -108,6 +108,15 @@ pub struct Signed {
     pub trust_bundle: Vec<String>,
 }
 
+/// A certificate for the control plane's own TLS port.
+#[derive(Clone, Debug)]
+pub struct Serving {
+    /// PEM: the leaf, then the intermediates up to (not including) the root.
+    pub chain: Vec<String>,
+    /// Its new key, PKCS#8.
+    pub key_pkcs8: Vec<u8>,
+}
+
 /// The mesh CA's signing key and certificate.
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
@@ -317,6 +326,42 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// A certificate with a new key for the control plane's TLS port, for `names` (DNS names,
+    /// or IP addresses), valid for `validity`: what a sidecar that knows the mesh root checks
+    /// before it sends its token.
+    pub fn serving(&self, names: &[String], validity: Duration) -> Result<Serving, SignError> {
+        let failed = |e: rcgen::Error| SignError::Failed(e.to_string());
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(failed)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => n.clone().try_into().map(SanType::DnsName),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(failed)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(serial().map_err(SignError::Failed)?);
+        let now = OffsetDateTime::from(SystemTime::now());
+        params.not_before = now - BACKDATE;
+        params.not_after = now + validity;
+        let cert = params.signed_by(&key, &self.issuer).map_err(failed)?;
+        let mut chain = Vec::with_capacity(1 + self.intermediates.len());
+        chain.push(cert.pem());
+        chain.extend(self.intermediates.iter().cloned());
+        Ok(Serving {
+            chain,
+            key_pkcs8: key.serialize_der(),
+        })
+    }
+}
+
 /// A random positive 16-byte serial number (RFC 5280 allows up to 20).
 fn serial() -> Result<SerialNumber, String> {
     let mut bytes = [0u8; 16];
@@ -471,6 +516,41 @@ mod tests {
 
     fn parsed(pem: &str) -> Vec<u8> {
         der_of(pem).unwrap()
+    }
+
+    #[test]
+    fn the_control_planes_own_certificate_names_its_hosts_and_serves_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(dir.path());
+        let names = ["weft.weft-system.svc".to_string(), "127.0.0.1".to_string()];
+        let serving = ca.serving(&names, Duration::from_secs(3600)).unwrap();
+        let der = parsed(&serving.chain[0]);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let sans: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        // x509-parser prints an IP address as its bytes.
+        assert_eq!(
+            sans,
+            ["DNSName(weft.weft-system.svc)", "IPAddress(7f:00:00:01)"]
+        );
+        let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
+        assert!(!leaf.is_ca());
+        let key = KeyPair::try_from(serving.key_pkcs8.as_slice()).unwrap();
+        assert_eq!(
+            leaf.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        let root_der = parsed(&ca.trust_bundle()[0]);
+        let (_, root) = x509_parser::parse_x509_certificate(&root_der).unwrap();
+        leaf.verify_signature(Some(root.public_key())).unwrap();
     }
 
     #[test]

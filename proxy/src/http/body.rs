@@ -87,8 +87,8 @@ pub struct UpstreamBody {
 pub enum Upstream {
     /// hyper's client.
     Hyper(Incoming),
-    /// The fast path's connection ([`super::fast::client`]).
-    Raw(super::fast::client::RawBody),
+    /// The fast path's connection ([`super::h1::client`]).
+    Raw(super::h1::client::RawBody),
 }
 
 impl hyper::body::Body for Upstream {
@@ -204,6 +204,28 @@ impl Drop for UpstreamBody {
             self.count(None);
         } else {
             self.count(Some(Flag::DownstreamClosed));
+        }
+    }
+}
+
+/// Records a request the client abandoned before its response began, unless disarmed.
+pub(super) struct Unanswered<'a> {
+    pub(super) stats: &'a crate::metrics::DestStats,
+    pub(super) protocol: RequestProtocol,
+    pub(super) started: Instant,
+    pub(super) armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let outcome = Outcome {
+                protocol: self.protocol,
+                code: 0,
+                grpc_status: None,
+                flag: Some(Flag::DownstreamClosed),
+            };
+            self.stats.record(outcome, self.started.elapsed());
         }
     }
 }

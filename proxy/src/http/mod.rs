@@ -9,6 +9,7 @@
 mod authorize;
 mod body;
 pub mod fast;
+mod h1;
 mod headers;
 pub mod mirror;
 pub mod path;
@@ -29,9 +30,9 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use self::body::Upstream;
 use self::body::grpc_status;
 pub use self::body::{Body, BodyError, UpstreamBody};
+use self::body::{Unanswered, Upstream};
 use crate::config::edits::HeaderEdits;
 use crate::config::rewrite::{Redirect, Rewrite};
 use crate::config::route::{DirectResponse, RequestView};
@@ -634,7 +635,7 @@ impl Proxy {
         };
         let fut = async {
             if raw {
-                let sent = fast::client::send(&endpoint, &self.dialer, dial, &parts).await;
+                let sent = h1::client::send(&endpoint, &self.dialer, dial, &parts).await;
                 return sent.map(|r| (r.map(Upstream::Raw), None));
             }
             let sent = endpoint
@@ -776,26 +777,4 @@ struct Asked<'a> {
     method: &'a str,
     authority: &'a str,
     path: &'a str,
-}
-
-/// Records a request the client abandoned before its response began, unless disarmed.
-struct Unanswered<'a> {
-    stats: &'a DestStats,
-    protocol: RequestProtocol,
-    started: Instant,
-    armed: bool,
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let outcome = Outcome {
-                protocol: self.protocol,
-                code: 0,
-                grpc_status: None,
-                flag: Some(Flag::DownstreamClosed),
-            };
-            self.stats.record(outcome, self.started.elapsed());
-        }
-    }
 }

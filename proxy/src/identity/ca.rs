@@ -21,8 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where and how to ask for certificates.
 #[derive(Clone, Debug)]
 pub struct CaClient {
-    /// The CA's gRPC URL (`http://host:port`).
-    pub url: String,
+    /// The CA, and how to speak to it.
+    pub control_plane: crate::control_plane::ControlPlane,
     /// The file holding the workload's token.
     pub token_file: PathBuf,
     /// The lifetime to ask for; `None` for the CA's default.
@@ -38,11 +38,10 @@ impl CaClient {
         let csr = CertificateParams::default()
             .serialize_request(&key)?
             .pem()?;
-        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())?
+        let endpoint = tonic::transport::Endpoint::from_shared(self.control_plane.url.clone())?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .connect()
-            .await?;
+            .timeout(REQUEST_TIMEOUT);
+        let channel = self.control_plane.connect(endpoint).await?;
         let mut req = tonic::Request::new(SignRequest {
             csr,
             validity_seconds: self.validity.map_or(0, |v| v.as_secs() as i64),

@@ -32,8 +32,8 @@ use crate::store::Store;
 /// How to reach the control plane.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `http://host:port` of the ADS server.
-    pub xds_url: String,
+    /// The ADS server, and how to speak to it.
+    pub control_plane: crate::control_plane::ControlPlane,
     /// Node id (`<pod>.<namespace>`).
     pub node_id: String,
     /// How long to wait for an EDS or RDS resource the config names before applying the config
@@ -232,7 +232,8 @@ impl Client {
 
     async fn stream(&mut self, protocol: XdsProtocol) -> anyhow::Result<()> {
         let keepalive = self.settings.keepalive;
-        let mut endpoint = tonic::transport::Endpoint::from_shared(self.settings.xds_url.clone())?
+        let control_plane = &self.settings.control_plane;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(control_plane.url.clone())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_keepalive(Some(TCP_KEEPALIVE));
         if !keepalive.is_zero() {
@@ -241,7 +242,7 @@ impl Client {
                 .keep_alive_timeout((keepalive / 3).min(Duration::from_secs(10)))
                 .keep_alive_while_idle(true);
         }
-        let channel = endpoint.connect().await?;
+        let channel = control_plane.connect(endpoint).await?;
         // Wildcard CDS and LDS, telling the server what we hold.
         let none = BTreeSet::new();
         let first = vec![
@@ -266,7 +267,7 @@ impl Client {
         self.subscribed_rds.clear();
         self.waiting.clear();
         self.resubscribe(&mut session)?;
-        tracing::info!(url = %self.settings.xds_url, ?protocol, "xDS stream open");
+        tracing::info!(url = %self.settings.control_plane.url, ?protocol, "xDS stream open");
         self.metrics.xds.connected.set(1);
         loop {
             let deadline = self

@@ -12,9 +12,6 @@
 //! routing failures come from one place.
 
 mod buffers;
-mod chunked;
-pub mod client;
-mod parse;
 mod prefixed;
 
 use std::pin::Pin;
@@ -28,7 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use prefixed::Prefixed;
 
-use self::parse::{Framing, Parsed, RequestHead, Response, ResponseHead, Span};
+use super::h1::chunked;
+use super::h1::parse::{self, Framing, Parsed, RequestHead, Response, ResponseHead, Span};
 use super::reply::write_http1;
 use super::{Asked, Counting, Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target};
 use crate::balance::InFlight;
