@@ -34,6 +34,9 @@ enum Command {
     /// Workload tokens, the credential a sidecar outside Kubernetes shows the mesh CA.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The mesh CA's trust bundle.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Print the CustomResourceDefinitions of weft's own kinds as YAML.
     Crds,
     /// Print the version.
@@ -45,6 +48,14 @@ enum TokenCommand {
     /// Print a token for a namespace and service account, signed by the mesh CA (creating the
     /// CA's root if there is none yet, as `weft serve` would).
     Create(TokenArgs),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the roots the mesh trusts (PEM, no key): what a sidecar is given as
+    /// `--xds-root-cert` to check the control plane's TLS port (creating the CA's root if there is
+    /// none yet, as `weft serve` would).
+    Root(CaArgs),
 }
 
 #[derive(clap::Args)]
@@ -230,6 +241,18 @@ async fn main() -> anyhow::Result<()> {
                 ca::token::issue(authority.key_pkcs8(), &identity, ca::token::AUDIENCE, ttl)
                     .map_err(anyhow::Error::msg)?;
             println!("{token}");
+        }
+        Command::Ca(CaCommand::Root(ca_args)) => {
+            let authority = ca::Authority::load(
+                &ca_args.source(false),
+                ca_args.trust_bundle.as_deref(),
+                "unused",
+                ca::Lifetimes::default(),
+            )?;
+            for root in authority.trust_bundle() {
+                print!("{}", root.trim_end());
+                println!();
+            }
         }
         Command::Crds => {
             for c in crd::definitions() {

@@ -37,7 +37,7 @@ impl ControlPlane {
         let pem = std::fs::read(roots)
             .map_err(|e| anyhow::anyhow!("reading the mesh root {}: {e}", roots.display()))?;
         let mut store = rustls::RootCertStore::empty();
-        // Certificates only: a file that also holds a key (a CA directory's `ca.pem`) will do.
+        // Certificates only: other blocks (a key) are no roots.
         for p in x509_parser::pem::Pem::iter_from_buffer(&pem) {
             let p = p.map_err(|e| anyhow::anyhow!("{}: bad PEM: {e}", roots.display()))?;
             if p.label != "CERTIFICATE" {

@@ -128,14 +128,24 @@ fn without_its_ca_a_sidecar_waits_unready_then_retries_renewal_while_ready() {
     });
 }
 
-/// The mesh root, as an operator hands it to sidecars: the certificate of the CA the test
-/// control planes share, without its key.
+/// The mesh root, as an operator hands it to sidecars: `weft ca root` of the CA the test
+/// control planes share, its certificate without its key.
 fn mesh_root(dir: &Path) -> std::path::PathBuf {
-    let ca = std::fs::read_to_string(std::env::temp_dir().join("weft-e2e-ca/ca.pem")).unwrap();
-    let begin = ca.find("-----BEGIN CERTIFICATE-----").unwrap();
-    let end = ca.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let out = Command::new(bin("weft"))
+        .args(["ca", "root", "--ca-dir"])
+        .arg(std::env::temp_dir().join("weft-e2e-ca"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = String::from_utf8(out.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(!pem.contains("PRIVATE KEY"), "{pem}");
     let path = dir.join("root.pem");
-    std::fs::write(&path, format!("{}\n", &ca[begin..end])).unwrap();
+    std::fs::write(&path, pem).unwrap();
     path
 }
 
