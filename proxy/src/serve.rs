@@ -495,18 +495,24 @@ async fn serve_hyper<S: Stream>(
     let drain = proxy.drain.clone();
     let header_timeout = proxy.header_timeout;
     let idle = proxy.idle_timeout;
-    let source = Arc::new(source);
+    // Shared by the connection's requests: a request takes two counts, not one per field of
+    // the proxy.
+    let shared = Arc::new((proxy, source));
     // The request the fast path routed before handing over is the first hyper reads; the flag
     // spares every later request the lock.
     let first = routed.map(|r| Arc::new((AtomicBool::new(true), std::sync::Mutex::new(Some(r)))));
     let svc = service_fn(move |req| {
-        let proxy = proxy.clone();
-        let source = source.clone();
+        let shared = shared.clone();
         let routed = first
             .as_ref()
             .filter(|f| f.0.swap(false, Ordering::Relaxed))
             .and_then(|f| f.1.lock().ok()?.take());
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(&source, req, routed).await) }
+        // Boxed: a request's future is kilobytes, which hyper would otherwise move whole into
+        // its dispatcher (HTTP/1) or into a task of its own per stream (HTTP/2).
+        Box::pin(async move {
+            let (proxy, source) = &*shared;
+            Ok::<_, std::convert::Infallible>(proxy.handle(source, req, routed).await)
+        })
     });
     let signal = async {
         if late {
