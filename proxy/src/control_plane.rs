@@ -5,9 +5,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+
+/// TCP keepalive on a TLS connection to the control plane, whatever the HTTP/2 pings: the
+/// kernel's own check for a peer that is gone (tonic sets the same on the connections it makes).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The control plane's address, and how to speak to it.
 #[derive(Clone, Debug)]
@@ -111,6 +116,8 @@ impl tonic::codegen::Service<http::Uri> for Tls {
             let port = uri.port_u16().unwrap_or(15012);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
             let connector = tokio_rustls::TlsConnector::from(tls.config);
             let stream = connector.connect(tls.name, tcp).await?;
             Ok(hyper_util::rt::TokioIo::new(stream))
