@@ -1,7 +1,7 @@
-//! The fast path's HTTP/1.1 exchange for a request hyper's server parsed (one that came over
-//! HTTP/2, from a client or from another sidecar): the head is written from the header map onto a
-//! pooled fast-path connection, the response head is parsed in place, and the body is read from
-//! the connection by the response body itself, as the server polls it. A bodiless request to an
+//! An HTTP/1.1 exchange in the fast path's manner for a request hyper's server parsed (one that
+//! came over HTTP/2, from a client or from another sidecar): the head is written from the header
+//! map onto a pooled fast-path connection, the response head is parsed in place, and the body is
+//! read from the connection by the response body itself, as the server polls it. A bodiless request to an
 //! HTTP/1.1 upstream so costs no second task, no channel and no client state machine; the
 //! connection goes back to the endpoint's fast-path list when the body is read whole. A request
 //! with a body keeps hyper's client, which streams it while the response comes.
