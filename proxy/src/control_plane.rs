@@ -11,7 +11,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
 /// TCP keepalive on a TLS connection to the control plane, whatever the HTTP/2 pings: the
-/// kernel's own check for a peer that is gone (tonic sets the same on the connections it makes).
+/// kernel's own check for a peer that is gone (the 60 s the xDS client asks of tonic's own
+/// connector for a plaintext connection).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The control plane's address, and how to speak to it.

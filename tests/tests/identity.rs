@@ -24,6 +24,38 @@ fn until(what: &str, secs: u64, ok: impl FnMut() -> bool) {
     weft_e2e::wait_until(Duration::from_secs(secs), &format!("timed out: {what}"), ok);
 }
 
+/// `weft-proxy` for `shop/web` against `xds`, with its admin and health ports and `extra`: for a
+/// sidecar a test watches while it is not ready ([`Sidecar`] waits until it is).
+fn unready_sidecar(
+    xds: SocketAddr,
+    admin: SocketAddr,
+    health: SocketAddr,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new(bin("weft-proxy"));
+    cmd.args(["--xds-addr", &xds.to_string(), "--node-id", "web-0.shop"])
+        .args(["--admin-addr", &admin.to_string()])
+        .args(["--health-addr", &health.to_string()])
+        .arg("--outbound-capture-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--inbound-capture-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(extra);
+    cmd
+}
+
+/// Runs `cmd` to its end, which must be a success; its standard output.
+fn ran(cmd: &mut Command) -> String {
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
 fn registry() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -78,19 +110,12 @@ fn without_its_ca_a_sidecar_waits_unready_then_retries_renewal_while_ready() {
     let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _proxy = Proc::spawn(
-        Command::new(bin("weft-proxy"))
-            .args(["--xds-addr", &xds.to_string(), "--node-id", "web-0.shop"])
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--health-addr", &health.to_string()])
-            .arg("--outbound-capture-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--inbound-capture-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--ca-token-file")
-            .arg(&token)
-            .args(["--cert-ttl-secs", "6"]),
-    );
+    let _proxy = Proc::spawn(&mut unready_sidecar(
+        xds,
+        admin,
+        health,
+        &["--ca-token-file", &token, "--cert-ttl-secs", "6"],
+    ));
     until("the health port", 20, || http_get(health, "/ready").is_ok());
     let (status, body) = http_get(health, "/ready").unwrap();
     assert_eq!(
@@ -131,17 +156,9 @@ fn without_its_ca_a_sidecar_waits_unready_then_retries_renewal_while_ready() {
 /// The mesh root, as an operator hands it to sidecars: `weft ca root` of the CA the test
 /// control planes share, its certificate without its key.
 fn mesh_root(dir: &Path) -> std::path::PathBuf {
-    let out = Command::new(bin("weft"))
+    let pem = ran(Command::new(bin("weft"))
         .args(["ca", "root", "--ca-dir"])
-        .arg(std::env::temp_dir().join("weft-e2e-ca"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = String::from_utf8(out.stdout).unwrap();
+        .arg(std::env::temp_dir().join("weft-e2e-ca")));
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     assert!(!pem.contains("PRIVATE KEY"), "{pem}");
     let path = dir.join("root.pem");
@@ -161,7 +178,7 @@ fn a_sidecar_given_the_mesh_root_gets_config_and_identity_over_tls_and_no_impost
 
     // A real TLS client sees the certificate chain to the mesh root, for the name asked, with
     // HTTP/2 offered.
-    let out = Command::new("openssl")
+    let said = ran(Command::new("openssl")
         .args([
             "s_client",
             "-connect",
@@ -176,16 +193,7 @@ fn a_sidecar_given_the_mesh_root_gets_config_and_identity_over_tls_and_no_impost
             "-verify_hostname",
             "localhost",
         ])
-        .args(["-alpn", "h2", "-tls1_3"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["-alpn", "h2", "-tls1_3"]));
     assert!(said.contains("Verify return code: 0 (ok)"), "{said}");
     assert!(said.contains("ALPN protocol: h2"), "{said}");
 
@@ -208,7 +216,7 @@ fn a_sidecar_given_the_mesh_root_gets_config_and_identity_over_tls_and_no_impost
     // A sidecar whose root is another CA's does not take the control plane for its own: it
     // never sends its token (nothing more is signed) and never becomes ready.
     let other = reg.path().join("other.pem");
-    let made = Command::new("openssl")
+    ran(Command::new("openssl")
         .args([
             "req",
             "-x509",
@@ -220,27 +228,22 @@ fn a_sidecar_given_the_mesh_root_gets_config_and_identity_over_tls_and_no_impost
         .args(["-nodes", "-days", "1", "-subj", "/CN=other", "-keyout"])
         .arg(reg.path().join("other.key"))
         .arg("-out")
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        .arg(&other));
     let log = reg.path().join("impostor.log");
     let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _doubter = Proc::spawn_logging(
-        Command::new(bin("weft-proxy"))
-            .args(["--xds-addr", &tls.to_string(), "--node-id", "web-0.shop"])
-            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--health-addr", &health.to_string()])
-            .arg("--outbound-capture-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--inbound-capture-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .args(["--xds-root-cert", other.to_str().unwrap()])
-            .args(["--ca-token-file", &token]),
+        &mut unready_sidecar(
+            tls,
+            admin,
+            health,
+            &[
+                "--xds-root-cert",
+                other.to_str().unwrap(),
+                "--ca-token-file",
+                &token,
+            ],
+        ),
         std::fs::File::create(&log).unwrap().into(),
     );
     until("the impostor-wary sidecar to say why", 20, || {

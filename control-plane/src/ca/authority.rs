@@ -518,6 +518,18 @@ mod tests {
         der_of(pem).unwrap()
     }
 
+    /// A certificate's subject alternative names, as x509-parser prints them.
+    fn sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+        cert.subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
     #[test]
     fn the_control_planes_own_certificate_names_its_hosts_and_serves_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -526,15 +538,7 @@ mod tests {
         let serving = ca.serving(&names, Duration::from_secs(3600)).unwrap();
         let der = parsed(&serving.chain[0]);
         let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let sans: Vec<String> = leaf
-            .subject_alternative_name()
-            .unwrap()
-            .unwrap()
-            .value
-            .general_names
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        let sans = sans(&leaf);
         // x509-parser prints an IP address as its bytes.
         assert_eq!(
             sans,
@@ -564,15 +568,7 @@ mod tests {
         assert_eq!(signed.trust_bundle.len(), 1);
         let der = parsed(&signed.chain[0]);
         let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let sans: Vec<String> = leaf
-            .subject_alternative_name()
-            .unwrap()
-            .unwrap()
-            .value
-            .general_names
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        let sans = sans(&leaf);
         assert_eq!(sans, ["URI(spiffe://cluster.local/ns/shop/sa/web)"]);
         let san_ext = leaf
             .extensions()

@@ -83,44 +83,9 @@ pub struct UpstreamBody {
     pub(super) deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// Where an upstream's response body is read from.
-pub enum Upstream {
-    /// hyper's client.
-    Hyper(Incoming),
-    /// The fast path's connection ([`super::h1::client`]).
-    Raw(super::h1::client::RawBody),
-}
-
-impl hyper::body::Body for Upstream {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            Self::Hyper(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(BodyError::from),
-            Self::Raw(b) => std::pin::Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Hyper(b) => b.is_end_stream(),
-            Self::Raw(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Self::Hyper(b) => b.size_hint(),
-            Self::Raw(b) => b.size_hint(),
-        }
-    }
-}
+/// Where an upstream's response body is read from: hyper's client, or a fast-path connection
+/// ([`super::h1::client`]).
+pub type Upstream = http_body_util::Either<Incoming, super::h1::client::RawBody>;
 
 impl UpstreamBody {
     fn done(&mut self) {
@@ -128,7 +93,7 @@ impl UpstreamBody {
         if let Some(conn) = self.conn.take() {
             pool.put_back(conn);
         }
-        if let Upstream::Raw(b) = &mut self.inner
+        if let http_body_util::Either::Right(b) = &mut self.inner
             && let Some(conn) = b.reusable()
         {
             pool.put_back_raw(conn);

@@ -636,12 +636,12 @@ impl Proxy {
         let fut = async {
             if raw {
                 let sent = h1::client::send(&endpoint, &self.dialer, dial, &parts).await;
-                return sent.map(|r| (r.map(Upstream::Raw), None));
+                return sent.map(|r| (r.map(Upstream::Right), None));
             }
             let sent = endpoint
                 .pool
                 .send(peer, dial, Request::from_parts(parts, body));
-            sent.await.map(|(r, c)| (r.map(Upstream::Hyper), c))
+            sent.await.map(|(r, c)| (r.map(Upstream::Left), c))
         };
         // The route's timeout covers the whole response, as Gateway API and Envoy define it: the
         // same deadline bounds the headers here and the body in `UpstreamBody`.
@@ -694,7 +694,7 @@ impl Proxy {
             // Only an upgrade weft passed on may be switched to (not after an h2c offer it
             // dropped, nor for an Upgrade without `Connection: upgrade`), as the fast path.
             // (The fast path's exchange carries no upgrade and refuses a 101 it did not ask for.)
-            let (head, Upstream::Hyper(body)) = resp.into_parts() else {
+            let (head, Upstream::Left(body)) = resp.into_parts() else {
                 return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
             };
             if upgrade.is_none() {

@@ -106,7 +106,8 @@ async fn response_head(upstream: &mut RawConn, is_head: bool) -> Result<Head, No
     buf.clear();
     let mut heard = false;
     // Filled by the parser with the lines it keeps; the response's header map is built from them.
-    let mut spans = Vec::new();
+    // Sized for a common response, so it is allocated once.
+    let mut spans = Vec::with_capacity(16);
     loop {
         if !buf.is_empty() {
             match parse::response(buf, is_head, &mut spans) {
