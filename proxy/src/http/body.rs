@@ -7,7 +7,6 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use http::header::HeaderName;
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::metrics::{Flag, Outcome, RequestProtocol};
 /// Why a response body broke off: the upstream's error, or the route's timeout.
@@ -83,9 +82,9 @@ pub struct UpstreamBody {
     pub(super) deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// Where an upstream's response body is read from: hyper's client, or a fast-path connection
-/// ([`super::h1::client`]).
-pub type Upstream = http_body_util::Either<Incoming, super::h1::client::RawBody>;
+/// Where an upstream's response body is read from: a pooled connection (hyper's HTTP/1.1
+/// client, or an HTTP/2 stream), or a fast-path connection ([`super::h1::client`]).
+pub type Upstream = http_body_util::Either<pool::Answer, super::h1::client::RawBody>;
 
 impl UpstreamBody {
     fn done(&mut self) {

@@ -676,8 +676,13 @@ impl Proxy {
                     pool::SendError::Http(e) if ClientBodyError::caused(&e) => {
                         Flag::DownstreamProtocolError
                     }
+                    pool::SendError::H2(e) if crate::upstream::h2::client_body_broke(&e) => {
+                        Flag::DownstreamProtocolError
+                    }
                     pool::SendError::Http(e) if e.is_parse() => Flag::UpstreamProtocolError,
-                    pool::SendError::Http(_) | pool::SendError::Closed(_) => Flag::UpstreamReset,
+                    pool::SendError::Http(_)
+                    | pool::SendError::H2(_)
+                    | pool::SendError::Closed(_) => Flag::UpstreamReset,
                     pool::SendError::Protocol(_) => Flag::UpstreamProtocolError,
                 };
                 return Err((reason, Some(endpoint.stats.clone())));
@@ -694,7 +699,8 @@ impl Proxy {
             // Only an upgrade weft passed on may be switched to (not after an h2c offer it
             // dropped, nor for an Upgrade without `Connection: upgrade`), as the fast path.
             // (The fast path's exchange carries no upgrade and refuses a 101 it did not ask for.)
-            let (head, Upstream::Left(body)) = resp.into_parts() else {
+            let (head, Upstream::Left(http_body_util::Either::Left(body))) = resp.into_parts()
+            else {
                 return Err((Flag::UpstreamProtocolError, Some(endpoint.stats.clone())));
             };
             if upgrade.is_none() {

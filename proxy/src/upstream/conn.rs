@@ -27,6 +27,9 @@ pub enum SendError {
     /// The connection broke or the peer spoke bad HTTP.
     #[error("upstream: {0}")]
     Http(#[from] hyper::Error),
+    /// An HTTP/2 stream or connection failed (reset, GOAWAY, I/O).
+    #[error("upstream: {0}")]
+    H2(h2::Error),
     /// The fast path's exchange: the upstream closed before its response head was whole.
     #[error("upstream {0}")]
     Closed(&'static str),

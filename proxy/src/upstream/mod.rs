@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod h2;
 pub mod pool;
 
 /// The most bytes of headers accepted in either direction, HTTP/1 or HTTP/2 (Envoy's default

@@ -15,11 +15,17 @@ use tokio::time::Instant;
 use super::body::RequestBody;
 pub use super::conn::SendError;
 use super::conn::{Conn, Dialer};
+use super::h2::{H2Body, H2Conn};
 use crate::config::Security;
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+/// A response body as the pool's connections give it: hyper's HTTP/1.1 client's, or an HTTP/2
+/// stream's.
+pub type Answer = Either<Incoming, H2Body>;
 
 /// How to reach an endpoint: cluster settings that apply to every connection.
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +51,7 @@ pub struct H1 {
 /// The shared HTTP/2 connection of an endpoint.
 #[derive(Debug)]
 struct H2 {
-    send: http2::SendRequest<RequestBody>,
+    send: H2Conn,
     /// When it was last used.
     used: Instant,
     /// Not used for new requests from then on (streams on it finish).
@@ -112,7 +118,7 @@ pub struct Pool {
 /// A connection ready for a request that was made for HTTP/2.
 enum Ready {
     /// The shared HTTP/2 connection.
-    H2(http2::SendRequest<RequestBody>),
+    H2(H2Conn),
     /// An HTTP/1.1 connection, where the peer declined HTTP/2.
     H1(H1),
 }
@@ -182,7 +188,7 @@ impl Pool {
         peer: Peer<'_>,
         dial: Dial,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
+    ) -> Result<(Response<Answer>, Option<H1>), SendError> {
         if dial.http2 {
             return self.send_h2(peer, dial, req).await;
         }
@@ -198,7 +204,7 @@ impl Pool {
             match conn.send.try_send_request(req).await {
                 Ok(resp) => {
                     let conn = (!unframed_head(head, &resp)).then_some(conn);
-                    return Ok((resp, conn));
+                    return Ok((resp.map(Either::Left), conn));
                 }
                 Err(mut e) => match (e.take_message(), again) {
                     (Some(unsent), _) => req = unsent,
@@ -211,7 +217,7 @@ impl Pool {
         let mut conn = Box::pin(dial_h1(peer, dial)).await?;
         let resp = conn.send.send_request(req).await?;
         let conn = (!unframed_head(head, &resp)).then_some(conn);
-        Ok((resp, conn))
+        Ok((resp.map(Either::Left), conn))
     }
 
     /// Returns an HTTP/1.1 connection whose response is complete.
@@ -282,7 +288,8 @@ impl Pool {
         None
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+    /// The shared HTTP/2 connection, if it may take a new request.
+    pub fn shared_h2(&self) -> Option<H2Conn> {
         let mut h2 = lock(&self.h2);
         match h2.as_mut() {
             Some(c) if !c.send.is_closed() && reusable(c.reuse_until) => {
@@ -293,20 +300,25 @@ impl Pool {
         }
     }
 
-    async fn send_h2(
-        &self,
-        peer: Peer<'_>,
-        dial: Dial,
-        req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<H1>), SendError> {
-        let mut req = req;
+    /// Forgets the shared HTTP/2 connection if it is still `conn`, which could not take a
+    /// stream: the next request dials anew.
+    fn forget_h2(&self, conn: &H2Conn) {
+        let mut h2 = lock(&self.h2);
+        if h2.as_ref().is_some_and(|c| c.send.same(conn)) {
+            *h2 = None;
+        }
+    }
+
+    /// The shared HTTP/2 connection, ready for a stream, dialing it (or HTTP/1.1, where the peer
+    /// declined HTTP/2) if there is none; a burst of first requests dials once.
+    async fn ready_h2(&self, peer: Peer<'_>, dial: Dial) -> Result<Ready, SendError> {
         if let Some(mut conn) = self.shared_h2() {
-            match conn.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, None)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
-                },
+            match conn.ready().await {
+                Ok(()) => return Ok(Ready::H2(conn)),
+                Err(e) => {
+                    tracing::debug!(addr = %peer.addr, "HTTP/2 connection cannot take a stream: {e}");
+                    self.forget_h2(&conn);
+                }
             }
         }
         let ready = {
@@ -347,13 +359,28 @@ impl Pool {
             }
         };
         match ready {
-            Ready::H2(mut conn) => Ok((conn.send_request(req).await?, None)),
+            Ready::H2(mut conn) => {
+                conn.ready().await.map_err(SendError::H2)?;
+                Ok(Ready::H2(conn))
+            }
+            h1 => Ok(h1),
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        peer: Peer<'_>,
+        dial: Dial,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Answer>, Option<H1>), SendError> {
+        match self.ready_h2(peer, dial).await? {
+            Ready::H2(conn) => Ok((conn.send(req).await?.map(Either::Right), None)),
             Ready::H1(mut conn) => {
                 let req = as_http1(req);
                 let head = req.method() == http::Method::HEAD;
                 let resp = conn.send.send_request(req).await?;
                 let conn = (!unframed_head(head, &resp)).then_some(conn);
-                Ok((resp, conn))
+                Ok((resp.map(Either::Left), conn))
             }
         }
     }
@@ -425,7 +452,7 @@ async fn handshake_h1(addr: SocketAddr, conn: Conn) -> Result<H1, SendError> {
 /// What an HTTP/2 dial made.
 enum Dialed {
     /// An HTTP/2 connection, and when to stop sending new requests on it.
-    H2(http2::SendRequest<RequestBody>, Option<Instant>),
+    H2(H2Conn, Option<Instant>),
     /// An HTTP/1.1 connection: the peer declined HTTP/2 by ALPN.
     H1(H1),
 }
@@ -440,22 +467,7 @@ async fn dial_h2(peer: Peer<'_>, dial: Dial) -> Result<Dialed, SendError> {
         return handshake_h1(addr, conn).await.map(Dialed::H1);
     }
     let reuse_until = conn.reuse_until();
-    let io = TokioIo::new(conn);
-    // No keep-alive pings, as Envoy sends none unless configured: gRPC servers count a ping
-    // that comes within 5 minutes of the last with no data sent between as abuse and close
-    // the connection (GOAWAY `too_many_pings`), which would take down every call on it when one
-    // call waits quietly. A silently dead connection is bounded by the route's timeout.
-    let (send, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_header_list_size(super::MAX_HEADER_BYTES as u32)
-        .handshake(io)
-        .await
-        .map_err(|e| SendError::Connect(format!("{addr}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, "upstream HTTP/2 connection ended: {e}");
-        }
-    });
+    let send = super::h2::handshake(addr, conn).await?;
     Ok(Dialed::H2(send, reuse_until))
 }
 
@@ -466,6 +478,7 @@ mod tests {
     use super::*;
     use crate::identity::tls::tests::TestCa;
     use crate::identity::{Certified, Identity};
+    use hyper_util::rt::TokioExecutor;
 
     /// A sidecar-like mTLS server answering with the version and `Host` it was asked with; it
     /// offers `alpn` and speaks HTTP/2 when that was agreed, HTTP/1.1 otherwise.
@@ -522,7 +535,7 @@ mod tests {
         req
     }
 
-    async fn body(resp: Response<Incoming>) -> String {
+    async fn body(resp: Response<Answer>) -> String {
         use http_body_util::BodyExt;
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
