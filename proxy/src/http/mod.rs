@@ -149,13 +149,21 @@ struct Target {
     mirrors: Vec<mirror::Mirror>,
 }
 
+/// How the HTTP/1.1 fast path carries a request upstream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Carrier {
+    /// As the bytes it came in, to an HTTP/1.1 upstream.
+    Http1,
+    /// As a stream on the endpoint's HTTP/2 connection (`fast::h2`).
+    Http2,
+}
+
 impl Target {
-    /// Whether the HTTP/1.1 fast path may carry a request going here: every route feature
-    /// answers here, once. The fast path forwards bytes as they came, to an HTTP/1.1 upstream;
-    /// whatever changes the request (header edits, rewrites), copies it (mirrors) or speaks
-    /// another version upstream is hyper's path. The fields are named, not skipped: a new one
-    /// does not compile until it is answered.
-    fn fast_path(&self) -> bool {
+    /// Whether, and how, the HTTP/1.1 fast path may carry a request going here: every route
+    /// feature answers here, once. The fast path forwards the request as it came; whatever
+    /// changes it (header edits, rewrites) or copies it (mirrors) is hyper's path. The fields
+    /// are named, not skipped: a new one does not compile until it is answered.
+    fn carrier(&self) -> Option<Carrier> {
         let Self {
             endpoint: _,
             dial,
@@ -164,7 +172,13 @@ impl Target {
             rewrite,
             mirrors,
         } = self;
-        !dial.http2 && edits.is_none() && rewrite.is_none() && mirrors.is_empty()
+        if edits.is_some() || rewrite.is_some() || !mirrors.is_empty() {
+            return None;
+        }
+        Some(match dial.http2 {
+            true => Carrier::Http2,
+            false => Carrier::Http1,
+        })
     }
 }
 

@@ -127,7 +127,7 @@ pub fn client_body_broke(e: &h2::Error) -> bool {
 }
 
 /// Methods whose empty body is still stated as `content-length: 0` (hyper's rule).
-fn has_payload_semantics(m: &Method) -> bool {
+pub fn has_payload_semantics(m: &Method) -> bool {
     !matches!(
         *m,
         Method::GET

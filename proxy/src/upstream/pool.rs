@@ -289,7 +289,7 @@ impl Pool {
     }
 
     /// The shared HTTP/2 connection, if it may take a new request.
-    pub fn shared_h2(&self) -> Option<H2Conn> {
+    fn shared_h2(&self) -> Option<H2Conn> {
         let mut h2 = lock(&self.h2);
         match h2.as_mut() {
             Some(c) if !c.send.is_closed() && reusable(c.reuse_until) => {
@@ -364,6 +364,23 @@ impl Pool {
                 Ok(Ready::H2(conn))
             }
             h1 => Ok(h1),
+        }
+    }
+
+    /// The shared HTTP/2 connection, ready for a stream (dialed if there is none), for a caller
+    /// that opens the stream itself (the fast path). `None`: the peer declined HTTP/2; the
+    /// HTTP/1.1 connection it agreed to instead is pooled for hyper's client.
+    pub async fn ready_stream(
+        &self,
+        peer: Peer<'_>,
+        dial: Dial,
+    ) -> Result<Option<H2Conn>, SendError> {
+        match self.ready_h2(peer, dial).await? {
+            Ready::H2(conn) => Ok(Some(conn)),
+            Ready::H1(conn) => {
+                self.put_back(conn);
+                Ok(None)
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! routing failures come from one place.
 
 mod buffers;
+mod h2;
 mod prefixed;
 
 use std::pin::Pin;
@@ -25,10 +26,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use prefixed::Prefixed;
 
+use self::h2::Exchanged;
 use super::h1::chunked;
 use super::h1::parse::{self, Framing, Parsed, RequestHead, Response, ResponseHead, Span};
 use super::reply::write_http1;
-use super::{Asked, Counting, Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target};
+use super::{
+    Asked, Carrier, Counting, Decision, MAX_HEADER_BYTES, Proxy, RouteSource, Routed, Target,
+};
 use crate::balance::InFlight;
 use crate::config::route::RequestView;
 use crate::metrics::{DestStats, Flag, Outcome, RequestProtocol};
@@ -268,11 +272,18 @@ pub async fn serve<S: Stream>(
             }
             proxy.target(source, view.str(&head.host), &view, false)
         };
-        let target = match target {
-            Ok(Decision::Forward(t)) if t.fast_path() => t,
-            // hyper's path answers routing failures and redirects, speaks HTTP/2 upstream, edits
-            // headers and URLs, and mirrors.
-            decided => {
+        let carried = match &target {
+            // A chunked body is sent on as it came, which only HTTP/1.1 can carry.
+            Ok(Decision::Forward(t)) => t
+                .carrier()
+                .filter(|c| *c == Carrier::Http1 || head.body != Framing::Chunked),
+            _ => None,
+        };
+        let (carrier, target) = match (carried, target) {
+            (Some(c), Ok(Decision::Forward(t))) => (c, t),
+            // hyper's path answers routing failures and redirects, edits headers and URLs,
+            // and mirrors.
+            (_, decided) => {
                 let io = Prefixed::new(conn.client, conn.inbuf);
                 return Served::Handoff(io, Some(Routed(decided)));
             }
@@ -284,7 +295,18 @@ pub async fn serve<S: Stream>(
             started,
         };
         let len = current.len;
-        if !conn.exchange(&current, target).await {
+        let open = match carrier {
+            Carrier::Http1 => conn.exchange(&current, target).await,
+            Carrier::Http2 => match conn.exchange_h2(&current, target).await {
+                Exchanged::Done(open) => open,
+                Exchanged::Declined(target) => {
+                    let io = Prefixed::new(conn.client, conn.inbuf);
+                    let decided = Routed(Ok(Decision::Forward(target)));
+                    return Served::Handoff(io, Some(decided));
+                }
+            },
+        };
+        if !open {
             return Served::Closed;
         }
         conn.inbuf.advance(len);
