@@ -6,12 +6,16 @@
 # request instead (strace), which is what a proxy asks of the kernel.
 #
 # Needs valgrind (or strace), nginx, haproxy, curl and release builds: cargo build --release --bins
-# Usage: [KEEP=dir] [MODE=syscalls] benches/instructions.sh [requests]   (default 2000; each proxy is
-# run twice, with requests/4 and requests, and the difference divided, so start-up and config cost
-# cancel out)
+# Usage: [KEEP=dir] [MODE=syscalls] [HOP=h2-upstream] benches/instructions.sh [requests]
+# (default 2000; each proxy is run twice, with requests/4 and requests, and the difference divided,
+# so start-up and config cost cancel out). HOP=h2-upstream measures weft-proxy alone with HTTP/1.1
+# in and HTTP/2 (h2c, prior knowledge) to the origin: the near sidecar's side of the HTTP/2 hop
+# between sidecars, without TLS (which costs an HTTP/1.1 hop alike). (The far side, HTTP/2 in,
+# has no counterpart here: curl 7.88 cannot reuse an h2c connection for a second request.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
+HOP=${HOP:-}
 SMALL=$((N / 4))
 BIN=target/release
 TMP=$(mktemp -d)
@@ -28,7 +32,7 @@ cat > "$TMP/origin.conf" <<EOF
 daemon off; worker_processes 1; pid $TMP/origin.pid; error_log $TMP/origin.err;
 events { worker_connections 1024; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ORIGIN; location / { return 200 '$BODY'; } } }
+  server { listen 127.0.0.1:$ORIGIN$([ "$HOP" = h2-upstream ] && echo " http2"); location / { return 200 '$BODY'; } } }
 EOF
 nginx -c "$TMP/origin.conf" -e "$TMP/origin.err" & pids+=($!)
 wait_port "$ORIGIN"
@@ -52,16 +56,17 @@ spec: {outboundListeners: [{bind: "127.0.0.1:$1", service: origin, port: 80}]}
 apiVersion: v1
 kind: Service
 metadata: {name: origin, namespace: b}
-spec: {clusterIP: 127.99.0.1, ports: [{name: http, port: 80}]}
+spec: {clusterIP: 127.99.0.1, ports: [{name: $PORT_NAME, port: 80}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: origin-a, namespace: b, labels: {kubernetes.io/service-name: origin}}
 addressType: IPv4
-ports: [{name: http, port: $ORIGIN}]
+ports: [{name: $PORT_NAME, port: $ORIGIN}]
 endpoints: [{addresses: ["127.0.0.1"]}]
 EOF
 }
+PORT_NAME=$([ "$HOP" = h2-upstream ] && echo http2 || echo http)
 mesh 1
 "$BIN/weft" serve --registry "$TMP/reg" --xds-addr "127.0.0.1:$XDS" --admin-addr "127.0.0.1:$(port)" 2>"$TMP/cp.log" & pids+=($!)
 wait_port "$XDS"
@@ -130,8 +135,15 @@ haproxy_cmd() {
 }
 
 if [ "${MODE:-}" = syscalls ]; then what="system calls per request (strace)"; else what="user-space instructions per request (callgrind)"; fi
-echo "# $what, HTTP/1.1 keep-alive, 1 KB responses, $((N - SMALL)) requests"
+case "$HOP" in
+  h2-upstream) hop="HTTP/1.1 keep-alive in, HTTP/2 (h2c) to the origin" ;;
+  *) hop="HTTP/1.1 keep-alive" ;;
+esac
+echo "# $what, $hop, 1 KB responses, $((N - SMALL)) requests"
 w=$(per_request weft-proxy weft_cmd); echo "weft-proxy $w"
+# nginx proxies to HTTP/2 upstreams only for gRPC, and HAProxy's HTTP/2 is another program: the
+# HTTP/2 hops are compared with weft-proxy's own HTTP/1.1 figure.
+[ -n "$HOP" ] && exit 0
 g=$(per_request nginx nginx_cmd); echo "nginx      $g"
 if command -v haproxy >/dev/null; then h=$(per_request haproxy haproxy_cmd); echo "haproxy    $h"; fi
 awk -v w="$w" -v g="$g" 'BEGIN { printf "weft-proxy / nginx: %.2fx\n", w / g }'

@@ -49,6 +49,7 @@ fn head(status: u16, fields: &[(&str, &str)]) -> Response<()> {
 
 async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
     let path = req.uri().path().to_string();
+    let is_head = req.method() == http::Method::HEAD;
     let te = req
         .headers()
         .get("te")
@@ -63,7 +64,15 @@ async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendRespo
         respond.send_response(r, end).unwrap()
     };
     let data = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    if let Some((shape, n)) = path.strip_prefix("/r/").and_then(|r| r.split_once('/')) {
+        shaped(respond, shape, n.parse().unwrap(), got, is_head).await;
+        return;
+    }
     match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            send(&mut respond, head(200, &[]), true);
+        }
         "/length" => {
             let mut s = send(&mut respond, head(200, &[("content-length", "5")]), false);
             s.send_data(data("hello"), true).unwrap();
@@ -127,6 +136,50 @@ async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendRespo
             s.send_data(data(&said), true).unwrap();
         }
     }
+}
+
+/// `/r/<shape>/<n>`: `n` bytes of `b` framed as `shape` says (`length`: a content-length;
+/// `unsized`: none, in several frames; `empty`: no body, END_STREAM on the headers;
+/// `nocontent`: a 204), with `x-got` saying how many request body bytes came.
+async fn shaped(
+    mut respond: h2::server::SendResponse<Bytes>,
+    shape: &str,
+    n: usize,
+    got: usize,
+    is_head: bool,
+) {
+    let got = got.to_string();
+    let length = n.to_string();
+    let (status, mut fields) = match shape {
+        "nocontent" => (204, vec![]),
+        "length" => (200, vec![("content-length", length.as_str())]),
+        _ => (200, vec![]),
+    };
+    fields.push(("x-got", &got));
+    let bodiless =
+        is_head || matches!(shape, "empty" | "nocontent") || (shape == "length" && n == 0);
+    let Ok(mut s) = respond.send_response(head(status, &fields), bodiless) else {
+        return;
+    };
+    if bodiless {
+        return;
+    }
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(16_000);
+        left -= take;
+        if s.send_data(Bytes::from(vec![b'b'; take]), left == 0)
+            .is_err()
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    if n == 0 {
+        let _ = s.send_data(Bytes::new(), true);
+    }
+    // The stream's data goes out as the peer's window allows: wait for it to be sent.
+    let _ = std::future::poll_fn(|cx| s.poll_reset(cx)).await;
 }
 
 /// curl's view of requests on one connection: exit code, each status line, the headers named
@@ -244,4 +297,112 @@ fn every_http2_answer_reads_the_same_through_the_fast_path_and_through_hyper() {
         &[],
     );
     assert_eq!(big, "exit 0\n300003\n");
+}
+
+#[test]
+fn a_random_mix_of_requests_and_answers_reads_the_same_through_both_paths() {
+    // One seeded sequence of methods, request bodies (none, a length, chunked; up to 70 KB) and
+    // answer shapes (a length, no length, no body, 204; HEAD) sent by Python's http.client
+    // through a sidecar with the fast path and one without: the client must see the same from
+    // both, request by request, on one connection.
+    let upstream = scripted_h2_upstream();
+    let mesh = |fast: &str| {
+        let args = ["--http1-fast-path", fast];
+        one_service("up", 80, "http2", &[upstream.port()], "", &args)
+    };
+    let (fast, hyper) = (mesh("true"), mesh("false"));
+    let script = "import http.client, random, sys, json, hashlib\n\
+        host, port = sys.argv[1].rsplit(':', 1)\n\
+        rnd = random.Random(int(sys.argv[2]))\n\
+        c = http.client.HTTPConnection(host, int(port), timeout=10)\n\
+        out = []\n\
+        for i in range(120):\n\
+        \x20   method = rnd.choice(['GET', 'GET', 'POST', 'PUT', 'DELETE', 'HEAD'])\n\
+        \x20   shape = rnd.choice(['length', 'unsized', 'empty', 'nocontent'])\n\
+        \x20   path = '/r/%s/%d' % (shape, rnd.choice([0, 1, 700, 5000, 40000, 200000]))\n\
+        \x20   body = None\n\
+        \x20   if method in ('POST', 'PUT'):\n\
+        \x20       size = rnd.choice([0, 10, 3000, 70000])\n\
+        \x20       body = b'q' * size\n\
+        \x20       if rnd.random() < 0.3:\n\
+        \x20           body = [p for p in (body[:size // 2], body[size // 2:]) if p]\n\
+        \x20   try:\n\
+        \x20       c.request(method, path, body=body, headers={'Host': 'up'})\n\
+        \x20       r = c.getresponse()\n\
+        \x20       data = r.read()\n\
+        \x20       framing = 'length' if r.getheader('content-length') else ('chunked' if r.getheader('transfer-encoding') else 'none')\n\
+        \x20       out.append([method, path, r.status, r.getheader('x-got'), framing, len(data), hashlib.md5(data).hexdigest()[:8]])\n\
+        \x20   except Exception as e:\n\
+        \x20       out.append([method, path, 'error', type(e).__name__])\n\
+        \x20       c.close()\n\
+        print(json.dumps(out))\n";
+    for seed in ["1", "2"] {
+        let through_fast = weft_e2e::python_script(script, &[&fast.bind.to_string(), seed]);
+        let through_hyper = weft_e2e::python_script(script, &[&hyper.bind.to_string(), seed]);
+        assert!(!through_fast.contains("error"), "{through_fast}");
+        // The mix did what it says: large answers, 204s, HEADs, uploads counted.
+        for seen in ["200000", "204", "HEAD", "\"70000\"", "chunked"] {
+            assert!(through_fast.contains(seen), "no {seen} in {through_fast}");
+        }
+        assert_eq!(through_fast, through_hyper, "seed {seed}");
+    }
+}
+
+#[test]
+fn pipelined_requests_and_a_late_answer_are_handled_alike_on_both_paths() {
+    let upstream = scripted_h2_upstream();
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: up, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: up, port: 80}]
+  rules:
+    - timeouts: {request: 500ms}
+      backendRefs: [{name: up, port: 80}]
+"#;
+    let mesh = |fast: &str| {
+        let args = ["--http1-fast-path", fast];
+        one_service("up", 80, "http2", &[upstream.port()], route, &args)
+    };
+    let (fast, hyper) = (mesh("true"), mesh("false"));
+    // Three requests written at once: the answers come back in order, each whole.
+    let pipelined = |mesh: &OneService| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(mesh.bind).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let req = |path: &str, last: bool| {
+            let close = if last { "connection: close\r\n" } else { "" };
+            format!("GET {path} HTTP/1.1\r\nhost: up\r\n{close}\r\n")
+        };
+        let all = [
+            req("/length", false),
+            req("/unsized", false),
+            req("/odd-status", true),
+        ];
+        s.write_all(all.concat().as_bytes()).unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        // Dates differ from run to run.
+        got.lines()
+            .filter(|l| !l.starts_with("date:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let via_fast = pipelined(&fast);
+    assert_eq!(via_fast, pipelined(&hyper));
+    assert_eq!(via_fast.matches("HTTP/1.1 ").count(), 3, "{via_fast}");
+    assert!(via_fast.ends_with("ok"), "{via_fast}");
+    // The route's timeout answers a late upstream with 504 (UT) on both paths, in about 0.5 s.
+    for mesh in [&fast, &hyper] {
+        let started = std::time::Instant::now();
+        let got = fetch(mesh, &["/slow"], &[], &["x-weft-reason"]);
+        assert_eq!(
+            got,
+            "exit 0\nHTTP/1.1 504 Gateway Timeout\nx-weft-reason: UT\nupstream request timeout\n"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
 }

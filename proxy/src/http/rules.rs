@@ -153,8 +153,9 @@ pub fn response_framing(headers: &http::HeaderMap, http10: bool) -> Result<Frame
 /// upstream pool's rule, the one the fast path's own retry keeps too.
 pub use crate::upstream::pool::idempotent;
 
-/// The header that names a request end to end, added where the client sent none.
-pub const REQUEST_ID: &str = "x-request-id";
+/// The header that names a request end to end, added where the client sent none (declared with
+/// the HTTP/2 client, which sends it unindexed).
+pub use crate::upstream::h2::REQUEST_ID;
 
 /// A new request id (a random UUID, lowercase), written into `buf`.
 pub fn new_request_id(buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
