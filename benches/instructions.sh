@@ -6,12 +6,13 @@
 # request instead (strace), which is what a proxy asks of the kernel.
 #
 # Needs valgrind (or strace), nginx, haproxy, curl and release builds: cargo build --release --bins
-# Usage: [KEEP=dir] [MODE=syscalls] [HOP=h2-upstream] benches/instructions.sh [requests]
+# Usage: [KEEP=dir] [MODE=syscalls] [HOP=h2-upstream|h2-client] benches/instructions.sh [requests]
 # (default 2000; each proxy is run twice, with requests/4 and requests, and the difference divided,
-# so start-up and config cost cancel out). HOP=h2-upstream measures weft-proxy alone with HTTP/1.1
-# in and HTTP/2 (h2c, prior knowledge) to the origin: the near sidecar's side of the HTTP/2 hop
-# between sidecars, without TLS (which costs an HTTP/1.1 hop alike). (The far side, HTTP/2 in,
-# has no counterpart here: curl 7.88 cannot reuse an h2c connection for a second request.)
+# so start-up and config cost cancel out). HOP measures weft-proxy alone on one side of the HTTP/2
+# hop between sidecars, without TLS (which costs an HTTP/1.1 hop alike): h2-upstream, HTTP/1.1 in
+# and HTTP/2 (h2c, prior knowledge) to the origin, as the near sidecar; h2-client, HTTP/2 in and
+# HTTP/1.1 to the origin, as the far one (the client is Python's h2 package, `pip install h2`:
+# curl 7.88 cannot reuse an h2c connection for a second request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -71,8 +72,41 @@ mesh 1
 "$BIN/weft" serve --registry "$TMP/reg" --xds-addr "127.0.0.1:$XDS" --admin-addr "127.0.0.1:$(port)" 2>"$TMP/cp.log" & pids+=($!)
 wait_port "$XDS"
 
+# HTTP/2 (h2c, prior knowledge) requests one after another on one connection: port, count.
+cat > "$TMP/h2load.py" <<'EOF'
+import socket, sys
+import h2.config, h2.connection, h2.events
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+c.initiate_connection()
+s.sendall(c.data_to_send())
+for _ in range(n):
+    sid = c.get_next_available_stream_id()
+    c.send_headers(sid, [(":method", "GET"), (":path", "/bench"), (":scheme", "http"),
+                         (":authority", "127.0.0.1:%d" % port), ("user-agent", "h2load"),
+                         ("accept", "*/*")], end_stream=True)
+    s.sendall(c.data_to_send())
+    ended = False
+    while not ended:
+        data = s.recv(65536)
+        if not data:
+            sys.exit("connection closed")
+        for e in c.receive_data(data):
+            if isinstance(e, h2.events.DataReceived):
+                c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, h2.events.StreamEnded) and e.stream_id == sid:
+                ended = True
+            elif isinstance(e, h2.events.StreamReset):
+                sys.exit("stream reset")
+        s.sendall(c.data_to_send())
+c.close_connection()
+s.sendall(c.data_to_send())
+EOF
+
 # Sends $2 keep-alive requests to port $1 over one connection.
 load() {
+  if [ "$HOP" = h2-client ]; then python3 "$TMP/h2load.py" "$1" "$2"; return; fi
   local urls=()
   for _ in $(seq "$2"); do urls+=("http://127.0.0.1:$1/bench"); done
   curl -sS "${urls[@]}" >/dev/null
@@ -137,6 +171,7 @@ haproxy_cmd() {
 if [ "${MODE:-}" = syscalls ]; then what="system calls per request (strace)"; else what="user-space instructions per request (callgrind)"; fi
 case "$HOP" in
   h2-upstream) hop="HTTP/1.1 keep-alive in, HTTP/2 (h2c) to the origin" ;;
+  h2-client) hop="HTTP/2 (h2c, one connection) in, HTTP/1.1 keep-alive to the origin" ;;
   *) hop="HTTP/1.1 keep-alive" ;;
 esac
 echo "# $what, $hop, 1 KB responses, $((N - SMALL)) requests"
