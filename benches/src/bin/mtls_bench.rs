@@ -57,6 +57,9 @@ struct Opts {
     /// Only the two-hop measurement (3): for iterating on the data path.
     #[arg(long)]
     hops_only: bool,
+    /// Only handshakes and memory (1 and 2), without the two hops.
+    #[arg(long, conflicts_with = "hops_only")]
+    no_hops: bool,
     /// Records each sidecar with `perf record --call-graph dwarf` during round 0 of each two-hop path, into
     /// `<dir>/<rate>-<path>-<pod>.data` (`perf report -i ...` shows where its CPU went).
     #[arg(long)]
@@ -496,7 +499,9 @@ fn main() {
     if !opts.hops_only {
         handshakes_and_memory(&opts, &client, dir.path(), (api_pid, nginx_pid));
     }
-    hops(&opts, &client, &registry, (api_pid, web_pid));
+    if !opts.no_hops {
+        hops(&opts, &client, &registry, (api_pid, web_pid));
+    }
     drop((api, web));
 }
 
