@@ -249,10 +249,7 @@ async fn main() -> anyhow::Result<()> {
                 "unused",
                 ca::Lifetimes::default(),
             )?;
-            for root in authority.trust_bundle() {
-                print!("{}", root.trim_end());
-                println!();
-            }
+            print!("{}", authority.trust_bundle_pem());
         }
         Command::Crds => {
             for c in crd::definitions() {

@@ -135,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Source::Kubernetes(client) => ca::service::Authenticator::Kubernetes(client.clone()),
     };
     let authority = Arc::new(authority);
+    let bundle = authority.trust_bundle_pem();
     // Made before anything starts, so a certificate that cannot be issued stops the start.
     let tls_port = match &config.xds_tls {
         Some(t) => Some((
@@ -156,6 +157,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 debounce: config.debounce,
                 probe_every: KUBE_PROBE_EVERY,
             };
+            // The roots where every namespace's pods can mount them (Istio's
+            // `istio-ca-root-cert`).
+            tasks.push(tokio::spawn(ca::bundle::publish(client.clone(), bundle)));
             tasks.push(tokio::spawn(registry::kube::run(
                 client,
                 settings,

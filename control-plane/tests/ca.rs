@@ -331,6 +331,107 @@ mod kubernetes {
         assert_eq!(again.trust_bundle, resp.trust_bundle);
     }
 
+    /// Every namespace gets the roots in ConfigMap `weft-ca-root-cert`, as Istio's
+    /// `istio-ca-root-cert`: a new namespace at once, and a map deleted or edited is written
+    /// back; a terminating namespace is left alone.
+    #[tokio::test]
+    async fn every_namespace_gets_the_roots_in_a_config_map_kept_as_written() {
+        use weft_control_plane::ca::bundle::{CONFIG_MAP, KEY};
+        use weft_e2e::fake_kube::{CONFIG_MAPS, NAMESPACES};
+        let api = FakeApi::default();
+        let ns = |name: &str, phase: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name}, "status": {"phase": phase}})
+        };
+        api.apply(NAMESPACES, ns("shop", "Active"));
+        api.apply(NAMESPACES, ns("billing", "Active"));
+        let url = api.serve().await;
+        let _cp = start(&url).await;
+        let secret = api.secret("weft-system", "weft-ca").expect("a root Secret");
+        let root =
+            String::from_utf8(base64_decode(secret["data"]["ca.pem"].as_str().unwrap())).unwrap();
+        let held = |namespace: &str| {
+            api.object(CONFIG_MAPS, namespace, CONFIG_MAP)
+                .and_then(|cm| cm["data"][KEY].as_str().map(str::to_string))
+        };
+        async fn wait(what: &str, check: impl Fn() -> bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !check() {
+                assert!(tokio::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        wait("no maps", || {
+            held("shop").is_some() && held("billing").is_some()
+        })
+        .await;
+        let bundle = held("shop").unwrap();
+        assert!(
+            bundle.starts_with("-----BEGIN CERTIFICATE-----"),
+            "{bundle}"
+        );
+        assert!(
+            !bundle.contains("PRIVATE KEY"),
+            "the key must never leave the Secret"
+        );
+        assert!(
+            root.contains(bundle.trim_end()),
+            "the map holds the CA's root"
+        );
+
+        api.apply(NAMESPACES, ns("new", "Active"));
+        wait("a new namespace got none", || {
+            held("new").as_deref() == Some(&bundle)
+        })
+        .await;
+        let map = api.object(CONFIG_MAPS, "shop", CONFIG_MAP).unwrap();
+        api.delete(CONFIG_MAPS, map.clone());
+        let written = || held("shop").as_deref() == Some(&bundle);
+        wait("a deleted map was not written again", written).await;
+        let mut edited = map;
+        edited["data"][KEY] = serde_json::json!("not a certificate");
+        api.apply(CONFIG_MAPS, edited);
+        wait("an edited map was not put back", written).await;
+        api.apply(NAMESPACES, ns("leaving", "Terminating"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            held("leaving"),
+            None,
+            "a terminating namespace was written to"
+        );
+    }
+
+    /// Without permission to write ConfigMaps, the control plane says so and signs as before.
+    #[tokio::test]
+    async fn a_control_plane_that_may_not_write_config_maps_still_signs() {
+        use weft_e2e::fake_kube::{CONFIG_MAPS, NAMESPACES};
+        let api = FakeApi::default();
+        api.token("web-token", "system:serviceaccount:shop:web", &["weft-ca"]);
+        api.apply(
+            NAMESPACES,
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        );
+        api.refuse(CONFIG_MAPS, Some(403));
+        let url = api.serve().await;
+        let cp = start(&url).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, csr) = csr("spiffe://example.org/ns/shop/sa/web");
+        let resp = sign(&cp, Some("web-token"), &csr, 0).await.unwrap();
+        assert_eq!(
+            uri_sans(&resp.cert_chain[0]),
+            ["URI(spiffe://example.org/ns/shop/sa/web)"]
+        );
+        assert!(
+            api.object(CONFIG_MAPS, "shop", "weft-ca-root-cert")
+                .is_none()
+        );
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn replicas_starting_together_share_one_root() {
         let api = FakeApi::default();

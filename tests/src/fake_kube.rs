@@ -29,18 +29,22 @@ pub const HTTP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 pub const GRPC_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/grpcroutes";
 /// The TCPRoutes' path.
 pub const TCP_ROUTES: &str = "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes";
+/// The Namespaces' path.
+pub const NAMESPACES: &str = "/api/v1/namespaces";
+/// The ConfigMaps' path (listed and watched here; written one by one at their own paths).
+pub const CONFIG_MAPS: &str = "/api/v1/configmaps";
 
 /// Every path it serves, with its apiVersion and kind. weft.io's CRDs are absent: a cluster
 /// where they are not installed must read as one with none of their objects.
 const SERVED: [(&str, &str, &str); 8] = [
-    ("/api/v1/namespaces", "v1", "Namespace"),
+    (NAMESPACES, "v1", "Namespace"),
     (SERVICES, "v1", "Service"),
     (PODS, "v1", "Pod"),
     (SLICES, "discovery.k8s.io/v1", "EndpointSlice"),
     (HTTP_ROUTES, "gateway.networking.k8s.io/v1", "HTTPRoute"),
     (GRPC_ROUTES, "gateway.networking.k8s.io/v1", "GRPCRoute"),
     (TCP_ROUTES, "gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
-    ("/api/v1/configmaps", "v1", "ConfigMap"),
+    (CONFIG_MAPS, "v1", "ConfigMap"),
 ];
 
 fn type_of(path: &str) -> Option<(&'static str, &'static str, &'static str)> {
@@ -218,8 +222,18 @@ impl FakeApi {
             .cloned()
     }
 
+    /// An object of a listed kind, by namespace and name.
+    pub fn object(&self, path: &'static str, namespace: &str, name: &str) -> Option<Value> {
+        let st = self.state();
+        st.kinds
+            .get(path)?
+            .items
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
     /// Answers the requests that are not a kind's list or watch: a Secret read or created, a
-    /// TokenReview; `None` for the rest.
+    /// ConfigMap applied, a TokenReview; `None` for the rest.
     async fn one_object(
         &self,
         method: &hyper::Method,
@@ -263,6 +277,25 @@ impl FakeApi {
         }
         let rest = path.strip_prefix("/api/v1/namespaces/")?;
         let (namespace, rest) = rest.split_once('/')?;
+        if let Some(name) = rest.strip_prefix("configmaps/") {
+            // Server-side apply: created, or replaced by what the manager says (weft's maps
+            // have no other manager here).
+            if method != hyper::Method::PATCH {
+                return None;
+            }
+            if self.state().refused.get(CONFIG_MAPS) == Some(&403) {
+                return Some(status(
+                    403,
+                    "Forbidden",
+                    format!("configmaps \"{name}\" is forbidden"),
+                ));
+            }
+            let mut obj: Value = serde_json::from_slice(&body).ok()?;
+            obj["metadata"]["namespace"] = json!(namespace);
+            obj["metadata"]["name"] = json!(name);
+            self.apply(CONFIG_MAPS, obj.clone());
+            return Some(ok(200, obj));
+        }
         let name = rest.strip_prefix("secrets")?;
         match (method, name.strip_prefix('/')) {
             (&hyper::Method::GET, Some(name)) => {

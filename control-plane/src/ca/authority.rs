@@ -262,6 +262,15 @@ impl Authority {
         &self.bundle
     }
 
+    /// The roots as one PEM file, one after the other: what `weft ca root` prints and what the
+    /// `weft-ca-root-cert` ConfigMaps hold (a sidecar's `--xds-root-cert`).
+    pub fn trust_bundle_pem(&self) -> String {
+        self.bundle
+            .iter()
+            .map(|root| format!("{}\n", root.trim_end()))
+            .collect()
+    }
+
     /// The signing key as PKCS#8 (workload tokens are signed with it too).
     pub fn key_pkcs8(&self) -> &[u8] {
         &self.key_pkcs8

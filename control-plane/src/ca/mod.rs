@@ -6,6 +6,7 @@
 //! read. In file mode the credential is a workload token this CA issued (`weft token create`).
 
 pub mod authority;
+pub mod bundle;
 pub mod secret;
 pub mod service;
 pub mod token;
