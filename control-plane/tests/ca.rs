@@ -399,6 +399,20 @@ mod kubernetes {
             None,
             "a terminating namespace was written to"
         );
+        // Deleted while the watch was lost (no event): the list after it finds the map missing.
+        let map = api.object(CONFIG_MAPS, "billing", CONFIG_MAP).unwrap();
+        api.delete_silently(CONFIG_MAPS, &map);
+        api.expire(CONFIG_MAPS);
+        let rewritten = || held("billing").as_deref() == Some(&bundle);
+        wait("a map deleted unseen was not written again", rewritten).await;
+        // Another weft's roots (a replica of a rollout that changes them) are not fought over.
+        let mut other = api.object(CONFIG_MAPS, "shop", CONFIG_MAP).unwrap();
+        other["data"][KEY] = serde_json::json!("ANOTHER BUNDLE\n");
+        other["metadata"]["managedFields"] = serde_json::json!([{"manager": "weft",
+            "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}}}]);
+        api.apply(CONFIG_MAPS, other);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(held("shop").as_deref(), Some("ANOTHER BUNDLE\n"));
     }
 
     /// Without permission to write ConfigMaps, the control plane says so and signs as before.

@@ -114,6 +114,32 @@ async fn answer(req: Request<h2::RecvStream>, mut respond: h2::server::SendRespo
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             s.send_reset(h2::Reason::INTERNAL_ERROR);
         }
+        // Cut by a reset that says NO_ERROR before the body ended: still cut short.
+        "/cut-clean" | "/cut-clean-unsized" => {
+            let fields: &[(&str, &str)] = match path.as_str() {
+                "/cut-clean" => &[("content-length", "100")],
+                _ => &[],
+            };
+            let mut s = send(&mut respond, head(200, fields), false);
+            s.send_data(data("short"), false).unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s.send_reset(h2::Reason::NO_ERROR);
+        }
+        // A body that never ends, as fast as the client takes it.
+        "/endless" => {
+            let mut s = send(&mut respond, head(200, &[]), false);
+            let chunk = Bytes::from(vec![b'e'; 16_000]);
+            loop {
+                s.reserve_capacity(chunk.len());
+                match std::future::poll_fn(|cx| s.poll_capacity(cx)).await {
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+                if s.send_data(chunk.clone(), false).is_err() {
+                    return;
+                }
+            }
+        }
         "/big" => {
             let mut s = send(&mut respond, head(200, &[]), false);
             for _ in 0..30 {
@@ -251,6 +277,13 @@ fn every_http2_answer_reads_the_same_through_the_fast_path_and_through_hyper() {
             &["x-sum", "x-undeclared", "x-te"],
             "exit 0\nHTTP/1.1 200 OK\nx-te: none\nok\n",
         ),
+        // `TE` is case-insensitive; HTTP/2 takes it lowercase only.
+        (
+            &["/trailers"],
+            &["-H", "TE: Trailers"],
+            &["x-sum", "x-te"],
+            "exit 0\nHTTP/1.1 200 OK\nx-te: trailers\nokx-sum: 9\n",
+        ),
         // Bodies sent on whole: a length, and an empty POST stated as such.
         (
             &["/echo"],
@@ -273,6 +306,18 @@ fn every_http2_answer_reads_the_same_through_the_fast_path_and_through_hyper() {
         ),
         // A body cut by a reset is cut for the client too (curl: 18, partial transfer).
         (&["/cut"], &[], &[], "exit 18\nHTTP/1.1 200 OK\npartial\n"),
+        (
+            &["/cut-clean"],
+            &[],
+            &[],
+            "exit 18\nHTTP/1.1 200 OK\nshort\n",
+        ),
+        (
+            &["/cut-clean-unsized"],
+            &[],
+            &[],
+            "exit 18\nHTTP/1.1 200 OK\nshort\n",
+        ),
         (
             &["/refused"],
             &[],
@@ -395,6 +440,14 @@ spec:
     assert_eq!(via_fast, pipelined(&hyper));
     assert_eq!(via_fast.matches("HTTP/1.1 ").count(), 3, "{via_fast}");
     assert!(via_fast.ends_with("ok"), "{via_fast}");
+    // The route's timeout cuts a body that never ends, however fast its frames come.
+    for mesh in [&fast, &hyper] {
+        let started = std::time::Instant::now();
+        let args = ["-o", "/dev/null", "-w", "%{http_code}"];
+        let got = fetch(mesh, &["/endless"], &args, &[]);
+        assert_eq!(got, "exit 18\n200\n");
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
     // The route's timeout answers a late upstream with 504 (UT) on both paths, in about 0.5 s.
     for mesh in [&fast, &hyper] {
         let started = std::time::Instant::now();

@@ -40,6 +40,25 @@ pub fn config_map(namespace: &str, bundle: &str) -> ConfigMap {
     }
 }
 
+/// Whether `cm`'s data was last written by a weft (the field manager that owns `data`): one
+/// that holds another bundle was written by another replica (a rollout that changes the roots),
+/// which this one does not fight; the newest replica's write stands once the old ones are gone.
+fn written_by_weft(cm: &ConfigMap) -> bool {
+    let owns_data = |f: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        f.fields_v1
+            .as_ref()
+            .is_some_and(|v| v.0.get("f:data").is_some())
+    };
+    let owners: Vec<_> = cm
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| owns_data(f))
+        .collect();
+    !owners.is_empty() && owners.iter().all(|f| f.manager.as_deref() == Some(MANAGER))
+}
+
 /// Whether `cm` holds `bundle` as weft wrote it.
 fn holds(cm: &ConfigMap, bundle: &str) -> bool {
     cm.data
@@ -107,6 +126,10 @@ pub async fn publish(client: kube::Client, bundle: String) {
                     let Some(ns) = ours(&cm) else { continue };
                     if holds(&cm, &bundle) {
                         held.insert(ns);
+                    } else if written_by_weft(&cm) {
+                        // Another replica's roots: left to it (see `written_by_weft`).
+                        held.insert(ns.clone());
+                        tracing::warn!(namespace = ns, "ConfigMap {CONFIG_MAP} holds roots another weft wrote; not overwriting it");
                     } else {
                         held.remove(&ns);
                         if live.contains(&ns) {
@@ -124,7 +147,12 @@ pub async fn publish(client: kube::Client, bundle: String) {
                     }
                 }
                 Ok(Event::Init) => held.clear(),
-                Ok(Event::InitDone) => {}
+                // Listed again after a lost watch: a map deleted meanwhile sent no event.
+                Ok(Event::InitDone) => {
+                    for ns in live.difference(&held) {
+                        write(&client, ns, &bundle).await;
+                    }
+                }
                 Err(e) => tracing::warn!("watching ConfigMaps {CONFIG_MAP}: {e}"),
             },
             else => return,
@@ -135,6 +163,41 @@ pub async fn publish(client: kube::Client, bundle: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn managed(entries: &[(&str, &str)]) -> ConfigMap {
+        let mut cm = config_map("shop", "OTHER\n");
+        cm.metadata.managed_fields = Some(
+            entries
+                .iter()
+                .map(|(manager, field)| {
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                        manager: Some(manager.to_string()),
+                        operation: Some("Apply".into()),
+                        fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                            serde_json::json!({ *field: {} }),
+                        )),
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+        );
+        cm
+    }
+
+    #[test]
+    fn another_wefts_roots_are_left_alone_and_anyone_elses_edit_is_not() {
+        // (managers and the fields they own, written by weft alone)
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("weft", "f:data")], true),
+            (&[("weft", "f:data"), ("kubectl-edit", "f:metadata")], true),
+            (&[("weft", "f:metadata"), ("kubectl-edit", "f:data")], false),
+            (&[("weft", "f:data"), ("kubectl-edit", "f:data")], false),
+            (&[], false),
+        ];
+        for (entries, want) in cases {
+            assert_eq!(written_by_weft(&managed(entries)), *want, "{entries:?}");
+        }
+    }
 
     #[test]
     fn the_map_holds_the_bundle_under_its_key_and_an_edit_is_seen() {

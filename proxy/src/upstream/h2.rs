@@ -25,11 +25,13 @@ use super::conn::{Conn, SendError};
 /// The header that names a request end to end, added where the client sent none.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Receive windows and frame limits: hyper's client defaults, which the proxy used until now.
+/// Receive windows, frame and buffer limits, and how many streams to open before the peer's
+/// SETTINGS say: hyper's client defaults, which the proxy used until now.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONN_WINDOW: u32 = 5 * 1024 * 1024;
 const MAX_FRAME: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// An open HTTP/2 connection to an endpoint; clones share it.
 #[derive(Clone, Debug)]
@@ -51,6 +53,7 @@ pub async fn handshake(addr: SocketAddr, conn: Conn) -> Result<H2Conn, SendError
         .max_frame_size(MAX_FRAME)
         .max_header_list_size(super::MAX_HEADER_BYTES as u32)
         .max_send_buffer_size(MAX_SEND_BUFFER)
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
         .enable_push(false)
         .handshake::<_, Bytes>(conn)
         .await
@@ -77,8 +80,10 @@ impl H2Conn {
         self.ended.load(Ordering::Relaxed)
     }
 
-    /// Waits until a stream may be opened (the peer's concurrency limit). An error means the
-    /// connection cannot take one: nothing was sent, and the request may go on another.
+    /// Checks the connection can open a stream. An error means it cannot (closed, failed, or
+    /// told to go away): nothing was sent, and the request may go on another. (Streams past
+    /// the peer's concurrency limit wait inside h2 until one ends; every request holds a
+    /// handle of its own, so none waits here.)
     pub async fn ready(&mut self) -> Result<(), h2::Error> {
         poll_fn(|cx| self.send.poll_ready(cx)).await
     }
@@ -305,9 +310,13 @@ impl Body for H2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let me = &mut *self;
-        // A RST_STREAM with NO_ERROR is an early answer (RFC 9113 §8.1): the body ends there.
+        // A RST_STREAM with NO_ERROR after the whole answer (RFC 9113 §8.1: the server needs no
+        // more of the request) ends the body; h2 reports one that comes after END_STREAM as
+        // the end already, so one seen here came early: complete only if the stated length
+        // has all come. Anything else cut the body short.
+        let whole = me.left == Some(0);
         let early = |e: h2::Error| match e.reason() {
-            Some(h2::Reason::NO_ERROR) => None,
+            Some(h2::Reason::NO_ERROR) if whole => None,
             _ => Some(Err(e)),
         };
         if !me.data_done {

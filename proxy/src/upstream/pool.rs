@@ -326,9 +326,10 @@ impl Pool {
             let _dialing = self.h2_dial.lock().await;
             match self.shared_h2() {
                 Some(c) => Ready::H2(c),
-                None if dial.negotiate && self.declined_h2() => {
-                    Ready::H1(Box::pin(dial_h1(peer, dial)).await?)
-                }
+                None if dial.negotiate && self.declined_h2() => match self.take_h1() {
+                    Some(conn) => Ready::H1(conn),
+                    None => Ready::H1(Box::pin(dial_h1(peer, dial)).await?),
+                },
                 None => {
                     if lock(&self.h2_failed).is_some_and(|failed| failed >= queued) {
                         return Err(SendError::Connect(format!(
@@ -359,10 +360,13 @@ impl Pool {
             }
         };
         match ready {
-            Ready::H2(mut conn) => {
-                conn.ready().await.map_err(SendError::H2)?;
-                Ok(Ready::H2(conn))
-            }
+            Ready::H2(mut conn) => match conn.ready().await {
+                Ok(()) => Ok(Ready::H2(conn)),
+                Err(e) => {
+                    self.forget_h2(&conn);
+                    Err(SendError::H2(e))
+                }
+            },
             h1 => Ok(h1),
         }
     }

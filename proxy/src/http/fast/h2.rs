@@ -49,7 +49,13 @@ fn request_for(buf: &[u8], req: &Current, spans: &[super::Span]) -> Option<(Requ
         let name = HeaderName::from_bytes(&buf[s.name.clone()]).ok()?;
         match name {
             header::HOST => continue,
-            header::TE => trailers = true,
+            // Kept only when it said `trailers` (in any case): restated as HTTP/2 allows it,
+            // lowercase, as hyper's path does.
+            header::TE => {
+                trailers = true;
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+                continue;
+            }
             _ => {}
         }
         headers.append(name, HeaderValue::from_bytes(&buf[s.value.clone()]).ok()?);
@@ -141,28 +147,31 @@ impl<S: Stream> Conn<'_, S> {
                 return Exchanged::Done(open);
             }
         };
-        let mut answer = std::pin::pin!(answer);
         let mut watching = !self.client_done;
-        let answered = loop {
-            tokio::select! {
-                biased;
-                () = expiry(timer.as_mut()) => break Err(NoHead::Timeout),
-                a = answer.as_mut() => break a.map_err(|e| {
-                    tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
-                    NoHead::Stale
-                }),
-                // Cancel-safe: a read that loses the race has read nothing.
-                read = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.inbuf), if watching => {
-                    match self.client_read(req, read) {
-                        Ok(more) => watching = more,
-                        Err(e) => break Err(e),
+        // The answer lives in this block only: a failure below resets the stream before the
+        // client is answered, so the upstream stops for nobody.
+        let answered = {
+            let mut answer = std::pin::pin!(answer);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = expiry(timer.as_mut()) => break Err(NoHead::Timeout),
+                    a = answer.as_mut() => break a.map_err(|e| {
+                        tracing::debug!(endpoint = %endpoint.addr, "upstream error: {e}");
+                        NoHead::Stale
+                    }),
+                    // Cancel-safe: a read that loses the race has read nothing.
+                    read = tokio::io::AsyncReadExt::read_buf(&mut self.client, &mut self.inbuf), if watching => {
+                        match self.client_read(req, read) {
+                            Ok(more) => watching = more,
+                            Err(e) => break Err(e),
+                        }
                     }
                 }
             }
         };
         let resp = match answered {
             Ok(resp) => resp,
-            // Dropping the answer resets the stream: the upstream stops for nobody.
             Err(NoHead::ClientGone) => {
                 count(
                     &endpoint.stats,
@@ -249,6 +258,11 @@ impl<S: Stream> Conn<'_, S> {
         };
         let chunked = matches!(framing, Framing::Chunked(_));
         while !done {
+            // The route's timeout first: an upstream that never stops sending must not starve
+            // it (frames that are always ready are never awaited below).
+            if timer.as_mut().as_pin_mut().is_some_and(|t| t.is_elapsed()) {
+                return Err(Flag::UpstreamTimeout);
+            }
             // What is ready now joins what waits to be written; only with nothing to write is
             // the next frame awaited.
             let frame = match body.frame().now_or_never() {

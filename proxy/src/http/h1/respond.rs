@@ -72,7 +72,16 @@ pub fn head(
                     .unwrap_or_default()
                     .split(',')
                     .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok());
-                declared.get_or_insert_with(Vec::new).extend(names);
+                // Several values go on one line, as hyper writes them.
+                if let Some(d) = &mut declared {
+                    d.extend(names);
+                    out.truncate(out.len() - 2);
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    continue;
+                }
+                declared = Some(names.collect());
             }
             _ => {}
         }
@@ -245,6 +254,9 @@ mod tests {
             (200, &[("trailer", "x-t"), d], false, ASKED,
              "HTTP/1.1 200 OK\r\ntrailer: x-t\r\n{d}transfer-encoding: chunked\r\n\r\n", Framing::Chunked(None)),
             (304, &[("trailer", "x-t"), d], true, ASKED, "HTTP/1.1 304 Not Modified\r\n{d}\r\n", Framing::None),
+            (200, &[("trailer", "x-a"), ("trailer", "x-b"), d], false, with_te,
+             "HTTP/1.1 200 OK\r\ntrailer: x-a, x-b\r\n{d}transfer-encoding: chunked\r\n\r\n",
+             Framing::Chunked(Some(vec![HeaderName::from_static("x-a"), HeaderName::from_static("x-b")]))),
         ];
         for (status, headers, end, asked, want, framing) in cases {
             let mut out = Vec::new();
