@@ -15,6 +15,7 @@
 mod buffers;
 mod h2;
 mod prefixed;
+mod view;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use prefixed::Prefixed;
+use view::View;
 
 use self::h2::Exchanged;
 use super::h1::chunked;
@@ -60,52 +62,6 @@ pub enum Served<S> {
     Closed,
     /// hyper serves the rest of it, starting with the request the fast path routed, if it did.
     Handoff(Prefixed<S>, Option<Routed>),
-}
-
-/// A request head as routing sees it.
-struct View<'a> {
-    buf: &'a [u8],
-    head: &'a RequestHead,
-    headers: &'a [Span],
-}
-
-impl View<'_> {
-    /// The parser checked these parts are ASCII.
-    fn str(&self, r: &std::ops::Range<usize>) -> &str {
-        std::str::from_utf8(&self.buf[r.clone()]).unwrap_or_default()
-    }
-
-    fn target(&self) -> (&str, Option<&str>) {
-        let t = self.str(&self.head.target);
-        match t.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (t, None),
-        }
-    }
-}
-
-impl RequestView for View<'_> {
-    fn method(&self) -> &str {
-        self.str(&self.head.method)
-    }
-
-    fn path(&self) -> &str {
-        self.target().0
-    }
-
-    fn query(&self) -> Option<&str> {
-        self.target().1
-    }
-
-    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |s| self.buf[s.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|s| &self.buf[s.value.clone()])
-            // What `HeaderValue::to_str` accepts on hyper's path, so both route alike.
-            .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
-            .filter_map(|v| std::str::from_utf8(v).ok())
-    }
 }
 
 /// Why no response head came back.
