@@ -497,6 +497,86 @@ pub fn python_script(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Paths fetched on one connection, curl options, headers shown, what curl must see: a case of
+/// the tests that hold the fast path and hyper's path to the same answers.
+pub type CurlCase<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
+
+/// curl's view of one or more HTTP/1.1 requests to `bind` (`Host: up`) on one connection: exit
+/// code, then each response's status line, the headers named in `show` (trailers too), and the
+/// body.
+pub fn curl_shown(bind: SocketAddr, paths: &[&str], extra: &[&str], show: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--http1.1", "--max-time", "5"])
+        .args(extra)
+        .args(paths.iter().map(|p| format!("http://{bind}{p}")))
+        .args(["-H", "Host: up"])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut seen = format!("exit {}\n", out.status.code().unwrap_or(-1));
+    for line in text.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        let shown = line.starts_with("HTTP/")
+            || show.iter().any(|h| lower.contains(&format!("{h}:")))
+            || (!line.is_empty() && !line.contains(':'));
+        if shown {
+            seen.push_str(line.trim_end());
+            seen.push('\n');
+        }
+    }
+    seen
+}
+
+/// A seeded random mix of `count` requests sent by Python's http.client to `bind` on one
+/// connection (`Host: up`): methods, request bodies (none, a length, chunked; up to 70 KB) and
+/// paths `/r/<shape>/<n>` with `shape` drawn from `shapes` and `n` up to 200,000. Prints per
+/// request: method, path, status, `x-got`, the answer's framing when `framing` (a length,
+/// chunked or none: the HTTP/1.1 fast path sends a body read until close as it came, where
+/// hyper chunks it), its length and a digest; a request that fails prints `error` and opens a
+/// new connection.
+pub fn random_mix(
+    bind: SocketAddr,
+    seed: &str,
+    count: u32,
+    shapes: &[&str],
+    framing: bool,
+) -> String {
+    let script = "import http.client, random, sys, json, hashlib\n\
+        host, port = sys.argv[1].rsplit(':', 1)\n\
+        rnd = random.Random(int(sys.argv[2]))\n\
+        count, shapes, show = int(sys.argv[3]), sys.argv[4].split(','), sys.argv[5] == 'true'\n\
+        c = http.client.HTTPConnection(host, int(port), timeout=10)\n\
+        out = []\n\
+        for i in range(count):\n\
+        \x20   method = rnd.choice(['GET', 'GET', 'POST', 'PUT', 'DELETE', 'HEAD'])\n\
+        \x20   shape = rnd.choice(shapes)\n\
+        \x20   path = '/r/%s/%d' % (shape, rnd.choice([0, 1, 700, 5000, 40000, 200000]))\n\
+        \x20   body = None\n\
+        \x20   if method in ('POST', 'PUT'):\n\
+        \x20       size = rnd.choice([0, 10, 3000, 70000])\n\
+        \x20       body = b'q' * size\n\
+        \x20       if rnd.random() < 0.3:\n\
+        \x20           body = [p for p in (body[:size // 2], body[size // 2:]) if p]\n\
+        \x20   try:\n\
+        \x20       c.request(method, path, body=body, headers={'Host': 'up'})\n\
+        \x20       r = c.getresponse()\n\
+        \x20       data = r.read()\n\
+        \x20       framing = 'length' if r.getheader('content-length') else ('chunked' if r.getheader('transfer-encoding') else 'none')\n\
+        \x20       out.append([method, path, r.status, r.getheader('x-got')] + ([framing] if show else []) + [len(data), hashlib.md5(data).hexdigest()[:8]])\n\
+        \x20   except Exception as e:\n\
+        \x20       out.append([method, path, 'error', type(e).__name__])\n\
+        \x20       c.close()\n\
+        print(json.dumps(out))\n";
+    let args = [
+        bind.to_string(),
+        seed.to_string(),
+        count.to_string(),
+        shapes.join(","),
+        framing.to_string(),
+    ];
+    python_script(script, &args.each_ref().map(String::as_str))
+}
+
 /// A running mesh of one Service reached through an explicit listener (see [`one_service`]).
 pub struct OneService {
     /// The control plane.

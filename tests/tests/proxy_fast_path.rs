@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 
-use weft_e2e::{Backend, OneService, one_service};
+use weft_e2e::{Backend, CurlCase, OneService, curl_shown, one_service, random_mix};
 
 /// What the upstream answers for a request path; `true`: close the connection after it.
 fn answer(path: &str) -> (&'static [u8], bool) {
@@ -248,33 +248,6 @@ fn mesh(upstream: SocketAddr, fast: bool) -> OneService {
     weft_e2e::http1_path(upstream, fast)
 }
 
-/// curl's view of one or more requests: exit code, then each response's status line, the
-/// headers named in `show`, and the body.
-fn fetch(bind: SocketAddr, paths: &[&str], extra: &[&str], show: &[&str]) -> String {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-i", "--http1.1", "--max-time", "5"])
-        .args(extra)
-        .args(paths.iter().map(|p| format!("http://{bind}{p}")))
-        .args(["-H", "Host: up"]);
-    let out = cmd.output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut seen = format!("exit {}\n", out.status.code().unwrap_or(-1));
-    for line in text.split("\r\n") {
-        let lower = line.to_ascii_lowercase();
-        let shown = line.starts_with("HTTP/")
-            || show.iter().any(|h| lower.contains(&format!("{h}:")))
-            || (!line.is_empty() && !line.contains(':'));
-        if shown {
-            seen.push_str(line.trim_end());
-            seen.push('\n');
-        }
-    }
-    seen
-}
-
-/// Paths fetched on one connection, curl options, headers shown, what curl must see.
-type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
-
 #[test]
 fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper() {
     let upstream = scripted_upstream();
@@ -292,7 +265,7 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
     let small_arg = format!("@{}", small.display());
     // (paths, curl options, headers shown, what curl must see: exit code, status lines, those
     // headers, bodies). hyper reorders headers, so each case shows those whose order is fixed.
-    let cases: &[Case] = &[
+    let cases: &[CurlCase] = &[
         (
             &["/chunked"],
             &[],
@@ -441,7 +414,7 @@ fn every_response_shape_reads_the_same_through_the_fast_path_and_through_hyper()
             })
             .collect();
         for (path, sidecar) in [("fast path", &fast), ("hyper", &hyper)] {
-            let got = fetch(sidecar.bind, paths, &extra, show);
+            let got = curl_shown(sidecar.bind, paths, &extra, show);
             assert_eq!(got, *want, "{paths:?} through {path}");
         }
     }
@@ -455,7 +428,7 @@ fn a_pooled_connection_the_upstream_drops_is_retried_for_an_idempotent_request()
     // wrote), on the fast path and on hyper's.
     for fast_path in [true, false] {
         let sidecar = mesh(upstream, fast_path);
-        let got = fetch(sidecar.bind, &["/drop-next", "/after"], &[], &[]);
+        let got = curl_shown(sidecar.bind, &["/drop-next", "/after"], &[], &[]);
         assert_eq!(
             got, "exit 0\nHTTP/1.1 200 OK\ndefaultHTTP/1.1 200 OK\ndefault\n",
             "fast path {fast_path}"
@@ -469,7 +442,7 @@ fn chunked_trailers_pass_through_the_fast_path() {
     // drops them for a client that did not send `te: trailers`).
     let upstream = scripted_upstream();
     let fast = mesh(upstream, true);
-    let got = fetch(fast.bind, &["/trailers", "/after"], &[], &["x-checksum"]);
+    let got = curl_shown(fast.bind, &["/trailers", "/after"], &[], &["x-checksum"]);
     assert_eq!(
         got,
         "exit 0\nHTTP/1.1 200 OK\nokx-checksum: 9\nHTTP/1.1 200 OK\ndefault\n"
@@ -579,7 +552,7 @@ fn a_body_read_until_close_that_breaks_off_reaches_the_client_as_broken() {
     // cut one: the upstream's reset must reach the client as a reset, not as a clean close.
     let upstream = scripted_upstream();
     let fast = mesh(upstream, true);
-    let got = fetch(fast.bind, &["/cut"], &["--data-binary", "body"], &[]);
+    let got = curl_shown(fast.bind, &["/cut"], &["--data-binary", "body"], &[]);
     assert!(got.starts_with("exit 56\nHTTP/1.1 200 OK\n"), "{got}");
 }
 
@@ -769,33 +742,10 @@ fn a_random_mix_of_requests_and_responses_reads_the_same_through_both_paths() {
     let upstream = scripted_upstream();
     let fast = mesh(upstream, true);
     let hyper = mesh(upstream, false);
-    let script = "import http.client, random, sys, json, hashlib\n\
-        host, port = sys.argv[1].rsplit(':', 1)\n\
-        rnd = random.Random(int(sys.argv[2]))\n\
-        c = http.client.HTTPConnection(host, int(port), timeout=10)\n\
-        out = []\n\
-        for i in range(150):\n\
-        \x20   method = rnd.choice(['GET', 'GET', 'POST', 'PUT', 'DELETE', 'HEAD'])\n\
-        \x20   framing = rnd.choice(['length', 'chunked', 'close', 'empty'])\n\
-        \x20   path = '/r/%s/%d' % (framing, rnd.choice([0, 1, 700, 5000, 40000, 200000]))\n\
-        \x20   body = None\n\
-        \x20   if method in ('POST', 'PUT'):\n\
-        \x20       size = rnd.choice([0, 10, 3000, 70000])\n\
-        \x20       body = b'q' * size\n\
-        \x20       if rnd.random() < 0.3:\n\
-        \x20           body = [p for p in (body[:size // 2], body[size // 2:]) if p]\n\
-        \x20   try:\n\
-        \x20       c.request(method, path, body=body, headers={'Host': 'up'})\n\
-        \x20       r = c.getresponse()\n\
-        \x20       data = r.read()\n\
-        \x20       out.append([method, path, r.status, r.getheader('x-got'), len(data), hashlib.md5(data).hexdigest()[:8]])\n\
-        \x20   except Exception as e:\n\
-        \x20       out.append([method, path, 'error', type(e).__name__])\n\
-        \x20       c.close()\n\
-        print(json.dumps(out))\n";
     for seed in ["1", "2"] {
-        let through_fast = weft_e2e::python_script(script, &[&fast.bind.to_string(), seed]);
-        let through_hyper = weft_e2e::python_script(script, &[&hyper.bind.to_string(), seed]);
+        let shapes = ["length", "chunked", "close", "empty"];
+        let through_fast = random_mix(fast.bind, seed, 150, &shapes, false);
+        let through_hyper = random_mix(hyper.bind, seed, 150, &shapes, false);
         assert!(!through_fast.contains("error"), "{through_fast}");
         // The mix did what it says: large bodies both ways, 204s, HEADs, uploads counted.
         for seen in [", 200000, ", ", 204, ", "\"HEAD\"", "\"POST 70000\""] {

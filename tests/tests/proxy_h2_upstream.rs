@@ -6,11 +6,10 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use weft_e2e::{OneService, one_service};
+use weft_e2e::{CurlCase, OneService, curl_shown, one_service, random_mix};
 
 /// An HTTP/2 (h2c) server on the `h2` crate, answering each path with a shape of its own.
 fn scripted_h2_upstream() -> SocketAddr {
@@ -208,44 +207,24 @@ async fn shaped(
     let _ = std::future::poll_fn(|cx| s.poll_reset(cx)).await;
 }
 
-/// curl's view of requests on one connection: exit code, each status line, the headers named
-/// in `show` (trailers too), and the bodies.
-fn fetch(mesh: &OneService, paths: &[&str], extra: &[&str], show: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "--http1.1", "--max-time", "5"])
-        .args(extra)
-        .args(paths.iter().map(|p| format!("http://{}{p}", mesh.bind)))
-        .args(["-H", "Host: up"])
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut seen = format!("exit {}\n", out.status.code().unwrap_or(-1));
-    for line in text.split("\r\n") {
-        let lower = line.to_ascii_lowercase();
-        let shown = line.starts_with("HTTP/")
-            || show.iter().any(|h| lower.contains(&format!("{h}:")))
-            || (!line.is_empty() && !line.contains(':'));
-        if shown {
-            seen.push_str(line.trim_end());
-            seen.push('\n');
-        }
-    }
-    seen
+/// A sidecar with the fast path on or off (hyper for every request) in front of `upstream`, an
+/// h2c Service `up`, with `route`'s YAML beside it.
+fn mesh(upstream: SocketAddr, fast: bool, route: &str) -> OneService {
+    let args = ["--http1-fast-path", if fast { "true" } else { "false" }];
+    one_service("up", 80, "http2", &[upstream.port()], route, &args)
 }
 
-/// Paths fetched on one connection, curl options, headers shown, what curl must see.
-type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
+/// curl's view through `mesh` (see [`curl_shown`]).
+fn fetch(mesh: &OneService, paths: &[&str], extra: &[&str], show: &[&str]) -> String {
+    curl_shown(mesh.bind, paths, extra, show)
+}
 
 #[test]
 fn every_http2_answer_reads_the_same_through_the_fast_path_and_through_hyper() {
     let upstream = scripted_h2_upstream();
-    let mesh = |fast: &str| {
-        let args = ["--http1-fast-path", fast];
-        one_service("up", 80, "http2", &[upstream.port()], "", &args)
-    };
-    let (fast, hyper) = (mesh("true"), mesh("false"));
+    let (fast, hyper) = (mesh(upstream, true, ""), mesh(upstream, false, ""));
     let framing = ["content-length", "transfer-encoding", "connection"];
-    let cases: &[Case] = &[
+    let cases: &[CurlCase] = &[
         (
             &["/length", "/unsized"],
             &[],
@@ -351,39 +330,11 @@ fn a_random_mix_of_requests_and_answers_reads_the_same_through_both_paths() {
     // through a sidecar with the fast path and one without: the client must see the same from
     // both, request by request, on one connection.
     let upstream = scripted_h2_upstream();
-    let mesh = |fast: &str| {
-        let args = ["--http1-fast-path", fast];
-        one_service("up", 80, "http2", &[upstream.port()], "", &args)
-    };
-    let (fast, hyper) = (mesh("true"), mesh("false"));
-    let script = "import http.client, random, sys, json, hashlib\n\
-        host, port = sys.argv[1].rsplit(':', 1)\n\
-        rnd = random.Random(int(sys.argv[2]))\n\
-        c = http.client.HTTPConnection(host, int(port), timeout=10)\n\
-        out = []\n\
-        for i in range(120):\n\
-        \x20   method = rnd.choice(['GET', 'GET', 'POST', 'PUT', 'DELETE', 'HEAD'])\n\
-        \x20   shape = rnd.choice(['length', 'unsized', 'empty', 'nocontent'])\n\
-        \x20   path = '/r/%s/%d' % (shape, rnd.choice([0, 1, 700, 5000, 40000, 200000]))\n\
-        \x20   body = None\n\
-        \x20   if method in ('POST', 'PUT'):\n\
-        \x20       size = rnd.choice([0, 10, 3000, 70000])\n\
-        \x20       body = b'q' * size\n\
-        \x20       if rnd.random() < 0.3:\n\
-        \x20           body = [p for p in (body[:size // 2], body[size // 2:]) if p]\n\
-        \x20   try:\n\
-        \x20       c.request(method, path, body=body, headers={'Host': 'up'})\n\
-        \x20       r = c.getresponse()\n\
-        \x20       data = r.read()\n\
-        \x20       framing = 'length' if r.getheader('content-length') else ('chunked' if r.getheader('transfer-encoding') else 'none')\n\
-        \x20       out.append([method, path, r.status, r.getheader('x-got'), framing, len(data), hashlib.md5(data).hexdigest()[:8]])\n\
-        \x20   except Exception as e:\n\
-        \x20       out.append([method, path, 'error', type(e).__name__])\n\
-        \x20       c.close()\n\
-        print(json.dumps(out))\n";
+    let (fast, hyper) = (mesh(upstream, true, ""), mesh(upstream, false, ""));
     for seed in ["1", "2"] {
-        let through_fast = weft_e2e::python_script(script, &[&fast.bind.to_string(), seed]);
-        let through_hyper = weft_e2e::python_script(script, &[&hyper.bind.to_string(), seed]);
+        let shapes = ["length", "unsized", "empty", "nocontent"];
+        let through_fast = random_mix(fast.bind, seed, 120, &shapes, true);
+        let through_hyper = random_mix(hyper.bind, seed, 120, &shapes, true);
         assert!(!through_fast.contains("error"), "{through_fast}");
         // The mix did what it says: large answers, 204s, HEADs, uploads counted.
         for seen in ["200000", "204", "HEAD", "\"70000\"", "chunked"] {
@@ -407,11 +358,7 @@ spec:
     - timeouts: {request: 500ms}
       backendRefs: [{name: up, port: 80}]
 "#;
-    let mesh = |fast: &str| {
-        let args = ["--http1-fast-path", fast];
-        one_service("up", 80, "http2", &[upstream.port()], route, &args)
-    };
-    let (fast, hyper) = (mesh("true"), mesh("false"));
+    let (fast, hyper) = (mesh(upstream, true, route), mesh(upstream, false, route));
     // Three requests written at once: the answers come back in order, each whole.
     let pipelined = |mesh: &OneService| {
         use std::io::{Read, Write};
